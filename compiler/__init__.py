@@ -1,0 +1,1 @@
+"""The compiler stages: parse, lower to IR with shapes, passes, planning, code generation."""

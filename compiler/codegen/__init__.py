@@ -1,0 +1,1 @@
+"""Code generators: the NumPy module and the C99 file."""

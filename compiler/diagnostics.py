@@ -1,0 +1,215 @@
+"""Diagnostics: source spans, located errors and warnings, and their rendering.
+
+In:  spans taken from the parser, and the messages that the passes produce.
+Out: `Diagnostic` values, `CompileError` (what the API raises) and the
+     rustc-style text that the CLI prints:
+
+    models/bad.nn:7:5: error[E0203]: dense expects a vector per example, got [16, 5, 5]
+       7 |     dense(120)
+         |     ^^^^^^^^^^
+       = help: add `flatten` before it
+
+Every code that the compiler can emit is listed in `CODES`; `docs/diagnostics.md`
+is the user-facing table and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file. Lines and columns count from 1; the end
+    column is exclusive (one past the last character)."""
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @staticmethod
+    def point(path: str, line: int, column: int) -> "Span":
+        return Span(path, line, column, line, column + 1)
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The stable diagnostic codes. docs/diagnostics.md documents the same table.
+CODES: dict[str, str] = {
+    # syntax
+    "E0001": "syntax error: a token that cannot stand here",
+    "E0002": "syntax error: the file ends in the middle of a statement",
+    "E0003": "syntax error: a character that is not part of the language",
+    # structure and names
+    "E0101": "the file has no `model`",
+    "E0102": "the file has more than one `model`",
+    "E0103": "two blocks share a name, or a block shadows an op",
+    "E0104": "an undefined value name",
+    "E0105": "an unknown op or block",
+    "E0106": "two steps have the same full label",
+    "E0107": "a block calls itself, directly or through other blocks",
+    "E0108": "a block called with the wrong number of inputs",
+    "E0109": "a name declared twice in one model or block header",
+    "E0110": "destructuring into a number of names different from the values returned",
+    "E0111": "an op used where it cannot stand (a merge as a step, a layer as a source)",
+    "E0112": "a value used as a step, or a step where a value is expected",
+    # arguments
+    "E0301": "an unknown keyword argument",
+    "E0302": "a missing positional argument",
+    "E0303": "too many positional arguments",
+    "E0304": "an argument of the wrong kind",
+    "E0305": "an argument given twice",
+    "E0306": "an argument value out of range",
+    "E0307": "a bad `NAME.shape[i]` reference",
+    "E0308": "division by zero in an argument expression",
+    # shapes
+    "E0201": "a non-positive output size",
+    "E0202": "`groups` does not divide the channels",
+    "E0203": "an input rank the op cannot take",
+    "E0204": "merged values whose shapes disagree",
+    "E0205": "a reshape that changes the element count",
+    "E0206": "a symbolic dimension where a known size is needed",
+    "E0207": "a bad dimension bound",
+    # streaming
+    "E0401": "a layer that cannot stream along the time axis",
+    "E0402": "a model without a named time dimension compiled for streaming",
+    # warnings
+    "W0001": "a value that is computed but never used",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    span: Span | None
+    notes: tuple[str, ...] = ()
+    help: str | None = None
+
+    # The Python API's contract names these fields.
+    @property
+    def path(self) -> str | None:
+        return self.span.path if self.span else None
+
+    @property
+    def line(self) -> int | None:
+        return self.span.line if self.span else None
+
+    @property
+    def column(self) -> int | None:
+        return self.span.column if self.span else None
+
+    @property
+    def hint(self) -> str | None:
+        return self.help
+
+    def __str__(self) -> str:
+        return render(self, None)
+
+
+def error(code: str, message: str, span: Span | None, *, help: str | None = None,
+          notes: tuple[str, ...] = ()) -> Diagnostic:
+    assert code in CODES, code
+    return Diagnostic(Severity.ERROR, code, message, span, notes, help)
+
+
+def warning(code: str, message: str, span: Span | None, *, help: str | None = None,
+            notes: tuple[str, ...] = ()) -> Diagnostic:
+    assert code in CODES, code
+    return Diagnostic(Severity.WARNING, code, message, span, notes, help)
+
+
+class CompileError(Exception):
+    """The model (or an input file) is wrong. `diagnostics` lists every
+    independent problem found; `str()` renders them with source excerpts."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = list(diagnostics)
+        self.sources = dict(sources or {})
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(render(d, self.sources.get(d.path or "")) for d in self.diagnostics)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+@dataclass
+class Sink:
+    """Collects diagnostics while a stage runs; `raise_if_errors` ends the stage."""
+
+    sources: dict[str, str] = field(default_factory=dict)
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, diag: Diagnostic) -> None:
+        if diag not in self.items:
+            self.items.append(diag)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity is Severity.WARNING]
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise CompileError(_sorted(self.errors), self.sources)
+
+
+def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
+    def key(d: Diagnostic):
+        s = d.span
+        return (s.path, s.line, s.column) if s else ("", 0, 0)
+    return sorted(diags, key=key)
+
+
+def render(diag: Diagnostic, source: str | None) -> str:
+    """The rustc-style text of one diagnostic."""
+    s = diag.span
+    head = f"{diag.severity}[{diag.code}]: {diag.message}"
+    if s is None:
+        lines = [head]
+    else:
+        lines = [f"{s.path}:{s.line}:{s.column}: {head}"]
+        text = _source_line(source, s.line)
+        if text is not None:
+            gutter = len(str(s.line))
+            end = s.end_column if s.end_line == s.line else len(text) + 1
+            width = max(1, min(end, len(text) + 1) - s.column)
+            lines.append(f"{' ' * 2}{s.line} | {text}")
+            lines.append(f"{' ' * (2 + gutter)} | {' ' * (s.column - 1)}{'^' * width}")
+    for note in diag.notes:
+        lines.append(f"   = note: {note}")
+    if diag.help:
+        lines.append(f"   = help: {diag.help}")
+    return "\n".join(lines)
+
+
+def _source_line(source: str | None, line: int) -> str | None:
+    if source is None:
+        return None
+    all_lines = source.splitlines()
+    if 1 <= line <= len(all_lines):
+        # A tab counts as one column, so show it as one space to keep the carets aligned.
+        return all_lines[line - 1].replace("\t", " ")
+    return None
+
+
+def did_you_mean(name: str, candidates) -> str | None:
+    """A `help` text naming the closest candidate, if one is close enough."""
+    import difflib
+    match = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{match[0]}`?" if match else None

@@ -1,0 +1,1 @@
+"""Optimisation passes on the IR: each a plain function IR -> IR."""

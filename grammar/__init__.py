@@ -1,0 +1,1 @@
+"""The .nn grammar (nn.lark), loaded by nnc.compiler.parse."""
