@@ -49,6 +49,7 @@ CODES: dict[str, str] = {
     "E0001": "syntax error: a token that cannot stand here",
     "E0002": "syntax error: the file ends in the middle of a statement",
     "E0003": "syntax error: a character that is not part of the language",
+    "E0004": "the model file cannot be read, or is not UTF-8 text",
     # structure and names
     "E0101": "the file has no `model`",
     "E0102": "the file has more than one `model`",
@@ -62,6 +63,7 @@ CODES: dict[str, str] = {
     "E0110": "destructuring into a number of names different from the values returned",
     "E0111": "an op used where it cannot stand (a merge as a step, a layer as a source)",
     "E0112": "a value used as a step, or a step where a value is expected",
+    "E0113": "a statement after `return`, or a `return` that is missing its values",
     # arguments
     "E0301": "an unknown keyword argument",
     "E0302": "a missing positional argument",

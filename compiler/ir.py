@@ -1,0 +1,142 @@
+"""The IR: a model as a flat, topologically ordered graph of ops with shapes.
+
+In:  built by `lower.py` from the AST (blocks expanded, labels resolved,
+     arguments evaluated, shapes inferred); rewritten by `passes/`.
+Out: `Graph`, read by the summary, the planner and the code generators.
+
+Every node produces exactly one value, named by the node's full label
+(`layer1.0.conv1`); model inputs are values named by the input. Shapes exclude
+the batch dimension and may hold symbolic sizes (`dims.Sym`). Parameters are
+named `<label>.<param>` as in PyTorch's `state_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .diagnostics import Span
+from .dims import Dim, Shape, format_shape
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One tensor a node owns. `learnable` is False for batchnorm's running
+    statistics. `init` is the default initialisation: ("uniform", bound) or
+    ("const", value), PyTorch's defaults."""
+
+    name: str
+    shape: tuple[int, ...]
+    learnable: bool = True
+    init: tuple[str, float] = ("const", 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """An elementwise activation fused into the node that produces its input."""
+
+    op: str                           # catalog name: "relu", "leaky_relu", ...
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    label: str                        # full label; also the name of the value it produces
+    op: Any                           # the catalog entry (`ops.OpSpec`)
+    inputs: tuple[str, ...]           # names of the values it reads
+    attrs: Mapping[str, Any]          # resolved arguments (see the op's entry)
+    shape: Shape                      # output shape, without batch
+    params: tuple[ParamSpec, ...]
+    macs: Dim
+    span: Span
+    activation: Activation | None = None   # set by the fusion pass
+
+    @property
+    def params_count(self) -> int:
+        total = 0
+        for p in self.params:
+            if p.learnable:
+                n = 1
+                for d in p.shape:
+                    n *= d
+                total += n
+        return total
+
+    def param_key(self, name: str) -> str:
+        return f"{self.label}.{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    name: str
+    shape: Shape
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    name: str                         # the name the API uses ("out" when unnamed)
+    value: str                        # the value it returns
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    name: str
+    inputs: tuple[Input, ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[Output, ...]
+    bounds: Mapping[str, int]         # named dimension -> bound, where one is known
+    time_dim: str | None = None       # the named dimension a streaming plan steps along
+    path: str = "<input>"
+
+    def node(self, label: str) -> Node:
+        for n in self.nodes:
+            if n.label == label:
+                return n
+        raise KeyError(label)
+
+    def shape_of(self, value: str) -> Shape:
+        for i in self.inputs:
+            if i.name == value:
+                return i.shape
+        return self.node(value).shape
+
+    def users(self) -> dict[str, list[str]]:
+        """value name -> labels of the nodes that read it, in schedule order."""
+        result: dict[str, list[str]] = {i.name: [] for i in self.inputs}
+        for n in self.nodes:
+            result.setdefault(n.label, [])
+            for v in n.inputs:
+                result[v].append(n.label)
+        return result
+
+    @property
+    def params_count(self) -> int:
+        return sum(n.params_count for n in self.nodes)
+
+
+def verify(graph: Graph) -> None:
+    """Check the IR's invariants. A failure is a compiler bug, not a user error."""
+    seen: set[str] = {i.name for i in graph.inputs}
+    assert len(seen) == len(graph.inputs), "duplicate input names"
+    for n in graph.nodes:
+        assert n.label not in seen, f"value `{n.label}` defined twice"
+        for v in n.inputs:
+            assert v in seen, f"`{n.label}` reads `{v}` before it is defined"
+        assert isinstance(n.shape, tuple) and n.shape, f"`{n.label}` has no shape"
+        seen.add(n.label)
+    for o in graph.outputs:
+        assert o.value in seen, f"output `{o.name}` names unknown value `{o.value}`"
+    assert len({o.name for o in graph.outputs}) == len(graph.outputs), "duplicate output names"
+
+
+def dump(graph: Graph) -> str:
+    """A readable text form of the graph, for golden tests and debugging."""
+    lines = [f"graph {graph.name}(" + ", ".join(f"{i.name}: {format_shape(i.shape)}" for i in graph.inputs) + ")"]
+    for n in graph.nodes:
+        args = ", ".join(f"{k}={v}" for k, v in n.attrs.items())
+        act = f" +{n.activation.op}" if n.activation else ""
+        lines.append(f"  {n.label} = {n.op.name}{act}({', '.join(n.inputs)}; {args}) -> {format_shape(n.shape)}")
+    lines.append("  return " + ", ".join(f"{o.name}={o.value}" for o in graph.outputs))
+    return "\n".join(lines)

@@ -1,0 +1,695 @@
+"""AST -> IR: resolve names, expand blocks, evaluate arguments, infer shapes.
+
+In:  an `ast.File` from `parse.py`, and optional bounds for named dimensions.
+Out: an `ir.Graph` whose every node has a full label, resolved arguments, an
+     output shape, its parameters and its MAC count; or a `CompileError`
+     listing every independent problem.
+
+How it works:
+1. Check the file's structure: one `model`, unique block names, no block that
+   calls itself (directly or through others).
+2. Walk the model's statements in order with a `Scope` (the values in scope,
+   the chain's current value, the label prefix, the automatic-label counters).
+   Each chain element is a value name, a merge, a block call or an op step;
+   which one is decided here, where the names in scope are known.
+3. An op step binds its arguments to the catalog entry (`ops.py`), resolves
+   them against the input shapes and infers the output shape. A block call
+   walks the block's body in a child scope whose labels are prefixed by the
+   call's label.
+4. One cause gives one error: a step that fails yields a *poisoned* value, and
+   every step that consumes a poisoned value is skipped silently.
+5. Values bound but never read are reported as warnings.
+
+Shape inference therefore happens while lowering: `x.shape[0]` in an argument
+needs the shapes of the values before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import ast
+from .diagnostics import Sink, Span, did_you_mean, error, warning
+from .dims import Dim, Sym, SymbolicError, format_shape
+from .ir import Graph, Input, Node, Output
+from .ops import CATALOG, REQUIRED, ArgError, OpSpec, Role, ShapeError, coerce
+
+
+class _Poison:
+    """The value of a step that failed: consumers are skipped without a new error."""
+
+    def __repr__(self) -> str:
+        return "<poison>"
+
+
+POISON = _Poison()
+
+
+@dataclass(eq=False)
+class Binding:
+    """A value reachable by name or as the chain's current value."""
+
+    value: str | _Poison           # the IR value name, or POISON
+    span: Span                     # where it was bound (for the unused warning)
+    name: str | None               # the source name, None for an unnamed statement value
+    used: bool = False
+
+
+@dataclass
+class Scope:
+    prefix: str                                  # label prefix: "" or "layer1.0."
+    names: dict[str, Binding] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)    # block parameters and dim names
+    current: list[Binding] | None = None         # the previous statement's value(s)
+    counters: dict[str, int] = field(default_factory=dict)
+    bindings: list[Binding] = field(default_factory=list)  # every binding, for warnings
+    call_note: str | None = None                 # "in `layer1.0: basic(64)` at line 30"
+
+    def auto_label(self, op: str) -> str:
+        k = self.counters.get(op, 0)
+        self.counters[op] = k + 1
+        return f"{op}_{k}"
+
+
+class Lowerer:
+    def __init__(self, file: ast.File, bounds: Mapping[str, int] | None, sink: Sink):
+        self.file = file
+        self.sink = sink
+        self.cli_bounds = dict(bounds or {})
+        self.blocks: dict[str, ast.Block] = {}
+        self.nodes: list[Node] = []
+        self.shapes: dict[str, tuple] = {}
+        self.label_spans: dict[str, Span] = {}
+        self.recursive: set[str] = set()
+        self.stack: list[str] = []
+
+    # ------------------------------------------------------------ diagnostics
+
+    def err(self, code: str, message: str, span: Span, scope: Scope | None = None, *,
+            help: str | None = None, notes: tuple[str, ...] = ()) -> None:
+        if scope is not None and scope.call_note:
+            notes = notes + (scope.call_note,)
+        self.sink.add(error(code, message, span, help=help, notes=notes))
+
+    # ------------------------------------------------------------ structure
+
+    def run(self) -> Graph | None:
+        f = self.file
+        for b in f.blocks:
+            if b.name in self.blocks:
+                first = self.blocks[b.name].name_span
+                self.err("E0103", f"block `{b.name}` is defined twice", b.name_span,
+                         notes=(f"first defined at line {first.line}",))
+            elif b.name in CATALOG:
+                self.err("E0103", f"block `{b.name}` has the name of a built-in op", b.name_span,
+                         help="rename the block")
+            else:
+                self.blocks[b.name] = b
+        self._check_recursion()
+        if not f.models:
+            self.err("E0101", "the file has no `model`", Span(f.path, 1, 1, 1, 1),
+                     help="add `model NAME(x: [...]) { ... }`")
+            return None
+        for extra in f.models[1:]:
+            self.err("E0102", f"a second `model` (`{extra.name}`): a file holds exactly one",
+                     extra.name_span, notes=(f"the first is `{f.models[0].name}` at line {f.models[0].span.line}",),
+                     help="move it into a file of its own, or make it a `block`")
+        return self._lower_model(f.models[0])
+
+    def _check_recursion(self) -> None:
+        calls: dict[str, list[tuple[str, Span]]] = {}
+        for name, b in self.blocks.items():
+            calls[name] = [(e.op, e.op_span) for stmt in b.body for chain in _chains(stmt)
+                           for e in chain.elements if e.op in self.blocks]
+        for name in self.blocks:
+            # depth-first search for a path back to `name`
+            seen: set[str] = set()
+            todo = [(callee, span, [name, callee]) for callee, span in calls[name]]
+            while todo:
+                callee, span, path = todo.pop()
+                if callee == name:
+                    self.recursive.add(name)
+                    if not (set(path[:-1]) & (self.recursive - {name})):
+                        self.err("E0107", f"block `{name}` calls itself: " + " -> ".join(f"`{p}`" for p in path),
+                                 self._first_call_span(name, path[1]))
+                    break
+                if callee in seen:
+                    continue
+                seen.add(callee)
+                todo.extend((c, s, path + [c]) for c, s in calls.get(callee, []))
+
+    def _first_call_span(self, block: str, callee: str) -> Span:
+        for stmt in self.blocks[block].body:
+            for chain in _chains(stmt):
+                for e in chain.elements:
+                    if e.op == callee:
+                        return e.op_span
+        return self.blocks[block].name_span
+
+    # ------------------------------------------------------------ the model
+
+    def _lower_model(self, m: ast.Model) -> Graph | None:
+        scope = Scope(prefix="")
+        inputs: list[Input] = []
+        bounds: dict[str, int] = {}
+        dim_spans: dict[str, Span] = {}
+        for inp in m.inputs:
+            shape: list[Dim] = []
+            for d in inp.dims:
+                if d.name is None:
+                    if d.size is None or d.size <= 0:
+                        self.err("E0207", f"a dimension of `{inp.name}` is {d.size}: sizes must be positive", d.span)
+                    shape.append(d.size if d.size else 1)
+                    continue
+                shape.append(Sym.var(d.name))
+                dim_spans.setdefault(d.name, d.span)
+                if d.bound is not None:
+                    if d.bound <= 0:
+                        self.err("E0207", f"the bound of `{d.name}` must be positive, got {d.bound}", d.span)
+                    elif d.name in bounds and bounds[d.name] != d.bound:
+                        self.err("E0207", f"`{d.name}` has two different bounds, {bounds[d.name]} and {d.bound}",
+                                 d.span)
+                    else:
+                        bounds[d.name] = d.bound
+                scope.params[d.name] = Sym.var(d.name)
+            if inp.name in scope.names:
+                self.err("E0109", f"model input `{inp.name}` is declared twice", inp.span)
+                continue
+            b = Binding(inp.name, inp.span, inp.name)
+            scope.names[inp.name] = b
+            scope.bindings.append(b)
+            inputs.append(Input(inp.name, tuple(shape), inp.span))
+            self.shapes[inp.name] = tuple(shape)
+        for name, value in self.cli_bounds.items():
+            if name not in dim_spans:
+                known = ", ".join(f"`{n}`" for n in dim_spans) or "none"
+                self.err("E0207", f"`--dim {name}={value}` names no input dimension (named dimensions: {known})",
+                         m.name_span)
+            elif value <= 0:
+                self.err("E0207", f"`--dim {name}={value}`: a bound must be positive", m.name_span)
+            else:
+                bounds[name] = value
+        if inputs:
+            scope.current = [scope.names[inputs[0].name]]
+        results = self._body(m.body, scope, m.span)
+        self._warn_unused(scope, results)
+        outputs = self._outputs(m, results)
+        names = list(dim_spans)
+        return Graph(name=m.name, inputs=tuple(inputs), nodes=tuple(self.nodes), outputs=tuple(outputs),
+                     bounds=bounds, time_dim=names[0] if len(names) == 1 else None, path=self.file.path)
+
+    def _outputs(self, m: ast.Model, results: list[tuple[Binding, ast.Chain | None]]) -> list[Output]:
+        outputs: list[Output] = []
+        taken: set[str] = set()
+        single = len(results) == 1
+        for i, (b, chain) in enumerate(results):
+            if b.value is POISON:
+                continue
+            plain = chain is not None and _plain_name(chain)
+            name = plain if plain else ("out" if single else f"out{i}")
+            base, k = name, 1
+            while name in taken:
+                name, k = f"{base}_{k}", k + 1
+            taken.add(name)
+            outputs.append(Output(name, b.value, chain.span if chain else m.span))
+        return outputs
+
+    # ------------------------------------------------------------ statements
+
+    def _body(self, body: tuple, scope: Scope, span: Span) -> list[tuple[Binding, ast.Chain | None]]:
+        """Run the statements; return the result values with the chains that made them."""
+        returned: list[tuple[Binding, ast.Chain | None]] | None = None
+        last: list[tuple[Binding, ast.Chain | None]] = []
+        for stmt in body:
+            if returned is not None:
+                self.err("E0113", "a statement after `return` is never run", stmt.span, scope,
+                         help="move `return` to the end")
+                break
+            if isinstance(stmt, ast.Return):
+                returned = []
+                for chain in stmt.values:
+                    vals = self._chain(chain, scope)
+                    if vals is None:
+                        returned.append((Binding(POISON, chain.span, None, True), chain))
+                        continue
+                    for v in vals:
+                        v.used = True
+                        returned.append((v, chain))
+                continue
+            vals = self._chain(stmt.chain, scope)
+            if stmt.targets:
+                if vals is not None and len(vals) != len(stmt.targets):
+                    self.err("E0110", f"{len(stmt.targets)} names for {len(vals)} "
+                             f"value{'s' if len(vals) != 1 else ''}", stmt.span, scope,
+                             help=f"write {len(vals)} name{'s' if len(vals) != 1 else ''} before `=`")
+                    vals = None
+                bound: list[Binding] = []
+                for i, t in enumerate(stmt.targets):
+                    v = vals[i].value if vals is not None else POISON
+                    b = Binding(v, t.span, t.name)
+                    scope.names[t.name] = b
+                    scope.bindings.append(b)
+                    bound.append(b)
+                scope.current = bound
+            else:
+                if vals is None:
+                    scope.current = [Binding(POISON, stmt.span, None, True)]
+                else:
+                    fresh = []
+                    for v in vals:
+                        # an unnamed statement value: used if the next statement continues from it
+                        nb = Binding(v.value, stmt.chain.span, None) if v.name is not None else v
+                        if nb is not v:
+                            nb.used = True  # a plain `x` statement re-reads a named value; no new warning
+                        fresh.append(nb)
+                    scope.bindings.extend(b for b in fresh if b.name is None)
+                    scope.current = fresh
+            last = [(b, stmt.chain) for b in scope.current]
+        if returned is not None:
+            return returned
+        for b, _ in last:
+            b.used = True
+        return last
+
+    def _warn_unused(self, scope: Scope, results) -> None:
+        for b in scope.bindings:
+            if b.used or b.value is POISON:
+                continue
+            if b.name is None:
+                self.sink.add(warning("W0001", "the value of this statement is never used", b.span,
+                                      help="name it and use it, or remove the statement"))
+            else:
+                self.sink.add(warning("W0001", f"`{b.name}` is never used", b.span,
+                                      help=f"remove it, or prefix the name with `_` to keep it"
+                                      if not b.name.startswith("_") else None))
+
+    # ------------------------------------------------------------ chains
+
+    def _chain(self, chain: ast.Chain, scope: Scope) -> list[Binding] | None:
+        """The value(s) of a chain, or None when it failed (already reported)."""
+        elements = list(chain.elements)
+        first = elements[0]
+        vals = self._source(first, scope)
+        if vals is None:
+            return None
+        for e in elements[1:]:
+            if len(vals) != 1:
+                self.err("E0110", f"the chain continues from {len(vals)} values", e.span, scope,
+                         help="bind them first: `a, b = ...`, then continue from one")
+                return None
+            vals = self._step(e, vals[0], scope)
+            if vals is None:
+                return None
+        return vals
+
+    def _lookup(self, name: str, span: Span, scope: Scope) -> Binding | None:
+        b = scope.names.get(name)
+        if b is None:
+            self.err("E0104", f"undefined name `{name}`", span, scope,
+                     help=did_you_mean(name, scope.names))
+            return None
+        b.used = True
+        return b
+
+    def _source(self, e: ast.Element, scope: Scope) -> list[Binding] | None:
+        bare = e.args is None and e.inputs is None and e.label is None
+        if bare and e.op in scope.names:
+            b = self._lookup(e.op, e.op_span, scope)
+            return None if b is None or b.value is POISON else [b]
+        spec = CATALOG.get(e.op)
+        if spec is not None and spec.role is Role.MERGE:
+            return self._merge(e, spec, scope)
+        if e.inputs is not None:
+            if e.op not in self.blocks:
+                what = "op" if spec is not None else "name"
+                self.err("E0111", f"`{e.op}` is an {what}, not a block: it takes one group of arguments",
+                         e.span, scope)
+                return None
+            inputs = []
+            for n in e.inputs:
+                b = self._lookup(n.name, n.span, scope)
+                if b is None:
+                    return None
+                inputs.append(b)
+            if any(b.value is POISON for b in inputs):
+                return None
+            return self._call_block(e, self.blocks[e.op], inputs, scope)
+        if scope.current is None:
+            self.err("E0112", f"`{e.op}` has no value to start from", e.span, scope,
+                     help="name a source first: `x -> ...`")
+            return None
+        if len(scope.current) != 1:
+            self.err("E0110", f"the previous statement produced {len(scope.current)} values", e.span, scope,
+                     help="bind them with `a, b = ...` and name the one to continue from")
+            return None
+        current = scope.current[0]
+        current.used = True
+        if current.value is POISON:
+            # still check what can be checked without an input shape
+            self._check_op_name(e, scope)
+            return None
+        return self._step(e, current, scope, first=True)
+
+    def _check_op_name(self, e: ast.Element, scope: Scope) -> bool:
+        if e.op in CATALOG or e.op in self.blocks:
+            return True
+        bare = e.args is None and e.label is None
+        candidates = list(CATALOG) + list(self.blocks)
+        hint = did_you_mean(e.op, candidates)
+        if bare and scope.names:
+            value_hint = did_you_mean(e.op, scope.names)
+            if value_hint and not hint:
+                self.err("E0104", f"undefined name `{e.op}`", e.op_span, scope, help=value_hint)
+                return False
+        self.err("E0105", f"unknown op `{e.op}`", e.op_span, scope, help=hint)
+        return False
+
+    def _step(self, e: ast.Element, x: Binding, scope: Scope, first: bool = False) -> list[Binding] | None:
+        if e.inputs is not None:
+            self.err("E0111", f"`{e.op}` in the middle of a chain takes the chain's value; "
+                     "a second argument group is only for a block used as a source", e.span, scope)
+            return None
+        if e.args is None and e.label is None and e.op in scope.names and e.op not in CATALOG \
+                and e.op not in self.blocks:
+            self.err("E0112", f"`{e.op}` is a value, not a step", e.span, scope,
+                     help=f"start a new statement from it: `{e.op} -> ...`")
+            return None
+        if not self._check_op_name(e, scope):
+            return None
+        if e.op in self.blocks:
+            return self._call_block(e, self.blocks[e.op], [x], scope)
+        spec = CATALOG[e.op]
+        if spec.role is Role.MERGE:
+            self.err("E0111", f"`{e.op}` merges named values and starts a chain", e.span, scope,
+                     help=f"write `{e.op}(a, b) -> ...` as a statement of its own")
+            return None
+        args = self._bind_args(e, spec, list(e.args or ()), scope)
+        if args is None:
+            return None
+        node = self._make_node(e, spec, args, [x.value], scope)
+        return None if node is None else [Binding(node, e.span, None)]
+
+    def _merge(self, e: ast.Element, spec: OpSpec, scope: Scope) -> list[Binding] | None:
+        positional = [a for a in (e.args or ()) if a.name is None]
+        keywords = [a for a in (e.args or ()) if a.name is not None]
+        values: list[Binding] = []
+        ok = True
+        for a in positional:
+            if not isinstance(a.value, ast.Name):
+                self.err("E0304", f"{e.op} takes value names, got an expression", a.span, scope,
+                         help=f"name the value first: `v = ...`, then `{e.op}(v, ...)`")
+                ok = False
+                continue
+            b = self._lookup(a.value.name, a.value.span, scope)
+            if b is None:
+                ok = False
+            else:
+                values.append(b)
+        if not ok:
+            return None
+        if len(values) < spec.min_inputs or (spec.max_inputs is not None and len(values) > spec.max_inputs):
+            want = str(spec.min_inputs) if spec.max_inputs == spec.min_inputs else f"at least {spec.min_inputs}"
+            self.err("E0302" if len(values) < spec.min_inputs else "E0303",
+                     f"{e.op} takes {want} values, got {len(values)}", e.span, scope)
+            return None
+        if any(b.value is POISON for b in values):
+            return None
+        args = self._bind_args(e, spec, keywords, scope)
+        if args is None:
+            return None
+        args["_names"] = [a.value.name for a in positional]
+        node = self._make_node(e, spec, args, [b.value for b in values], scope)
+        return None if node is None else [Binding(node, e.span, None)]
+
+    # ------------------------------------------------------------ arguments
+
+    def _bind_args(self, e: ast.Element, spec: OpSpec, given: list[ast.Arg], scope: Scope) -> dict | None:
+        bound: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        ok = True
+        names = [a.name for a in spec.args]
+        position = 0
+        for a in given:
+            if a.name is None:
+                if position >= len(spec.args):
+                    takes = f"at most {len(spec.args)}" if spec.args else "no"
+                    self.err("E0303", f"{spec.name} takes {takes} argument{'s' if len(spec.args) != 1 else ''}, "
+                             f"got {sum(1 for g in given if g.name is None)}", a.span, scope,
+                             help=_signature_help(spec))
+                    ok = False
+                    break
+                target = spec.args[position].name
+                position += 1
+            else:
+                if a.name not in names:
+                    self.err("E0301", f"{spec.name} has no argument `{a.name}`", a.span, scope,
+                             help=did_you_mean(a.name, names) or _signature_help(spec))
+                    ok = False
+                    continue
+                target = a.name
+            if target in bound:
+                self.err("E0305", f"argument `{target}` of {spec.name} is given twice", a.span, scope)
+                ok = False
+                continue
+            value = self._eval(a.value, scope)
+            if value is POISON:
+                ok = False
+                bound[target] = POISON
+                continue
+            kind = spec.args[names.index(target)].kind
+            try:
+                bound[target] = coerce(kind, value)
+            except ArgError as err:
+                self.err("E0304", f"argument `{target}` of {spec.name} {err}", a.span, scope)
+                ok = False
+                bound[target] = POISON
+            spans[target] = a.span
+        for arg in spec.args:
+            if arg.name not in bound:
+                if arg.default is REQUIRED:
+                    self.err("E0302", f"{spec.name} is missing its argument `{arg.name}`", e.span, scope,
+                             help=_signature_help(spec))
+                    ok = False
+                else:
+                    bound[arg.name] = arg.default
+        if not ok:
+            return None
+        bound["_spans"] = spans
+        return bound
+
+    def _eval(self, x: ast.Expr, scope: Scope) -> Any:
+        try:
+            return self._eval_inner(x, scope)
+        except SymbolicError as err:
+            self.err("E0206", str(err), x.span, scope)
+            return POISON
+
+    def _eval_inner(self, x: ast.Expr, scope: Scope) -> Any:
+        if isinstance(x, (ast.Num, ast.Bool, ast.Word)):
+            return x.value
+        if isinstance(x, ast.Name):
+            if x.name in scope.params:
+                return scope.params[x.name]
+            candidates = list(scope.params)
+            self.err("E0104", f"undefined name `{x.name}`", x.span, scope,
+                     help=did_you_mean(x.name, candidates) or
+                     (f"`{x.name}` is a value; use `{x.name}.shape[i]` for its sizes" if x.name in scope.names else None))
+            return POISON
+        if isinstance(x, ast.TupleExpr):
+            items = [self._eval_inner(i, scope) for i in x.items]
+            return POISON if any(i is POISON for i in items) else tuple(items)
+        if isinstance(x, ast.ShapeRef):
+            b = self._lookup(x.value, x.span, scope)
+            index = self._eval_inner(x.index, scope)
+            if b is None or index is POISON or b.value is POISON:
+                return POISON
+            shape = self.shapes[b.value]
+            if not isinstance(index, int) or isinstance(index, bool) or not -len(shape) <= index < len(shape):
+                self.err("E0307", f"`{x.value}` has shape {format_shape(shape)}: index {index} is out of range",
+                         x.index.span, scope,
+                         help=f"use an index from 0 to {len(shape) - 1} (the batch axis is not counted)")
+                return POISON
+            return shape[index]
+        if isinstance(x, ast.Neg):
+            v = self._eval_inner(x.operand, scope)
+            if v is POISON:
+                return POISON
+            if not _numeric(v):
+                self.err("E0304", f"cannot negate {_kind_of(v)}", x.span, scope)
+                return POISON
+            return -v
+        if isinstance(x, ast.BinOp):
+            a = self._eval_inner(x.left, scope)
+            b = self._eval_inner(x.right, scope)
+            if a is POISON or b is POISON:
+                return POISON
+            for v, side in ((a, x.left), (b, x.right)):
+                if not _numeric(v):
+                    self.err("E0304", f"`{x.op}` needs numbers, got {_kind_of(v)}", side.span, scope)
+                    return POISON
+            if x.op == "+":
+                return a + b
+            if x.op == "-":
+                return a - b
+            if x.op == "*":
+                return a * b
+            if b == 0:
+                self.err("E0308", "division by zero", x.span, scope)
+                return POISON
+            if isinstance(b, int) and b < 0 and isinstance(a, Sym):
+                self.err("E0206", f"cannot divide the symbolic size `{a}` by a negative number", x.span, scope)
+                return POISON
+            return a // b
+        raise AssertionError(f"unknown expression {x!r}")
+
+    # ------------------------------------------------------------ nodes
+
+    def _make_node(self, e: ast.Element, spec: OpSpec, args: dict, inputs: list[str], scope: Scope) -> str | None:
+        label = scope.prefix + (e.label.text if e.label else scope.auto_label(e.op))
+        label_span = e.label.span if e.label else e.op_span
+        spans: dict[str, Span] = args.pop("_spans")
+        in_shapes = [self.shapes[v] for v in inputs]
+        try:
+            attrs = dict(spec.resolve(args, in_shapes)) if spec.resolve else dict(args)
+            shape = spec.infer(attrs, in_shapes)
+            params = spec.params(attrs, in_shapes)
+            macs = spec.macs(attrs, in_shapes, shape)
+        except ShapeError as err:
+            span = spans.get(err.arg, e.span) if err.arg else e.span
+            self.err(err.code, err.message, span, scope, help=err.help)
+            return None
+        except SymbolicError as err:
+            self.err("E0206", f"{spec.name}: {err}", e.span, scope)
+            return None
+        if label in self.label_spans or label in self.shapes:
+            where = self.label_spans.get(label)
+            notes = (f"first used at line {where.line}",) if where else ()
+            self.err("E0106", f"duplicate label `{label}`", label_span, scope, notes=notes,
+                     help="give each step its own label")
+            return None
+        self.label_spans[label] = label_span
+        attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
+        self.nodes.append(Node(label, spec, tuple(inputs), attrs, shape, params, macs, e.span))
+        self.shapes[label] = shape
+        return label
+
+    def _call_block(self, e: ast.Element, block: ast.Block, inputs: list[Binding], scope: Scope) -> list[Binding] | None:
+        if len(inputs) != len(block.inputs):
+            self.err("E0108", f"block `{block.name}` takes {len(block.inputs)} input"
+                     f"{'s' if len(block.inputs) != 1 else ''}, got {len(inputs)}", e.span, scope,
+                     help=(f"call it as a source: `{block.name}(...)({', '.join(i.name for i in block.inputs)})`"
+                           if len(block.inputs) > 1 else None))
+            return None
+        if block.name in self.recursive:
+            return None  # reported once at the definition
+        params = self._bind_block_params(e, block, scope)
+        label = e.label.text if e.label else scope.auto_label(e.op)
+        child = Scope(prefix=f"{scope.prefix}{label}.", params=params,
+                      call_note=scope.call_note or f"in `{label}: {block.name}(...)` at line {e.span.line}")
+        if params is None:
+            return None
+        for formal, actual in zip(block.inputs, inputs):
+            b = Binding(actual.value, formal.span, formal.name)
+            child.names[formal.name] = b
+            child.bindings.append(b)
+        child.current = [child.names[block.inputs[0].name]] if block.inputs else None
+        results = self._body(block.body, child, block.span)
+        if scope.call_note is None:
+            self._warn_unused(child, results)
+        if any(b.value is POISON for b, _ in results) or not results:
+            return None
+        return [Binding(b.value, e.span, None) for b, _ in results]
+
+    def _bind_block_params(self, e: ast.Element, block: ast.Block, scope: Scope) -> dict | None:
+        values: dict[str, Any] = {}
+        names = [p.name for p in block.params]
+        ok = True
+        position = 0
+        for a in e.args or ():
+            if a.name is None:
+                if position >= len(block.params):
+                    self.err("E0303", f"block `{block.name}` takes {len(block.params)} argument"
+                             f"{'s' if len(block.params) != 1 else ''}", a.span, scope)
+                    ok = False
+                    break
+                target = names[position]
+                position += 1
+            elif a.name not in names:
+                self.err("E0301", f"block `{block.name}` has no parameter `{a.name}`", a.span, scope,
+                         help=did_you_mean(a.name, names))
+                ok = False
+                continue
+            else:
+                target = a.name
+            if target in values:
+                self.err("E0305", f"parameter `{target}` of `{block.name}` is given twice", a.span, scope)
+                ok = False
+                continue
+            v = self._eval(a.value, scope)
+            ok = ok and v is not POISON
+            values[target] = v
+        defaults = Scope(prefix="", params={})
+        for p in block.params:
+            if p.name not in values:
+                if p.default is None:
+                    self.err("E0302", f"block `{block.name}` is missing its parameter `{p.name}`", e.span, scope)
+                    ok = False
+                else:
+                    values[p.name] = self._eval(p.default, defaults)
+                    ok = ok and values[p.name] is not POISON
+        return values if ok else None
+
+
+# ---------------------------------------------------------------- helpers
+
+def _chains(stmt) -> list[ast.Chain]:
+    return list(stmt.values) if isinstance(stmt, ast.Return) else [stmt.chain]
+
+
+def _plain_name(chain: ast.Chain) -> str | None:
+    if len(chain.elements) == 1:
+        e = chain.elements[0]
+        if e.args is None and e.inputs is None and e.label is None:
+            return e.op
+    return None
+
+
+def _numeric(v: Any) -> bool:
+    return (isinstance(v, (int, float, Sym))) and not isinstance(v, bool)
+
+
+def _kind_of(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, str):
+        return f"the word `{v}`"
+    if isinstance(v, tuple):
+        return "a tuple"
+    return str(v)
+
+
+def _signature_help(spec: OpSpec) -> str:
+    parts = []
+    for a in spec.args:
+        parts.append(a.name if a.default is REQUIRED else f"{a.name}={_default_text(a.default)}")
+    return f"the signature is `{spec.name}({', '.join(parts)})`"
+
+
+def _default_text(v: Any) -> str:
+    if v is None:
+        return "k"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def lower(file: ast.File, bounds: Mapping[str, int] | None = None, sink: Sink | None = None) -> Graph:
+    """Lower a parsed file to a checked IR graph; raise CompileError on errors.
+    Warnings are left in `sink` (created if not given)."""
+    sink = sink if sink is not None else Sink()
+    sink.sources.setdefault(file.path, file.source)
+    graph = Lowerer(file, bounds, sink).run()
+    sink.raise_if_errors()
+    assert graph is not None
+    return graph

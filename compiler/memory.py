@@ -1,0 +1,204 @@
+"""Activation memory: values -> buffers with lifetimes -> one planned arena.
+
+In:  a checked (usually optimised) `ir.Graph`, the batch size, bounds for the
+     named dimensions, and a function that names each node's scratch buffers.
+Out: `Layout`: every value's place (a buffer, a byte offset, and for a concat
+     input the slice of the concat it lives in), every buffer's place in the
+     arena (from `plan.plan`), and the figures `nnc summary` reports.
+
+The schedule is the graph's node order: node i runs at step i. A buffer lives
+from the step that first writes it to the last step that reads it; the
+model's outputs live to the end. Model inputs belong to the caller.
+
+Values share buffers in three ways, decided in schedule order:
+1. A view (`flatten`, `reshape`, `dropout`, `identity`) is its input's memory.
+2. An in-place op (an activation, batchnorm, `add`/`sub`/`mul` on its first
+   input) writes over its input when that input's buffer is read by nothing
+   after this step.
+3. A `concat` on axis 0 gets its inputs written straight into their slices:
+   an input produced by a node, read only by this concat, and owning its
+   buffer alone, is placed inside the concat's buffer.
+Scratch buffers (im2col columns, padded copies) live for their one step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from . import plan as planner
+from .dims import evaluate, free_symbols
+from .ir import Graph, Node
+
+FLOAT_BYTES = 4
+
+VIEW_OPS = frozenset({"flatten", "reshape", "dropout", "identity"})
+INPLACE_OPS = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",
+                         "hardswish", "leaky_relu", "elu", "batchnorm", "add", "sub", "mul", "prelu"})
+
+# node, batch, bounds -> scratch name -> bytes
+ScratchFn = Callable[[Node, int, Mapping[str, int]], Mapping[str, int]]
+
+
+def no_scratch(node: Node, batch: int, bounds: Mapping[str, int]) -> Mapping[str, int]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a value lives: `buffer` at byte `offset`; a concat input also
+    names the concat's value and its channel range in it."""
+
+    buffer: str
+    offset: int = 0
+    within: str | None = None              # the concat value whose slice this is
+    channels: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    batch: int
+    places: Mapping[str, Place]            # value -> place (every node's value)
+    buffers: tuple[planner.Buffer, ...]    # what the planner placed
+    scratch: Mapping[str, Mapping[str, str]]   # node label -> scratch name -> buffer name
+    plan: planner.Plan
+    naive_bytes: int
+    weights_bytes: int
+
+    def offset(self, value: str) -> int:
+        p = self.places[value]
+        return self.plan.offsets[p.buffer] + p.offset
+
+    @property
+    def lower_bound_bytes(self) -> int:
+        return planner.lower_bound(self.buffers)
+
+    @property
+    def figures(self) -> dict[str, int]:
+        return {"batch": self.batch, "arena_bytes": self.plan.arena_bytes, "naive_bytes": self.naive_bytes,
+                "lower_bound_bytes": self.lower_bound_bytes, "weights_bytes": self.weights_bytes}
+
+    def timeline(self) -> str:
+        return planner.timeline(self.buffers, self.plan)
+
+
+def value_bytes(shape, batch: int, bounds: Mapping[str, int]) -> int:
+    return batch * math.prod(evaluate(d, bounds) for d in shape) * FLOAT_BYTES
+
+
+def weights_bytes(graph: Graph) -> int:
+    return sum(math.prod(p.shape) * FLOAT_BYTES for n in graph.nodes for p in n.params)
+
+
+def unbounded(graph: Graph, bounds: Mapping[str, int]) -> frozenset[str]:
+    names: frozenset[str] = frozenset()
+    for i in graph.inputs:
+        names |= free_symbols(i.shape)
+    for n in graph.nodes:
+        names |= free_symbols(n.shape)
+    return names - set(bounds)
+
+
+@dataclass
+class _Buf:
+    size: int
+    first: int
+    last: int
+    values: list[str] = field(default_factory=list)
+
+
+def layout(graph: Graph, batch: int = 1, *, scratch: ScratchFn = no_scratch,
+           share: bool = True) -> Layout:
+    """Place every value and scratch buffer of `graph` in one arena.
+    `share=False` gives every value a buffer of its own (for `-O0` debugging)."""
+    bounds = graph.bounds
+    end = len(graph.nodes)
+    users = graph.users()
+    last_use: dict[str, int] = {}
+    index = {n.label: i for i, n in enumerate(graph.nodes)}
+    for v, readers in users.items():
+        last_use[v] = max((index[r] for r in readers), default=index.get(v, -1))
+    for o in graph.outputs:
+        last_use[o.value] = end
+    inputs = {i.name for i in graph.inputs}
+
+    bufs: dict[str, _Buf] = {}
+    places: dict[str, Place] = {}
+    concat_of = _concat_slices(graph, users, inputs) if share else {}
+
+    def extend(buffer: str, step: int) -> None:
+        b = bufs[buffer]
+        b.last = max(b.last, step)
+        b.first = min(b.first, step)
+
+    for i, n in enumerate(graph.nodes):
+        size = value_bytes(n.shape, batch, bounds)
+        name = n.op.name
+        src = n.inputs[0] if n.inputs else None
+        if share and name in VIEW_OPS and src not in inputs:
+            places[n.label] = places[src]
+        elif share and name in INPLACE_OPS and src not in inputs and _dies_here(places[src].buffer, bufs, i, last_use) \
+                and places[src].within is None:
+            places[n.label] = places[src]
+        elif n.label in concat_of:
+            continue   # placed with its concat, below
+        else:
+            places[n.label] = Place(n.label)
+            bufs[n.label] = _Buf(size, i, i)
+            if name == "concat" and n.label in concat_of.values():
+                c0 = 0
+                for v in n.inputs:
+                    c = graph.shape_of(v)[0]
+                    if concat_of.get(v) == n.label:
+                        per_channel = size // batch // n.shape[0]
+                        places[v] = Place(n.label, c0 * per_channel, within=n.label, channels=(c0, c0 + c))
+                        bufs[n.label].values.append(v)
+                        extend(n.label, index[v])
+                    c0 += c
+        bufs[places[n.label].buffer].values.append(n.label)
+        extend(places[n.label].buffer, last_use.get(n.label, i))
+
+    scratch_names: dict[str, dict[str, str]] = {}
+    buffers = [planner.Buffer(k, b.size, b.first, b.last) for k, b in bufs.items()]
+    for i, n in enumerate(graph.nodes):
+        for s, nbytes in scratch(n, batch, bounds).items():
+            if nbytes > 0:
+                bname = f"{n.label}#{s}"
+                scratch_names.setdefault(n.label, {})[s] = bname
+                buffers.append(planner.Buffer(bname, nbytes, i, i))
+    naive = sum(value_bytes(n.shape, batch, bounds) for n in graph.nodes)
+    result = planner.plan(buffers)
+    return Layout(batch, places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))
+
+
+def _dies_here(buffer: str, bufs: dict[str, _Buf], step: int, last_use: Mapping[str, int]) -> bool:
+    """True when nothing after `step` reads any value living in `buffer`."""
+    return all(last_use.get(v, -1) <= step for v in bufs[buffer].values)
+
+
+def _concat_slices(graph: Graph, users, inputs) -> dict[str, str]:
+    """value -> the concat it is written into directly."""
+    result: dict[str, str] = {}
+    producers = {n.label: n for n in graph.nodes}
+    outputs = {o.value for o in graph.outputs}
+    for n in graph.nodes:
+        if n.op.name != "concat" or n.attrs["axis"] != 0:
+            continue
+        for v in n.inputs:
+            p = producers.get(v)
+            if v in inputs or p is None or v in outputs or n.inputs.count(v) != 1 or users[v] != [n.label]:
+                continue
+            if p.op.name in VIEW_OPS or p.op.name in INPLACE_OPS or v in result:
+                continue   # it would share memory with another value
+            result[v] = n.label
+    return result
+
+
+def memory_report(graph: Graph, batch: int, *, scratch: ScratchFn = no_scratch, share: bool = True) -> dict:
+    """The `memory` object of `nnc summary --json`; sizes are None while a
+    named dimension has no bound."""
+    if unbounded(graph, graph.bounds):
+        return {"batch": batch, "arena_bytes": None, "naive_bytes": None, "lower_bound_bytes": None,
+                "weights_bytes": weights_bytes(graph)}
+    return layout(graph, batch, scratch=scratch, share=share).figures
