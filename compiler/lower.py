@@ -132,7 +132,9 @@ class Lowerer:
                     self.recursive.add(name)
                     if not (set(path[:-1]) & (self.recursive - {name})):
                         self.err("E0107", f"block `{name}` calls itself: " + " -> ".join(f"`{p}`" for p in path),
-                                 self._first_call_span(name, path[1]))
+                                 self._first_call_span(name, path[1]),
+                                 help="blocks cannot recurse: write the repeated steps out, or call the block "
+                                      "several times from the model")
                     break
                 if callee in seen:
                     continue
@@ -279,10 +281,9 @@ class Lowerer:
             if b.name is None:
                 self.sink.add(warning("W0001", "the value of this statement is never used", b.span,
                                       help="name it and use it, or remove the statement"))
-            else:
+            elif not b.name.startswith("_"):   # `_name` says "unused on purpose"
                 self.sink.add(warning("W0001", f"`{b.name}` is never used", b.span,
-                                      help=f"remove it, or prefix the name with `_` to keep it"
-                                      if not b.name.startswith("_") else None))
+                                      help="remove it, or start its name with `_` to keep it"))
 
     # ------------------------------------------------------------ chains
 
