@@ -16,6 +16,7 @@ is the user-facing table and a test keeps the two equal.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 
@@ -63,7 +64,7 @@ CODES: dict[str, str] = {
     "E0110": "destructuring into a number of names different from the values returned",
     "E0111": "an op used where it cannot stand (a merge as a step, a layer as a source)",
     "E0112": "a value used as a step, or a step where a value is expected",
-    "E0113": "a statement after `return`, or a `return` that is missing its values",
+    "E0113": "a statement after `return`",
     # arguments
     "E0301": "an unknown keyword argument",
     "E0302": "a missing positional argument",
@@ -203,7 +204,8 @@ def render(diag: Diagnostic, source: str | None) -> str:
 def _source_line(source: str | None, line: int) -> str | None:
     if source is None:
         return None
-    all_lines = source.splitlines()
+    # Only \n, \r\n and \r end lines, as in the parser (str.splitlines also splits on \x0c, \u2028 ...).
+    all_lines = re.split(r"\r\n|\r|\n", source)
     if 1 <= line <= len(all_lines):
         # A tab counts as one column, so show it as one space to keep the carets aligned.
         return all_lines[line - 1].replace("\t", " ")
