@@ -40,6 +40,18 @@ class Activation:
 
 
 @dataclass(frozen=True, slots=True)
+class FoldedNorm:
+    """An inference batchnorm folded into the node before it: the node's
+    effective weight and bias are computed from its own parameters and these
+    (keyed `<label>.weight`, `.bias`, `.running_mean`, `.running_var`) when
+    weights are loaded."""
+
+    label: str
+    eps: float
+    params: tuple[ParamSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     label: str                        # full label; also the name of the value it produces
     op: Any                           # the catalog entry (`ops.OpSpec`)
@@ -50,6 +62,7 @@ class Node:
     macs: Dim
     span: Span
     activation: Activation | None = None   # set by the fusion pass
+    norm: FoldedNorm | None = None         # set by the batchnorm folding pass
 
     @property
     def params_count(self) -> int:
@@ -115,6 +128,18 @@ class Graph:
     def params_count(self) -> int:
         return sum(n.params_count for n in self.nodes)
 
+    def param_specs(self) -> dict[str, ParamSpec]:
+        """Every tensor of the model's state_dict, keyed by its full name, in
+        schedule order; folded batchnorms keep their own keys."""
+        specs: dict[str, ParamSpec] = {}
+        for n in self.nodes:
+            for p in n.params:
+                specs[n.param_key(p.name)] = p
+            if n.norm is not None:
+                for p in n.norm.params:
+                    specs[f"{n.norm.label}.{p.name}"] = p
+        return specs
+
 
 def verify(graph: Graph) -> None:
     """Check the IR's invariants. A failure is a compiler bug, not a user error."""
@@ -137,6 +162,7 @@ def dump(graph: Graph) -> str:
     for n in graph.nodes:
         args = ", ".join(f"{k}={v}" for k, v in n.attrs.items())
         act = f" +{n.activation.op}" if n.activation else ""
+        act = (f" +{n.norm.label}" if n.norm else "") + act
         lines.append(f"  {n.label} = {n.op.name}{act}({', '.join(n.inputs)}; {args}) -> {format_shape(n.shape)}")
     lines.append("  return " + ", ".join(f"{o.name}={o.value}" for o in graph.outputs))
     return "\n".join(lines)

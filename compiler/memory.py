@@ -1,10 +1,14 @@
 """Activation memory: values -> buffers with lifetimes -> one planned arena.
 
-In:  a checked (usually optimised) `ir.Graph`, the batch size, bounds for the
-     named dimensions, and a function that names each node's scratch buffers.
+In:  a checked (usually optimised) `ir.Graph` (its bounds size the named
+     dimensions), and a function that names each node's scratch buffers.
 Out: `Layout`: every value's place (a buffer, a byte offset, and for a concat
      input the slice of the concat it lives in), every buffer's place in the
      arena (from `plan.plan`), and the figures `nnc summary` reports.
+
+The plan is made for one example: every size scales with the batch, so at
+batch B each buffer sits at B times its planned offset (a kernel's scratch at
+batch B must not exceed B times its scratch at batch 1).
 
 The schedule is the graph's node order: node i runs at step i. A buffer lives
 from the step that first writes it to the last step that reads it; the
@@ -37,11 +41,11 @@ VIEW_OPS = frozenset({"flatten", "reshape", "dropout", "identity"})
 INPLACE_OPS = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",
                          "hardswish", "leaky_relu", "elu", "batchnorm", "add", "sub", "mul", "prelu"})
 
-# node, batch, bounds -> scratch name -> bytes
-ScratchFn = Callable[[Node, int, Mapping[str, int]], Mapping[str, int]]
+# node, graph -> scratch name -> bytes for one example
+ScratchFn = Callable[[Node, Graph], Mapping[str, int]]
 
 
-def no_scratch(node: Node, batch: int, bounds: Mapping[str, int]) -> Mapping[str, int]:
+def no_scratch(node: Node, graph: Graph) -> Mapping[str, int]:
     return {}
 
 
@@ -58,7 +62,6 @@ class Place:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    batch: int
     places: Mapping[str, Place]            # value -> place (every node's value)
     buffers: tuple[planner.Buffer, ...]    # what the planner placed
     scratch: Mapping[str, Mapping[str, str]]   # node label -> scratch name -> buffer name
@@ -66,25 +69,35 @@ class Layout:
     naive_bytes: int
     weights_bytes: int
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {b.name: b.size for b in self.buffers}
+
     def offset(self, value: str) -> int:
         p = self.places[value]
         return self.plan.offsets[p.buffer] + p.offset
 
     @property
     def lower_bound_bytes(self) -> int:
-        return planner.lower_bound(self.buffers)
+        """The largest total of values alive at one step (views and in-place
+        results are the memory they share; scratch is not a value)."""
+        return planner.lower_bound([b for b in self.buffers if not is_scratch(b.name)])
 
-    @property
-    def figures(self) -> dict[str, int]:
-        return {"batch": self.batch, "arena_bytes": self.plan.arena_bytes, "naive_bytes": self.naive_bytes,
-                "lower_bound_bytes": self.lower_bound_bytes, "weights_bytes": self.weights_bytes}
+    def figures(self, batch: int) -> dict[str, int]:
+        return {"batch": batch, "arena_bytes": batch * self.plan.arena_bytes, "naive_bytes": batch * self.naive_bytes,
+                "lower_bound_bytes": batch * self.lower_bound_bytes, "weights_bytes": self.weights_bytes}
 
     def timeline(self) -> str:
         return planner.timeline(self.buffers, self.plan)
 
 
-def value_bytes(shape, batch: int, bounds: Mapping[str, int]) -> int:
-    return batch * math.prod(evaluate(d, bounds) for d in shape) * FLOAT_BYTES
+def is_scratch(buffer: str) -> bool:
+    return "#" in buffer
+
+
+def value_bytes(shape, bounds: Mapping[str, int]) -> int:
+    """Bytes of one example of a value, at the bounds of its named dimensions."""
+    return math.prod(evaluate(d, bounds) for d in shape) * FLOAT_BYTES
 
 
 def weights_bytes(graph: Graph) -> int:
@@ -108,8 +121,7 @@ class _Buf:
     values: list[str] = field(default_factory=list)
 
 
-def layout(graph: Graph, batch: int = 1, *, scratch: ScratchFn = no_scratch,
-           share: bool = True) -> Layout:
+def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True) -> Layout:
     """Place every value and scratch buffer of `graph` in one arena.
     `share=False` gives every value a buffer of its own (for `-O0` debugging)."""
     bounds = graph.bounds
@@ -133,7 +145,7 @@ def layout(graph: Graph, batch: int = 1, *, scratch: ScratchFn = no_scratch,
         b.first = min(b.first, step)
 
     for i, n in enumerate(graph.nodes):
-        size = value_bytes(n.shape, batch, bounds)
+        size = value_bytes(n.shape, bounds)
         name = n.op.name
         src = n.inputs[0] if n.inputs else None
         if share and name in VIEW_OPS and src not in inputs:
@@ -151,7 +163,7 @@ def layout(graph: Graph, batch: int = 1, *, scratch: ScratchFn = no_scratch,
                 for v in n.inputs:
                     c = graph.shape_of(v)[0]
                     if concat_of.get(v) == n.label:
-                        per_channel = size // batch // n.shape[0]
+                        per_channel = size // n.shape[0]
                         places[v] = Place(n.label, c0 * per_channel, within=n.label, channels=(c0, c0 + c))
                         bufs[n.label].values.append(v)
                         extend(n.label, index[v])
@@ -162,14 +174,14 @@ def layout(graph: Graph, batch: int = 1, *, scratch: ScratchFn = no_scratch,
     scratch_names: dict[str, dict[str, str]] = {}
     buffers = [planner.Buffer(k, b.size, b.first, b.last) for k, b in bufs.items()]
     for i, n in enumerate(graph.nodes):
-        for s, nbytes in scratch(n, batch, bounds).items():
+        for s, nbytes in scratch(n, graph).items():
             if nbytes > 0:
                 bname = f"{n.label}#{s}"
                 scratch_names.setdefault(n.label, {})[s] = bname
                 buffers.append(planner.Buffer(bname, nbytes, i, i))
-    naive = sum(value_bytes(n.shape, batch, bounds) for n in graph.nodes)
+    naive = sum(value_bytes(n.shape, bounds) for n in graph.nodes)
     result = planner.plan(buffers)
-    return Layout(batch, places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))
+    return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))
 
 
 def _dies_here(buffer: str, bufs: dict[str, _Buf], step: int, last_use: Mapping[str, int]) -> bool:
@@ -183,7 +195,7 @@ def _concat_slices(graph: Graph, users, inputs) -> dict[str, str]:
     producers = {n.label: n for n in graph.nodes}
     outputs = {o.value for o in graph.outputs}
     for n in graph.nodes:
-        if n.op.name != "concat" or n.attrs["axis"] != 0:
+        if n.op.name != "concat" or n.attrs["axis"] != 0 or not isinstance(n.shape[0], int):
             continue
         for v in n.inputs:
             p = producers.get(v)
@@ -201,4 +213,4 @@ def memory_report(graph: Graph, batch: int, *, scratch: ScratchFn = no_scratch, 
     if unbounded(graph, graph.bounds):
         return {"batch": batch, "arena_bytes": None, "naive_bytes": None, "lower_bound_bytes": None,
                 "weights_bytes": weights_bytes(graph)}
-    return layout(graph, batch, scratch=scratch, share=share).figures
+    return layout(graph, scratch=scratch, share=share).figures(batch)

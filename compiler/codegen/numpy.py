@@ -1,0 +1,392 @@
+"""The NumPy code generator: an optimised graph and its memory layout -> the
+source of an importable Python module.
+
+In:  an `ir.Graph` (after `passes.optimize`) and its `memory.Layout` (made
+     with `scratch_bytes` below, so the arena holds every kernel's scratch).
+Out: the text of `NAME.py` (template `templates/numpy_module.py.j2`): a
+     `Model` class whose `_views` hands every kernel its planned arena views
+     and whose `_run` is one commented kernel call per step.
+
+The skeleton is the template; each step's call comes from `KERNELS`, one
+function per op of the catalog, which names the runtime kernel, its
+arguments and its scratch function (`runtime/kernels.py` pairs every kernel
+`NAME` that needs temporaries with `NAME_scratch`). Output is deterministic:
+the same graph gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jinja2
+
+from ...runtime import kernels as K
+from .. import ops as catalog
+from ..dims import Sym, evaluate, format_shape
+from ..ir import Graph, Node
+from ..memory import Layout
+from .names import Namespace
+
+VERSION = "0.1.0"
+
+
+class _Batch:
+    """Stands for the batch size in a kernel call's shapes."""
+
+    def __repr__(self) -> str:
+        return "batch"
+
+
+BATCH = _Batch()
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A value or parameter in a kernel call, rendered by the generator."""
+
+    kind: str          # "value", "param", "none"
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One kernel call: `K.fn(*args, **kwargs)`; `scratch` is the scratch
+    function's call (`K.fn_scratch(*scratch_args, **scratch_kwargs)`) if any."""
+
+    fn: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scratch_args: tuple[Any, ...] | None = None
+    scratch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _shape(graph: Graph, value: str) -> tuple:
+    return (BATCH, *graph.shape_of(value))
+
+
+def _act(n: Node) -> tuple | None:
+    a = n.activation
+    return None if a is None else (a.op, *a.attrs.values())
+
+
+def _bias(n: Node) -> Ref:
+    has = any(p.name == "bias" for p in n.params) or n.norm is not None
+    return Ref("param", f"{n.label}.bias") if has else Ref("none")
+
+
+def _w(n: Node, name: str = "weight") -> Ref:
+    return Ref("param", f"{n.label}.{name}")
+
+
+def _x(n: Node, i: int = 0) -> Ref:
+    return Ref("value", n.inputs[i])
+
+
+def _out(n: Node) -> Ref:
+    return Ref("value", n.label)
+
+
+def _weight_shape(n: Node) -> tuple[int, ...]:
+    return next(p.shape for p in n.params if p.name == "weight")
+
+
+# ------------------------------------------------------------------ one entry per op
+
+def _conv(g: Graph, n: Node) -> Call:
+    rank = len(n.shape) - 1
+    a = n.attrs
+    if rank == 2:
+        geo = dict(stride=a["stride"], padding=a["pads"], dilation=a["dilation"], groups=a["groups"])
+    else:
+        geo = dict(stride=a["stride"][0], padding=a["pads"][0], dilation=a["dilation"][0], groups=a["groups"])
+    fn = f"conv{rank}d"
+    return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), {**geo, "act": _act(n)},
+                (_shape(g, n.inputs[0]), _weight_shape(n)), {**geo, "act": _act(n)})
+
+
+def _dense(g: Graph, n: Node) -> Call:
+    return Call("dense", (_x(n), _w(n), _bias(n), _out(n)), {"act": _act(n)},
+                (_shape(g, n.inputs[0]), _weight_shape(n)), {"act": _act(n)})
+
+
+def _pool(g: Graph, n: Node) -> Call:
+    a = n.attrs
+    if len(n.shape) == 2:
+        geo = dict(kernel=a["kernel"][0], stride=a["stride"][0], padding=a["pads"][0])
+    else:
+        geo = dict(kernel=a["kernel"], stride=a["stride"], padding=a["pads"])
+    return Call(n.op.name, (_x(n), _out(n)), geo, (_shape(g, n.inputs[0]),), geo)
+
+
+def _plain(fn: str, *attrs: str) -> Callable[[Graph, Node], Call]:
+    def entry(g: Graph, n: Node) -> Call:
+        return Call(fn, (_x(n), _out(n), *(n.attrs[a] for a in attrs)))
+    return entry
+
+
+def _activation(g: Graph, n: Node) -> Call:
+    params = tuple(n.attrs.values())
+    needs = K.activation_scratch((n.op.name, *params), (1, 1))
+    if not needs:
+        return Call(n.op.name, (_x(n), _out(n), *params))
+    return Call(n.op.name, (_x(n), _out(n), *params), {}, ((n.op.name, *params), _shape(g, n.label)))
+
+
+def _scratch_fn_for(fn: str) -> Callable[[Graph, Node], Call]:
+    """Kernels whose scratch depends on the output shape only."""
+    def entry(g: Graph, n: Node) -> Call:
+        args: tuple = (_x(n), _out(n))
+        if fn == "layernorm":
+            args = (_x(n), _w(n), _w(n, "bias"), n.attrs["eps"], _out(n))
+        elif fn == "prelu":
+            args = (_x(n), _w(n), _out(n))
+        return Call(fn, args, {}, (_shape(g, n.label),))
+    return entry
+
+
+def _softmax(g: Graph, n: Node) -> Call:
+    axis = n.attrs["axis"] + 1          # the kernels count the batch axis
+    return Call(n.op.name, (_x(n), axis, _out(n)), {}, (_shape(g, n.label), axis))
+
+
+def _batchnorm(g: Graph, n: Node) -> Call:
+    return Call("batchnorm", (_x(n), _w(n, "running_mean"), _w(n, "running_var"), _w(n), _w(n, "bias"),
+                              n.attrs["eps"], _out(n)))
+
+
+def _add(g: Graph, n: Node) -> Call:
+    ins = tuple(Ref("value", v) for v in n.inputs)
+    return Call("add", (ins, _out(n)), {"act": _act(n)}, (_shape(g, n.label),), {"act": _act(n)})
+
+
+def _sub(g: Graph, n: Node) -> Call:
+    return Call("sub", (_x(n), _x(n, 1), _out(n)))
+
+
+def _mul(g: Graph, n: Node) -> Call:
+    return Call("mul", (tuple(Ref("value", v) for v in n.inputs), _out(n)))
+
+
+def _view(g: Graph, n: Node) -> Call:
+    return Call("copy", (_x(n), _out(n)))
+
+
+def _transpose(g: Graph, n: Node) -> Call:
+    return Call("transpose", (_x(n), tuple(n.attrs["perm"]), _out(n)))
+
+
+def _upsample(g: Graph, n: Node) -> Call:
+    return Call("upsample", (_x(n), n.attrs["scale"], _out(n)))
+
+
+def _concat(g: Graph, n: Node) -> Call:
+    return Call("concat", (tuple(Ref("value", v) for v in n.inputs), n.attrs["axis"], _out(n)))
+
+
+def _recurrent(g: Graph, n: Node) -> Call:
+    names = ["weight_ih_l0", "weight_hh_l0"]
+    biases = (_w(n, "bias_ih_l0"), _w(n, "bias_hh_l0")) if n.attrs["bias"] else (Ref("none"), Ref("none"))
+    return Call(n.op.name, (_x(n), *(_w(n, p) for p in names), *biases, _out(n)), {},
+                (_shape(g, n.inputs[0]), n.attrs["hidden"]))
+
+
+KERNELS: dict[str, Callable[[Graph, Node], Call]] = {
+    "conv1d": _conv, "conv2d": _conv, "depthwise_conv2d": _conv,
+    "dense": _dense,
+    "maxpool1d": _pool, "maxpool2d": _pool, "avgpool1d": _pool, "avgpool2d": _pool,
+    "global_avgpool": _plain("global_avgpool"),
+    "batchnorm": _batchnorm, "layernorm": _scratch_fn_for("layernorm"), "prelu": _scratch_fn_for("prelu"),
+    "softmax": _softmax, "log_softmax": _softmax,
+    "flatten": _view, "reshape": _view, "dropout": _view, "identity": _view,
+    "transpose": _transpose, "upsample": _upsample,
+    "add": _add, "sub": _sub, "mul": _mul, "concat": _concat,
+    "gru": _recurrent, "lstm": _recurrent,
+    **{a: _activation for a in catalog.ACTIVATIONS},
+}
+
+
+# ------------------------------------------------------------------ scratch sizes for the planner
+
+def _evaluate(x: Any, bounds: Mapping[str, int]) -> Any:
+    if x is BATCH:
+        return 1
+    if isinstance(x, Sym):
+        return evaluate(x, bounds)
+    if isinstance(x, tuple):
+        return tuple(_evaluate(i, bounds) for i in x)
+    return x
+
+
+def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
+    """name -> bytes of one example, for `memory.layout`."""
+    call = KERNELS[node.op.name](graph, node)
+    if call.scratch_args is None:
+        return {}
+    fn = getattr(K, f"{call.fn}_scratch")
+    shapes = fn(*_evaluate(call.scratch_args, graph.bounds), **_evaluate(dict(call.scratch_kwargs), graph.bounds))
+    return {k: math.prod(s) * 4 for k, s in shapes.items()}
+
+
+# ------------------------------------------------------------------ rendering
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("nnc.compiler.codegen", "templates"),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True, autoescape=False)
+
+
+def code(x: Any) -> str:
+    """Python source for a constant of a kernel call (shapes may hold `batch`
+    and named dimensions)."""
+    if isinstance(x, tuple):
+        inner = ", ".join(code(i) for i in x)
+        return f"({inner},)" if len(x) == 1 else f"({inner})"
+    if isinstance(x, Sym):
+        return f"({x})"
+    if isinstance(x, (_Batch, bool, int, float, str)) or x is None:
+        return repr(x)
+    raise TypeError(f"cannot write {x!r} as code")
+
+
+class _Render:
+    def __init__(self, graph: Graph, layout: Layout):
+        self.graph = graph
+        self.layout = layout
+        self.values = Namespace()
+        self.params = Namespace(prefix="p_")
+        self.inputs = {i.name: self.values(i.name) for i in graph.inputs}
+
+    def arg(self, x: Any) -> str:
+        if isinstance(x, Ref):
+            if x.kind == "value":
+                return self.inputs.get(x.key) or f"v.{self.values(x.key)}"
+            if x.kind == "param":
+                return f"self.{self.params(x.key)}"
+            return "None"
+        if isinstance(x, tuple) and x and all(isinstance(i, Ref) for i in x):
+            return "(" + ", ".join(self.arg(i) for i in x) + ("," if len(x) == 1 else "") + ")"
+        return code(x)
+
+    def scratch_view(self, n: Node) -> str:
+        return f"v.{self.values(n.label + '#scratch')}"
+
+    def call(self, n: Node, c: Call) -> str:
+        parts = [self.arg(a) for a in c.args]
+        parts += [f"{k}={code(v)}" for k, v in c.kwargs.items()]
+        if self.layout.scratch.get(n.label):
+            parts.append(f"scratch={self.scratch_view(n)}")
+        return f"K.{c.fn}({', '.join(parts)})"
+
+    def scratch_line(self, n: Node, c: Call) -> str | None:
+        if c.scratch_args is None or not self.layout.scratch.get(n.label):
+            return None
+        planned = {}
+        for s, bname in sorted(self.layout.scratch.get(n.label, {}).items()):
+            planned[s] = (self.layout.plan.offsets[bname], self.layout.sizes[bname])
+        args = ", ".join([code(a) for a in c.scratch_args] + [f"{k}={code(v)}" for k, v in c.scratch_kwargs.items()])
+        return f"{self.scratch_view(n)} = self._scratch(batch, K.{c.fn}_scratch({args}), {planned!r})"
+
+
+def _comment(n: Node) -> str:
+    act = f" -> {n.activation.op}" if n.activation else ""
+    norm = f" + {n.norm.label}" if n.norm else ""
+    return f"# {n.label}: {n.op.name}{norm}{act} -> {format_shape(n.shape)}"
+
+
+def _prepare(r: _Render, n: Node) -> list[str]:
+    if not n.params:
+        return []
+    key = lambda p: f"s[{n.param_key(p)!r}]"
+    names = [p.name for p in n.params]
+    if n.norm is not None:
+        nl = n.norm.label
+        bias = key("bias") if "bias" in names else "None"
+        w, b = r.arg(_w(n)), r.arg(Ref("param", f"{n.label}.bias"))
+        return [f"{w}, {b} = fold_norm({key('weight')}, {bias}, s[{nl + '.weight'!r}], s[{nl + '.bias'!r}], "
+                f"s[{nl + '.running_mean'!r}], s[{nl + '.running_var'!r}], {n.norm.eps!r})"]
+    return [f"{r.arg(_w(n, p))} = {key(p)}" for p in names]
+
+
+def _shape_repr(shape) -> str:
+    items = [repr(d) if isinstance(d, int) else repr(str(d)) for d in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int = 1,
+             weights_file: str | None = None) -> str:
+    r = _Render(graph, layout)
+    views: list[str] = []
+    slices: list[str] = []
+    run: list[str] = []
+    for n in graph.nodes:
+        place = layout.places[n.label]
+        ident = f"v.{r.values(n.label)}"
+        shape = code((BATCH, *n.shape))
+        src = n.inputs[0] if n.inputs else None
+        if place.within is not None:
+            lo, hi = place.channels
+            slices.append(f"{ident} = v.{r.values(place.within)}[:, {lo}:{hi}]")
+        elif place.buffer != n.label and src is not None and layout.places.get(src) == place:
+            views.append(f"{ident} = v.{r.values(src)}.reshape({shape})")
+        else:
+            views.append(f"{ident} = self._region(batch, {layout.plan.offsets[place.buffer]}, "
+                         f"{layout.sizes[place.buffer]}, {shape})")
+        c = KERNELS[n.op.name](graph, n)
+        line = r.scratch_line(n, c)
+        if line:
+            views.append(line)
+        run.append(_comment(n))
+        if n.op.name in ("flatten", "reshape", "dropout", "identity") and src not in r.inputs \
+                and layout.places[src] == place:
+            run.append("pass  # a view of its input: nothing to compute")
+        elif n.op.name == "concat":
+            copies = [v for v in n.inputs if layout.places.get(v, None) is None or
+                      layout.places[v].within != n.label]
+            if copies:
+                run.append(r.call(n, c) if len(copies) == len(n.inputs) else _partial_concat(r, n, copies))
+            else:
+                run.append("pass  # every input was written into its slice")
+        else:
+            run.append(r.call(n, c))
+
+    dims = sorted(graph.bounds)
+    text = _env().get_template("numpy_module.py.j2").render(
+        name=name, source=source, version=VERSION, batch=batch,
+        input_names=list(r.inputs), input_idents=list(r.inputs.values()),
+        inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},
+        outputs={o.name: [str(d) for d in graph.shape_of(o.value)] for o in graph.outputs},
+        inputs_repr="{" + ", ".join(f"{i.name!r}: {_shape_repr(i.shape)}" for i in graph.inputs) + "}",
+        outputs_repr="{" + ", ".join(f"{o.name!r}: {_shape_repr(graph.shape_of(o.value))}"
+                                     for o in graph.outputs) + "}",
+        dims=dims, dims_text=", ".join(f"{d}={graph.bounds[d]}" for d in dims),
+        dims_repr="{" + ", ".join(f"{d!r}: {graph.bounds[d]}" for d in dims) + "}",
+        arena_bytes=layout.plan.arena_bytes, naive_bytes=layout.naive_bytes,
+        lower_bound_bytes=layout.lower_bound_bytes, layout=_layout_rows(layout),
+        weights_file=weights_file,
+        params=list(graph.param_specs().items()),
+        prepare=[line for n in graph.nodes for line in _prepare(r, n)],
+        views=views + slices, run=run,
+        output_exprs=[r.arg(Ref("value", o.value)) for o in graph.outputs],
+    )
+    return text
+
+
+def _partial_concat(r: _Render, n: Node, copies: list[str]) -> str:
+    """Copy the inputs that were not written into their slice."""
+    lines = []
+    start: Any = 0
+    for v in n.inputs:
+        size = r.graph.shape_of(v)[0]
+        if v in copies:
+            lines.append(f"np.copyto(v.{r.values(n.label)}[:, {code(start)}:{code(start + size)}], {r.arg(Ref('value', v))})")
+        start = start + size
+    return "\n        ".join(lines)
+
+
+def _layout_rows(layout: Layout) -> list[str]:
+    rows = [f"{'offset':>10}  {'bytes':>10}  {'steps':<10}  buffer"]
+    for b in sorted(layout.buffers, key=lambda b: (layout.plan.offsets[b.name], b.first, b.name)):
+        rows.append(f"{layout.plan.offsets[b.name]:>10}  {b.size:>10}  {f'{b.first}..{b.last}':<10}  {b.name}")
+    return rows
