@@ -129,7 +129,7 @@ def _check(args) -> int:
 def _summary(args) -> int:
     from .frontend import check
     from .memory import memory_report
-    from .summary import summary_dict, summary_table
+    from .summary import dumps, summary_dict, summary_table
     checked = check(args.model, dict(args.dim))
     _print_diagnostics(checked.warnings, checked.sources)
     from .build import compile_plan
@@ -140,7 +140,7 @@ def _summary(args) -> int:
     else:
         plan = None
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(dumps(data))
     else:
         print(summary_table(data))
         if args.plan and plan is not None:

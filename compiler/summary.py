@@ -44,6 +44,16 @@ def summary_dict(graph: Graph, memory: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def dumps(data: dict[str, Any]) -> str:
+    """Indented JSON with each shape (a list of scalars) kept on one line."""
+    import json
+    import re
+    text = json.dumps(data, indent=2)
+    return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
+                  lambda m: "[" + ", ".join(p.strip() for p in m.group(1).split(",")) + "]" if m.group(1) else "[]",
+                  text)
+
+
 def _num(v: int | str | None) -> str:
     if v is None:
         return "-"
