@@ -315,6 +315,11 @@ class Lowerer:
 
     def _source(self, e: ast.Element, scope: Scope) -> list[Binding] | None:
         bare = e.args is None and e.inputs is None and e.label is None
+        if e.label is not None and e.args is None and e.inputs is None and e.op in scope.names \
+                and e.op not in CATALOG and e.op not in self.blocks:
+            self.err("E0112", f"`{e.label.text}:` labels a step, but `{e.op}` is a value", e.label.span, scope,
+                     help=f"put the label on the step after it: `{e.op} -> {e.label.text}: ...`")
+            return None
         if bare and e.op in scope.names:
             b = self._lookup(e.op, e.op_span, scope)
             return None if b is None or b.value is POISON else [b]

@@ -60,6 +60,11 @@ class Call:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     scratch_args: tuple[Any, ...] | None = None
     scratch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scratch_fn: str | None = None          # default: f"{fn}_scratch"
+
+    @property
+    def scratch_name(self) -> str:
+        return self.scratch_fn or f"{self.fn}_scratch"
 
 
 def _shape(graph: Graph, value: str) -> tuple:
@@ -131,7 +136,8 @@ def _activation(g: Graph, n: Node) -> Call:
     needs = K.activation_scratch((n.op.name, *params), (1, 1))
     if not needs:
         return Call(n.op.name, (_x(n), _out(n), *params))
-    return Call(n.op.name, (_x(n), _out(n), *params), {}, ((n.op.name, *params), _shape(g, n.label)))
+    return Call(n.op.name, (_x(n), _out(n), *params), {}, ((n.op.name, *params), _shape(g, n.label)),
+                scratch_fn="activation_scratch")
 
 
 def _scratch_fn_for(fn: str) -> Callable[[Graph, Node], Call]:
@@ -224,7 +230,7 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
     call = KERNELS[node.op.name](graph, node)
     if call.scratch_args is None:
         return {}
-    fn = getattr(K, f"{call.fn}_scratch")
+    fn = getattr(K, call.scratch_name)
     shapes = fn(*_evaluate(call.scratch_args, graph.bounds), **_evaluate(dict(call.scratch_kwargs), graph.bounds))
     return {k: math.prod(s) * 4 for k, s in shapes.items()}
 
@@ -286,7 +292,7 @@ class _Render:
         for s, bname in sorted(self.layout.scratch.get(n.label, {}).items()):
             planned[s] = (self.layout.plan.offsets[bname], self.layout.sizes[bname])
         args = ", ".join([code(a) for a in c.scratch_args] + [f"{k}={code(v)}" for k, v in c.scratch_kwargs.items()])
-        return f"{self.scratch_view(n)} = self._scratch(batch, K.{c.fn}_scratch({args}), {planned!r})"
+        return f"{self.scratch_view(n)} = self._scratch(batch, K.{c.scratch_name}({args}), {planned!r})"
 
 
 def _comment(n: Node) -> str:
