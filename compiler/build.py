@@ -29,6 +29,7 @@ from .frontend import Checked, check
 from .ir import Graph
 from .memory import Layout, layout, unbounded
 from .passes import optimize as run_passes
+from .stream import to_stream
 
 TARGETS = ("numpy", "c")
 
@@ -48,13 +49,16 @@ def module_name(graph: Graph) -> str:
 
 def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                  dims: Mapping[str, int] | None = None, optimize: bool = True,
-                 bundle_weights: bool = False, state: Mapping[str, np.ndarray] | None = None) -> Plan:
+                 bundle_weights: bool = False, state: Mapping[str, np.ndarray] | None = None,
+                 stream: bool = False) -> Plan:
     """`bundle_weights`: the NumPy module loads `NAME.npz` from beside itself by
     default. `state`: the weights the C file embeds (default: seeded init)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     checked = check(model, dims)
     graph = run_passes(checked.graph) if optimize else checked.graph
+    if stream:
+        graph = to_stream(graph, checked.sources)
     missing = unbounded(graph, graph.bounds)
     if missing:
         names = ", ".join(sorted(missing))
@@ -66,13 +70,14 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                  f"or in the model: `[{first}=N]`")], checked.sources)
     name = module_name(graph)
     if target == "numpy":
-        lay = layout(graph, scratch=numpy_gen.scratch_bytes, share=optimize)
+        lay = layout(graph, scratch=numpy_gen.scratch_bytes, share=optimize,
+                     persistent=numpy_gen.state_bytes(graph))
         source = str(checked.graph.path)
         text = numpy_gen.generate(graph, lay, name=name, source=source, batch=batch,
                                   weights_file=f"{name}.npz" if bundle_weights else None)
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen
-    lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize)
+    lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph))
     return Plan(checked, graph, lay, name, c_gen.generate(graph, lay, name=name, state=state))
 
 
@@ -91,10 +96,7 @@ def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any
     """The Python API: compile `model` and return a model object."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    if stream:
-        from .stream import build_stream
-        return build_stream(model, target=target, batch=batch, weights=weights, dims=dims)
-    plan = compile_plan(model, target=target, batch=batch, dims=dims, optimize=optimize)
+    plan = compile_plan(model, target=target, batch=batch, dims=dims, optimize=optimize, stream=stream)
     if target == "numpy":
         module = load_module(plan.name, plan.files[f"{plan.name}.py"])
         return module.Model(batch=batch, weights=weights)

@@ -163,11 +163,7 @@ def _compile(args) -> int:
     state = W.load(args.weights, specs) if args.weights else W.default_init(specs)
     options = dict(target=args.target, batch=args.batch, dims=dict(args.dim), state=state,
                    bundle_weights=args.target == "numpy")
-    if args.stream:
-        from .stream import compile_stream
-        plan = compile_stream(args.model, **options)
-    else:
-        plan = compile_plan(args.model, optimize=args.optimize, **options)
+    plan = compile_plan(args.model, optimize=args.optimize, stream=args.stream, **options)
     _print_diagnostics(plan.checked.warnings, plan.checked.sources)
     for path in write_plan(plan, args.output, state if args.target == "numpy" else None):
         print(path)

@@ -63,6 +63,7 @@ class Node:
     span: Span
     activation: Activation | None = None   # set by the fusion pass
     norm: FoldedNorm | None = None         # set by the batchnorm folding pass
+    history: int = 0                       # streaming: time steps of input a conv1d keeps between calls
 
     @property
     def params_count(self) -> int:
@@ -102,6 +103,7 @@ class Graph:
     bounds: Mapping[str, int]         # named dimension -> bound, where one is known
     time_dim: str | None = None       # the named dimension a streaming plan steps along
     path: str = "<input>"
+    streaming: bool = False           # a chunk of the time axis per call, state carried (stream.py)
 
     def node(self, label: str) -> Node:
         for n in self.nodes:

@@ -22,7 +22,9 @@ Values share buffers in three ways, decided in schedule order:
 3. A `concat` on axis 0 gets its inputs written straight into their slices:
    an input produced by a node, read only by this concat, and owning its
    buffer alone, is placed inside the concat's buffer.
-Scratch buffers (im2col columns, padded copies) live for their one step.
+Scratch buffers (im2col columns, padded copies) live for their one step;
+the state of a streaming plan (`label@history`, `label@h`, ...) lives across
+every step, so it survives from one call to the next.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ class Layout:
 
 
 def is_scratch(buffer: str) -> bool:
-    return "#" in buffer
+    """Scratch and streaming state are buffers, not values."""
+    return "#" in buffer or "@" in buffer
 
 
 def value_bytes(shape, bounds: Mapping[str, int]) -> int:
@@ -121,7 +124,8 @@ class _Buf:
     values: list[str] = field(default_factory=list)
 
 
-def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True) -> Layout:
+def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
+           persistent: Mapping[str, int] | None = None) -> Layout:
     """Place every value and scratch buffer of `graph` in one arena.
     `share=False` gives every value a buffer of its own (for `-O0` debugging)."""
     bounds = graph.bounds
@@ -179,6 +183,9 @@ def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True)
                 bname = f"{n.label}#{s}"
                 scratch_names.setdefault(n.label, {})[s] = bname
                 buffers.append(planner.Buffer(bname, nbytes, i, i))
+    for name, nbytes in sorted((persistent or {}).items()):
+        # streaming state: alive across every step, so nothing else ever overlaps it
+        buffers.append(planner.Buffer(name, nbytes, 0, end))
     naive = sum(value_bytes(n.shape, bounds) for n in graph.nodes)
     result = planner.plan(buffers)
     return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))

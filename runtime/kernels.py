@@ -834,3 +834,7 @@ def upsample(x: np.ndarray, scale: int | Sequence[int], out: np.ndarray) -> None
 def copy(x: np.ndarray, out: np.ndarray) -> None:
     """`x`'s elements, in C order, into `out` (same size, any shape)."""
     np.copyto(out, _view(x, out.shape))
+
+
+# Kernels of their own modules, reached through `K` like every other kernel.
+from .streaming import conv1d_stream, conv1d_stream_scratch  # noqa: E402

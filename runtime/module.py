@@ -32,6 +32,8 @@ class ModelBase:
     PARAMS: Mapping[str, W.Spec] = {}         # state_dict key -> spec, schedule order
     ARENA_BYTES: int = 0                      # per example: the plan scales with the batch
     WEIGHTS_FILE: str | None = None           # the .npz written beside the module, if any
+    STREAMING: bool = False                   # a streaming plan: step / stream / reset
+    TIME_AXES: Mapping[str, int] = {}         # streaming: per-example time axis of each input and output
 
     def __init__(self, batch: int = 1, weights: str | os.PathLike | Mapping[str, Any] | None = None):
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
@@ -67,6 +69,68 @@ class ModelBase:
         self._prepare()
 
     def __call__(self, *args: Any, **kwargs: Any):
+        if self.STREAMING:
+            # a whole sequence from a fresh state: the offline result
+            self.reset()
+            return self.stream(*args, **kwargs)
+        return self._forward(*args, **kwargs)
+
+    # ------------------------------------------------------------ streaming
+
+    def reset(self) -> None:
+        """Forget the carried state (convolution history, recurrent state)."""
+        self._require_streaming("reset")
+        self._arena.fill(0.0)
+
+    def step(self, *args: Any, **kwargs: Any):
+        """One time step: each input without its time axis ([B, C] or [B, F]);
+        returns one output step."""
+        self._require_streaming("step")
+        names = list(self.INPUTS)
+        given = dict(zip(names, args), **kwargs)
+        frames = {}
+        for name, frame in given.items():
+            a = np.asarray(frame)
+            if name in self.INPUTS and a.ndim == len(self.INPUTS[name]):
+                a = np.expand_dims(a, 1 + self.TIME_AXES[name])
+            frames[name] = a
+        outs = self._forward(**frames)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        steps = tuple(np.take(o, 0, axis=1 + self.TIME_AXES[n]) for n, o in zip(self.OUTPUTS, outs))
+        return steps[0] if len(steps) == 1 else steps
+
+    def stream(self, *args: Any, **kwargs: Any):
+        """A chunk of consecutive steps, in the input layout with a time axis of
+        any length n ([B, C, n] or [B, n, F]); returns the outputs for those n
+        steps. Chunks up to the planned length run in place; longer ones are cut
+        into pieces (and their outputs joined into new arrays)."""
+        self._require_streaming("stream")
+        names = list(self.INPUTS)
+        given = dict(zip(names, args), **kwargs)
+        arrays = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in given.items()}
+        (t,) = self.DIMS
+        limit = self.DIMS[t]
+        lengths = {a.shape[1 + self.TIME_AXES[k]] for k, a in arrays.items()
+                   if k in self.TIME_AXES and a.ndim == len(self.INPUTS[k]) + 1}
+        n = lengths.pop() if len(lengths) == 1 else None
+        if n is None or n <= limit:
+            return self._forward(**arrays)
+        pieces = []
+        for start in range(0, n, limit):
+            part = {k: np.take(a, range(start, min(n, start + limit)), axis=1 + self.TIME_AXES[k])
+                    for k, a in arrays.items()}
+            outs = self._forward(**part)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            pieces.append([o.copy() for o in outs])
+        joined = tuple(np.concatenate([p[i] for p in pieces], axis=1 + self.TIME_AXES[name])
+                       for i, name in enumerate(self.OUTPUTS))
+        return joined[0] if len(joined) == 1 else joined
+
+    def _require_streaming(self, what: str) -> None:
+        if not self.STREAMING:
+            raise TypeError(f"`{what}` needs a streaming plan: build with stream=True (or compile with --stream)")
+
+    def _forward(self, *args: Any, **kwargs: Any):
         arrays = self._bind_inputs(args, kwargs)
         batch, dims = self._check(arrays)
         key = (batch, *dims.values())

@@ -102,6 +102,10 @@ def _weight_shape(n: Node) -> tuple[int, ...]:
 def _conv(g: Graph, n: Node) -> Call:
     rank = len(n.shape) - 1
     a = n.attrs
+    if n.history:
+        geo = dict(dilation=a["dilation"][0], groups=a["groups"], act=_act(n))
+        return Call("conv1d_stream", (_x(n), Ref("value", f"{n.label}@history"), _w(n), _bias(n), _out(n)), geo,
+                    (_shape(g, n.inputs[0]), _weight_shape(n)), {"history": n.history, **geo})
     if rank == 2:
         geo = dict(stride=a["stride"], padding=a["pads"], dilation=a["dilation"], groups=a["groups"])
     else:
@@ -194,8 +198,33 @@ def _concat(g: Graph, n: Node) -> Call:
 def _recurrent(g: Graph, n: Node) -> Call:
     names = ["weight_ih_l0", "weight_hh_l0"]
     biases = (_w(n, "bias_ih_l0"), _w(n, "bias_hh_l0")) if n.attrs["bias"] else (Ref("none"), Ref("none"))
-    return Call(n.op.name, (_x(n), *(_w(n, p) for p in names), *biases, _out(n)), {},
+    weights = (*(_w(n, p) for p in names), *biases)
+    if not g.streaming:
+        return Call(n.op.name, (_x(n), *weights, _out(n)), {}, (_shape(g, n.inputs[0]), n.attrs["hidden"]))
+    state = tuple(Ref("value", f"{n.label}@{s}") for s in _STATE[n.op.name])
+    return Call(f"{n.op.name}_chunk", (_x(n), *state, *weights, _out(n)), {},
                 (_shape(g, n.inputs[0]), n.attrs["hidden"]))
+
+
+_STATE = {"gru": ("h",), "lstm": ("h", "c")}
+
+
+def state_shapes(graph: Graph) -> dict[str, tuple]:
+    """The carried state of a streaming plan, per example: name -> shape."""
+    shapes: dict[str, tuple] = {}
+    if not graph.streaming:
+        return shapes
+    for n in graph.nodes:
+        if n.history:
+            shapes[f"{n.label}@history"] = (graph.shape_of(n.inputs[0])[0], n.history)
+        if n.op.name in _STATE:
+            for s in _STATE[n.op.name]:
+                shapes[f"{n.label}@{s}"] = (n.attrs["hidden"],)
+    return shapes
+
+
+def state_bytes(graph: Graph) -> dict[str, int]:
+    return {k: math.prod(s) * 4 for k, s in state_shapes(graph).items()}
 
 
 KERNELS: dict[str, Callable[[Graph, Node], Call]] = {
@@ -357,8 +386,18 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
         else:
             run.append(r.call(n, c))
 
+    for key, shape in state_shapes(graph).items():
+        views.append(f"v.{r.values(key)} = self._region(batch, {layout.plan.offsets[key]}, {layout.sizes[key]}, "
+                     f"{code((BATCH, *shape))})")
     dims = sorted(graph.bounds)
+    time_axes = {}
+    if graph.streaming:
+        t = graph.time_dim
+        for name, shape in [(i.name, i.shape) for i in graph.inputs] + \
+                [(o.name, graph.shape_of(o.value)) for o in graph.outputs]:
+            time_axes[name] = next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
     text = _env().get_template("numpy_module.py.j2").render(
+        streaming=graph.streaming, time_axes=time_axes,
         name=name, source=source, version=VERSION, batch=batch,
         input_names=list(r.inputs), input_idents=list(r.inputs.values()),
         inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},

@@ -1,0 +1,124 @@
+"""Streaming plans: a model that runs a chunk of its time axis per call and
+carries convolution history and recurrent state across calls.
+
+In:  an optimised `ir.Graph` whose inputs have one named dimension, the time
+     axis (`x: [C, T]` for conv1d stacks, `x: [T, F]` for recurrent ones).
+Out: `to_stream(graph)`: the graph of one chunk of T steps, in which every
+     value's time axis is exactly `T` long (a conv1d keeps `history` earlier
+     steps of its input instead of padding), or a `CompileError` naming each
+     layer that breaks streaming (E0401) or a model with no time axis (E0402).
+
+The time axis is followed through every op: elementwise ops, `dense` (on
+another axis), `gru`/`lstm` (axis 0), merges and `transpose` (which moves it)
+keep one output step per input step. A causal or `valid` conv1d with stride 1
+does too, with a history of `dilation * (k - 1)` steps: the causal one equals
+the whole-sequence result from the first step, the `valid` one from the step
+where its receptive field is full. Everything else that touches the time axis
+(a stride, right padding, pooling, flatten, ...) breaks streaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping
+
+from .diagnostics import CompileError, Sink, error
+from .dims import Sym
+from .ir import Graph, Node
+
+ELEMENTWISE = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",
+                         "hardswish", "leaky_relu", "elu", "dropout", "identity", "batchnorm", "prelu"})
+DEFAULT_CHUNK = 512
+
+
+def _time_axis(shape, name: str) -> int | None:
+    axes = [i for i, d in enumerate(shape) if isinstance(d, Sym) and name in d.free_symbols()]
+    return axes[0] if len(axes) == 1 else None
+
+
+def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
+    sink = Sink(sources=dict(sources or {}))
+    names = sorted({d.name for i in graph.inputs for d in _vars(i.shape)})
+    if len(names) != 1:
+        what = "no named dimension" if not names else f"{len(names)} named dimensions ({', '.join(names)})"
+        span = graph.inputs[0].span if graph.inputs else None
+        sink.add(error("E0402", f"a streaming plan needs one named time dimension, and `{graph.name}` has {what}",
+                       span, help="name the time axis of the input: `x: [C, T]` or `x: [T, F]`"))
+        sink.raise_if_errors()
+    t = names[0]
+    T = Sym.var(t)
+    axis: dict[str, int | None] = {}
+    for i in graph.inputs:
+        axis[i.name] = _time_axis(i.shape, t)
+        if axis[i.name] is None or i.shape[axis[i.name]] != T:
+            sink.add(error("E0402", f"input `{i.name}` must have `{t}` as one of its axes to stream", i.span))
+    nodes: list[Node] = []
+    for n in graph.nodes:
+        ins = [axis.get(v) for v in n.inputs]
+        if any(a is None for a in ins):
+            axis[n.label] = None          # already reported upstream
+            continue
+        problem, out_axis, history = _rule(n, ins, graph)
+        if problem:
+            sink.add(error("E0401", f"`{n.label}` ({n.op.name}) cannot stream: {problem}", n.span,
+                           help="a streaming plan keeps one output step per input step: use causal or valid "
+                                "convolutions with stride 1, and ops that act per time step"))
+            axis[n.label] = None
+            continue
+        axis[n.label] = out_axis
+        shape = tuple(T if i == out_axis else d for i, d in enumerate(n.shape))
+        attrs = dict(n.attrs)
+        if n.op.name == "conv1d":
+            attrs["pads"] = ((0, 0),)
+        nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
+    sink.raise_if_errors()
+    bound = graph.bounds.get(t, DEFAULT_CHUNK)
+    return replace(graph, nodes=tuple(nodes), bounds={t: bound}, time_dim=t, streaming=True)
+
+
+def _vars(shape):
+    for d in shape:
+        if isinstance(d, Sym):
+            for atom, _ in d.terms:
+                if hasattr(atom, "name"):
+                    yield atom
+
+
+def _rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None, int]:
+    """(problem, the output's time axis, conv history) for one node."""
+    op = n.op.name
+    a = ins[0]
+    if op in ("add", "sub", "mul", "concat"):
+        if len(set(ins)) != 1:
+            return "its inputs have their time axes in different places", None, 0
+        if op == "concat" and n.attrs["axis"] == a:
+            return "it concatenates along the time axis", None, 0
+        return None, a, 0
+    if op in ELEMENTWISE:
+        if op in ("batchnorm", "prelu") and a == 0:
+            return "it normalises per channel along axis 0, which is the time axis", None, 0
+        return None, a, 0
+    if op in ("softmax", "log_softmax"):
+        return ("it normalises along the time axis", None, 0) if n.attrs["axis"] == a else (None, a, 0)
+    if op == "layernorm":
+        rank = len(graph.shape_of(n.inputs[0]))
+        return ("it normalises along the time axis", None, 0) if a == rank - 1 else (None, a, 0)
+    if op == "dense":
+        rank = len(graph.shape_of(n.inputs[0]))
+        return ("it mixes the time steps (the time axis is its input axis)", None, 0) if a == rank - 1 \
+            else (None, a, 0)
+    if op in ("gru", "lstm"):
+        return (None, 0, 0) if a == 0 else ("its time axis must be axis 0 of [T, F]", None, 0)
+    if op == "transpose":
+        return None, list(n.attrs["perm"]).index(a), 0
+    if op == "conv1d":
+        if a != 1:
+            return "its time axis must be axis 1 of [C, T]", None, 0
+        stride, dil, k = n.attrs["stride"][0], n.attrs["dilation"][0], n.attrs["kernel"][0]
+        left, right = n.attrs["pads"][0]
+        if stride != 1:
+            return f"it has stride {stride} along the time axis", None, 0
+        if right != 0:
+            return f"its padding looks {right} step{'s' if right > 1 else ''} into the future", None, 0
+        return None, 1, dil * (k - 1)
+    return "it combines several time steps", None, 0
