@@ -1,0 +1,108 @@
+"""Streaming plans: step by step, chunk by chunk and whole-sequence runs agree,
+state is carried and reset, and a model that cannot stream is told which
+layer breaks it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nnc
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ["numpy"]
+
+
+def offline(src: str, x: np.ndarray, target: str) -> np.ndarray:
+    model = nnc.build(src, target=target, batch=x.shape[0], dims={"T": x.shape[2 if x.ndim == 3 else 1]})
+    return np.array(model(x))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name,axis", [("wavenet", 2), ("gru", 1), ("lstm", 1)])
+def test_sample_streams_like_the_whole_sequence(name, axis, target):
+    path = ROOT / "samples" / f"{name}.nn"
+    stream = nnc.build(path, target=target, batch=2, stream=True, dims={"T": 32})
+    shape = stream.input_shapes["x"]
+    n = 70
+    full_shape = [2] + [n if d == "T" else d for d in shape]
+    x = np.random.default_rng(3).standard_normal(full_shape).astype(np.float32)
+    whole = nnc.build(path, target=target, batch=2, dims={"T": n})(x).copy()
+    stream.reset()
+    steps = np.stack([np.array(stream.step(np.take(x, t, axis=axis))) for t in range(n)], axis=axis)
+    np.testing.assert_allclose(steps, whole, rtol=1e-4, atol=1e-5)
+    stream.reset()
+    pieces = [np.array(stream.stream(np.take(x, range(a, b), axis=axis))) for a, b in [(0, 1), (1, 33), (33, 70)]]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=axis), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_reset_clears_the_carried_state():
+    model = nnc.build(ROOT / "samples" / "gru.nn", stream=True)
+    frame = np.ones((1, 1), np.float32)
+    first = np.array(model.step(frame))
+    second = np.array(model.step(frame))
+    assert not np.allclose(first, second)          # the state moved on
+    model.reset()
+    np.testing.assert_array_equal(np.array(model.step(frame)), first)
+
+
+def test_step_allocates_no_new_output_buffer():
+    model = nnc.build(ROOT / "samples" / "wavenet.nn", stream=True)
+    frame = np.zeros((1, 1), np.float32)
+    a = model.step(frame)
+    b = model.step(frame)
+    assert a.base is b.base                        # both are views of the same arena buffer
+
+
+@pytest.mark.parametrize("src,layer,why", [
+    ("model m(x: [1, T]) {\n    c: conv1d(4, 3, stride=2)\n}", "c", "stride 2"),
+    ("model m(x: [1, T]) {\n    c: conv1d(4, 3, padding=same)\n}", "c", "future"),
+    ("model m(x: [1, T]) {\n    conv1d(4, 3, padding=causal)\n    p: maxpool1d(2)\n}", "p", "several time steps"),
+    ("model m(x: [T, 4]) {\n    s: softmax(axis=0)\n}", "s", "along the time axis"),
+])
+def test_layer_that_breaks_streaming_is_named(src, layer, why):
+    with pytest.raises(nnc.CompileError) as info:
+        nnc.build(src + "\n", stream=True)
+    (d,) = info.value.diagnostics
+    assert d.code == "E0401" and f"`{layer}`" in d.message and why in d.message
+    assert d.line is not None
+
+
+def test_model_without_time_dimension_cannot_stream():
+    with pytest.raises(nnc.CompileError) as info:
+        nnc.build(ROOT / "samples" / "lenet.nn", stream=True)
+    assert info.value.diagnostics[0].code == "E0402"
+
+
+def test_streaming_methods_need_a_streaming_plan():
+    model = nnc.build(ROOT / "samples" / "mlp.nn")
+    with pytest.raises(TypeError, match="stream=True"):
+        model.step(np.zeros((1, 784)))
+
+
+LAYERS = st.lists(st.sampled_from([
+    "conv1d({c}, {k}, padding=causal, dilation={d})",
+    "conv1d({c}, {k}, padding=causal, dilation={d}, groups=2)",
+    "conv1d({c}, 1)",
+    "tanh", "relu", "leaky_relu(slope=0.1)",
+]), min_size=1, max_size=4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers=LAYERS, k=st.integers(1, 4), d=st.integers(1, 3), data=st.data())
+def test_random_streamable_models_agree_for_any_chunking(layers, k, d, data):
+    body = "\n".join("    " + layer.format(c=4, k=k, d=d) for layer in layers)
+    src = f"model m(x: [2, T]) {{\n    h = conv1d(4, {k}, padding=causal)\n{body}\n    return add(h, h)\n}}\n"
+    src = src.replace("    return add(h, h)", "    y = relu\n    return add(h, y)")
+    n = 40
+    x = np.random.default_rng(data.draw(st.integers(0, 1000))).standard_normal((1, 2, n)).astype(np.float32)
+    whole = offline(src, x, "numpy")
+    model = nnc.build(src, stream=True, dims={"T": 16})
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, n - 1), max_size=6))))
+    bounds = [0, *cuts, n]
+    out = np.concatenate([np.array(model.stream(x[:, :, a:b])) for a, b in zip(bounds, bounds[1:])], axis=2)
+    np.testing.assert_allclose(out, whole, rtol=1e-4, atol=1e-5)
