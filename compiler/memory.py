@@ -188,6 +188,7 @@ def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
         buffers.append(planner.Buffer(name, nbytes, 0, end))
     naive = sum(value_bytes(n.shape, bounds) for n in graph.nodes)
     result = planner.plan(buffers)
+    planner.verify_plan(buffers, result)      # every plan is checked, not only in tests
     return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))
 
 
