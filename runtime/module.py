@@ -39,7 +39,7 @@ class ModelBase:
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         self.batch = batch
-        self._arena = np.zeros(max(batch * self.ARENA_BYTES // 4, 1), dtype=np.float32)
+        self._setup()
         self._staging = {name: np.zeros((batch, *self._bound_shape(shape)), dtype=np.float32)
                          for name, shape in self.INPUTS.items()}
         self._view_cache: dict[tuple, Any] = {}
@@ -80,7 +80,7 @@ class ModelBase:
     def reset(self) -> None:
         """Forget the carried state (convolution history, recurrent state)."""
         self._require_streaming("reset")
-        self._arena.fill(0.0)
+        self._reset_state()
 
     def step(self, *args: Any, **kwargs: Any):
         """One time step: each input without its time axis ([B, C] or [B, F]);
@@ -126,6 +126,9 @@ class ModelBase:
                        for i, name in enumerate(self.OUTPUTS))
         return joined[0] if len(joined) == 1 else joined
 
+    def _reset_state(self) -> None:
+        self._arena.fill(0.0)      # the state lives in the arena; scratch may be cleared too
+
     def _require_streaming(self, what: str) -> None:
         if not self.STREAMING:
             raise TypeError(f"`{what}` needs a streaming plan: build with stream=True (or compile with --stream)")
@@ -133,14 +136,21 @@ class ModelBase:
     def _forward(self, *args: Any, **kwargs: Any):
         arrays = self._bind_inputs(args, kwargs)
         batch, dims = self._check(arrays)
+        outs = self._execute(arrays, batch, dims)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    # ------------------------------------------------------------ what a plan provides
+
+    def _setup(self) -> None:
+        """Allocate the plan's memory (the NumPy plan: one arena)."""
+        self._arena = np.zeros(max(self.batch * self.ARENA_BYTES // 4, 1), dtype=np.float32)
+
+    def _execute(self, arrays: list[np.ndarray], batch: int, dims: dict[str, int]) -> tuple:
         key = (batch, *dims.values())
         views = self._view_cache.get(key)
         if views is None:
             views = self._view_cache[key] = self._views(batch, **dims)
-        outs = self._run(views, *arrays)
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    # ------------------------------------------------------------ for the generated code
+        return self._run(views, *arrays)
 
     def _prepare(self) -> None:
         """Compute the kernels' effective tensors from `self._state`."""
