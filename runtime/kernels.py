@@ -838,3 +838,5 @@ def copy(x: np.ndarray, out: np.ndarray) -> None:
 
 # Kernels of their own modules, reached through `K` like every other kernel.
 from .streaming import conv1d_stream, conv1d_stream_scratch  # noqa: E402
+from .recurrent import (gru, gru_chunk, gru_chunk_scratch, gru_scratch, lstm, lstm_chunk,  # noqa: E402
+                        lstm_chunk_scratch, lstm_scratch)
