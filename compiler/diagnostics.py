@@ -65,6 +65,7 @@ CODES: dict[str, str] = {
     "E0111": "an op used where it cannot stand (a merge as a step, a layer as a source)",
     "E0112": "a value used as a step, or a step where a value is expected",
     "E0113": "a statement after `return`",
+    "E0114": "a model or block with an empty body",
     # arguments
     "E0301": "an unknown keyword argument",
     "E0302": "a missing positional argument",

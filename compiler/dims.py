@@ -7,9 +7,11 @@ Out: `Dim` values (a plain `int`, or a `Sym` expression) closed under `+`, `-`,
 
 A `Sym` is a linear combination of atoms plus a constant. An atom is a named
 dimension or a floor division `(expr) // k` that cannot be simplified further.
-Floor division pulls out every term whose coefficient `k` divides, and the
-constant down to a remainder in (-k, 0], so `(2*T + 4) // 2` becomes `T + 2`,
-`(T + 1) // 2` becomes `(T - 1) // 2 + 1`, and each size has one form.
+Floor division pulls out the whole multiples of `k` from every coefficient,
+and the constant down to a remainder in (-k, 0]; nested divisions merge. So
+`(2*T + 4) // 2` becomes `T + 2`, `(3*T) // 2` becomes `T + T // 2`,
+`(T + 1) // 2` becomes `(T - 1) // 2 + 1`, `T // 2 // 3` becomes `T // 6`, and
+each size has one form.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ class Sym:
             mag = abs(c)
             body = text if mag == 1 else f"{mag} * {text}"
             if not parts:
+                if c < 0 and isinstance(atom, FloorDiv) and mag == 1:
+                    body = f"({body})"      # `-T // 2` would read as `(-T) // 2`
                 parts.append(body if c > 0 else f"-{body}")
             else:
                 parts.append(f"+ {body}" if c > 0 else f"- {body}")
@@ -168,13 +172,18 @@ def floordiv(d: Dim, k: int) -> Dim:
         return d // k
     if k == 1:
         return d
+    if len(d.terms) == 1 and isinstance(d.terms[0][0], FloorDiv) and d.terms[0][1] == 1:
+        # (X // m + c) // k == (X + m*c) // (m*k)
+        inner = d.terms[0][0]
+        return floordiv(inner.num + inner.den * d.const, inner.den * k)
     whole: dict[Atom, int] = {}
     rest: dict[Atom, int] = {}
     for atom, c in d.terms:
-        if c % k == 0:
-            whole[atom] = c // k
-        else:
-            rest[atom] = c
+        q, r = divmod(c, k)          # the whole multiples of k leave the division
+        if q:
+            whole[atom] = q
+        if r:
+            rest[atom] = r
     # Split the constant as k*q + r with r in (-k, 0], so that the common
     # `(T - 1) // 2 + 1` keeps its familiar form and every size has one form.
     q = -((-d.const) // k)

@@ -106,6 +106,12 @@ class Lowerer:
                          help="rename the block")
             else:
                 self.blocks[b.name] = b
+            for kind, items in (("parameter", b.params), ("input", b.inputs)):
+                seen: set[str] = set()
+                for item in items:
+                    if item.name in seen:
+                        self.err("E0109", f"block `{b.name}` declares the {kind} `{item.name}` twice", item.span)
+                    seen.add(item.name)
         self._check_recursion()
         if not f.models:
             self.err("E0101", "the file has no `model`", Span(f.path, 1, 1, 1, 1),
@@ -209,7 +215,7 @@ class Lowerer:
             if b.value is POISON:
                 continue
             plain = chain is not None and _plain_name(chain)
-            name = plain if plain else ("out" if single else f"out{i}")
+            name = plain if plain and b.name == plain else ("out" if single else f"out{i}")
             base, k = name, 1
             while name in taken:
                 name, k = f"{base}_{k}", k + 1
@@ -272,7 +278,11 @@ class Lowerer:
             return returned
         for b, _ in last:
             b.used = True
-        return last
+        if not body:
+            self.err("E0114", "an empty body: nothing to compute", span, scope,
+                     help="add at least one statement")
+        # without `return` the outputs are unnamed ("out")
+        return [(b, None) for b, _ in last]
 
     def _warn_unused(self, scope: Scope, results) -> None:
         for b in scope.bindings:
@@ -511,7 +521,10 @@ class Lowerer:
             if b is None or index is POISON or b.value is POISON:
                 return POISON
             shape = self.shapes[b.value]
-            if not isinstance(index, int) or isinstance(index, bool) or not -len(shape) <= index < len(shape):
+            if not isinstance(index, int) or isinstance(index, bool):
+                self.err("E0307", f"a shape index must be an integer, got {_kind_of(index)}", x.index.span, scope)
+                return POISON
+            if not -len(shape) <= index < len(shape):
                 self.err("E0307", f"`{x.value}` has shape {format_shape(shape)}: index {index} is out of range",
                          x.index.span, scope,
                          help=f"use an index from 0 to {len(shape) - 1} (the batch axis is not counted)")
@@ -534,6 +547,10 @@ class Lowerer:
                 if not _numeric(v):
                     self.err("E0304", f"`{x.op}` needs numbers, got {_kind_of(v)}", side.span, scope)
                     return POISON
+            if (isinstance(a, Sym) and isinstance(b, float)) or (isinstance(b, Sym) and isinstance(a, float)):
+                self.err("E0304", f"`{x.op}` mixes the symbolic size `{a if isinstance(a, Sym) else b}` with a "
+                         "fractional number: sizes are integers", x.span, scope)
+                return POISON
             if x.op == "+":
                 return a + b
             if x.op == "-":
@@ -667,7 +684,9 @@ def _numeric(v: Any) -> bool:
 
 def _kind_of(v: Any) -> str:
     if isinstance(v, bool):
-        return "a boolean"
+        return "`true`" if v else "`false`"
+    if isinstance(v, float):
+        return f"the number {v}"
     if isinstance(v, str):
         return f"the word `{v}`"
     if isinstance(v, tuple):

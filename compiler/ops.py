@@ -57,6 +57,7 @@ class Kind(enum.Enum):
 
 
 REQUIRED = object()
+MAX_SIZE = 1 << 31        # no size, kernel or stride beyond what C's int holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,8 @@ def coerce(kind: Kind, v: Any) -> Any:
     """Check that v is of the kind; return the normalised value or raise ArgError."""
     if isinstance(v, Sym):
         raise ArgError(f"must be {kind.value} known at compile time, got the symbolic size `{v}`")
+    if _is_int(v) and abs(v) > MAX_SIZE:
+        raise ArgError(f"must be at most {MAX_SIZE:,}, got {v:.3g}")
     if kind is Kind.POS_INT and _is_int(v) and v > 0:
         return v
     if kind is Kind.NONNEG_INT and _is_int(v) and v >= 0:
@@ -108,6 +111,8 @@ def coerce(kind: Kind, v: Any) -> Any:
     if kind is Kind.INT and _is_int(v):
         return v
     if kind in (Kind.FLOAT, Kind.PROB) and (_is_int(v) or isinstance(v, float)):
+        if not math.isfinite(float(v)):
+            raise ArgError(f"must be a finite number, got {v}")
         if kind is Kind.PROB and not 0 <= v <= 1:
             raise ArgError(f"must be {kind.value}, got {v}")
         return float(v)

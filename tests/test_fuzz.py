@@ -1,0 +1,245 @@
+"""Fuzzing the front end: broken models give diagnostics, never tracebacks.
+
+Takes the samples, applies thousands of seeded random mutations (characters,
+tokens and lines deleted, duplicated or swapped; tokens of the language's
+vocabulary inserted or substituted; numbers replaced by small expressions) and
+runs `frontend.check` on each. The only exception allowed out is
+`nnc.CompileError` (success is fine too).
+
+A crash fails the test with, for each distinct crash site, the mutant shrunk
+to a minimal input that still crashes there, and its traceback. The generator
+is a seeded `random.Random`, so a failure repeats exactly. A list of
+hand-written edge inputs (found while probing the front end) is checked the
+same way.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nnc import CompileError
+from nnc.compiler.frontend import check
+from nnc.compiler.ops import CATALOG
+
+SAMPLES = {p.stem: p.read_text() for p in sorted((Path(__file__).resolve().parent.parent / "samples").glob("*.nn"))}
+MUTANTS_PER_SAMPLE = 375          # 3000 in all over the eight samples
+SEED = 20251123
+
+TOKEN = re.compile(r"->|//|[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\S")
+
+VOCABULARY = (
+    "->", "(", ")", ",", "=", ":", "[", "]", "{", "}", ".", "+", "-", "*", "//", "#", "\n",
+    "0", "1", "2", "3", "-1", "16", "0.5", "1e-5", "99999999999999999999",
+    "model", "block", "return", "same", "valid", "causal", "true", "false", "shape",
+    "x", "h", "c", "T", "T=64", "x.shape[0]", "x.shape[1]", "x.shape[-1]",
+    "axis=1", "padding=causal", "stride=2", "groups=3", "bias=false",
+    *sorted(CATALOG),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """An exception other than CompileError: where it was raised, and how."""
+
+    site: tuple[str, str, int]       # (exception type, file name, line) of the innermost frame
+    traceback: str
+
+
+def run(text: str) -> Crash | None:
+    """Check a model text; a Crash if anything but CompileError escapes."""
+    try:
+        check(text)
+    except CompileError:
+        return None
+    except Exception as e:        # noqa: BLE001 - any other exception is the finding
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        site = (type(e).__name__, Path(frame.filename).name, frame.lineno)
+        return Crash(site, "".join(traceback.format_exception(e, limit=-4)))
+    return None
+
+
+# ---------------------------------------------------------------- mutations
+
+def mutate_characters(rng: random.Random, text: str) -> str:
+    i = rng.randrange(len(text))
+    action = rng.choice(("delete", "duplicate", "swap"))
+    if action == "delete":
+        return text[:i] + text[i + 1:]
+    if action == "duplicate":
+        return text[:i] + text[i] + text[i:]
+    j = rng.randrange(len(text))
+    chars = list(text)
+    chars[i], chars[j] = chars[j], chars[i]
+    return "".join(chars)
+
+
+def mutate_tokens(rng: random.Random, text: str) -> str:
+    tokens = list(TOKEN.finditer(text))
+    if not tokens:
+        return text + rng.choice(VOCABULARY)
+    m = rng.choice(tokens)
+    action = rng.choice(("delete", "duplicate", "swap", "insert", "replace"))
+    if action == "delete":
+        return text[:m.start()] + text[m.end():]
+    if action == "duplicate":
+        return text[:m.end()] + " " + m.group() + text[m.end():]
+    if action == "swap":
+        other = rng.choice(tokens)
+        first, second = sorted((m, other), key=lambda t: t.start())
+        if first.start() == second.start():
+            return text
+        return (text[:first.start()] + second.group() + text[first.end():second.start()] + first.group()
+                + text[second.end():])
+    word = rng.choice(VOCABULARY)
+    if action == "insert":
+        return text[:m.start()] + word + " " + text[m.start():]
+    return text[:m.start()] + word + text[m.end():]
+
+
+def mutate_lines(rng: random.Random, text: str) -> str:
+    lines = text.split("\n")
+    i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+    action = rng.choice(("delete", "duplicate", "swap"))
+    if action == "delete":
+        del lines[i]
+    elif action == "duplicate":
+        lines.insert(i, lines[j])
+    else:
+        lines[i], lines[j] = lines[j], lines[i]
+    return "\n".join(lines)
+
+
+EXPRESSION_ATOMS = ("0", "1", "3", "-2", "0.5", "1e-5", "true", "same", "x.shape[0]", "x.shape[1]",
+                    "x.shape[-1]", "c", "T", "(2, 2)")
+
+
+def mutate_expression(rng: random.Random, text: str) -> str:
+    """Replace a number (an argument, a size, a label segment) with a small
+    expression: arguments are expressions, and sizes may be symbolic."""
+    numbers = [m for m in TOKEN.finditer(text) if m.group()[0].isdigit()]
+    if not numbers:
+        return text
+    m = rng.choice(numbers)
+    a, b = rng.choice(EXPRESSION_ATOMS), rng.choice(EXPRESSION_ATOMS)
+    op = rng.choice(("+", "-", "*", "//"))
+    return text[:m.start()] + f"{a} {op} {b}" + text[m.end():]
+
+
+MUTATIONS = (mutate_characters, mutate_tokens, mutate_tokens, mutate_lines, mutate_expression)
+
+
+def mutants(sample: str, count: int):
+    """`count` seeded mutants of a sample, each 1 to 3 mutations away from it."""
+    rng = random.Random(f"{SEED}-{sample}")
+    for _ in range(count):
+        text = SAMPLES[sample]
+        for _ in range(rng.randint(1, 3)):
+            if text:
+                text = rng.choice(MUTATIONS)(rng, text)
+        yield text
+
+
+# ---------------------------------------------------------------- shrinking
+
+def shrink(text: str, site: tuple[str, str, int]) -> str:
+    """A smaller text that still crashes at `site`: drop lines, then single
+    tokens or pairs of neighbouring ones (`, name`), while the crash stays,
+    until nothing helps."""
+    def crashes_here(candidate: str) -> bool:
+        crash = run(candidate)
+        return crash is not None and crash.site == site
+
+    changed = True
+    while changed:
+        changed = False
+        lines = text.split("\n")
+        i = 0
+        while i < len(lines):
+            kept = lines[:i] + lines[i + 1:]
+            if crashes_here("\n".join(kept)):
+                lines, changed = kept, True
+            else:
+                i += 1
+        text = "\n".join(lines)
+        i = 0
+        while True:
+            tokens = list(TOKEN.finditer(text))
+            if i >= len(tokens):
+                break
+            ends = [tokens[j].end() for j in (i, i + 1) if j < len(tokens)]
+            candidates = (text[:tokens[i].start()] + text[end:] for end in ends)
+            smaller = next((c for c in candidates if crashes_here(c)), None)
+            if smaller is not None:
+                text, changed = smaller, True
+            else:
+                i += 1
+    return text
+
+
+def report(crashes: dict[tuple[str, str, int], str]) -> str:
+    parts = [f"{len(crashes)} crash site(s); each with a minimal input and its traceback:"]
+    for site, text in crashes.items():
+        crash = run(text)
+        parts.append(f"\n--- {site[0]} at {site[1]}:{site[2]}\n{text!r}\n\n{crash.traceback if crash else ''}")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- the tests
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_mutated_sample_raises_only_compile_error(sample):
+    found: dict[tuple[str, str, int], str] = {}
+    for text in mutants(sample, MUTANTS_PER_SAMPLE):
+        crash = run(text)
+        if crash is not None and crash.site not in found:
+            found[crash.site] = shrink(text, crash.site)
+    assert not found, report(found)
+
+
+def test_mutants_are_deterministic_and_mostly_different_from_the_sample():
+    first = list(mutants("lenet", 50))
+    assert first == list(mutants("lenet", 50))
+    assert sum(text != SAMPLES["lenet"] for text in first) > 45
+
+
+def test_shrinking_keeps_only_what_the_crash_needs(monkeypatch):
+    site = ("KeyError", "lower.py", 1)
+    # A stand-in front end that "crashes" whenever the text mentions `fc3`.
+    monkeypatch.setattr(sys.modules[__name__], "run", lambda text: Crash(site, "") if "fc3" in text else None)
+    assert shrink(SAMPLES["lenet"], site).strip() == "fc3"
+
+
+TRICKY = {
+    "symbolic_size_times_a_float": "model m(x: [2, T]) {\n    dense(x.shape[1] * 0.5)\n}\n",
+    "float_times_a_symbolic_size": "model m(x: [2, T]) {\n    dense(0.5 * x.shape[1])\n}\n",
+    "symbolic_size_plus_a_float": "model m(x: [2, T]) {\n    dense(x.shape[1] + 0.5)\n}\n",
+    "float_minus_a_symbolic_size": "model m(x: [2, T]) {\n    dense(0.5 - x.shape[1])\n}\n",
+    "symbolic_size_floordiv_a_float": "model m(x: [2, T]) {\n    dense(x.shape[1] // 0.5)\n}\n",
+    "symbolic_size_times_a_symbolic_size": "model m(x: [2, T]) {\n    dense(x.shape[1] * x.shape[1])\n}\n",
+    "int_floordiv_a_symbolic_size": "model m(x: [2, T]) {\n    dense(4 // x.shape[1])\n}\n",
+    "symbolic_size_floordiv_zero": "model m(x: [2, T]) {\n    dense(x.shape[1] // 0)\n}\n",
+    "shape_index_is_a_float": "model m(x: [2, 3]) {\n    dense(x.shape[0.5])\n}\n",
+    "shape_index_is_a_boolean": "model m(x: [2, 3]) {\n    dense(x.shape[true])\n}\n",
+    "product_of_huge_numbers": "model m(x: [2]) {\n    dense(99999999999999999999 * 99999999999999999999)\n}\n",
+    "nan_argument": "model m(x: [2]) {\n    leaky_relu(1e400 - 1e400)\n}\n",
+    "reshape_of_a_symbolic_length": "model m(x: [2, T]) {\n    reshape((-1, 4))\n}\n",
+    "flatten_of_two_named_sizes": "model m(x: [T, N]) {\n    flatten\n}\n",
+    "block_with_an_empty_body": "block b()(y) {\n}\nmodel m(x: [2]) {\n    b\n}\n",
+    "mutually_recursive_blocks": "block a()(x) {\n    b\n}\nblock b()(x) {\n    a\n}\nmodel m(x: [2]) {\n    a\n}\n",
+    "block_input_named_twice": "block b()(y, y) {\n    relu\n}\nmodel m(x: [2]) {\n    b()(x, x)\n}\n",
+    "continuing_from_two_values": "block two()(x) {\n    return x, x\n}\nmodel m(x: [2]) {\n    two\n    relu\n}\n",
+    "label_equal_to_an_input": "model m(x: [2]) {\n    x: relu\n}\n",
+}
+
+
+@pytest.mark.parametrize("text", list(TRICKY.values()), ids=list(TRICKY))
+def test_tricky_input_raises_only_compile_error(text):
+    crash = run(text)
+    assert crash is None, crash.traceback
