@@ -44,15 +44,20 @@ class Plan:
 
 
 def module_name(graph: Graph) -> str:
-    return sanitize(graph.name, fallback="model").lower() or "model"
+    """The generated module's name and the C prefix: a valid identifier, and
+    never `nnc...` (the C kernels' names)."""
+    name = sanitize(graph.name, fallback="model").lower() or "model"
+    return "m_" + name if name.startswith("nnc") else name
 
 
 def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                  dims: Mapping[str, int] | None = None, optimize: bool = True,
                  bundle_weights: bool = False, state: Mapping[str, np.ndarray] | None = None,
-                 stream: bool = False) -> Plan:
+                 stream: bool = False, render: bool = True) -> Plan:
     """`bundle_weights`: the NumPy module loads `NAME.npz` from beside itself by
-    default. `state`: the weights the C file embeds (default: seeded init)."""
+    default. `state`: the weights the C file embeds (default: seeded init).
+    `render=False` skips writing the C text (the C model renders it with its
+    own weights)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     checked = check(model, dims)
@@ -78,7 +83,8 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen
     lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph))
-    return Plan(checked, graph, lay, name, c_gen.generate(graph, lay, name=name, state=state))
+    files = c_gen.generate(graph, lay, name=name, state=state, source=str(checked.graph.path)) if render else {}
+    return Plan(checked, graph, lay, name, files)
 
 
 def load_module(name: str, text: str) -> types.ModuleType:
@@ -96,7 +102,8 @@ def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any
     """The Python API: compile `model` and return a model object."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    plan = compile_plan(model, target=target, batch=batch, dims=dims, optimize=optimize, stream=stream)
+    plan = compile_plan(model, target=target, batch=batch, dims=dims, optimize=optimize, stream=stream,
+                        render=target == "numpy")
     if target == "numpy":
         module = load_module(plan.name, plan.files[f"{plan.name}.py"])
         return module.Model(batch=batch, weights=weights)

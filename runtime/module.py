@@ -29,6 +29,7 @@ class ModelBase:
     INPUTS: Mapping[str, tuple] = {}          # name -> per-example shape (ints, or dim names)
     OUTPUTS: Mapping[str, tuple] = {}
     DIMS: Mapping[str, int] = {}              # named dimension -> bound (planned size)
+    MIN_DIMS: Mapping[str, int] = {}          # named dimension -> the shortest length every layer can take
     PARAMS: Mapping[str, W.Spec] = {}         # state_dict key -> spec, schedule order
     ARENA_BYTES: int = 0                      # per example: the plan scales with the batch
     WEIGHTS_FILE: str | None = None           # the .npz written beside the module, if any
@@ -237,8 +238,9 @@ class ModelBase:
             batch = b
             for want, got in zip(shape, a.shape[1:]):
                 if isinstance(want, str):
-                    if got < 1 or got > self.DIMS[want]:
-                        raise ValueError(f"input `{name}` has {want}={got}; the plan allows 1 <= {want} <= "
+                    low = self.MIN_DIMS.get(want, 1)
+                    if got < low or got > self.DIMS[want]:
+                        raise ValueError(f"input `{name}` has {want}={got}; the plan allows {low} <= {want} <= "
                                          f"{self.DIMS[want]} (shape {self._expected(name)})")
                     if dims.setdefault(want, got) != got:
                         raise ValueError(f"inputs disagree on {want}: {dims[want]} and {got}")

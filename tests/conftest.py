@@ -40,3 +40,22 @@ class Golden:
 @pytest.fixture
 def golden(request) -> Golden:
     return Golden(request.config.getoption("--update-golden"))
+
+
+def _has_c_compiler() -> bool:
+    from nnc.compiler.codegen.cbuild import CompilerMissing, find_compiler
+    try:
+        find_compiler()
+    except CompilerMissing:
+        return False
+    return True
+
+
+HAS_CC = _has_c_compiler()
+# Every test that takes `target` runs against both execution plans.
+TARGETS = ["numpy", pytest.param("c", marks=pytest.mark.skipif(not HAS_CC, reason="no C compiler"))]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request) -> str:
+    return request.param

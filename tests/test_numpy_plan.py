@@ -1,6 +1,7 @@
-"""The NumPy execution plan end to end: samples against PyTorch's stored outputs,
-passes that keep the function, deterministic and golden modules, weights,
-the Python API's errors, and a call that allocates nothing."""
+"""The execution plans end to end: samples against PyTorch's stored outputs (on
+both targets), passes that keep the function, deterministic and golden
+modules, weights and the Python API's errors (on both targets), and a call
+that allocates nothing."""
 
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def seeded(model, seed: int) -> dict[str, np.ndarray]:
-    return seeded_state_dict({k: s.shape for k, s in type(model).PARAMS.items()}, seed)
+    return seeded_state_dict({k: v.shape for k, v in model.state_dict().items()}, seed)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_sample_matches_pytorch_reference_output(name):
+def test_sample_matches_pytorch_reference_output(name, target):
     data = np.load(DATA / f"{name}.npz")
-    model = nnc.build(ROOT / "samples" / f"{name}.nn", batch=2, dims=DIMS.get(name))
+    model = nnc.build(ROOT / "samples" / f"{name}.nn", target=target, batch=2, dims=DIMS.get(name))
     model.load_weights(seeded(model, int(data["seed"])))
     y = model(data["input_x"])
     assert y.shape == data["output_0"].shape
@@ -113,32 +114,32 @@ def test_mlp_chain_arena_equals_lower_bound():
 MLP = "model tiny(x: [4]) {\n    fc: dense(3) -> relu\n    out: dense(2)\n}\n"
 
 
-def test_build_from_source_text_and_named_inputs():
-    model = nnc.build(MLP, batch=3)
+def test_build_from_source_text_and_named_inputs(target):
+    model = nnc.build(MLP, target=target, batch=3)
     assert model.input_shapes == {"x": (4,)} and model.output_shapes == {"out": (2,)}
     x = np.ones((3, 4))
     assert np.array_equal(model(x), model(x=x))
 
 
-def test_inputs_of_any_real_dtype_are_converted():
-    model = nnc.build(MLP, batch=2)
+def test_inputs_of_any_real_dtype_are_converted(target):
+    model = nnc.build(MLP, target=target, batch=2)
     x = np.arange(8).reshape(2, 4)
     expected = model(x.astype(np.float32)).copy()
     np.testing.assert_allclose(model(x), expected, rtol=1e-6)
     np.testing.assert_allclose(model(x.astype(np.float64)), expected, rtol=1e-6)
 
 
-def test_wrong_shape_raises_value_error_naming_expected_shape():
-    model = nnc.build(MLP, batch=2)
+def test_wrong_shape_raises_value_error_naming_expected_shape(target):
+    model = nnc.build(MLP, target=target, batch=2)
     with pytest.raises(ValueError, match=r"\[B, 4\]"):
         model(np.ones((2, 5), np.float32))
     with pytest.raises(ValueError, match="batch"):
         model(np.ones((3, 4), np.float32))
 
 
-def test_several_outputs_come_back_as_a_tuple():
+def test_several_outputs_come_back_as_a_tuple(target):
     src = "model two(x: [4]) {\n    a = dense(3)\n    b = x -> dense(2)\n    return a, b\n}\n"
-    model = nnc.build(src)
+    model = nnc.build(src, target=target)
     a, b = model(np.ones((1, 4)))
     assert a.shape == (1, 3) and b.shape == (1, 2)
     assert model.output_shapes == {"a": (3,), "b": (2,)}
@@ -146,22 +147,22 @@ def test_several_outputs_come_back_as_a_tuple():
 
 # ------------------------------------------------------------------ weights
 
-def test_state_dict_round_trips_through_npz_and_safetensors(tmp_path):
+def test_state_dict_round_trips_through_npz_and_safetensors(tmp_path, target):
     from safetensors.numpy import save_file
-    model = nnc.build(MLP)
+    model = nnc.build(MLP, target=target)
     state = model.state_dict()
     assert list(state) == ["fc.weight", "fc.bias", "out.weight", "out.bias"]
     scaled = {k: v * 2 for k, v in state.items()}
     np.savez(tmp_path / "w.npz", **scaled)
     save_file(scaled, str(tmp_path / "w.safetensors"))
     for path in ("w.npz", "w.safetensors"):
-        other = nnc.build(MLP, weights=tmp_path / path)
+        other = nnc.build(MLP, target=target, weights=tmp_path / path)
         for k in state:
             np.testing.assert_array_equal(other.state_dict()[k], scaled[k])
 
 
-def test_strict_loading_reports_every_problem_at_once():
-    model = nnc.build(MLP)
+def test_strict_loading_reports_every_problem_at_once(target):
+    model = nnc.build(MLP, target=target)
     state = model.state_dict()
     del state["fc.bias"]
     state["out.weight"] = np.zeros((5, 5), np.float32)

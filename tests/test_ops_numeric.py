@@ -1,5 +1,6 @@
-"""Every op of the catalog, compiled to a NumPy plan, against PyTorch live
-(random weights and batchnorm statistics, batch 2, relative error < 1e-4)."""
+"""Every op of the catalog, compiled to the NumPy and the C plan, against
+PyTorch live (random weights and batchnorm statistics, batch 2, relative
+error < 1e-4)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def rel_err(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
-def check(src: str, shape: tuple, reference, *, optimize: bool = True, dims=None):
-    model = nnc.build(src, batch=2, dims=dims, optimize=optimize)
+def check(src: str, shape: tuple, reference, *, optimize: bool = True, dims=None, target: str = "numpy"):
+    model = nnc.build(src, target=target, batch=2, dims=dims, optimize=optimize)
     rng = np.random.default_rng(7)
     state = {k: rng.uniform(0.5, 1.5, v.shape).astype(np.float32) if k.endswith("running_var")
              else rng.standard_normal(v.shape).astype(np.float32) * 0.5
@@ -129,16 +130,16 @@ def test_every_catalog_op_has_a_numeric_case():
 
 @pytest.mark.parametrize("optimize", [True, False], ids=["O1", "O0"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_op_matches_pytorch(case, optimize):
+def test_op_matches_pytorch(case, optimize, target):
     src, shape, ref = CASES[case]
     if ref is None:
         ref = recurrent_ref(case, src)
-    check(src + "\n", shape, ref, optimize=optimize)
+    check(src + "\n", shape, ref, optimize=optimize, target=target)
 
 
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-def test_activation_standalone_and_fused(act):
+def test_activation_standalone_and_fused(act, target):
     fn = ACTIVATIONS[act]
-    check(f"model m(x: [3, 6, 6]) {{\n    {act}\n}}\n", (3, 6, 6), lambda x, w: fn(x))
+    check(f"model m(x: [3, 6, 6]) {{\n    {act}\n}}\n", (3, 6, 6), lambda x, w: fn(x), target=target)
     check(f"model m(x: [3, 6, 6]) {{\n    c: conv2d(4, 3) -> {act}\n}}\n", (3, 6, 6),
-          lambda x, w: fn(F.conv2d(x, w["c.weight"], w["c.bias"])))
+          lambda x, w: fn(F.conv2d(x, w["c.weight"], w["c.bias"])), target=target)

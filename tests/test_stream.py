@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import nnc
 
+from conftest import TARGETS
+
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ["numpy"]
 
 
 def offline(src: str, x: np.ndarray, target: str) -> np.ndarray:
@@ -22,7 +23,6 @@ def offline(src: str, x: np.ndarray, target: str) -> np.ndarray:
     return np.array(model(x))
 
 
-@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name,axis", [("wavenet", 2), ("gru", 1), ("lstm", 1)])
 def test_sample_streams_like_the_whole_sequence(name, axis, target):
     path = ROOT / "samples" / f"{name}.nn"
@@ -40,8 +40,8 @@ def test_sample_streams_like_the_whole_sequence(name, axis, target):
     np.testing.assert_allclose(np.concatenate(pieces, axis=axis), whole, rtol=1e-4, atol=1e-5)
 
 
-def test_reset_clears_the_carried_state():
-    model = nnc.build(ROOT / "samples" / "gru.nn", stream=True)
+def test_reset_clears_the_carried_state(target):
+    model = nnc.build(ROOT / "samples" / "gru.nn", target=target, stream=True)
     frame = np.ones((1, 1), np.float32)
     first = np.array(model.step(frame))
     second = np.array(model.step(frame))
@@ -92,16 +92,17 @@ LAYERS = st.lists(st.sampled_from([
 ]), min_size=1, max_size=4)
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layers=LAYERS, k=st.integers(1, 4), d=st.integers(1, 3), data=st.data())
-def test_random_streamable_models_agree_for_any_chunking(layers, k, d, data):
+def test_random_streamable_models_agree_for_any_chunking(target, layers, k, d, data):
     body = "\n".join("    " + layer.format(c=4, k=k, d=d) for layer in layers)
     src = f"model m(x: [2, T]) {{\n    h = conv1d(4, {k}, padding=causal)\n{body}\n    return add(h, h)\n}}\n"
     src = src.replace("    return add(h, h)", "    y = relu\n    return add(h, y)")
     n = 40
     x = np.random.default_rng(data.draw(st.integers(0, 1000))).standard_normal((1, 2, n)).astype(np.float32)
-    whole = offline(src, x, "numpy")
-    model = nnc.build(src, stream=True, dims={"T": 16})
+    whole = offline(src, x, "numpy")          # the NumPy plan's offline run is the reference for both
+    model = nnc.build(src, target=target, stream=True, dims={"T": 16})
     cuts = sorted(set(data.draw(st.lists(st.integers(1, n - 1), max_size=6))))
     bounds = [0, *cuts, n]
     out = np.concatenate([np.array(model.stream(x[:, :, a:b])) for a, b in zip(bounds, bounds[1:])], axis=2)

@@ -223,6 +223,23 @@ def state_shapes(graph: Graph) -> dict[str, tuple]:
     return shapes
 
 
+def min_dims(graph: Graph) -> dict[str, int]:
+    """named dimension -> the shortest length for which every size in the
+    graph is at least 1 (sizes grow with the length: bisect)."""
+    sizes = [d for n in graph.nodes for d in n.shape if isinstance(d, Sym)]
+    result = {}
+    for name, bound in sorted(graph.bounds.items()):
+        def fits(t: int) -> bool:
+            env = {**graph.bounds, name: t}
+            return all(evaluate(d, env) >= 1 for d in sizes)
+        lo, hi = 1, bound
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        result[name] = lo
+    return result
+
+
 def state_bytes(graph: Graph) -> dict[str, int]:
     return {k: math.prod(s) * 4 for k, s in state_shapes(graph).items()}
 
@@ -407,6 +424,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
                                      for o in graph.outputs) + "}",
         dims=dims, dims_text=", ".join(f"{d}={graph.bounds[d]}" for d in dims),
         dims_repr="{" + ", ".join(f"{d!r}: {graph.bounds[d]}" for d in dims) + "}",
+        min_dims_repr=repr(min_dims(graph)),
         arena_bytes=layout.plan.arena_bytes, naive_bytes=layout.naive_bytes,
         lower_bound_bytes=layout.lower_bound_bytes, layout=_layout_rows(layout),
         weights_file=weights_file,

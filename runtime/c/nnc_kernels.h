@@ -1,0 +1,592 @@
+/* nnc_kernels.h - the C kernels every generated nnc plan includes.
+ *
+ * In:  one example at a time, in PyTorch's layout without the batch axis
+ *      ([C, H, W], [C, T], [T, F], [F]); weights in the kernel layouts the
+ *      code generator writes (documented at each kernel); scratch memory
+ *      planned in the caller's arena.
+ * Out: results written to caller-owned memory. Nothing here allocates,
+ *      keeps state or touches global data: every function is `static inline`
+ *      and reentrant, so many models and contexts can run side by side.
+ *
+ * C99 plus libm. Inner loops are written for the compiler's vectoriser:
+ * fixed-size register tiles, no calls in inner loops (exp and tanh are
+ * inlined polynomials), no reductions that would need reassociation.
+ * NNC_FMA uses fused multiply-add where the target has it.
+ */
+#ifndef NNC_KERNELS_H
+#define NNC_KERNELS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The register tile of the matrix multiply: NNC_MR rows of weights (the
+ * code generator packs weights in blocks of this many rows) times NNC_NR
+ * output columns (chosen here from the vector width). */
+#define NNC_MR 6
+#if defined(__AVX512F__)
+#define NNC_NR 32
+#elif defined(__AVX__) || defined(__ARM_NEON)
+#define NNC_NR 16
+#else
+#define NNC_NR 8
+#endif
+#define NNC_NR_MAX 32 /* the panel scratch the planner reserves assumes this */
+#define NNC_KC 256    /* depth of one packed panel */
+
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define NNC_FMA(a, b, c) fmaf((a), (b), (c))
+#else
+#define NNC_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+enum {
+    NNC_ACT_NONE, NNC_RELU, NNC_RELU6, NNC_SIGMOID, NNC_TANH, NNC_GELU, NNC_SILU, NNC_SELU, NNC_SOFTPLUS,
+    NNC_HARDSIGMOID, NNC_HARDSWISH, NNC_LEAKY_RELU, NNC_ELU
+};
+
+static inline long nnc_floordiv(long a, long b) {
+    long q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* ------------------------------------------------------------------ elementwise math */
+
+/* exp(x) to about 2 ulp: x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial
+ * for exp(r) and the exponent built in the float's bits. */
+static inline float nnc_expf(float x) {
+    union { int32_t i; float f; } scale;
+    float n, r, p;
+    x = x > 88.3762626647949f ? 88.3762626647949f : x;
+    x = x < -87.3365447505531f ? -87.3365447505531f : x;
+    /* round to nearest by adding and removing 1.5 * 2^23 (floorf would not vectorise) */
+    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    scale.i = ((int32_t)n + 127) * 8388608; /* 2^n, built in the exponent bits */
+    return p * scale.f;
+}
+
+static inline float nnc_sigmoidf(float x) { return 1.0f / (1.0f + nnc_expf(-x)); }
+
+/* tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|); odd polynomial near 0
+ * where that form would lose relative precision. */
+static inline float nnc_tanhf(float x) {
+    float a = fabsf(x), e, t, x2;
+    e = nnc_expf(-2.0f * a);
+    t = (1.0f - e) / (1.0f + e);
+    x2 = x * x;
+    if (a < 0.0625f) {
+        return x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
+    }
+    return x < 0.0f ? -t : t;
+}
+
+static inline void nnc_act(float *x, long n, int act, float alpha) {
+    long i;
+    switch (act) {
+    case NNC_RELU:
+        for (i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case NNC_RELU6:
+        for (i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : (x[i] > 6.0f ? 6.0f : x[i]);
+        break;
+    case NNC_SIGMOID:
+        for (i = 0; i < n; i++) x[i] = nnc_sigmoidf(x[i]);
+        break;
+    case NNC_TANH:
+        for (i = 0; i < n; i++) x[i] = nnc_tanhf(x[i]);
+        break;
+    case NNC_GELU:
+        for (i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        break;
+    case NNC_SILU:
+        for (i = 0; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
+        break;
+    case NNC_SELU:
+        for (i = 0; i < n; i++)
+            x[i] = 1.0507009873554805f * (x[i] > 0.0f ? x[i] : 1.6732632423543772f * (nnc_expf(x[i]) - 1.0f));
+        break;
+    case NNC_SOFTPLUS:
+        for (i = 0; i < n; i++) x[i] = x[i] > 20.0f ? x[i] : log1pf(expf(x[i]));
+        break;
+    case NNC_HARDSIGMOID:
+        for (i = 0; i < n; i++) {
+            float t = x[i] + 3.0f;
+            t = t < 0.0f ? 0.0f : (t > 6.0f ? 6.0f : t);
+            x[i] = t / 6.0f;
+        }
+        break;
+    case NNC_HARDSWISH:
+        for (i = 0; i < n; i++) {
+            float t = x[i] + 3.0f;
+            t = t < 0.0f ? 0.0f : (t > 6.0f ? 6.0f : t);
+            x[i] = x[i] * t / 6.0f;
+        }
+        break;
+    case NNC_LEAKY_RELU:
+        for (i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : alpha * x[i];
+        break;
+    case NNC_ELU:
+        for (i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : alpha * expm1f(x[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* An activation as its own step: y = act(x); y may be x. */
+static inline void nnc_activation(const float *x, float *y, long n, int act, float alpha) {
+    if (y != x) memmove(y, x, (size_t)n * sizeof *y);
+    nnc_act(y, n, act, alpha);
+}
+
+/* ------------------------------------------------------------------ matrix multiply */
+
+/* C[0:mr, 0:nr] (row stride ldc) = or += A-panel [kc][NNC_MR] x B-panel
+ * [kc][NNC_NR]. On the last depth block (`last`), adds `bias` (per row, may be
+ * NULL) and applies the activation to the stored rows. */
+static inline void nnc_micro(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr, int first,
+                             int last, const float *bias, int act, float alpha) {
+    float acc[NNC_MR][NNC_NR];
+    int i, j, k;
+    for (i = 0; i < NNC_MR; i++)
+        for (j = 0; j < NNC_NR; j++) acc[i][j] = 0.0f;
+    for (k = 0; k < kc; k++) {
+        const float *bk = b + (long)k * NNC_NR;
+        const float *ak = a + (long)k * NNC_MR;
+        for (i = 0; i < NNC_MR; i++) {
+            const float av = ak[i];
+            for (j = 0; j < NNC_NR; j++) acc[i][j] = NNC_FMA(av, bk[j], acc[i][j]);
+        }
+    }
+    for (i = 0; i < mr; i++) {
+        float *row = c + i * ldc;
+        if (!first)
+            for (j = 0; j < nr; j++) acc[i][j] += row[j];
+        if (last && bias)
+            for (j = 0; j < nr; j++) acc[i][j] += bias[i];
+        for (j = 0; j < nr; j++) row[j] = acc[i][j];
+        if (last && act) nnc_act(row, nr, act, alpha);
+    }
+}
+
+/* ------------------------------------------------------------------ convolution */
+
+/* The geometry of one convolution, 1-d as h = kh = 1. */
+typedef struct {
+    int cin, h, w;          /* input [cin, h, w] */
+    int cout, oh, ow;       /* output [cout, oh, ow] */
+    int kh, kw, sh, sw, pt, pl, dh, dw, groups;
+} nnc_conv;
+
+/* Pack the B panel of an implicit im2col: rows k0..k0+kc of the column
+ * matrix of group `g` (row k = (channel, tap)), columns n0..n0+nr (output
+ * pixels), zero beyond nr and outside the input. The nr pixels fall into
+ * runs along output rows; within a run the input is read with one stride. */
+static inline void nnc_pack_cols(const nnc_conv *p, const float *x, int g, int k0, int kc, long n0, int nr,
+                                 float *panel) {
+    int run_j[NNC_NR], run_len[NNC_NR], run_oh[NNC_NR], run_q[NNC_NR];
+    int runs = 0, j, k, r, taps = p->kh * p->kw, cg = p->cin / p->groups;
+    for (j = 0; j < nr; j += run_len[runs++]) {
+        long n = n0 + j;
+        run_j[runs] = j;
+        run_oh[runs] = (int)(n / p->ow);
+        run_q[runs] = (int)(n % p->ow);
+        run_len[runs] = nr - j < p->ow - run_q[runs] ? nr - j : p->ow - run_q[runs];
+    }
+    for (k = 0; k < kc; k++) {
+        int kk = k0 + k, c = g * cg + kk / taps, t = kk % taps;
+        int di = (t / p->kw) * p->dh, dj = (t % p->kw) * p->dw;
+        const float *plane = x + (long)c * p->h * p->w;
+        float *dst = panel + (long)k * NNC_NR;
+        for (r = 0; r < runs; r++) {
+            float *d = dst + run_j[r];
+            const int len = run_len[r], ih = run_oh[r] * p->sh - p->pt + di, iw0 = run_q[r] * p->sw - p->pl + dj;
+            int lo = 0, hi = len, q;
+            if (ih < 0 || ih >= p->h) {
+                hi = 0;
+            } else {
+                /* the outputs q of the run whose input column iw0 + q*sw lies in [0, w) */
+                if (iw0 < 0) lo = (-iw0 + p->sw - 1) / p->sw;
+                if (iw0 + (long)(len - 1) * p->sw >= p->w) hi = p->w - 1 - iw0 < 0 ? 0 : (p->w - 1 - iw0) / p->sw + 1;
+                if (lo > hi) lo = hi;
+            }
+            for (q = 0; q < lo; q++) d[q] = 0.0f;
+            if (hi > lo) {
+                const float *src = plane + (long)ih * p->w + iw0;
+                if (p->sw == 1)
+                    for (q = lo; q < hi; q++) d[q] = src[q];
+                else
+                    for (q = lo; q < hi; q++) d[q] = src[(long)q * p->sw];
+            }
+            for (q = hi; q < len; q++) d[q] = 0.0f;
+        }
+        for (j = nr; j < NNC_NR; j++) dst[j] = 0.0f;
+    }
+}
+
+/* PyTorch's convolution as a packed matrix multiply: for each group, the
+ * weights `wp` are packed by the code generator as [ceil(M/MR)][K][MR]
+ * (M = cout/groups rows, K = cin/groups*kh*kw, zero rows to fill the last
+ * block), groups one after another; `panel` is scratch of
+ * min(K, NNC_KC) * NNC_NR_MAX floats. Bias and activation are fused. */
+static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp, const float *bias, float *y,
+                              int act, float alpha, float *panel) {
+    const int M = p->cout / p->groups, K = p->cin / p->groups * p->kh * p->kw;
+    const int mb = (M + NNC_MR - 1) / NNC_MR;
+    const long N = (long)p->oh * p->ow;
+    int g, i, k0;
+    long n0;
+    for (g = 0; g < p->groups; g++) {
+        const float *wg = wp + (long)g * mb * NNC_MR * K;
+        float *yg = y + (long)g * M * N;
+        const float *bg = bias ? bias + g * M : NULL;
+        for (n0 = 0; n0 < N; n0 += NNC_NR) {
+            int nr = (int)(N - n0 < NNC_NR ? N - n0 : NNC_NR);
+            for (k0 = 0; k0 < K; k0 += NNC_KC) {
+                int kc = K - k0 < NNC_KC ? K - k0 : NNC_KC;
+                nnc_pack_cols(p, x, g, k0, kc, n0, nr, panel);
+                for (i = 0; i < M; i += NNC_MR) {
+                    int mr = M - i < NNC_MR ? M - i : NNC_MR;
+                    nnc_micro(kc, wg + (long)i * K + (long)k0 * NNC_MR, panel, yg + (long)i * N + n0, N, mr, nr,
+                              k0 == 0, k0 + kc >= K, bg ? bg + i : NULL, act, alpha);
+                }
+            }
+        }
+    }
+}
+
+/* A convolution with one input channel per group (depthwise, channel
+ * multiplier cout/cin): direct, row by row. `w` is PyTorch's
+ * [cout, 1, kh, kw]. */
+static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
+                                 int act, float alpha) {
+    const int mult = p->cout / p->cin;
+    int o, r, i, j, c0;
+    for (o = 0; o < p->cout; o++) {
+        const float *plane = x + (long)(o / mult) * p->h * p->w;
+        const float *wo = w + (long)o * p->kh * p->kw;
+        float *out = y + (long)o * p->oh * p->ow;
+        const float b = bias ? bias[o] : 0.0f;
+        for (r = 0; r < p->oh; r++) {
+            float *row = out + (long)r * p->ow;
+            for (c0 = 0; c0 < p->ow; c0++) row[c0] = b;
+            for (i = 0; i < p->kh; i++) {
+                int ih = r * p->sh - p->pt + i * p->dh;
+                const float *in;
+                if (ih < 0 || ih >= p->h) continue;
+                in = plane + (long)ih * p->w;
+                for (j = 0; j < p->kw; j++) {
+                    /* output columns whose input column c*sw + off lies inside the row */
+                    int off = j * p->dw - p->pl, lo = 0, hi = p->ow, c;
+                    const float wv = wo[i * p->kw + j];
+                    if (off < 0) lo = (-off + p->sw - 1) / p->sw;
+                    if ((long)(hi - 1) * p->sw + off >= p->w) hi = p->w - 1 - off < 0 ? 0 : (p->w - 1 - off) / p->sw + 1;
+                    if (lo > hi) lo = hi;
+                    if (p->sw == 1) {
+                        const float *src = in + off;
+                        for (c = lo; c < hi; c++) row[c] = NNC_FMA(wv, src[c], row[c]);
+                    } else {
+                        for (c = lo; c < hi; c++) row[c] = NNC_FMA(wv, in[c * p->sw + off], row[c]);
+                    }
+                }
+            }
+            if (act) nnc_act(row, p->ow, act, alpha);
+        }
+    }
+}
+
+/* A streaming causal convolution over a chunk x [cin, n]: `hist` [cin, h]
+ * holds the h = dilation*(k-1) steps before the chunk. Runs the convolution
+ * (stride 1, no padding) over history + chunk in `wide` [cin, h + n], then
+ * keeps the last h steps. `p` describes the convolution over `wide`. */
+static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *hist, int h, const float *wp,
+                                     const float *bias, float *y, int act, float alpha, int depthwise, float *wide,
+                                     float *panel) {
+    const int n = p->w - h;
+    int c;
+    for (c = 0; c < p->cin; c++) {
+        float *row = wide + (long)c * p->w;
+        memcpy(row, hist + (long)c * h, (size_t)h * sizeof *row);
+        memcpy(row + h, x + (long)c * n, (size_t)n * sizeof *row);
+    }
+    if (depthwise)
+        nnc_depthwise(p, wide, wp, bias, y, act, alpha);
+    else
+        nnc_conv2d(p, wide, wp, bias, y, act, alpha, panel);
+    for (c = 0; c < p->cin; c++) memcpy(hist + (long)c * h, wide + (long)c * p->w + n, (size_t)h * sizeof *hist);
+}
+
+/* ------------------------------------------------------------------ dense and recurrent */
+
+/* y[r] = x[r] W^T + b for each of `rows` rows; `wt` is W transposed, [in][out],
+ * so every input element adds a scaled weight row to the outputs (no
+ * reductions, vectorises). y must not overlap x. */
+static inline void nnc_dense(const float *x, long rows, int in, int out, const float *wt, const float *bias, float *y,
+                             int act, float alpha) {
+    enum { BLOCK = 64 };
+    long r;
+    int o0, k, j;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * in;
+        float *yr = y + r * out;
+        for (o0 = 0; o0 < out; o0 += BLOCK) {
+            const int m = out - o0 < BLOCK ? out - o0 : BLOCK;
+            float acc[BLOCK];
+            for (j = 0; j < BLOCK; j++) acc[j] = (bias && j < m) ? bias[o0 + j] : 0.0f;
+            if (m == BLOCK) {
+                for (k = 0; k < in; k++) {
+                    const float xv = xr[k];
+                    const float *w = wt + (long)k * out + o0;
+                    for (j = 0; j < BLOCK; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
+                }
+            } else {
+                for (k = 0; k < in; k++) {
+                    const float xv = xr[k];
+                    const float *w = wt + (long)k * out + o0;
+                    for (j = 0; j < m; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
+                }
+            }
+            for (j = 0; j < m; j++) yr[o0 + j] = acc[j];
+        }
+        if (act) nnc_act(yr, out, act, alpha);
+    }
+}
+
+/* The gate inputs of one recurrent step: gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh. */
+static inline void nnc_projections(const float *x, int F, const float *h, int H, int gates, const float *wih_t,
+                                   const float *whh_t, const float *bih, const float *bhh, float *gi, float *gh) {
+    nnc_dense(x, 1, F, gates, wih_t, bih, gi, NNC_ACT_NONE, 0.0f);
+    nnc_dense(h, 1, H, gates, whh_t, bhh, gh, NNC_ACT_NONE, 0.0f);
+}
+
+/* PyTorch's GRU (gates r, z, n) over x [T, F] from state h [H]; y [T, H] is
+ * the hidden state at every step and h ends as the last one. Weights
+ * transposed: wih_t [F][3H], whh_t [H][3H]; biases [3H] or NULL. Scratch: 6H. */
+static inline void nnc_gru(int T, int F, int H, const float *x, const float *wih_t, const float *whh_t,
+                           const float *bih, const float *bhh, float *h, float *y, float *scratch) {
+    float *gi = scratch, *gh = scratch + 3 * H;
+    int t, j;
+    for (t = 0; t < T; t++) {
+        const float *prev = t ? y + (long)(t - 1) * H : h;
+        float *cur = y + (long)t * H;
+        nnc_projections(x + (long)t * F, F, prev, H, 3 * H, wih_t, whh_t, bih, bhh, gi, gh);
+        for (j = 0; j < 2 * H; j++) gi[j] = nnc_sigmoidf(gi[j] + gh[j]);
+        for (j = 0; j < H; j++) {
+            float n = nnc_tanhf(gi[2 * H + j] + gi[j] * gh[2 * H + j]);
+            cur[j] = n + gi[H + j] * (prev[j] - n);
+        }
+    }
+    if (T > 0) memcpy(h, y + (long)(T - 1) * H, (size_t)H * sizeof *h);
+}
+
+/* PyTorch's LSTM (gates i, f, g, o) over x [T, F] from state (h, c); y [T, H].
+ * Weights transposed as for the GRU, [F][4H] and [H][4H]. Scratch: 8H. */
+static inline void nnc_lstm(int T, int F, int H, const float *x, const float *wih_t, const float *whh_t,
+                            const float *bih, const float *bhh, float *h, float *c, float *y, float *scratch) {
+    float *gi = scratch, *gh = scratch + 4 * H;
+    int t, j;
+    for (t = 0; t < T; t++) {
+        const float *prev = t ? y + (long)(t - 1) * H : h;
+        float *cur = y + (long)t * H;
+        nnc_projections(x + (long)t * F, F, prev, H, 4 * H, wih_t, whh_t, bih, bhh, gi, gh);
+        for (j = 0; j < 4 * H; j++) gi[j] += gh[j];
+        for (j = 0; j < H; j++) {
+            float ig = nnc_sigmoidf(gi[j]), fg = nnc_sigmoidf(gi[H + j]);
+            float gg = nnc_tanhf(gi[2 * H + j]), og = nnc_sigmoidf(gi[3 * H + j]);
+            c[j] = fg * c[j] + ig * gg;
+            cur[j] = og * nnc_tanhf(c[j]);
+        }
+    }
+    if (T > 0) memcpy(h, y + (long)(T - 1) * H, (size_t)H * sizeof *h);
+}
+
+/* ------------------------------------------------------------------ pooling and normalisation */
+
+/* Max (`is_max`) or average pooling of x [c, h, w]; padding counts as -inf
+ * for max and as zeros for the average (PyTorch's count_include_pad=True). */
+static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int oh, int ow, int kh, int kw, int sh,
+                              int sw, int pt, int pl, int is_max) {
+    int ch, r, q, i, j;
+    const float inv = 1.0f / (float)(kh * kw);
+    for (ch = 0; ch < c; ch++) {
+        const float *plane = x + (long)ch * h * w;
+        float *out = y + (long)ch * oh * ow;
+        for (r = 0; r < oh; r++) {
+            for (q = 0; q < ow; q++) {
+                float acc = is_max ? -INFINITY : 0.0f;
+                for (i = 0; i < kh; i++) {
+                    int ih = r * sh - pt + i;
+                    if (ih < 0 || ih >= h) continue;
+                    for (j = 0; j < kw; j++) {
+                        int iw = q * sw - pl + j;
+                        float v;
+                        if (iw < 0 || iw >= w) continue;
+                        v = plane[(long)ih * w + iw];
+                        if (is_max)
+                            acc = v > acc || v != v ? v : acc;
+                        else
+                            acc += v;
+                    }
+                }
+                out[(long)r * ow + q] = is_max ? acc : acc * inv;
+            }
+        }
+    }
+}
+
+/* Mean over the `inner` elements of each of `c` channels. */
+static inline void nnc_global_avgpool(const float *x, float *y, int c, long inner) {
+    int ch;
+    long i;
+    for (ch = 0; ch < c; ch++) {
+        double s = 0.0;
+        for (i = 0; i < inner; i++) s += x[(long)ch * inner + i];
+        y[ch] = (float)(s / (double)inner);
+    }
+}
+
+/* Inference batch norm over channels of [c, inner]; y may be x. */
+static inline void nnc_batchnorm(const float *x, float *y, int c, long inner, const float *mean, const float *var,
+                                 const float *gamma, const float *beta, float eps) {
+    int ch;
+    long i;
+    for (ch = 0; ch < c; ch++) {
+        const float s = gamma[ch] / sqrtf(var[ch] + eps), t = beta[ch] - mean[ch] * s;
+        for (i = 0; i < inner; i++) y[(long)ch * inner + i] = x[(long)ch * inner + i] * s + t;
+    }
+}
+
+/* Layer norm over the last axis (n) of `rows` rows, biased variance. */
+static inline void nnc_layernorm(const float *x, float *y, long rows, int n, const float *gamma, const float *beta,
+                                 float eps) {
+    long r;
+    int i;
+    for (r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        double mean = 0.0, var = 0.0;
+        float inv;
+        for (i = 0; i < n; i++) mean += xr[i];
+        mean /= n;
+        for (i = 0; i < n; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        var /= n;
+        inv = (float)(1.0 / sqrt(var + eps));
+        for (i = 0; i < n; i++) yr[i] = ((float)(xr[i] - mean)) * inv * gamma[i] + beta[i];
+    }
+}
+
+/* x where x >= 0, w * x elsewhere; w has `nw` entries (1 or c) over [c, inner]. */
+static inline void nnc_prelu(const float *x, float *y, int c, long inner, const float *w, int nw) {
+    int ch;
+    long i;
+    for (ch = 0; ch < c; ch++) {
+        const float a = w[nw == 1 ? 0 : ch];
+        for (i = 0; i < inner; i++) {
+            const float v = x[(long)ch * inner + i];
+            y[(long)ch * inner + i] = v >= 0.0f ? v : a * v;
+        }
+    }
+}
+
+/* softmax (or log_softmax) along the middle axis of [outer, n, inner]; y may be x. */
+static inline void nnc_softmax(const float *x, float *y, long outer, int n, long inner, int log_form) {
+    long o, q;
+    int i;
+    for (o = 0; o < outer; o++) {
+        for (q = 0; q < inner; q++) {
+            const float *xs = x + o * n * inner + q;
+            float *ys = y + o * n * inner + q;
+            float top = xs[0], sum = 0.0f;
+            for (i = 1; i < n; i++) top = xs[(long)i * inner] > top ? xs[(long)i * inner] : top;
+            for (i = 0; i < n; i++) sum += expf(xs[(long)i * inner] - top);
+            if (log_form) {
+                const float shift = top + logf(sum);
+                for (i = 0; i < n; i++) ys[(long)i * inner] = xs[(long)i * inner] - shift;
+            } else {
+                for (i = 0; i < n; i++) ys[(long)i * inner] = expf(xs[(long)i * inner] - top) / sum;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ merges and shape ops */
+
+/* y = x[0] + x[1] + ... (or the product), then the activation; y may be any
+ * of the inputs: each block is combined on the stack before it is stored. */
+static inline void nnc_merge(const float *const *xs, int count, float *y, long n, int product, int act, float alpha) {
+    enum { BLOCK = 256 };
+    float tmp[BLOCK];
+    long i0, i;
+    int k;
+    for (i0 = 0; i0 < n; i0 += BLOCK) {
+        const long m = n - i0 < BLOCK ? n - i0 : BLOCK;
+        for (i = 0; i < m; i++) tmp[i] = xs[0][i0 + i];
+        for (k = 1; k < count; k++) {
+            const float *src = xs[k] + i0;
+            if (product)
+                for (i = 0; i < m; i++) tmp[i] *= src[i];
+            else
+                for (i = 0; i < m; i++) tmp[i] += src[i];
+        }
+        if (act) nnc_act(tmp, m, act, alpha);
+        memcpy(y + i0, tmp, (size_t)m * sizeof *y);
+    }
+}
+
+static inline void nnc_sub(const float *a, const float *b, float *y, long n) {
+    long i;
+    for (i = 0; i < n; i++) y[i] = a[i] - b[i];
+}
+
+/* One input of a concat along the middle axis of [outer, size, inner]:
+ * written at `start` of an output axis `total` long. */
+static inline void nnc_concat_part(const float *x, float *y, long outer, long size, long inner, long start,
+                                   long total) {
+    long o;
+    for (o = 0; o < outer; o++)
+        memmove(y + (o * total + start) * inner, x + o * size * inner, (size_t)(size * inner) * sizeof *y);
+}
+
+/* y = x with its (at most 4) axes permuted: out axis i is in axis perm[i]. */
+static inline void nnc_transpose(const float *x, float *y, int rank, const int *shape, const int *perm) {
+    long in_stride[4], stride[4];
+    int dims[4], a, i0, i1, i2, i3;
+    long s = 1, n = 0;
+    for (a = rank - 1; a >= 0; a--) {
+        in_stride[a] = s;
+        s *= shape[a];
+    }
+    for (a = 0; a < 4; a++) {
+        dims[a] = a < rank ? shape[perm[a]] : 1;
+        stride[a] = a < rank ? in_stride[perm[a]] : 0;
+    }
+    for (i0 = 0; i0 < dims[0]; i0++)
+        for (i1 = 0; i1 < dims[1]; i1++)
+            for (i2 = 0; i2 < dims[2]; i2++)
+                for (i3 = 0; i3 < dims[3]; i3++)
+                    y[n++] = x[i0 * stride[0] + i1 * stride[1] + i2 * stride[2] + i3 * stride[3]];
+}
+
+/* Nearest-neighbour upsampling of [c, h, w] by (sh, sw) (1-d: h = sh = 1). */
+static inline void nnc_upsample(const float *x, float *y, int c, int h, int w, int sh, int sw) {
+    int ch, r, q;
+    const int ow = w * sw;
+    for (ch = 0; ch < c; ch++)
+        for (r = 0; r < h * sh; r++) {
+            const float *in = x + ((long)ch * h + r / sh) * w;
+            float *out = y + ((long)ch * h * sh + r) * ow;
+            for (q = 0; q < ow; q++) out[q] = in[q / sw];
+        }
+}
+
+#endif /* NNC_KERNELS_H */

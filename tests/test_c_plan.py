@@ -1,0 +1,305 @@
+"""The C plan as C: every sample's generated files compile alone under strict
+warnings, the object file allocates nothing and holds no writable data, a
+harness runs them under AddressSanitizer and UndefinedBehaviorSanitizer, the
+streaming API (`NAME_step`, `NAME_stream`, `NAME_reset`) agrees with the
+NumPy plan (for a million GRU steps too), identifiers are safe whatever the
+labels hold, and LeNet's C is pinned by a golden file.
+
+(The numbers of the C plan through `nnc.build(target="c")` are checked with
+every other target-parametrised test: samples, ops, streaming, the API.)"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnc
+from nnc.compiler.build import compile_plan, write_plan
+from nnc.compiler.codegen import cbuild
+
+from conftest import HAS_CC
+from torch_twins import DIMS
+
+pytestmark = pytest.mark.skipif(not HAS_CC, reason="no C compiler")
+
+ROOT = Path(__file__).resolve().parent.parent
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+SMALL = ["mlp", "lenet", "concat", "wavenet", "gru", "lstm"]
+STREAMING = ["wavenet", "gru", "lstm"]
+
+
+def cc() -> str:
+    return cbuild.find_compiler()
+
+
+def write(name: str, tmp: Path, *, stream: bool = False, dims=None, source: str | None = None) -> str:
+    plan = compile_plan(source if source is not None else ROOT / "samples" / f"{name}.nn", target="c",
+                        dims=dims or DIMS.get(name), stream=stream)
+    write_plan(plan, tmp, None)
+    return plan.name
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+# ------------------------------------------------------------------ the files compile alone, strictly
+
+@pytest.mark.parametrize("name", [*SMALL, "resnet18", "mobilenetv2"])
+def test_sample_compiles_without_warnings_and_allocates_nothing(name, tmp_path):
+    stem = write(name, tmp_path)
+    obj = tmp_path / f"{stem}.o"
+    run([cc(), *STRICT, "-O2", "-c", str(tmp_path / f"{stem}.c"), "-o", str(obj)])
+    symbols = run(["nm", str(obj)]).stdout
+    undefined = {line.split()[-1] for line in symbols.splitlines() if line.split()[-2:-1] == ["U"]}
+    assert not undefined & {"malloc", "calloc", "realloc", "free"}, undefined
+    writable = [line for line in symbols.splitlines() if len(line.split()) == 3 and line.split()[1] in "BbDdGgSs"]
+    assert writable == [], f"writable global data: {writable}"
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_streaming_plan_compiles_without_warnings_and_allocates_nothing(name, tmp_path):
+    stem = write(name, tmp_path, stream=True)
+    obj = tmp_path / f"{stem}.o"
+    run([cc(), *STRICT, "-O2", "-c", str(tmp_path / f"{stem}.c"), "-o", str(obj)])
+    symbols = run(["nm", str(obj)]).stdout
+    assert not re.search(r"\bU (malloc|calloc|realloc|free)\b", symbols)
+    assert not [s for s in symbols.splitlines() if len(s.split()) == 3 and s.split()[1] in "BbDdGgSs"]
+    for fn in ("reset", "step", "stream", "forward", "init"):
+        assert re.search(rf"\bT {stem}_{fn}\b", symbols)
+
+
+def test_header_states_sizes_and_the_api(tmp_path):
+    write("lenet", tmp_path)
+    header = (tmp_path / "lenet.h").read_text()
+    assert "#define LENET_INPUT_SIZE 784" in header and "#define LENET_OUTPUT_SIZE 10" in header
+    assert re.search(r"#define LENET_ARENA_BYTES \d+", header)
+    assert "typedef struct lenet_ctx lenet_ctx;" in header
+    assert "void lenet_init(lenet_ctx *ctx);" in header
+    assert "int lenet_forward(lenet_ctx *ctx, const float *v_x, float *y_out);" in header
+    assert (tmp_path / "nnc_kernels.h").exists()
+
+
+def test_generated_c_is_deterministic():
+    a = compile_plan(ROOT / "samples" / "wavenet.nn", target="c", dims={"T": 64}, stream=True).files
+    b = compile_plan(ROOT / "samples" / "wavenet.nn", target="c", dims={"T": 64}, stream=True).files
+    assert a == b
+
+
+def _elide_weights(text: str) -> str:
+    return re.sub(r"(static const float \w+\[\d+\] = \{)\n.*?\n(\};)", r"\1 ... \2", text, flags=re.S)
+
+
+def test_generated_c_golden(golden, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    plan = compile_plan("samples/lenet.nn", target="c")
+    golden.check("c/lenet.h.txt", plan.files["lenet.h"])
+    golden.check("c/lenet.c.txt", _elide_weights(plan.files["lenet.c"]))
+
+
+# ------------------------------------------------------------------ a harness under the sanitizers
+
+HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <math.h>
+#include "{name}.h"
+
+static float *load(const char *path, long *count) {{
+    FILE *f = fopen(path, "rb");
+    float *data;
+    if (!f) exit(3);
+    fseek(f, 0, SEEK_END);
+    *count = ftell(f) / (long)sizeof(float);
+    fseek(f, 0, SEEK_SET);
+    data = malloc((size_t)(*count > 0 ? *count : 1) * sizeof(float));
+    if (fread(data, sizeof(float), (size_t)*count, f) != (size_t)*count) exit(4);
+    fclose(f);
+    return data;
+}}
+
+/* usage: harness forward IN OUT | harness step IN OUT F G | harness stream IN OUT F G CHUNK */
+int main(int argc, char **argv) {{
+    long n, i;
+    float *x = load(argv[2], &n), *y = NULL;
+    {name}_ctx *ctx = malloc(sizeof *ctx);
+    FILE *out = fopen(argv[3], "wb");
+    {name}_init(ctx);
+    if (argv[1][0] == 'f') {{
+        long examples = n / {upper}_INPUT_SIZE;
+        y = malloc((size_t)examples * {upper}_OUTPUT_SIZE * sizeof(float));
+        for (i = 0; i < examples; i++)
+            if ({name}_forward(ctx, x + i * {upper}_INPUT_SIZE, y + i * {upper}_OUTPUT_SIZE)) return 5;
+        fwrite(y, sizeof(float), (size_t)(examples * {upper}_OUTPUT_SIZE), out);
+    }}
+{streaming}
+    fclose(out);
+    free(ctx);
+    free(x);
+    free(y);
+    (void)argc;
+    return 0;
+}}
+"""
+
+STREAM_HARNESS = r"""
+    else {{
+        long f = atol(argv[4]), g = atol(argv[5]), chunk = argc > 6 ? atol(argv[6]) : 1;
+        long steps = n / f;
+        y = malloc((size_t)(steps * g) * sizeof(float));
+        for (i = 0; i < steps; i += chunk) {{
+            long m = steps - i < chunk ? steps - i : chunk;
+            int rc = argv[1][1] == 't' && argv[1][2] == 'e' ? {name}_step(ctx, x + i * f, y + i * g)
+                                                           : {name}_stream(ctx, x + i * f, (int)m, y + i * g);
+            if (rc) return 6;
+        }}
+        for (i = 0; i < steps * g; i++)
+            if (!isfinite(y[i])) return 7;
+        fwrite(y, sizeof(float), (size_t)(steps * g), out);
+    }}
+"""
+
+
+def sanitizers_work() -> bool:
+    flags = ["-fsanitize=address,undefined"]
+    probe = subprocess.run([cc(), *flags, "-x", "c", "-", "-o", "/dev/null"], input="int main(void){return 0;}",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def build_harness(name: str, tmp: Path, flags: list[str], *, stream: bool = False, dims=None,
+                  source: str | None = None) -> Path:
+    stem = write(name, tmp, stream=stream, dims=dims, source=source)
+    text = HARNESS.format(name=stem, upper=stem.upper(),
+                          streaming=STREAM_HARNESS.format(name=stem) if stream else "    else return 2;")
+    (tmp / "harness.c").write_text(text)
+    exe = tmp / "harness"
+    run([cc(), *flags, "-I", str(tmp), str(tmp / "harness.c"), str(tmp / f"{stem}.c"), "-o", str(exe), "-lm"])
+    return exe
+
+
+def call(exe: Path, mode: str, x: np.ndarray, tmp: Path, *extra: int) -> np.ndarray:
+    (tmp / "in.bin").write_bytes(np.ascontiguousarray(x, np.float32).tobytes())
+    run([str(exe), mode, str(tmp / "in.bin"), str(tmp / "out.bin"), *map(str, extra)])
+    return np.frombuffer((tmp / "out.bin").read_bytes(), np.float32)
+
+
+SANITIZE = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer"]
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_forward_is_clean_under_sanitizers_and_matches_numpy(name, tmp_path):
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    exe = build_harness(name, tmp_path, SANITIZE)
+    model = nnc.build(ROOT / "samples" / f"{name}.nn", batch=3, dims=DIMS.get(name))
+    shape = tuple(DIMS.get(name, {}).get(d, d) if isinstance(d, str) else d for d in model.input_shapes["x"])
+    x = np.random.default_rng(5).standard_normal((3, *shape)).astype(np.float32)
+    got = call(exe, "forward", x, tmp_path)
+    want = np.asarray(model(x)).reshape(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_step_and_stream_are_clean_under_sanitizers_and_match_numpy(name, tmp_path):
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    exe = build_harness(name, tmp_path, SANITIZE, stream=True, dims={"T": 16})
+    model = nnc.build(ROOT / "samples" / f"{name}.nn", stream=True, dims={"T": 16})
+    f, g = (np.prod([d for d in s if d != "T"]) for s in (model.input_shapes["x"], model.output_shapes["out"]))
+    steps = 50
+    x = np.random.default_rng(6).standard_normal((steps, f)).astype(np.float32)   # time-major frames
+    frames = x.reshape(steps, *(d for d in model.input_shapes["x"] if d != "T"))
+    want = np.stack([np.array(model.step(fr[None])).reshape(-1) for fr in frames]).reshape(-1)
+    np.testing.assert_allclose(call(exe, "step", x, tmp_path, f, g), want, rtol=1e-4, atol=1e-5)
+    if f == 1 and g == 1 or name != "wavenet":    # chunks of [n, F] (or of a single channel) are contiguous
+        np.testing.assert_allclose(call(exe, "stream", x, tmp_path, f, g, 7), want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(call(exe, "stream", x, tmp_path, f, g, 40), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_million_gru_steps_stay_finite_and_equal_the_numpy_plan(tmp_path):
+    exe = build_harness("gru", tmp_path, ["-std=c99", "-O2"], stream=True, dims={"T": 4096})
+    n = 1_000_000
+    t = np.arange(n, dtype=np.float64)
+    x = (0.8 * np.sin(2 * np.pi * 440 * t / 48_000) + 0.1 * np.random.default_rng(8).standard_normal(n))
+    x = x.astype(np.float32).reshape(n, 1)
+    got = call(exe, "step", x, tmp_path, 1, 1)
+    model = nnc.build(ROOT / "samples" / "gru.nn", stream=True, dims={"T": 4096})
+    want = np.concatenate([np.array(model.stream(x[None, i:i + 4096])).reshape(-1) for i in range(0, n, 4096)])
+    assert np.isfinite(got).all()
+    assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
+
+
+# ------------------------------------------------------------------ names, errors, the command line
+
+HOSTILE = """model int(x: [4]) {
+    static: dense(6) -> relu
+    free: dense(6)
+    A: relu
+    g.in.run: tanh
+    malloc = n.m.k: dense(3)
+    return add(malloc, malloc)
+}
+"""
+
+
+def test_labels_that_are_c_keywords_or_library_names_give_safe_code(tmp_path):
+    exe = build_harness("int", tmp_path, ["-O1", *STRICT], source=HOSTILE)
+    text = (tmp_path / "int.c").read_text()
+    assert "static const float w_static_weight" in text
+    model = nnc.build(HOSTILE, batch=2)
+    x = np.random.default_rng(9).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(call(exe, "forward", x, tmp_path), np.asarray(model(x)).reshape(-1), rtol=1e-5)
+
+
+def test_models_named_like_the_kernels_get_their_own_prefix():
+    plan = compile_plan("model nnc_dense(x: [4]) {\n    dense(2)\n}\n", target="c")
+    assert set(plan.files) == {"m_nnc_dense.h", "m_nnc_dense.c", "nnc_kernels.h"}
+
+
+def test_a_missing_c_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(cbuild.CompilerMissing, match="C compiler"):
+        nnc.build("model m(x: [4]) {\n    dense(2)\n}\n", target="c")(np.ones((1, 4)))
+
+
+def test_length_too_short_for_valid_convolutions_is_a_value_error(target):
+    model = nnc.build("model m(x: [1, T]) {\n    conv1d(2, 5)\n}\n", target=target, dims={"T": 32})
+    assert model(np.ones((1, 1, 9))).shape == (1, 2, 5)
+    assert model(np.ones((1, 1, 5))).shape == (1, 2, 1)
+    with pytest.raises(ValueError, match="allows 5 <= T <= 32"):
+        model(np.ones((1, 1, 4)))
+
+
+def test_load_weights_recompiles_with_the_new_weights():
+    model = nnc.build("model m(x: [4]) {\n    fc: dense(2)\n}\n", target="c")
+    x = np.ones((1, 4), np.float32)
+    state = model.state_dict()
+    model.load_weights({"fc.weight": state["fc.weight"] * 0, "fc.bias": np.array([1, 2], np.float32)})
+    np.testing.assert_array_equal(model(x), [[1, 2]])
+
+
+def test_cli_compile_writes_a_folder_that_builds_alone_and_run_uses_c(tmp_path):
+    out = tmp_path / "build"
+    proc = subprocess.run([sys.executable, "-m", "nnc", "compile", str(ROOT / "samples" / "lenet.nn"), "-t", "c",
+                           "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["lenet.c", "lenet.h", "nnc_kernels.h"]
+    run([cc(), *STRICT, "-O2", "-c", "lenet.c", "-o", "lenet.o"], cwd=out)
+    x = np.random.default_rng(2).standard_normal((784,)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-m", "nnc", "run", str(ROOT / "samples" / "mlp.nn"), "-t", "c",
+                           "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), nnc.build(ROOT / "samples" / "mlp.nn")(x[None]),
+                               rtol=1e-5)
