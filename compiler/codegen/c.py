@@ -87,6 +87,17 @@ def _is_depthwise(n: Node) -> bool:
     return n.op.name in ("conv1d", "conv2d", "depthwise_conv2d") and a["in_channels"] == a["groups"] > 1
 
 
+def _conv_kind(n: Node, graph: Graph) -> str:
+    """The kernel of a convolution: the direct depthwise one, the one-step-
+    at-a-time 1-d one for streaming plans (a call sees a few steps), or the
+    packed matrix multiply."""
+    if _is_depthwise(n):
+        return "depthwise"
+    if graph.streaming and n.op.name == "conv1d":
+        return "direct"
+    return "gemm"
+
+
 def _conv_dims(n: Node) -> tuple[int, int]:
     """(M, K) of the packed matrix multiply of a convolution, per group."""
     a = n.attrs
@@ -101,7 +112,7 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
     op = node.op.name
     if op in ("conv1d", "conv2d", "depthwise_conv2d"):
         out: dict[str, int] = {}
-        if not _is_depthwise(node):
+        if _conv_kind(node, graph) == "gemm":
             _, k = _conv_dims(node)
             out["panel"] = min(k, KC) * NR_MAX * 4
         if node.history:
@@ -152,8 +163,12 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"], p["bias"] = fold_norm(p["weight"], p.get("bias"), state[f"{nl}.weight"], state[f"{nl}.bias"],
                                                state[f"{nl}.running_mean"], state[f"{nl}.running_var"], n.norm.eps)
         op = n.op.name
-        if op in ("conv1d", "conv2d", "depthwise_conv2d") and not _is_depthwise(n):
+        kind = _conv_kind(n, graph) if op in ("conv1d", "conv2d", "depthwise_conv2d") else None
+        if kind == "gemm":
             p["weight"] = pack_conv(p["weight"], n.attrs["groups"])
+        elif kind == "direct":
+            w, g = p["weight"], n.attrs["groups"]
+            p["weight"] = w.reshape(g, w.shape[0] // g, -1).transpose(0, 2, 1)
         elif op == "dense":
             p["weight"] = np.ascontiguousarray(p["weight"].T)
         elif op in ("gru", "lstm"):
@@ -242,14 +257,16 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
     geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"]]
     lines = ["const nnc_conv g = {" + ", ".join(f"(int){c.e(d)}" if isinstance(d, Sym) else str(d)
                                              for d in geo) + "};"]
-    depthwise = _is_depthwise(n)
-    panel = "NULL" if depthwise else c.scratch(n, "panel")
+    kind = _conv_kind(n, c.graph)
+    panel = c.scratch(n, "panel") if kind == "gemm" else "NULL"
     w, b = c.p(n, "weight"), _bias(c, n)
     if n.history:
         lines.append(f"nnc_conv1d_stream(&g, {c.v(n.inputs[0])}, {c.state(n, 'history')}, {n.history}, {w}, {b}, "
-                     f"{c.v(n.label)}, {_act(n)}, {int(depthwise)}, {c.scratch(n, 'wide')}, {panel});")
-    elif depthwise:
+                     f"{c.v(n.label)}, {_act(n)}, NNC_CONV_{kind.upper()}, {c.scratch(n, 'wide')}, {panel});")
+    elif kind == "depthwise":
         lines.append(f"nnc_depthwise(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)});")
+    elif kind == "direct":
+        lines.append(f"nnc_conv1d_direct(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)});")
     else:
         lines.append(f"nnc_conv2d(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     return lines

@@ -224,7 +224,7 @@ static inline void nnc_pack_cols(const nnc_conv *p, const float *x, int g, int k
             if (hi > lo) {
                 const float *src = plane + (long)ih * p->w + iw0;
                 if (p->sw == 1)
-                    for (q = lo; q < hi; q++) d[q] = src[q];
+                    memcpy(d + lo, src + lo, (size_t)(hi - lo) * sizeof *d);
                 else
                     for (q = lo; q < hi; q++) d[q] = src[(long)q * p->sw];
             }
@@ -305,12 +305,48 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
     }
 }
 
+/* A 1-d convolution one output step at a time, for the few steps of a
+ * streaming call: every input element adds a scaled weight row to the
+ * step's outputs. `wt` is each group's weights transposed, [g][K][M]
+ * (K = cin/groups * kw, row k = (channel, tap); M = cout/groups). */
+static inline void nnc_conv1d_direct(const nnc_conv *p, const float *x, const float *wt, const float *bias, float *y,
+                                     int act, float alpha) {
+    enum { BLOCK = 64 };
+    const int M = p->cout / p->groups, cg = p->cin / p->groups, K = cg * p->kw;
+    float acc[BLOCK];
+    int t, g, o0, c, i, j;
+    for (t = 0; t < p->ow; t++) {
+        for (g = 0; g < p->groups; g++) {
+            for (o0 = 0; o0 < M; o0 += BLOCK) {
+                const int m = M - o0 < BLOCK ? M - o0 : BLOCK;
+                for (j = 0; j < m; j++) acc[j] = bias ? bias[g * M + o0 + j] : 0.0f;
+                for (c = 0; c < cg; c++) {
+                    const float *row = x + (long)(g * cg + c) * p->w;
+                    for (i = 0; i < p->kw; i++) {
+                        const int iw = t * p->sw - p->pl + i * p->dw;
+                        const float *w = wt + ((long)g * K + c * p->kw + i) * M + o0;
+                        float xv;
+                        if (iw < 0 || iw >= p->w) continue;
+                        xv = row[iw];
+                        for (j = 0; j < m; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
+                    }
+                }
+                if (act) nnc_act(acc, m, act, alpha);
+                for (j = 0; j < m; j++) y[(long)(g * M + o0 + j) * p->ow + t] = acc[j];
+            }
+        }
+    }
+}
+
+enum { NNC_CONV_GEMM, NNC_CONV_DEPTHWISE, NNC_CONV_DIRECT };
+
 /* A streaming causal convolution over a chunk x [cin, n]: `hist` [cin, h]
  * holds the h = dilation*(k-1) steps before the chunk. Runs the convolution
  * (stride 1, no padding) over history + chunk in `wide` [cin, h + n], then
- * keeps the last h steps. `p` describes the convolution over `wide`. */
+ * keeps the last h steps. `p` describes the convolution over `wide`;
+ * `kind` picks the kernel (NNC_CONV_*), `wp` is in that kernel's layout. */
 static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *hist, int h, const float *wp,
-                                     const float *bias, float *y, int act, float alpha, int depthwise, float *wide,
+                                     const float *bias, float *y, int act, float alpha, int kind, float *wide,
                                      float *panel) {
     const int n = p->w - h;
     int c;
@@ -319,8 +355,10 @@ static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *h
         memcpy(row, hist + (long)c * h, (size_t)h * sizeof *row);
         memcpy(row + h, x + (long)c * n, (size_t)n * sizeof *row);
     }
-    if (depthwise)
+    if (kind == NNC_CONV_DEPTHWISE)
         nnc_depthwise(p, wide, wp, bias, y, act, alpha);
+    else if (kind == NNC_CONV_DIRECT)
+        nnc_conv1d_direct(p, wide, wp, bias, y, act, alpha);
     else
         nnc_conv2d(p, wide, wp, bias, y, act, alpha, panel);
     for (c = 0; c < p->cin; c++) memcpy(hist + (long)c * h, wide + (long)c * p->w + n, (size_t)h * sizeof *hist);
@@ -328,35 +366,45 @@ static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *h
 
 /* ------------------------------------------------------------------ dense and recurrent */
 
-/* y[r] = x[r] W^T + b for each of `rows` rows; `wt` is W transposed, [in][out],
- * so every input element adds a scaled weight row to the outputs (no
- * reductions, vectorises). y must not overlap x. */
+/* Outputs o0..o0+m (m <= 64) of one row of a dense layer: `wt` is W
+ * transposed, [in][out], so every input element adds a scaled weight row to
+ * the outputs (no reductions: it vectorises). Called with constant m where
+ * possible, so the compiler unrolls the tile into registers. */
+static inline void nnc_dense_tile(const float *x, int in, int out, const float *wt, const float *bias, float *y,
+                                  int o0, int m) {
+    float acc[64];
+    int k, j;
+    for (j = 0; j < m; j++) acc[j] = bias ? bias[o0 + j] : 0.0f;
+    for (k = 0; k < in; k++) {
+        const float xv = x[k];
+        const float *w = wt + (long)k * out + o0;
+        for (j = 0; j < m; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
+    }
+    for (j = 0; j < m; j++) y[o0 + j] = acc[j];
+}
+
+/* y[r] = x[r] W^T + b for each of `rows` rows, then the activation; `wt` is
+ * W transposed, [in][out]. y must not overlap x. */
 static inline void nnc_dense(const float *x, long rows, int in, int out, const float *wt, const float *bias, float *y,
                              int act, float alpha) {
-    enum { BLOCK = 64 };
     long r;
     int o0, k, j;
     for (r = 0; r < rows; r++) {
         const float *xr = x + r * in;
         float *yr = y + r * out;
-        for (o0 = 0; o0 < out; o0 += BLOCK) {
-            const int m = out - o0 < BLOCK ? out - o0 : BLOCK;
-            float acc[BLOCK];
-            for (j = 0; j < BLOCK; j++) acc[j] = (bias && j < m) ? bias[o0 + j] : 0.0f;
-            if (m == BLOCK) {
-                for (k = 0; k < in; k++) {
-                    const float xv = xr[k];
-                    const float *w = wt + (long)k * out + o0;
-                    for (j = 0; j < BLOCK; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
-                }
-            } else {
-                for (k = 0; k < in; k++) {
-                    const float xv = xr[k];
-                    const float *w = wt + (long)k * out + o0;
-                    for (j = 0; j < m; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
-                }
-            }
-            for (j = 0; j < m; j++) yr[o0 + j] = acc[j];
+        if (out == 1) {
+            /* one output: a dot product, in 16 independent partial sums */
+            float part[16], sum = bias ? bias[0] : 0.0f;
+            for (j = 0; j < 16; j++) part[j] = 0.0f;
+            for (k = 0; k + 16 <= in; k += 16)
+                for (j = 0; j < 16; j++) part[j] = NNC_FMA(xr[k + j], wt[k + j], part[j]);
+            for (; k < in; k++) sum = NNC_FMA(xr[k], wt[k], sum);
+            for (j = 0; j < 16; j++) sum += part[j];
+            yr[0] = sum;
+        } else {
+            for (o0 = 0; o0 + 64 <= out; o0 += 64) nnc_dense_tile(xr, in, out, wt, bias, yr, o0, 64);
+            for (; o0 + 16 <= out; o0 += 16) nnc_dense_tile(xr, in, out, wt, bias, yr, o0, 16);
+            if (o0 < out) nnc_dense_tile(xr, in, out, wt, bias, yr, o0, out - o0);
         }
         if (act) nnc_act(yr, out, act, alpha);
     }
