@@ -42,6 +42,8 @@ def median_time(fn, *, min_time: float = 0.5, max_runs: int = 2000) -> float:
 
 
 def fmt(seconds: float) -> str:
+    if seconds < 1e-5:
+        return f"{seconds * 1e6:8.3f} us"
     if seconds < 1e-3:
         return f"{seconds * 1e6:8.1f} us"
     return f"{seconds * 1e3:8.2f} ms"
