@@ -107,8 +107,8 @@ def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any
     if target == "numpy":
         module = load_module(plan.name, plan.files[f"{plan.name}.py"])
         return module.Model(batch=batch, weights=weights)
-    from .codegen.c import load_c_model
-    return load_c_model(plan, batch=batch, weights=weights)
+    from .codegen.cbuild import CModel
+    return CModel(plan, batch=batch, weights=weights)
 
 
 def write_plan(plan: Plan, out_dir: str | Path, weights: Mapping[str, np.ndarray] | None) -> list[Path]:

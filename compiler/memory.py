@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from . import plan as planner
-from .dims import evaluate, free_symbols
+from .dims import evaluate, free_symbols, is_symbolic
 from .ir import Graph, Node
 
 FLOAT_BYTES = 4
@@ -114,6 +114,23 @@ def unbounded(graph: Graph, bounds: Mapping[str, int]) -> frozenset[str]:
     for n in graph.nodes:
         names |= free_symbols(n.shape)
     return names - set(bounds)
+
+
+def min_dims(graph: Graph) -> dict[str, int]:
+    """named dimension -> the shortest length for which every size in the
+    graph is at least 1 (sizes grow with the length: bisect)."""
+    sizes = [d for n in graph.nodes for d in n.shape if is_symbolic(d)]
+    result = {}
+    for name, bound in sorted(graph.bounds.items()):
+        def fits(t: int) -> bool:
+            env = {**graph.bounds, name: t}
+            return all(evaluate(d, env) >= 1 for d in sizes)
+        lo, hi = 1, bound
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        result[name] = lo
+    return result
 
 
 @dataclass

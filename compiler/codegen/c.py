@@ -213,6 +213,10 @@ class _Ctx:
     def e(self, d: Any) -> str:
         return cexpr(d, self.dims)
 
+    def ints(self, sizes) -> str:
+        """Sizes as a list of C `int` arguments."""
+        return ", ".join(f"(int){self.e(d)}" if isinstance(d, Sym) else str(d) for d in sizes)
+
     def numel(self, value: str) -> str:
         return self.e(_numel(self.graph.shape_of(value)))
 
@@ -255,8 +259,7 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
         iw = n.history + x[1]       # the convolution runs over history + chunk
         pl = 0
     geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"]]
-    lines = ["const nnc_conv g = {" + ", ".join(f"(int){c.e(d)}" if isinstance(d, Sym) else str(d)
-                                             for d in geo) + "};"]
+    lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]
     kind = _conv_kind(n, c.graph)
     panel = c.scratch(n, "panel") if kind == "gemm" else "NULL"
     w, b = c.p(n, "weight"), _bias(c, n)
@@ -287,7 +290,7 @@ def _pool(c: _Ctx, n: Node) -> list[str]:
     else:
         dims = [x[0], x[1], x[2], n.shape[1], n.shape[2], *a["kernel"], *a["stride"], a["pads"][0][0],
                 a["pads"][1][0]]
-    args = ", ".join(f"(int){c.e(d)}" if isinstance(d, Sym) else str(d) for d in dims)
+    args = c.ints(dims)
     is_max = int(n.op.name.startswith("max"))
     return [f"nnc_pool2d({c.v(n.inputs[0])}, {c.v(n.label)}, {args}, {is_max});"]
 
@@ -375,7 +378,7 @@ def _transpose(c: _Ctx, n: Node) -> list[str]:
     perm = n.attrs["perm"]
     if len(x) > 4:
         raise NotImplementedError("transpose of more than 4 axes per example in C")
-    shape = ", ".join(f"(int){c.e(d)}" if isinstance(d, Sym) else str(d) for d in x)
+    shape = c.ints(x)
     return [f"const int shape[{len(x)}] = {{{shape}}}, perm[{len(x)}] = {{{', '.join(map(str, perm))}}};",
             f"nnc_transpose({c.v(n.inputs[0])}, {c.v(n.label)}, {len(x)}, shape, perm);"]
 
@@ -388,7 +391,7 @@ def _upsample(c: _Ctx, n: Node) -> list[str]:
     else:
         sh, sw = (scale, scale) if isinstance(scale, int) else scale
         dims = [x[0], x[1], x[2], sh, sw]
-    args = ", ".join(f"(int){c.e(d)}" if isinstance(d, Sym) else str(d) for d in dims)
+    args = c.ints(dims)
     return [f"nnc_upsample({c.v(n.inputs[0])}, {c.v(n.label)}, {args});"]
 
 
@@ -541,9 +544,3 @@ def _dim_checks(graph: Graph, c: _Ctx) -> list[str]:
                 seen.setdefault(f"{c.e(d)} < 1", None)
     return list(seen)
 
-
-# ------------------------------------------------------------------ the model object
-
-def load_c_model(plan, *, batch: int, weights: Any):
-    from .cbuild import CModel
-    return CModel(plan, batch=batch, weights=weights)

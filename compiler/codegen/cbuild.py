@@ -33,7 +33,7 @@ import numpy as np
 from ...runtime import weights as W
 from ...runtime.module import ModelBase
 from ..dims import Sym, evaluate
-from .numpy import min_dims
+from ..memory import min_dims
 
 CFLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-march=native")
 
@@ -126,17 +126,12 @@ class CModel(ModelBase):
             outs = self._outputs[key] = [
                 np.zeros((batch, *(evaluate(d, dims) if isinstance(d, Sym) else d for d in shape)), np.float32)
                 for shape in self._out_shapes.values()]
-        extra = [ctypes.c_int(v) for v in dims.values()]
+        lengths = [ctypes.c_int(v) for v in dims.values()]     # none for a plan without named dimensions
         for b in range(batch):
             ctx = self._contexts[b if self.STREAMING else 0]
             ins = [ctypes.c_void_p(a[b].ctypes.data) for a in arrays]
             ys = [ctypes.c_void_p(o[b].ctypes.data) for o in outs]
-            if self.STREAMING:
-                rc = self._run(ctx, *ins, *extra, *ys)
-            elif dims:
-                rc = self._run(ctx, *ins, *extra, *ys)
-            else:
-                rc = self._run(ctx, *ins, *ys)
+            rc = self._run(ctx, *ins, *lengths, *ys)
             if rc != 0:
                 size = ", ".join(f"{k}={v}" for k, v in dims.items())
                 raise ValueError(f"{self.NAME}: the input length ({size}) is too short for this model: "
@@ -186,4 +181,3 @@ class CModel(ModelBase):
         fn.restype = ctypes.c_int
         self._run = fn
         self._lib = lib
-        self.library_path = path

@@ -26,7 +26,7 @@ from ...runtime import kernels as K
 from .. import ops as catalog
 from ..dims import Sym, evaluate, format_shape
 from ..ir import Graph, Node
-from ..memory import Layout
+from ..memory import Layout, min_dims
 from .names import Namespace
 
 VERSION = "0.1.0"
@@ -221,23 +221,6 @@ def state_shapes(graph: Graph) -> dict[str, tuple]:
             for s in _STATE[n.op.name]:
                 shapes[f"{n.label}@{s}"] = (n.attrs["hidden"],)
     return shapes
-
-
-def min_dims(graph: Graph) -> dict[str, int]:
-    """named dimension -> the shortest length for which every size in the
-    graph is at least 1 (sizes grow with the length: bisect)."""
-    sizes = [d for n in graph.nodes for d in n.shape if isinstance(d, Sym)]
-    result = {}
-    for name, bound in sorted(graph.bounds.items()):
-        def fits(t: int) -> bool:
-            env = {**graph.bounds, name: t}
-            return all(evaluate(d, env) >= 1 for d in sizes)
-        lo, hi = 1, bound
-        while lo < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
-        result[name] = lo
-    return result
 
 
 def state_bytes(graph: Graph) -> dict[str, int]:
