@@ -97,7 +97,8 @@ class ModelBase:
             frames[name] = a
         outs = self._forward(**frames)
         outs = outs if isinstance(outs, tuple) else (outs,)
-        steps = tuple(np.take(o, 0, axis=1 + self.TIME_AXES[n]) for n, o in zip(self.OUTPUTS, outs))
+        # basic indexing: each step is a view of the output buffer, not a copy
+        steps = tuple(o[(slice(None),) * (1 + self.TIME_AXES[n]) + (0,)] for n, o in zip(self.OUTPUTS, outs))
         return steps[0] if len(steps) == 1 else steps
 
     def stream(self, *args: Any, **kwargs: Any):
