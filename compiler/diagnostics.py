@@ -133,6 +133,14 @@ def warning(code: str, message: str, span: Span | None, *, help: str | None = No
     return Diagnostic(Severity.WARNING, code, message, span, notes, help)
 
 
+class UserError(Exception):
+    """A problem the user can fix that is not located in model text (a missing
+    C compiler, an unwritable folder, a bad weights file): the CLI prints its
+    message as one line and exits 1; Python callers see the exception itself.
+    Subclasses also derive from the built-in class that fits (`ValueError`,
+    `OSError`, `RuntimeError`) so existing `except` clauses keep working."""
+
+
 class CompileError(Exception):
     """The model (or an input file) is wrong. `diagnostics` lists every
     independent problem found; `str()` renders them with source excerpts."""
