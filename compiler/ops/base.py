@@ -1,0 +1,206 @@
+"""The shared machinery of the op catalog, which every family module builds on.
+
+In:  nothing from the family modules.
+Out: `OpSpec` (one catalog entry: arguments, role, resolve, shape rule,
+     parameters, MACs, and the empty slots `backward` and `units` for the
+     training and growth stages), `ArgSpec` and `Kind` (an argument and what it
+     accepts), `coerce` (checks and normalises an argument's value),
+     `ShapeError` (what rules raise; `lower.py` turns it into a located
+     diagnostic), and the helpers the families share: PyTorch's sliding-window
+     output size (`_window_out`), rank and known-size checks, pair expansion,
+     default initialisation, and the identity shape rule `_same`.
+
+Shapes exclude the batch dimension and may be symbolic (`dims.Sym`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from ..dims import Dim, Shape, Sym, floordiv, format_shape
+from ..ir import ParamSpec
+
+
+class ShapeError(Exception):
+    """A model that cannot work at this op. `arg` names the argument to point
+    at, when the problem is in one."""
+
+    def __init__(self, code: str, message: str, help: str | None = None, arg: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.help = help
+        self.arg = arg
+
+
+class Role(enum.Enum):
+    STEP = "step"        # takes the chain's value: `-> relu`
+    MERGE = "merge"      # a source over named values: `add(a, b)`
+
+
+class Kind(enum.Enum):
+    """What an argument accepts; `coerce` checks and normalises values."""
+
+    POS_INT = "a positive integer"
+    NONNEG_INT = "a non-negative integer"
+    INT = "an integer"
+    FLOAT = "a number"
+    PROB = "a number from 0 to 1"
+    BOOL = "`true` or `false`"
+    SIZE = "a positive integer or a pair"             # kernel, stride, dilation
+    PAD1D = "a non-negative integer, `valid`, `same` or `causal`"
+    PAD2D = "a non-negative integer, a pair, `valid` or `same`"
+    POOLPAD = "a non-negative integer or a pair"
+    INTS = "a tuple of integers"
+    SCALE = "a positive integer or a pair"
+
+
+REQUIRED = object()
+MAX_SIZE = 1 << 31        # no size, kernel or stride beyond what C's int holds
+
+
+@dataclass(frozen=True, slots=True)
+class ArgSpec:
+    name: str
+    kind: Kind
+    default: Any = REQUIRED
+
+
+Attrs = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OpSpec:
+    name: str
+    args: tuple[ArgSpec, ...]
+    infer: Callable[[Attrs, Sequence[Shape]], Shape]
+    role: Role = Role.STEP
+    min_inputs: int = 1
+    max_inputs: int | None = 1                 # None: any number
+    resolve: Callable[[Attrs, Sequence[Shape]], Attrs] | None = None
+    params: Callable[[Attrs, Sequence[Shape]], tuple[ParamSpec, ...]] = lambda a, ins: ()
+    macs: Callable[[Attrs, Sequence[Shape], Shape], Dim] = lambda a, ins, out: 0
+    elementwise: bool = False                  # an activation: same shape, fusable
+    aliases: tuple[str, ...] = ()
+    # Slots for the coming stages, None until an op's rule is written there:
+    # `backward`, the training stage's reverse-mode rule (TRAINING.md): the
+    #   gradients of the op's inputs and parameters from its output's;
+    # `units`, the growth stage's unit-axis rule: which axis of the output and
+    #   of each parameter grows when the op gains units (filters, features, hidden).
+    backward: Callable[..., Any] | None = None
+    units: Callable[..., Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+# ------------------------------------------------------------- argument kinds
+
+class ArgError(Exception):
+    pass
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def coerce(kind: Kind, v: Any) -> Any:
+    """Check that v is of the kind; return the normalised value or raise ArgError."""
+    if isinstance(v, Sym):
+        raise ArgError(f"must be {kind.value} known at compile time, got the symbolic size `{v}`")
+    if _is_int(v) and abs(v) > MAX_SIZE:
+        raise ArgError(f"must be at most {MAX_SIZE:,}, got {v:.3g}")
+    if kind is Kind.POS_INT and _is_int(v) and v > 0:
+        return v
+    if kind is Kind.NONNEG_INT and _is_int(v) and v >= 0:
+        return v
+    if kind is Kind.INT and _is_int(v):
+        return v
+    if kind in (Kind.FLOAT, Kind.PROB) and (_is_int(v) or isinstance(v, float)):
+        if not math.isfinite(float(v)):
+            raise ArgError(f"must be a finite number, got {v}")
+        if kind is Kind.PROB and not 0 <= v <= 1:
+            raise ArgError(f"must be {kind.value}, got {v}")
+        return float(v)
+    if kind is Kind.BOOL and isinstance(v, bool):
+        return v
+    if kind in (Kind.SIZE, Kind.SCALE):
+        if _is_int(v) and v > 0:
+            return v
+        if isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v):
+            return v
+    if kind is Kind.PAD1D:
+        if (_is_int(v) and v >= 0) or v in ("valid", "same", "causal"):
+            return v
+    if kind is Kind.PAD2D:
+        if (_is_int(v) and v >= 0) or v in ("valid", "same"):
+            return v
+        if isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v):
+            return v
+    if kind is Kind.POOLPAD:
+        if _is_int(v) and v >= 0:
+            return v
+        if isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v):
+            return v
+    if kind is Kind.INTS:
+        if _is_int(v):
+            return (v,)
+        if isinstance(v, tuple) and all(_is_int(x) for x in v):
+            return v
+    raise ArgError(f"must be {kind.value}, got {describe(v)}")
+
+
+def describe(v: Any) -> str:
+    if isinstance(v, bool):
+        return "`true`" if v else "`false`"
+    if isinstance(v, str):
+        return f"`{v}`"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(describe(x).strip("`") for x in v) + ")" if v else "()"
+    return f"`{v}`" if isinstance(v, Sym) else str(v)
+
+
+# ------------------------------------------------------------- shape helpers
+
+AXIS_NAMES = {1: ("T",), 2: ("H", "W")}
+
+
+def _pair(v: int | tuple[int, int], n: int) -> tuple[int, ...]:
+    return (v,) * n if isinstance(v, int) else tuple(v)
+
+
+def _known(d: Dim, what: str, op: str, shape: Shape) -> int:
+    if isinstance(d, Sym):
+        raise ShapeError("E0206", f"{op} needs a known {what}, got {format_shape(shape)}",
+                         help="only the time axis may be a named dimension here")
+    return d
+
+
+def _expect_rank(op: str, shape: Shape, rank: int, layout: str, help: str | None = None) -> None:
+    if len(shape) != rank:
+        raise ShapeError("E0203", f"{op} expects {layout} per example, got {format_shape(shape)}", help=help)
+
+
+def _window_out(op: str, axis: str, size: Dim, k: int, s: int, pad: int, d: int) -> Dim:
+    """PyTorch's output size: (in + pad - d*(k-1) - 1) // s + 1, checked positive."""
+    span = d * (k - 1) + 1
+    out = floordiv(size + pad - span, s) + 1
+    if isinstance(out, int) and out <= 0:
+        padded = f"{size} + {pad}" if pad else f"{size}"
+        raise ShapeError(
+            "E0201",
+            f"{op} output size on axis {axis} would be {out}: the kernel spans {span} but the "
+            f"{'padded ' if pad else ''}input is {padded}",
+            help="use a smaller kernel, add padding, or remove a downsampling step before it")
+    return out
+
+
+def _uniform(fan_in: int) -> tuple[str, float]:
+    return ("uniform", 1.0 / math.sqrt(fan_in)) if fan_in > 0 else ("const", 0.0)
+
+
+def _same(a: Attrs, ins: Sequence[Shape]) -> Shape:
+    return ins[0]

@@ -1,0 +1,130 @@
+"""Convolutions: conv1d, conv2d and depthwise_conv2d.
+
+In:  the shared machinery of `base.py`.
+Out: `ENTRIES`, their catalog entries in catalog order. Resolving turns the
+     written arguments into explicit per-axis `kernel`, `stride`, `dilation`,
+     `pads` (`same`, `valid` and `causal` resolved), `groups`, `filters` and
+     `in_channels`; the shape rule is PyTorch's output-size formula; the
+     parameters are `weight` [filters, in/groups, *kernel] and `bias`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ..dims import Dim, Shape, product
+from ..ir import ParamSpec
+from .base import (AXIS_NAMES, ArgSpec, Attrs, Kind, OpSpec, ShapeError, _expect_rank, _known, _pair,
+                   _uniform, _window_out)
+
+
+def _conv_resolve(rank: int, depthwise: bool):
+    op = "depthwise_conv2d" if depthwise else f"conv{rank}d"
+
+    def resolve(a: Attrs, ins: Sequence[Shape]) -> Attrs:
+        (x,) = ins
+        layout = "[C, T]" if rank == 1 else "[C, H, W]"
+        other = {1: "use conv2d for [C, H, W] images", 2: "use conv1d for [C, T] signals"}
+        help = None
+        if len(x) == rank + 2 and rank == 1:
+            help = other[1]
+        elif len(x) == rank and rank == 2:
+            help = other[2]
+        elif len(x) == 1:
+            help = f"reshape it to {'[1, N]' if rank == 1 else '[1, H, W]'} first"
+        _expect_rank(op, x, rank + 1, layout, help)
+        c = _known(x[0], "channel count", op, x)
+        if any(isinstance(v, tuple) for v in (a["k"], a["stride"], a["dilation"])) and rank == 1:
+            raise ShapeError("E0304", f"{op} takes a single integer per size, not a pair")
+        k = _pair(a["k"], rank)
+        s = _pair(a["stride"], rank)
+        d = _pair(a["dilation"], rank)
+        if depthwise:
+            groups = c
+            filters = c * a["multiplier"]
+        else:
+            groups, filters = a["groups"], a["filters"]
+            if c % groups:
+                raise ShapeError("E0202", f"groups={groups} does not divide the {c} input channels",
+                                 help=_divisor_help(c, filters, groups), arg="groups")
+            if filters % groups:
+                raise ShapeError("E0202", f"groups={groups} does not divide the {filters} output channels",
+                                 help=_divisor_help(c, filters, groups), arg="groups")
+        pads = _resolve_padding(op, a["padding"], rank, k, s, d)
+        out = dict(a)
+        out.update(kernel=k, stride=s, dilation=d, groups=groups, filters=filters, pads=pads,
+                   in_channels=c)
+        out.pop("k", None)
+        out.pop("multiplier", None)
+        return out
+
+    return resolve
+
+
+def _divisor_help(c: int, f: int, g: int) -> str:
+    common = [n for n in range(1, min(c, f) + 1) if c % n == 0 and f % n == 0]
+    return f"choose groups among {', '.join(map(str, common[-6:]))}"
+
+
+def _resolve_padding(op: str, p: Any, rank: int, k, s, d) -> tuple[tuple[int, int], ...]:
+    if p == "valid":
+        return ((0, 0),) * rank
+    if p in ("same", "causal"):
+        if any(x != 1 for x in s):
+            raise ShapeError("E0306", f"padding={p} needs stride 1, got stride {s[0] if rank == 1 else s}",
+                             help="give the padding as a number", arg="padding")
+        totals = [dd * (kk - 1) for kk, dd in zip(k, d)]
+        if p == "causal":
+            return tuple((t, 0) for t in totals)
+        return tuple((t // 2, t - t // 2) for t in totals)
+    if isinstance(p, tuple) and rank == 1:
+        raise ShapeError("E0304", f"{op} takes one padding number, not a pair", arg="padding")
+    pp = _pair(p, rank)
+    return tuple((x, x) for x in pp)
+
+
+def _conv_infer(op: str, a: Attrs, ins: Sequence[Shape]) -> Shape:
+    (x,) = ins
+    rank = len(x) - 1
+    out = [a["filters"]]
+    for i in range(rank):
+        lo, hi = a["pads"][i]
+        out.append(_window_out(op, AXIS_NAMES[rank][i], x[1 + i], a["kernel"][i], a["stride"][i],
+                               lo + hi, a["dilation"][i]))
+    return tuple(out)
+
+
+def _conv_params(a: Attrs, ins: Sequence[Shape]) -> tuple[ParamSpec, ...]:
+    per_group = a["in_channels"] // a["groups"]
+    fan_in = per_group * math.prod(a["kernel"])
+    ps = [ParamSpec("weight", (a["filters"], per_group, *a["kernel"]), True, _uniform(fan_in))]
+    if a["bias"]:
+        ps.append(ParamSpec("bias", (a["filters"],), True, _uniform(fan_in)))
+    return tuple(ps)
+
+
+def _conv_macs(a: Attrs, ins: Sequence[Shape], out: Shape) -> Dim:
+    per_output = (a["in_channels"] // a["groups"]) * math.prod(a["kernel"])
+    return product(out) * per_output
+
+
+def _conv(rank: int, depthwise: bool = False) -> OpSpec:
+    name = "depthwise_conv2d" if depthwise else f"conv{rank}d"
+    lead = (ArgSpec("k", Kind.SIZE), ArgSpec("multiplier", Kind.POS_INT, 1)) if depthwise else \
+        (ArgSpec("filters", Kind.POS_INT), ArgSpec("k", Kind.SIZE))
+    pad_kind = Kind.PAD1D if rank == 1 else Kind.PAD2D
+    rest = (ArgSpec("stride", Kind.SIZE, 1), ArgSpec("padding", pad_kind, 0),
+            ArgSpec("dilation", Kind.SIZE, 1))
+    if not depthwise:
+        rest += (ArgSpec("groups", Kind.POS_INT, 1),)
+    rest += (ArgSpec("bias", Kind.BOOL, True),)
+    return OpSpec(name, lead + rest, lambda a, ins: _conv_infer(name, a, ins),
+                  resolve=_conv_resolve(rank, depthwise), params=_conv_params, macs=_conv_macs)
+
+
+ENTRIES: tuple[OpSpec, ...] = (
+    _conv(1),
+    _conv(2),
+    _conv(2, depthwise=True),
+)

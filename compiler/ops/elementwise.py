@@ -1,0 +1,59 @@
+"""Elementwise and per-position ops: prelu, the activations, softmax,
+log_softmax, dropout and identity.
+
+In:  the shared machinery of `base.py`.
+Out: `ENTRIES` (prelu, the activations, softmax, log_softmax) and
+     `PASSTHROUGH` (dropout, identity: the input itself at inference), their
+     catalog entries in catalog order. All keep the shape. The activations are
+     marked `elementwise` (the fusion pass may fold them into their producer);
+     prelu's parameter is `weight` [C] (or [1] when `shared`); softmax's
+     resolved `axis` is non-negative and leaves out the batch.
+"""
+
+from __future__ import annotations
+
+from ..dims import format_shape
+from ..ir import ParamSpec
+from .base import ArgSpec, Attrs, Kind, OpSpec, ShapeError, _known, _same
+
+
+def _prelu_resolve(a: Attrs, ins) -> Attrs:
+    (x,) = ins
+    c = 1 if a["shared"] else _known(x[0], "channel count (axis 0)", "prelu", x)
+    return {**a, "channels": c}
+
+
+def _prelu_params(a: Attrs, ins) -> tuple[ParamSpec, ...]:
+    return (ParamSpec("weight", (a["channels"],), True, ("const", 0.25)),)
+
+
+def _axis_resolve(op: str):
+    def resolve(a: Attrs, ins) -> Attrs:
+        (x,) = ins
+        axis = a["axis"]
+        if not -len(x) <= axis < len(x):
+            raise ShapeError("E0306", f"{op} axis {axis} is out of range for {format_shape(x)}",
+                             help=f"use an axis from {-len(x)} to {len(x) - 1} (the batch axis is not counted)",
+                             arg="axis")
+        return {**a, "axis": axis % len(x)}
+    return resolve
+
+
+def _act(name: str, *args: ArgSpec) -> OpSpec:
+    return OpSpec(name, args, _same, elementwise=True)
+
+
+ENTRIES: tuple[OpSpec, ...] = (
+    OpSpec("prelu", (ArgSpec("shared", Kind.BOOL, False),), _same, resolve=_prelu_resolve, params=_prelu_params),
+    *(_act(n) for n in ("relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus",
+                        "hardsigmoid", "hardswish")),
+    _act("leaky_relu", ArgSpec("slope", Kind.FLOAT, 0.01)),
+    _act("elu", ArgSpec("alpha", Kind.FLOAT, 1.0)),
+    OpSpec("softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("softmax")),
+    OpSpec("log_softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("log_softmax")),
+)
+
+PASSTHROUGH: tuple[OpSpec, ...] = (
+    OpSpec("dropout", (ArgSpec("p", Kind.PROB, 0.5),), _same),
+    OpSpec("identity", (), _same),
+)

@@ -1,0 +1,83 @@
+"""Shape ops: flatten, reshape, transpose and upsample (nearest neighbour).
+
+In:  the shared machinery of `base.py`.
+Out: `ENTRIES`, their catalog entries in catalog order. Each shape rule leaves
+     out the batch axis; reshape infers one -1 and checks the element count,
+     also for symbolic sizes. No parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..dims import Shape, Sym, SymbolicError, floordiv, format_shape, product
+from .base import ArgSpec, Attrs, Kind, OpSpec, ShapeError, _pair, describe
+
+
+def _flatten_infer(a: Attrs, ins) -> Shape:
+    (x,) = ins
+    try:
+        return (product(x),)
+    except SymbolicError as e:
+        raise ShapeError("E0206", f"flatten cannot count the elements of {format_shape(x)}: {e}") from None
+
+
+def _reshape_infer(a: Attrs, ins) -> Shape:
+    (x,) = ins
+    target = a["shape"]
+    if sum(1 for d in target if d == -1) > 1:
+        raise ShapeError("E0306", f"reshape allows one -1, got {describe(target)}", arg="shape")
+    if any(d == 0 or d < -1 for d in target):
+        raise ShapeError("E0306", f"reshape sizes must be positive (or one -1), got {describe(target)}",
+                         arg="shape")
+    try:
+        total = product(x)
+    except SymbolicError as e:
+        raise ShapeError("E0206", f"reshape cannot count the elements of {format_shape(x)}: {e}") from None
+    known = math.prod(d for d in target if d != -1)
+    if -1 in target:
+        if isinstance(total, Sym):
+            rest = floordiv(total, known)
+            if rest * known != total:
+                raise ShapeError("E0205", f"reshape to {describe(target)} does not divide the "
+                                 f"{total} elements of {format_shape(x)}", arg="shape")
+        elif total % known:
+            raise ShapeError("E0205", f"reshape to {describe(target)} does not divide the {total} elements of "
+                             f"{format_shape(x)}", help=f"the sizes other than -1 must divide {total}", arg="shape")
+        else:
+            rest = total // known
+        return tuple(rest if d == -1 else d for d in target)
+    if total != known:
+        raise ShapeError("E0205", f"reshape to {describe(target)} has {known} elements, but {format_shape(x)} "
+                         f"has {total}", help="use -1 for the size to infer", arg="shape")
+    return tuple(target)
+
+
+def _transpose_infer(a: Attrs, ins) -> Shape:
+    (x,) = ins
+    perm = a["perm"]
+    if sorted(perm) != list(range(len(x))):
+        raise ShapeError("E0306", f"transpose needs a permutation of the axes 0..{len(x) - 1} of "
+                         f"{format_shape(x)}, got {describe(perm)}",
+                         help="the batch axis is not counted", arg="perm")
+    return tuple(x[p] for p in perm)
+
+
+def _upsample_infer(a: Attrs, ins) -> Shape:
+    (x,) = ins
+    spatial = len(x) - 1
+    if spatial not in (1, 2):
+        raise ShapeError("E0203", f"upsample expects [C, T] or [C, H, W] per example, got {format_shape(x)}")
+    scale = a["scale"]
+    if isinstance(scale, tuple) and spatial == 1:
+        raise ShapeError("E0304", "upsample of [C, T] takes one scale, not a pair", arg="scale")
+    sc = _pair(scale, spatial)
+    return (x[0], *(d * s for d, s in zip(x[1:], sc)))
+
+
+ENTRIES: tuple[OpSpec, ...] = (
+    OpSpec("flatten", (), _flatten_infer),
+    OpSpec("reshape", (ArgSpec("shape", Kind.INTS),), _reshape_infer),
+    OpSpec("transpose", (ArgSpec("perm", Kind.INTS),), _transpose_infer),
+    OpSpec("upsample", (ArgSpec("scale", Kind.SCALE),), _upsample_infer),
+)
