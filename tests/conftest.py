@@ -3,10 +3,19 @@
 Golden files live under tests/golden/. A test compares text with
 `golden.check("summaries/lenet.txt", text)`; run `pytest --update-golden` to
 rewrite the files after a deliberate change, then review the diff like code.
+
+The suite compiles C into a temporary cache, never the user's
+`~/.cache/nnc`: `XDG_CACHE_HOME` points at a folder made for the session
+(and removed after it) before any test runs, so subprocesses (the CLI tests)
+inherit it too. `NNC_TEST_CACHE=DIR` keeps the compiled libraries in DIR
+instead, to reuse them from one run to the next.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +23,33 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+_SESSION_CACHE: dict[str, str | None] = {}
+
+
+def pytest_configure(config):
+    """Point the compile cache at a temporary folder for the whole session."""
+    if "XDG_CACHE_HOME" in _SESSION_CACHE:
+        return
+    keep = os.environ.get("NNC_TEST_CACHE")
+    folder = keep or tempfile.mkdtemp(prefix="nnc-test-cache-")
+    _SESSION_CACHE["XDG_CACHE_HOME"] = os.environ.get("XDG_CACHE_HOME")
+    _SESSION_CACHE["folder"] = None if keep else folder
+    os.environ["XDG_CACHE_HOME"] = folder
+
+
+def pytest_unconfigure(config):
+    if "XDG_CACHE_HOME" not in _SESSION_CACHE:
+        return
+    previous = _SESSION_CACHE.pop("XDG_CACHE_HOME")
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+    folder = _SESSION_CACHE.pop("folder", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_addoption(parser):

@@ -2,8 +2,9 @@
 warnings, the object file allocates nothing and holds no writable data, a
 harness runs them under AddressSanitizer and UndefinedBehaviorSanitizer, the
 streaming API (`NAME_step`, `NAME_stream`, `NAME_reset`) agrees with the
-NumPy plan (for a million GRU steps too), identifiers are safe whatever the
-labels hold, and LeNet's C is pinned by a golden file.
+NumPy plan (for a million GRU steps too), NaN and infinite inputs and models
+with two named dimensions run clean under the sanitizers too, identifiers are
+safe whatever the labels hold, and LeNet's C is pinned by a golden file.
 
 (The numbers of the C plan through `nnc.build(target="c")` are checked with
 every other target-parametrised test: samples, ops, streaming, the API.)"""
@@ -22,6 +23,7 @@ import pytest
 import nnc
 from nnc.compiler.build import compile_plan, write_plan
 from nnc.compiler.codegen import cbuild
+from nnc.compiler.diagnostics import UserError
 
 from conftest import HAS_CC
 from torch_twins import DIMS
@@ -95,7 +97,7 @@ def test_generated_c_is_deterministic():
 
 
 def _elide_weights(text: str) -> str:
-    return re.sub(r"(static const float \w+\[\d+\] = \{)\n.*?\n(\};)", r"\1 ... \2", text, flags=re.S)
+    return re.sub(r"(\} \w+_weights = \{)\n.*?\n(\};)", r"\1 ... \2", text, flags=re.S)
 
 
 def test_generated_c_golden(golden, monkeypatch):
@@ -126,19 +128,19 @@ static float *load(const char *path, long *count) {{
     return data;
 }}
 
-/* usage: harness forward IN OUT | harness step IN OUT F G | harness stream IN OUT F G CHUNK */
+/* usage: harness forward IN OUT | harness step IN OUT F G | harness stream IN OUT F G CHUNK
+ *        | harness len IN OUT D1 D2 ... (forward_len at those sizes, one example) */
 int main(int argc, char **argv) {{
     long n, i;
     float *x = load(argv[2], &n), *y = NULL;
     {name}_ctx *ctx = malloc(sizeof *ctx);
     FILE *out = fopen(argv[3], "wb");
     {name}_init(ctx);
-    if (argv[1][0] == 'f') {{
-        long examples = n / {upper}_INPUT_SIZE;
-        y = malloc((size_t)examples * {upper}_OUTPUT_SIZE * sizeof(float));
-        for (i = 0; i < examples; i++)
-            if ({name}_forward(ctx, x + i * {upper}_INPUT_SIZE, y + i * {upper}_OUTPUT_SIZE)) return 5;
-        fwrite(y, sizeof(float), (size_t)(examples * {upper}_OUTPUT_SIZE), out);
+    if (argv[1][0] == 'l') {{
+{forward_len}
+    }}
+    else if (argv[1][0] == 'f') {{
+{forward}
     }}
 {streaming}
     fclose(out);
@@ -149,6 +151,12 @@ int main(int argc, char **argv) {{
     return 0;
 }}
 """
+
+FORWARD = r"""        long examples = n / {upper}_INPUT_SIZE;
+        y = malloc((size_t)examples * {upper}_OUTPUT_SIZE * sizeof(float));
+        for (i = 0; i < examples; i++)
+            if ({name}_forward(ctx, x + i * {upper}_INPUT_SIZE, y + i * {upper}_OUTPUT_SIZE)) return 5;
+        fwrite(y, sizeof(float), (size_t)(examples * {upper}_OUTPUT_SIZE), out);"""
 
 STREAM_HARNESS = r"""
     else {{
@@ -176,9 +184,10 @@ def sanitizers_work() -> bool:
 
 
 def build_harness(name: str, tmp: Path, flags: list[str], *, stream: bool = False, dims=None,
-                  source: str | None = None) -> Path:
+                  source: str | None = None, forward_len: str | None = None) -> Path:
     stem = write(name, tmp, stream=stream, dims=dims, source=source)
-    text = HARNESS.format(name=stem, upper=stem.upper(),
+    forward = "        return 2;" if forward_len else FORWARD.format(name=stem, upper=stem.upper())
+    text = HARNESS.format(name=stem, upper=stem.upper(), forward_len=forward_len or "        return 2;", forward=forward,
                           streaming=STREAM_HARNESS.format(name=stem) if stream else "    else return 2;")
     (tmp / "harness.c").write_text(text)
     exe = tmp / "harness"
@@ -192,8 +201,9 @@ def call(exe: Path, mode: str, x: np.ndarray, tmp: Path, *extra: int) -> np.ndar
     return np.frombuffer((tmp / "out.bin").read_bytes(), np.float32)
 
 
-SANITIZE = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-            "-fno-omit-frame-pointer"]
+# float-cast-overflow is not part of GCC's `undefined`: a NaN reaching a float -> int conversion must fail
+SANITIZE = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined,float-cast-overflow",
+            "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -227,6 +237,73 @@ def test_step_and_stream_are_clean_under_sanitizers_and_match_numpy(name, tmp_pa
     np.testing.assert_allclose(call(exe, "stream", x, tmp_path, f, g, 40), want, rtol=1e-4, atol=1e-5)
 
 
+ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid", "hardswish",
+               "leaky_relu", "elu"]
+EVERY_ACTIVATION = "model acts(x: [6]) {\n" + "".join(f"    a{i} = x -> {a}\n" for i, a in enumerate(ACTIVATIONS)) \
+    + f"    return concat({', '.join(f'a{i}' for i in range(len(ACTIVATIONS)))}, axis=0)\n}}\n"
+SPECIAL = [np.nan, np.inf, -np.inf, 0.0, 1e30, -50.0]
+
+
+def test_nan_and_infinite_inputs_are_clean_under_sanitizers_and_propagate_as_numpy(tmp_path):
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    exe = build_harness("acts", tmp_path, SANITIZE, source=EVERY_ACTIVATION)
+    x = np.array([SPECIAL, [np.nan, 95.0, -95.0, -110.0, 88.6, -88.6]], np.float32)
+    got = call(exe, "forward", x, tmp_path).reshape(2, -1)
+    with np.errstate(all="ignore"):
+        want = np.asarray(nnc.build(EVERY_ACTIVATION, batch=2)(x))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet", "concat"])
+def test_samples_run_clean_under_sanitizers_on_nan_and_infinite_inputs(name, tmp_path):
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    exe = build_harness(name, tmp_path, SANITIZE)
+    model = nnc.build(ROOT / "samples" / f"{name}.nn", batch=2)
+    shape = model.input_shapes["x"]
+    x = np.random.default_rng(7).standard_normal((2, *shape)).astype(np.float32)
+    x.reshape(2, -1)[0, ::3] = np.nan
+    x.reshape(2, -1)[1, ::5] = np.inf
+    x.reshape(2, -1)[1, 1::7] = -np.inf
+    got = call(exe, "forward", x, tmp_path)
+    with np.errstate(all="ignore"):
+        want = np.asarray(model(x)).reshape(-1)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+TWO_DIMS = """model two(x: [2, Z=8], y: [3, A=8]) {
+    p = x -> conv1d(4, 3, padding=1) -> relu
+    q = y -> conv1d(4, 1) -> tanh
+    return concat(p, q, axis=1)
+}
+"""
+
+TWO_DIMS_CALL = """        long z = atol(argv[4]), a = atol(argv[5]);
+        y = malloc((size_t)(4 * (z + a)) * sizeof(float));
+        /* the C API takes the named dimensions sorted by name: A, then Z */
+        if (two_forward_len(ctx, x, x + 2 * z, (int)a, (int)z, y)) return 5;
+        fwrite(y, sizeof(float), (size_t)(4 * (z + a)), out);
+"""
+
+
+def test_two_named_dimensions_are_clean_under_sanitizers_and_match_numpy(tmp_path):
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    exe = build_harness("two", tmp_path, SANITIZE, source=TWO_DIMS, forward_len=TWO_DIMS_CALL)
+    model = nnc.build(TWO_DIMS)
+    rng = np.random.default_rng(8)
+    for z, a in [(5, 5), (8, 1), (1, 8), (3, 7)]:     # the last pair also goes through Python below
+        x, y = rng.standard_normal((1, 2, z)).astype(np.float32), rng.standard_normal((1, 3, a)).astype(np.float32)
+        got = call(exe, "len", np.concatenate([x.reshape(-1), y.reshape(-1)]), tmp_path, z, a)
+        np.testing.assert_allclose(got, np.asarray(model(x, y)).reshape(-1), rtol=1e-4, atol=1e-5)
+    # through Python too: the sizes reach the library in the same order
+    np.testing.assert_allclose(nnc.build(TWO_DIMS, target="c")(x, y), model(x, y), rtol=1e-4, atol=1e-5)
+
+
 def test_a_million_gru_steps_stay_finite_and_equal_the_numpy_plan(tmp_path):
     exe = build_harness("gru", tmp_path, ["-std=c99", "-O2"], stream=True, dims={"T": 4096})
     n = 1_000_000
@@ -256,7 +333,7 @@ HOSTILE = """model int(x: [4]) {
 def test_labels_that_are_c_keywords_or_library_names_give_safe_code(tmp_path):
     exe = build_harness("int", tmp_path, ["-O1", *STRICT], source=HOSTILE)
     text = (tmp_path / "int.c").read_text()
-    assert "static const float w_static_weight" in text
+    assert "const float *const w_static_weight = W + " in text
     model = nnc.build(HOSTILE, batch=2)
     x = np.random.default_rng(9).standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(call(exe, "forward", x, tmp_path), np.asarray(model(x)).reshape(-1), rtol=1e-5)
@@ -267,10 +344,12 @@ def test_models_named_like_the_kernels_get_their_own_prefix():
     assert set(plan.files) == {"m_nnc_dense.h", "m_nnc_dense.c", "nnc_kernels.h"}
 
 
-def test_a_missing_c_compiler_is_a_clear_error(monkeypatch):
+def test_a_missing_c_compiler_is_a_clear_error_when_the_model_is_built(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(cbuild.CompilerMissing, match="C compiler"):
-        nnc.build("model m(x: [4]) {\n    dense(2)\n}\n", target="c")(np.ones((1, 4)))
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(cbuild.CompilerMissing, match="C compiler") as info:
+        nnc.build("model m(x: [4]) {\n    dense(2)\n}\n", target="c")
+    assert isinstance(info.value, UserError) and isinstance(info.value, RuntimeError)
 
 
 def test_length_too_short_for_valid_convolutions_is_a_value_error(target):
@@ -281,12 +360,22 @@ def test_length_too_short_for_valid_convolutions_is_a_value_error(target):
         model(np.ones((1, 1, 4)))
 
 
-def test_load_weights_recompiles_with_the_new_weights():
+def test_load_weights_uses_the_new_weights_without_compiling(monkeypatch):
     model = nnc.build("model m(x: [4]) {\n    fc: dense(2)\n}\n", target="c")
     x = np.ones((1, 4), np.float32)
+    before = np.array(model(x))
     state = model.state_dict()
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("load_weights compiled C")
+
+    monkeypatch.setattr(cbuild, "compile_shared", no_compiling)
+    monkeypatch.setattr(subprocess, "Popen", no_compiling)
+    monkeypatch.setattr(subprocess, "run", no_compiling)
     model.load_weights({"fc.weight": state["fc.weight"] * 0, "fc.bias": np.array([1, 2], np.float32)})
     np.testing.assert_array_equal(model(x), [[1, 2]])
+    model.load_weights(state)
+    np.testing.assert_array_equal(model(x), before)
 
 
 def test_cli_compile_writes_a_folder_that_builds_alone_and_run_uses_c(tmp_path):

@@ -2,20 +2,35 @@
 
 In:  an `ir.Graph` (after `passes.optimize`, and `stream.to_stream` for a
      streaming plan), its `memory.Layout` (made with `scratch_bytes` and
-     `state_bytes` below) and the weights to embed.
+     `state_bytes` below) and, to embed them, the weights.
 Out: `generate(...)` -> {file name: text}: `NAME.h` (the context type with
      the arena, the API, the sizes as `#define`s, the arena layout),
-     `NAME.c` (weights as `static const float` arrays in the kernels'
-     layouts, one commented kernel call per step) and `nnc_kernels.h` (the
-     kernels, copied beside them so the folder builds alone).
+     `NAME.c` (one commented kernel call per step) and `nnc_kernels.h` (the
+     kernels, copied beside them so the folder builds alone);
+     `pack_weights(graph, state)` -> the one float32 array of every weight in
+     the kernels' layouts (`weight_slots` gives each tensor's place in it).
+
+Code and weights are apart: the code reads every weight through the
+context's `weights` pointer at offsets that depend on the graph alone. With
+`embed_weights=True` (`nnc compile -t c`) `NAME.c` also holds the packed
+array, as one string literal of bytes (compiles in seconds where millions of
+float literals took minutes) that `NAME_init(ctx)` points the context at;
+with `embed_weights=False` (the shared library behind `nnc.build(target="c")`,
+or a plan whose weights come from a file) `NAME_init(ctx, weights)` takes
+them, so one compiled library serves any weights of the same structure.
 
 Every value lives at its planned offset in the context's arena; model
 inputs are read where the caller keeps them and outputs are copied out at
 the end. Named dimensions are `int` parameters of the internal `run`
-function, and every size that depends on them is a C expression, so one
+function, in the order `dim_order` gives (the Python side passes them in the
+same order), and every size that depends on them is a C expression, so one
 plan serves any length up to the bound. The skeleton is the templates
 (`templates/c_*.j2`); each step's lines come from `STEPS`, one function per
-op of the catalog. Output is deterministic: the same graph and weights give
+op of the catalog. Every identifier comes from a prefixed namespace (`v_`
+values, `w_` weights, `y_` outputs, `d_` dimensions), so no label or
+dimension name can meet a C keyword, a standard library name or the
+templates' locals; every other text (paths, labels in comments) goes
+through `c_text`. Output is deterministic: the same graph and weights give
 the same bytes.
 """
 
@@ -32,7 +47,7 @@ import numpy as np
 
 from ...runtime.weights import Spec, default_init, fold_norm
 from .. import ops as catalog
-from ..dims import FloorDiv, Sym, Var, evaluate, format_shape, product
+from ..dims import FloorDiv, Sym, SymbolicError, Var, evaluate, format_shape, product
 from ..ir import Graph, Node
 from ..memory import Layout
 from . import numpy as numpy_gen
@@ -43,7 +58,66 @@ MR = 6            # rows of the packed weight blocks: NNC_MR in nnc_kernels.h
 NR_MAX = 32       # NNC_NR_MAX: the widest register tile the panel scratch allows for
 KC = 256          # NNC_KC
 KERNELS_HEADER = "nnc_kernels.h"
-LOCALS = frozenset({"A", "g", "in", "shape", "perm", "n", "m", "k", "done", "run"})   # the templates' own names
+WEIGHT_ALIGN = 16  # floats: every tensor of the packed weights starts on a 64-byte boundary of the array
+# the templates' own names (locals, the static `run`) and the kernels' prefixes
+LOCALS = frozenset({"A", "W", "g", "in", "shape", "perm", "work", "n", "m", "k", "done", "run", "nnc", "NNC"})
+
+
+def _stdint_names() -> set[str]:
+    names = {"intptr_t", "uintptr_t", "intmax_t", "uintmax_t", "INTPTR_MIN", "INTPTR_MAX", "UINTPTR_MAX",
+             "INTMAX_MIN", "INTMAX_MAX", "UINTMAX_MAX", "INTMAX_C", "UINTMAX_C", "PTRDIFF_MIN", "PTRDIFF_MAX",
+             "SIG_ATOMIC_MIN", "SIG_ATOMIC_MAX", "SIZE_MAX", "WCHAR_MIN", "WCHAR_MAX", "WINT_MIN", "WINT_MAX"}
+    for bits in (8, 16, 32, 64):
+        for kind in ("", "_least", "_fast"):
+            names |= {f"int{kind}{bits}_t", f"uint{kind}{bits}_t", f"INT{kind.upper()}{bits}_MIN",
+                      f"INT{kind.upper()}{bits}_MAX", f"UINT{kind.upper()}{bits}_MAX"}
+        names |= {f"INT{bits}_C", f"UINT{bits}_C"}
+    return names
+
+
+def _math_names() -> set[str]:
+    functions = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1 frexp ldexp
+    log log10 log1p log2 logb ilogb modf scalbn scalbln cbrt fabs hypot pow sqrt erf erfc lgamma tgamma ceil
+    floor nearbyint rint lrint llrint round lround llround trunc fmod remainder remquo copysign nan nextafter
+    nexttoward fdim fmax fmin fma""".split()
+    names = {f + suffix for f in functions for suffix in ("", "f", "l")}
+    return names | set("""HUGE_VAL HUGE_VALF HUGE_VALL INFINITY NAN FP_INFINITE FP_NAN FP_NORMAL FP_SUBNORMAL
+    FP_ZERO FP_FAST_FMA FP_FAST_FMAF FP_FAST_FMAL FP_ILOGB0 FP_ILOGBNAN MATH_ERRNO MATH_ERREXCEPT
+    math_errhandling fpclassify isfinite isinf isnan isnormal signbit isgreater isgreaterequal isless
+    islessequal islessgreater isunordered float_t double_t M_E M_LOG2E M_LOG10E M_LN2 M_LN10 M_PI M_PI_2
+    M_PI_4 M_1_PI M_2_PI M_2_SQRTPI M_SQRT2 M_SQRT1_2 signgam j0 j1 jn y0 y1 yn""".split())
+
+
+# Names the generated file and its kernels header can see: <math.h>,
+# <string.h>, <stddef.h>, <stdint.h> (functions, macros, types). Every
+# generated identifier is prefixed, so none can be one of these; the set
+# keeps it so should a prefix ever be dropped.
+C_LIBRARY = frozenset(_stdint_names() | _math_names() | set("""
+memcpy memmove memset memcmp memchr strcpy strncpy strcat strncat strcmp strncmp strcoll strxfrm strchr
+strrchr strspn strcspn strpbrk strstr strtok strerror strlen strdup strndup size_t ptrdiff_t wchar_t NULL
+offsetof max_align_t""".split()))
+C_RESERVED = RESERVED | C_LIBRARY | LOCALS
+
+
+def dim_order(bounds: Mapping[str, int]) -> list[str]:
+    """The order of the named dimensions in the C API (`NAME_forward_len`,
+    `run`) and in the Python calls into it: sorted by name, so the order does
+    not depend on how the bounds were given. Both sides use this function."""
+    return sorted(bounds)
+
+
+def c_text(text: Any) -> str:
+    """Any text as it may appear inside a C comment or string literal: ASCII
+    only (anything else becomes `?`), on one line, with no comment delimiter
+    (`*/`, `/*`, `//`), no quote, no backslash (so no escape and no line
+    continuation) and no `??` (so no trigraph)."""
+    text = re.sub(r"[^ -~]", "?", str(text))
+    text = text.replace("\\", "/").replace('"', "'")
+    while "*/" in text or "/*" in text or "//" in text:
+        text = text.replace("*/", "* /").replace("/*", "/ *").replace("//", "/ /")
+    while "??" in text:
+        text = text.replace("??", "? ?")
+    return text
 
 ACT_CODES = {"relu": "NNC_RELU", "relu6": "NNC_RELU6", "sigmoid": "NNC_SIGMOID", "tanh": "NNC_TANH",
              "gelu": "NNC_GELU", "silu": "NNC_SILU", "selu": "NNC_SELU", "softplus": "NNC_SOFTPLUS",
@@ -79,6 +153,21 @@ def cexpr(d: Any, names: Mapping[str, str]) -> str:
 
 def _numel(shape) -> Any:
     return product(shape) if shape else 1
+
+
+def csize(shape, names: Mapping[str, str]) -> str:
+    """The element count of `shape` as a C expression: one linear size where
+    the dimensions allow it, else the product of the axes' sizes (`[Z, A]`
+    has Z * A elements, which no linear form holds)."""
+    try:
+        return cexpr(_numel(shape), names)
+    except SymbolicError:
+        return " * ".join(f"(long){cexpr(d, names)}" for d in shape)
+
+
+def bound_numel(shape, bounds: Mapping[str, int]) -> int:
+    """The element count of `shape` with every named dimension at its bound."""
+    return math.prod(evaluate(d, bounds) if isinstance(d, Sym) else d for d in shape)
 
 
 def _is_depthwise(n: Node) -> bool:
@@ -179,18 +268,95 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
     return arrays
 
 
-def c_floats(a: np.ndarray, per_line: int = 8) -> str:
-    """Exact decimal literals (9 significant digits round-trip a float32)."""
-    a = np.asarray(a, np.float32).reshape(-1)
-    values = a.astype(np.float64).tolist()
-    if np.isfinite(a).all():
-        text = ("%.9g," * len(values)) % tuple(values)
-        items = text[:-1].split(",")
-    else:
-        items = [("%.9g" % v) if math.isfinite(v) else ("NAN" if v != v else ("INFINITY" if v > 0 else "-INFINITY"))
-                 for v in values]
-    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
-    return ",\n    ".join(lines)
+def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
+    """(parameter key, floats) of every array `kernel_arrays` gives, in its
+    order, from the graph's structure alone."""
+    specs = graph.param_specs()
+    out = []
+    for n in graph.nodes:
+        if not n.params:
+            continue
+        names = [q.name for q in n.params]
+        if n.norm is not None and "bias" not in names:
+            names.append("bias")       # folding a norm gives a bias
+        kind = _conv_kind(n, graph) if n.op.name in ("conv1d", "conv2d", "depthwise_conv2d") else None
+        for name in names:
+            key = n.param_key(name)
+            if key in specs:
+                shape = tuple(specs[key].shape)
+            else:                      # the folded bias: one per output channel
+                shape = (specs[n.param_key("weight")].shape[0],)
+            size = math.prod(shape)
+            if kind == "gemm" and name == "weight":
+                groups = n.attrs["groups"]
+                m, k = shape[0] // groups, math.prod(shape[1:])
+                size = groups * -(-m // MR) * MR * k
+            out.append((key, size))
+    return out
+
+
+def weight_slots(graph: Graph) -> tuple[dict[str, tuple[int, int]], int]:
+    """({parameter key: (offset, floats)}, total floats) of the packed weights
+    array: tensors in schedule order, each starting at a multiple of
+    WEIGHT_ALIGN floats. Depends on the graph's structure only."""
+    slots, at = {}, 0
+    for key, size in _packed_sizes(graph):
+        slots[key] = (at, size)
+        at += -(-size // WEIGHT_ALIGN) * WEIGHT_ALIGN
+    return slots, at
+
+
+def pack_weights(graph: Graph, state: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Every weight in the kernels' layouts, in one float32 array at the
+    offsets of `weight_slots`: what `NAME_init` takes (or `NAME.c` embeds)."""
+    slots, total = weight_slots(graph)
+    blob = np.zeros(max(total, 1), np.float32)
+    for key, a in kernel_arrays(graph, state).items():
+        at, size = slots[key]
+        assert a.size == size, (key, a.size, size)
+        blob[at:at + size] = a
+    return blob
+
+
+def _escape_table() -> tuple[np.ndarray, np.ndarray]:
+    """Each byte as C string literal text: printable ASCII as itself (but for
+    the quote, the backslash and `?`, which could start a trigraph), anything
+    else as a three-digit octal escape (never longer, so a digit after it is
+    not taken in)."""
+    text = np.zeros((256, 4), np.uint8)
+    length = np.zeros(256, np.int64)
+    for b in range(256):
+        ch = chr(b)
+        t = ch if 32 <= b < 127 and ch not in '"\\?' else "\\%03o" % b
+        text[b, :len(t)] = np.frombuffer(t.encode(), np.uint8)
+        length[b] = len(t)
+    return text, length
+
+
+def c_bytes_literal(data: bytes, per_line: int = 96) -> str:
+    """`data` as adjacent C string literals, `per_line` bytes a line (lines
+    stay far below C99's 4095 characters); together one literal of exactly
+    these bytes. Vectorised: tens of megabytes take a second or two."""
+    text, length = _escape_table()
+    raw = np.frombuffer(data, np.uint8)
+    lines = []
+    step = per_line * 8192
+    for start in range(0, len(raw), step):
+        part = raw[start:start + step]
+        rows = -(-len(part) // per_line)
+        padded = np.zeros(rows * per_line, np.uint8)
+        padded[:len(part)] = part
+        keep = np.zeros(rows * per_line, bool)
+        keep[:len(part)] = True
+        chars = text[padded].reshape(rows, per_line * 4)
+        mask = ((np.arange(4)[None, :] < length[padded][:, None]) & keep[:, None]).reshape(rows, per_line * 4)
+        head = np.frombuffer(b'    "', np.uint8)
+        tail = np.frombuffer(b'"\n', np.uint8)
+        chars = np.concatenate([np.broadcast_to(head, (rows, len(head))), chars,
+                                np.broadcast_to(tail, (rows, len(tail)))], axis=1)
+        mask = np.concatenate([np.ones((rows, len(head)), bool), mask, np.ones((rows, len(tail)), bool)], axis=1)
+        lines.append(chars[mask].tobytes().decode("ascii"))
+    return "".join(lines).rstrip("\n") or '    ""'
 
 
 # ------------------------------------------------------------------ one function per op
@@ -217,8 +383,12 @@ class _Ctx:
         """Sizes as a list of C `int` arguments."""
         return ", ".join(f"(int){self.e(d)}" if isinstance(d, Sym) else str(d) for d in sizes)
 
+    def size(self, shape) -> str:
+        """The element count of `shape` as a C expression."""
+        return csize(shape, self.dims)
+
     def numel(self, value: str) -> str:
-        return self.e(_numel(self.graph.shape_of(value)))
+        return self.size(self.graph.shape_of(value))
 
     def scratch(self, node: Node, name: str) -> str:
         return self.values(f"{node.label}#{name}")
@@ -277,7 +447,7 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
 
 def _dense(c: _Ctx, n: Node) -> list[str]:
     f = n.attrs["in_features"]
-    rows = c.e(_numel(n.shape[:-1]))
+    rows = c.size(n.shape[:-1])
     return [f"nnc_dense({c.v(n.inputs[0])}, {rows}, {f}, {n.shape[-1]}, {c.p(n, 'weight')}, {_bias(c, n)}, "
             f"{c.v(n.label)}, {_act(n)});"]
 
@@ -297,7 +467,7 @@ def _pool(c: _Ctx, n: Node) -> list[str]:
 
 def _inner(c: _Ctx, value: str) -> str:
     shape = c.graph.shape_of(value)
-    return c.e(_numel(shape[1:]))
+    return c.size(shape[1:])
 
 
 def _global_avgpool(c: _Ctx, n: Node) -> list[str]:
@@ -313,7 +483,7 @@ def _batchnorm(c: _Ctx, n: Node) -> list[str]:
 
 def _layernorm(c: _Ctx, n: Node) -> list[str]:
     f = n.shape[-1]
-    rows = c.e(_numel(n.shape[:-1]))
+    rows = c.size(n.shape[:-1])
     return [f"nnc_layernorm({c.v(n.inputs[0])}, {c.v(n.label)}, {rows}, {f}, {c.p(n, 'weight')}, {c.p(n, 'bias')}, "
             f"{_float(n.attrs['eps'])});"]
 
@@ -326,7 +496,7 @@ def _prelu(c: _Ctx, n: Node) -> list[str]:
 
 def _softmax(c: _Ctx, n: Node) -> list[str]:
     axis = n.attrs["axis"]
-    outer, inner = c.e(_numel(n.shape[:axis])), c.e(_numel(n.shape[axis + 1:]))
+    outer, inner = c.size(n.shape[:axis]), c.size(n.shape[axis + 1:])
     log = int(n.op.name == "log_softmax")
     return [f"nnc_softmax({c.v(n.inputs[0])}, {c.v(n.label)}, {outer}, (int){c.e(n.shape[axis])}, {inner}, {log});"]
 
@@ -358,14 +528,14 @@ def _view(c: _Ctx, n: Node) -> list[str]:
 
 def _concat(c: _Ctx, n: Node) -> list[str]:
     axis = n.attrs["axis"]
-    outer, inner = c.e(_numel(n.shape[:axis])), c.e(_numel(n.shape[axis + 1:]))
+    outer, inner = c.size(n.shape[:axis]), c.size(n.shape[axis + 1:])
     lines, start = [], 0
     total = c.e(n.shape[axis])
     for v in n.inputs:
         size = c.graph.shape_of(v)[axis]
         place = c.layout.places.get(v)
         if place is not None and place.within == n.label:
-            lines.append(f"/* `{_comment_safe(v)}` was written into its slice */")
+            lines.append(f"/* `{c_text(v)}` was written into its slice */")
         else:
             lines.append(f"nnc_concat_part({c.v(v)}, {c.v(n.label)}, {outer}, {c.e(size)}, {inner}, {c.e(start)}, "
                          f"{total});")
@@ -376,11 +546,12 @@ def _concat(c: _Ctx, n: Node) -> list[str]:
 def _transpose(c: _Ctx, n: Node) -> list[str]:
     x = c.graph.shape_of(n.inputs[0])
     perm = n.attrs["perm"]
-    if len(x) > 4:
-        raise NotImplementedError("transpose of more than 4 axes per example in C")
     shape = c.ints(x)
-    return [f"const int shape[{len(x)}] = {{{shape}}}, perm[{len(x)}] = {{{', '.join(map(str, perm))}}};",
-            f"nnc_transpose({c.v(n.inputs[0])}, {c.v(n.label)}, {len(x)}, shape, perm);"]
+    work = "work" if len(x) > 4 else "NULL"
+    lines = [f"const int shape[{len(x)}] = {{{shape}}}, perm[{len(x)}] = {{{', '.join(map(str, perm))}}};"]
+    if len(x) > 4:
+        lines.append(f"long work[{2 * len(x)}];")
+    return lines + [f"nnc_transpose({c.v(n.inputs[0])}, {c.v(n.label)}, {len(x)}, shape, perm, {work});"]
 
 
 def _upsample(c: _Ctx, n: Node) -> list[str]:
@@ -430,15 +601,10 @@ assert set(STEPS) == {e.name for e in catalog.CATALOG.values()}, "every catalog 
 
 # ------------------------------------------------------------------ rendering
 
-def _comment_safe(text: str) -> str:
-    """Text for inside a C comment: no comment terminator, no line breaks."""
-    return re.sub(r"[^ -~]", "?", text).replace("*/", "* /").replace("/*", "/ *")
-
-
 def _comment(n: Node) -> str:
     act = f" -> {n.activation.op}" if n.activation else ""
     norm = f" + {n.norm.label}" if n.norm else ""
-    return _comment_safe(f"{n.label}: {n.op.name}{norm}{act} -> {format_shape(n.shape)}")
+    return c_text(f"{n.label}: {n.op.name}{norm}{act} -> {format_shape(n.shape)}")
 
 
 def _env() -> jinja2.Environment:
@@ -456,27 +622,50 @@ class Port:
     size: str          # floats of one example, as a C expression over the dimensions
     bound: int         # floats at the bounds
     shape: str         # for comments
+    macro: str = ""    # its part of the size macro's name (unique, upper case)
     pre: int = 1       # streaming: floats before the time axis (its outer extent) ...
     post: int = 1      # ... and after it, per step
 
 
+def _upper_names(idents: list[str]) -> list[str]:
+    """Upper-case forms of distinct identifiers, still distinct (`t` and `T`
+    would both give `T`: the second becomes `T_1`)."""
+    taken: set[str] = set()
+    out = []
+    for ident in idents:
+        base = name = ident.upper()
+        k = 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.ndarray] | None = None,
-             source: str | None = None) -> dict[str, str]:
-    """{file name: text} of the C plan; `state` (PyTorch layout) defaults to
-    the seeded initialisation."""
-    specs = {k: Spec(p.shape, p.init) for k, p in graph.param_specs().items()}
-    if state is None:
-        state = default_init(specs)
+             source: str | None = None, embed_weights: bool = True) -> dict[str, str]:
+    """{file name: text} of the C plan. With `embed_weights`, `NAME.c` holds
+    the packed weights of `state` (PyTorch layout; default: the seeded
+    initialisation) and `NAME_init(ctx)` uses them; without, the text depends
+    on the graph alone and `NAME_init(ctx, weights)` takes `pack_weights`'s
+    array."""
     prefix = name                        # build.module_name: sanitised, and never nnc_*
-    values = Namespace(prefix="v_")
-    params = Namespace(prefix="w_")
-    dim_names = Namespace(reserved=RESERVED | LOCALS)
-    dims = {d: dim_names(("d_" + d) if re.match(r"(?i)(v|w|y|d)_|nnc", d) else d) for d in sorted(graph.bounds)}
+    values = Namespace(C_RESERVED, prefix="v_")
+    params = Namespace(C_RESERVED, prefix="w_")
+    dim_names = Namespace(C_RESERVED, prefix="d_")
+    order = dim_order(graph.bounds)
+    dims = {d: dim_names(d) for d in order}
     inputs = {i.name: values(i.name) for i in graph.inputs}
     c = _Ctx(graph, layout, values, params, dims, inputs)
 
-    arrays = kernel_arrays(graph, state)
-    weights = [(params(k), a.size, c_floats(a)) for k, a in arrays.items()]
+    slots, total = weight_slots(graph)
+    weights = [(params(k), at, size, c_text(k)) for k, (at, size) in slots.items()]
+    blob = None
+    if embed_weights:
+        if state is None:
+            state = default_init({k: Spec(p.shape, p.init) for k, p in graph.param_specs().items()})
+        packed = pack_weights(graph, state)
+        blob = c_bytes_literal(packed.astype("<f4").tobytes())
 
     # pointers into the arena: buffers first, then concat slices
     pointers, slices = [], []
@@ -484,15 +673,15 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
         place = layout.places[n.label]
         if place.within is not None:
             lo = place.channels[0]
-            slices.append((values(n.label), f"{values(place.within)} + {lo} * {c.e(_numel(n.shape[1:]))}",
-                           _comment_safe(n.label)))
+            slices.append((values(n.label), f"{values(place.within)} + {lo} * {c.size(n.shape[1:])}",
+                           c_text(n.label)))
         else:
-            pointers.append((values(n.label), layout.offset(n.label) // 4, _comment_safe(n.label)))
+            pointers.append((values(n.label), layout.offset(n.label) // 4, c_text(n.label)))
     for label, names in layout.scratch.items():
         for s, bname in sorted(names.items()):
-            pointers.append((values(bname), layout.plan.offsets[bname] // 4, _comment_safe(bname)))
+            pointers.append((values(bname), layout.plan.offsets[bname] // 4, c_text(bname)))
     for key in state_shapes(graph):
-        pointers.append((values(key), layout.plan.offsets[key] // 4, _comment_safe(key)))
+        pointers.append((values(key), layout.plan.offsets[key] // 4, c_text(key)))
 
     steps = []
     for n in graph.nodes:
@@ -500,32 +689,38 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
 
     t = graph.time_dim if graph.streaming else None
 
-    def port(pname: str, ident: str, shape) -> Port:
+    def port(pname: str, ident: str, shape, macro: str) -> Port:
         pre = post = 1
         if t is not None:
             axis = next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
             pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
-        return Port(pname, ident, c.e(_numel(shape)), evaluate(_numel(shape), graph.bounds), format_shape(shape),
-                    pre, post)
+        return Port(pname, ident, c.size(shape), bound_numel(shape, graph.bounds), c_text(format_shape(shape)),
+                    macro, pre, post)
 
-    in_ports = [port(i.name, inputs[i.name], i.shape) for i in graph.inputs]
-    outputs = Namespace(prefix="y_")
-    out_ports = [port(o.name, outputs(o.name), graph.shape_of(o.value)) for o in graph.outputs]
+    in_macros = _upper_names([inputs[i.name][2:] for i in graph.inputs])
+    in_ports = [port(i.name, inputs[i.name], i.shape, m) for i, m in zip(graph.inputs, in_macros)]
+    outputs = Namespace(C_RESERVED, prefix="y_")
+    out_idents = [outputs(o.name) for o in graph.outputs]
+    out_macros = _upper_names([ident[2:] for ident in out_idents])
+    out_ports = [port(o.name, ident, graph.shape_of(o.value), m)
+                 for o, ident, m in zip(graph.outputs, out_idents, out_macros)]
     out_values = [c.v(o.value) for o in graph.outputs]
     checks = _dim_checks(graph, c)
 
     used = "\n".join([line for _, lines in steps for line in lines] + [e for _, e, _ in slices] + out_values)
     unused = [ident for ident, _, _ in pointers + slices if not re.search(rf"\b{ident}\b", used)]
     state_regions = [(layout.plan.offsets[k] // 4, sz // 4) for k, sz in sorted(state_bytes(graph).items())]
+    dim_macros = _upper_names([dims[d][2:] for d in order])
     ctx = dict(
-        name=prefix, upper=prefix.upper(), version=VERSION, source=_comment_safe(source or graph.path),
+        name=prefix, upper=prefix.upper(), version=VERSION, source=c_text(source or graph.path),
         arena_bytes=layout.plan.arena_bytes, arena_floats=max(1, -(-layout.plan.arena_bytes // 4)),
         naive_bytes=layout.naive_bytes, lower_bound_bytes=layout.lower_bound_bytes,
-        layout=[_comment_safe(r) for r in numpy_gen._layout_rows(layout)],
-        dims=[(d, dims[d], graph.bounds[d]) for d in sorted(graph.bounds)],
+        layout=[c_text(r) for r in numpy_gen._layout_rows(layout)],
+        dims=[(c_text(d), dims[d], graph.bounds[d], m) for d, m in zip(order, dim_macros)],
         inputs=in_ports, outputs=out_ports, out_values=out_values,
-        weights=weights, pointers=pointers, unused=unused, slices=slices, steps=steps, checks=checks,
-        streaming=graph.streaming, time=(dims[t] if t else None), state_regions=state_regions,
+        weights=weights, weight_floats=total, weight_blob=blob, embed=embed_weights,
+        pointers=pointers, unused=unused, slices=slices, steps=steps, checks=checks,
+        streaming=graph.streaming, time=(c_text(t) if t else None), state_regions=state_regions,
         chunk=graph.bounds.get(t, 0) if t else 0,
     )
     env = _env()

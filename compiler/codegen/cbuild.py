@@ -7,24 +7,40 @@ Out: `CModel`, with exactly the interface of a generated NumPy model
      `reset` for streaming plans), running the compiled plan through
      `ctypes` one example at a time.
 
-The weights are `static const` arrays in the C file, so loading weights
-regenerates the C and compiles it again; compilation waits for the first
-call, so building a model and then loading its weights compiles once.
+Code and weights are apart. The shared library is generated without weights
+(`c.generate(..., embed_weights=False)`), so it depends on the model's
+structure only and is cached by it: building the same structure again, or
+loading other weights, compiles nothing. The weights are packed in NumPy
+(`c.pack_weights`) into one array that the model keeps alive and every
+context points at (`NAME_init(ctx, weights)`, `NAME_set_weights`). The
+library is compiled when the model is built, not at its first call; when
+that takes more than a second, one line on stderr says so.
+
 Shared libraries are cached by the hash of their sources and the compiler
-command under `$XDG_CACHE_HOME/nnc` (default `~/.cache/nnc`).
+command under `$XDG_CACHE_HOME/nnc` (default `~/.cache/nnc`); when that
+folder cannot be written, under a temporary folder of this process.
+Failures are `UserError`s with one line: no compiler (`CompilerMissing`),
+a compiler that does not work (`CompilerFailed`, naming it); only the
+default compiler failing on nnc's own code while it compiles a trivial
+program is reported as a bug in nnc.
 
 A streaming plan keeps one context (arena and carried state) per example
-of the batch; other plans run every example in one context.
+of the batch; other plans run every example in one context. The named
+dimensions are passed in `c.dim_order`, the order of the C API.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,57 +48,159 @@ import numpy as np
 
 from ...runtime import weights as W
 from ...runtime.module import ModelBase
+from ..diagnostics import UserError
 from ..dims import Sym, evaluate
 from ..memory import min_dims
+from . import c as c_gen
 
 CFLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-march=native")
+ANNOUNCE_AFTER = 1.0    # seconds of compiling before saying so on stderr
 
 
-class CompilerMissing(RuntimeError):
+class CompilerMissing(UserError, RuntimeError):
     """No C compiler on this machine."""
 
 
-def find_compiler() -> str:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        path = shutil.which(name) if name else None
+class CompilerFailed(UserError, RuntimeError):
+    """The C compiler did not work (it is not nnc's generated code that is wrong)."""
+
+
+def compiler_command() -> list[str]:
+    """The compiler and its own leading arguments: `$CC` if set (it may hold
+    arguments, `ccache gcc`), else the first of cc, gcc, clang on PATH."""
+    cc = os.environ.get("CC", "").strip()
+    if cc:
+        try:
+            parts = shlex.split(cc)
+        except ValueError:
+            parts = []
+        path = shutil.which(parts[0]) if parts else None
+        if path is None:
+            raise CompilerMissing(f"$CC is {cc!r}, which is not a program on PATH: set CC to a C compiler "
+                                  f"(cc, gcc or clang) or unset it")
+        return [path, *parts[1:]]
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
         if path:
-            return path
+            return [path]
     raise CompilerMissing('target="c" needs a C compiler (cc, gcc or clang) on PATH, or one named by $CC; '
                           'none was found (target="numpy" needs none)')
 
 
+def find_compiler() -> str:
+    """The compiler's path (see `compiler_command`)."""
+    return compiler_command()[0]
+
+
+_FALLBACK_CACHE: Path | None = None
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """`$XDG_CACHE_HOME/nnc` (an absolute `XDG_CACHE_HOME`, else `~/.cache`);
+    if that cannot be written, a temporary folder private to this process
+    (removed when it exits)."""
+    global _FALLBACK_CACHE
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     path = Path(base) / "nnc"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    if _writable(path):
+        return path
+    if _FALLBACK_CACHE is None or not _FALLBACK_CACHE.is_dir():
+        _FALLBACK_CACHE = Path(tempfile.mkdtemp(prefix="nnc-cache-"))
+        atexit.register(shutil.rmtree, _FALLBACK_CACHE, True)
+    return _FALLBACK_CACHE
 
 
-def compile_shared(files: Mapping[str, str], name: str, flags: tuple[str, ...] = CFLAGS) -> Path:
-    """Compile the plan's C files into a shared library, cached by content hash."""
-    cc = find_compiler()
+def _first_lines(text: str, count: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    short = " | ".join(lines[:count])
+    return (short[:400] + "...") if len(short) > 400 else (short or "no message")
+
+
+def _compiler_works(cmd: list[str]) -> tuple[bool, str]:
+    with tempfile.TemporaryDirectory(prefix="nnc-probe-") as tmp:
+        src = Path(tmp, "probe.c")
+        src.write_text("int nnc_probe(int x) { return x + 1; }\n")
+        try:
+            proc = subprocess.run([*cmd, "-std=c99", "-fPIC", "-shared", "-o", str(Path(tmp, "probe.so")), str(src)],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return False, str(e)
+        return proc.returncode == 0, proc.stderr
+
+
+def _describe(cmd: list[str]) -> str:
+    cc = os.environ.get("CC", "").strip()
+    return f"`{cc}` (from $CC)" if cc else f"`{cmd[0]}`"
+
+
+def compile_shared(files: Mapping[str, str], name: str, flags: tuple[str, ...] = CFLAGS,
+                   what: str | None = None) -> Path:
+    """Compile the plan's C files into a shared library, cached by content
+    hash. `what` (e.g. "resnet18 (C, 11.7 M parameters)") is announced on
+    stderr when compiling takes longer than ANNOUNCE_AFTER seconds."""
+    cmd = compiler_command()
     digest = hashlib.sha256()
     for fname in sorted(files):
         digest.update(fname.encode() + b"\0" + files[fname].encode() + b"\0")
-    digest.update("\0".join((cc, *flags)).encode())
-    lib = cache_dir() / f"{name}-{digest.hexdigest()[:24]}.so"
+    digest.update("\0".join((*cmd, *flags)).encode())
+    cache = cache_dir()
+    lib = cache / f"{name}-{digest.hexdigest()[:24]}.so"
     if lib.exists():
         return lib
     with tempfile.TemporaryDirectory(prefix="nnc-") as tmp:
         for fname, text in files.items():
             Path(tmp, fname).write_text(text)
         out = Path(tmp) / lib.name
-        proc = subprocess.run([cc, *flags, "-o", str(out), str(Path(tmp) / f"{name}.c"), "-lm"],
-                              capture_output=True, text=True)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen([*cmd, *flags, "-o", str(out), str(Path(tmp) / f"{name}.c"), "-lm"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as e:
+            raise CompilerFailed(f"the C compiler {_describe(cmd)} could not be started: {e}") from None
+        announced = False
+        try:
+            stdout, stderr = proc.communicate(timeout=ANNOUNCE_AFTER)
+        except subprocess.TimeoutExpired:
+            announced = True
+            print(f"nnc: compiling {what or name}...", end="", file=sys.stderr, flush=True)
+            stdout, stderr = proc.communicate()
+        if announced:
+            print(f" {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"the C compiler failed on the generated {name}.c (a bug in nnc):\n"
-                               f"{proc.stderr[-4000:]}")
-        os.replace(out, lib)      # atomic: a concurrent build never sees half a library
+            works, probe_err = _compiler_works(cmd)
+            if not works or os.environ.get("CC", "").strip():
+                reason = _first_lines(stderr or stdout or probe_err)
+                raise CompilerFailed(f"the C compiler {_describe(cmd)} failed (exit {proc.returncode}) on the "
+                                     f"generated {name}.c{'' if works else ' and on a one-line test program'}: "
+                                     f"{reason}")
+            raise RuntimeError(f"the C compiler `{cmd[0]}` failed on the generated {name}.c (a bug in nnc):\n"
+                               f"{stderr[-4000:]}")
+        try:
+            os.replace(out, lib)      # atomic: a concurrent build never sees half a library
+        except OSError:
+            lib = cache_dir() / lib.name   # the cache went away meanwhile: a private temporary one
+            shutil.copyfile(out, lib)
     return lib
 
 
 def _api_shape(shape) -> tuple:
     return tuple(d if isinstance(d, int) else str(d) for d in shape)
+
+
+def _parameter_text(count: int) -> str:
+    return f"{count / 1e6:.1f} M" if count >= 100_000 else f"{count:,}"
 
 
 class CModel(ModelBase):
@@ -96,6 +214,7 @@ class CModel(ModelBase):
         self.OUTPUTS = {o.name: _api_shape(g.shape_of(o.value)) for o in g.outputs}
         self._out_shapes = {o.name: g.shape_of(o.value) for o in g.outputs}
         self.DIMS = dict(g.bounds)
+        self._dim_order = c_gen.dim_order(g.bounds)      # the C API's order of the named dimensions
         self.MIN_DIMS = min_dims(g)
         self.PARAMS = {k: W.Spec(p.shape, p.init) for k, p in g.param_specs().items()}
         self.ARENA_BYTES = plan.layout.plan.arena_bytes
@@ -108,25 +227,32 @@ class CModel(ModelBase):
         self._lib: ctypes.CDLL | None = None
         self._contexts: list[Any] = []
         self._outputs: dict[tuple, list[np.ndarray]] = {}
+        self._packed: np.ndarray | None = None     # the weights every context points at: kept alive here
         super().__init__(batch, weights)
 
     # ------------------------------------------------------------ ModelBase hooks
 
     def _setup(self) -> None:
-        """Nothing to allocate before the library exists (see `_ensure`)."""
+        """Compile (or find in the cache) the structure's library and make the
+        contexts, before any weights exist: building the model compiles."""
+        self._load_library()
 
     def _prepare(self) -> None:
-        self._lib = None            # the next call compiles the C with the new weights
+        """Pack `self._state` and point every context at it: no compiling."""
+        packed = c_gen.pack_weights(self._plan.graph, self._state)
+        for ctx in self._contexts:
+            self._set_weights(ctx, packed.ctypes.data)
+        self._packed = packed       # the old array is freed only after no context points at it
 
     def _execute(self, arrays: list[np.ndarray], batch: int, dims: dict[str, int]) -> tuple:
-        self._ensure()
-        key = (batch, *dims.values())
+        key = (batch, *(dims.get(d, self.DIMS[d]) for d in self._dim_order))
         outs = self._outputs.get(key)
         if outs is None:
             outs = self._outputs[key] = [
                 np.zeros((batch, *(evaluate(d, dims) if isinstance(d, Sym) else d for d in shape)), np.float32)
                 for shape in self._out_shapes.values()]
-        lengths = [ctypes.c_int(v) for v in dims.values()]     # none for a plan without named dimensions
+        # in the order of the C parameters (c.dim_order), not the order of the inputs
+        lengths = [ctypes.c_int(v) for v in key[1:]]     # none for a plan without named dimensions
         for b in range(batch):
             ctx = self._contexts[b if self.STREAMING else 0]
             ins = [ctypes.c_void_p(a[b].ctypes.data) for a in arrays]
@@ -139,31 +265,32 @@ class CModel(ModelBase):
         return tuple(outs)
 
     def _reset_state(self) -> None:
-        self._ensure()
         for ctx in self._contexts:
             self._lib_reset(ctx)
 
     # ------------------------------------------------------------ the library
 
-    def _ensure(self) -> None:
-        if self._lib is not None:
-            return
-        from . import c as c_gen
-        files = c_gen.generate(self._plan.graph, self._plan.layout, name=self.NAME, state=self._state)
-        path = compile_shared(files, self.NAME)
+    def _load_library(self) -> None:
+        g = self._plan.graph
+        files = c_gen.generate(g, self._plan.layout, name=self.NAME, embed_weights=False)
+        count = sum(int(np.prod(s.shape)) for s in self.PARAMS.values())
+        path = compile_shared(files, self.NAME, what=f"{self.NAME} (C, {_parameter_text(count)} parameters)")
         lib = ctypes.CDLL(str(path))
         name = self.NAME
         size_fn = getattr(lib, f"{name}_ctx_size")
         size_fn.restype = ctypes.c_size_t
         size = int(size_fn())
         init = getattr(lib, f"{name}_init")
-        init.argtypes = [ctypes.c_void_p]
+        init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         init.restype = None
-        if not self._contexts:
-            count = self.batch if self.STREAMING else 1
-            self._contexts = [(ctypes.c_char * size)() for _ in range(count)]
-            for ctx in self._contexts:
-                init(ctx)
+        set_weights = getattr(lib, f"{name}_set_weights")
+        set_weights.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        set_weights.restype = None
+        self._set_weights = set_weights
+        count = self.batch if self.STREAMING else 1
+        self._contexts = [(ctypes.c_char * size)() for _ in range(count)]
+        for ctx in self._contexts:
+            init(ctx, None)          # no weights yet: `_prepare` gives them
         n_in, n_out = len(self.INPUTS), len(self.OUTPUTS)
         if self.STREAMING:
             fn = getattr(lib, f"{name}_stream")

@@ -54,15 +54,19 @@ static inline long nnc_floordiv(long a, long b) {
 /* ------------------------------------------------------------------ elementwise math */
 
 /* exp(x) to about 2 ulp: x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial
- * for exp(r) and the exponent built in the float's bits. */
+ * for exp(r) and the exponent built in the float's bits. Every select below
+ * is a comparison the vectoriser turns into a blend: NaN and arguments out of
+ * range are clamped before the float -> int conversion (a NaN or huge value
+ * must never reach it: undefined behaviour), and the result is fixed up
+ * after it (NaN stays NaN, exp(+inf) = +inf, exp(-inf) = 0). */
 static inline float nnc_expf(float x) {
     union { int32_t i; float f; } scale;
-    float n, r, p;
-    x = x > 88.3762626647949f ? 88.3762626647949f : x;
-    x = x < -87.3365447505531f ? -87.3365447505531f : x;
+    float n, r, p, c, y;
+    c = x < 88.3762626647949f ? x : 88.3762626647949f;     /* NaN -> the upper clamp */
+    c = c > -87.3365447505531f ? c : -87.3365447505531f;
     /* round to nearest by adding and removing 1.5 * 2^23 (floorf would not vectorise) */
-    n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    r = x - n * 0.693359375f;
+    n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    r = c - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -71,8 +75,11 @@ static inline float nnc_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    scale.i = ((int32_t)n + 127) * 8388608; /* 2^n, built in the exponent bits */
-    return p * scale.f;
+    scale.i = ((int32_t)n + 127) * 8388608; /* 2^n, built in the exponent bits; n in [-126, 127] */
+    y = p * scale.f;
+    y = x > 88.7228390f ? INFINITY : y;                     /* beyond FLT_MAX */
+    y = x < -103.972084f ? 0.0f : y;                        /* below the smallest subnormal */
+    return x == x ? y : x;                                  /* NaN in, NaN out */
 }
 
 static inline float nnc_sigmoidf(float x) { return 1.0f / (1.0f + nnc_expf(-x)); }
@@ -94,7 +101,7 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
     long i;
     switch (act) {
     case NNC_RELU:
-        for (i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        for (i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : x[i];   /* NaN stays NaN, as in NumPy and PyTorch */
         break;
     case NNC_RELU6:
         for (i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : (x[i] > 6.0f ? 6.0f : x[i]);
@@ -106,10 +113,13 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         for (i = 0; i < n; i++) x[i] = nnc_tanhf(x[i]);
         break;
     case NNC_GELU:
-        for (i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        /* -inf gives -inf, as the NumPy plan does (not -inf * 0 = NaN) */
+        for (i = 0; i < n; i++)
+            x[i] = x[i] < -3.0e38f ? x[i] : 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
         break;
     case NNC_SILU:
-        for (i = 0; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
+        /* -inf gives -inf, as the NumPy plan does (not -inf * 0 = NaN) */
+        for (i = 0; i < n; i++) x[i] = x[i] < -3.0e38f ? x[i] : x[i] * nnc_sigmoidf(x[i]);
         break;
     case NNC_SELU:
         for (i = 0; i < n; i++)
@@ -605,11 +615,36 @@ static inline void nnc_concat_part(const float *x, float *y, long outer, long si
         memmove(y + (o * total + start) * inner, x + o * size * inner, (size_t)(size * inner) * sizeof *y);
 }
 
-/* y = x with its (at most 4) axes permuted: out axis i is in axis perm[i]. */
-static inline void nnc_transpose(const float *x, float *y, int rank, const int *shape, const int *perm) {
+/* y = x with its axes permuted: out axis i is in axis perm[i]. Up to 4 axes
+ * run as four nested loops; more axes as an odometer over the outer output
+ * axes with a strided inner loop, using `work` (2 * rank longs of the
+ * caller's stack: the input stride of each output axis and the counters). */
+static inline void nnc_transpose(const float *x, float *y, int rank, const int *shape, const int *perm, long *work) {
     long in_stride[4], stride[4];
     int dims[4], a, i0, i1, i2, i3;
     long s = 1, n = 0;
+    if (rank > 4) {
+        long *st = work, *idx = work + rank, inner, q, off = 0, count = 1;
+        const int last = rank - 1;
+        for (a = 0; a < rank; a++) idx[a] = 0;
+        for (a = last; a >= 0; a--) {
+            for (i0 = 0; i0 < rank; i0++)   /* st[i]: the input stride of output axis i */
+                if (perm[i0] == a) st[i0] = s;
+            s *= shape[a];
+        }
+        for (a = 0; a < last; a++) count *= shape[perm[a]];
+        inner = shape[perm[last]];
+        for (; count > 0; count--) {
+            for (q = 0; q < inner; q++) y[n++] = x[off + q * st[last]];
+            for (a = last - 1; a >= 0; a--) {          /* advance the odometer */
+                off += st[a];
+                if (++idx[a] < shape[perm[a]]) break;
+                off -= st[a] * shape[perm[a]];
+                idx[a] = 0;
+            }
+        }
+        return;
+    }
     for (a = rank - 1; a >= 0; a--) {
         in_stride[a] = s;
         s *= shape[a];
