@@ -1,27 +1,73 @@
-"""The base of every generated NumPy model: what does not depend on the plan.
+"""The base of every model object, NumPy and C: what does not depend on the plan.
 
-In:  a generated subclass that sets the class attributes below and defines
-     `_views(batch, dims)` (the planned views of the arena for one batch size
-     and named-dimension sizes) and `_run(views, *inputs)` (the kernel calls).
+In:  a subclass that sets the class attributes below and provides the plan:
+     the generated NumPy module defines `_views(batch, *dims)` (the planned
+     views of the arena for one batch size and the named-dimension sizes, in
+     `DIMS` order) and `_run(views, *inputs)` (the kernel calls); the C model
+     (`codegen/cbuild.py`) overrides `_setup`, `_execute` and `_reset_state`.
 Out: the Python API of INTERFACES.md section 3: `Model(batch=N, weights=...)`,
-     `model(x)`, `model(x=x)`, `input_shapes`, `output_shapes`,
-     `load_weights`, `state_dict`.
+     `model(x)`, `model(x=x)`, `model(x, out=y)`, `input_shapes`,
+     `output_shapes`, `load_weights`, `state_dict`, and for streaming plans
+     `step`, `stream`, `reset`.
 
-The arena is allocated once, when the model is built; views for a batch size
-(and named-dimension sizes) are made on first use and kept, so a call writes
-into memory that already exists. Outputs are views of the arena: the same
-arrays come back on every call and are overwritten by the next one.
+Memory. The arena is allocated once, when the model is built; views for a
+batch size (and named-dimension sizes) are made on first use and kept, so a
+call computes in memory that already exists. `_execute` returns internal
+buffers (arena views, the C model's output buffers); this class copies them
+into arrays that belong to the caller: fresh ones, or the caller's own given
+as `out=` (one array, or a tuple for several outputs; checked for shape,
+float32, C order and writability), which a call fills and returns without
+allocating. An input that shares memory with the arena is copied into the
+model's staging buffers first, so passing any array back in is safe.
+
+Keywords. The API methods take the model's inputs positionally or by name;
+their own `self` is positional-only, so inputs may be called `self`, `args`
+or `kwargs`. The keyword for the caller's output arrays is `out`; a model
+with an input named `out` takes that input by `out=` and the output arrays
+by `out_=` (one more `_` for each further clash).
+
+Threads. Every public entry (`model(...)`, `step`, `stream`, `reset`,
+`load_weights`, `state_dict`) holds the instance's lock, so one model may be
+shared by several threads: calls run one at a time, each with its own
+inputs, and a streaming call's steps are never interleaved with another
+call's. Separate instances run in parallel.
+
+Weights. A compiled module that has its weights file (`NAME.npz` beside
+it) loads it when no `weights=` is given; if the file is missing, building
+the model raises `WeightsFileMissing` naming it, unless the caller asks for
+the seeded default initialisation with `init="default"`. A model without a
+weights file of its own (`nnc.build`) starts from the default
+initialisation.
 """
 
 from __future__ import annotations
 
+import ast
+import errno
 import math
 import os
+import re
+import threading
 from typing import Any, Mapping
 
 import numpy as np
 
+from ..compiler.diagnostics import UserError
 from . import weights as W
+
+INITS = (None, "default")
+
+
+class WeightsFileMissing(UserError, FileNotFoundError):
+    """A compiled module's weights file is not beside it."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.errno = errno.ENOENT
+        self.filename = path
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class ModelBase:
@@ -36,15 +82,30 @@ class ModelBase:
     STREAMING: bool = False                   # a streaming plan: step / stream / reset
     TIME_AXES: Mapping[str, int] = {}         # streaming: per-example time axis of each input and output
 
-    def __init__(self, batch: int = 1, weights: str | os.PathLike | Mapping[str, Any] | None = None):
+    def __init__(self, batch: int = 1, weights: str | os.PathLike | Mapping[str, Any] | None = None, *,
+                 init: str | None = None):
+        """`weights`: a `.npz`/`.safetensors` path or a dict of arrays.
+        `init="default"`: the seeded default initialisation, also for a
+        compiled module whose weights file is missing."""
+        self._lock = threading.RLock()
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        if init not in INITS:
+            raise ValueError(f'init must be None or "default", got {init!r}')
+        if init is not None and weights is not None:
+            raise ValueError('give either weights or init="default", not both')
         self.batch = batch
         self._setup()
         self._staging = {name: np.zeros((batch, *self._bound_shape(shape)), dtype=np.float32)
                          for name, shape in self.INPUTS.items()}
         self._view_cache: dict[tuple, Any] = {}
-        if weights is None and self.WEIGHTS_FILE and os.path.exists(self.WEIGHTS_FILE):
+        self._shape_cache: dict[tuple, tuple] = {}
+        if weights is None and init is None and self.WEIGHTS_FILE:
+            if not os.path.isfile(self.WEIGHTS_FILE):
+                raise WeightsFileMissing(
+                    f"the weights file `{self.WEIGHTS_FILE}` of the compiled model `{self.NAME}` is missing: "
+                    f"compile the model again, pass weights=PATH, or init=\"default\" for the seeded "
+                    f"default weights", self.WEIGHTS_FILE)
             weights = self.WEIGHTS_FILE
         if weights is None:
             self._state = W.default_init(self.PARAMS)
@@ -63,70 +124,50 @@ class ModelBase:
         return {k: tuple(v) for k, v in self.OUTPUTS.items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._state.items()}
+        with self._lock:
+            return {k: v.copy() for k, v in self._state.items()}
 
     def load_weights(self, weights: str | os.PathLike | Mapping[str, Any]) -> None:
-        self._state = W.load(weights, self.PARAMS)
-        self._prepare()
+        with self._lock:
+            state = W.load(weights, self.PARAMS)
+            self._state = state
+            self._prepare()
 
-    def __call__(self, *args: Any, **kwargs: Any):
-        if self.STREAMING:
-            # a whole sequence from a fresh state: the offline result
-            self.reset()
-            return self.stream(*args, **kwargs)
-        return self._forward(*args, **kwargs)
+    def __call__(self, /, *args: Any, **kwargs: Any):
+        """The outputs for whole inputs (a streaming plan starts from a fresh
+        state: the offline result); `out=` takes the caller's arrays."""
+        out = kwargs.pop(self._out_keyword(), None)
+        with self._lock:
+            if self.STREAMING:
+                self._reset_state()
+                return self._stream(args, kwargs, out)
+            return self._forward(args, kwargs, out)
 
     # ------------------------------------------------------------ streaming
 
     def reset(self) -> None:
         """Forget the carried state (convolution history, recurrent state)."""
         self._require_streaming("reset")
-        self._reset_state()
+        with self._lock:
+            self._reset_state()
 
-    def step(self, *args: Any, **kwargs: Any):
+    def step(self, /, *args: Any, **kwargs: Any):
         """One time step: each input without its time axis ([B, C] or [B, F]);
-        returns one output step."""
+        returns one output step, without its time axis too."""
         self._require_streaming("step")
-        names = list(self.INPUTS)
-        given = dict(zip(names, args), **kwargs)
-        frames = {}
-        for name, frame in given.items():
-            a = np.asarray(frame)
-            if name in self.INPUTS and a.ndim == len(self.INPUTS[name]):
-                a = np.expand_dims(a, 1 + self.TIME_AXES[name])
-            frames[name] = a
-        outs = self._forward(**frames)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        # basic indexing: each step is a view of the output buffer, not a copy
-        steps = tuple(o[(slice(None),) * (1 + self.TIME_AXES[n]) + (0,)] for n, o in zip(self.OUTPUTS, outs))
-        return steps[0] if len(steps) == 1 else steps
+        out = kwargs.pop(self._out_keyword(), None)
+        with self._lock:
+            return self._step(args, kwargs, out)
 
-    def stream(self, *args: Any, **kwargs: Any):
+    def stream(self, /, *args: Any, **kwargs: Any):
         """A chunk of consecutive steps, in the input layout with a time axis of
-        any length n ([B, C, n] or [B, n, F]); returns the outputs for those n
-        steps. Chunks up to the planned length run in place; longer ones are cut
-        into pieces (and their outputs joined into new arrays)."""
+        any length n >= 0 ([B, C, n] or [B, n, F]); returns the outputs for
+        those n steps. Chunks up to the planned length run in place; longer
+        ones run in pieces of the planned length."""
         self._require_streaming("stream")
-        names = list(self.INPUTS)
-        given = dict(zip(names, args), **kwargs)
-        arrays = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in given.items()}
-        (t,) = self.DIMS
-        limit = self.DIMS[t]
-        lengths = {a.shape[1 + self.TIME_AXES[k]] for k, a in arrays.items()
-                   if k in self.TIME_AXES and a.ndim == len(self.INPUTS[k]) + 1}
-        n = lengths.pop() if len(lengths) == 1 else None
-        if n is None or n <= limit:
-            return self._forward(**arrays)
-        pieces = []
-        for start in range(0, n, limit):
-            part = {k: np.take(a, range(start, min(n, start + limit)), axis=1 + self.TIME_AXES[k])
-                    for k, a in arrays.items()}
-            outs = self._forward(**part)
-            outs = outs if isinstance(outs, tuple) else (outs,)
-            pieces.append([o.copy() for o in outs])
-        joined = tuple(np.concatenate([p[i] for p in pieces], axis=1 + self.TIME_AXES[name])
-                       for i, name in enumerate(self.OUTPUTS))
-        return joined[0] if len(joined) == 1 else joined
+        out = kwargs.pop(self._out_keyword(), None)
+        with self._lock:
+            return self._stream(args, kwargs, out)
 
     def _reset_state(self) -> None:
         self._arena.fill(0.0)      # the state lives in the arena; scratch may be cleared too
@@ -135,11 +176,118 @@ class ModelBase:
         if not self.STREAMING:
             raise TypeError(f"`{what}` needs a streaming plan: build with stream=True (or compile with --stream)")
 
-    def _forward(self, *args: Any, **kwargs: Any):
-        arrays = self._bind_inputs(args, kwargs)
+    def _out_keyword(self) -> str:
+        key = "out"
+        while key in self.INPUTS:
+            key += "_"
+        return key
+
+    # ------------------------------------------------------------ one call (the lock is held)
+
+    def _forward(self, args: tuple, kwargs: dict, out: Any):
+        given = self._bind_inputs(args, kwargs)
+        arrays = [self._as_float32(n, given[n]) for n in self.INPUTS]
         batch, dims = self._check(arrays)
+        dest = self._destination(out, self._output_shapes(batch, dims))
         outs = self._execute(arrays, batch, dims)
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return self._deliver(outs, out, dest)
+
+    def _step(self, args: tuple, kwargs: dict, out: Any):
+        given = self._bind_inputs(args, kwargs)
+        arrays = []
+        batch = None
+        for name, shape in self.INPUTS.items():
+            x = given[name]
+            a = x if isinstance(x, np.ndarray) else np.asarray(x)
+            axis = self.TIME_AXES[name]
+            frame = tuple(d for i, d in enumerate(shape) if i != axis)
+            expected = f"[B, {', '.join(str(d) for d in frame)}] with B <= {self.batch}"
+            if a.ndim == len(shape) + 1:
+                raise ValueError(f"`step` takes one time step: input `{name}` must have shape {expected}, "
+                                 f"got {list(a.shape)}, a chunk of steps; pass chunks to `stream`")
+            if a.ndim != len(frame) + 1 or tuple(a.shape[1:]) != frame:
+                raise ValueError(f"`step` takes one time step: input `{name}` must have shape {expected}, "
+                                 f"got {list(a.shape)}")
+            if not 1 <= a.shape[0] <= self.batch:
+                raise ValueError(f"input `{name}` has batch {a.shape[0]}; this model was built for batch <= "
+                                 f"{self.batch} (shape {expected})")
+            if batch is not None and a.shape[0] != batch:
+                raise ValueError(f"inputs have different batch sizes ({batch} and {a.shape[0]})")
+            batch = a.shape[0]
+            arrays.append(self._as_float32(name, np.expand_dims(a, 1 + axis)))
+        batch, dims = self._check(arrays)
+        frames = self._frame_shapes(batch)
+        dest = self._destination(out, frames)
+        outs = self._execute(arrays, batch, dims)
+        steps = tuple(o.reshape(shape) for o, shape in zip(outs, frames))   # drops the time axis of length 1
+        return self._deliver(steps, out, dest)
+
+    def _stream(self, args: tuple, kwargs: dict, out: Any):
+        given = self._bind_inputs(args, kwargs)
+        raw = [given[n] if isinstance(given[n], np.ndarray) else np.asarray(given[n]) for n in self.INPUTS]
+        for name, a in zip(self.INPUTS, raw):
+            if a.dtype.kind not in "fiub":
+                raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
+        batch, dims = self._check(raw, chunk=True)
+        (t,) = self.DIMS
+        n, limit = dims[t], self.DIMS[t]
+        shapes = self._output_shapes(batch, dims)
+        dest = self._destination(out, shapes)
+        if 0 < n <= limit:
+            arrays = [self._as_float32(name, a) for name, a in zip(self.INPUTS, raw)]
+            return self._deliver(self._execute(arrays, batch, dims), out, dest)
+        results = dest if dest is not None else tuple(np.empty(s, np.float32) for s in shapes)
+        if dest is not None and any(np.may_share_memory(r, a) for r in results for a in raw):
+            raw = [np.array(a) for a in raw]    # the outputs are written piece by piece
+        for start in range(0, n, limit):
+            stop = min(n, start + limit)
+            arrays = [self._as_float32(name, a[self._time_slice(name, start, stop)])
+                      for name, a in zip(self.INPUTS, raw)]
+            outs = self._execute(arrays, batch, {t: stop - start})
+            for name, r, o in zip(self.OUTPUTS, results, outs):
+                np.copyto(r[self._time_slice(name, start, stop)], o)
+        if dest is not None:
+            return out
+        return results[0] if len(results) == 1 else results
+
+    def _time_slice(self, name: str, start: int, stop: int) -> tuple:
+        return (slice(None),) * (1 + self.TIME_AXES[name]) + (slice(start, stop),)
+
+    def _destination(self, out: Any, shapes: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, ...] | None:
+        """The caller's output arrays, checked, or None to return fresh ones."""
+        if out is None:
+            return None
+        names = list(self.OUTPUTS)
+        several = isinstance(out, (tuple, list))
+        arrays = tuple(out) if several else (out,)
+        if len(arrays) != len(names):
+            what = "one array" if len(names) == 1 else f"a tuple of {len(names)} arrays ({', '.join(names)})"
+            raise ValueError(f"out= takes {what} for the outputs of {self.NAME}, got "
+                             + (f"{len(arrays)}" if several else type(out).__name__))
+        for name, a, shape in zip(names, arrays, shapes):
+            want = f"a writable C-contiguous float32 array of shape {list(shape)}"
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"out= for output `{name}` must be {want}, got {type(a).__name__}")
+            problem = (f"shape {list(a.shape)}" if a.shape != shape else
+                       f"dtype {a.dtype}" if a.dtype != np.float32 else
+                       "an array that is not C-contiguous" if not a.flags.c_contiguous else
+                       "a read-only array" if not a.flags.writeable else None)
+            if problem:
+                raise ValueError(f"out= for output `{name}` must be {want}, got {problem}")
+        for i, a in enumerate(arrays):
+            for b in arrays[i + 1:]:
+                if np.may_share_memory(a, b):
+                    raise ValueError("out= arrays must not share memory with each other")
+        return arrays
+
+    def _deliver(self, outs: tuple, out: Any, dest: tuple[np.ndarray, ...] | None):
+        """Copy the plan's output buffers into the caller's arrays."""
+        if dest is None:
+            fresh = tuple(o.copy() for o in outs)
+            return fresh[0] if len(fresh) == 1 else fresh
+        for d, o in zip(dest, outs):
+            np.copyto(d, o)
+        return out
 
     # ------------------------------------------------------------ what a plan provides
 
@@ -148,17 +296,18 @@ class ModelBase:
         self._arena = np.zeros(max(self.batch * self.ARENA_BYTES // 4, 1), dtype=np.float32)
 
     def _execute(self, arrays: list[np.ndarray], batch: int, dims: dict[str, int]) -> tuple:
+        """Run the plan; returns its output buffers (the caller copies them)."""
         key = (batch, *dims.values())
         views = self._view_cache.get(key)
         if views is None:
-            views = self._view_cache[key] = self._views(batch, **dims)
+            views = self._view_cache[key] = self._views(batch, *map(dims.get, self.DIMS))
         return self._run(views, *arrays)
 
     def _prepare(self) -> None:
         """Compute the kernels' effective tensors from `self._state`."""
         raise NotImplementedError
 
-    def _views(self, batch: int, **dims: int) -> Any:
+    def _views(self, batch: int, *dims: int) -> Any:
         raise NotImplementedError
 
     def _run(self, views: Any, *inputs: np.ndarray) -> tuple:
@@ -181,12 +330,33 @@ class ModelBase:
         return {k: self._region(batch, planned[k][0], planned[k][1], tuple(s)) for k, s in shapes.items()
                 if math.prod(s) > 0}
 
-    # ------------------------------------------------------------ input checking
+    # ------------------------------------------------------------ shapes
+
+    def _output_shapes(self, batch: int, dims: Mapping[str, int]) -> tuple[tuple[int, ...], ...]:
+        """The outputs' shapes at this batch and these named-dimension sizes."""
+        key = (batch, *dims.values())
+        shapes = self._shape_cache.get(key)
+        if shapes is None:
+            shapes = self._shape_cache[key] = tuple(
+                (batch, *(_size(d, dims) for d in shape)) for shape in self.OUTPUTS.values())
+        return shapes
+
+    def _frame_shapes(self, batch: int) -> tuple[tuple[int, ...], ...]:
+        """A streaming plan's output shapes for one step, without the time axis."""
+        key = ("frame", batch)
+        shapes = self._shape_cache.get(key)
+        if shapes is None:
+            shapes = self._shape_cache[key] = tuple(
+                (batch, *(d for i, d in enumerate(shape) if i != self.TIME_AXES[name]))
+                for name, shape in self.OUTPUTS.items())
+        return shapes
 
     def _bound_shape(self, shape: tuple) -> tuple[int, ...]:
         return tuple(self.DIMS[d] if isinstance(d, str) else d for d in shape)
 
-    def _bind_inputs(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
+    # ------------------------------------------------------------ input checking
+
+    def _bind_inputs(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         names = list(self.INPUTS)
         if len(args) > len(names):
             raise TypeError(f"{self.NAME} takes {len(names)} input{'s' if len(names) != 1 else ''} "
@@ -202,20 +372,25 @@ class ModelBase:
         if missing:
             raise TypeError(f"{self.NAME} is missing input{'s' if len(missing) != 1 else ''} "
                             + ", ".join(f"`{m}`" for m in missing))
-        return [self._as_float32(n, given[n]) for n in names]
+        return given
 
     def _as_float32(self, name: str, x: Any) -> np.ndarray:
+        """`x` as a C-contiguous float32 array the plan may read while it
+        writes its arena: the array itself, or a copy in the staging buffer
+        (other dtypes and layouts, and arrays that share the arena's memory)."""
         a = x if isinstance(x, np.ndarray) else np.asarray(x)
         if a.dtype.kind not in "fiub":
             raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
-        if a.dtype == np.float32 and a.flags.c_contiguous:
+        arena = getattr(self, "_arena", None)
+        shared = arena is not None and np.may_share_memory(a, arena)
+        if a.dtype == np.float32 and a.flags.c_contiguous and not shared:
             return a
         stage = self._staging[name]
         if a.ndim != stage.ndim or any(s > m for s, m in zip(a.shape, stage.shape)):
-            return np.ascontiguousarray(a, dtype=np.float32)   # _check reports the shape
+            return np.array(a, dtype=np.float32, order="C")   # _check reports the shape
         view = stage[tuple(slice(0, s) for s in a.shape)]
         if not view.flags.c_contiguous:
-            return np.ascontiguousarray(a, dtype=np.float32)
+            return np.array(a, dtype=np.float32, order="C")
         np.copyto(view, a, casting="unsafe")
         return view
 
@@ -223,7 +398,10 @@ class ModelBase:
         dims = ", ".join(str(d) for d in self.INPUTS[name])
         return f"[B, {dims}] with B <= {self.batch}"
 
-    def _check(self, arrays: list[np.ndarray]) -> tuple[int, dict[str, int]]:
+    def _check(self, arrays: list[np.ndarray], chunk: bool = False) -> tuple[int, dict[str, int]]:
+        """The batch size and named-dimension sizes of the inputs, or a
+        ValueError naming the expected shape. `chunk`: a streaming chunk,
+        whose time axis may have any length (0 too)."""
         batch = None
         dims: dict[str, int] = {}
         for name, a in zip(self.INPUTS, arrays):
@@ -240,7 +418,7 @@ class ModelBase:
             for want, got in zip(shape, a.shape[1:]):
                 if isinstance(want, str):
                     low = self.MIN_DIMS.get(want, 1)
-                    if got < low or got > self.DIMS[want]:
+                    if not chunk and (got < low or got > self.DIMS[want]):
                         raise ValueError(f"input `{name}` has {want}={got}; the plan allows {low} <= {want} <= "
                                          f"{self.DIMS[want]} (shape {self._expected(name)})")
                     if dims.setdefault(want, got) != got:
@@ -249,3 +427,35 @@ class ModelBase:
                     raise ValueError(f"input `{name}` must have shape {self._expected(name)}, got {list(a.shape)}")
         assert batch is not None
         return batch, {k: dims[k] for k in self.DIMS if k in dims}
+
+
+_NAME = re.compile(r"[^\W\d]\w*")
+
+
+def _size(d: int | str, dims: Mapping[str, int]) -> int:
+    """A size of `OUTPUTS`: an int, or the text of a symbolic size (`T`,
+    `(T - 1) // 2 + 1`) evaluated at `dims`."""
+    if isinstance(d, int):
+        return d
+    if d in dims:
+        return dims[d]
+    text = _NAME.sub(lambda m: str(dims[m.group()]), d)
+    return _arith(ast.parse(text, mode="eval").body)
+
+
+def _arith(node: ast.AST) -> int:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_arith(node.operand)
+    if isinstance(node, ast.BinOp):
+        a, b = _arith(node.left), _arith(node.right)
+        if isinstance(node.op, ast.Add):
+            return a + b
+        if isinstance(node.op, ast.Sub):
+            return a - b
+        if isinstance(node.op, ast.Mult):
+            return a * b
+        if isinstance(node.op, ast.FloorDiv):
+            return a // b
+    raise ValueError(f"not a size expression: {ast.dump(node)}")

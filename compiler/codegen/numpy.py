@@ -7,6 +7,14 @@ Out: the text of `NAME.py` (template `templates/numpy_module.py.j2`): a
      `Model` class whose `_views` hands every kernel its planned arena views
      and whose `_run` is one commented kernel call per step.
 
+Every identifier in the module (values, inputs, parameters, named
+dimensions) comes from one `names.Namespace`, so any label or dimension name
+(`lambda`, `self`, `batch`, `v`, `K`) gives a module that imports; every other
+string (the source path, names in the docstring, dict keys, comments) goes
+through `names.py_literal`, `py_doc` or `py_comment`, so none can run as code.
+The API still reports inputs and dimensions by their real names (`INPUTS`,
+`DIMS`); `_views(batch, *dims)` takes the dimension sizes in `DIMS` order.
+
 The skeleton is the template; each step's call comes from `KERNELS`, one
 function per op of the catalog, which names the runtime kernel, its
 arguments and its scratch function (`runtime/kernels.py` pairs every kernel
@@ -24,10 +32,10 @@ import jinja2
 
 from ...runtime import kernels as K
 from .. import ops as catalog
-from ..dims import Sym, evaluate, format_shape
+from ..dims import FloorDiv, Sym, Var, evaluate, floordiv, format_shape
 from ..ir import Graph, Node
 from ..memory import Layout, min_dims
-from .names import Namespace
+from .names import Namespace, py_comment, py_doc, py_literal
 
 VERSION = "0.1.0"
 
@@ -267,22 +275,42 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
 # ------------------------------------------------------------------ rendering
 
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("nnc.compiler.codegen", "templates"),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=True, autoescape=False)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("nnc.compiler.codegen", "templates"),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters.update(py=py_literal, doc=py_doc)
+    return env
 
 
-def code(x: Any) -> str:
+def code(x: Any, dim: Callable[[str], str] | None = None) -> str:
     """Python source for a constant of a kernel call (shapes may hold `batch`
-    and named dimensions)."""
+    and named dimensions; `dim` gives a dimension's identifier in the
+    generated code, the name itself by default)."""
     if isinstance(x, tuple):
-        inner = ", ".join(code(i) for i in x)
+        inner = ", ".join(code(i, dim) for i in x)
         return f"({inner},)" if len(x) == 1 else f"({inner})"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{py_literal(k)}: {code(v, dim)}" for k, v in x.items()) + "}"
     if isinstance(x, Sym):
-        return f"({x})"
-    if isinstance(x, (_Batch, bool, int, float, str)) or x is None:
-        return repr(x)
+        return f"({_renamed(x, dim) if dim else x})"
+    if isinstance(x, _Batch):
+        return "batch"
+    if isinstance(x, (bool, int, float, str)) or x is None:
+        return py_literal(x)
     raise TypeError(f"cannot write {x!r} as code")
+
+
+def _renamed(x: Sym, dim: Callable[[str], str]) -> Sym | int:
+    """The same size with every named dimension replaced by its identifier."""
+    total: Sym | int = x.const
+    for atom, c in x.terms:
+        if isinstance(atom, Var):
+            part = Sym.var(dim(atom.name))
+        else:
+            assert isinstance(atom, FloorDiv)
+            part = floordiv(_renamed(atom.num, dim), atom.den)
+        total = total + c * part
+    return total
 
 
 class _Render:
@@ -292,6 +320,15 @@ class _Render:
         self.values = Namespace()
         self.params = Namespace(prefix="p_")
         self.inputs = {i.name: self.values(i.name) for i in graph.inputs}
+        # named dimensions are locals of `_views`: identifiers from the same
+        # namespace, keyed apart from the labels
+        self.dims = {d: self.values(("dim", d), d) for d in sorted(graph.bounds)}
+
+    def dim(self, name: str) -> str:
+        return self.dims.get(name) or self.values(("dim", name), name)
+
+    def code(self, x: Any) -> str:
+        return code(x, self.dim)
 
     def arg(self, x: Any) -> str:
         if isinstance(x, Ref):
@@ -302,14 +339,14 @@ class _Render:
             return "None"
         if isinstance(x, tuple) and x and all(isinstance(i, Ref) for i in x):
             return "(" + ", ".join(self.arg(i) for i in x) + ("," if len(x) == 1 else "") + ")"
-        return code(x)
+        return self.code(x)
 
     def scratch_view(self, n: Node) -> str:
         return f"v.{self.values(n.label + '#scratch')}"
 
     def call(self, n: Node, c: Call) -> str:
         parts = [self.arg(a) for a in c.args]
-        parts += [f"{k}={code(v)}" for k, v in c.kwargs.items()]
+        parts += [f"{k}={self.code(v)}" for k, v in c.kwargs.items()]
         if self.layout.scratch.get(n.label):
             parts.append(f"scratch={self.scratch_view(n)}")
         return f"K.{c.fn}({', '.join(parts)})"
@@ -320,37 +357,41 @@ class _Render:
         planned = {}
         for s, bname in sorted(self.layout.scratch.get(n.label, {}).items()):
             planned[s] = (self.layout.plan.offsets[bname], self.layout.sizes[bname])
-        args = ", ".join([code(a) for a in c.scratch_args] + [f"{k}={code(v)}" for k, v in c.scratch_kwargs.items()])
-        return f"{self.scratch_view(n)} = self._scratch(batch, K.{c.scratch_name}({args}), {planned!r})"
+        args = ", ".join([self.code(a) for a in c.scratch_args]
+                         + [f"{k}={self.code(v)}" for k, v in c.scratch_kwargs.items()])
+        return f"{self.scratch_view(n)} = self._scratch(batch, K.{c.scratch_name}({args}), {self.code(planned)})"
 
 
 def _comment(n: Node) -> str:
     act = f" -> {n.activation.op}" if n.activation else ""
     norm = f" + {n.norm.label}" if n.norm else ""
-    return f"# {n.label}: {n.op.name}{norm}{act} -> {format_shape(n.shape)}"
+    return "# " + py_comment(f"{n.label}: {n.op.name}{norm}{act} -> {format_shape(n.shape)}")
 
 
 def _prepare(r: _Render, n: Node) -> list[str]:
     if not n.params:
         return []
-    key = lambda p: f"s[{n.param_key(p)!r}]"
+    key = lambda p: f"s[{py_literal(n.param_key(p))}]"
     names = [p.name for p in n.params]
     if n.norm is not None:
         nl = n.norm.label
         bias = key("bias") if "bias" in names else "None"
         w, b = r.arg(_w(n)), r.arg(Ref("param", f"{n.label}.bias"))
-        return [f"{w}, {b} = fold_norm({key('weight')}, {bias}, s[{nl + '.weight'!r}], s[{nl + '.bias'!r}], "
-                f"s[{nl + '.running_mean'!r}], s[{nl + '.running_var'!r}], {n.norm.eps!r})"]
+        norm = ", ".join(f"s[{py_literal(f'{nl}.{p}')}]" for p in ("weight", "bias", "running_mean", "running_var"))
+        return [f"{w}, {b} = fold_norm({key('weight')}, {bias}, {norm}, {py_literal(n.norm.eps)})"]
     return [f"{r.arg(_w(n, p))} = {key(p)}" for p in names]
 
 
-def _shape_repr(shape) -> str:
-    items = [repr(d) if isinstance(d, int) else repr(str(d)) for d in shape]
-    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+def _api_shape(shape) -> tuple:
+    """A shape as the API reports it: sizes, and named ones by their text."""
+    return tuple(d if isinstance(d, int) else str(d) for d in shape)
 
 
 def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int = 1,
              weights_file: str | None = None) -> str:
+    """The module's text. Every identifier comes from one `Namespace`
+    (labels, inputs, parameters and named dimensions), and every other string
+    goes through `names.py_literal`, `py_doc` or `py_comment`."""
     r = _Render(graph, layout)
     views: list[str] = []
     slices: list[str] = []
@@ -358,11 +399,11 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
     for n in graph.nodes:
         place = layout.places[n.label]
         ident = f"v.{r.values(n.label)}"
-        shape = code((BATCH, *n.shape))
+        shape = r.code((BATCH, *n.shape))
         src = n.inputs[0] if n.inputs else None
         if place.within is not None:
             lo, hi = place.channels
-            slices.append(f"{ident} = v.{r.values(place.within)}[:, {lo}:{hi}]")
+            slices.append(f"{ident} = v.{r.values(place.within)}[:, {r.code(lo)}:{r.code(hi)}]")
         elif place.buffer != n.label and src is not None and layout.places.get(src) == place:
             views.append(f"{ident} = v.{r.values(src)}.reshape({shape})")
         else:
@@ -379,39 +420,44 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
         elif n.op.name == "concat":
             copies = [v for v in n.inputs if layout.places.get(v, None) is None or
                       layout.places[v].within != n.label]
-            if copies:
-                run.append(r.call(n, c) if len(copies) == len(n.inputs) else _partial_concat(r, n, copies))
-            else:
+            if not copies:
                 run.append("pass  # every input was written into its slice")
+            elif len(copies) == len(n.inputs):
+                run.append(r.call(n, c))
+            else:
+                more_slices, lines = _partial_concat(r, n, copies)
+                slices += more_slices
+                run += lines
         else:
             run.append(r.call(n, c))
 
     for key, shape in state_shapes(graph).items():
         views.append(f"v.{r.values(key)} = self._region(batch, {layout.plan.offsets[key]}, {layout.sizes[key]}, "
-                     f"{code((BATCH, *shape))})")
+                     f"{r.code((BATCH, *shape))})")
     dims = sorted(graph.bounds)
     time_axes = {}
     if graph.streaming:
         t = graph.time_dim
-        for name, shape in [(i.name, i.shape) for i in graph.inputs] + \
+        for key, shape in [(i.name, i.shape) for i in graph.inputs] + \
                 [(o.name, graph.shape_of(o.value)) for o in graph.outputs]:
-            time_axes[name] = next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
+            time_axes[key] = next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
     text = _env().get_template("numpy_module.py.j2").render(
-        streaming=graph.streaming, time_axes=time_axes,
+        streaming=graph.streaming, time_axes=py_literal(time_axes),
         name=name, source=source, version=VERSION, batch=batch,
         input_names=list(r.inputs), input_idents=list(r.inputs.values()),
         inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},
         outputs={o.name: [str(d) for d in graph.shape_of(o.value)] for o in graph.outputs},
-        inputs_repr="{" + ", ".join(f"{i.name!r}: {_shape_repr(i.shape)}" for i in graph.inputs) + "}",
-        outputs_repr="{" + ", ".join(f"{o.name!r}: {_shape_repr(graph.shape_of(o.value))}"
-                                     for o in graph.outputs) + "}",
-        dims=dims, dims_text=", ".join(f"{d}={graph.bounds[d]}" for d in dims),
-        dims_repr="{" + ", ".join(f"{d!r}: {graph.bounds[d]}" for d in dims) + "}",
-        min_dims_repr=repr(min_dims(graph)),
+        inputs_repr=py_literal({i.name: _api_shape(i.shape) for i in graph.inputs}),
+        outputs_repr=py_literal({o.name: _api_shape(graph.shape_of(o.value)) for o in graph.outputs}),
+        dims=dims, dim_idents=[r.dim(d) for d in dims],
+        dims_text=", ".join(f"{d}={graph.bounds[d]}" for d in dims),
+        dims_repr=py_literal({d: graph.bounds[d] for d in dims}),
+        min_dims_repr=py_literal(dict(min_dims(graph))),
         arena_bytes=layout.plan.arena_bytes, naive_bytes=layout.naive_bytes,
         lower_bound_bytes=layout.lower_bound_bytes, layout=_layout_rows(layout),
         weights_file=weights_file,
-        params=list(graph.param_specs().items()),
+        params=[(py_literal(k), py_literal(tuple(s.shape)), py_literal(tuple(s.init)))
+                for k, s in graph.param_specs().items()],
         prepare=[line for n in graph.nodes for line in _prepare(r, n)],
         views=views + slices, run=run,
         output_exprs=[r.arg(Ref("value", o.value)) for o in graph.outputs],
@@ -419,16 +465,20 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
     return text
 
 
-def _partial_concat(r: _Render, n: Node, copies: list[str]) -> str:
-    """Copy the inputs that were not written into their slice."""
-    lines = []
+def _partial_concat(r: _Render, n: Node, copies: list[str]) -> tuple[list[str], list[str]]:
+    """Copy the inputs that were not written into their slice: the slices are
+    views made in `_views` (their bounds may hold named dimensions, which
+    are locals there), the copies lines of `_run`."""
+    slices, lines = [], []
     start: Any = 0
     for v in n.inputs:
         size = r.graph.shape_of(v)[0]
         if v in copies:
-            lines.append(f"np.copyto(v.{r.values(n.label)}[:, {code(start)}:{code(start + size)}], {r.arg(Ref('value', v))})")
+            ident = r.values(("slice", n.label, v), f"{n.label}#{v}")
+            slices.append(f"v.{ident} = v.{r.values(n.label)}[:, {r.code(start)}:{r.code(start + size)}]")
+            lines.append(f"np.copyto(v.{ident}, {r.arg(Ref('value', v))})")
         start = start + size
-    return "\n        ".join(lines)
+    return slices, lines
 
 
 def _layout_rows(layout: Layout) -> list[str]:
