@@ -2,8 +2,10 @@
 
 In:  nothing from the other kernel modules.
 Out: the aliases `Shape`, `Scratch`, `Act`, `Pads2d`; `_view` (a reshape that
-     never copies), `_provide` (the caller's scratch or fresh arrays),
-     `_window_out` (PyTorch's sliding-window output length), padding helpers
+     never copies), `_provide` (the caller's scratch or fresh arrays;
+     `_provide_as` in a given dtype), `_window_out` (PyTorch's sliding-window
+     output length), `_tap_span` (the outputs a kernel tap reads inside the
+     unpadded input), padding helpers
      (`_padded_shape`, `_fill_frame`, `_pad_into`) and argument normalisers
      (`_pair`, `_pads2d`).
 """
@@ -35,6 +37,14 @@ def _provide(scratch: Scratch | None, shapes: Callable[[], Mapping[str, Shape]])
     return {name: np.empty(shape, dtype=np.float32) for name, shape in shapes().items()}
 
 
+def _provide_as(scratch: Scratch | None, shapes: Callable[[], Mapping[str, Shape]], dtype) -> Scratch:
+    """`_provide` for kernels that also run in float64 (the backward kernels'
+    gradient checks): fresh arrays take the dtype of the data."""
+    if scratch is not None:
+        return scratch
+    return {name: np.empty(shape, dtype=dtype) for name, shape in shapes().items()}
+
+
 def _per_example(shape: Shape) -> int:
     return math.prod(shape[1:])
 
@@ -42,6 +52,15 @@ def _per_example(shape: Shape) -> int:
 def _window_out(size: int, kernel: int, stride: int, dilation: int, lo: int, hi: int) -> int:
     """Output length of a sliding window, as PyTorch computes it (floor mode)."""
     return (size + lo + hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _tap_span(out_len: int, size: int, stride: int, offset: int) -> tuple[int, int]:
+    """Output positions [o0, o1) whose input index o * stride + offset lies in
+    [0, size): the part of a kernel tap (at `offset` from the window's padded
+    corner) that reads the input rather than padding."""
+    o0 = min(out_len, max(0, -(-(-offset) // stride)))
+    o1 = min(out_len, max(o0, -(-(size - offset) // stride)))
+    return o0, o1
 
 
 def _padded_shape(in_shape: Shape, pads: Pads2d) -> Shape | None:

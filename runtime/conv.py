@@ -13,7 +13,8 @@ arrays, reading each tap as one contiguous run per channel (see `_windows.py`,
 convolution pads into scratch, copies its im2col columns into scratch
 through an `as_strided` view, and runs one BLAS matmul per example and group.
 Python loops run over taps, stride phases, groups or inputs, never over
-pixels or channels.
+pixels or channels. `conv2d_backward` and `conv1d_backward` give dx, dw and
+db from dy ("backward" below).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._common import (Act, Pads2d, Scratch, Shape, _pad_into, _padded_shape, _pads2d, _pair, _provide, _view,
-                      _window_out)
-from ._windows import _TapPlan, _narrow, _split_phases, _tap_plan, _tap_run
+from ._common import (Act, Pads2d, Scratch, Shape, _pad_into, _padded_shape, _pads2d, _pair, _provide, _provide_as,
+                      _view, _window_out)
+from ._windows import _TapPlan, _narrow, _phase_span, _split_phases, _tap_plan, _tap_run
 from .elementwise import activation_scratch, apply_activation
 
 
@@ -177,3 +178,233 @@ def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, 
     s, p, d = _as_2d_conv_args(stride, padding, dilation)
     conv2d(x[:, :, None, :], w[:, :, None, :], b, out[:, :, None, :], stride=s, padding=p, dilation=d,
            groups=groups, act=act, scratch=scratch)
+
+
+# ------------------------------------------------------------------ backward
+# Training: the gradients of conv2d and conv1d with respect to the input, the
+# weight and the bias, from the forward input `x` and the output gradient
+# `dy`. Every path but the 1x1 one reads the input the way the depthwise
+# forward does (`_windows.py`): split into stride phases, each kernel tap one
+# contiguous run per channel of OH rows of the phase width wq ("wide": the
+# columns from OW on are garbage). `dy` is copied wide with zeros in those
+# columns, so whatever the garbage columns hold adds nothing.
+# - grouped and dense convolutions: the tap runs are copied into columns laid
+#   out [G, K, B * OH * wq] (K = C_in/G * kh * kw), `dy` into [G, C_out/G,
+#   B * OH * wq]; dw = dy_t @ cols.T is one matmul per group over the whole
+#   batch; the column gradients w.T @ dy_t overwrite the columns, and each tap
+#   adds its run back into gradient phases (reusing the input's phase
+#   buffer), which are then copied out to dx: col2im as one contiguous add
+#   per tap. A 1x1 stride-1 unpadded convolution needs no windows: dw from a
+#   transposed copy of x, dx = w.T @ dy per example.
+# - depthwise (groups == C_in > 1): the tap's weight gradient is a dot
+#   product of wide dy with the tap's run per channel and example
+#   (np.vecdot), summed over the batch at the end; dx gathers w * dy tap by
+#   tap into the gradient phases.
+
+def _conv_backward_buffers(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads2d,
+                           dilation: tuple[int, int], groups: int, need_dx: bool) -> dict[str, Shape]:
+    plan = _conv_plan(in_shape, w_shape, stride, pads, dilation, groups)
+    b, c_in, h, w = in_shape
+    c_out, cg_in, kh, kw = w_shape
+    if plan.path is _ConvPath.POINTWISE:
+        return {"cols": (b, c_in * h * w), "dy_t": (b, c_out * h * w)}
+    tp = _tap_plan((h, w), (kh, kw), stride, dilation, pads)
+    if plan.path is _ConvPath.DEPTHWISE:
+        shapes = {"phases": tp.phases_shape(b, c_in), "dy_wide": tp.wide_shape(b, c_out),
+                  "dw_parts": (b, c_out * kh * kw)}
+        if need_dx:
+            shapes |= {"dphases": tp.phases_shape(b, c_in),
+                       "products": (b, _block_size(b, c_in, tp.run_length))}
+        return shapes
+    return {"phases": tp.phases_shape(b, c_in), "cols": (b, c_in * kh * kw * tp.run_length),
+            "dy_t": (b, c_out * tp.run_length)}
+
+
+def conv2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
+                            dilation: tuple[int, int], groups: int, need_dx: bool = True) -> dict[str, Shape]:
+    """Scratch of `conv2d_backward`, by path: a 1x1 stride-1 unpadded
+    convolution needs `cols` and `dy_t`; other non-depthwise ones also
+    `phases`; depthwise needs `phases`, `dy_wide`, `dw_parts`, and with
+    `need_dx` (dx is wanted) also `dphases` and `products`."""
+    return _conv_backward_buffers(tuple(in_shape), tuple(w_shape), _pair(stride), _pads2d(padding),
+                                  _pair(dilation), groups, need_dx)
+
+
+def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tuple[int, int], padding: Pads2d,
+                    dilation: tuple[int, int], groups: int, dx: np.ndarray | None, dw: np.ndarray | None,
+                    db: np.ndarray | None, scratch: Scratch | None = None) -> None:
+    """Gradients of `conv2d` (without its activation): from the input `x`
+    [B, C_in, H, W], the weight `w` and the output gradient `dy`
+    [B, C_out, OH, OW], overwrite `dx` (like x), `dw` (like w) and `db` [C_out]
+    (each may be None: not wanted). Parameter gradients are summed over the
+    batch. `dy` may be a channel slice of a larger gradient (concat)."""
+    stride, pads, dilation = _pair(stride), _pads2d(padding), _pair(dilation)
+    plan = _conv_plan(x.shape, w.shape, stride, pads, dilation, groups)
+    scratch = _provide_as(scratch, lambda: _conv_backward_buffers(x.shape, w.shape, stride, pads, dilation,
+                                                                  groups, dx is not None), x.dtype)
+    if db is not None:
+        np.add.reduce(dy.reshape(dy.shape[0], dy.shape[1], -1), axis=(0, 2), out=db)
+    if plan.path is _ConvPath.DEPTHWISE:
+        _depthwise_backward(x, w, dy, dx, dw, plan.taps, scratch)
+    elif plan.path is _ConvPath.POINTWISE:
+        _pointwise_backward(x, w, dy, dx, dw, groups, scratch)
+    else:
+        tp = _tap_plan(x.shape[2:], w.shape[2:], stride, dilation, pads)
+        _windowed_backward(x, w, dy, dx, dw, groups, tp, scratch)
+
+
+def _transposed(a: np.ndarray, buf: np.ndarray, groups: int, length: int) -> np.ndarray:
+    """`a` [B, C, ...] (C * `length` per example, spatial axes folded) copied
+    into `buf` as [G, C/G, B * length]: the batch folded into the columns."""
+    bsz, c = a.shape[:2]
+    t = _view(buf, (groups, c // groups, bsz, length))
+    np.copyto(t, a.reshape(bsz, groups, c // groups, length).transpose(1, 2, 0, 3))
+    return _view(t, (groups, c // groups, bsz * length))
+
+
+def _pointwise_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
+                        dw: np.ndarray | None, groups: int, scratch: Scratch) -> None:
+    bsz, c_in, h, wd = x.shape
+    c_out = w.shape[0]
+    w3 = _view(w, (groups, c_out // groups, c_in // groups))
+    if dw is not None:
+        cols = _transposed(x, scratch["cols"], groups, h * wd)
+        dy_t = _transposed(dy, scratch["dy_t"], groups, h * wd)
+        np.matmul(dy_t, cols.transpose(0, 2, 1), out=_view(dw, w3.shape))
+    if dx is not None:
+        np.matmul(w3.transpose(0, 2, 1), dy.reshape(bsz, groups, c_out // groups, h * wd),
+                  out=_view(dx, (bsz, groups, c_in // groups, h * wd)))
+
+
+def _wide_dy(dy: np.ndarray, buf: np.ndarray, tp: _TapPlan) -> np.ndarray:
+    """`dy` [B, C, OH, OW] copied into `buf` as [B, C, OH * wq], zero in the garbage columns."""
+    (oh, ow), (bsz, c) = tp.out_hw, dy.shape[:2]
+    grid = _view(buf, (bsz, c, oh, tp.wq))
+    np.copyto(grid[:, :, :, :ow], dy)
+    grid[:, :, :, ow:].fill(0)
+    return _view(buf, (bsz, c, tp.run_length))
+
+
+def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
+                       dw: np.ndarray | None, groups: int, tp: _TapPlan, scratch: Scratch) -> None:
+    bsz, c_in = x.shape[:2]
+    c_out, cg_in, kh, kw = w.shape
+    taps, length = kh * kw, tp.run_length
+    phases = scratch["phases"]
+    # dy_t [G, C_out/G, B * OH * wq]: wide dy, batch folded into the columns
+    dy_t = _view(scratch["dy_t"], (groups, c_out // groups, bsz, tp.out_hw[0], tp.wq))
+    np.copyto(dy_t[..., :tp.out_hw[1]], dy.reshape(bsz, groups, c_out // groups, *tp.out_hw).transpose(1, 2, 0, 3, 4))
+    dy_t[..., tp.out_hw[1]:].fill(0)
+    dy_t = _view(dy_t, (groups, c_out // groups, bsz * length))
+    cols = _view(scratch["cols"], (groups, cg_in, taps, bsz, length))
+    w3 = _view(w, (groups, c_out // groups, cg_in * taps))
+    if dw is not None:
+        _split_phases(x, phases, tp, 0.0)
+        for t in range(taps):
+            np.copyto(cols[:, :, t], _tap_run(phases, tp, t).reshape(bsz, groups, cg_in, length).transpose(1, 2, 0, 3))
+        np.matmul(dy_t, _view(cols, (groups, cg_in * taps, bsz * length)).transpose(0, 2, 1),
+                  out=_view(dw, w3.shape))
+    if dx is None:
+        return
+    np.matmul(w3.transpose(0, 2, 1), dy_t, out=_view(cols, (groups, cg_in * taps, bsz * length)))
+    phases.fill(0)
+    for t in range(taps):
+        k, start = tp.runs[t]
+        run = phases[:, :, k, start:start + length].reshape(bsz, groups, cg_in, length)
+        np.add(run, cols[:, :, t].transpose(2, 0, 1, 3), out=run)
+    _merge_phases(phases, dx, tp)
+
+
+_CHUNK = 1 << 16      # elements per block of the depthwise backward's tap loops: its arrays stay in cache
+
+
+def _blocks(bsz: int, channels: int, length: int) -> list[tuple[slice, slice]]:
+    """(examples, channels) blocks of about _CHUNK elements of rows `length` long."""
+    per_example = channels * length
+    if per_example <= _CHUNK:
+        step = max(1, _CHUNK // per_example)
+        return [(slice(b, min(bsz, b + step)), slice(0, channels)) for b in range(0, bsz, step)]
+    step = max(1, _CHUNK // length)
+    return [(slice(b, b + 1), slice(c, min(channels, c + step))) for b in range(bsz) for c in range(0, channels, step)]
+
+
+def _block_size(bsz: int, channels: int, length: int) -> int:
+    """The largest block `_blocks` makes, in elements per example of the batch
+    (so that the scratch shape stays linear in the batch)."""
+    per_example = channels * length
+    if per_example <= _CHUNK:
+        return per_example
+    return min(channels, max(1, _CHUNK // length)) * length
+
+
+def _depthwise_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
+                        dw: np.ndarray | None, tp: _TapPlan, scratch: Scratch) -> None:
+    """Tap loops run block by block (`_blocks`), so that the wide dy, the
+    runs and the products of a block stay in cache over all taps."""
+    bsz, c_in = x.shape[:2]
+    c_out, _, kh, kw = w.shape
+    mult, taps, length = c_out // c_in, kh * kw, tp.run_length
+    dyw = _view(_wide_dy(dy, scratch["dy_wide"], tp), (bsz, c_in, mult, length))
+    blocks = _blocks(bsz, c_in, length)
+    if dw is not None:
+        phases = scratch["phases"]
+        _split_phases(x, phases, tp, 0.0)
+        parts = _view(scratch["dw_parts"], (bsz, c_in, mult, taps))
+        for bs, cs in blocks:
+            for t in range(taps):
+                k, start = tp.runs[t]
+                np.einsum("bcml,bcl->bcm", dyw[bs, cs], phases[bs, cs, k, start:start + length],
+                          out=parts[bs, cs, :, t])
+        np.add.reduce(parts, axis=0, out=_view(dw, (c_in, mult, taps)))
+    if dx is None:
+        return
+    dphases, products = scratch["dphases"], scratch["products"].reshape(-1)
+    w3 = _view(w, (c_in, mult, taps))
+    for bs, cs in blocks:
+        block = dphases[bs, cs]
+        block.fill(0)
+        nb, nc = block.shape[:2]
+        prod = _view(products[:nb * nc * length], (nb, nc, length))
+        for t in range(taps):
+            k, start = tp.runs[t]
+            run = block[:, :, k, start:start + length]
+            for m in range(mult):
+                np.multiply(dyw[bs, cs, m], w3[cs, m, t, None], out=prod)
+                np.add(run, prod, out=run)
+    _merge_phases(dphases, dx, tp)
+
+
+def _merge_phases(phases: np.ndarray, dx: np.ndarray, tp: _TapPlan) -> None:
+    """The inverse of `_split_phases`: the unpadded input pixels of `phases`
+    into `dx` [B, C, H, W]; pixels of a phase no tap reads are 0."""
+    bsz, c, h, w = dx.shape
+    (sh, sw), ((top, _), (left, _)), hq, wq = tp.stride, tp.pads, tp.hq, tp.wq
+    if len(tp.phases) < sh * sw:
+        dx.fill(0)
+    for k, (p, q) in enumerate(tp.phases):
+        grid = _view(phases[:, :, k, :hq * wq], (bsz, c, hq, wq))
+        u0, u1 = _phase_span(p, sh, top, h, hq)
+        v0, v1 = _phase_span(q, sw, left, w, wq)
+        r0, c0 = p + u0 * sh - top, q + v0 * sw - left
+        np.copyto(dx[:, :, r0:r0 + (u1 - u0) * sh:sh, c0:c0 + (v1 - v0) * sw:sw], grid[:, :, u0:u1, v0:v1])
+
+
+def conv1d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding: tuple[int, int],
+                            dilation: int, groups: int, need_dx: bool = True) -> dict[str, Shape]:
+    """Scratch of `conv1d_backward`: conv2d_backward's for the [B, C, 1, T] view."""
+    s, p, d = _as_2d_conv_args(stride, padding, dilation)
+    b, c, t = in_shape
+    o, cg, k = w_shape
+    return conv2d_backward_scratch((b, c, 1, t), (o, cg, 1, k), stride=s, padding=p, dilation=d, groups=groups,
+                                   need_dx=need_dx)
+
+
+def conv1d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: int, padding: tuple[int, int],
+                    dilation: int, groups: int, dx: np.ndarray | None, dw: np.ndarray | None,
+                    db: np.ndarray | None, scratch: Scratch | None = None) -> None:
+    """Gradients of `conv1d` (x [B, C_in, T], w [C_out, C_in/groups, k],
+    padding `(left, right)`), run as `conv2d_backward` on [B, C, 1, T]."""
+    s, p, d = _as_2d_conv_args(stride, padding, dilation)
+    conv2d_backward(x[:, :, None, :], w[:, :, None, :], dy[:, :, None, :], stride=s, padding=p, dilation=d,
+                    groups=groups, dx=None if dx is None else dx[:, :, None, :],
+                    dw=None if dw is None else dw[:, :, None, :], db=db, scratch=scratch)

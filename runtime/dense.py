@@ -1,7 +1,8 @@
 """The dense kernel (the calling conventions are in `kernels.py`).
 
 In:  x [B, F] or [B, T, F], w [O, F], bias [O] or None, a fused activation.
-Out: x @ w.T + b, then the activation, in `out` [..., O].
+Out: x @ w.T + b, then the activation, in `out` [..., O]; `dense_backward`
+     gives dx, dw and db from dy.
 """
 
 from __future__ import annotations
@@ -24,3 +25,21 @@ def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *
     if b is not None:
         np.add(out, b, out=out)
     apply_activation(act, out, scratch)
+
+
+# ------------------------------------------------------------------ backward
+
+def dense_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, dx: np.ndarray | None,
+                   dw: np.ndarray | None, db: np.ndarray | None) -> None:
+    """Gradients of `dense` (without its activation): from `x` [B, F] or
+    [B, T, F], `w` [O, F] and `dy` [..., O], overwrite `dx` = dy @ w, `dw` =
+    dy.T @ x and `db` = the sum of dy, summed over the batch (and time). Each
+    may be None. One matmul each; nothing allocated when x and dy fold to 2-D
+    without a copy (contiguous, or channel slices of a concat's gradient)."""
+    o, f = w.shape
+    if dw is not None:
+        np.matmul(dy.reshape(-1, o).T, x.reshape(-1, f), out=dw)
+    if db is not None:
+        np.add.reduce(dy.reshape(-1, o), axis=0, out=db)
+    if dx is not None:
+        np.matmul(dy, w, out=dx)

@@ -8,7 +8,9 @@ In:  x and `out` of the same shape (`out` may be `x`, except for
      `log_softmax_scratch`.
 Out: f(x) in `out`. `activation_scratch(act, shape)` and
      `apply_activation(act, arr, scratch)` run a fused activation, None or
-     `(name, *params)`, in place after conv, dense and add.
+     `(name, *params)`, in place after conv, dense and add. Training: the
+     `*_backward` kernels (every activation, prelu, softmax, log_softmax,
+     dropout) and `dropout_train` ("backward" below).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._common import Act, Scratch, Shape, _per_example, _provide, _view
+from ._common import Act, Scratch, Shape, _per_example, _provide, _provide_as, _view
 
 
 # ------------------------------------------------------------------ activations
@@ -286,3 +288,247 @@ def log_softmax(x: np.ndarray, axis: int, out: np.ndarray, *, scratch: Scratch |
     np.log(total, out=total)
     np.subtract(x, top, out=out)
     np.subtract(out, total, out=out)
+
+
+# ------------------------------------------------------------------ backward
+# Training. Each activation's backward multiplies dy by the derivative f'(x),
+# formed in scratch from the input x or, where that is exact, the output y
+# (`activation_backward_reads` says which: the generator saves only that
+# one). The forms follow PyTorch's backward kernels, including the value at
+# the kinks (relu'(0) = 0, leaky_relu'(0) = slope, elu'(0) = alpha,
+# hardsigmoid'(+-3) = 0, hardswish'(-3) = 0, hardswish'(3) = 1), and are
+# NaN-safe: no exp can overflow and no inf meets a 0 (steps are
+# np.heaviside, never a product with a mask of an overflowed branch). `dx`
+# may be `dy` (in place) in every backward kernel of this section.
+
+def _d_relu(v, t, u):
+    np.heaviside(v, 0.0, out=t)                                   # y > 0
+
+
+def _d_relu6(v, t, u):
+    np.subtract(6.0, v, out=t)                                    # 0 < y < 6  <=>  y * (6 - y) > 0
+    np.multiply(t, v, out=t)
+    np.heaviside(t, 0.0, out=t)
+
+
+def _d_sigmoid(v, t, u):
+    np.subtract(1.0, v, out=t)                                    # y * (1 - y)
+    np.multiply(t, v, out=t)
+
+
+def _d_tanh(v, t, u):
+    np.multiply(v, v, out=t)                                      # 1 - y^2
+    np.subtract(1.0, t, out=t)
+
+
+def _d_hardsigmoid(v, t, u):
+    np.multiply(v, v, out=t)                                      # 1/6 where -3 < x < 3
+    np.subtract(9.0, t, out=t)
+    np.heaviside(t, 0.0, out=t)
+    np.divide(t, 6.0, out=t)
+
+
+def _d_hardswish(v, t, u):
+    np.multiply(v, v, out=t)                                      # x/3 + 1/2 where -3 < x < 3, 1 from 3 on
+    np.subtract(9.0, t, out=t)
+    np.heaviside(t, 0.0, out=t)
+    np.divide(v, 3.0, out=u)
+    np.add(u, 0.5, out=u)
+    np.multiply(t, u, out=t)
+    np.subtract(v, 3.0, out=u)
+    np.heaviside(u, 1.0, out=u)
+    np.add(t, u, out=t)
+
+
+def _d_leaky_relu(v, t, u, slope=0.01):
+    np.heaviside(v, 0.0, out=t)                                   # 1 where x > 0, slope elsewhere
+    np.multiply(t, 1.0 - slope, out=t)
+    np.add(t, slope, out=t)
+
+
+def _d_elu(v, t, u, alpha=1.0, scale=1.0):
+    np.clip(v, -np.inf, 0.0, out=t)                               # alpha * exp(x) where x <= 0, 1 above
+    np.exp(t, out=t)
+    np.multiply(t, alpha * scale, out=t)
+    np.heaviside(v, 0.0, out=u)
+    np.multiply(u, scale - alpha * scale, out=u)
+    np.add(t, u, out=t)
+
+
+def _d_selu(v, t, u):
+    _d_elu(v, t, u, _SELU_ALPHA, _SELU_SCALE)
+
+
+def _d_softplus(v, t, u):
+    _sigmoid_into(v, t)                                           # sigmoid(x), 1 above the threshold
+    np.subtract(v, _SOFTPLUS_THRESHOLD, out=u)
+    np.heaviside(u, 0.0, out=u)
+    np.fmax(t, u, out=t)                                          # s <= 1: the step lifts it to 1
+
+
+def _d_silu(v, t, u):
+    _sigmoid_into(v, t)                                           # s * (1 + x * (1 - s))
+    np.subtract(1.0, t, out=u)
+    np.multiply(u, v, out=u)
+    np.add(u, 1.0, out=u)
+    np.multiply(t, u, out=t)
+
+
+@dataclass(frozen=True, slots=True)
+class _Grad:
+    reads: str                     # "x": the input, "y": the output
+    temps: int                     # temporaries like x: 1 (act_tmp) or 2 (act_tmp, act_tmp2); 0: gelu's float64
+    factor: Callable[..., None] | None
+
+
+_GRADS: dict[str, _Grad] = {
+    "relu": _Grad("y", 1, _d_relu),
+    "relu6": _Grad("y", 1, _d_relu6),
+    "sigmoid": _Grad("y", 1, _d_sigmoid),
+    "tanh": _Grad("y", 1, _d_tanh),
+    "hardsigmoid": _Grad("x", 1, _d_hardsigmoid),
+    "hardswish": _Grad("x", 2, _d_hardswish),
+    "leaky_relu": _Grad("x", 1, _d_leaky_relu),
+    "elu": _Grad("x", 2, _d_elu),
+    "selu": _Grad("x", 2, _d_selu),
+    "softplus": _Grad("x", 2, _d_softplus),
+    "silu": _Grad("x", 2, _d_silu),
+    "gelu": _Grad("x", 0, None),
+}
+
+
+def activation_backward_reads(name: str) -> str:
+    """What the backward of activation `name` reads: "x" (its input) or "y" (its output)."""
+    return _GRADS[name].reads
+
+
+def activation_backward_scratch(act: Act, shape: Shape) -> dict[str, Shape]:
+    """Scratch of `activation_backward`: one or two temporaries like the
+    array (`act_tmp`, `act_tmp2`), or gelu's float64 buffer (`act_f64`)."""
+    grad = _GRADS[act[0]]
+    if grad.temps == 0:
+        return _gelu_shapes(tuple(shape))
+    return {"act_tmp": tuple(shape)} | ({"act_tmp2": tuple(shape)} if grad.temps == 2 else {})
+
+
+def activation_backward(act: Act, x: np.ndarray | None, y: np.ndarray | None, dy: np.ndarray, *,
+                        dx: np.ndarray, scratch: Scratch | None = None) -> None:
+    """dx = dy * f'(x) for the activation `act` = (name, *params); `x` is its
+    input and `y` its output (only the one `activation_backward_reads` names
+    is read; the other may be None)."""
+    name, *params = act
+    grad = _GRADS[name]
+    src = y if grad.reads == "y" else x
+    if src is None:
+        raise ValueError(f"the backward of {name} reads its {'output' if grad.reads == 'y' else 'input'}")
+    if grad.temps == 0:
+        _gelu_backward(src, dy, dx, scratch)
+        return
+    scratch = _provide_as(scratch, lambda: activation_backward_scratch(act, src.shape), src.dtype)
+    t = scratch["act_tmp"]
+    grad.factor(src, t, scratch.get("act_tmp2"), *params)
+    np.multiply(dy, t, out=dx)
+
+
+def _gelu_backward(x: np.ndarray, dy: np.ndarray, dx: np.ndarray, scratch: Scratch | None) -> None:
+    """dx = dy * (Phi(x) + x * phi(x)), in float64 temporaries as the forward."""
+    buf = _provide(scratch, lambda: _gelu_shapes(x.shape))["act_f64"]
+    z, num, den = _view(buf, (buf.size,)).view(np.float64).reshape((3,) + x.shape)
+    _clamped_z(x, z)
+    np.square(z, out=z)
+    _erf_over_z(z, num, den)
+    _clamped_z(x, z)
+    np.multiply(num, z, out=num)                 # erf(x / sqrt 2)
+    np.add(num, 1.0, out=num)
+    np.multiply(num, 0.5, out=num)               # Phi(x)
+    np.copyto(den, x)
+    np.multiply(den, den, out=z)
+    np.multiply(z, -0.5, out=z)
+    np.exp(z, out=z)
+    np.multiply(z, _INV_SQRT_2PI, out=z)         # phi(x)
+    np.multiply(z, den, out=z)
+    np.add(num, z, out=num)
+    np.copyto(den, dy)
+    np.multiply(num, den, out=num)
+    np.copyto(dx, num)
+
+
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def prelu_backward_scratch(shape: Shape) -> dict[str, Shape]:
+    """Scratch of `prelu_backward`: one temporary like its input."""
+    return _one_temp(tuple(shape))
+
+
+def prelu_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, dx: np.ndarray | None,
+                   dw: np.ndarray | None, scratch: Scratch | None = None) -> None:
+    """Gradients of `prelu` as PyTorch's: dx = dy where x > 0, w * dy
+    elsewhere; dw = the sum of dy * x where x <= 0, per channel (axis 1) or
+    over everything when `w` is shared ([1])."""
+    t = _provide_as(scratch, lambda: prelu_backward_scratch(x.shape), x.dtype)["act_tmp"]
+    bsz = x.shape[0]
+    if dw is not None:
+        np.clip(x, -np.inf, 0.0, out=t)
+        if w.size == 1:
+            dw[0] = np.vecdot(t.reshape(bsz, -1), dy.reshape(bsz, -1)).sum()
+        else:
+            c = x.shape[1]
+            np.add.reduce(np.vecdot(t.reshape(bsz, c, -1), dy.reshape(bsz, c, -1)), axis=0, out=dw)
+    if dx is not None:
+        slope = w.reshape((-1,) + (1,) * (x.ndim - 2))
+        np.heaviside(x, 0.0, out=t)
+        np.multiply(t, 1.0 - slope, out=t)
+        np.add(t, slope, out=t)
+        np.multiply(dy, t, out=dx)
+
+
+def softmax_backward_scratch(shape: Shape, axis: int) -> dict[str, Shape]:
+    """Scratch of `softmax_backward`: `stat`, `shape` reduced along `axis`."""
+    return {"stat": _reduced(shape, axis)}
+
+
+def softmax_backward(y: np.ndarray, dy: np.ndarray, *, axis: int, dx: np.ndarray,
+                     scratch: Scratch | None = None) -> None:
+    """dx = y * (dy - sum(dy * y)) along `axis` (batch is axis 0), from the output y."""
+    stat = _provide_as(scratch, lambda: softmax_backward_scratch(y.shape, axis), y.dtype)["stat"]
+    np.vecdot(dy, y, axis=axis, out=np.squeeze(stat, axis))
+    np.subtract(dy, stat, out=dx)
+    np.multiply(dx, y, out=dx)
+
+
+def log_softmax_backward_scratch(shape: Shape, axis: int) -> dict[str, Shape]:
+    """Scratch of `log_softmax_backward`: `stat` (reduced along `axis`) and `exp` (like the array)."""
+    return {"stat": _reduced(shape, axis), "exp": tuple(shape)}
+
+
+def log_softmax_backward(y: np.ndarray, dy: np.ndarray, *, axis: int, dx: np.ndarray,
+                         scratch: Scratch | None = None) -> None:
+    """dx = dy - exp(y) * sum(dy) along `axis`, from the output y."""
+    scratch = _provide_as(scratch, lambda: log_softmax_backward_scratch(y.shape, axis), y.dtype)
+    stat, e = scratch["stat"], scratch["exp"]
+    np.add.reduce(dy, axis=axis, keepdims=True, out=stat)
+    np.exp(y, out=e)
+    np.multiply(e, stat, out=e)
+    np.subtract(dy, e, out=dx)
+
+
+def dropout_train(x: np.ndarray, *, p: float, rng: np.random.Generator, out: np.ndarray, mask: np.ndarray) -> None:
+    """Training dropout: `mask` (contiguous, like x) = 1/(1-p) where a uniform
+    draw `rng.random` is >= p (probability 1 - p), else 0; `out` = x * mask.
+    p = 0 keeps everything and draws nothing; p = 1 drops everything."""
+    if p <= 0.0:
+        mask.fill(1.0)
+    elif p >= 1.0:
+        mask.fill(0.0)
+    else:
+        rng.random(dtype=mask.dtype, out=mask)
+        np.subtract(mask, p, out=mask)
+        np.heaviside(mask, 1.0, out=mask)
+        np.multiply(mask, 1.0 / (1.0 - p), out=mask)
+    np.multiply(x, mask, out=out)
+
+
+def dropout_backward(dy: np.ndarray, mask: np.ndarray, *, dx: np.ndarray) -> None:
+    """dx = dy * mask (the mask of `dropout_train`)."""
+    np.multiply(dy, mask, out=dx)

@@ -51,6 +51,55 @@ allocates them instead (for tests and one-off calls, not for planned code).
     concat(inputs, axis, out), transpose(x, perm,   none
       out), upsample(x, scale, out), copy(x, out)
 
+Training kernels (forward and backward side by side in the family modules).
+A backward kernel overwrites the gradients it is given (`dx=`, `dw=`, ...;
+None: not wanted), sums parameter gradients over the batch, takes its
+forward's attribute keywords, and works in the dtype of its arrays (float64
+too, for gradient checks; scratch it allocates itself takes that dtype).
+Scratch functions as above. `dx` may be `dy` in the elementwise, softmax,
+layernorm, dropout and mul backward kernels, not in batchnorm's.
+
+    kernel                                          scratch function
+    ----------------------------------------------  ---------------------------------------------
+    conv2d_backward(x, w, dy, *, stride, padding,   conv2d_backward_scratch(in_shape, w_shape, *,
+      dilation, groups, dx, dw, db, scratch)            stride, padding, dilation, groups, need_dx=True)
+    conv1d_backward(same, 1-D arguments)            conv1d_backward_scratch(same, 1-D arguments)
+    dense_backward(x, w, dy, *, dx, dw, db)         none
+    maxpool2d_train(x, out, argmax, *, kernel,      maxpool2d_train_scratch(in_shape, *, kernel,
+      stride, padding, scratch), maxpool1d_train        stride, padding), maxpool1d_train_scratch
+    maxpool2d_backward(dy, argmax, *, dx, scratch)  maxpool2d_backward_scratch(out_shape) (= 1d's)
+      maxpool1d_backward(same)
+    avgpool2d_backward(dy, *, kernel, stride,       none
+      padding, dx), avgpool1d_backward(same),
+      global_avgpool_backward(dy, *, dx)
+    batchnorm_train(x, gamma, beta, running_mean,   none
+      running_var, *, eps, momentum, out, mean,
+      rstd), batchnorm_backward(x, gamma, dy,
+      mean, rstd, *, dx, dgamma, dbeta)
+    layernorm_train(x, gamma, beta, *, eps, out,    none
+      mean, rstd)
+    layernorm_backward(x, gamma, dy, mean, rstd,    layernorm_backward_scratch(shape)
+      *, dx, dgamma, dbeta, scratch)
+    activation_backward(act, x, y, dy, *, dx,       activation_backward_scratch(act, shape);
+      scratch)                                          activation_backward_reads(name) -> "x" | "y"
+    prelu_backward(x, w, dy, *, dx, dw, scratch)    prelu_backward_scratch(shape)
+    softmax_backward(y, dy, *, axis, dx, scratch)   softmax_backward_scratch(shape, axis)
+    log_softmax_backward(same)                      log_softmax_backward_scratch(shape, axis)
+    dropout_train(x, *, p, rng, out, mask),         none
+      dropout_backward(dy, mask, *, dx)
+    transpose_backward(dy, perm, *, dx),            none
+      upsample_backward(dy, scale, *, dx),
+      mul_backward(inputs, dy, index, *, dx)
+    gru_train(x, w_ih, w_hh, b_ih, b_hh, out,       gru_train_scratch(in_shape, hidden)
+      gates, *, scratch)
+    gru_backward(x, w_ih, w_hh, out, gates, dy, *,  gru_backward_scratch(in_shape, hidden)
+      dx, dw_ih, dw_hh, db_ih, db_hh, scratch)
+    lstm_train(x, w_ih, w_hh, b_ih, b_hh, out,      lstm_train_scratch(in_shape, hidden)
+      gates, cells, *, scratch)
+    lstm_backward(x, w_ih, w_hh, out, gates,        lstm_backward_scratch(in_shape, hidden)
+      cells, dy, *, dx, dw_ih, dw_hh, db_ih,
+      db_hh, scratch)
+
 Arguments. `stride` and `dilation` are `(sh, sw)` (an int for 1-D kernels);
 `padding` is explicit, `((top, bottom), (left, right))` or `(left, right)`
 for 1-D (the compiler resolves `same`, `valid` and `causal`). `act` is a
@@ -59,18 +108,28 @@ fused activation, None or `(name, *params)` such as `("leaky_relu", 0.01)`;
 except in `concat` and `transpose`, whose axes and permutation leave it out.
 """
 
-from .conv import conv1d, conv1d_scratch, conv2d, conv2d_scratch
-from .dense import dense, dense_scratch
+from .conv import (conv1d, conv1d_backward, conv1d_backward_scratch, conv1d_scratch, conv2d, conv2d_backward,
+                   conv2d_backward_scratch, conv2d_scratch)
+from .dense import dense, dense_backward, dense_scratch
 from .elementwise import (activation_scratch, apply_activation, elu, gelu, hardsigmoid, hardswish, leaky_relu,
                           log_softmax, log_softmax_scratch, prelu, prelu_scratch, relu, relu6, selu, sigmoid,
                           silu, softmax, softmax_scratch, softplus, tanh)
+from .elementwise import (activation_backward, activation_backward_reads, activation_backward_scratch,
+                          dropout_backward, dropout_train, log_softmax_backward, log_softmax_backward_scratch,
+                          prelu_backward, prelu_backward_scratch, softmax_backward, softmax_backward_scratch)
 from .elementwise import _ERF_CLAMP, _erf_over_z  # noqa: F401  (the gelu tests reach them through K)
-from .merge import add, add_scratch, concat, mul, sub
-from .norm import batchnorm, layernorm, layernorm_scratch
+from .merge import add, add_scratch, concat, mul, mul_backward, sub
+from .norm import (batchnorm, batchnorm_backward, batchnorm_train, layernorm, layernorm_backward,
+                   layernorm_backward_scratch, layernorm_scratch, layernorm_train)
 from .pool import (avgpool1d, avgpool1d_scratch, avgpool2d, avgpool2d_scratch, global_avgpool, maxpool1d,
                    maxpool1d_scratch, maxpool2d, maxpool2d_scratch)
+from .pool import (avgpool1d_backward, avgpool2d_backward, global_avgpool_backward, maxpool1d_backward,
+                   maxpool1d_backward_scratch, maxpool1d_train, maxpool1d_train_scratch, maxpool2d_backward,
+                   maxpool2d_backward_scratch, maxpool2d_train, maxpool2d_train_scratch)
 from .recurrent import (gru, gru_chunk, gru_chunk_scratch, gru_scratch, lstm, lstm_chunk, lstm_chunk_scratch,
                         lstm_scratch)
-from .shape import copy, transpose, upsample
+from .recurrent import (gru_backward, gru_backward_scratch, gru_train, gru_train_scratch, lstm_backward,
+                        lstm_backward_scratch, lstm_train, lstm_train_scratch)
+from .shape import copy, transpose, transpose_backward, upsample, upsample_backward
 # Last: streaming.py calls back through this module (`K.conv1d`).
 from .streaming import conv1d_stream, conv1d_stream_scratch

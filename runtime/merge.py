@@ -2,7 +2,8 @@
 
 In:  the input arrays (`out` may be one of add's or mul's inputs, or a
      channel slice of a concat's buffer); add's fused activation.
-Out: their sum, difference, product or concatenation in `out`.
+Out: their sum, difference, product or concatenation in `out`;
+     `mul_backward` gives one input's gradient (the others need no kernel).
 """
 
 from __future__ import annotations
@@ -63,3 +64,16 @@ def concat(inputs: Sequence[np.ndarray], axis: int, out: np.ndarray) -> None:
         index[axis + 1] = slice(offset, offset + size)
         np.copyto(out[tuple(index)], a)
         offset += size
+
+
+# ------------------------------------------------------------------ backward
+# add passes dy to each input, sub passes dy and -dy, concat a slice of dy
+# to each input: the generated code aliases or copies them, no kernel needed.
+
+def mul_backward(inputs: Sequence[np.ndarray], dy: np.ndarray, index: int, *, dx: np.ndarray) -> None:
+    """Gradient of `mul` for input `index`: dy times every other input. `dx`
+    may be `dy`, not another input."""
+    others = [a for k, a in enumerate(inputs) if k != index]
+    np.multiply(dy, others[0], out=dx)
+    for a in others[1:]:
+        np.multiply(dx, a, out=dx)

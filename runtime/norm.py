@@ -3,14 +3,16 @@
 In:  x [B, C, ...] with running statistics and affine parameters [C]
      (batchnorm), or x [..., F] with affine parameters [F] (layernorm);
      layernorm's `stat` scratch.
-Out: the normalised x in `out`.
+Out: the normalised x in `out`. Training: `batchnorm_train` (batch
+     statistics, running statistics updated) and `layernorm_train` also save
+     mean and 1/std; the `*_backward` kernels give dx, dgamma and dbeta.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._common import Scratch, Shape, _provide
+from ._common import Scratch, Shape, _provide, _provide_as, _view
 
 
 def batchnorm(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
@@ -44,3 +46,127 @@ def layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, ou
     np.divide(out, stat, out=out)
     np.multiply(out, gamma, out=out)
     np.add(out, beta, out=out)
+
+
+# ------------------------------------------------------------------ training
+# Batch norm in training normalises with the batch's statistics over every
+# axis but the channels (biased variance) and moves the running statistics
+# towards them (unbiased variance), as PyTorch; both norms save the mean and
+# 1/sqrt(var + eps) for the backward, which needs no other temporaries than
+# [C] (batchnorm) or the `layernorm_backward_scratch` views.
+
+def _channels(x: np.ndarray) -> np.ndarray:
+    """[B, C, S] view of [B, C, ...] (S = 1 for [B, C])."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def batchnorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                    running_var: np.ndarray, *, eps: float, momentum: float, out: np.ndarray, mean: np.ndarray,
+                    rstd: np.ndarray) -> None:
+    """Training batch norm on axis 1 of [B, C, ...]: `out` = (x - mean) * rstd
+    * gamma + beta with the batch's per-channel mean and biased variance;
+    `mean`, `rstd` [C] saved; `running_mean` and `running_var` updated in place
+    as r = (1 - momentum) * r + momentum * stat, with the unbiased variance."""
+    x3 = _channels(x)
+    out3 = _view(out, x3.shape)
+    n = x3.shape[0] * x3.shape[2]
+    if n < 2:
+        raise ValueError(f"batchnorm in training needs more than one value per channel, got input {list(x.shape)}")
+    np.add.reduce(x3, axis=(0, 2), out=mean)
+    np.divide(mean, n, out=mean)
+    np.subtract(x3, mean[:, None], out=out3)
+    var = np.add.reduce(np.vecdot(out3, out3), axis=0)             # [C]: the sum of squared deviations
+    np.multiply(running_mean, 1.0 - momentum, out=running_mean)
+    running_mean += momentum * mean
+    np.multiply(running_var, 1.0 - momentum, out=running_var)
+    running_var += (momentum / (n - 1)) * var
+    np.divide(var, n, out=rstd)
+    np.add(rstd, eps, out=rstd)
+    np.sqrt(rstd, out=rstd)
+    np.reciprocal(rstd, out=rstd)
+    np.multiply(out3, (rstd * gamma)[:, None], out=out3)
+    np.add(out3, beta[:, None], out=out3)
+
+
+def batchnorm_backward(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, mean: np.ndarray, rstd: np.ndarray, *,
+                       dx: np.ndarray | None, dgamma: np.ndarray | None, dbeta: np.ndarray | None) -> None:
+    """Gradients of `batchnorm_train` (batch statistics): with xhat = (x -
+    mean) * rstd and n values per channel, dbeta = sum(dy), dgamma = sum(dy *
+    xhat), dx = gamma * rstd * (dy - dbeta / n - xhat * dgamma / n). `dx` must
+    not overlap `dy` or `x`. Allocates only [B, C] and [C] temporaries."""
+    x3, dy3 = _channels(x), _channels(dy)
+    n = x3.shape[0] * x3.shape[2]
+    sum_dy = np.add.reduce(dy3, axis=(0, 2))
+    if dx is None:
+        # sum(dy * (x - mean)) without an x-sized temporary
+        sum_dy_xhat = (np.add.reduce(np.vecdot(dy3, x3), axis=0) - mean * sum_dy) * rstd
+    else:
+        dx3 = _view(dx, x3.shape)
+        np.subtract(x3, mean[:, None], out=dx3)
+        np.multiply(dx3, rstd[:, None], out=dx3)                # xhat
+        sum_dy_xhat = np.add.reduce(np.vecdot(dy3, dx3), axis=0)
+    if dbeta is not None:
+        np.copyto(dbeta, sum_dy)
+    if dgamma is not None:
+        np.copyto(dgamma, sum_dy_xhat)
+    if dx is None:
+        return
+    np.multiply(dx3, -sum_dy_xhat[:, None] / n, out=dx3)
+    np.add(dx3, dy3, out=dx3)
+    np.subtract(dx3, (sum_dy / n)[:, None], out=dx3)
+    np.multiply(dx3, (gamma * rstd)[:, None], out=dx3)
+
+
+def layernorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float, out: np.ndarray,
+                    mean: np.ndarray, rstd: np.ndarray) -> None:
+    """`layernorm` over the last axis, saving `mean` and `rstd` =
+    1/sqrt(var + eps), both shaped x.shape[:-1]."""
+    n = x.shape[-1]
+    np.add.reduce(x, axis=-1, out=mean)
+    np.divide(mean, n, out=mean)
+    np.subtract(x, mean[..., None], out=out)
+    np.vecdot(out, out, out=rstd)
+    np.divide(rstd, n, out=rstd)
+    np.add(rstd, eps, out=rstd)
+    np.sqrt(rstd, out=rstd)
+    np.reciprocal(rstd, out=rstd)
+    np.multiply(out, rstd[..., None], out=out)
+    np.multiply(out, gamma, out=out)
+    np.add(out, beta, out=out)
+
+
+def layernorm_backward_scratch(shape: Shape) -> dict[str, Shape]:
+    """Scratch of `layernorm_backward`: `xhat` like x, and two numbers per
+    normalised row (`row_g`, `row_gx`)."""
+    rows = tuple(shape[:-1])
+    return {"xhat": tuple(shape), "row_g": rows, "row_gx": rows}
+
+
+def layernorm_backward(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, mean: np.ndarray, rstd: np.ndarray, *,
+                       dx: np.ndarray | None, dgamma: np.ndarray | None, dbeta: np.ndarray | None,
+                       scratch: Scratch | None = None) -> None:
+    """Gradients of `layernorm_train`: with xhat = (x - mean) * rstd, g = dy *
+    gamma and means over the normalised axis, dx = rstd * (g - mean(g) - xhat *
+    mean(g * xhat)); dgamma = sum(dy * xhat), dbeta = sum(dy) over all other
+    axes. `dx` may be `dy`."""
+    scratch = _provide_as(scratch, lambda: layernorm_backward_scratch(x.shape), x.dtype)
+    xhat, row_g, row_gx = scratch["xhat"], scratch["row_g"], scratch["row_gx"]
+    n = x.shape[-1]
+    np.subtract(x, mean[..., None], out=xhat)
+    np.multiply(xhat, rstd[..., None], out=xhat)
+    rows_dy = dy.reshape(-1, n)
+    if dbeta is not None:
+        np.add.reduce(rows_dy, axis=0, out=dbeta)
+    if dgamma is not None:
+        np.vecdot(rows_dy, _view(xhat, rows_dy.shape), axis=0, out=dgamma)
+    if dx is None:
+        return
+    np.multiply(dy, gamma, out=dx)                                  # g
+    np.add.reduce(dx, axis=-1, out=row_g)
+    np.divide(row_g, n, out=row_g)
+    np.vecdot(dx, xhat, out=row_gx)
+    np.divide(row_gx, n, out=row_gx)
+    np.multiply(xhat, row_gx[..., None], out=xhat)
+    np.subtract(dx, xhat, out=dx)
+    np.subtract(dx, row_g[..., None], out=dx)
+    np.multiply(dx, rstd[..., None], out=dx)

@@ -2,7 +2,8 @@
 serves flatten and reshape when they cannot alias) (the calling conventions are in `kernels.py`).
 
 In:  x and the op's permutation or scale.
-Out: the rearranged elements in `out`.
+Out: the rearranged elements in `out`; the `*_backward` kernels put a
+     gradient back (transpose) or sum it over each upsampled block.
 """
 
 from __future__ import annotations
@@ -34,3 +35,26 @@ def upsample(x: np.ndarray, scale: int | Sequence[int], out: np.ndarray) -> None
 def copy(x: np.ndarray, out: np.ndarray) -> None:
     """`x`'s elements, in C order, into `out` (same size, any shape)."""
     np.copyto(out, _view(x, out.shape))
+
+
+# ------------------------------------------------------------------ backward
+# flatten and reshape need no kernel: their gradient is a view of dy.
+
+def transpose_backward(dy: np.ndarray, perm: Sequence[int], *, dx: np.ndarray) -> None:
+    """Gradient of `transpose`: dy's axes put back by the inverse of `perm`
+    (which leaves the batch out)."""
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    np.copyto(dx, dy.transpose((0,) + tuple(i + 1 for i in inverse)))
+
+
+def upsample_backward(dy: np.ndarray, scale: int | Sequence[int], *, dx: np.ndarray) -> None:
+    """Gradient of `upsample` (nearest): each dx element is the sum of the
+    scale block of dy it was copied to."""
+    spatial = dx.shape[2:]
+    scales = (scale,) * len(spatial) if isinstance(scale, int) else tuple(scale)
+    blocks = list(dy.shape[:2])
+    for n, s in zip(spatial, scales):
+        blocks += [n, s]
+    np.add.reduce(dy.reshape(blocks), axis=tuple(range(3, 2 + 2 * len(spatial), 2)), out=dx)
