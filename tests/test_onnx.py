@@ -1,0 +1,270 @@
+"""ONNX bridges (INTERFACES.md section 10): `nnc.to_onnx` and `nnc.from_onnx`.
+
+- every sample -> `to_onnx` -> onnxruntime gives nnc's own output;
+- every sample's PyTorch twin -> `torch.onnx.export` (the TorchScript exporter
+  with `TrainingMode.PRESERVE`, and the default dynamo exporter) -> `from_onnx`
+  -> `nnc.build` gives PyTorch's output; ResNet-18 and MobileNetV2 keep the
+  twin's parameter count and state_dict keys;
+- the imported text of LeNet and the GRU model is golden, and so is the error
+  for a model with unsupported nodes; a corrupt file is a clear error.
+
+Skipped when onnx / onnxruntime (or torch, for the twins) are not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import nnc  # noqa: E402
+from nnc.compiler.bridges_cli import main as bridges_main  # noqa: E402
+from nnc.compiler.diagnostics import UserError  # noqa: E402
+from nnc.compiler.extras import MissingExtra  # noqa: E402
+from nnc.compiler.onnx_import import OnnxImportError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import SAMPLES  # noqa: E402
+from torch_twins import DIMS, TWINS, load_seeded_weights  # noqa: E402
+
+SMALL = ["mlp", "lenet", "gru", "lstm", "wavenet", "concat"]
+LARGE = ["resnet18", "mobilenetv2"]
+
+
+def _inputs(model, dims, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal((batch, *[dims[d] if isinstance(d, str) else d for d in shape]))
+            .astype(np.float32) for k, shape in model.input_shapes.items()}
+
+
+def _rel(a, b) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+# ---------------------------------------------------------------------- export
+
+@pytest.mark.parametrize("sample", SMALL + LARGE)
+def test_exported_sample_runs_in_onnxruntime_with_nncs_results(sample, tmp_path):
+    dims = DIMS.get(sample)
+    path = nnc.to_onnx(SAMPLES / f"{sample}.nn", None, tmp_path / f"{sample}.onnx")
+    model = nnc.build(SAMPLES / f"{sample}.nn", batch=2, dims=dims)
+    xs = _inputs(model, dims or {}, 2)
+    ours = model(**xs)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, xs)[0]
+    assert theirs.shape == ours.shape
+    assert _rel(theirs, ours) < 1e-4
+
+
+def test_exported_initializers_are_the_state_dict(tmp_path):
+    weights = {k: v + 0.5 for k, v in nnc.build(SAMPLES / "lenet.nn").state_dict().items()}
+    path = nnc.to_onnx(SAMPLES / "lenet.nn", weights, tmp_path / "lenet.onnx")
+    m = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert set(inits) == set(weights)
+    for k, v in weights.items():
+        np.testing.assert_array_equal(inits[k], v)
+
+
+def test_exported_batch_and_named_dims_are_dynamic(tmp_path):
+    path = nnc.to_onnx(SAMPLES / "wavenet.nn", None, tmp_path / "w.onnx")
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, "T"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = nnc.build(SAMPLES / "wavenet.nn", batch=3, dims={"T": 100})
+    x = np.random.default_rng(1).standard_normal((3, 1, 100)).astype(np.float32)
+    assert _rel(session.run(None, {"x": x})[0], model(x)) < 1e-4
+
+
+def test_export_then_import_gives_the_same_function(tmp_path):
+    for sample in ("lenet", "gru", "wavenet"):
+        dims = DIMS.get(sample)
+        weights = nnc.build(SAMPLES / f"{sample}.nn", dims=dims).state_dict()
+        path = nnc.to_onnx(SAMPLES / f"{sample}.nn", weights, tmp_path / f"{sample}.onnx")
+        text, imported = nnc.from_onnx(path)
+        assert set(imported) == set(weights)
+        a = nnc.build(SAMPLES / f"{sample}.nn", batch=2, dims=dims)
+        b = nnc.build(text, batch=2, dims=dims, weights=imported)
+        xs = _inputs(a, dims or {}, 2)
+        assert _rel(b(**xs), a(**xs)) < 1e-5, sample
+
+
+# ---------------------------------------------------------------------- import of PyTorch exports
+
+def _export_twin(sample: str, path: Path, exporter: str):
+    torch = pytest.importorskip("torch")
+    factory, shapes = TWINS[sample]
+    module = factory().eval()
+    load_seeded_weights(module, 0)
+    batch = 1 if exporter == "dynamo" else 2
+    xs = tuple(torch.from_numpy(np.random.default_rng(2).standard_normal((batch, *s)).astype(np.float32))
+               for s in shapes.values())
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            torch.onnx.export(module, xs, str(path), dynamo=True)
+        else:
+            torch.onnx.export(module, xs, str(path), dynamo=False, opset_version=17, input_names=list(shapes),
+                              dynamic_axes={k: {0: "batch"} for k in shapes},
+                              training=torch.onnx.TrainingMode.PRESERVE)
+    with torch.no_grad():
+        expected = module(*xs).numpy()
+    return module, xs, expected
+
+
+def _import_and_compare(sample, exporter, tmp_path):
+    module, xs, expected = _export_twin(sample, tmp_path / f"{sample}.onnx", exporter)
+    text, weights = nnc.from_onnx(tmp_path / f"{sample}.onnx")
+    model = nnc.build(text, batch=xs[0].shape[0], weights=weights)
+    assert _rel(model(*[x.numpy() for x in xs]), expected) < 1e-4
+    return module, text, weights
+
+
+@pytest.mark.parametrize("sample", SMALL)
+def test_torchscript_export_of_twin_imports_to_the_same_function(sample, tmp_path):
+    module, _, weights = _import_and_compare(sample, "torchscript", tmp_path)
+    twin_keys = {k for k in module.state_dict() if not k.endswith("num_batches_tracked")}
+    if sample == "wavenet":      # the last layer's residual output is unused: the exporter drops it
+        twin_keys -= {"layers.3.residual.weight", "layers.3.residual.bias"}
+    assert set(weights) == twin_keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", SMALL)
+def test_dynamo_export_of_twin_imports_to_the_same_function(sample, tmp_path):
+    _import_and_compare(sample, "dynamo", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", LARGE)
+def test_imported_torchvision_style_model_keeps_state_dict_keys_and_count(sample, tmp_path):
+    module, text, weights = _import_and_compare(sample, "torchscript", tmp_path)
+    twin = {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert {k: v.shape for k, v in weights.items()} == twin
+    summary = nnc.build(text).state_dict()
+    assert set(summary) == set(twin)
+    from nnc.compiler.frontend import check
+    assert check(text).graph.params_count == sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", LARGE)
+def test_dynamo_export_of_large_twin_imports_to_the_same_function(sample, tmp_path):
+    _import_and_compare(sample, "dynamo", tmp_path)
+
+
+@pytest.mark.parametrize("sample", ["lenet", "gru"])
+def test_imported_text_is_golden(sample, tmp_path, golden):
+    _export_twin(sample, tmp_path / f"{sample}.onnx", "torchscript")
+    text, _ = nnc.from_onnx(tmp_path / f"{sample}.onnx")
+    golden.check(f"onnx/{sample}.nn", text)
+
+
+# ---------------------------------------------------------------------- hand-made ONNX graphs
+
+def _save(graph, path: Path, opset: int = 17) -> Path:
+    from onnx import helper
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, str(path))
+    return path
+
+
+def _unsupported_graph():
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "conv.weight")
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="/conv/Conv", kernel_shape=[3, 3],
+                         pads=[1, 0, 0, 0]),
+        helper.make_node("Relu", ["c"], ["r"], name="/relu/Relu"),
+        helper.make_node("Einsum", ["x", "x"], ["e"], name="/mix/Einsum", equation="bchw,bchw->bchw"),
+        helper.make_node("Sigmoid", ["e"], ["s"], name="/after/Sigmoid"),     # downstream: not listed again
+        helper.make_node("Clip", ["x"], ["k"], name="/clamp/Clip", min=-1.0, max=1.0),
+        helper.make_node("Add", ["s", "k"], ["a"], name="/sum/Add"),
+        helper.make_node("Add", ["a", "r"], ["y"], name="/sum/Add_1"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    return helper.make_graph(nodes, "bad", [x], [y], [w])
+
+
+def test_unsupported_nodes_are_one_error_listing_each_by_name_and_op(tmp_path, monkeypatch, golden):
+    monkeypatch.chdir(tmp_path)
+    _save(_unsupported_graph(), Path("bad.onnx"))
+    with pytest.raises(OnnxImportError) as e:
+        nnc.from_onnx("bad.onnx")
+    assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)
+    message = str(e.value)
+    for name in ("/conv/Conv", "/mix/Einsum", "/clamp/Clip"):
+        assert f"`{name}`" in message
+    assert "/after/Sigmoid" not in message and "/sum/Add" not in message
+    golden.check("onnx/unsupported_error.txt", message + "\n")
+
+
+def test_corrupt_onnx_file_is_a_clear_error_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xfe")
+    with pytest.raises(OnnxImportError, match="broken.onnx"):
+        nnc.from_onnx(bad)
+    truncated = tmp_path / "truncated.onnx"
+    nnc.to_onnx(SAMPLES / "mlp.nn", None, tmp_path / "mlp.onnx")
+    truncated.write_bytes((tmp_path / "mlp.onnx").read_bytes()[:5000])
+    with pytest.raises(OnnxImportError, match="truncated.onnx"):
+        nnc.from_onnx(truncated)
+    with pytest.raises(OnnxImportError, match="no such file"):
+        nnc.from_onnx(tmp_path / "missing.onnx")
+
+
+def test_gemm_without_transb_and_asymmetric_same_padding_import(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    g = rng.standard_normal((2 * 4 * 4, 5)).astype(np.float32)       # [in, out]: transB=0
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="/c/Conv", kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
+        helper.make_node("HardSigmoid", ["c"], ["h"], alpha=1 / 6, beta=0.5),
+        helper.make_node("Flatten", ["h"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "g"], ["y"], name="/fc/Gemm"),
+    ]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(g, "g")])
+    path = _save(graph, tmp_path / "m.onnx")
+    text, weights = nnc.from_onnx(path)
+    assert "padding=same" in text and "fc: dense(5, bias=false)" in text
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert _rel(nnc.build(text, batch=2, weights=weights)(x), expected) < 1e-5
+
+
+# ---------------------------------------------------------------------- command line and extras
+
+def test_import_and_export_commands_write_their_files(tmp_path, capsys):
+    onnx_path = tmp_path / "lenet.onnx"
+    assert bridges_main(["export", str(SAMPLES / "lenet.nn"), "-o", str(onnx_path)]) == 0
+    assert bridges_main(["import", str(onnx_path), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "lenet.nn").is_file() and (tmp_path / "out" / "lenet.npz").is_file()
+    model = nnc.build(tmp_path / "out" / "lenet.nn", weights=tmp_path / "out" / "lenet.npz")
+    assert model.output_shapes == {"out": (10,)}
+
+
+def test_import_command_reports_a_corrupt_file_with_exit_1(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not onnx")
+    assert bridges_main(["import", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.onnx" in err and "Traceback" not in err
+
+
+def test_missing_onnx_says_what_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(MissingExtra, match=r'pip install "nnc\[onnx\]"'):
+        nnc.to_onnx(SAMPLES / "mlp.nn", None, tmp_path / "m.onnx")
+    assert bridges_main(["export", str(SAMPLES / "mlp.nn"), "-o", str(tmp_path / "m.onnx")]) == 1
+    assert 'pip install "nnc[onnx]"' in capsys.readouterr().err
