@@ -2,12 +2,13 @@
  *
  *   cc -O3 -march=native -DPREFIX=lenet -DUPPER=LENET -DHEADER='"lenet.h"' \
  *      harness.c lenet.c -lm -o harness
- *   ./harness forward          median ns per forward pass (batch 1)
+ *   ./harness forward [B]      median ns per forward pass of B examples (default 1)
  *   ./harness step             median ns per NAME_step (one time step)
  *   ./harness stream 64        median ns per NAME_stream of 64 steps
  *
- * Used by bench.py; prints one number. The context lives on the heap here
- * (the plan itself never allocates).
+ * Used by bench.py; prints one number. The context and the buffers live on
+ * the heap here (the plan itself never allocates). An optional third
+ * argument is the number of timed blocks (default 31; each lasts ~2 ms).
  */
 #define _POSIX_C_SOURCE 199309L
 #include <math.h>
@@ -36,30 +37,37 @@ static int cmp(const void *a, const void *b) {
 
 static GLUE(PREFIX, _ctx) *ctx;
 static float *x, *y;
-static int mode, chunk;
+static int mode, arg;
 static volatile float sink;
 
 static void once(void) {
+    int b;
 #ifdef STREAMING
     if (mode == 1) { FN(_step)(ctx, x, y); return; }
-    if (mode == 2) { FN(_stream)(ctx, x, chunk, y); return; }
+    if (mode == 2) { FN(_stream)(ctx, x, arg, y); return; }
 #endif
-    FN(_forward)(ctx, x, y);
+    for (b = 0; b < arg; b++)
+        FN(_forward)(ctx, x + (long)b * SIZE(_INPUT_SIZE), y + (long)b * SIZE(_OUTPUT_SIZE));
 }
 
 int main(int argc, char **argv) {
-    enum { BLOCKS = 31 };
-    double times[BLOCKS], start;
-    long reps = 1, i;
-    int b;
+    enum { MAX_BLOCKS = 101 };
+    double times[MAX_BLOCKS], start;
+    long reps = 1, i, n_in, n_out;
+    int b, blocks;
     mode = argc > 1 && strcmp(argv[1], "step") == 0 ? 1 : argc > 1 && strcmp(argv[1], "stream") == 0 ? 2 : 0;
-    chunk = argc > 2 ? atoi(argv[2]) : 64;
+    arg = argc > 2 ? atoi(argv[2]) : (mode == 2 ? 64 : 1);
+    blocks = argc > 3 ? atoi(argv[3]) : 31;
+    if (arg < 1) arg = 1;
+    if (blocks < 1 || blocks > MAX_BLOCKS) blocks = 31;
+    n_in = (long)SIZE(_INPUT_SIZE) * arg + 64;
+    n_out = (long)SIZE(_OUTPUT_SIZE) * arg + 64;
     ctx = malloc(sizeof *ctx);
-    x = malloc(sizeof(float) * (SIZE(_INPUT_SIZE) + 64));
-    y = malloc(sizeof(float) * (SIZE(_OUTPUT_SIZE) + 64));
+    x = malloc(sizeof(float) * (size_t)n_in);
+    y = malloc(sizeof(float) * (size_t)n_out);
     if (!ctx || !x || !y) return 1;
     FN(_init)(ctx);
-    for (i = 0; i < SIZE(_INPUT_SIZE); i++) x[i] = (float)sin(0.01 * (double)i);
+    for (i = 0; i < n_in; i++) x[i] = (float)sin(0.01 * (double)i);
     /* calibrate: a block of calls lasts about 2 ms */
     for (;;) {
         start = now();
@@ -67,14 +75,14 @@ int main(int argc, char **argv) {
         if (now() - start > 2e-3) break;
         reps *= 2;
     }
-    for (b = 0; b < BLOCKS; b++) {
+    for (b = 0; b < blocks; b++) {
         start = now();
         for (i = 0; i < reps; i++) once();
         times[b] = (now() - start) / (double)reps;
     }
-    qsort(times, BLOCKS, sizeof times[0], cmp);
+    qsort(times, (size_t)blocks, sizeof times[0], cmp);
     sink = y[0];
-    printf("%.1f\n", times[BLOCKS / 2] * 1e9);
+    printf("%.1f\n", times[blocks / 2] * 1e9);
     free(ctx);
     free(x);
     free(y);

@@ -57,6 +57,7 @@ VERSION = numpy_gen.VERSION
 MR = 6            # rows of the packed weight blocks: NNC_MR in nnc_kernels.h
 NR_MAX = 32       # NNC_NR_MAX: the widest register tile the panel scratch allows for
 KC = 256          # NNC_KC
+VB = 16           # NNC_VB: dense and recurrent weight rows are padded to a multiple of this many floats
 KERNELS_HEADER = "nnc_kernels.h"
 WEIGHT_ALIGN = 16  # floats: every tensor of the packed weights starts on a 64-byte boundary of the array
 # the templates' own names (locals, the static `run`) and the kernels' prefixes
@@ -211,7 +212,7 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
     if op in ("gru", "lstm"):
         h = node.attrs["hidden"]
         gates = 3 if op == "gru" else 4
-        out = {"gates": 2 * gates * h * 4}
+        out = {"gates": 2 * padded(gates * h) * 4}
         if not graph.streaming:
             out["h"] = h * 4
             if op == "lstm":
@@ -225,6 +226,29 @@ state_bytes = numpy_gen.state_bytes
 
 
 # ------------------------------------------------------------------ weights in the kernels' layouts
+
+def padded(out: int) -> int:
+    """The row length of a dense or recurrent weight matrix in the kernels'
+    layout: `out` rounded up to a multiple of VB (a dense layer of one
+    output keeps 1: it is a dot product), so every tile of the matrix-vector
+    kernel is full and its loops have constant trip counts."""
+    return out if out == 1 else -(-out // VB) * VB
+
+
+def pack_rows(w: np.ndarray) -> np.ndarray:
+    """[out, in] -> W transposed with zero-padded rows: [in][padded(out)]."""
+    out, inp = w.shape
+    t = np.zeros((inp, padded(out)), np.float32)
+    t[:, :out] = w.T
+    return t
+
+
+def pad_vector(b: np.ndarray) -> np.ndarray:
+    """A bias of a dense or recurrent layer, zero-padded to padded(len)."""
+    out = np.zeros(padded(b.size), np.float32)
+    out[:b.size] = b.reshape(-1)
+    return out
+
 
 def pack_conv(w: np.ndarray, groups: int) -> np.ndarray:
     """[C_out, C_in/g, *k] -> per group, blocks of MR rows: [g][ceil(M/MR)][K][MR]."""
@@ -241,7 +265,7 @@ def pack_conv(w: np.ndarray, groups: int) -> np.ndarray:
 def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays the C file embeds, by parameter key (`label.weight`, ...),
     from PyTorch-layout `state`: batchnorms folded, convolution weights
-    packed, dense and recurrent weights transposed."""
+    packed, dense and recurrent weights transposed and padded (`pack_rows`)."""
     arrays: dict[str, np.ndarray] = {}
     for n in graph.nodes:
         if not n.params:
@@ -259,10 +283,15 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             w, g = p["weight"], n.attrs["groups"]
             p["weight"] = w.reshape(g, w.shape[0] // g, -1).transpose(0, 2, 1)
         elif op == "dense":
-            p["weight"] = np.ascontiguousarray(p["weight"].T)
+            p["weight"] = pack_rows(p["weight"])
+            if "bias" in p:
+                p["bias"] = pad_vector(p["bias"])
         elif op in ("gru", "lstm"):
             for key in ("weight_ih_l0", "weight_hh_l0"):
-                p[key] = np.ascontiguousarray(p[key].T)
+                p[key] = pack_rows(p[key])
+            for key in ("bias_ih_l0", "bias_hh_l0"):
+                if key in p:
+                    p[key] = pad_vector(p[key])
         for name, arr in p.items():
             arrays[n.param_key(name)] = np.ascontiguousarray(arr, np.float32).reshape(-1)
     return arrays
@@ -291,6 +320,8 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
                 groups = n.attrs["groups"]
                 m, k = shape[0] // groups, math.prod(shape[1:])
                 size = groups * -(-m // MR) * MR * k
+            elif n.op.name in ("dense", "gru", "lstm"):
+                size = padded(shape[0]) * (shape[1] if len(shape) == 2 else 1)
             out.append((key, size))
     return out
 
@@ -448,7 +479,8 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
 def _dense(c: _Ctx, n: Node) -> list[str]:
     f = n.attrs["in_features"]
     rows = c.size(n.shape[:-1])
-    return [f"nnc_dense({c.v(n.inputs[0])}, {rows}, {f}, {n.shape[-1]}, {c.p(n, 'weight')}, {_bias(c, n)}, "
+    return [f"nnc_dense({c.v(n.inputs[0])}, {rows}, {f}, {n.shape[-1]}, {padded(n.shape[-1])}, {c.p(n, 'weight')}, "
+            f"{_bias(c, n)}, "
             f"{c.v(n.label)}, {_act(n)});"]
 
 

@@ -53,17 +53,32 @@ static inline long nnc_floordiv(long a, long b) {
 
 /* ------------------------------------------------------------------ elementwise math */
 
+/* a ? x : y on the float's bits, for a comparison result `a` (0 or 1).
+ * A conditional expression whose arms the compiler may not evaluate
+ * speculatively (floating-point operations can trap) stays a branch at -O2
+ * on SSE/AVX2 targets ("control flow in loop"); this select never does, so
+ * loops calling nnc_expf, nnc_sigmoidf and nnc_tanhf vectorise everywhere. */
+static inline float nnc_sel(int a, float x, float y) {
+    int32_t m = -(int32_t)a, ix, iy, r;
+    float f;
+    memcpy(&ix, &x, sizeof ix);
+    memcpy(&iy, &y, sizeof iy);
+    r = (ix & m) | (iy & ~m);
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+
 /* exp(x) to about 2 ulp: x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial
- * for exp(r) and the exponent built in the float's bits. Every select below
- * is a comparison the vectoriser turns into a blend: NaN and arguments out of
- * range are clamped before the float -> int conversion (a NaN or huge value
- * must never reach it: undefined behaviour), and the result is fixed up
- * after it (NaN stays NaN, exp(+inf) = +inf, exp(-inf) = 0). */
+ * for exp(r) and the exponent built in the float's bits. Every select is
+ * branch-free (nnc_sel): NaN and arguments out of range are clamped before
+ * the float -> int conversion (a NaN or huge value must never reach it:
+ * undefined behaviour), and the result is fixed up after it (NaN stays NaN,
+ * exp(+inf) = +inf, exp(-inf) = 0). */
 static inline float nnc_expf(float x) {
-    union { int32_t i; float f; } scale;
-    float n, r, p, c, y;
-    c = x < 88.3762626647949f ? x : 88.3762626647949f;     /* NaN -> the upper clamp */
-    c = c > -87.3365447505531f ? c : -87.3365447505531f;
+    int32_t bits;
+    float n, r, p, c, y, scale;
+    c = nnc_sel(x < 88.3762626647949f, x, 88.3762626647949f);     /* NaN -> the upper clamp */
+    c = nnc_sel(c > -87.3365447505531f, c, -87.3365447505531f);
     /* round to nearest by adding and removing 1.5 * 2^23 (floorf would not vectorise) */
     n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     r = c - n * 0.693359375f;
@@ -75,26 +90,24 @@ static inline float nnc_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    scale.i = ((int32_t)n + 127) * 8388608; /* 2^n, built in the exponent bits; n in [-126, 127] */
-    y = p * scale.f;
-    y = x > 88.7228390f ? INFINITY : y;                     /* beyond FLT_MAX */
-    y = x < -103.972084f ? 0.0f : y;                        /* below the smallest subnormal */
-    return x == x ? y : x;                                  /* NaN in, NaN out */
+    bits = ((int32_t)n + 127) * 8388608;    /* 2^n, built in the exponent bits; n in [-126, 127] */
+    memcpy(&scale, &bits, sizeof scale);
+    y = p * scale;
+    y = nnc_sel(x > 88.7228390f, INFINITY, y);                     /* beyond FLT_MAX */
+    y = nnc_sel(x < -103.972084f, 0.0f, y);                        /* below the smallest subnormal */
+    return nnc_sel(x == x, y, x);                                  /* NaN in, NaN out */
 }
 
 static inline float nnc_sigmoidf(float x) { return 1.0f / (1.0f + nnc_expf(-x)); }
 
 /* tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|); odd polynomial near 0
- * where that form would lose relative precision. */
+ * where that form would lose relative precision. Both are computed and one
+ * selected: no branch. */
 static inline float nnc_tanhf(float x) {
-    float a = fabsf(x), e, t, x2;
-    e = nnc_expf(-2.0f * a);
-    t = (1.0f - e) / (1.0f + e);
-    x2 = x * x;
-    if (a < 0.0625f) {
-        return x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
-    }
-    return x < 0.0f ? -t : t;
+    const float a = fabsf(x), e = nnc_expf(-2.0f * a), x2 = x * x;
+    const float t = copysignf((1.0f - e) / (1.0f + e), x);
+    const float p = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
+    return nnc_sel(a < 0.0625f, p, t);
 }
 
 static inline void nnc_act(float *x, long n, int act, float alpha) {
@@ -376,29 +389,117 @@ static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *h
 
 /* ------------------------------------------------------------------ dense and recurrent */
 
-/* Outputs o0..o0+m (m <= 64) of one row of a dense layer: `wt` is W
- * transposed, [in][out], so every input element adds a scaled weight row to
- * the outputs (no reductions: it vectorises). Called with constant m where
- * possible, so the compiler unrolls the tile into registers. */
-static inline void nnc_dense_tile(const float *x, int in, int out, const float *wt, const float *bias, float *y,
-                                  int o0, int m) {
-    float acc[64];
-    int k, j;
-    for (j = 0; j < m; j++) acc[j] = bias ? bias[o0 + j] : 0.0f;
-    for (k = 0; k < in; k++) {
-        const float xv = x[k];
-        const float *w = wt + (long)k * out + o0;
-        for (j = 0; j < m; j++) acc[j] = NNC_FMA(xv, w[j], acc[j]);
+/* Matrix-vector products. Weights are W transposed with zero-padded rows,
+ * [in][ld] with ld a multiple of NNC_VB (`c.padded`), biases padded to ld:
+ * every input element adds a scaled weight row to a tile of outputs held
+ * in registers (no reductions), and every tile is full, so the inner loops
+ * have constant trip counts and vectorise even at -O2 (whose cost model
+ * vectorises only loops that need no remainder). The widest tile the
+ * registers hold is used first: more independent accumulators hide the
+ * latency of the multiply-adds. */
+#define NNC_VB 16
+#if defined(__AVX512F__)
+#define NNC_DT 128
+#elif defined(__AVX__) || defined(__ARM_NEON)
+#define NNC_DT 64
+#else
+#define NNC_DT 32
+#endif
+
+/* acc[0:T] = bias[o0:o0+T] (or 0) + x[0:in] . wt[:, o0:o0+T]; T a constant. */
+#define NNC_GEMV_TILE(T, x, in, ld, wt, bias, o0, acc)                                                 \
+    do {                                                                                               \
+        int k_, j_;                                                                                    \
+        for (j_ = 0; j_ < (T); j_++) (acc)[j_] = (bias) ? (bias)[(o0) + j_] : 0.0f;                    \
+        for (k_ = 0; k_ < (in); k_++) {                                                                \
+            const float xv_ = (x)[k_];                                                                 \
+            const float *w_ = (wt) + (long)k_ * (ld) + (o0);                                           \
+            for (j_ = 0; j_ < (T); j_++) (acc)[j_] = NNC_FMA(xv_, w_[j_], (acc)[j_]);                  \
+        }                                                                                              \
+    } while (0)
+
+#if defined(__GNUC__) && !defined(NNC_PLAIN_C)
+/* With GCC and Clang, the widest tile is eight named vector accumulators
+ * of the target's width (GNU vector extensions; plain C99 elsewhere, or
+ * with -DNNC_PLAIN_C): a compiler keeps named variables in registers at any
+ * optimisation level, where an array indexed in a loop stays in memory at
+ * -O2. Loads and stores go through memcpy (no alignment or aliasing
+ * assumption). GCC in ISO C mode does not contract a * b + c into a fused
+ * multiply-add; the attribute asks for it on this function only. */
+#if defined(__AVX512F__)
+#define NNC_VL 16
+#elif defined(__AVX__)
+#define NNC_VL 8
+#else
+#define NNC_VL 4
+#endif
+typedef float nnc_vf __attribute__((vector_size(NNC_VL * sizeof(float))));
+#if defined(__clang__)
+#define NNC_CONTRACT
+#else
+#define NNC_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#endif
+
+/* out[0:8 NNC_VL] = bias[o0:] (or 0) + x[0:in] . wt[:, o0:o0 + 8 NNC_VL]. */
+NNC_CONTRACT static void nnc_gemv_wide(const float *restrict x, int in, int ld, const float *restrict wt,
+                                       const float *restrict bias, int o0, float *restrict out) {
+    nnc_vf a0, a1, a2, a3, a4, a5, a6, a7, w0, w1, w2, w3, w4, w5, w6, w7;
+    int k;
+    if (bias) {
+        const float *b = bias + o0;
+        memcpy(&a0, b, sizeof a0), memcpy(&a1, b + NNC_VL, sizeof a1), memcpy(&a2, b + 2 * NNC_VL, sizeof a2);
+        memcpy(&a3, b + 3 * NNC_VL, sizeof a3), memcpy(&a4, b + 4 * NNC_VL, sizeof a4);
+        memcpy(&a5, b + 5 * NNC_VL, sizeof a5), memcpy(&a6, b + 6 * NNC_VL, sizeof a6);
+        memcpy(&a7, b + 7 * NNC_VL, sizeof a7);
+    } else {
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = (nnc_vf){0};
     }
-    for (j = 0; j < m; j++) y[o0 + j] = acc[j];
+    for (k = 0; k < in; k++) {
+        const float *w = wt + (long)k * ld + o0;
+        const nnc_vf xv = (nnc_vf){0} + x[k];
+        memcpy(&w0, w, sizeof w0), memcpy(&w1, w + NNC_VL, sizeof w1), memcpy(&w2, w + 2 * NNC_VL, sizeof w2);
+        memcpy(&w3, w + 3 * NNC_VL, sizeof w3), memcpy(&w4, w + 4 * NNC_VL, sizeof w4);
+        memcpy(&w5, w + 5 * NNC_VL, sizeof w5), memcpy(&w6, w + 6 * NNC_VL, sizeof w6);
+        memcpy(&w7, w + 7 * NNC_VL, sizeof w7);
+        a0 = a0 + xv * w0, a1 = a1 + xv * w1, a2 = a2 + xv * w2, a3 = a3 + xv * w3;
+        a4 = a4 + xv * w4, a5 = a5 + xv * w5, a6 = a6 + xv * w6, a7 = a7 + xv * w7;
+    }
+    memcpy(out, &a0, sizeof a0), memcpy(out + NNC_VL, &a1, sizeof a1), memcpy(out + 2 * NNC_VL, &a2, sizeof a2);
+    memcpy(out + 3 * NNC_VL, &a3, sizeof a3), memcpy(out + 4 * NNC_VL, &a4, sizeof a4);
+    memcpy(out + 5 * NNC_VL, &a5, sizeof a5), memcpy(out + 6 * NNC_VL, &a6, sizeof a6);
+    memcpy(out + 7 * NNC_VL, &a7, sizeof a7);
+}
+#undef NNC_DT
+#define NNC_DT (8 * NNC_VL)
+#define NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, acc) nnc_gemv_wide(x, in, ld, wt, bias, o0, acc)
+#else
+#define NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, acc) NNC_GEMV_TILE(NNC_DT, x, in, ld, wt, bias, o0, acc)
+#endif
+
+/* y[0:out] = bias + x[0:in] W^T for one row; wt [in][ld], ld = padded(out) > 1. */
+static inline void nnc_gemv(const float *restrict x, int in, int out, int ld, const float *restrict wt,
+                            const float *restrict bias, float *restrict y) {
+    float acc[NNC_DT];
+    int o0 = 0, m;
+    for (; o0 + NNC_DT <= ld; o0 += NNC_DT) {
+        NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, acc);
+        m = out - o0 < NNC_DT ? out - o0 : NNC_DT;
+        memcpy(y + o0, acc, (size_t)m * sizeof *y);
+    }
+    for (; o0 < ld; o0 += NNC_VB) {
+        NNC_GEMV_TILE(NNC_VB, x, in, ld, wt, bias, o0, acc);
+        m = out - o0 < NNC_VB ? out - o0 : NNC_VB;
+        memcpy(y + o0, acc, (size_t)m * sizeof *y);
+    }
 }
 
 /* y[r] = x[r] W^T + b for each of `rows` rows, then the activation; `wt` is
- * W transposed, [in][out]. y must not overlap x. */
-static inline void nnc_dense(const float *x, long rows, int in, int out, const float *wt, const float *bias, float *y,
-                             int act, float alpha) {
+ * W transposed with padded rows, [in][ld] (ld = out for one output, else
+ * out rounded up to NNC_VB). y must not overlap x. */
+static inline void nnc_dense(const float *x, long rows, int in, int out, int ld, const float *wt, const float *bias,
+                             float *y, int act, float alpha) {
     long r;
-    int o0, k, j;
+    int k, j;
     for (r = 0; r < rows; r++) {
         const float *xr = x + r * in;
         float *yr = y + r * out;
@@ -412,58 +513,93 @@ static inline void nnc_dense(const float *x, long rows, int in, int out, const f
             for (j = 0; j < 16; j++) sum += part[j];
             yr[0] = sum;
         } else {
-            for (o0 = 0; o0 + 64 <= out; o0 += 64) nnc_dense_tile(xr, in, out, wt, bias, yr, o0, 64);
-            for (; o0 + 16 <= out; o0 += 16) nnc_dense_tile(xr, in, out, wt, bias, yr, o0, 16);
-            if (o0 < out) nnc_dense_tile(xr, in, out, wt, bias, yr, o0, out - o0);
+            nnc_gemv(xr, in, out, ld, wt, bias, yr);
         }
         if (act) nnc_act(yr, out, act, alpha);
     }
 }
 
-/* The gate inputs of one recurrent step: gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh. */
-static inline void nnc_projections(const float *x, int F, const float *h, int H, int gates, const float *wih_t,
-                                   const float *whh_t, const float *bih, const float *bhh, float *gi, float *gh) {
-    nnc_dense(x, 1, F, gates, wih_t, bih, gi, NNC_ACT_NONE, 0.0f);
-    nnc_dense(h, 1, H, gates, whh_t, bhh, gh, NNC_ACT_NONE, 0.0f);
+/* The recurrent gate loops run in blocks of NNC_GB units with constant
+ * trip counts (they vectorise at -O2), the last H % NNC_GB units one by
+ * one; they are functions so that `restrict` tells the compiler the gate
+ * arrays and the states do not overlap. */
+#define NNC_GB 8
+
+/* One GRU step's gates; gi, gh hold the gates r, z, n at 0, H, 2H:
+ * r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z),
+ * n = tanh(gi_n + r gh_n), h' = n + z (h - n). */
+static inline void nnc_gru_gates(const float *restrict gi, const float *restrict gh, const float *restrict prev,
+                                 float *restrict cur, int H) {
+    int j0 = 0, j;
+    for (; j0 + NNC_GB <= H; j0 += NNC_GB) {
+        const float *restrict a = gi + j0, *restrict b = gh + j0, *restrict p = prev + j0;
+        float *restrict o = cur + j0;
+        for (j = 0; j < NNC_GB; j++) {
+            const float r = nnc_sigmoidf(a[j] + b[j]), z = nnc_sigmoidf(a[H + j] + b[H + j]);
+            const float n = nnc_tanhf(a[2 * H + j] + r * b[2 * H + j]);
+            o[j] = n + z * (p[j] - n);
+        }
+    }
+    for (j = j0; j < H; j++) {
+        const float r = nnc_sigmoidf(gi[j] + gh[j]), z = nnc_sigmoidf(gi[H + j] + gh[H + j]);
+        const float n = nnc_tanhf(gi[2 * H + j] + r * gh[2 * H + j]);
+        cur[j] = n + z * (prev[j] - n);
+    }
 }
 
 /* PyTorch's GRU (gates r, z, n) over x [T, F] from state h [H]; y [T, H] is
  * the hidden state at every step and h ends as the last one. Weights
- * transposed: wih_t [F][3H], whh_t [H][3H]; biases [3H] or NULL. Scratch: 6H. */
+ * transposed and padded: wih_t [F][G], whh_t [H][G], G = padded(3H), the
+ * gates at columns 0, H and 2H; biases [G] or NULL. Scratch: 2G. */
 static inline void nnc_gru(int T, int F, int H, const float *x, const float *wih_t, const float *whh_t,
                            const float *bih, const float *bhh, float *h, float *y, float *scratch) {
-    float *gi = scratch, *gh = scratch + 3 * H;
-    int t, j;
+    const int G = (3 * H + NNC_VB - 1) / NNC_VB * NNC_VB;
+    float *gi = scratch, *gh = scratch + G;
+    int t;
     for (t = 0; t < T; t++) {
         const float *prev = t ? y + (long)(t - 1) * H : h;
-        float *cur = y + (long)t * H;
-        nnc_projections(x + (long)t * F, F, prev, H, 3 * H, wih_t, whh_t, bih, bhh, gi, gh);
-        for (j = 0; j < 2 * H; j++) gi[j] = nnc_sigmoidf(gi[j] + gh[j]);
-        for (j = 0; j < H; j++) {
-            float n = nnc_tanhf(gi[2 * H + j] + gi[j] * gh[2 * H + j]);
-            cur[j] = n + gi[H + j] * (prev[j] - n);
-        }
+        nnc_gemv(x + (long)t * F, F, G, G, wih_t, bih, gi);
+        nnc_gemv(prev, H, G, G, whh_t, bhh, gh);
+        nnc_gru_gates(gi, gh, prev, y + (long)t * H, H);
     }
     if (T > 0) memcpy(h, y + (long)(T - 1) * H, (size_t)H * sizeof *h);
 }
 
+/* One LSTM step's gates (i, f, g, o at 0, H, 2H, 3H of gi and gh). */
+static inline void nnc_lstm_gates(const float *restrict gi, const float *restrict gh, float *restrict c,
+                                  float *restrict cur, int H) {
+    int j0 = 0, j;
+    for (; j0 + NNC_GB <= H; j0 += NNC_GB) {
+        const float *restrict a = gi + j0, *restrict b = gh + j0;
+        float *restrict cc = c + j0, *restrict o = cur + j0;
+        for (j = 0; j < NNC_GB; j++) {
+            const float ig = nnc_sigmoidf(a[j] + b[j]), fg = nnc_sigmoidf(a[H + j] + b[H + j]);
+            const float gg = nnc_tanhf(a[2 * H + j] + b[2 * H + j]), og = nnc_sigmoidf(a[3 * H + j] + b[3 * H + j]);
+            cc[j] = fg * cc[j] + ig * gg;
+            o[j] = og * nnc_tanhf(cc[j]);
+        }
+    }
+    for (j = j0; j < H; j++) {
+        const float ig = nnc_sigmoidf(gi[j] + gh[j]), fg = nnc_sigmoidf(gi[H + j] + gh[H + j]);
+        const float gg = nnc_tanhf(gi[2 * H + j] + gh[2 * H + j]), og = nnc_sigmoidf(gi[3 * H + j] + gh[3 * H + j]);
+        c[j] = fg * c[j] + ig * gg;
+        cur[j] = og * nnc_tanhf(c[j]);
+    }
+}
+
 /* PyTorch's LSTM (gates i, f, g, o) over x [T, F] from state (h, c); y [T, H].
- * Weights transposed as for the GRU, [F][4H] and [H][4H]. Scratch: 8H. */
+ * Weights transposed and padded as for the GRU, [F][G] and [H][G] with
+ * G = padded(4H). Scratch: 2G. */
 static inline void nnc_lstm(int T, int F, int H, const float *x, const float *wih_t, const float *whh_t,
                             const float *bih, const float *bhh, float *h, float *c, float *y, float *scratch) {
-    float *gi = scratch, *gh = scratch + 4 * H;
-    int t, j;
+    const int G = (4 * H + NNC_VB - 1) / NNC_VB * NNC_VB;
+    float *gi = scratch, *gh = scratch + G;
+    int t;
     for (t = 0; t < T; t++) {
         const float *prev = t ? y + (long)(t - 1) * H : h;
-        float *cur = y + (long)t * H;
-        nnc_projections(x + (long)t * F, F, prev, H, 4 * H, wih_t, whh_t, bih, bhh, gi, gh);
-        for (j = 0; j < 4 * H; j++) gi[j] += gh[j];
-        for (j = 0; j < H; j++) {
-            float ig = nnc_sigmoidf(gi[j]), fg = nnc_sigmoidf(gi[H + j]);
-            float gg = nnc_tanhf(gi[2 * H + j]), og = nnc_sigmoidf(gi[3 * H + j]);
-            c[j] = fg * c[j] + ig * gg;
-            cur[j] = og * nnc_tanhf(c[j]);
-        }
+        nnc_gemv(x + (long)t * F, F, G, G, wih_t, bih, gi);
+        nnc_gemv(prev, H, G, G, whh_t, bhh, gh);
+        nnc_lstm_gates(gi, gh, c, y + (long)t * H, H);
     }
     if (T > 0) memcpy(h, y + (long)(T - 1) * H, (size_t)H * sizeof *h);
 }
