@@ -70,9 +70,20 @@ def _conv_plan(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: P
     padded = _padded_shape(in_shape, pads)
     if kh == kw == 1 and stride == (1, 1) and padded is None:
         return _ConvPlan(_ConvPath.POINTWISE, out_shape, (), False, None)
-    scratch = [] if padded is None else [("padded", padded)]
-    scratch.append(("cols", (b, groups, cg_in * kh * kw, oh * ow)))
+    nb = _chunk(b, c_in * kh * kw * oh * ow)
+    scratch = [] if padded is None else [("padded", (nb, *padded[1:]))]
+    scratch.append(("cols", (nb, groups, cg_in * kh * kw, oh * ow)))
     return _ConvPlan(_ConvPath.IM2COL, out_shape, tuple(scratch), padded is not None, None)
+
+
+_COLS = 1 << 16     # elements of im2col columns per chunk of examples: the columns stay in cache, scratch bounded
+
+
+def _chunk(bsz: int, per_example: int) -> int:
+    """Examples per chunk of a batch of `bsz` whose columns take `per_example`
+    elements each: as many as fit `_COLS`, at least one (never more than the
+    batch, so a smaller batch's chunk is never larger)."""
+    return max(1, min(bsz, _COLS // max(1, per_example)))
 
 
 def conv2d_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
@@ -98,8 +109,12 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, 
         if plan.path is _ConvPath.POINTWISE:
             _pointwise(x, w, out, groups)
         else:
-            src = _pad_into(x, scratch["padded"], pads, 0.0) if plan.padded else x
-            _im2col_matmul(src, w, out, stride, dilation, groups, scratch["cols"])
+            nb = scratch["cols"].shape[0]
+            for b0 in range(0, x.shape[0], nb):
+                bs = slice(b0, min(x.shape[0], b0 + nb))
+                n = bs.stop - bs.start
+                src = _pad_into(x[bs], scratch["padded"][:n], pads, 0.0) if plan.padded else x[bs]
+                _im2col_matmul(src, w, out[bs], stride, dilation, groups, scratch["cols"][:n])
         if b is not None:
             np.add(out, b[:, None, None], out=out)
     apply_activation(act, out, scratch)
@@ -216,8 +231,12 @@ def _conv_backward_buffers(in_shape: Shape, w_shape: Shape, stride: tuple[int, i
             shapes |= {"dphases": tp.phases_shape(b, c_in),
                        "products": (b, _block_size(b, c_in, tp.run_length))}
         return shapes
-    return {"phases": tp.phases_shape(b, c_in), "cols": (b, c_in * kh * kw * tp.run_length),
-            "dy_t": (b, c_out * tp.run_length)}
+    nb = _chunk(b, c_in * kh * kw * tp.run_length)
+    shapes = {"phases": tp.phases_shape(nb, c_in), "cols": (nb, c_in * kh * kw * tp.run_length),
+              "dy_t": (nb, c_out * tp.run_length)}
+    if nb < b:
+        shapes["dw_part"] = w_shape
+    return shapes
 
 
 def conv2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
@@ -287,32 +306,69 @@ def _wide_dy(dy: np.ndarray, buf: np.ndarray, tp: _TapPlan) -> np.ndarray:
 
 def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
                        dw: np.ndarray | None, groups: int, tp: _TapPlan, scratch: Scratch) -> None:
+    """Chunk by chunk of examples (`_chunk`, as the scratch function sized
+    them); the weight gradient of later chunks is added in through `dw_part`."""
     bsz, c_in = x.shape[:2]
     c_out, cg_in, kh, kw = w.shape
-    taps, length = kh * kw, tp.run_length
-    phases = scratch["phases"]
-    # dy_t [G, C_out/G, B * OH * wq]: wide dy, batch folded into the columns
-    dy_t = _view(scratch["dy_t"], (groups, c_out // groups, bsz, tp.out_hw[0], tp.wq))
-    np.copyto(dy_t[..., :tp.out_hw[1]], dy.reshape(bsz, groups, c_out // groups, *tp.out_hw).transpose(1, 2, 0, 3, 4))
-    dy_t[..., tp.out_hw[1]:].fill(0)
-    dy_t = _view(dy_t, (groups, c_out // groups, bsz * length))
-    cols = _view(scratch["cols"], (groups, cg_in, taps, bsz, length))
-    w3 = _view(w, (groups, c_out // groups, cg_in * taps))
-    if dw is not None:
-        _split_phases(x, phases, tp, 0.0)
+    taps, length, cog = kh * kw, tp.run_length, c_out // groups
+    nb = _chunk(bsz, c_in * taps * length)
+    w3 = _view(w, (groups, cog, cg_in * taps))
+    dw3 = None if dw is None else _view(dw, w3.shape)
+    part3 = None if dw is None or nb >= bsz else _view(scratch["dw_part"], w3.shape)
+    flat_cols, flat_dy = scratch["cols"].reshape(-1), scratch["dy_t"].reshape(-1)
+    for b0 in range(0, bsz, nb):
+        bs = slice(b0, min(bsz, b0 + nb))
+        n = bs.stop - bs.start
+        phases = scratch["phases"][:n]
+        # dy_t [G, C_out/G, n * OH * wq]: wide dy, the chunk folded into the columns
+        dy_t = _view(flat_dy[:c_out * n * length], (groups, cog, n, tp.out_hw[0], tp.wq))
+        np.copyto(dy_t[..., :tp.out_hw[1]], dy[bs].reshape(n, groups, cog, *tp.out_hw).transpose(1, 2, 0, 3, 4))
+        dy_t[..., tp.out_hw[1]:].fill(0)
+        dy_t = _view(dy_t, (groups, cog, n * length))
+        cols = _view(flat_cols[:c_in * taps * n * length], (groups, cg_in, taps, n, length))
+        cols2 = _view(cols, (groups, cg_in * taps, n * length))
+        if dw is not None:
+            _split_phases(x[bs], phases, tp, 0.0)
+            _gather_runs(phases, cols, tp, groups)
+            target = dw3 if b0 == 0 else part3
+            for g in range(groups):     # np.dot: NumPy's matmul with a transposed operand and out= is not BLAS
+                np.dot(dy_t[g], cols2[g].T, out=target[g])
+            if b0:
+                np.add(dw3, part3, out=dw3)
+        if dx is None:
+            continue
+        for g in range(groups):
+            np.dot(w3[g].T, dy_t[g], out=cols2[g])
+        phases.fill(0)
+        cols_c = _view(cols, (c_in, taps, n, length))     # groups and their channels are one axis
         for t in range(taps):
-            np.copyto(cols[:, :, t], _tap_run(phases, tp, t).reshape(bsz, groups, cg_in, length).transpose(1, 2, 0, 3))
-        np.matmul(dy_t, _view(cols, (groups, cg_in * taps, bsz * length)).transpose(0, 2, 1),
-                  out=_view(dw, w3.shape))
-    if dx is None:
-        return
-    np.matmul(w3.transpose(0, 2, 1), dy_t, out=_view(cols, (groups, cg_in * taps, bsz * length)))
-    phases.fill(0)
+            k, start = tp.runs[t]
+            run = phases[:, :, k, start:start + length]
+            np.add(run, cols_c[:, t].transpose(1, 0, 2), out=run)
+        _merge_phases(phases, dx[bs], tp)
+
+
+def _gather_runs(phases: np.ndarray, cols: np.ndarray, tp: _TapPlan, groups: int) -> None:
+    """Every tap's run of `phases` [n, C, k, plane] into `cols` [G, C/G, taps, n, length]:
+    one strided copy per phase row of taps (all taps at once for stride 1)."""
+    n, c = phases.shape[:2]
+    length, taps = tp.run_length, cols.shape[2]
+    if len(tp.phases) == 1 and taps > 1:
+        starts = [start for _, start in tp.runs]
+        kw = next((i for i in range(1, taps) if starts[i] - starts[i - 1] != starts[1] - starts[0]), taps)
+        if taps % kw == 0 and all(starts[r * kw + j] == starts[r * kw] + j * (starts[1] - starts[0])
+                                  for r in range(taps // kw) for j in range(kw)) and \
+                len({starts[r * kw] - starts[(r - 1) * kw] for r in range(1, taps // kw)}) <= 1:
+            item = phases.itemsize
+            s0, s1 = phases.strides[:2]
+            step_j = (starts[1] - starts[0]) * item
+            step_i = (starts[kw] - starts[0]) * item if taps > kw else 0
+            src = as_strided(phases[:, :, 0, starts[0]:], shape=(groups, c // groups, taps // kw, kw, n, length),
+                             strides=(c // groups * s1, s1, step_i, step_j, s0, item), writeable=False)
+            np.copyto(_view(cols, src.shape), src)
+            return
     for t in range(taps):
-        k, start = tp.runs[t]
-        run = phases[:, :, k, start:start + length].reshape(bsz, groups, cg_in, length)
-        np.add(run, cols[:, :, t].transpose(2, 0, 1, 3), out=run)
-    _merge_phases(phases, dx, tp)
+        np.copyto(cols[:, :, t], _tap_run(phases, tp, t).reshape(n, groups, c // groups, length).transpose(1, 2, 0, 3))
 
 
 _CHUNK = 1 << 16      # elements per block of the depthwise backward's tap loops: its arrays stay in cache
