@@ -9,6 +9,11 @@ Out: `compile_plan(...)` -> `Plan` (the optimised graph, its memory layout,
 Stages: `frontend.check` (parse, lower, infer shapes) -> `passes.optimize`
 (unless `optimize=False`) -> `memory.layout` (with the target's scratch) ->
 the target's code generator.
+
+`limits=` (`memory.Limits`, an int, or a dict of `tensor`/`weights`/`arena`
+bytes) bounds what is planned: a tensor or the weights past their limit are
+E0208 from the front end, an arena past its limit at `batch` is E0208 here,
+before any code allocates it.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import numpy as np
 
 from .codegen import numpy as numpy_gen
 from .codegen.names import sanitize
-from .diagnostics import CompileError, error
+from .diagnostics import CompileError, UserError, error, printable
+from .dims import SymbolicError, product
 from .frontend import Checked, check
 from .ir import Graph
-from .memory import Layout, layout, unbounded
+from .memory import Layout, Limits, arena_problem, format_bytes, largest_buffer, layout, unbounded
 from .passes import optimize as run_passes
 from .stream import to_stream
 
@@ -53,14 +59,19 @@ def module_name(graph: Graph) -> str:
 def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                  dims: Mapping[str, int] | None = None, optimize: bool = True,
                  bundle_weights: bool = False, state: Mapping[str, np.ndarray] | None = None,
-                 stream: bool = False, render: bool = True) -> Plan:
+                 stream: bool = False, render: bool = True,
+                 limits: Limits | int | Mapping[str, int] | None = None, checked: Checked | None = None) -> Plan:
     """`bundle_weights`: the NumPy module loads `NAME.npz` from beside itself by
     default. `state`: the weights the C file embeds (default: seeded init).
     `render=False` skips writing the C text (the C model renders it with its
-    own weights)."""
+    own weights). `limits`: see the module docstring. `checked`: the front
+    end's result for `model` with these `dims` and `limits`, when the caller
+    already has it (the CLI), so the model is not parsed twice."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
-    checked = check(model, dims)
+    limits = Limits.of(limits)
+    if checked is None:
+        checked = check(model, dims, limits=limits)
     graph = run_passes(checked.graph) if optimize else checked.graph
     if stream:
         graph = to_stream(graph, checked.sources)
@@ -74,17 +85,52 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
             help=f"give the largest size with `--dim {first}=N` (`dims={{'{first}': N}}` in Python) "
                  f"or in the model: `[{first}=N]`")], checked.sources)
     name = module_name(graph)
+    if target == "c":
+        _check_linear_sizes(graph, checked)
     if target == "numpy":
         lay = layout(graph, scratch=numpy_gen.scratch_bytes, share=optimize,
                      persistent=numpy_gen.state_bytes(graph))
+        _check_arena(graph, lay, batch, limits, checked)
         source = str(checked.graph.path)
         text = numpy_gen.generate(graph, lay, name=name, source=source, batch=batch,
                                   weights_file=f"{name}.npz" if bundle_weights else None)
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen
     lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph))
+    _check_arena(graph, lay, batch, limits, checked)
     files = c_gen.generate(graph, lay, name=name, state=state, source=str(checked.graph.path)) if render else {}
     return Plan(checked, graph, lay, name, files)
+
+
+def _check_arena(graph: Graph, lay: Layout, batch: int, limits: Limits, checked: Checked) -> None:
+    message = arena_problem(graph, lay, batch, limits)
+    if message is None:
+        return
+    owner, nbytes = largest_buffer(lay) or ("", 0)
+    node = next((n for n in graph.nodes if n.label == owner), None)
+    span = node.span if node is not None else graph.inputs[0].span
+    notes = (f"the largest buffer, {format_bytes(batch * nbytes)} at batch {batch}, belongs to `{owner}`",) \
+        if node is not None else ()
+    raise CompileError([error("E0208", message, span, notes=notes,
+                              help="plan for a smaller batch or bound, or raise the limit (`--max-memory SIZE`, "
+                                   "or `limits=` in Python)")], checked.sources)
+
+
+def _check_linear_sizes(graph: Graph, checked: Checked) -> None:
+    """The C plan computes element counts as linear expressions of the named
+    dimensions: a value with two named sizes (`[Z, A]`) cannot be planned."""
+    values = [(i.shape, i.span, f"input `{i.name}`") for i in graph.inputs]
+    values += [(n.shape, n.span, f"`{n.label}`") for n in graph.nodes]
+    for shape, span, what in values:
+        try:
+            product(shape)
+        except SymbolicError:
+            from .dims import format_shape
+            raise CompileError([error(
+                "E0206", f"{what} has the shape {format_shape(shape)}: the C target needs element counts "
+                         "that grow with one named dimension at most", span,
+                help="give all but one of its named dimensions a fixed size, or use the numpy target")],
+                checked.sources) from None
 
 
 def load_module(name: str, text: str) -> types.ModuleType:
@@ -98,12 +144,15 @@ def load_module(name: str, text: str) -> types.ModuleType:
 
 
 def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any = None,
-          dims: Mapping[str, int] | None = None, stream: bool = False, optimize: bool = True):
-    """The Python API: compile `model` and return a model object."""
+          dims: Mapping[str, int] | None = None, stream: bool = False, optimize: bool = True,
+          limits: Limits | int | Mapping[str, int] | None = None, checked: Checked | None = None):
+    """The Python API: compile `model` and return a model object. `limits`:
+    the largest tensor, weights and arena planned (`memory.Limits`);
+    `checked`: as for `compile_plan`."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     plan = compile_plan(model, target=target, batch=batch, dims=dims, optimize=optimize, stream=stream,
-                        render=target == "numpy")
+                        render=target == "numpy", limits=limits, checked=checked)
     if target == "numpy":
         module = load_module(plan.name, plan.files[f"{plan.name}.py"])
         return module.Model(batch=batch, weights=weights)
@@ -111,9 +160,26 @@ def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any
     return CModel(plan, batch=batch, weights=weights)
 
 
+class OutputError(UserError, OSError):
+    """The output folder cannot be made or written (it is a file, a parent is
+    a file, no permission)."""
+
+
 def write_plan(plan: Plan, out_dir: str | Path, weights: Mapping[str, np.ndarray] | None) -> list[Path]:
-    """Write the plan's files into out_dir; for numpy also NAME.npz (weights)."""
+    """Write the plan's files into out_dir; for numpy also NAME.npz (weights).
+    `OutputError` when the folder cannot be made or written."""
     out = Path(out_dir)
+    shown = printable(str(out))
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot write into `{shown}`: it is a file, not a folder")
+    try:
+        return _write(plan, out, weights)
+    except OSError as e:
+        where = printable(str(e.filename if e.filename is not None else out))
+        raise OutputError(f"cannot write into `{shown}`: {e.strerror or e} (`{where}`)") from None
+
+
+def _write(plan: Plan, out: Path, weights: Mapping[str, np.ndarray] | None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for fname, text in sorted(plan.files.items()):

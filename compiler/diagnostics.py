@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +67,14 @@ CODES: dict[str, str] = {
     "E0112": "a value used as a step, or a step where a value is expected",
     "E0113": "a statement after `return`",
     "E0114": "a model or block with an empty body",
+    "E0115": "block calls nested too deep, or a model expanding to too many steps",
     # arguments
     "E0301": "an unknown keyword argument",
     "E0302": "a missing positional argument",
     "E0303": "too many positional arguments",
     "E0304": "an argument of the wrong kind",
     "E0305": "an argument given twice",
-    "E0306": "an argument value out of range",
+    "E0306": "an argument value out of range, or a number too large",
     "E0307": "a bad `NAME.shape[i]` reference",
     "E0308": "division by zero in an argument expression",
     # shapes
@@ -83,11 +85,21 @@ CODES: dict[str, str] = {
     "E0205": "a reshape that changes the element count",
     "E0206": "a symbolic dimension where a known size is needed",
     "E0207": "a bad dimension bound",
+    "E0208": "a tensor, the weights or the memory plan larger than the memory limit",
     # streaming
     "E0401": "a layer that cannot stream along the time axis",
     "E0402": "a model without a named time dimension compiled for streaming",
+    # growth (nnc grow): the new model against the old one
+    "E0501": "a layer that shrinks in the grown model",
+    "E0502": "a step label that disappears from the grown model, or appears in it",
+    "E0503": "a changed op, argument, input wiring or output other than a layer's output size",
+    "E0504": "a changed model input",
+    "E0505": "merged values whose units would no longer line up",
+    "E0506": "grown units that cannot pass an op (pooled, reshaped or moved across groups)",
+    "E0507": "net2net cannot copy units consistently here",
     # warnings
     "W0001": "a value that is computed but never used",
+    "W0002": "growth through a layernorm, softmax or log_softmax: the grown model computes another function",
 }
 
 
@@ -141,6 +153,11 @@ class UserError(Exception):
     `OSError`, `RuntimeError`) so existing `except` clauses keep working."""
 
 
+class UsageError(UserError, ValueError):
+    """A bad argument to the Python API (a dimension size that is not an
+    integer, a bad `limits=`): the message names the argument."""
+
+
 class CompileError(Exception):
     """The model (or an input file) is wrong. `diagnostics` lists every
     independent problem found; `str()` renders them with source excerpts."""
@@ -148,10 +165,12 @@ class CompileError(Exception):
     def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
         self.diagnostics = list(diagnostics)
         self.sources = dict(sources or {})
-        super().__init__(self.render())
+        # Rendered on demand: thousands of diagnostics must not cost a render each time one is raised.
+        n = len(self.diagnostics)
+        super().__init__(f"{n} diagnostic{'s' if n != 1 else ''}")
 
     def render(self) -> str:
-        return "\n".join(render(d, self.sources.get(d.path or "")) for d in self.diagnostics)
+        return "\n".join(render_all(self.diagnostics, self.sources))
 
     def __str__(self) -> str:
         return self.render()
@@ -163,9 +182,11 @@ class Sink:
 
     sources: dict[str, str] = field(default_factory=dict)
     items: list[Diagnostic] = field(default_factory=list)
+    _seen: set[Diagnostic] = field(default_factory=set, repr=False)
 
     def add(self, diag: Diagnostic) -> None:
-        if diag not in self.items:
+        if diag not in self._seen:
+            self._seen.add(diag)
             self.items.append(diag)
 
     @property
@@ -188,14 +209,16 @@ def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(diags, key=key)
 
 
-def render(diag: Diagnostic, source: str | None) -> str:
-    """The rustc-style text of one diagnostic."""
+def render(diag: Diagnostic, source: str | list[str] | None) -> str:
+    """The rustc-style text of one diagnostic. `source` is the text of the
+    file the span points into, or its lines (`split_lines`) when many
+    diagnostics of one file are rendered."""
     s = diag.span
     head = f"{diag.severity}[{diag.code}]: {diag.message}"
     if s is None:
         lines = [head]
     else:
-        lines = [f"{s.path}:{s.line}:{s.column}: {head}"]
+        lines = [f"{printable(s.path)}:{s.line}:{s.column}: {head}"]
         text = _source_line(source, s.line)
         if text is not None:
             gutter = len(str(s.line))
@@ -210,14 +233,42 @@ def render(diag: Diagnostic, source: str | None) -> str:
     return "\n".join(lines)
 
 
-def _source_line(source: str | None, line: int) -> str | None:
+def printable(text: str) -> str:
+    """`text` with every character that is not printable escaped (`\\n`,
+    `\\x1b`, `\\u202e`): a file name can neither break a message into lines nor
+    send control sequences to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def render_all(diags, sources: Mapping[str, str]) -> list[str]:
+    """The text of each diagnostic; every source is split into lines once."""
+    lines: dict[str, list[str]] = {}
+    parts = []
+    for d in diags:
+        path = d.path or ""
+        if path not in lines and path in sources:
+            lines[path] = split_lines(sources[path])
+        parts.append(render(d, lines.get(path)))
+    return parts
+
+
+def split_lines(source: str) -> list[str]:
+    """The lines of a source as the parser counts them: only \\n, \\r\\n and \\r
+    end a line (str.splitlines also splits on \\x0c, \\u2028 ...)."""
+    return re.split(r"\r\n|\r|\n", source)
+
+
+def _source_line(source: str | list[str] | None, line: int) -> str | None:
     if source is None:
         return None
-    # Only \n, \r\n and \r end lines, as in the parser (str.splitlines also splits on \x0c, \u2028 ...).
-    all_lines = re.split(r"\r\n|\r|\n", source)
+    all_lines = split_lines(source) if isinstance(source, str) else source
     if 1 <= line <= len(all_lines):
-        # A tab counts as one column, so show it as one space to keep the carets aligned.
-        return all_lines[line - 1].replace("\t", " ")
+        # A tab counts as one column, so show it as one space to keep the carets aligned;
+        # other control characters (an escape sequence in a comment) show as one U+FFFD.
+        text = all_lines[line - 1].replace("\t", " ")
+        return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
     return None
 
 

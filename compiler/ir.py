@@ -104,12 +104,13 @@ class Graph:
     time_dim: str | None = None       # the named dimension a streaming plan steps along
     path: str = "<input>"
     streaming: bool = False           # a chunk of the time axis per call, state carried (stream.py)
+    _by_label: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built on first use
 
     def node(self, label: str) -> Node:
-        for n in self.nodes:
-            if n.label == label:
-                return n
-        raise KeyError(label)
+        if len(self._by_label) != len(self.nodes):      # an index, so lookups stay O(1) on big graphs
+            self._by_label.clear()
+            self._by_label.update((n.label, n) for n in self.nodes)
+        return self._by_label[label]
 
     def shape_of(self, value: str) -> Shape:
         for i in self.inputs:

@@ -16,9 +16,17 @@ How it works:
    them against the input shapes and infers the output shape. A block call
    walks the block's body in a child scope whose labels are prefixed by the
    call's label.
-4. One cause gives one error: a step that fails yields a *poisoned* value, and
-   every step that consumes a poisoned value is skipped silently.
-5. Values bound but never read are reported as warnings.
+4. One cause gives one error: a step that fails yields a *poisoned* value.
+   A step that consumes a poisoned value has no input shape: only what does
+   not need one is checked (its op name and arguments), so independent
+   mistakes further down a chain are still reported, and nothing cascades.
+5. Sizes are checked against `memory.Limits` (one tensor, the weights'
+   total) wherever every named dimension has a bound, and every size must be
+   at least 1 at the bounds: E0208 and E0201 come from `nnc check`, before
+   anything is allocated. Numbers beyond `MAX_NUMBER` are refused (E0306),
+   block calls nest at most `MAX_BLOCK_DEPTH` deep and a model expands to at
+   most `MAX_STEPS` steps (E0115), so no input can exhaust the stack or hang.
+6. Values bound but never read are reported as warnings.
 
 Shape inference therefore happens while lowering: `x.shape[0]` in an argument
 needs the shapes of the values before it.
@@ -31,9 +39,17 @@ from typing import Any, Mapping
 
 from . import ast
 from .diagnostics import Sink, Span, did_you_mean, error, warning
-from .dims import Dim, Sym, SymbolicError, format_shape
+from .dims import Dim, Sym, SymbolicError, format_shape, try_evaluate
 from .ir import Graph, Input, Node, Output
-from .ops import CATALOG, REQUIRED, ArgError, OpSpec, Role, ShapeError, coerce
+from .memory import FLOAT_BYTES, Limits, format_bytes
+from .ops import CATALOG, MAX_SIZE, REQUIRED, ArgError, OpSpec, Role, ShapeError, coerce
+
+# Block calls nested deeper are refused (E0115): lowering walks them recursively.
+MAX_BLOCK_DEPTH = 64
+# A model that expands (through blocks) to more steps is refused (E0115).
+MAX_STEPS = 100_000
+# Integers beyond this in an argument expression are refused (E0306).
+MAX_NUMBER = 1 << 63
 
 
 class _Poison:
@@ -73,10 +89,17 @@ class Scope:
 
 
 class Lowerer:
-    def __init__(self, file: ast.File, bounds: Mapping[str, int] | None, sink: Sink):
+    def __init__(self, file: ast.File, bounds: Mapping[str, int] | None, sink: Sink,
+                 limits: Limits | None = None):
         self.file = file
         self.sink = sink
         self.cli_bounds = dict(bounds or {})
+        self.limits = limits or Limits()
+        self.bounds: dict[str, int] = {}      # every bound known, once the model's inputs are read
+        self.depth = 0                        # block calls being lowered, nested
+        self.weights_bytes = 0
+        self.weights_reported = False
+        self.too_many_steps = False
         self.blocks: dict[str, ast.Block] = {}
         self.nodes: list[Node] = []
         self.shapes: dict[str, tuple] = {}
@@ -168,13 +191,19 @@ class Lowerer:
                 if d.name is None:
                     if d.size is None or d.size <= 0:
                         self.err("E0207", f"a dimension of `{inp.name}` is {d.size}: sizes must be positive", d.span)
-                    shape.append(d.size if d.size else 1)
+                    elif d.size > MAX_SIZE:
+                        self.err("E0207", f"a dimension of `{inp.name}` is {_number_text(d.size)}: sizes are at most "
+                                 f"{MAX_SIZE:,}", d.span)
+                    shape.append(d.size if d.size and d.size <= MAX_SIZE else 1)
                     continue
                 shape.append(Sym.var(d.name))
                 dim_spans.setdefault(d.name, d.span)
                 if d.bound is not None:
                     if d.bound <= 0:
                         self.err("E0207", f"the bound of `{d.name}` must be positive, got {d.bound}", d.span)
+                    elif d.bound > MAX_SIZE:
+                        self.err("E0207", f"the bound of `{d.name}` is {_number_text(d.bound)}: bounds are at most "
+                                 f"{MAX_SIZE:,}", d.span)
                     elif d.name in bounds and bounds[d.name] != d.bound:
                         self.err("E0207", f"`{d.name}` has two different bounds, {bounds[d.name]} and {d.bound}",
                                  d.span)
@@ -196,8 +225,15 @@ class Lowerer:
                          m.name_span)
             elif value <= 0:
                 self.err("E0207", f"`--dim {name}={value}`: a bound must be positive", m.name_span)
+            elif value > MAX_SIZE:
+                self.err("E0207", f"`--dim {name}={_number_text(value)}`: bounds are at most {MAX_SIZE:,}",
+                         m.name_span)
             else:
                 bounds[name] = value
+        self.bounds = bounds
+        for i in inputs:
+            if not self._fits(f"input `{i.name}`", i.shape, i.span, None):
+                scope.names[i.name].value = POISON      # one cause, one error: its steps are not checked
         if inputs:
             scope.current = [scope.names[inputs[0].name]]
         results = self._body(m.body, scope, m.span)
@@ -302,17 +338,36 @@ class Lowerer:
         elements = list(chain.elements)
         first = elements[0]
         vals = self._source(first, scope)
-        if vals is None:
-            return None
         for e in elements[1:]:
+            if vals is None:
+                # An earlier step failed: this one has no input shape, but its
+                # op and arguments can still be checked (independent errors).
+                self._check_unknown(e, scope)
+                continue
             if len(vals) != 1:
                 self.err("E0110", f"the chain continues from {len(vals)} values", e.span, scope,
                          help="bind them first: `a, b = ...`, then continue from one")
-                return None
+                vals = None
+                continue
             vals = self._step(e, vals[0], scope)
-            if vals is None:
-                return None
         return vals
+
+    def _check_unknown(self, e: ast.Element, scope: Scope) -> None:
+        """Check a step whose input failed: what needs no input shape."""
+        if e.args is None and e.label is None and e.op in scope.names and e.op not in CATALOG \
+                and e.op not in self.blocks:
+            self.err("E0112", f"`{e.op}` is a value, not a step", e.span, scope,
+                     help=f"start a new statement from it: `{e.op} -> ...`")
+            return
+        if e.inputs is not None or not self._check_op_name(e, scope):
+            return
+        if e.op in self.blocks:
+            if e.op not in self.recursive:
+                self._bind_block_params(e, self.blocks[e.op], scope)
+            return
+        spec = CATALOG[e.op]
+        if spec.role is not Role.MERGE:
+            self._bind_args(e, spec, list(e.args or ()), scope)
 
     def _lookup(self, name: str, span: Span, scope: Scope) -> Binding | None:
         b = scope.names.get(name)
@@ -363,7 +418,7 @@ class Lowerer:
         current.used = True
         if current.value is POISON:
             # still check what can be checked without an input shape
-            self._check_op_name(e, scope)
+            self._check_unknown(e, scope)
             return None
         return self._step(e, current, scope, first=True)
 
@@ -430,6 +485,7 @@ class Lowerer:
                      f"{e.op} takes {want} values, got {len(values)}", e.span, scope)
             return None
         if any(b.value is POISON for b in values):
+            self._bind_args(e, spec, keywords, scope)      # still check the arguments
             return None
         args = self._bind_args(e, spec, keywords, scope)
         if args is None:
@@ -502,6 +558,14 @@ class Lowerer:
             return POISON
 
     def _eval_inner(self, x: ast.Expr, scope: Scope) -> Any:
+        value = self._eval_node(x, scope)
+        if value is not POISON and _too_large(value):
+            self.err("E0306", f"number too large: {_number_text(value)}", x.span, scope,
+                     help=f"numbers in arguments are at most {MAX_NUMBER:,} in magnitude")
+            return POISON
+        return value
+
+    def _eval_node(self, x: ast.Expr, scope: Scope) -> Any:
         if isinstance(x, (ast.Num, ast.Bool, ast.Word)):
             return x.value
         if isinstance(x, ast.Name):
@@ -591,11 +655,83 @@ class Lowerer:
             self.err("E0106", f"duplicate label `{label}`", label_span, scope, notes=notes,
                      help="give each step its own label")
             return None
+        if len(self.nodes) >= MAX_STEPS:
+            if not self.too_many_steps:
+                self.too_many_steps = True
+                self.err("E0115", f"the model expands to more than {MAX_STEPS:,} steps", e.span, scope,
+                         help="blocks that call blocks multiply the steps: call fewer")
+            return None
+        if not self._sizes_positive(spec.name, shape, e.span, scope) \
+                or not self._fits(f"the output of {spec.name}", shape, e.span, scope) \
+                or not self._weights_fit(spec.name, label, params, e.span, scope):
+            return None
         self.label_spans[label] = label_span
         attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
         self.nodes.append(Node(label, spec, tuple(inputs), attrs, shape, params, macs, e.span))
         self.shapes[label] = shape
         return label
+
+    # ------------------------------------------------------------ sizes
+
+    def _fits(self, what: str, shape, span: Span, scope: Scope | None) -> bool:
+        """False (and E0208) when one example of a value is larger than the
+        tensor limit at the bounds; True when it fits or a size is unbounded."""
+        sizes = [try_evaluate(d, self.bounds) for d in shape]
+        if any(v is None for v in sizes):
+            return True
+        nbytes = FLOAT_BYTES
+        for v in sizes:
+            nbytes *= max(v, 0)
+        if nbytes <= self.limits.tensor:
+            return True
+        self.err("E0208", f"{what} {format_shape(shape)} takes {format_bytes(nbytes)} per example"
+                 f"{_at_bounds(shape, self.bounds)}, more than the limit of {format_bytes(self.limits.tensor)} "
+                 "for one tensor", span, scope, help=_LIMIT_HELP)
+        return False
+
+    def _sizes_positive(self, op: str, shape, span: Span, scope: Scope) -> bool:
+        """False (and E0201) when a symbolic size is below 1 at the bounds
+        (a kernel longer than the bounded input)."""
+        for d in shape:
+            if not isinstance(d, Sym):
+                continue
+            v = try_evaluate(d, self.bounds)
+            if v is None or v >= 1:
+                continue
+            names = sorted(d.free_symbols())
+            help = None
+            if len(names) == 1:
+                need = _least_length(d, names[0], self.bounds)
+                if need is not None:
+                    help = f"the input needs `{names[0]}` >= {need}: raise the bound to at least {need}"
+            self.err("E0201", f"{op} gives the size `{d}`, which is {v} at the bound"
+                     f"{_at_bounds(shape, self.bounds)}", span, scope, help=help)
+            return False
+        return True
+
+    def _weights_fit(self, op: str, label: str, params, span: Span, scope: Scope) -> bool:
+        """False (and E0208) when one weight tensor, or the weights so far,
+        pass their limits."""
+        total = 0
+        for p in params:
+            nbytes = FLOAT_BYTES
+            for d in p.shape:
+                nbytes *= d
+            if nbytes > self.limits.tensor:
+                self.err("E0208", f"{op}'s `{p.name}` {format_shape(p.shape)} takes {format_bytes(nbytes)}, "
+                         f"more than the limit of {format_bytes(self.limits.tensor)} for one tensor", span, scope,
+                         help=_LIMIT_HELP)
+                return False
+            total += nbytes
+        self.weights_bytes += total
+        if self.weights_bytes > self.limits.weights:
+            if not self.weights_reported:
+                self.weights_reported = True
+                self.err("E0208", f"with `{label}` the weights take {format_bytes(self.weights_bytes)}, more than "
+                         f"the limit of {format_bytes(self.limits.weights)} for all weights", span, scope,
+                         help=_LIMIT_HELP)
+            return False
+        return True
 
     def _call_block(self, e: ast.Element, block: ast.Block, inputs: list[Binding], scope: Scope) -> list[Binding] | None:
         if len(inputs) != len(block.inputs):
@@ -606,6 +742,18 @@ class Lowerer:
             return None
         if block.name in self.recursive:
             return None  # reported once at the definition
+        if self.depth >= MAX_BLOCK_DEPTH:
+            self.err("E0115", f"block calls nest more than {MAX_BLOCK_DEPTH} deep at `{block.name}`", e.span,
+                     scope, help="call fewer blocks from inside blocks")
+            return None
+        self.depth += 1
+        try:
+            return self._call_block_inner(e, block, inputs, scope)
+        finally:
+            self.depth -= 1
+
+    def _call_block_inner(self, e: ast.Element, block: ast.Block, inputs: list[Binding],
+                          scope: Scope) -> list[Binding] | None:
         params = self._bind_block_params(e, block, scope)
         label = e.label.text if e.label else scope.auto_label(e.op)
         child = Scope(prefix=f"{scope.prefix}{label}.", params=params,
@@ -666,6 +814,54 @@ class Lowerer:
 
 # ---------------------------------------------------------------- helpers
 
+_LIMIT_HELP = "make the model smaller, or raise the limit (`--max-memory SIZE`, or `limits=` in Python)"
+
+
+def _too_large(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return abs(v) > MAX_NUMBER
+    if isinstance(v, Sym):
+        return abs(v.const) > MAX_NUMBER or any(abs(c) > MAX_NUMBER for _, c in v.terms)
+    if isinstance(v, tuple):
+        return any(_too_large(i) for i in v)
+    return False
+
+
+def _number_text(v: Any) -> str:
+    """A number as text, or its number of digits when it is too long to show."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** 24:
+        try:
+            return f"a number of {len(str(abs(v)))} digits"
+        except ValueError:      # longer than Python converts to text
+            return f"a number of about {int(abs(v).bit_length() * 0.30103)} digits"
+    if isinstance(v, Sym):
+        return "a size with a huge coefficient"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_number_text(i) for i in v) + ")"
+    return str(v)
+
+
+def _at_bounds(shape, bounds: Mapping[str, int]) -> str:
+    names = sorted({n for d in shape if isinstance(d, Sym) for n in d.free_symbols()})
+    return f" ({', '.join(f'{n}={bounds[n]}' for n in names)})" if names else ""
+
+
+def _least_length(d: Sym, name: str, bounds: Mapping[str, int]) -> int | None:
+    """The smallest value of `name` for which `d` is at least 1 (sizes grow
+    with the length), or None beyond MAX_SIZE."""
+    def fits(t: int) -> bool:
+        v = try_evaluate(d, {**bounds, name: t})
+        return v is not None and v >= 1
+    if not fits(MAX_SIZE):
+        return None
+    lo, hi = 1, MAX_SIZE
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
+
 def _chains(stmt) -> list[ast.Chain]:
     return list(stmt.values) if isinstance(stmt, ast.Return) else [stmt.chain]
 
@@ -709,12 +905,13 @@ def _default_text(v: Any) -> str:
     return str(v)
 
 
-def lower(file: ast.File, bounds: Mapping[str, int] | None = None, sink: Sink | None = None) -> Graph:
+def lower(file: ast.File, bounds: Mapping[str, int] | None = None, sink: Sink | None = None,
+          limits: Limits | None = None) -> Graph:
     """Lower a parsed file to a checked IR graph; raise CompileError on errors.
     Warnings are left in `sink` (created if not given)."""
     sink = sink if sink is not None else Sink()
     sink.sources.setdefault(file.path, file.source)
-    graph = Lowerer(file, bounds, sink).run()
+    graph = Lowerer(file, bounds, sink, limits).run()
     sink.raise_if_errors()
     assert graph is not None
     return graph

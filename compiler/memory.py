@@ -25,6 +25,10 @@ Values share buffers in three ways, decided in schedule order:
 Scratch buffers (im2col columns, padded copies) live for their one step;
 the state of a streaming plan (`label@history`, `label@h`, ...) lives across
 every step, so it survives from one call to the next.
+
+`Limits` are the largest sizes nnc plans (one tensor, all weights, the arena
+at the plan's batch); the front end checks the first two (`lower.py`),
+`check_arena` the last, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -38,6 +42,58 @@ from .dims import evaluate, free_symbols, is_symbolic
 from .ir import Graph, Node
 
 FLOAT_BYTES = 4
+GiB = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The largest sizes nnc plans, in bytes: one tensor (a value of one
+    example, or one weight tensor), all the weights together, and the arena
+    at the plan's batch. Past them, `nnc check` and `compile_plan` give E0208
+    instead of allocating. The defaults keep every element index within
+    C's `int`; `limits=` (Python) and `--max-memory` (CLI) change them."""
+
+    tensor: int = 2 * GiB
+    weights: int = 4 * GiB
+    arena: int = 4 * GiB
+
+    @staticmethod
+    def of(value: "Limits | int | Mapping[str, int] | None") -> "Limits":
+        """`None`: the defaults; an int: that many bytes for each of the
+        three; a mapping with any of `tensor`, `weights`, `arena`."""
+        from .diagnostics import UsageError
+        if value is None:
+            return Limits()
+        if isinstance(value, Limits):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"tensor", "weights", "arena"}
+            if unknown:
+                raise UsageError(f"limits has no key {', '.join(map(repr, sorted(unknown)))}: "
+                                 "use 'tensor', 'weights' and 'arena'")
+            fields = {k: _positive_bytes(f"limits[{k!r}]", v) for k, v in value.items()}
+            return Limits(**fields)
+        n = _positive_bytes("limits", value)
+        return Limits(n, n, n)
+
+
+def _positive_bytes(what: str, value) -> int:
+    from .diagnostics import UsageError
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"{what} must be a positive number of bytes, got {value!r}")
+    return value
+
+
+def format_bytes(n: int) -> str:
+    """`1.5 GiB (1,610,612,736 B)`; sizes past exbibytes by their digits."""
+    if n >= 1 << 70:
+        return f"about 10^{int(n.bit_length() * 0.30103)} bytes"
+    for unit, size in (("EiB", 1 << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
+                       ("KiB", 1 << 10)):
+        if n >= size:
+            text = f"{n / size:,.1f}".removesuffix(".0")
+            return f"{text} {unit} ({n:,} B)"
+    return f"{n:,} B"
 
 VIEW_OPS = frozenset({"flatten", "reshape", "dropout", "identity"})
 INPLACE_OPS = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",
@@ -70,10 +126,11 @@ class Layout:
     plan: planner.Plan
     naive_bytes: int
     weights_bytes: int
+    sizes: Mapping[str, int] = field(init=False, repr=False, compare=False)   # buffer -> bytes
 
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {b.name: b.size for b in self.buffers}
+    def __post_init__(self) -> None:
+        # computed once: code generators look sizes up for every node
+        object.__setattr__(self, "sizes", {b.name: b.size for b in self.buffers})
 
     def offset(self, value: str) -> int:
         p = self.places[value]
@@ -230,6 +287,26 @@ def _concat_slices(graph: Graph, users, inputs) -> dict[str, str]:
                 continue   # it would share memory with another value
             result[v] = n.label
     return result
+
+
+def arena_problem(graph: Graph, lay: Layout, batch: int, limits: Limits) -> str | None:
+    """The E0208 message when the arena at `batch` is larger than the limit
+    (with the largest buffer named), else None. Checked before the plan's
+    code allocates anything."""
+    arena = batch * lay.plan.arena_bytes
+    if arena <= limits.arena:
+        return None
+    return (f"the memory plan needs {format_bytes(arena)} at batch {batch}, more than the limit of "
+            f"{format_bytes(limits.arena)} for the arena")
+
+
+def largest_buffer(lay: Layout) -> tuple[str, int] | None:
+    """(the node label owning the largest buffer, its bytes for one example);
+    the buffer is a value, a scratch buffer or streaming state."""
+    if not lay.buffers:
+        return None
+    b = max(lay.buffers, key=lambda b: (b.size, b.name))
+    return b.name.split("#")[0].split("@")[0], b.size
 
 
 def memory_report(graph: Graph, batch: int, *, scratch: ScratchFn = no_scratch, share: bool = True) -> dict:

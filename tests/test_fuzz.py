@@ -11,6 +11,12 @@ to a minimal input that still crashes there, and its traceback. The generator
 is a seeded `random.Random`, so a failure repeats exactly. A list of
 hand-written edge inputs (found while probing the front end) is checked the
 same way.
+
+The probe's mutators (issue 9) run as a second, smaller fuzz: huge numbers
+(400 digits, 2**31 to 2**64), deep nesting (block calls, parentheses,
+negations), dimension names that are keywords of C or Python, and hostile
+file names, which go through the command line (`nnc check`, `nnc summary`):
+there only a clean exit 0 or 1 with no traceback is allowed.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ import random
 import re
 import sys
 import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from io import StringIO
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from nnc import CompileError
+from nnc.compiler.cli import main
 from nnc.compiler.frontend import check
 from nnc.compiler.ops import CATALOG
 
@@ -135,15 +144,75 @@ def mutate_expression(rng: random.Random, text: str) -> str:
 MUTATIONS = (mutate_characters, mutate_tokens, mutate_tokens, mutate_lines, mutate_expression)
 
 
-def mutants(sample: str, count: int):
+def mutants(sample: str, count: int, mutations=MUTATIONS, seed: str = ""):
     """`count` seeded mutants of a sample, each 1 to 3 mutations away from it."""
-    rng = random.Random(f"{SEED}-{sample}")
+    rng = random.Random(f"{SEED}-{sample}{seed}")
     for _ in range(count):
         text = SAMPLES[sample]
         for _ in range(rng.randint(1, 3)):
             if text:
-                text = rng.choice(MUTATIONS)(rng, text)
+                text = rng.choice(mutations)(rng, text)
         yield text
+
+
+# ---------------------------------------------------------------- the probe's mutators
+
+HUGE_NUMBERS = ("9" * 400, "1" + "0" * 4000, str(2 ** 31 - 1), str(2 ** 31), str(2 ** 31 + 1), str(2 ** 32),
+                str(2 ** 53 + 1), str(2 ** 63 - 1), str(2 ** 63), str(2 ** 64), str(10 ** 12), "1e400", "1e-400")
+
+
+def mutate_huge_number(rng: random.Random, text: str) -> str:
+    """Replace a number (a size, an argument, a bound) with a huge one."""
+    numbers = [m for m in TOKEN.finditer(text) if m.group()[0].isdigit()]
+    if not numbers:
+        return text
+    m = rng.choice(numbers)
+    return text[:m.start()] + rng.choice(HUGE_NUMBERS) + text[m.end():]
+
+
+def mutate_deep_nesting(rng: random.Random, text: str) -> str:
+    """Wrap a number in many parentheses or minus signs, or call the model's
+    steps through a tower of blocks each calling the next."""
+    depth = rng.choice((40, 65, 101, 200))
+    numbers = [m for m in TOKEN.finditer(text) if m.group()[0].isdigit()]
+    kind = rng.choice(("parentheses", "negations", "tuples", "blocks"))
+    if kind == "blocks" or not numbers:
+        tower = "".join(f"block deep{i}()(v) {{\n    deep{i + 1}\n}}\n" for i in range(depth))
+        tower += f"block deep{depth}()(v) {{\n    relu\n}}\n"
+        return tower + re.sub(r"\brelu\b", "deep0", text, count=1)
+    m = rng.choice(numbers)
+    if kind == "parentheses":
+        wrapped = "(" * depth + m.group() + ")" * depth
+    elif kind == "negations":
+        wrapped = "-" * depth + m.group()
+    else:
+        wrapped = "(" * depth + m.group() + ",)" * depth
+    return text[:m.start()] + wrapped + text[m.end():]
+
+
+KEYWORD_NAMES = ("lambda", "self", "batch", "v", "None", "class", "def", "import", "int", "float", "memcpy",
+                 "size_t", "NAN", "INFINITY", "main", "return_", "static", "restrict", "_Bool", "out", "x",
+                 "__init__", "__builtins__", "np", "T", "T2", "Z", "A")
+
+
+def mutate_dimension_name(rng: random.Random, text: str) -> str:
+    """Give a model input a named dimension called like a keyword or a
+    built-in of C or Python, with or without a bound."""
+    header = re.search(r"^model\s+\w+\s*\(([^)]*)\)", text, flags=re.M)
+    if not header:
+        return text
+    sizes = list(re.finditer(r"\b[0-9]+\b|\b[A-Za-z_]\w*(?==[0-9])|(?<=[\[,] )[A-Z]\b", header.group(1)))
+    if not sizes:
+        return text
+    m = rng.choice(sizes)
+    name = rng.choice(KEYWORD_NAMES)
+    new = rng.choice((name, f"{name}={m.group()}" if m.group().isdigit() else name))
+    start, end = header.start(1) + m.start(), header.start(1) + m.end()
+    return text[:start] + new + text[end:]
+
+
+PROBE_MUTATIONS = (mutate_huge_number, mutate_deep_nesting, mutate_dimension_name, mutate_tokens)
+PROBE_MUTANTS_PER_SAMPLE = 40
 
 
 # ---------------------------------------------------------------- shrinking
@@ -201,6 +270,64 @@ def test_mutated_sample_raises_only_compile_error(sample):
         if crash is not None and crash.site not in found:
             found[crash.site] = shrink(text, crash.site)
     assert not found, report(found)
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_probe_mutants_raise_only_compile_error(sample):
+    found: dict[tuple[str, str, int], str] = {}
+    for text in mutants(sample, PROBE_MUTANTS_PER_SAMPLE, PROBE_MUTATIONS, seed="-probe"):
+        crash = run(text)
+        if crash is not None and crash.site not in found:
+            found[crash.site] = text       # not shrunk: deep towers shrink slowly
+    assert not found, report(found)
+
+
+def test_probe_mutators_change_the_text():
+    rng = random.Random(SEED)
+    for mutate in PROBE_MUTATIONS[:3]:
+        assert sum(mutate(rng, SAMPLES["wavenet"]) != SAMPLES["wavenet"] for _ in range(20)) >= 15
+
+
+HOSTILE_NAMES = (
+    'm"""; import os; os.system("touch PWNED"); """x.nn', "m'; rm -rf .; '.nn", "$(touch PWNED).nn",
+    "`touch PWNED`.nn", "m */ int x; /*.nn", "m\\.nn", "m%s%n%x.nn", "m{0}{{}}.nn", "model m(x: [4]) {.nn",
+    "-o.nn", "--help.nn", " m .nn", "m\nline.nn", "m\rcr.nn", "m\tx.nn", "m\x1b[31mred.nn", "mé.nn", "m😀.nn",
+    "m\u202e.nn", "NUL.nn", "m.NN", "m.txt", "m", ".nn", "m" * 240 + ".nn",
+)
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """Run `nnc` in-process; (exit code, stderr). SystemExit (argparse) counts as its code."""
+    err = StringIO()
+    with redirect_stdout(StringIO()), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+def test_hostile_file_names_through_the_command_line_exit_cleanly(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / name          # a `/` in the name makes a folder with a hostile name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for text in (SAMPLES["lenet"], SAMPLES["lenet"].replace("dense(120)", "dense(120, pading=1)")):
+        try:
+            path.write_text(text)
+        except OSError:
+            pytest.skip("the file system refuses this name")
+        for command in ("check", "summary"):
+            code, err = cli(command, "--", str(path))
+            assert code in (0, 1), err
+            assert "Traceback" not in err and "internal error" not in err
+            assert all(c.isprintable() or c == "\n" for c in err), "a control character reached the terminal"
+            if text != SAMPLES["lenet"]:
+                assert code == 1 and "E0301" in err
+        missing = path.with_name("missing-" + path.name)
+        code, err = cli("check", "--", str(missing))
+        assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_mutants_are_deterministic_and_mostly_different_from_the_sample():

@@ -1,0 +1,384 @@
+"""The `nnc` command under misuse (issue 9, items 4, 12-16): every failure is
+a diagnostic or one `error:` line with exit 1 (2 for bad command-line use),
+never a traceback; a path argument is always a path; `nnc run` reads a
+one-array .npz, writes outputs exactly where `-o` says and sizes named
+dimensions from its inputs; huge sizes are refused before anything is
+allocated; checking stays linear in the size of the model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnc
+from nnc.compiler import cli
+from nnc.compiler.build import compile_plan
+from nnc.compiler.cli import main
+from nnc.compiler.diagnostics import UsageError, UserError
+from nnc.compiler.frontend import check
+
+ROOT = Path(__file__).resolve().parent.parent
+LENET = ROOT / "samples" / "lenet.nn"
+SIGNAL = "model sig(x: [4, T]) {\n    conv1d(8, 3)\n}\n"
+TWO_OUTPUTS = ("model two(x: [4, T]) {\n    h = conv1d(8, 3, padding=same) -> relu\n"
+               "    a = h -> conv1d(2, 1)\n    b = h -> conv1d(3, 1)\n    return a, b\n}\n")
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def codes(info) -> list[str]:
+    return [d.code for d in info.value.diagnostics]
+
+
+# ---------------------------------------------------------------- item 12: one line, exit 1
+
+def test_output_folder_that_is_a_file_is_one_error_line(tmp_path, capsys):
+    target = write(tmp_path, "afile", "")
+    code, out, err = run_cli(capsys, "compile", LENET, "-o", target)
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and "is a file" in err and err.count("\n") == 1
+
+
+def test_output_folder_below_a_file_is_one_error_line(tmp_path, capsys):
+    write(tmp_path, "afile", "")
+    code, _, err = run_cli(capsys, "compile", LENET, "-o", tmp_path / "afile" / "sub")
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_unwritable_output_folder_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "mkdir", refuse)     # tests may run as root, where chmod does not refuse
+    code, _, err = run_cli(capsys, "compile", LENET, "-o", tmp_path / "locked")
+    assert code == 1 and "Permission denied" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("size", ["abc", 2.5, True, 0, -3, None])
+def test_python_dims_that_are_not_positive_integers_raise_value_error_naming_the_dimension(size):
+    with pytest.raises(ValueError, match="'T'") as info:
+        nnc.build(SIGNAL, dims={"T": size})
+    assert isinstance(info.value, UserError)
+
+
+def test_python_dims_accept_numpy_integers():
+    model = nnc.build(SIGNAL, dims={"T": np.int64(16)})
+    assert model(np.zeros((1, 4, 16), np.float32)).shape == (1, 8, 14)
+
+
+@pytest.mark.parametrize("command", ["check", "summary", "compile", "run"])
+def test_cli_dim_that_is_not_an_integer_is_a_usage_error(tmp_path, capsys, command):
+    model = write(tmp_path, "sig.nn", SIGNAL)
+    extra = ["--input", "x.npy"] if command == "run" else []
+    with pytest.raises(SystemExit) as info:
+        main([command, str(model), "--dim", "T=abc", *extra])
+    assert info.value.code == 2
+    assert "T=abc" in capsys.readouterr().err
+
+
+def deep_blocks(n: int) -> str:
+    text = "".join(f"block b{i}()(x) {{\n    b{i + 1}\n}}\n" for i in range(n))
+    return text + f"block b{n}()(x) {{\n    relu\n}}\nmodel m(x: [4]) {{\n    b0\n}}\n"
+
+
+def test_200_nested_blocks_are_a_located_error_not_a_recursion_error(tmp_path, capsys):
+    with pytest.raises(nnc.CompileError) as info:
+        check(deep_blocks(200))
+    assert codes(info) == ["E0115"] and info.value.diagnostics[0].line is not None
+    code, _, err = run_cli(capsys, "check", write(tmp_path, "deep.nn", deep_blocks(200)))
+    assert code == 1 and "E0115" in err
+
+
+def test_blocks_nested_within_the_limit_still_compile():
+    assert len(check(deep_blocks(40)).graph.nodes) == 1
+
+
+def test_blocks_that_multiply_steps_are_refused_at_the_step_limit():
+    fan = "".join(f"block b{i}()(x) {{\n    b{i + 1}\n    b{i + 1}\n}}\n" for i in range(30))
+    fan += "block b30()(x) {\n    relu\n}\nmodel m(x: [4]) {\n    b0\n}\n"
+    with pytest.raises(nnc.CompileError) as info:
+        check(fan)
+    assert codes(info) == ["E0115"]
+
+
+@pytest.mark.parametrize("number", ["9" * 400, str(2 ** 64), f"{2 ** 40} * {2 ** 40}"],
+                         ids=["400_digits", "2**64", "a_product_past_2**63"])
+def test_a_huge_number_is_a_diagnostic_not_an_overflow_error(number):
+    with pytest.raises(nnc.CompileError) as info:
+        check(f"model m(x: [4]) {{\n    dense({number})\n}}\n")
+    assert codes(info) == ["E0306"] and "too large" in info.value.diagnostics[0].message
+    assert len(str(info.value)) < 2000 + 2 * len(number)
+
+
+def test_a_kernel_longer_than_the_bound_is_reported_by_check(tmp_path, capsys):
+    # it passed `check` and then failed inside the planner with a ValueError
+    with pytest.raises(nnc.CompileError) as info:
+        check("model m(x: [4, T=10]) {\n    conv1d(8, 30)\n}\n")
+    assert codes(info) == ["E0201"] and "at least 30" in info.value.diagnostics[0].help
+    code, _, err = run_cli(capsys, "check", write(tmp_path, "sig.nn", "model m(x: [4, T]) {\n    conv1d(8, 30)\n}\n"),
+                           "--dim", "T=10")
+    assert code == 1 and "E0201" in err
+    code, _, err = run_cli(capsys, "summary", tmp_path / "sig.nn", "--dim", "T=10")
+    assert code == 1 and "E0201" in err
+
+
+def test_two_named_dimensions_in_one_value_on_c_are_a_located_error():
+    with pytest.raises(nnc.CompileError) as info:
+        compile_plan("model m(x: [Z, A]) {\n    relu\n}\n", target="c", dims={"Z": 3, "A": 4}, render=False)
+    assert codes(info) == ["E0206"] and info.value.diagnostics[0].line == 1
+
+
+def test_closed_stdout_ends_quietly():
+    # `nnc summary ... | head -1`: stdout closed before nnc writes
+    proc = subprocess.Popen([sys.executable, "-m", "nnc", "summary", str(LENET)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
+
+
+def test_ctrl_c_exits_130_without_a_traceback(capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(cli._COMMANDS, "check", interrupted)
+    code, _, err = run_cli(capsys, "check", LENET)
+    assert code == 130 and err == ""
+
+
+@pytest.mark.parametrize("exc, text", [(UserError("no C compiler: install gcc"), "no C compiler"),
+                                       (FileNotFoundError(2, "No such file or directory", "w.npz"), "w.npz"),
+                                       (MemoryError(), "out of memory")])
+def test_user_and_os_errors_are_one_line(capsys, monkeypatch, exc, text):
+    def fail(args):
+        raise exc
+    monkeypatch.setitem(cli._COMMANDS, "check", fail)
+    code, _, err = run_cli(capsys, "check", LENET)
+    assert code == 1 and err.startswith("error: ") and text in err and err.count("\n") == 1
+
+
+def test_a_bug_is_reported_in_one_line_with_its_own_exit_code(capsys, monkeypatch):
+    def bug(args):
+        raise RuntimeError("invariant broken")
+    monkeypatch.setitem(cli._COMMANDS, "check", bug)
+    monkeypatch.delenv("NNC_TRACEBACK", raising=False)
+    code, _, err = run_cli(capsys, "check", LENET)
+    assert code == cli.EXIT_INTERNAL and "internal error" in err and "invariant broken" in err
+
+
+# ---------------------------------------------------------------- item 4: sizes past the limits
+
+HUGE = {
+    "dense_2147483647": "model m(x: [4]) {\n    dense(2147483647)\n}\n",
+    "dense_weights_10e10": "model m(x: [100000]) {\n    dense(100000)\n}\n",
+    "bound_10e12": "model m(x: [4, T=1000000000000]) {\n    conv1d(8, 3)\n}\n",
+    "conv2d_100000_99": "model m(x: [3, 224, 224]) {\n    conv2d(100000, 99)\n}\n",
+    "input_16GB": "model m(x: [4, T=1000000000]) {\n    conv1d(8, 3)\n}\n",
+}
+
+
+@pytest.mark.parametrize("text", list(HUGE.values()), ids=list(HUGE))
+def test_huge_sizes_are_refused_by_check_with_a_located_error(text, tmp_path, capsys):
+    with pytest.raises(nnc.CompileError) as info:
+        check(text)
+    d = info.value.diagnostics[0]
+    assert d.code in ("E0207", "E0208") and d.line is not None
+    code, _, err = run_cli(capsys, "check", write(tmp_path, "huge.nn", text))
+    assert code == 1 and d.code in err
+
+
+def test_a_dimension_of_ten_to_the_twelve_through_dims_is_refused():
+    with pytest.raises(nnc.CompileError) as info:
+        nnc.build(SIGNAL, dims={"T": 10 ** 12})
+    assert codes(info) == ["E0207"]
+
+
+def test_an_arena_past_the_limit_is_refused_before_allocating(tmp_path, capsys):
+    with pytest.raises(nnc.CompileError) as info:
+        nnc.build(SIGNAL, dims={"T": 1000}, batch=10 ** 6)
+    assert codes(info) == ["E0208"] and "arena" in info.value.diagnostics[0].message
+    code, _, err = run_cli(capsys, "summary", write(tmp_path, "sig.nn", SIGNAL), "--dim", "T=40000000", "--batch", "4")
+    assert code == 1 and "E0208" in err
+
+
+def test_limits_are_configurable_in_python_and_on_the_command_line(tmp_path, capsys):
+    small = "model m(x: [1000]) {\n    dense(1000)\n}\n"      # a 4 MB weight
+    check(small)
+    with pytest.raises(nnc.CompileError) as info:
+        check(small, limits=1 << 20)
+    assert codes(info) == ["E0208"]
+    with pytest.raises(nnc.CompileError):
+        nnc.build(small, limits={"weights": 1 << 20})
+    assert nnc.build(small, limits={"arena": 1 << 20}) is not None
+    path = write(tmp_path, "small.nn", small)
+    assert run_cli(capsys, "check", path, "--max-memory", "1M")[0] == 1
+    assert run_cli(capsys, "check", path, "--max-memory", "8M")[0] == 0
+    big = write(tmp_path, "big.nn", HUGE["conv2d_100000_99"])
+    assert run_cli(capsys, "check", big, "--max-memory", "16GiB")[0] == 0     # 5.9 GiB out, 11 GiB weights
+
+
+@pytest.mark.parametrize("limits", [0, -1, "1G", 2.5, {"tensors": 5}])
+def test_bad_limits_raise_a_value_error(limits):
+    with pytest.raises(UsageError):
+        check(SIGNAL, limits=limits)
+
+
+# ---------------------------------------------------------------- item 13: a path is a path
+
+def test_a_model_file_without_the_nn_suffix_is_read(tmp_path, capsys):
+    path = write(tmp_path, "kws.txt", LENET.read_text())
+    assert run_cli(capsys, "check", path)[0] == 0
+
+
+def test_a_folder_is_one_error_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "check", f"{tmp_path}{os.sep}")
+    assert code == 1 and "folder" in err and err.count("\n") == 1
+
+
+def test_a_missing_file_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "check", "NOSUCH.NN")
+    assert (code, err) == (1, "error: no such file: `NOSUCH.NN`\n")
+
+
+def test_model_text_as_the_argument_is_not_parsed(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "check", "model m(x: [4]) {\n    relu\n}\n")
+    assert code == 1 and "no such file" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_instead_of_waited_on(tmp_path, capsys):
+    fifo = tmp_path / "m.nn"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(capsys, "check", fifo)
+    assert code == 1 and "not a regular file" in err
+
+
+def test_the_python_api_reads_a_str_ending_in_nn_in_any_case_as_a_file(tmp_path):
+    path = write(tmp_path, "LENET.NN", LENET.read_text())
+    assert check(str(path)).graph.name == "lenet"
+
+
+# ---------------------------------------------------------------- item 14: nnc run
+
+def test_run_reads_a_one_array_npz_as_that_array(tmp_path, capsys):
+    model = write(tmp_path, "sig.nn", SIGNAL)
+    np.savez(tmp_path / "x.npz", np.ones((2, 4, 20), np.float32))
+    code, out, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npz")
+    assert code == 0 and out.startswith("out [2, 8, 18]:")
+
+
+def test_run_refuses_an_npz_of_several_arrays_naming_them(tmp_path, capsys):
+    model = write(tmp_path, "sig.nn", SIGNAL)
+    np.savez(tmp_path / "x.npz", a=np.ones(3), b=np.ones(3))
+    code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npz")
+    assert code == 1 and "a, b" in err
+
+
+def test_run_writes_several_outputs_to_exactly_the_npz_given(tmp_path, capsys):
+    model = write(tmp_path, "two.nn", TWO_OUTPUTS)
+    np.save(tmp_path / "x.npy", np.ones((4, 30), np.float32))
+    code, _, _ = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 0
+    with np.load(tmp_path / "y.npz") as z:
+        assert {k: z[k].shape for k in z} == {"a": (1, 2, 30), "b": (1, 3, 30)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.nn", "x.npy", "y.npz"]
+
+
+def test_run_refuses_several_outputs_for_an_npy_path_before_running(tmp_path, capsys):
+    model = write(tmp_path, "two.nn", TWO_OUTPUTS)
+    np.save(tmp_path / "x.npy", np.ones((4, 30), np.float32))
+    code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert code == 1 and ".npz" in err
+    assert not list(tmp_path.glob("y*"))
+
+
+def test_run_writes_one_output_at_exactly_the_path_given(tmp_path, capsys):
+    model = write(tmp_path, "sig.nn", SIGNAL)
+    np.save(tmp_path / "x.npy", np.ones((4, 20), np.float32))
+    assert run_cli(capsys, "run", model, "--input", tmp_path / "x.npy", "-o", tmp_path / "result")[0] == 0
+    assert np.load(tmp_path / "result").shape == (1, 8, 18)
+    assert not (tmp_path / "result.npy").exists()
+
+
+def test_run_takes_a_named_dimension_from_the_input(tmp_path, capsys):
+    # no bound in the model and no --dim: the input's length is the bound
+    model = write(tmp_path, "sig.nn", SIGNAL)
+    np.save(tmp_path / "x.npy", np.ones((3, 4, 50), np.float32))
+    code, out, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy")
+    assert code == 0 and out.startswith("out [3, 8, 48]:"), err
+    bounded = write(tmp_path, "bounded.nn", SIGNAL.replace("T]", "T=16]"))
+    code, out, err = run_cli(capsys, "run", bounded, "--input", tmp_path / "x.npy")
+    assert code == 0 and out.startswith("out [3, 8, 48]:"), err
+
+
+def test_run_with_a_bad_input_shape_is_one_error_line(tmp_path, capsys):
+    model = write(tmp_path, "sig.nn", SIGNAL)
+    np.save(tmp_path / "x.npy", np.ones((3, 5, 50), np.float32))
+    code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy")
+    assert code == 1 and err.startswith("error: ")
+
+
+# ---------------------------------------------------------------- item 15: errors within a chain
+
+def test_independent_errors_in_one_chain_are_all_reported():
+    text = ("model m(x: [3, 8, 8]) {\n    conv2d(8, 3, pading=1) -> relu -> dense(10, activation=relu)\n"
+            "    flatten\n    dense(10, activation=relu)\n}\n")
+    with pytest.raises(nnc.CompileError) as info:
+        check(text)
+    assert [(d.code, d.line) for d in info.value.diagnostics] == [("E0301", 2), ("E0301", 2), ("E0301", 4)]
+
+
+def test_a_step_after_an_error_gives_no_shape_error_of_its_own():
+    # `dense` on a conv output would be E0203; after the failed conv it is not checked
+    with pytest.raises(nnc.CompileError) as info:
+        check("model m(x: [3, 8, 8]) {\n    conv2d(8, 3, pading=1) -> dense(10)\n}\n")
+    assert codes(info) == ["E0301"]
+
+
+# ---------------------------------------------------------------- item 16: linear checking
+
+def cpu_seconds(fn) -> float:
+    start = time.process_time()      # CPU time: other processes on the machine do not count
+    fn()
+    return time.process_time() - start
+
+
+def test_checking_20000_lines_is_fast(tmp_path):
+    path = write(tmp_path, "long.nn", "model m(x: [10]) {\n" + "    dense(10)\n" * 20000 + "}\n")
+    assert cpu_seconds(lambda: check(path)) < 10
+
+
+def test_8000_errors_are_collected_and_rendered_fast(tmp_path):
+    body = "".join(f"    a{i} = x -> dense(10, foo=1)\n" for i in range(8000))
+    path = write(tmp_path, "errors.nn", "model m(x: [10]) {\n" + body + "}\n")
+
+    def run():
+        with pytest.raises(nnc.CompileError) as info:
+            check(path)
+        assert len(info.value.diagnostics) == 8000
+        assert str(info.value).count("error[E0301]") == 8000
+    assert cpu_seconds(run) < 10
+
+
+def test_summary_of_10000_steps_is_fast(tmp_path, capsys):
+    # planning looked sizes and nodes up by scanning: 20,000 steps took minutes
+    path = write(tmp_path, "long.nn", "model m(x: [10]) {\n" + "    dense(10)\n" * 10000 + "}\n")
+    assert cpu_seconds(lambda: run_cli(capsys, "summary", path)) < 10
