@@ -16,9 +16,10 @@ In:  a subclass (a generated training module, or a hand-written one in
 Out: the trainer API of TRAINING.md section 1: `Trainer(optimizer, batch=N,
      weights=..., seed=S, keep_gradients=False)`, `step(x, y)`,
      `predict(x)`, `state_dict()`, `load_weights(w)`,
-     `optimizer_state_dict()`, `load_optimizer_state(d)`, `gradients()`;
-     also `input_shapes`, `output_shapes`, `check_data(x, y)` (a whole data
-     set, for `nnc train`).
+     `optimizer_state_dict()`, `load_optimizer_state(d)`, `gradients()`,
+     `grow(new_model, init, seed)` (for trainers made by `nnc.train`: it
+     compiles through `compiler.train.grow_trainer`); also `input_shapes`,
+     `output_shapes`, `check_data(x, y)` (a whole data set, for `nnc train`).
 
 State, all plain dicts of arrays keyed by PyTorch names, so that growing a
 layer can replace any of them with a larger array:
@@ -30,10 +31,21 @@ layer can replace any of them with a larger array:
 - `self._step_count`: the updates done (Adam's `step`);
 - `self._rng`: `np.random.Generator(np.random.PCG64(seed))`, for dropout.
 
+Capacity (`_reserve`): a tensor stored with room lives in `self._storage[key]`
+(its optimizer state in `self._opt_storage[key][name]`, a kept gradient in
+`self._kept_storage[key]`) and the dicts above hold views of the current
+shape (`self._room[key]`: the IndexMap from the current shape into the
+storage). Views may be non-contiguous; every kernel and the optimizer
+update take them as they are. `state_dict()` and
+`optimizer_state_dict()` return contiguous copies of the current shapes.
+`_grow_state` writes only the new entries of a tensor whose storage keeps
+its shape and whose old entries keep their places.
+
 Memory: the optimizer's scratch (one array as large as the largest
 parameter, viewed per parameter) and, with `keep_gradients=True`, one
-gradient copy per parameter are allocated when the trainer is built;
-`_apply_update` allocates nothing.
+gradient copy per parameter are allocated when the trainer is built, and
+again after a growth only when they have become too small (the arena
+likewise, `_arena_buffer`); `_apply_update` allocates nothing.
 
 Inputs are checked with `ModelBase`'s checks (same messages), the targets
 with `losses.check_targets`. Every public method holds the instance's lock.
@@ -121,6 +133,13 @@ class TrainerBase:
         self._state = self._assemble(params, counters)
         self._opt_state = {k: {n: np.zeros(self._state[k].shape, dtype=np.float32)
                                for n in optimizer.state_names} for k in self.TRAINABLE}
+        # capacity (`_reserve`): storage with room, of which the state entries are views
+        self._storage: dict[str, np.ndarray] = {}
+        self._opt_storage: dict[str, dict[str, np.ndarray]] = {}
+        self._kept_storage: dict[str, np.ndarray] = {}
+        self._room: dict[str, Any] = {}          # key -> IndexMap: current shape -> storage shape
+        self._arena_room = 0                     # float32 elements the arena holds at least
+        self._capacity: dict[str, int] = {}      # label -> units, as given to nnc.train
         self._allocate_update_buffers()
         self._staging = {name: np.zeros((batch, *self._bound_shape(shape)), dtype=np.float32)
                          for name, shape in self.INPUTS.items()}
@@ -222,8 +241,22 @@ class TrainerBase:
                 raise TrainerError("gradients() needs a trainer made with keep_gradients=True "
                                    "(gradient buffers are reused within a step otherwise)")
             if not self._has_gradients:
-                raise TrainerError("no gradients yet: gradients() returns the last step's, and no step has run")
+                raise TrainerError("no gradients yet: gradients() returns the last step's, and no step has run "
+                                   "since the trainer was made or grown")
             return {k: g.copy() for k, g in self._kept.items()}
+
+    def grow(self, new_model: Any, init: str = "zero", seed: int | None = None) -> None:
+        """Continue training `new_model`, a wider edit of this trainer's model
+        (TRAINING.md section 2): the weights, running statistics and
+        optimizer state move to the new shapes (new entries as `nnc.grow`
+        makes them, with `seed`, by default the trainer's; Adam's step
+        kept), and the trainer takes the new model's plan in place. Within
+        the `capacity=` given to `nnc.train`, tensors stay where they are.
+        Refusals are `nnc.CompileError`s on the new model's text and leave
+        the trainer unchanged."""
+        from ..compiler.train import grow_trainer
+        with self._lock:
+            grow_trainer(self, new_model, init=init, seed=seed)
 
     def check_data(self, x: Any, y: Any, *, x_name: str = "x", y_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
         """A whole data set for the single-input model: `x` [N, *input shape]
@@ -279,13 +312,132 @@ class TrainerBase:
         raise NotImplementedError
 
     def _allocate_update_buffers(self) -> None:
-        """The optimizer's scratch (views of one array) and the kept
-        gradients, for the current parameter shapes."""
+        """The optimizer's scratch (views of one array, as large as the
+        largest parameter's storage) and the kept gradients (views of
+        storage with room for parameters that have it), for the current
+        parameter shapes; what is large enough already is kept."""
         shapes = {k: self._state[k].shape for k in self.TRAINABLE}
-        flat = np.zeros(max((math.prod(s) for s in shapes.values()), default=0), dtype=np.float32)
+        need = max((math.prod(s) for s in shapes.values()), default=0)
+        room = max((self._storage[k].size for k in shapes if k in self._storage), default=0)
+        flat = getattr(self, "_update_flat", None)
+        if flat is None or flat.size < max(need, room):
+            flat = self._update_flat = np.zeros(max(need, room), dtype=np.float32)
         self._update_scratch = {k: flat[:math.prod(s)].reshape(s) for k, s in shapes.items()}
-        self._kept = ({k: np.zeros(s, dtype=np.float32) for k, s in shapes.items()}
-                      if self.keep_gradients else {})
+        self._kept = {}
+        if not self.keep_gradients:
+            return
+        kept_storage = {}
+        for k, s in shapes.items():
+            if k in self._storage:
+                store = self._kept_storage.get(k)
+                if store is None or store.shape != self._storage[k].shape:
+                    store = np.zeros(self._storage[k].shape, dtype=np.float32)
+                kept_storage[k] = store
+                self._kept[k] = store[self._room[k].slices()]
+            else:
+                self._kept[k] = np.zeros(s, dtype=np.float32)
+        self._kept_storage = kept_storage
+
+    def _arena_buffer(self, nbytes: int) -> np.ndarray:
+        """The arena for a plan of `nbytes`: the trainer's current one (zeroed)
+        when it is large enough, else a new one, with room for `_arena_room`."""
+        need = max(nbytes // 4, 1, self._arena_room)
+        arena = getattr(self, "_arena", None)
+        if arena is not None and arena.size >= need:
+            arena.fill(0)
+            return arena
+        return np.zeros(need, dtype=np.float32)
+
+    # ------------------------------------------------------------ capacity and growth
+
+    def _reserve(self, room: Mapping[str, Any], arena_bytes: int) -> None:
+        """Store the tensors of `room` (key -> IndexMap from the current shape
+        to the shape with room, whose old entries form slices) in storage
+        of that shape, and keep the state and optimizer state as views of
+        it; the arena holds at least `arena_bytes`."""
+        for key, m in room.items():
+            store = np.zeros(m.new_shape, dtype=np.float32)
+            view = store[m.slices()]
+            np.copyto(view, self._state[key])
+            self._state[key] = view
+            self._storage[key] = store
+            self._room[key] = m
+            for name, a in self._opt_state.get(key, {}).items():
+                ostore = np.zeros(m.new_shape, dtype=np.float32)
+                oview = ostore[m.slices()]
+                np.copyto(oview, a)
+                self._opt_state[key][name] = oview
+                self._opt_storage.setdefault(key, {})[name] = ostore
+        self._arena_room = max(self._arena_room, arena_bytes // 4)
+        self._allocate_update_buffers()
+        self._setup()
+
+    def _grow_state(self, growth: Any, room: Mapping[str, Any], init: str, seed: int) -> None:
+        """Replace the state and optimizer state by the grown model's
+        (`growth`: a `compiler.grow.Growth`; `room`: key -> IndexMap into
+        storage with room for the new model, for tensors stored with room).
+        A tensor whose storage keeps its shape and every old entry's place
+        is grown in place: only its new entries are written. Nothing of the
+        trainer changes before every new tensor exists."""
+        sources = growth.net2net_sources(seed) if init == "net2net" else None
+        state: dict[str, np.ndarray] = {}
+        opt_state: dict[str, dict[str, np.ndarray]] = {}
+        storage: dict[str, np.ndarray] = {}
+        opt_storage: dict[str, dict[str, np.ndarray]] = {}
+        writes: list[tuple[np.ndarray, np.ndarray]] = []     # in-place net2net copies, done last
+        fills: list[tuple[str, np.ndarray, bool]] = []       # in-place new entries, done last
+        for key, value in self._state.items():
+            if key not in growth.maps:                       # num_batches_tracked
+                state[key] = value
+                continue
+            r = room.get(key)
+            in_place = r is not None and key in self._storage and self._stays(key, growth.maps[key], r)
+            if in_place:
+                store = storage[key] = self._storage[key]
+                view = store[r.slices()]
+                if init == "zero":
+                    fills.append((key, view, True))
+                else:
+                    writes.append((view, growth.tensor(key, value, init, seed, sources)))
+            else:
+                new = growth.tensor(key, value, init, seed, sources)
+                if r is not None:
+                    store = storage[key] = np.zeros(r.new_shape, dtype=np.float32)
+                    view = store[r.slices()]
+                    np.copyto(view, new)
+                else:
+                    view = new
+            state[key] = view
+            if key in self._opt_state:
+                opt_state[key] = {}
+                for name, a in self._opt_state[key].items():
+                    if in_place:
+                        ostore = opt_storage.setdefault(key, {})[name] = self._opt_storage[key][name]
+                        oview = ostore[r.slices()]
+                        fills.append((key, oview, False))
+                    elif r is not None:
+                        ostore = opt_storage.setdefault(key, {})[name] = np.zeros(r.new_shape, dtype=np.float32)
+                        oview = ostore[r.slices()]
+                        growth.maps[key].place(a, out=oview)
+                    else:
+                        oview = growth.maps[key].place(a, 0.0)
+                    opt_state[key][name] = oview
+        for key, out, fresh in fills:
+            growth.fill_new(key, out, seed, fresh=fresh)
+        for out, new in writes:
+            np.copyto(out, new)
+        self._state, self._opt_state = state, opt_state
+        self._storage, self._opt_storage = storage, opt_storage
+        self._room = {k: room[k] for k in storage}
+        self._has_gradients = False
+
+    def _stays(self, key: str, moved: Any, r: Any) -> bool:
+        """Whether tensor `key` can grow in its storage: the same storage
+        shape, and every old entry at the same storage position."""
+        old = self._room[key]
+        store = self._storage[key]
+        return r.new_shape == store.shape and all(
+            np.array_equal(rp[mp], op) for rp, mp, op in zip(r.positions, moved.positions, old.positions))
 
     # ------------------------------------------------------------ internals
 

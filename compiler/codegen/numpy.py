@@ -24,6 +24,7 @@ the same graph gives the same bytes.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -274,6 +275,7 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
 
 # ------------------------------------------------------------------ rendering
 
+@functools.cache       # one environment: its templates compile once per process
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("nnc.compiler.codegen", "templates"),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,

@@ -72,6 +72,64 @@ class ArgSpec:
 Attrs = Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """A tensor an op's training forward writes for its backward, beside its
+    output: `shape` per example when `batched` (the batch axis comes first),
+    else the whole tensor (batchnorm's per-channel statistics)."""
+
+    shape: Shape
+    dtype: str = "float32"
+    batched: bool = True
+
+
+def no_saves(a: Attrs, ins: Sequence[Shape], out: Shape) -> Mapping[str, Saved]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Backward:
+    """An op's reverse-mode rule, target-independent (the training stage's
+    generators turn it into kernel calls): what the backward step reads.
+
+    `saves`: the extra tensors the training forward writes (name -> Saved);
+    `needs_inputs` / `needs_output`: the backward reads the forward inputs /
+    output; `passes_gradient`: each input's gradient is the output's gradient
+    itself, up to a view, a slice or a sign (add, sub, concat, flatten,
+    reshape, identity), so a second contribution is added straight from it,
+    without a temporary."""
+
+    saves: Callable[[Attrs, Sequence[Shape], Shape], Mapping[str, Saved]] = no_saves
+    needs_inputs: bool = True
+    needs_output: bool = False
+    passes_gradient: bool = False
+
+
+class UnitAxis(enum.Enum):
+    """What the entries along one axis of a parameter are, for growth."""
+
+    OWN = "own"            # the layer's own units: rows of its weight, entries of its bias
+    FAN_IN = "fan_in"      # the units of the input the layer reads: a weight's columns
+    CHANNEL = "channel"    # a per-unit parameter of an op that keeps its input's units (norms, prelu)
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """An op's unit-axis (growth) rule, read by `compiler/grow.py`.
+
+    `rule(u)` states, with the helpers of the `grow.UnitContext` it is given,
+    which axis of the output carries which units (kept from an input, the
+    op's own, merged, concatenated, flattened) and the role of every axis of
+    each parameter (`UnitAxis`). `size(attrs)` is the output size a growth
+    may raise (units per group; None for ops without units of their own);
+    `varies` names the resolved arguments that may differ between the old and
+    the grown model (the output size, and sizes derived from the input)."""
+
+    rule: Callable[[Any], None]
+    size: Callable[[Attrs], int] | None = None
+    varies: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class OpSpec:
     name: str
@@ -90,8 +148,8 @@ class OpSpec:
     #   gradients of the op's inputs and parameters from its output's;
     # `units`, the growth stage's unit-axis rule: which axis of the output and
     #   of each parameter grows when the op gains units (filters, features, hidden).
-    backward: Callable[..., Any] | None = None
-    units: Callable[..., Any] | None = None
+    backward: Backward | None = None
+    units: Units | None = None
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from ..dims import Dim, Shape, product
 from ..ir import ParamSpec
-from .base import (AXIS_NAMES, ArgSpec, Attrs, Kind, OpSpec, ShapeError, _expect_rank, _known, _pair,
+from .base import Units
+from .base import (AXIS_NAMES, ArgSpec, Backward, Attrs, Kind, OpSpec, ShapeError, _expect_rank, _known, _pair,
                    _uniform, _window_out)
 
 
@@ -109,6 +110,27 @@ def _conv_macs(a: Attrs, ins: Sequence[Shape], out: Shape) -> Dim:
     return product(out) * per_output
 
 
+def _conv_units(u) -> None:
+    # filters are the own units, laid out group by group; the input channels are the fan-in
+    # (within each group); a depthwise layer's units follow their input channel
+    a = u.attrs
+    c, *spatial = u.inputs[0]
+    if u.node.op.name == "depthwise_conv2d":
+        own = u.own_per_channel(0, 0, a["filters"] // a["groups"])
+        fan_in = None
+    else:
+        own = u.own(a["filters"], a["groups"])
+        fan_in = u.fan_in(c, a["groups"])
+    u.output(own, *(u.window(0, 1 + i) for i in range(len(spatial))))
+    u.param("weight", u.own_axis(own), fan_in, *(None,) * len(spatial))
+    u.param("bias", u.bias_axis(own))
+
+
+_CONV_UNITS = Units(_conv_units, size=lambda a: a["filters"] // a["groups"], varies=("filters", "in_channels"))
+_DEPTHWISE_UNITS = Units(_conv_units, size=lambda a: a["filters"] // a["groups"],
+                         varies=("filters", "in_channels", "groups"))
+
+
 def _conv(rank: int, depthwise: bool = False) -> OpSpec:
     name = "depthwise_conv2d" if depthwise else f"conv{rank}d"
     lead = (ArgSpec("k", Kind.SIZE), ArgSpec("multiplier", Kind.POS_INT, 1)) if depthwise else \
@@ -120,7 +142,9 @@ def _conv(rank: int, depthwise: bool = False) -> OpSpec:
         rest += (ArgSpec("groups", Kind.POS_INT, 1),)
     rest += (ArgSpec("bias", Kind.BOOL, True),)
     return OpSpec(name, lead + rest, lambda a, ins: _conv_infer(name, a, ins),
-                  resolve=_conv_resolve(rank, depthwise), params=_conv_params, macs=_conv_macs)
+                  resolve=_conv_resolve(rank, depthwise), params=_conv_params, macs=_conv_macs,
+                  backward=Backward(),     # reads x (for the weight's gradient) and the weight
+                  units=_DEPTHWISE_UNITS if depthwise else _CONV_UNITS)
 
 
 ENTRIES: tuple[OpSpec, ...] = (

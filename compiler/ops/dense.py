@@ -12,7 +12,8 @@ from typing import Sequence
 
 from ..dims import Dim, Shape, format_shape, product
 from ..ir import ParamSpec
-from .base import ArgSpec, Attrs, Kind, OpSpec, ShapeError, _known, _uniform
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, ShapeError, _known, _uniform
+from .base import Units
 
 
 def _dense_resolve(a: Attrs, ins: Sequence[Shape]) -> Attrs:
@@ -40,7 +41,21 @@ def _dense_macs(a: Attrs, ins, out: Shape) -> Dim:
     return product(out) * a["in_features"]
 
 
+def _dense_units(u) -> None:
+    # the last axis is the fan-in; the leading one (time) keeps its layout
+    *rest, features = u.inputs[0]
+    own = u.own(u.attrs["units"])
+    u.output(*rest, own)
+    u.param("weight", u.own_axis(own), u.fan_in(features))
+    u.param("bias", u.bias_axis(own))
+
+
+_DENSE_UNITS = Units(_dense_units, size=lambda a: a["units"], varies=("units", "in_features"))
+
+
 ENTRIES: tuple[OpSpec, ...] = (
     OpSpec("dense", (ArgSpec("units", Kind.POS_INT), ArgSpec("bias", Kind.BOOL, True)), _dense_infer,
-           resolve=_dense_resolve, params=_dense_params, macs=_dense_macs, aliases=("linear",)),
+           resolve=_dense_resolve, params=_dense_params, macs=_dense_macs, aliases=("linear",),
+           backward=Backward(),     # reads x and the weight
+           units=_DENSE_UNITS),
 )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from ..dims import format_shape
 from ..ir import ParamSpec
-from .base import ArgSpec, Attrs, Kind, OpSpec, ShapeError, _known, _same
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Saved, ShapeError, _known, _same
+from .base import Units
 
 
 def _prelu_resolve(a: Attrs, ins) -> Attrs:
@@ -39,21 +40,52 @@ def _axis_resolve(op: str):
     return resolve
 
 
+# The activations whose derivative PyTorch computes from the output alone (so the training
+# forward may run them in place); the others read their input.
+FROM_OUTPUT = frozenset({"relu", "relu6", "sigmoid", "tanh"})
+
+
+def _keep_units(u) -> None:
+    u.output(*u.inputs[0])
+
+
+def _prelu_units(u) -> None:
+    x = u.inputs[0]
+    u.output(*x)
+    u.param("weight", None if u.attrs["shared"] else u.channel(x[0]))
+
+
+def _softmax_units(u) -> None:
+    # softmax over a grown axis changes every output there (a warning)
+    u.output(*u.inputs[0])
+    u.normalises(u.attrs["axis"])
+
+
+_KEEP = Units(_keep_units)
+
+
 def _act(name: str, *args: ArgSpec) -> OpSpec:
-    return OpSpec(name, args, _same, elementwise=True)
+    from_output = name in FROM_OUTPUT
+    return OpSpec(name, args, _same, elementwise=True,
+                  backward=Backward(needs_inputs=not from_output, needs_output=from_output), units=_KEEP)
 
 
 ENTRIES: tuple[OpSpec, ...] = (
-    OpSpec("prelu", (ArgSpec("shared", Kind.BOOL, False),), _same, resolve=_prelu_resolve, params=_prelu_params),
+    OpSpec("prelu", (ArgSpec("shared", Kind.BOOL, False),), _same, resolve=_prelu_resolve, params=_prelu_params,
+           backward=Backward(), units=Units(_prelu_units, varies=("channels",))),
     *(_act(n) for n in ("relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus",
                         "hardsigmoid", "hardswish")),
     _act("leaky_relu", ArgSpec("slope", Kind.FLOAT, 0.01)),
     _act("elu", ArgSpec("alpha", Kind.FLOAT, 1.0)),
-    OpSpec("softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("softmax")),
-    OpSpec("log_softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("log_softmax")),
+    OpSpec("softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("softmax"),
+           backward=Backward(needs_inputs=False, needs_output=True), units=Units(_softmax_units)),
+    OpSpec("log_softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("log_softmax"),
+           backward=Backward(needs_inputs=False, needs_output=True), units=Units(_softmax_units)),
 )
 
 PASSTHROUGH: tuple[OpSpec, ...] = (
-    OpSpec("dropout", (ArgSpec("p", Kind.PROB, 0.5),), _same),
-    OpSpec("identity", (), _same),
+    # training mode: the mask (0 or 1/(1-p)) drawn from the trainer's generator is saved
+    OpSpec("dropout", (ArgSpec("p", Kind.PROB, 0.5),), _same,
+           backward=Backward(saves=lambda a, ins, out: {"mask": Saved(out)}, needs_inputs=False), units=_KEEP),
+    OpSpec("identity", (), _same, backward=Backward(needs_inputs=False, passes_gradient=True), units=_KEEP),
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..dims import Dim, Shape, format_shape
-from .base import ArgSpec, Attrs, Kind, OpSpec, Role, ShapeError
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Role, ShapeError
+from .base import Units
 
 
 def _merge_infer(op: str):
@@ -64,10 +65,23 @@ def _concat_infer(a: Attrs, ins: Sequence[Shape]) -> Shape:
     return tuple(total if j == axis else d for j, d in enumerate(first))
 
 
+# add and concat pass the gradient on (whole, or a slice per input), sub negates the second
+# input's; mul multiplies it by the other inputs. A value read twice accumulates (fan-out).
+_PASS = Backward(needs_inputs=False, passes_gradient=True)
+
+# Growth: add, sub and mul couple their inputs' units position by position (they must grow
+# together); concat lists its inputs' units in turn on its axis (a grown input shifts the next).
+_MERGE_UNITS = Units(lambda u: u.output(*u.merge()))
+_CONCAT_UNITS = Units(lambda u: u.output(*u.concat(u.attrs["axis"])))
+
 ENTRIES: tuple[OpSpec, ...] = (
-    OpSpec("add", (), _merge_infer("add"), role=Role.MERGE, min_inputs=2, max_inputs=None),
-    OpSpec("sub", (), _merge_infer("sub"), role=Role.MERGE, min_inputs=2, max_inputs=2),
-    OpSpec("mul", (), _merge_infer("mul"), role=Role.MERGE, min_inputs=2, max_inputs=None),
+    OpSpec("add", (), _merge_infer("add"), role=Role.MERGE, min_inputs=2, max_inputs=None,
+           backward=_PASS, units=_MERGE_UNITS),
+    OpSpec("sub", (), _merge_infer("sub"), role=Role.MERGE, min_inputs=2, max_inputs=2, backward=_PASS,
+           units=_MERGE_UNITS),
+    OpSpec("mul", (), _merge_infer("mul"), role=Role.MERGE, min_inputs=2, max_inputs=None,
+           backward=Backward(), units=_MERGE_UNITS),
     OpSpec("concat", (ArgSpec("axis", Kind.INT, 0),), _concat_infer, role=Role.MERGE, min_inputs=2,
-           max_inputs=None, resolve=_concat_resolve),
+           max_inputs=None, resolve=_concat_resolve, backward=_PASS,
+           units=_CONCAT_UNITS),
 )

@@ -9,7 +9,8 @@ Out: `ENTRIES`, their catalog entries in catalog order. Both keep the shape;
 from __future__ import annotations
 
 from ..ir import ParamSpec
-from .base import ArgSpec, Attrs, Kind, OpSpec, _known, _same
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Saved, _known, _same
+from .base import Units
 
 
 def _batchnorm_resolve(a: Attrs, ins) -> Attrs:
@@ -35,9 +36,36 @@ def _layernorm_params(a: Attrs, ins) -> tuple[ParamSpec, ...]:
     return (ParamSpec("weight", (f,), True, ("const", 1.0)), ParamSpec("bias", (f,), True, ("const", 0.0)))
 
 
+# training mode: batch statistics; the forward saves the mean and 1/sqrt(var + eps) per channel
+# (batchnorm, over the batch and every axis after the channels) or per position (layernorm)
+_BATCHNORM_BACKWARD = Backward(saves=lambda a, ins, out: {"mean": Saved((a["channels"],), batched=False),
+                                                         "rstd": Saved((a["channels"],), batched=False)})
+_LAYERNORM_BACKWARD = Backward(saves=lambda a, ins, out: {"mean": Saved(out[:-1] or (1,)),
+                                                         "rstd": Saved(out[:-1] or (1,))})
+
+
+def _batchnorm_units(u) -> None:
+    # per-channel parameters follow the channels' units (new entries: 1, 0, 0, 1)
+    x = u.inputs[0]
+    u.output(*x)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        u.param(name, u.channel(x[0]))
+
+
+def _layernorm_units(u) -> None:
+    # per-feature parameters follow the last axis; growing it changes the statistics (a warning)
+    x = u.inputs[0]
+    u.output(*x)
+    u.normalises(len(x) - 1)
+    for name in ("weight", "bias"):
+        u.param(name, u.channel(x[-1]))
+
+
 ENTRIES: tuple[OpSpec, ...] = (
     OpSpec("batchnorm", (ArgSpec("eps", Kind.FLOAT, 1e-5),), _same, resolve=_batchnorm_resolve,
-           params=_batchnorm_params),
+           params=_batchnorm_params, backward=_BATCHNORM_BACKWARD,
+           units=Units(_batchnorm_units, varies=("channels",))),
     OpSpec("layernorm", (ArgSpec("eps", Kind.FLOAT, 1e-5),), _same, resolve=_layernorm_resolve,
-           params=_layernorm_params),
+           params=_layernorm_params, backward=_LAYERNORM_BACKWARD,
+           units=Units(_layernorm_units, varies=("features",))),
 )

@@ -12,7 +12,21 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..dims import Shape, format_shape
-from .base import AXIS_NAMES, ArgSpec, Attrs, Kind, OpSpec, ShapeError, _expect_rank, _pair, _window_out
+from .base import Units
+from .base import AXIS_NAMES, ArgSpec, Attrs, Backward, Saved, Kind, OpSpec, ShapeError, _expect_rank, _pair, _window_out
+
+
+def _pool_units(u) -> None:
+    # channels keep their units; units cannot grow along a pooled axis
+    c, *spatial = u.inputs[0]
+    u.output(c, *(u.window(0, 1 + i) for i in range(len(spatial))))
+
+
+def _global_avgpool_units(u) -> None:
+    c, *spatial = u.inputs[0]
+    for i in range(len(spatial)):
+        u.reduced(0, 1 + i)
+    u.output(c)
 
 
 def _pool(kind: str, rank: int) -> OpSpec:
@@ -42,7 +56,14 @@ def _pool(kind: str, rank: int) -> OpSpec:
         return tuple(out)
 
     args = (ArgSpec("k", Kind.SIZE), ArgSpec("stride", Kind.SIZE, None), ArgSpec("padding", Kind.POOLPAD, 0))
-    return OpSpec(name, args, infer, resolve=resolve)
+    return OpSpec(name, args, infer, resolve=resolve, backward=_MAX_BACKWARD if kind == "max" else _AVG_BACKWARD,
+                  units=Units(_pool_units))
+
+
+# max pooling routes the gradient to each window's arg-max (saved by the training forward as an
+# int32 flat index into the input's plane); average pooling spreads it over the window (padding counted)
+_MAX_BACKWARD = Backward(saves=lambda a, ins, out: {"argmax": Saved(out, "int32")}, needs_inputs=False)
+_AVG_BACKWARD = Backward(needs_inputs=False)
 
 
 def _global_avgpool_infer(a: Attrs, ins: Sequence[Shape]) -> Shape:
@@ -54,5 +75,6 @@ def _global_avgpool_infer(a: Attrs, ins: Sequence[Shape]) -> Shape:
 
 ENTRIES: tuple[OpSpec, ...] = (
     _pool("max", 1), _pool("max", 2), _pool("avg", 1), _pool("avg", 2),
-    OpSpec("global_avgpool", (), _global_avgpool_infer),
+    OpSpec("global_avgpool", (), _global_avgpool_infer, backward=_AVG_BACKWARD,
+           units=Units(_global_avgpool_units)),
 )

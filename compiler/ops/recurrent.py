@@ -13,7 +13,23 @@ from typing import Sequence
 
 from ..dims import Dim, Shape
 from ..ir import ParamSpec
-from .base import ArgSpec, Attrs, Kind, OpSpec, _expect_rank, _known, _uniform
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Saved, _expect_rank, _known, _uniform
+from .base import Units
+
+
+def _recurrent_units(gates: int):
+    # hidden units are the own units; each gate block's rows follow them, and weight_hh
+    # reads them back (its columns are a fan-in); the time axis is stepped over
+    def rule(u) -> None:
+        t, features = u.inputs[0]
+        own = u.own(u.attrs["hidden"])
+        rows = u.gates(own, gates)
+        u.output(u.window(0, 0), own)
+        u.param("weight_ih_l0", u.own_axis(rows), u.fan_in(features))
+        u.param("weight_hh_l0", u.own_axis(rows), u.fan_in(own))
+        u.param("bias_ih_l0", u.bias_axis(rows))
+        u.param("bias_hh_l0", u.bias_axis(rows))
+    return Units(rule, size=lambda a: a["hidden"], varies=("hidden", "in_features"))
 
 
 def _recurrent(name: str, gates: int) -> OpSpec:
@@ -42,8 +58,18 @@ def _recurrent(name: str, gates: int) -> OpSpec:
         h, f = a["hidden"], a["in_features"]
         return out[0] * (gates * h * (f + h))
 
+    def saves(a: Attrs, ins, out: Shape) -> dict[str, Saved]:
+        # every step's gates after their nonlinearity (GRU: r, z, n and W_hn h + b_hn;
+        # LSTM: i, f, g, o) and the LSTM's cell states: backpropagation through time reads them
+        h, t = a["hidden"], out[0]
+        kept = {"gates": Saved((t, 4 * h))}
+        if name == "lstm":
+            kept["cells"] = Saved((t, h))
+        return kept
+
     return OpSpec(name, (ArgSpec("hidden", Kind.POS_INT), ArgSpec("bias", Kind.BOOL, True)),
-                  infer, resolve=resolve, params=params, macs=macs)
+                  infer, resolve=resolve, params=params, macs=macs,
+                  backward=Backward(saves=saves, needs_output=True), units=_recurrent_units(gates))
 
 
 ENTRIES: tuple[OpSpec, ...] = (

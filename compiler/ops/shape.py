@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 from ..dims import Shape, Sym, SymbolicError, floordiv, format_shape, product
-from .base import ArgSpec, Attrs, Kind, OpSpec, ShapeError, _pair, describe
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, ShapeError, _pair, describe
+from .base import Units
 
 
 def _flatten_infer(a: Attrs, ins) -> Shape:
@@ -75,9 +76,37 @@ def _upsample_infer(a: Attrs, ins) -> Shape:
     return (x[0], *(d * s for d, s in zip(x[1:], sc)))
 
 
+# Growth: flatten gives each element the pair (its units, its position), so channel c owns the
+# columns c*S .. (c+1)*S-1; reshape follows axes it keeps whole or merges, and stops units on an
+# axis it splits; transpose permutes the layouts; upsample repeats positions, not units.
+def _flatten_units(u) -> None:
+    u.output(u.flatten(0))
+
+
+def _reshape_units(u) -> None:
+    u.output(*u.reshape(0))
+
+
+def _transpose_units(u) -> None:
+    x = u.inputs[0]
+    u.output(*(x[p] for p in u.attrs["perm"]))
+
+
+def _upsample_units(u) -> None:
+    c, *spatial = u.inputs[0]
+    u.output(c, *(u.window(0, 1 + i) for i in range(len(spatial))))
+
+
 ENTRIES: tuple[OpSpec, ...] = (
-    OpSpec("flatten", (), _flatten_infer),
-    OpSpec("reshape", (ArgSpec("shape", Kind.INTS),), _reshape_infer),
-    OpSpec("transpose", (ArgSpec("perm", Kind.INTS),), _transpose_infer),
-    OpSpec("upsample", (ArgSpec("scale", Kind.SCALE),), _upsample_infer),
+    # the gradient of a view is the output's gradient seen in the input's shape
+    OpSpec("flatten", (), _flatten_infer, backward=Backward(needs_inputs=False, passes_gradient=True),
+           units=Units(_flatten_units)),
+    OpSpec("reshape", (ArgSpec("shape", Kind.INTS),), _reshape_infer,
+           backward=Backward(needs_inputs=False, passes_gradient=True),
+           units=Units(_reshape_units, varies=("shape",))),
+    OpSpec("transpose", (ArgSpec("perm", Kind.INTS),), _transpose_infer, backward=Backward(needs_inputs=False),
+           units=Units(_transpose_units)),
+    OpSpec("upsample", (ArgSpec("scale", Kind.SCALE),), _upsample_infer,
+           backward=Backward(needs_inputs=False),     # each input position sums its block
+           units=Units(_upsample_units)),
 )

@@ -1,0 +1,590 @@
+"""The NumPy training generator: a training graph and its memory layout ->
+the source of an importable training module.
+
+In:  a `TrainGraph` (`autodiff.py`) and its `TrainLayout` (`train_memory.py`,
+     made with `scratch_bytes` below so that the arena holds every kernel's
+     scratch).
+Out: the text of `NAME_train.py` (template `templates/train_module.py.j2`): a
+     `Trainer(TrainerBase)` class whose `_views` hands every step its planned
+     arena views for one batch size and whose `_train_step` is one commented
+     block per step of the schedule: the training forward, the loss, each
+     backward step followed by the updates of the parameters it completed.
+
+Each op has two entries, `FORWARD[op]` and `BACKWARD[op]`, a few lines that
+call the op family's kernels in `runtime/` (`K.<op>_train`, `K.<op>_backward`,
+the inference kernels where training changes nothing). They return `KCall`s
+(a kernel call, with its scratch function when it has one, so the planner
+sees the same scratch the code asks for) and plain lines. Output is
+deterministic: the same training graph gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jinja2
+
+from ...runtime import kernels as K
+from ...runtime import losses as L
+from ..autodiff import InputGrad, Step, StepKind, TrainGraph
+from ..dims import Sym, evaluate, format_shape
+from ..ir import Node
+from ..memory import min_dims
+from . import numpy as inference
+from .names import RESERVED, Namespace, py_comment, py_doc, py_literal
+
+LOCALS = frozenset({"v", "s", "y", "loss", "key", "batch", "dims", "arrays", "L", "Trainer",
+                    "TrainerBase", "Spec", "_Views"})
+
+VERSION = inference.VERSION
+BATCH = inference.BATCH
+
+
+@dataclass(frozen=True, slots=True)
+class T:
+    """A tensor of the training graph (a model input, a value, a gradient...)."""
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class P:
+    """An entry of the trainer's state (`self._state[key]`)."""
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """Python code passed through as it is."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class KCall:
+    """`K.fn(*args, **kwargs)`; `scratch` is its scratch function's call
+    `(name, args, kwargs)` (shapes with `BATCH`), or None."""
+
+    fn: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scratch: tuple[str, tuple, Mapping[str, Any]] | None = None
+
+
+Item = "KCall | str"
+
+
+# ------------------------------------------------------------------ helpers for the entries
+
+def _shape(tg: TrainGraph, value: str) -> tuple:
+    return (BATCH, *tg.graph.shape_of(value))
+
+
+def _param(n: Node, name: str) -> P | None:
+    return P(n.param_key(name)) if any(p.name == name for p in n.params) else None
+
+
+def _pgrad(s: Step, name: str) -> T | None:
+    g = s.param_grads.get(name)
+    return T(g) if g else None
+
+
+def _grad(s: Step, index: int) -> InputGrad | None:
+    return next((g for g in s.input_grads if g.index == index), None)
+
+
+def _dx(s: Step, index: int = 0) -> T | None:
+    """Where a kernel writes input `index`'s gradient: the gradient itself, or
+    the partial that is added to it after the call."""
+    g = _grad(s, index)
+    if g is None:
+        return None
+    return T(g.partial or g.target)
+
+
+def _dy(s: Step) -> T:
+    return T(f"d:{s.node.label}")
+
+
+def _scratch_of(fn: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple | None:
+    name = f"{fn}_scratch"
+    return (name, args, kwargs) if hasattr(K, name) else None
+
+
+def _from_inference(tg: TrainGraph, n: Node) -> KCall:
+    """The inference kernel's call (the forward of every op training does not change)."""
+    c = inference.KERNELS[n.op.name](tg.graph, n)
+    args = tuple(_convert(a) for a in c.args)
+    scratch = None
+    if c.scratch_args is not None:
+        scratch = (c.scratch_name, c.scratch_args, dict(c.scratch_kwargs))
+    return KCall(c.fn, args, dict(c.kwargs), scratch)
+
+
+def _convert(a: Any) -> Any:
+    if isinstance(a, inference.Ref):
+        return {"value": lambda: T(a.key), "param": lambda: P(a.key), "none": lambda: None}[a.kind]()
+    if isinstance(a, tuple) and a and all(isinstance(i, inference.Ref) for i in a):
+        return tuple(_convert(i) for i in a)
+    return a
+
+
+def _geometry(n: Node, conv: bool) -> dict[str, Any]:
+    a = n.attrs
+    if len(n.shape) == 2:                  # 1-d: integers and a (left, right) padding
+        geo = dict(stride=a["stride"][0], padding=a["pads"][0])
+        if conv:
+            geo.update(dilation=a["dilation"][0], groups=a["groups"])
+        else:
+            geo = dict(kernel=a["kernel"][0], **geo)
+        return geo
+    geo = dict(stride=a["stride"], padding=a["pads"])
+    if conv:
+        geo.update(dilation=a["dilation"], groups=a["groups"])
+    else:
+        geo = dict(kernel=a["kernel"], **geo)
+    return geo
+
+
+def _act_tuple(n: Node) -> tuple:
+    return (n.op.name, *n.attrs.values())
+
+
+# ------------------------------------------------------------------ forward, training mode
+
+def _fw_inference(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [_from_inference(tg, s.node)]
+
+
+def _fw_view(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    if r.lay.same_memory(n.label, n.inputs[0]):
+        return ["pass  # a view of its input: nothing to compute"]
+    return [KCall("copy", (T(n.inputs[0]), T(n.label)))]
+
+
+def _fw_batchnorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("batchnorm_train", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias"),
+                                      _param(n, "running_mean"), _param(n, "running_var")),
+                  dict(eps=n.attrs["eps"], momentum=0.1, out=T(n.label), mean=T(s.saved["mean"]),
+                       rstd=T(s.saved["rstd"]))),
+            f"s[{py_literal(n.param_key('num_batches_tracked'))}] += 1"]
+
+
+def _fw_layernorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("layernorm_train", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias")),
+                  dict(eps=n.attrs["eps"], out=T(n.label), mean=T(s.saved["mean"]), rstd=T(s.saved["rstd"])))]
+
+
+def _fw_maxpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    fn = f"{n.op.name}_train"
+    geo = _geometry(n, conv=False)
+    return [KCall(fn, (T(n.inputs[0]), T(n.label), T(s.saved["argmax"])), geo,
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]),), geo))]
+
+
+def _fw_dropout(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("dropout_train", (T(n.inputs[0]),),
+                  dict(p=n.attrs["p"], rng=Raw("self._rng"), out=T(n.label), mask=T(s.saved["mask"])))]
+
+
+def _recurrent_weights(n: Node) -> tuple:
+    biases = (_param(n, "bias_ih_l0"), _param(n, "bias_hh_l0"))
+    return (_param(n, "weight_ih_l0"), _param(n, "weight_hh_l0"), *biases)
+
+
+def _fw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    fn = f"{n.op.name}_train"
+    saved = (T(s.saved["gates"]),) + ((T(s.saved["cells"]),) if n.op.name == "lstm" else ())
+    return [KCall(fn, (T(n.inputs[0]), *_recurrent_weights(n), T(n.label), *saved), {},
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]), n.attrs["hidden"]), {}))]
+
+
+FORWARD: dict[str, Callable[[TrainGraph, Step, "_Render"], list]] = {
+    **{op: _fw_inference for op in inference.KERNELS},
+    "flatten": _fw_view, "reshape": _fw_view, "identity": _fw_view,
+    "batchnorm": _fw_batchnorm, "layernorm": _fw_layernorm,
+    "maxpool1d": _fw_maxpool, "maxpool2d": _fw_maxpool,
+    "dropout": _fw_dropout,
+    "gru": _fw_recurrent, "lstm": _fw_recurrent,
+}
+
+
+# ------------------------------------------------------------------ backward
+
+def _accumulate(s: Step, r: "_Render") -> list[str]:
+    """Add the partial gradients this step computed to their targets (fan-out)."""
+    return [f"np.add({r.arg(T(g.target))}, {r.arg(T(g.partial))}, out={r.arg(T(g.target))})"
+            for g in s.input_grads if g.partial]
+
+
+def _bw_conv(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    rank = len(n.shape) - 1
+    fn = f"conv{rank}d_backward"
+    geo = _geometry(n, conv=True)
+    w_shape = next(p.shape for p in n.params if p.name == "weight")
+    kw = dict(geo, dx=_dx(s), dw=_pgrad(s, "weight"), db=_pgrad(s, "bias"))
+    return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s)), kw,
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]), w_shape), dict(geo, need_dx=_dx(s) is not None)))]
+
+
+def _bw_dense(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("dense_backward", (T(n.inputs[0]), _param(n, "weight"), _dy(s)),
+                  dict(dx=_dx(s), dw=_pgrad(s, "weight"), db=_pgrad(s, "bias")))]
+
+
+def _bw_maxpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    fn = f"{s.node.op.name}_backward"
+    return [KCall(fn, (_dy(s), T(s.saved["argmax"])), dict(dx=_dx(s)),
+                  _scratch_of(fn, (_shape(tg, s.node.label),), {}))]
+
+
+def _bw_avgpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    geo = _geometry(s.node, conv=False)
+    return [KCall(f"{s.node.op.name}_backward", (_dy(s),), dict(geo, dx=_dx(s)))]
+
+
+def _bw_global_avgpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("global_avgpool_backward", (_dy(s),), dict(dx=_dx(s)))]
+
+
+def _bw_norm(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    fn = f"{n.op.name}_backward"
+    return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s), T(s.saved["mean"]), T(s.saved["rstd"])),
+                  dict(dx=_dx(s), dgamma=_pgrad(s, "weight"), dbeta=_pgrad(s, "bias")),
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]),), {}))]
+
+
+def _bw_activation(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    rule = n.op.backward
+    x = T(n.inputs[0]) if rule.needs_inputs else None
+    y = T(n.label) if rule.needs_output else None
+    act = _act_tuple(n)
+    return [KCall("activation_backward", (act, x, y, _dy(s)), dict(dx=_dx(s)),
+                  _scratch_of("activation_backward", (act, _shape(tg, n.label)), {}))]
+
+
+def _bw_prelu(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("prelu_backward", (T(n.inputs[0]), _param(n, "weight"), _dy(s)),
+                  dict(dx=_dx(s), dw=_pgrad(s, "weight")), _scratch_of("prelu_backward", (_shape(tg, n.label),), {}))]
+
+
+def _bw_softmax(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    fn = f"{n.op.name}_backward"
+    axis = n.attrs["axis"] + 1          # the kernels count the batch axis
+    return [KCall(fn, (T(n.label), _dy(s)), dict(axis=axis, dx=_dx(s)),
+                  _scratch_of(fn, (_shape(tg, n.label), axis), {}))]
+
+
+def _bw_dropout(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("dropout_backward", (_dy(s), T(s.saved["mask"])), dict(dx=_dx(s)))]
+
+
+def _pass_on(s: Step, r: "_Render", g: InputGrad, source: str, negate: bool = False) -> str:
+    """An input gradient that is the output's gradient (`source`: its code, a
+    view in the input's shape): shared memory, a copy, or added in."""
+    target = r.arg(T(g.target))
+    if g.accumulate:
+        return f"np.{'subtract' if negate else 'add'}({target}, {source}, out={target})"
+    if negate:
+        return f"np.negative({source}, out={target})"
+    if r.lay.same_memory(g.target, f"d:{s.node.label}"):
+        return "pass  # the input's gradient is the output's, in the same memory"
+    return f"np.copyto({target}, {source})"
+
+
+def _bw_view(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    (g,) = s.input_grads
+    return [_pass_on(s, r, g, r.reshaped(f"d:{s.node.label}", g.target))]
+
+
+def _bw_add(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    dy = r.arg(_dy(s))
+    # copies first: a gradient sharing the output gradient's memory must not change before they read it
+    order = sorted(s.input_grads, key=lambda g: r.lay.same_memory(g.target, f"d:{s.node.label}"))
+    return [_pass_on(s, r, g, dy, negate=s.node.op.name == "sub" and g.index == 1) for g in order]
+
+
+def _bw_concat(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [_pass_on(s, r, g, r.concat_slice(s, g.index)) for g in s.input_grads]
+
+
+def _bw_mul(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    ins = tuple(T(v) for v in n.inputs)
+    return [KCall("mul_backward", (ins, _dy(s), g.index), dict(dx=T(g.partial or g.target))) for g in s.input_grads]
+
+
+def _bw_transpose(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("transpose_backward", (_dy(s), tuple(s.node.attrs["perm"])), dict(dx=_dx(s)))]
+
+
+def _bw_upsample(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("upsample_backward", (_dy(s), s.node.attrs["scale"]), dict(dx=_dx(s)))]
+
+
+def _bw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    fn = f"{n.op.name}_backward"
+    w_ih, w_hh, _, _ = _recurrent_weights(n)
+    saved = (T(s.saved["gates"]),) + ((T(s.saved["cells"]),) if n.op.name == "lstm" else ())
+    kw = dict(dx=_dx(s), dw_ih=_pgrad(s, "weight_ih_l0"), dw_hh=_pgrad(s, "weight_hh_l0"),
+              db_ih=_pgrad(s, "bias_ih_l0"), db_hh=_pgrad(s, "bias_hh_l0"))
+    return [KCall(fn, (T(n.inputs[0]), w_ih, w_hh, T(n.label), *saved, _dy(s)), kw,
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]), n.attrs["hidden"]), {}))]
+
+
+BACKWARD: dict[str, Callable[[TrainGraph, Step, "_Render"], list]] = {
+    "conv1d": _bw_conv, "conv2d": _bw_conv, "depthwise_conv2d": _bw_conv,
+    "dense": _bw_dense,
+    "maxpool1d": _bw_maxpool, "maxpool2d": _bw_maxpool,
+    "avgpool1d": _bw_avgpool, "avgpool2d": _bw_avgpool, "global_avgpool": _bw_global_avgpool,
+    "batchnorm": _bw_norm, "layernorm": _bw_norm,
+    "prelu": _bw_prelu, "softmax": _bw_softmax, "log_softmax": _bw_softmax, "dropout": _bw_dropout,
+    "flatten": _bw_view, "reshape": _bw_view, "identity": _bw_view,
+    "transpose": _bw_transpose, "upsample": _bw_upsample,
+    "add": _bw_add, "sub": _bw_add, "mul": _bw_mul, "concat": _bw_concat,
+    "gru": _bw_recurrent, "lstm": _bw_recurrent,
+    **{a: _bw_activation for a in inference.catalog.ACTIVATIONS},
+}
+
+
+def _loss(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    out = tg.output
+    return [KCall(f"L.{tg.loss}", (T(out), Raw("y"), T(f"d:{out}")), {},
+                  ("loss_scratch", (tg.loss, _shape(tg, out)), {}))]
+
+
+def _items(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    if s.kind is StepKind.FORWARD:
+        return FORWARD[s.node.op.name](tg, s, r)
+    if s.kind is StepKind.BACKWARD:
+        rule = BACKWARD.get(s.node.op.name)
+        if rule is None:
+            raise AssertionError(f"the NumPy training generator has no backward entry for `{s.node.op.name}`")
+        return rule(tg, s, r) + _accumulate(s, r)
+    if s.kind is StepKind.LOSS:
+        return _loss(tg, s, r)
+    return [f"self._apply_update({py_literal(s.param)}, {r.arg(T(s.reads[0]))})"]
+
+
+# ------------------------------------------------------------------ scratch sizes for the planner
+
+def loss_scratch(kind: str, out_shape: tuple) -> dict[str, tuple]:
+    shape = L.scratch_shape(kind, out_shape)
+    return {"loss": shape} if math.prod(shape) > 0 else {}
+
+
+def _scratch_fn(name: str) -> Callable:
+    return loss_scratch if name == "loss_scratch" else getattr(K, name)
+
+
+def _evaluate(x: Any, bounds: Mapping[str, int], batch: int) -> Any:
+    if x is BATCH:
+        return batch
+    if isinstance(x, Sym):
+        return evaluate(x, bounds)
+    if isinstance(x, tuple):
+        return tuple(_evaluate(i, bounds, batch) for i in x)
+    if isinstance(x, dict):
+        return {k: _evaluate(v, bounds, batch) for k, v in x.items()}
+    return x
+
+
+def _scratch_call(items: list) -> KCall | None:
+    calls = [c for c in items if isinstance(c, KCall) and c.scratch is not None]
+    assert len(calls) <= 1, "one kernel call with scratch per step"
+    return calls[0] if calls else None
+
+
+class _Sizer:
+    """What `_items` needs of a renderer, for sizing scratch before the layout exists."""
+
+    class _NoLayout:
+        def same_memory(self, a: str, b: str) -> bool:
+            return False
+
+    lay = _NoLayout()
+
+    def arg(self, x: Any) -> str:
+        return ""
+
+    def reshaped(self, *a) -> str:
+        return ""
+
+    def concat_slice(self, *a) -> str:
+        return ""
+
+
+def scratch_bytes(tg: TrainGraph, step: int, batch: int) -> dict[str, int]:
+    """Scratch name -> bytes at `batch` for one step, for `train_memory.train_layout`."""
+    call = _scratch_call(_items(tg, tg.steps[step], _Sizer()))
+    if call is None:
+        return {}
+    name, args, kwargs = call.scratch
+    shapes = _scratch_fn(name)(*_evaluate(args, tg.graph.bounds, batch), **_evaluate(dict(kwargs), tg.graph.bounds, batch))
+    return {k: math.prod(s) * 4 for k, s in shapes.items()}
+
+
+# ------------------------------------------------------------------ rendering
+
+class _Render:
+    def __init__(self, tg: TrainGraph, lay):
+        self.tg = tg
+        self.lay = lay
+        # the training step's own locals are never given to an input or a dimension
+        self.names = Namespace(RESERVED | LOCALS)
+        self.inputs = {i.name: self.names(("input", i.name), i.name) for i in tg.graph.inputs}
+        self.dims = {d: self.names(("dim", d), d) for d in sorted(tg.graph.bounds)}
+        self.extra_views: list[str] = []      # views of views (reshaped gradients, concat slices)
+
+    def dim(self, name: str) -> str:
+        return self.dims.get(name) or self.names(("dim", name), name)
+
+    def code(self, x: Any) -> str:
+        return inference.code(x, self.dim)
+
+    def ident(self, tensor: str) -> str:
+        return self.names(("tensor", tensor), tensor.replace("d:", "d_").replace("~", "_from_"))
+
+    def arg(self, x: Any) -> str:
+        if isinstance(x, T):
+            return self.inputs.get(x.name) or f"v.{self.ident(x.name)}"
+        if isinstance(x, P):
+            return f"s[{py_literal(x.key)}]"
+        if isinstance(x, Raw):
+            return x.text
+        if x is None:
+            return "None"
+        if isinstance(x, tuple) and x and all(isinstance(i, (T, P)) for i in x):
+            return "(" + ", ".join(self.arg(i) for i in x) + ("," if len(x) == 1 else "") + ")"
+        return self.code(x)
+
+    def reshaped(self, source: str, like: str) -> str:
+        """A view of tensor `source` in the shape of tensor `like`, made in `_views`."""
+        key = ("reshaped", source, like)
+        ident = self.names(key, f"{source}_as_{like}".replace("d:", "d_"))
+        line = f"v.{ident} = {self.arg(T(source))}.reshape({self.code(_shape(self.tg, like[2:]))})"
+        if line not in self.extra_views:
+            self.extra_views.append(line)
+        return f"v.{ident}"
+
+    def concat_slice(self, s: Step, index: int) -> str:
+        n = s.node
+        axis = n.attrs["axis"]
+        start: Any = 0
+        for v in n.inputs[:index]:
+            start = start + self.tg.graph.shape_of(v)[axis]
+        stop = start + self.tg.graph.shape_of(n.inputs[index])[axis]
+        ident = self.names(("slice", n.label, index), f"d_{n.label}_part{index}")
+        lead = ", ".join([":"] * (axis + 1))
+        line = f"v.{ident} = {self.arg(_dy(s))}[{lead}, {self.code(start)}:{self.code(stop)}]"
+        if line not in self.extra_views:
+            self.extra_views.append(line)
+        return f"v.{ident}"
+
+    def call(self, c: KCall, scratch: str | None) -> str:
+        parts = [self.arg(a) for a in c.args]
+        parts += [f"{k}={self.arg(v)}" for k, v in c.kwargs.items()]
+        if scratch:
+            parts.append(f"scratch={scratch}")
+        fn = c.fn if c.fn.startswith("L.") else f"K.{c.fn}"
+        return f"{fn}({', '.join(parts)})"
+
+    def view(self, tensor: str) -> str:
+        t = self.tg.tensors[tensor]
+        shape = (BATCH, *t.shape) if t.batched else tuple(t.shape)
+        region = "_region_int32" if t.dtype == "int32" else "_region"
+        return (f"v.{self.ident(tensor)} = self.{region}({self.lay.offset(tensor)}, "
+                f"{self.lay.sizes[self.lay.places[tensor]]}, {self.code(shape)})")
+
+
+def _comment(tg: TrainGraph, s: Step) -> str:
+    if s.kind is StepKind.LOSS:
+        text = f"[{s.index}] loss: {tg.loss} of {tg.output} -> d:{tg.output}"
+    elif s.kind is StepKind.UPDATE:
+        text = f"[{s.index}] update {s.param}"
+    else:
+        n = s.node
+        shape = format_shape(n.shape)
+        text = f"[{s.index}] {n.label}: {n.op.name} -> {shape}" if s.kind is StepKind.FORWARD else \
+            f"[{s.index}] backward {n.label}: {n.op.name} {shape}"
+    return "# " + py_comment(text)
+
+
+@functools.cache       # one environment: its templates compile once per process
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("nnc.compiler.codegen", "templates"),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters.update(py=py_literal, doc=py_doc)
+    return env
+
+
+def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
+    """The training module's text."""
+    r = _Render(tg, lay)
+    views: list[str] = []
+    for tensor in tg.tensors:
+        if tensor in lay.places:
+            views.append(r.view(tensor))
+    body: list[str] = []
+    for s in tg.steps:
+        items = _items(tg, s, r)
+        body.append(_comment(tg, s))
+        scratch_call = _scratch_call(items)
+        planned = lay.scratch.get(s.index, {})
+        scratch_ident = None
+        if scratch_call is not None and planned:
+            scratch_ident = f"v.{r.names(('scratch', s.index), f'scratch_{s.index}')}"
+            fn, args, kwargs = scratch_call.scratch
+            where = {k: (lay.plan.offsets[b], lay.sizes[b]) for k, b in sorted(planned.items())}
+            call_args = ", ".join([r.code(a) for a in args] + [f"{k}={r.code(v)}" for k, v in kwargs.items()])
+            if fn == "loss_scratch":
+                views.append(f"{scratch_ident} = self._scratch({{'loss': L.scratch_shape({call_args})}}, "
+                             f"{r.code(where)})['loss']")
+            else:
+                views.append(f"{scratch_ident} = self._scratch(K.{fn}({call_args}), {r.code(where)})")
+        for item in items:
+            if isinstance(item, KCall):
+                line = r.call(item, scratch_ident if item is scratch_call else None)
+                if s.kind is StepKind.LOSS:
+                    line = f"loss = {line}"
+                body.append(line)
+            else:
+                body.append(item)
+    g = tg.graph
+    dims = sorted(g.bounds)
+    specs = g.param_specs()
+    return _env().get_template("train_module.py.j2").render(
+        name=name, source=source, version=VERSION, batch=batch, loss=tg.loss,
+        inputs_repr=py_literal({i.name: inference._api_shape(i.shape) for i in g.inputs}),
+        outputs_repr=py_literal({o.name: inference._api_shape(g.shape_of(o.value)) for o in g.outputs}),
+        dims=dims, dim_idents=[r.dim(d) for d in dims],
+        dims_repr=py_literal({d: g.bounds[d] for d in dims}),
+        min_dims_repr=py_literal(dict(min_dims(g))),
+        params=[(py_literal(k), py_literal(tuple(sp.shape)), py_literal(tuple(sp.init))) for k, sp in specs.items()],
+        trainable=py_literal(tuple(tg.trainable)), counters=py_literal(tuple(tg.counters)),
+        arena_bytes=lay.plan.arena_bytes, figures=lay.figures(), layout=_layout_rows(lay),
+        input_idents=list(r.inputs.values()),
+        views=views + r.extra_views, body=body, steps=len(tg.steps),
+    )
+
+
+def _layout_rows(lay) -> list[str]:
+    rows = [f"{'offset':>10}  {'bytes':>10}  {'steps':<10}  buffer"]
+    for b in sorted(lay.buffers, key=lambda b: (lay.plan.offsets[b.name], b.first, b.name)):
+        rows.append(f"{lay.plan.offsets[b.name]:>10}  {b.size:>10}  {f'{b.first}..{b.last}':<10}  {b.name}")
+    return rows
