@@ -6,7 +6,8 @@ In:  `add_parser(subparsers)` registers the three subcommands on `nnc`'s
      `nnc summary --plan-svg FILE`.
 Out: exit code 0; problems raise `UserError` subclasses (a missing extra
      says what to install; an unsupported ONNX node list; a corrupt file),
-     which `cli.main` prints as one `error:` line with exit 1.
+     which `cli.main` (`cli_common.guarded`) prints as one `error:` line with
+     exit 1.
 
     nnc import MODEL.onnx [-o DIR]                       -> DIR/NAME.nn, DIR/NAME.npz
     nnc export MODEL.nn [--weights FILE] -o MODEL.onnx [--opset N]
@@ -15,20 +16,15 @@ Out: exit code 0; problems raise `UserError` subclasses (a missing extra
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from .build import OutputError
+from .cli_common import add_dims, positive
 from .pictures import write_plan_svg
 
 __all__ = ["COMMANDS", "add_parser", "run", "write_plan_svg"]
-
-
-def _dim(text: str) -> tuple[str, int]:
-    from .cli import _dim as parse_dim
-    return parse_dim(text)
 
 
 def add_parser(subparsers) -> None:
@@ -43,14 +39,13 @@ def add_parser(subparsers) -> None:
     e.add_argument("model", metavar="MODEL.nn", help="the model file")
     e.add_argument("--weights", metavar="FILE", help=".npz or .safetensors weights (default: seeded initialisation)")
     e.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
-    e.add_argument("--opset", type=int, default=17, metavar="N", help="the ONNX opset (default 17, at least 13)")
+    e.add_argument("--opset", type=positive, default=17, metavar="N", help="the ONNX opset (default 17, at least 13)")
 
     g = subparsers.add_parser("graph", help="draw the model's graph (Graphviz)",
                               description="draw the model's graph: a box per step, blocks as clusters")
     g.add_argument("model", metavar="MODEL.nn", help="the model file")
     g.add_argument("-o", "--output", metavar="FILE", help=".svg, .png or .dot (default: MODEL.svg)")
-    g.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=N",
-                   help="a bound for a named input dimension (repeatable)")
+    add_dims(g)
 
 
 def _import(args) -> int:
@@ -96,22 +91,9 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry for the bridge commands (`python -m nnc.compiler.bridges_cli`),
-    with `nnc`'s exit codes, until `cli.py` registers them."""
-    import sys
-    from .diagnostics import CompileError, UserError
-    parser = argparse.ArgumentParser(prog="nnc")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser(sub)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except CompileError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """`python -m nnc.compiler.bridges_cli ...`: the same as `nnc ...`."""
+    from .cli import main as nnc_main
+    return nnc_main(argv)
 
 
 if __name__ == "__main__":

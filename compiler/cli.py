@@ -1,4 +1,4 @@
-"""The `nnc` command (INTERFACES.md section 2).
+"""The `nnc` command (INTERFACES.md sections 2 and 10, TRAINING.md).
 
 In:  command-line arguments.
 Out: exit code 0 (success), 1 (the model or an input file is wrong; the
@@ -7,19 +7,26 @@ Out: exit code 0 (success), 1 (the model or an input file is wrong; the
      Never a Python traceback (`NNC_TRACEBACK=1` shows one for an internal
      error).
 
+    nnc --version
     nnc check MODEL.nn [--dim T=N] [--max-memory SIZE]
-    nnc summary MODEL.nn [--batch N] [--dim T=N] [--json] [--plan] [--max-memory SIZE]
+    nnc summary MODEL.nn [-t numpy|c] [--batch N] [--dim T=N] [--json] [--plan] [--plan-svg FILE.svg]
+                [--train [--optimizer sgd|adam|adamw] [--loss L]] [--max-memory SIZE]
     nnc compile MODEL.nn [-t numpy|c] [-o DIR] [--weights FILE] [--batch N] [--dim T=N] [--stream] [-O0]
                 [--max-memory SIZE]
     nnc run MODEL.nn --input [NAME=]IN.npy [--weights FILE] [-t numpy|c] [-o OUT.npy|OUT.npz] [--dim T=N]
             [--max-memory SIZE]
+    nnc train MODEL.nn --data DATA.npz -o WEIGHTS.npz [...]          (train_cli.py)
+    nnc grow OLD.nn NEW.nn --weights OLD.npz -o NEW.npz [...]        (grow_cli.py)
+    nnc import MODEL.onnx [-o DIR]                                   (bridges_cli.py)
+    nnc export MODEL.nn [--weights FILE] -o MODEL.onnx [--opset N]   (bridges_cli.py)
+    nnc graph MODEL.nn [-o FILE.svg|.png|.dot] [--dim T=N]           (bridges_cli.py)
 
-How errors reach the user:
+How errors reach the user (`cli_common.guarded`, shared by every command):
 - `CompileError`: every diagnostic, rendered with its source line, then a
   count; a model file that cannot be read is one line (`error: no such file`).
 - `UserError` (a missing C compiler, a bad weights file, an unwritable
-  folder), `InputError` (an input array of `nnc run`) and any `OSError`: one
-  line, `error: <message>`.
+  folder, a missing optional extra), `InputError` (an input array of
+  `nnc run`) and any `OSError`: one line, `error: <message>`.
 - A closed stdout (`nnc summary m.nn | head -1`) ends quietly with exit 1,
   as the Python documentation recommends for SIGPIPE.
 
@@ -31,91 +38,64 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from .diagnostics import CompileError, Diagnostic, UserError, printable, render_all
+from . import bridges_cli, grow_cli, train_cli
+from .cli_common import EXIT_INTERNAL, EXIT_INTERRUPTED, add_batch, add_dims, first_line, guarded, \
+    print_diagnostics, size
+from .diagnostics import UserError, printable
 
-EXIT_INTERNAL = 70      # sysexits.h EX_SOFTWARE
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-
-
-def _dim(text: str) -> tuple[str, int]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected NAME=SIZE, got {text!r}")
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"the size in {text!r} is not an integer") from None
-    if size <= 0:
-        raise argparse.ArgumentTypeError(f"the size in {text!r} must be positive")
-    return name, size
+__all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "InputError", "main"]
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _size(text: str) -> int:
-    """Bytes: `4096`, `512M`, `8G`, `8GiB`, `1.5G` (binary units)."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m or len(m.group(1)) > 30:
-        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 8G, got {text!r}")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
-    return value
+def _version() -> str:
+    from nnc import __version__
+    return f"nnc {__version__}"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nnc", description="Compile .nn neural-network models "
                                 "into memory-planned NumPy and C99 execution plans.")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def model_cmd(name: str, help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
         c.add_argument("model", metavar="MODEL.nn", help="the model file")
-        c.add_argument("--max-memory", dest="limits", type=_size, metavar="SIZE",
+        c.add_argument("--max-memory", dest="limits", type=size, metavar="SIZE",
                        help="the most memory one tensor, all weights, or the memory plan may take "
                             "(e.g. 512M, 8G; default 2G per tensor, 4G for the weights and for the plan)")
         return c
 
-    def dims(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=N",
-                       help="a bound for a named input dimension (repeatable)")
-
-    def batch(c: argparse.ArgumentParser) -> None:
-        c.add_argument("--batch", type=_positive, default=1, metavar="N",
-                       help="the largest batch the plan serves (default 1)")
+    def target(c: argparse.ArgumentParser, help: str | None = None) -> None:
+        c.add_argument("-t", "--target", choices=("numpy", "c"), default="numpy", help=help)
 
     k = model_cmd("check", "parse and shape-check a model; print nothing but warnings on success")
-    dims(k)
+    add_dims(k)
 
-    s = model_cmd("summary", "print a table of layers, shapes, parameters, MACs and the memory plan")
-    batch(s)
-    dims(s)
+    s = model_cmd("summary", "print a table of layers, shapes, parameters, MACs, sizes and the memory plan")
+    target(s, "the plan whose memory is reported (default numpy)")
+    add_batch(s)
+    add_dims(s)
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
-    s.add_argument("--plan", action="store_true", help="also draw the memory plan as a timeline")
+    s.add_argument("--plan", action="store_true", help="also draw the memory plan as a timeline, with a legend")
+    s.add_argument("--plan-svg", metavar="FILE.svg", help="write the memory plan as an SVG picture")
+    s.add_argument("--train", action="store_true",
+                   help="also report the training plan's memory (TRAINING.md); with --plan, draw it")
+    s.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
+                   help="with --train: the optimizer state to count (sgd: with momentum, one buffer per "
+                        "parameter; adam, adamw: two); default sgd")
+    s.add_argument("--loss", choices=train_cli.LOSSES, default="cross_entropy",
+                   help="with --train: the loss of the training plan (default cross_entropy)")
     s.add_argument("-O0", dest="optimize", action="store_false", help="plan without optimisation passes")
 
     c = model_cmd("compile", "write the execution plan: NAME.py (+ NAME.npz) for numpy, NAME.c and NAME.h for c")
-    c.add_argument("-t", "--target", choices=("numpy", "c"), default="numpy")
+    target(c)
     c.add_argument("-o", "--output", default=".", metavar="DIR", help="the folder to write into (default: here)")
     c.add_argument("--weights", metavar="FILE", help=".npz or .safetensors weights (default: seeded initialisation)")
-    batch(c)
-    dims(c)
+    add_batch(c)
+    add_dims(c)
     c.add_argument("--stream", action="store_true", help="compile a streaming plan (step/stream/reset)")
     c.add_argument("-O0", dest="optimize", action="store_false", help="no optimisation passes (for debugging)")
 
@@ -124,11 +104,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="an input array (.npy, or .npz holding one array), [B, ...] or one example without "
                         "the batch axis (repeat for several inputs)")
     r.add_argument("--weights", metavar="FILE", help=".npz or .safetensors weights")
-    r.add_argument("-t", "--target", choices=("numpy", "c"), default="numpy")
+    target(r)
     r.add_argument("-o", "--output", metavar="OUT.npy",
                    help="save the output instead of printing it: OUT.npz holds every output by name, "
                         "any other name one output as .npy (written at exactly that path)")
-    dims(r)
+    add_dims(r)
+
+    train_cli.add_parser(sub)
+    grow_cli.add_parser(sub)
+    bridges_cli.add_parser(sub)
     return p
 
 
@@ -137,85 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    try:
-        code = _COMMANDS[args.command](args)
-        sys.stdout.flush()      # a closed pipe shows here, inside the handlers below
-        return code
-    except CompileError as e:
-        return _report(args, e)
-    except BrokenPipeError:
-        _silence_stdout()
-        return 1
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except (UserError, InputError) as e:
-        _error(str(e))
-        return 1
-    except MemoryError:
-        _error("out of memory: the model or its inputs are too large for this machine "
-               "(`--max-memory SIZE` refuses such plans before allocating)")
-        return 1
-    except OSError as e:
-        _error(_os_message(e))
-        return 1
-    except Exception as e:      # noqa: BLE001 - a bug: say so in one line, not with a traceback
-        if os.environ.get("NNC_TRACEBACK"):
-            raise
-        _error(f"internal error: {type(e).__name__}: {_first_line(str(e))}",
-               "this is a bug in nnc; run again with NNC_TRACEBACK=1 to see where it happened")
-        return EXIT_INTERNAL
+    return guarded(_COMMANDS[args.command], args)
 
 
 class InputError(UserError, ValueError):
     """An input file or the output path of `nnc run` that cannot be used."""
-
-
-def _error(message: str, *more: str) -> None:
-    """`error: message` on stderr, with control characters (from a file
-    name, say) escaped but the message's own line breaks kept; `more` lines
-    follow as they are."""
-    text = "\n".join(printable(line) for line in message.split("\n"))
-    try:
-        print(f"error: {text}", *more, sep="\n", file=sys.stderr)
-    except (OSError, ValueError):
-        pass
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0][:300] if lines else ""
-
-
-def _os_message(e: OSError) -> str:
-    if e.filename is not None and e.strerror:
-        return f"{e.strerror}: `{printable(str(e.filename))}`"
-    return _first_line(str(e)) or type(e).__name__
-
-
-def _silence_stdout() -> None:
-    """After a closed pipe: point stdout at /dev/null so that the flush at
-    exit does not raise again (the Python documentation's recipe)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def _report(args, e: CompileError) -> int:
-    if len(e.diagnostics) == 1 and e.diagnostics[0].code == "E0004":
-        _error(e.diagnostics[0].message)       # the file cannot be read: there is no source to show
-        return 1
-    _print_diagnostics(e.diagnostics, e.sources)
-    n = sum(1 for d in e.diagnostics if str(d.severity) == "error")
-    _error(f"`{printable(args.model)}` failed with {n} error{'s' if n != 1 else ''}")
-    return 1
-
-
-def _print_diagnostics(diags: Sequence[Diagnostic], sources) -> None:
-    for text in render_all(diags, sources):
-        print(text, file=sys.stderr)
-        print(file=sys.stderr)
 
 
 def _model(args) -> Path:
@@ -225,32 +135,73 @@ def _model(args) -> Path:
 def _check(args) -> int:
     from .frontend import check
     checked = check(_model(args), dict(args.dim), limits=args.limits)
-    _print_diagnostics(checked.warnings, checked.sources)
+    print_diagnostics(checked.warnings, checked.sources)
     return 0
 
 
 def _summary(args) -> int:
+    from .build import compile_plan
     from .frontend import check
     from .memory import memory_report
-    from .summary import dumps, summary_dict, summary_table
+    from .summary import dumps, plan_legend, summary_dict, summary_table
     checked = check(_model(args), dict(args.dim), limits=args.limits)
-    _print_diagnostics(checked.warnings, checked.sources)
-    from .build import compile_plan
-    if checked.graph.bounds.keys() >= _symbols(checked.graph):
-        plan = compile_plan(_model(args), dims=dict(args.dim), optimize=args.optimize, batch=args.batch,
-                            limits=args.limits, checked=checked)
-        data = summary_dict(checked.graph, plan.layout.figures(args.batch))
+    print_diagnostics(checked.warnings, checked.sources)
+    bounded = checked.graph.bounds.keys() >= _symbols(checked.graph)
+    if bounded:
+        plan = compile_plan(_model(args), target=args.target, dims=dict(args.dim), optimize=args.optimize,
+                            batch=args.batch, limits=args.limits, checked=checked, render=False)
+        memory = plan.layout.figures(args.batch)
     else:
         plan = None
-        data = summary_dict(checked.graph, memory_report(checked.graph, args.batch))
+        memory = memory_report(checked.graph, args.batch)
+    train = _train_memory(args, checked.graph, bounded) if args.train else None
+    data = summary_dict(checked.graph, memory, target=args.target, train_memory=train)
+    if args.plan_svg:
+        bridges_cli.write_plan_svg(_model(args), args.plan_svg, batch=args.batch, dims=dict(args.dim) or None,
+                                   target=args.target)
     if args.json:
         print(dumps(data))
-    else:
-        print(summary_table(data))
-        if args.plan and plan is not None:
-            print()
-            print(plan.layout.timeline())
+        return 0
+    print(summary_table(data))
+    if args.plan and plan is not None:
+        labels = [n.label for n in plan.graph.nodes]
+        last = max((b.last for b in plan.layout.buffers), default=0)
+        labels += ["(outputs, until the caller reads them)"] * (last + 1 - len(labels))
+        print(f"\nmemory plan ({args.target}):")
+        print(plan.layout.timeline())
+        print(plan_legend(labels, args.batch))
+    if args.plan and args.train and bounded:
+        print(f"\ntraining memory plan (numpy, batch {args.batch}):")
+        print(_train_timeline(args))
+    if args.plan_svg:
+        print(f"\nwrote {args.plan_svg}")
     return 0
+
+
+def _train_memory(args, graph, bounded: bool) -> dict:
+    """The `train_memory` object of `nnc summary --train`; without a bound
+    for a named dimension, the figures that depend on it are None."""
+    from .train import train_memory_report
+    from .train_memory import optimizer_bytes, weights_bytes
+    if bounded:
+        return train_memory_report(_model(args), batch=args.batch, optimizer=args.optimizer, loss=args.loss,
+                                   dims=dict(args.dim) or None)
+    specs = graph.param_specs()
+    trainable = [k for k, p in specs.items() if p.learnable]
+    return {"batch": args.batch, "arena_bytes": None, "lower_bound_bytes": None, "saved_bytes": None,
+            "gradient_bytes": None, "weights_bytes": weights_bytes(specs),
+            "optimizer_bytes": optimizer_bytes(specs, trainable, args.optimizer)}
+
+
+def _train_timeline(args) -> str:
+    """The training plan's timeline and its legend (`--train --plan`)."""
+    from .codegen import train_numpy
+    from .summary import train_plan_legend
+    from .train import train_graph
+    from .train_memory import train_layout
+    _, tg = train_graph(_model(args), loss=args.loss, dims=dict(args.dim) or None, limits=args.limits)
+    lay = train_layout(tg, args.batch, scratch=train_numpy.scratch_bytes)
+    return lay.timeline() + "\n" + train_plan_legend([s.label for s in tg.steps], args.batch)
 
 
 def _symbols(graph) -> set[str]:
@@ -268,7 +219,7 @@ def _compile(args) -> int:
     options = dict(target=args.target, batch=args.batch, dims=dict(args.dim), state=state,
                    bundle_weights=args.target == "numpy", limits=args.limits)
     plan = compile_plan(_model(args), optimize=args.optimize, stream=args.stream, checked=checked, **options)
-    _print_diagnostics(plan.checked.warnings, plan.checked.sources)
+    print_diagnostics(plan.checked.warnings, plan.checked.sources)
     for path in write_plan(plan, args.output, state if args.target == "numpy" else None):
         print(path)
     return 0
@@ -291,7 +242,7 @@ def _run(args) -> int:
     try:
         outs = model(**arrays)
     except (ValueError, TypeError) as e:     # the model refuses these arrays (shape, dtype, names)
-        raise InputError(_first_line(str(e))) from None
+        raise InputError(first_line(str(e))) from None
     outs = outs if isinstance(outs, tuple) else (outs,)
     names = list(model.output_shapes)
     if args.output:
@@ -339,7 +290,7 @@ def _load_array(path: str):
     except IsADirectoryError:
         raise InputError(f"input `{printable(path)}` is a folder, not a .npy file") from None
     except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"`{printable(path)}` is not a readable .npy array ({_first_line(str(e))[:160]})") from None
+        raise InputError(f"`{printable(path)}` is not a readable .npy array ({first_line(str(e))[:160]})") from None
     if isinstance(a, np.lib.npyio.NpzFile):
         with a:
             keys = list(a.keys())
@@ -350,7 +301,7 @@ def _load_array(path: str):
             try:
                 a = a[keys[0]]
             except (ValueError, OSError, EOFError) as e:
-                raise InputError(f"`{printable(path)}`: array `{keys[0]}` cannot be read ({_first_line(str(e))[:160]})") from None
+                raise InputError(f"`{printable(path)}`: array `{keys[0]}` cannot be read ({first_line(str(e))[:160]})") from None
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         raise InputError(f"`{printable(path)}` does not hold an array")
     if a.dtype.kind not in "fiub":
@@ -404,4 +355,5 @@ def _dims_from_inputs(graph, arrays: dict) -> dict[str, int]:
     return dims
 
 
-_COMMANDS = {"check": _check, "summary": _summary, "compile": _compile, "run": _run}
+_COMMANDS = {"check": _check, "summary": _summary, "compile": _compile, "run": _run,
+             "train": train_cli.run, "grow": grow_cli.run, **bridges_cli.COMMANDS}

@@ -54,7 +54,8 @@ import numpy as np
 from ..runtime.losses import LOSS_FUNCTIONS, LOSSES, accuracy_count
 from ..runtime.optim import OPTIMIZERS, OptimizerError
 from ..runtime.trainer_base import DataError
-from .diagnostics import CompileError, UserError, render
+from .cli_common import FlagError, add_batch, add_dims, guarded, nonnegative, positive, real
+from .diagnostics import UserError
 
 DATA_ARRAYS = ("x", "y", "x_val", "y_val")
 
@@ -63,48 +64,7 @@ class OutputError(UserError, OSError):
     """An output file of `nnc train` that cannot be written."""
 
 
-class UsageError(Exception):
-    """A flag combination argparse cannot express; exit 2."""
-
-
 # ------------------------------------------------------------------ the parser
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-def _real(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def _dim(text: str) -> tuple[str, int]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected NAME=SIZE, got {text!r}")
-    return name, _positive(value)
-
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `nnc train` to the subparsers of `nnc`'s parser."""
@@ -115,18 +75,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="arrays x and y, optionally x_val and y_val")
     p.add_argument("--loss", choices=LOSSES, default="cross_entropy", help="default: cross_entropy")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam", help="default: adam")
-    p.add_argument("--lr", type=_real, metavar="F", help="learning rate (required for sgd; adam/adamw: 0.001)")
-    p.add_argument("--momentum", type=_real, metavar="F", help="sgd's momentum (default 0)")
-    p.add_argument("--weight-decay", type=_real, metavar="F",
+    p.add_argument("--lr", type=real, metavar="F", help="learning rate (required for sgd; adam/adamw: 0.001)")
+    p.add_argument("--momentum", type=real, metavar="F", help="sgd's momentum (default 0)")
+    p.add_argument("--weight-decay", type=real, metavar="F",
                    help="default: 0 (sgd, adam), 0.01 (adamw, decoupled)")
-    p.add_argument("--batch", type=_positive, default=32, metavar="N", help="examples per step (default 32)")
-    p.add_argument("--epochs", type=_positive, default=1, metavar="N", help="passes over the data (default 1)")
-    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+    add_batch(p, default=32, help="examples per step (default 32)")
+    p.add_argument("--epochs", type=positive, default=1, metavar="N", help="passes over the data (default 1)")
+    p.add_argument("--seed", type=nonnegative, default=0, metavar="S",
                    help="seeds the initialisation, the shuffling and dropout (default 0)")
     p.add_argument("--weights", metavar="INIT", help="initial weights, .npz or .safetensors (default: seeded)")
     p.add_argument("--resume", metavar="OPT.npz", help="optimizer state to continue from (--save-optimizer's file)")
-    p.add_argument("--dim", type=_dim, action="append", default=[], metavar="NAME=N",
-                   help="a bound for a named input dimension (repeatable)")
+    add_dims(p)
     p.add_argument("-o", "--output", required=True, metavar="WEIGHTS.npz", help="where to write the trained weights")
     p.add_argument("--save-optimizer", metavar="OPT.npz", help="where to write the optimizer state")
     return p
@@ -135,43 +94,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ running
 
 def run(args: argparse.Namespace) -> int:
-    """Train as the arguments say; the exit code."""
+    """Train as the arguments say; the exit code (`cli_common.guarded`)."""
+    return guarded(_run, args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    optimizer = make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
+    if args.save_optimizer and os.path.abspath(args.output) == os.path.abspath(args.save_optimizer):
+        raise FlagError("-o and --save-optimizer name the same file")
+    _check_outputs(args)
     try:
-        optimizer = make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
-        if args.save_optimizer and os.path.abspath(args.output) == os.path.abspath(args.save_optimizer):
-            raise UsageError("-o and --save-optimizer name the same file")
-    except UsageError as e:
-        print(f"nnc train: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        _check_outputs(args)
         return _train(args, optimizer)
-    except CompileError as e:
-        for d in e.diagnostics:
-            print(render(d, e.sources.get(d.path or "")), file=sys.stderr)
-            print(file=sys.stderr)
-        n = sum(1 for d in e.diagnostics if str(d.severity) == "error")
-        print(f"error: `{args.model}` failed with {n} error{'s' if n != 1 else ''}", file=sys.stderr)
-        return 1
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print("\nerror: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        print("\nnnc train: interrupted; nothing was written", file=sys.stderr)
+        raise
 
 
 def make_optimizer(name: str, lr: float | None, momentum: float | None, weight_decay: float | None):
-    """The optimizer the flags describe; `UsageError` for flags that do not
-    apply or values torch.optim refuses."""
+    """The optimizer the flags describe; `FlagError` (exit 2) for flags that
+    do not apply or values torch.optim refuses."""
     kwargs: dict[str, float] = {}
     if name == "sgd":
         if lr is None:
-            raise UsageError("--optimizer sgd needs --lr (SGD has no default learning rate)")
+            raise FlagError("--optimizer sgd needs --lr (SGD has no default learning rate)")
         if momentum is not None:
             kwargs["momentum"] = momentum
     elif momentum is not None:
-        raise UsageError(f"--momentum applies to --optimizer sgd only, not {name}")
+        raise FlagError(f"--momentum applies to --optimizer sgd only, not {name}")
     if lr is not None:
         kwargs["lr"] = lr
     if weight_decay is not None:
@@ -179,7 +128,7 @@ def make_optimizer(name: str, lr: float | None, momentum: float | None, weight_d
     try:
         return OPTIMIZERS[name](**kwargs)
     except OptimizerError as e:
-        raise UsageError(str(e)) from None
+        raise FlagError(str(e)) from None
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -382,3 +382,127 @@ def test_summary_of_10000_steps_is_fast(tmp_path, capsys):
     # planning looked sizes and nodes up by scanning: 20,000 steps took minutes
     path = write(tmp_path, "long.nn", "model m(x: [10]) {\n" + "    dense(10)\n" * 10000 + "}\n")
     assert cpu_seconds(lambda: run_cli(capsys, "summary", path)) < 10
+
+
+# ---------------------------------------------------------------- issue 14: every command through `nnc`
+
+TINY = "model tiny(x: [4]) {\n    hidden: dense(8) -> relu\n    head: dense(3)\n}\n"
+TINY_WIDER = TINY.replace("dense(8)", "dense(10)")
+TINY_NARROWER = TINY.replace("dense(8)", "dense(6)")
+
+
+def tiny_files(folder: Path) -> tuple[Path, Path]:
+    """The tiny model and a data file for it (10 examples, 3 classes)."""
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x=rng.standard_normal((10, 4)).astype(np.float32), y=np.arange(10) % 3)
+    return write(folder, "tiny.nn", TINY), folder / "data.npz"
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nnc {nnc.__version__}" == "nnc 0.1.0"
+
+
+def test_every_command_is_listed_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("check", "summary", "compile", "run", "train", "grow", "import", "export", "graph"):
+        assert command in out
+
+
+def test_train_through_nnc_writes_weights_with_pytorch_keys(tmp_path, capsys):
+    model, data = tiny_files(tmp_path)
+    code, out, err = run_cli(capsys, "train", model, "--data", data, "--batch", 4, "--epochs", 2,
+                             "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+                             "-o", tmp_path / "w.npz", "--save-optimizer", tmp_path / "opt.npz")
+    assert code == 0, err
+    assert "epoch 2/2: train loss" in out
+    with np.load(tmp_path / "w.npz") as w:
+        assert sorted(w.files) == ["head.bias", "head.weight", "hidden.bias", "hidden.weight"]
+    with np.load(tmp_path / "opt.npz") as o:
+        assert "hidden.weight.momentum_buffer" in o.files
+
+
+def test_train_through_nnc_refuses_bad_data_and_bad_flags(tmp_path, capsys):
+    model, _ = tiny_files(tmp_path)
+    np.savez(tmp_path / "nolabels.npz", x=np.zeros((4, 4), np.float32))
+    code, _, err = run_cli(capsys, "train", model, "--data", tmp_path / "nolabels.npz", "-o", tmp_path / "w.npz")
+    assert code == 1 and err.startswith("error: ") and "no array `y`" in err
+    code, _, err = run_cli(capsys, "train", model, "--data", tmp_path / "data.npz", "--optimizer", "sgd",
+                           "-o", tmp_path / "w.npz")
+    assert code == 2 and "nnc train: error: --optimizer sgd needs --lr" in err
+    assert not (tmp_path / "w.npz").exists()
+
+
+def test_grow_through_nnc_keeps_the_old_units(tmp_path, capsys):
+    old = write(tmp_path, "old.nn", TINY)
+    new = write(tmp_path, "new.nn", TINY_WIDER)
+    weights = {k: np.asarray(v) for k, v in nnc.build(TINY).state_dict().items()}
+    np.savez(tmp_path / "w.npz", **weights)
+    code, _, err = run_cli(capsys, "grow", old, new, "--weights", tmp_path / "w.npz", "-o", tmp_path / "w2.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "w2.npz") as grown:
+        assert grown["hidden.weight"].shape == (10, 4) and grown["head.weight"].shape == (3, 10)
+        np.testing.assert_array_equal(grown["hidden.weight"][:8], weights["hidden.weight"])
+
+
+def test_grow_through_nnc_refuses_a_shrink_and_a_lone_optimizer_out(tmp_path, capsys):
+    old = write(tmp_path, "old.nn", TINY)
+    small = write(tmp_path, "small.nn", TINY_NARROWER)
+    np.savez(tmp_path / "w.npz", **{k: np.asarray(v) for k, v in nnc.build(TINY).state_dict().items()})
+    code, _, err = run_cli(capsys, "grow", old, small, "--weights", tmp_path / "w.npz", "-o", tmp_path / "w2.npz")
+    assert code == 1 and "small.nn:" in err and f"growing `{old}` into `{small}` failed" in err
+    code, _, err = run_cli(capsys, "grow", old, small, "--weights", tmp_path / "w.npz", "-o", tmp_path / "w2.npz",
+                           "--optimizer-out", tmp_path / "o2.npz")
+    assert code == 2 and "--optimizer-out needs --optimizer-state" in err
+    assert not (tmp_path / "w2.npz").exists()
+
+
+def test_export_and_import_through_nnc_round_trip(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    code, out, err = run_cli(capsys, "export", LENET, "-o", tmp_path / "lenet.onnx")
+    assert code == 0 and (tmp_path / "lenet.onnx").is_file(), err
+    code, out, err = run_cli(capsys, "import", tmp_path / "lenet.onnx", "-o", tmp_path / "back")
+    assert code == 0, err
+    assert nnc.build(tmp_path / "back" / "lenet.nn").state_dict().keys() == nnc.build(LENET).state_dict().keys()
+
+
+def test_export_and_import_through_nnc_refuse_bad_files_in_one_line(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    bad = write(tmp_path, "corrupt.onnx", "not a protobuf")
+    code, _, err = run_cli(capsys, "import", bad)
+    assert code == 1 and err.startswith("error: ") and "corrupt.onnx" in err and err.count("\n") == 1
+    np.savez(tmp_path / "w.npz", other=np.zeros(2, np.float32))
+    code, _, err = run_cli(capsys, "export", LENET, "--weights", tmp_path / "w.npz", "-o", tmp_path / "m.onnx")
+    assert code == 1 and err.startswith("error: ") and not (tmp_path / "m.onnx").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(LENET), "-o", str(tmp_path / "m.onnx"), "--opset", "0"])
+    assert e.value.code == 2
+
+
+def test_graph_through_nnc_writes_dot_text(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "graph", LENET, "-o", tmp_path / "lenet.dot")
+    assert code == 0, err
+    text = (tmp_path / "lenet.dot").read_text()
+    assert text.startswith("digraph") and "conv2d_0" in text and "fc3" in text
+
+
+def test_graph_through_nnc_refuses_an_unknown_picture_type(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "graph", LENET, "-o", tmp_path / "lenet.txt")
+    assert code == 1 and err.startswith("error: ") and ".svg, .png or .dot" in err
+    code, _, err = run_cli(capsys, "graph", tmp_path / "missing.nn", "-o", tmp_path / "m.dot")
+    assert code == 1 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["train", "m.nn", "--data", "d.npz", "-o", "w.npz", "--dim", "T"],
+                                  ["grow", "a.nn", "b.nn", "--weights", "w.npz", "-o", "x.npz", "--seed", "-1"],
+                                  ["graph", "m.nn", "--dim", "T=0"],
+                                  ["summary", "m.nn", "--batch", "0"]])
+def test_the_shared_argument_types_refuse_the_same_text_with_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "error: argument" in capsys.readouterr().err

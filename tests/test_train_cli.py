@@ -249,3 +249,15 @@ def test_weights_with_the_wrong_keys_exit_1(fake, tmp_path, capsys):
     assert main(["m.nn", "--data", tmp_path / "d.npz", "--weights", tmp_path / "init.npz", "-o", tmp_path / "w.npz"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "`other`" in err
+
+
+def test_nnc_main_runs_train_with_the_same_flags(fake, tmp_path, capsys):
+    from nnc.compiler.cli import main as nnc_main
+    write_data(tmp_path / "d.npz", n=6)
+    code = nnc_main(["train", "m.nn", "--data", str(tmp_path / "d.npz"), "--batch", "4", "--seed", "5",
+                     "-o", str(tmp_path / "w.npz")])
+    assert code == 0 and (tmp_path / "w.npz").is_file()
+    assert fake["calls"][0]["batch"] == 4 and fake["calls"][0]["seed"] == 5
+    assert nnc_main(["train", "m.nn", "--data", str(tmp_path / "d.npz"), "--momentum", "0.5",
+                     "-o", str(tmp_path / "w2.npz")]) == 2
+    assert "nnc train: error: --momentum applies to --optimizer sgd only" in capsys.readouterr().err
