@@ -126,7 +126,7 @@ def trainer_class(plan: TrainingPlan) -> type:
     return cls
 
 
-def train(model: str | Path, loss: str = "cross_entropy", optimizer: SGD | Adam | None = None, batch: int = 1,
+def train(model: str | Path, loss: str = "cross_entropy", optimizer: SGD | Adam | None = None, batch: int = 32,
           weights: Any = None, dims: Mapping[str, int] | None = None, target: str = "numpy", seed: int = 0,
           keep_gradients: bool = False, capacity: Mapping[str, int] | None = None):
     """A trainer for `model` (TRAINING.md section 1); `capacity` ({label:

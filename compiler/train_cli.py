@@ -142,13 +142,30 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise OutputError(f"cannot write `{path}`: the folder `{folder}` does not exist")
 
 
+def _dims(args: argparse.Namespace, data: dict) -> dict[str, int] | None:
+    """`--dim` sizes, and for every other named dimension of the model's
+    input the longest the data holds (as `nnc run` sizes it from its input)."""
+    from .cli import _dims_from_inputs
+    from .frontend import check
+    graph = check(args.model).graph
+    if len(graph.inputs) != 1:
+        return dict(args.dim) or None
+    name = graph.inputs[0].name
+    found: dict[str, int] = {}
+    for key in ("x", "x_val"):
+        if key in data and hasattr(data[key], "ndim"):
+            for d, size in _dims_from_inputs(graph, {name: data[key]}).items():
+                found[d] = max(found.get(d, 0), size)
+    return {**found, **dict(args.dim)} or None
+
+
 def _train(args: argparse.Namespace, optimizer) -> int:
     import nnc
 
     data = load_data(args.data)
     n = len(data["x"])
     trainer = nnc.train(args.model, loss=args.loss, optimizer=optimizer, batch=min(args.batch, n),
-                        weights=args.weights, dims=dict(args.dim) or None, target="numpy", seed=args.seed,
+                        weights=args.weights, dims=_dims(args, data), target="numpy", seed=args.seed,
                         keep_gradients=False, capacity=None)
     x, y = trainer.check_data(data["x"], data["y"])
     val = None

@@ -25,7 +25,7 @@ def build(model, target="numpy", batch=1, weights=None, dims=None, stream=False,
 __all__.append("build")
 
 
-def train(model, loss="cross_entropy", optimizer=None, batch=1, weights=None, dims=None, target="numpy", seed=0,
+def train(model, loss="cross_entropy", optimizer=None, batch=32, weights=None, dims=None, target="numpy", seed=0,
           keep_gradients=False, capacity=None):
     """A trainer for a model (a `.nn` path, or model text): `step(x, y)`,
     `predict(x)`, `state_dict()`, `load_weights`, `optimizer_state_dict()`,

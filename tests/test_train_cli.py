@@ -261,3 +261,22 @@ def test_nnc_main_runs_train_with_the_same_flags(fake, tmp_path, capsys):
     assert nnc_main(["train", "m.nn", "--data", str(tmp_path / "d.npz"), "--momentum", "0.5",
                      "-o", str(tmp_path / "w2.npz")]) == 2
     assert "nnc train: error: --momentum applies to --optimizer sgd only" in capsys.readouterr().err
+
+
+def test_a_named_dimension_without_bound_is_sized_from_the_data(tmp_path, capsys):
+    from nnc.compiler import cli
+    model = tmp_path / "seq.nn"
+    model.write_text("model seq(x: [T, 8]) {\n    lstm(12)\n    dense(5)\n}\n")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((6, 10, 8)).astype(np.float32),
+             y=rng.integers(0, 5, (6, 10)), x_val=rng.standard_normal((2, 12, 8)).astype(np.float32),
+             y_val=rng.integers(0, 5, (2, 12)))
+    rc = cli.main(["train", str(model), "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "w.npz")])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "w.npz").exists()
+
+
+def test_nnc_train_plans_batch_32_by_default():
+    trainer = nnc.train("model m(x: [4]) {\n    dense(3)\n}\n", optimizer=nnc.SGD(0.1))
+    assert trainer.batch == 32
+    trainer.step(np.zeros((32, 4), np.float32), np.zeros(32, np.int64))
