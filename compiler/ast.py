@@ -9,14 +9,14 @@ Grammar, informally (LANGUAGE.md is the contract):
 
     file      := (block | model)*
     model     := "model" NAME "(" input ("," input)* ")" "{" stmt* "}"
-    input     := NAME ":" "[" dim ("," dim)* "]"       dim := INT | NAME ["=" INT]
+    input     := NAME ":" ["int"] "[" dim ("," dim)* "]"       dim := INT | NAME ["=" INT]
     block     := "block" NAME "(" [param ("," param)*] ")" "(" NAME ("," NAME)* ")" "{" stmt* "}"
     param     := NAME ["=" expr]
     stmt      := [NAME ("," NAME)* "="] chain  |  "return" chain ("," chain)*
     chain     := element ("->" element)*
     element   := [label ":"] NAME ["(" args ")" ["(" NAME ("," NAME)* ")"]]
     label     := (NAME | INT) ("." (NAME | INT))*
-    args      := arg ("," arg)*          arg := [NAME "="] expr
+    args      := arg ("," arg)*          arg := [(NAME | keyword) "="] expr
     expr      := numbers, true/false, same/valid/causal, NAME, NAME.shape[expr],
                  tuples, + - * // and parentheses
 """
@@ -163,9 +163,13 @@ class Dim:
 
 @dataclass(frozen=True, slots=True)
 class Input:
+    """`name: [dims]`, or `name: int[dims]` for an integer input (`type` is
+    the written type name, None when there is none)."""
     name: str
     dims: tuple[Dim, ...]
     span: Span
+    type: str | None = None
+    type_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

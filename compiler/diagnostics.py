@@ -86,6 +86,7 @@ CODES: dict[str, str] = {
     "E0206": "a symbolic dimension where a known size is needed",
     "E0207": "a bad dimension bound",
     "E0208": "a tensor, the weights or the memory plan larger than the memory limit",
+    "E0209": "an integer value where numbers are needed (only `embedding` reads integers), or an unknown input type",
     # streaming
     "E0401": "a layer that cannot stream along the time axis",
     "E0402": "a model without a named time dimension compiled for streaming",
@@ -209,6 +210,9 @@ def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(diags, key=key)
 
 
+SHOWN_LINE = 160      # the most characters of a source line a diagnostic shows
+
+
 def render(diag: Diagnostic, source: str | list[str] | None) -> str:
     """The rustc-style text of one diagnostic. `source` is the text of the
     file the span points into, or its lines (`split_lines`) when many
@@ -223,9 +227,17 @@ def render(diag: Diagnostic, source: str | list[str] | None) -> str:
         if text is not None:
             gutter = len(str(s.line))
             end = s.end_column if s.end_line == s.line else len(text) + 1
-            width = max(1, min(end, len(text) + 1) - s.column)
+            column = s.column
+            if len(text) > SHOWN_LINE:
+                # a window around the span, so one huge line cannot flood the terminal
+                start = max(0, min(column - 1 - SHOWN_LINE // 4, len(text) - SHOWN_LINE))
+                text = ("..." if start else "") + text[start:start + SHOWN_LINE] + \
+                    ("..." if start + SHOWN_LINE < len(text) else "")
+                shift = start - (3 if start else 0)
+                column, end = column - shift, end - shift
+            width = max(1, min(end, len(text) + 1) - column)
             lines.append(f"{' ' * 2}{s.line} | {text}")
-            lines.append(f"{' ' * (2 + gutter)} | {' ' * (s.column - 1)}{'^' * width}")
+            lines.append(f"{' ' * (2 + gutter)} | {' ' * (column - 1)}{'^' * width}")
     for note in diag.notes:
         lines.append(f"   = note: {note}")
     if diag.help:
@@ -275,5 +287,12 @@ def _source_line(source: str | list[str] | None, line: int) -> str | None:
 def did_you_mean(name: str, candidates) -> str | None:
     """A `help` text naming the closest candidate, if one is close enough."""
     import difflib
-    match = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    pool = set(candidates)
+    if len(pool) > 64:
+        # A close match shares a first or last letter and has about the same
+        # length; filtering on that first keeps thousands of errors in a scope
+        # of thousands of names linear rather than quadratic.
+        n = len(name)
+        pool = {c for c in pool if abs(len(c) - n) <= 2 and c[:1] in (name[:1], name[-1:])} if name else set()
+    match = difflib.get_close_matches(name, sorted(pool), n=1, cutoff=0.6)
     return f"did you mean `{match[0]}`?" if match else None

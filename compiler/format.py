@@ -38,7 +38,7 @@ def _model(model: ast.Model) -> str:
 
 
 def _input(inp: ast.Input) -> str:
-    return f"{inp.name}: [{', '.join(_dim(d) for d in inp.dims)}]"
+    return f"{inp.name}: {inp.type or ''}[{', '.join(_dim(d) for d in inp.dims)}]"
 
 
 def _dim(dim: ast.Dim) -> str:

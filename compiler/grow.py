@@ -222,6 +222,14 @@ class UnitContext:
         self._an.own[self.label] = tags
         return tags
 
+    def own_more(self, part: str, total: int) -> np.ndarray:
+        """More units of the layer, distinct from `own`'s and keyed by `part`
+        (a stacked or two-way recurrent layer's later layers and directions:
+        they grow with it)."""
+        tags = self._tags.ids(("u", self.label, part, j) for j in range(total))
+        self._an.own[(self.label, part)] = tags
+        return tags
+
     def gates(self, own: np.ndarray, count: int) -> np.ndarray:
         """Rows of `count` gate blocks stacked (PyTorch's recurrent layout)."""
         return self._tags.ids(("gate", int(t), k) for k in range(count) for t in own)
@@ -880,7 +888,7 @@ def _compare_node(o: Node, n: Node) -> list[Diagnostic]:
 
 
 def _size_word(n: Node) -> str:
-    return {"depthwise_conv2d": "channels per input channel (multiplier)", "gru": "hidden units",
+    return {"depthwise_conv2d": "channels per input channel (multiplier)", "gru": "hidden units", "rnn": "hidden units",
             "lstm": "hidden units"}.get(n.op.name, "filters" if n.attrs.get("groups", 1) == 1 else "filters per group")
 
 

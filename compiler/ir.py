@@ -64,6 +64,7 @@ class Node:
     activation: Activation | None = None   # set by the fusion pass
     norm: FoldedNorm | None = None         # set by the batchnorm folding pass
     history: int = 0                       # streaming: time steps of input a conv1d keeps between calls
+    dtype: str = "float32"                 # "int32" for integer values (an integer input through slice/select/...)
 
     @property
     def params_count(self) -> int:
@@ -85,6 +86,7 @@ class Input:
     name: str
     shape: Shape
     span: Span
+    dtype: str = "float32"            # "int32" for `tokens: int[T]` (indices for embedding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,24 @@ class Graph:
         return specs
 
 
+def integer_limits(graph: Graph) -> dict[str, int]:
+    """Integer input -> the number of rows its indices may address: the
+    smallest `num` of the embeddings its values reach (through slice, select,
+    reshape, transpose, flatten). Indices must lie in [0, num)."""
+    origin = {i.name: i.name for i in graph.inputs if i.dtype == "int32"}
+    limits: dict[str, int] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            if v not in origin:
+                continue
+            if n.dtype == "int32":
+                origin[n.label] = origin[v]
+            elif "num" in n.attrs:
+                src = origin[v]
+                limits[src] = min(limits.get(src, n.attrs["num"]), n.attrs["num"])
+    return {i.name: limits.get(i.name, 0) for i in graph.inputs if i.dtype == "int32"}
+
+
 def verify(graph: Graph) -> None:
     """Check the IR's invariants. A failure is a compiler bug, not a user error."""
     seen: set[str] = {i.name for i in graph.inputs}
@@ -161,7 +181,8 @@ def verify(graph: Graph) -> None:
 
 def dump(graph: Graph) -> str:
     """A readable text form of the graph, for golden tests and debugging."""
-    lines = [f"graph {graph.name}(" + ", ".join(f"{i.name}: {format_shape(i.shape)}" for i in graph.inputs) + ")"]
+    lines = [f"graph {graph.name}(" + ", ".join(f"{i.name}: {'int' if i.dtype == 'int32' else ''}"
+                                               f"{format_shape(i.shape)}" for i in graph.inputs) + ")"]
     for n in graph.nodes:
         args = ", ".join(f"{k}={v}" for k, v in n.attrs.items())
         act = f" +{n.activation.op}" if n.activation else ""

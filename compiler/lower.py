@@ -42,7 +42,11 @@ from .diagnostics import Sink, Span, did_you_mean, error, warning
 from .dims import Dim, Sym, SymbolicError, format_shape, try_evaluate
 from .ir import Graph, Input, Node, Output
 from .memory import FLOAT_BYTES, Limits, format_bytes
-from .ops import CATALOG, MAX_SIZE, REQUIRED, ArgError, OpSpec, Role, ShapeError, coerce
+from .ops import CATALOG, MAX_SIZE, REQUIRED, WORDS, ArgError, Kind, OpSpec, Role, ShapeError, coerce_arg
+
+# Integer values (an `int[...]` input) pass only these ops and must reach `embedding` (LANGUAGE.md section 9).
+INTEGER_PASSES = frozenset({"slice", "select", "reshape", "transpose", "flatten"})
+INTEGER_READERS = frozenset({"embedding"})
 
 # Block calls nested deeper are refused (E0115): lowering walks them recursively.
 MAX_BLOCK_DEPTH = 64
@@ -103,6 +107,7 @@ class Lowerer:
         self.blocks: dict[str, ast.Block] = {}
         self.nodes: list[Node] = []
         self.shapes: dict[str, tuple] = {}
+        self.integer: dict[str, str] = {}     # integer value -> the model input it comes from
         self.label_spans: dict[str, Span] = {}
         self.recursive: set[str] = set()
         self.stack: list[str] = []
@@ -213,10 +218,18 @@ class Lowerer:
             if inp.name in scope.names:
                 self.err("E0109", f"model input `{inp.name}` is declared twice", inp.span)
                 continue
+            dtype = "float32"
+            if inp.type is not None:
+                if inp.type == "int":
+                    dtype = "int32"
+                    self.integer[inp.name] = inp.name
+                else:
+                    self.err("E0209", f"unknown input type `{inp.type}`", inp.type_span or inp.span,
+                             help="write `int[...]` for integer indices, or `[...]` for numbers")
             b = Binding(inp.name, inp.span, inp.name)
             scope.names[inp.name] = b
             scope.bindings.append(b)
-            inputs.append(Input(inp.name, tuple(shape), inp.span))
+            inputs.append(Input(inp.name, tuple(shape), inp.span, dtype))
             self.shapes[inp.name] = tuple(shape)
         for name, value in self.cli_bounds.items():
             if name not in dim_spans:
@@ -427,7 +440,7 @@ class Lowerer:
             return True
         bare = e.args is None and e.label is None
         candidates = list(CATALOG) + list(self.blocks)
-        hint = did_you_mean(e.op, candidates)
+        hint = _op_hint(e.op, candidates)
         if bare and scope.names:
             value_hint = did_you_mean(e.op, scope.names)
             if value_hint and not hint:
@@ -524,14 +537,18 @@ class Lowerer:
                 self.err("E0305", f"argument `{target}` of {spec.name} is given twice", a.span, scope)
                 ok = False
                 continue
-            value = self._eval(a.value, scope)
+            argspec = spec.args[names.index(target)]
+            if argspec.kind is Kind.WORD and isinstance(a.value, ast.Name) and a.value.name not in scope.params \
+                    and a.value.name not in scope.names:
+                value = a.value.name        # any bare word: a wrong one gets "one of ..., did you mean"
+            else:
+                value = self._eval(a.value, scope)
             if value is POISON:
                 ok = False
                 bound[target] = POISON
                 continue
-            kind = spec.args[names.index(target)].kind
             try:
-                bound[target] = coerce(kind, value)
+                bound[target] = coerce_arg(argspec, value)
             except ArgError as err:
                 self.err("E0304", f"argument `{target}` of {spec.name} {err}", a.span, scope)
                 ok = False
@@ -571,6 +588,8 @@ class Lowerer:
         if isinstance(x, ast.Name):
             if x.name in scope.params:
                 return scope.params[x.name]
+            if x.name in WORDS and x.name not in scope.names:
+                return x.name            # a word value: `mode=bilinear`, `end=none` (coerce_arg makes None)
             candidates = list(scope.params)
             self.err("E0104", f"undefined name `{x.name}`", x.span, scope,
                      help=did_you_mean(x.name, candidates) or
@@ -637,6 +656,16 @@ class Lowerer:
         label_span = e.label.span if e.label else e.op_span
         spans: dict[str, Span] = args.pop("_spans")
         in_shapes = [self.shapes[v] for v in inputs]
+        integer = [v for v in inputs if v in self.integer]
+        if integer and spec.name not in INTEGER_PASSES | INTEGER_READERS:
+            self.err("E0209", f"{spec.name} cannot read the integer input `{self.integer[integer[0]]}`", e.span,
+                     scope, help="integer inputs are indices: they pass slice, select, reshape, transpose and "
+                     "flatten and must reach `embedding`")
+            return None
+        if spec.name in INTEGER_READERS and len(integer) != len(inputs):
+            self.err("E0209", f"{spec.name} reads integer indices, but its input holds numbers", e.span, scope,
+                     help="declare the model input as integer: `tokens: int[T]`")
+            return None
         try:
             attrs = dict(spec.resolve(args, in_shapes)) if spec.resolve else dict(args)
             shape = spec.infer(attrs, in_shapes)
@@ -649,6 +678,13 @@ class Lowerer:
         except SymbolicError as err:
             self.err("E0206", f"{spec.name}: {err}", e.span, scope)
             return None
+        if spec.name == "positional" and in_shapes[0]:
+            steps = try_evaluate(in_shapes[0][0], self.bounds)
+            if steps is not None and steps > attrs["max_len"]:
+                self.err("E0306", f"positional: the sequence has up to {steps} steps, more than "
+                         f"max_len={attrs['max_len']}", spans.get("max_len", e.span), scope,
+                         help=f"raise max_len to at least {steps}, or bound the time axis at {attrs['max_len']}")
+                return None
         if label in self.label_spans or label in self.shapes:
             where = self.label_spans.get(label)
             notes = (f"first used at line {where.line}",) if where else ()
@@ -667,7 +703,11 @@ class Lowerer:
             return None
         self.label_spans[label] = label_span
         attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
-        self.nodes.append(Node(label, spec, tuple(inputs), attrs, shape, params, macs, e.span))
+        dtype = "float32"
+        if integer and spec.name in INTEGER_PASSES:
+            dtype = "int32"
+            self.integer[label] = self.integer[integer[0]]
+        self.nodes.append(Node(label, spec, tuple(inputs), attrs, shape, params, macs, e.span, dtype=dtype))
         self.shapes[label] = shape
         return label
 
@@ -862,6 +902,16 @@ def _least_length(d: Sym, name: str, bounds: Mapping[str, int]) -> int | None:
         lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
     return lo
 
+def _op_hint(name: str, candidates) -> str | None:
+    """"did you mean" among the op and block names, but never a name that is
+    only a part of the one written (`conv_transpose2d` is not `transpose`)."""
+    hint = did_you_mean(name, candidates)
+    if hint is None:
+        return None
+    match = hint.split("`")[1]
+    return None if match in name and len(name) - len(match) >= 3 else hint
+
+
 def _chains(stmt) -> list[ast.Chain]:
     return list(stmt.values) if isinstance(stmt, ast.Return) else [stmt.chain]
 
@@ -893,13 +943,13 @@ def _kind_of(v: Any) -> str:
 def _signature_help(spec: OpSpec) -> str:
     parts = []
     for a in spec.args:
-        parts.append(a.name if a.default is REQUIRED else f"{a.name}={_default_text(a.default)}")
+        parts.append(a.name if a.default is REQUIRED else f"{a.name}={_default_text(a.default, a.name)}")
     return f"the signature is `{spec.name}({', '.join(parts)})`"
 
 
-def _default_text(v: Any) -> str:
+def _default_text(v: Any, name: str = "") -> str:
     if v is None:
-        return "k"
+        return "k" if name == "stride" else "none"     # a pool's stride defaults to its kernel
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)

@@ -97,7 +97,8 @@ def format_bytes(n: int) -> str:
 
 VIEW_OPS = frozenset({"flatten", "reshape", "dropout", "identity"})
 INPLACE_OPS = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",
-                         "hardswish", "leaky_relu", "elu", "batchnorm", "add", "sub", "mul", "prelu"})
+                         "hardswish", "leaky_relu", "elu", "batchnorm", "add", "sub", "mul", "prelu",
+                         "neg", "abs", "exp", "log", "sqrt", "square", "clamp"})
 
 # node, graph -> scratch name -> bytes for one example
 ScratchFn = Callable[[Node, Graph], Mapping[str, int]]

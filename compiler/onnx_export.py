@@ -178,6 +178,9 @@ class _Writer:
         self.add("PRelu", [x, slope], [out])
 
     def _recurrent(self, n, x, out, kind: str):
+        if n.attrs.get("layers", 1) > 1 or n.attrs.get("bidirectional"):
+            raise OnnxExportError(f"`{n.label}`: nnc cannot write a stacked or bidirectional `{n.op.name}` as "
+                                  "ONNX yet")
         H = n.attrs["hidden"]
         order = [1, 0, 2] if kind == "GRU" else [0, 3, 1, 2]      # ONNX's gates from torch's
         label = n.label
@@ -301,6 +304,9 @@ class _Writer:
         scale = n.attrs["scale"]
         scales = list(scale) if isinstance(scale, tuple) else [scale] * spatial
         s = self.const(f"{n.label}/scales", np.array([1.0, 1.0, *scales], np.float32))
+        if n.attrs.get("mode", "nearest") != "nearest":      # linear, bilinear: align_corners=False
+            self.add("Resize", [x, "", s], [out], mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
+            return
         self.add("Resize", [x, "", s], [out], mode="nearest", coordinate_transformation_mode="asymmetric",
                  nearest_mode="floor")
 

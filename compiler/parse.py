@@ -175,8 +175,14 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Model(str(name), self._tspan(name), tuple(inputs), body, self._span(meta))
 
     def input(self, meta, children) -> ast.Input:
-        name, *dims = children
-        return ast.Input(str(name), tuple(dims), self._span(meta))
+        name, type_, *dims = children
+        if type_ is None:
+            return ast.Input(str(name), tuple(dims), self._span(meta))
+        return ast.Input(str(name), tuple(dims), self._span(meta), str(type_), self._tspan(type_))
+
+    def input_type(self, meta, children) -> Token:
+        (token,) = children
+        return token
 
     def dim_size(self, meta, children) -> ast.Dim:
         (size,) = children

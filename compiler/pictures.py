@@ -59,7 +59,7 @@ def _family(op: str) -> str:
         return "norm"
     if "pool" in op:
         return "pool"
-    if op in ("gru", "lstm"):
+    if op in ("gru", "lstm", "rnn"):
         return "recurrent"
     if op in ("flatten", "reshape", "transpose", "upsample", "dropout", "identity"):
         return "shape"

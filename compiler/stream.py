@@ -14,7 +14,12 @@ keep one output step per input step. A causal or `valid` conv1d with stride 1
 does too, with a history of `dilation * (k - 1)` steps: the causal one equals
 the whole-sequence result from the first step, the `valid` one from the step
 where its receptive field is full. Everything else that touches the time axis
-(a stride, right padding, pooling, flatten, ...) breaks streaming.
+(a stride, right padding, pooling, flatten, ...) breaks streaming; glu, slice,
+select and the reductions stream when their axis is not the time axis.
+Embedding and div act per step; positional and causal attention carry a
+position counter (and attention a key/value cache as long as the time bound;
+a step past it is a ValueError that says to reset()); a non-causal attention
+cannot stream.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from .dims import Sym
 from .ir import Graph, Node
 
 ELEMENTWISE = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",
-                         "hardswish", "leaky_relu", "elu", "dropout", "identity", "batchnorm", "prelu"})
+                         "hardswish", "leaky_relu", "elu", "dropout", "identity", "batchnorm", "prelu",
+                         "neg", "abs", "exp", "log", "sqrt", "square", "clamp"})
 DEFAULT_CHUNK = 512
 
 
@@ -70,6 +76,8 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
         attrs = dict(n.attrs)
         if n.op.name == "conv1d":
             attrs["pads"] = ((0, 0),)
+        if n.op.name == "pad" and axis[n.label] == len(n.shape) - 1:
+            attrs["pads"] = (*n.attrs["pads"][:-1], (0, 0))     # a causal pad streams as a copy
         nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
     sink.raise_if_errors()
     bound = graph.bounds.get(t, DEFAULT_CHUNK)
@@ -107,7 +115,9 @@ def _rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None
         rank = len(graph.shape_of(n.inputs[0]))
         return ("it mixes the time steps (the time axis is its input axis)", None, 0) if a == rank - 1 \
             else (None, a, 0)
-    if op in ("gru", "lstm"):
+    if op in ("gru", "lstm", "rnn"):
+        if n.attrs.get("bidirectional"):
+            return "a bidirectional layer reads the sequence from its end", None, 0
         return (None, 0, 0) if a == 0 else ("its time axis must be axis 0 of [T, F]", None, 0)
     if op == "transpose":
         return None, list(n.attrs["perm"]).index(a), 0
@@ -121,4 +131,59 @@ def _rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None
         if right != 0:
             return f"its padding looks {right} step{'s' if right > 1 else ''} into the future", None, 0
         return None, 1, dil * (k - 1)
+    if op == "pad":
+        rank = len(graph.shape_of(n.inputs[0]))
+        pads = n.attrs["pads"]
+        first = rank - len(pads)
+        if a < first or not any(pads[a - first]):
+            return None, a, 0                  # the time axis is not padded: a per-step op
+        lo, hi = pads[a - first]
+        if a != rank - 1 or rank != 2 or hi or n.attrs["mode"] != "constant" or n.attrs["value"] != 0 \
+                or len(pads) != 1:
+            return "only a causal pad streams on the time axis: zeros on the left of [C, T]", None, 0
+        return None, a, 0       # the zeros on the left are the history of what follows: see to_stream
+    if op in ("conv_transpose1d", "conv_transpose2d"):
+        return "a transposed convolution spreads each input step over several output steps", None, 0
+    if op in ("glu", "slice", "select", "mean", "sum", "max"):
+        return _axis_rule(n, a)
+    if op in ("embedding", "positional", "attention", "matmul", "div"):
+        return _attention_rule(n, ins, graph)
     return "it combines several time steps", None, 0
+
+
+def _attention_rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None, int]:
+    """The transformer family: embedding and div act per step; positional
+    (a position counter) and causal attention (a key/value cache sized by
+    the time bound) carry state; matmul streams when the time axis is a
+    leading (batch-like) axis of both sides."""
+    op, a = n.op.name, ins[0]
+    if op == "embedding":
+        return None, a, 0
+    if op == "div":
+        return (None, a, 0) if len(set(ins)) == 1 else ("its inputs have their time axes in different places",
+                                                        None, 0)
+    if op == "matmul":
+        rank = len(graph.shape_of(n.inputs[0]))
+        if len(set(ins)) != 1 or a >= rank - 2:
+            return "it multiplies along the time axis (it mixes time steps)", None, 0
+        return None, a, 0
+    if a != 0:
+        return "its time axis must be axis 0 of [T, E]", None, 0
+    if op == "attention" and not n.attrs["causal"]:
+        return "a non-causal attention looks at future steps (use attention(heads, causal=true))", None, 0
+    return None, 0, 0
+
+
+def _axis_rule(n: Node, a: int) -> tuple[str | None, int | None, int]:
+    """Section 9's axis ops stream when they leave the time axis alone."""
+    op = n.op.name
+    if op in ("mean", "sum", "max"):
+        axes = n.attrs["axes"]
+        if a in axes:
+            return "it reduces over the time axis", None, 0
+        return None, a - sum(1 for k in axes if k < a), 0
+    if n.attrs["axis"] != a:
+        return None, a - (op == "select" and n.attrs["axis"] < a), 0
+    why = {"glu": "it halves the time axis", "slice": "it takes part of the time axis",
+           "select": "it takes one step of the whole time axis"}
+    return why[op], None, 0

@@ -1,5 +1,6 @@
 """Convolution kernels: conv2d and conv1d (which runs as conv2d on
-[B, C, 1, T]), with their scratch functions (the calling conventions are in `kernels.py`).
+[B, C, 1, T]), and the transposed conv_transpose2d/1d (end of file), with
+their scratch functions (the calling conventions are in `kernels.py`).
 
 In:  x [B, C_in, H, W] (or [B, C_in, T]), w [C_out, C_in/groups, *kernel],
      bias [C_out] or None, explicit padding, a fused activation, scratch.
@@ -464,3 +465,154 @@ def conv1d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: int
     conv2d_backward(x[:, :, None, :], w[:, :, None, :], dy[:, :, None, :], stride=s, padding=p, dilation=d,
                     groups=groups, dx=None if dx is None else dx[:, :, None, :],
                     dw=None if dw is None else dw[:, :, None, :], db=db, scratch=scratch)
+
+
+# ------------------------------------------------------------------ transposed convolutions
+# conv_transpose2d is the input gradient of the conv2d that maps the transposed convolution's
+# output [B, F, OH, OW] back onto its input [B, C, H, W] with the same weight [C, F/groups, kh, kw]
+# (PyTorch's ConvTranspose layout is that conv2d's): the forward runs `conv2d_backward` for dx
+# only, its backward runs `conv2d` for dx and `conv2d_backward` for dw. With an output_padding
+# not smaller than the stride (allowed when it is smaller than the dilation) that conv2d has
+# more output rows than the input has: the input is zero-extended in scratch (`x_full`).
+
+def _convt_geometry(in_shape: Shape, w_shape: Shape, stride, padding, output_padding, dilation, groups):
+    """(output shape, the zero-extended input's shape or None) of conv_transpose2d."""
+    b, c, h, w = in_shape
+    _, fg, kh, kw = w_shape
+    (sh, sw), (dh, dw), (oph, opw) = _pair(stride), _pair(dilation), _pair(output_padding)
+    (pt, pb), (pl, pr) = _pads2d(padding)
+    oh = (h - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1
+    ow = (w - 1) * sw - pl - pr + dw * (kw - 1) + opw + 1
+    ch = _window_out(oh, kh, sh, dh, pt, pb)
+    cw = _window_out(ow, kw, sw, dw, pl, pr)
+    out = (b, fg * groups, oh, ow)
+    return out, (None if (ch, cw) == (h, w) else (b, c, ch, cw))
+
+
+def conv_transpose2d_scratch(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding, dilation,
+                             groups: int) -> dict[str, Shape]:
+    """Scratch of `conv_transpose2d`: conv2d_backward's (dx only) for its output, plus `x_full`
+    when the input must be zero-extended."""
+    out, full = _convt_geometry(tuple(in_shape), tuple(w_shape), stride, padding, output_padding, dilation, groups)
+    shapes = conv2d_backward_scratch(out, w_shape, stride=_pair(stride), padding=_pads2d(padding),
+                                     dilation=_pair(dilation), groups=groups, need_dx=True)
+    shapes = {k: v for k, v in shapes.items() if k not in ("dw_part",)}
+    if full is not None:
+        shapes["x_full"] = full
+    return shapes
+
+
+def _extended(x: np.ndarray, full: Shape | None, scratch: Scratch) -> np.ndarray:
+    if full is None:
+        return x
+    buf = _view(scratch["x_full"], full)
+    buf.fill(0)
+    np.copyto(buf[:, :, :x.shape[2], :x.shape[3]], x)
+    return buf
+
+
+def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *, stride, padding,
+                     output_padding, dilation, groups: int, scratch: Scratch | None = None) -> None:
+    """PyTorch's conv_transpose2d of `x` [B, C, H, W] with `w` [C, F/groups, kh, kw], padding
+    `((top, bottom), (left, right))` and `output_padding` (sh, sw), plus bias `b` [F] (or
+    None), into `out` [B, F, OH, OW]."""
+    geo = (_pair(stride), _pads2d(padding), _pair(output_padding), _pair(dilation), groups)
+    shape, full = _convt_geometry(x.shape, w.shape, *geo)
+    assert out.shape == shape, (out.shape, shape)
+    scratch = _provide_as(scratch, lambda: conv_transpose2d_scratch(x.shape, w.shape, stride=geo[0],
+                                                                     padding=geo[1], output_padding=geo[2],
+                                                                     dilation=geo[3], groups=groups), x.dtype)
+    src = _extended(x, full, scratch)
+    # the conv2d's input is only sized here (dw is not wanted): `out` stands for it
+    conv2d_backward(out, w, src, stride=geo[0], padding=geo[1], dilation=geo[3], groups=groups, dx=out, dw=None,
+                    db=None, scratch=scratch)
+    if b is not None:
+        np.add(out, b[:, None, None], out=out)
+
+
+def conv_transpose2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding,
+                                      dilation, groups: int, need_dx: bool = True) -> dict[str, Shape]:
+    """Scratch of `conv_transpose2d_backward`: conv2d's (for dx, names prefixed `f.`),
+    conv2d_backward's (for dw, prefixed `b.`) and `x_full` when the input is zero-extended
+    (then dx also goes through `dx_full`)."""
+    out, full = _convt_geometry(tuple(in_shape), tuple(w_shape), stride, padding, output_padding, dilation, groups)
+    conv_in = full or tuple(in_shape)
+    shapes: dict[str, Shape] = {}
+    if need_dx:
+        shapes |= {f"f.{k}": v for k, v in conv2d_scratch(out, w_shape, stride=_pair(stride),
+                                                          padding=_pads2d(padding), dilation=_pair(dilation),
+                                                          groups=groups).items()}
+    shapes |= {f"b.{k}": v for k, v in conv2d_backward_scratch(out, w_shape, stride=_pair(stride),
+                                                               padding=_pads2d(padding), dilation=_pair(dilation),
+                                                               groups=groups, need_dx=False).items()}
+    if full is not None:
+        shapes["x_full"] = conv_in
+        if need_dx:
+            shapes["dx_full"] = conv_in
+    return shapes
+
+
+def conv_transpose2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride, padding, output_padding,
+                              dilation, groups: int, dx: np.ndarray | None, dw: np.ndarray | None,
+                              db: np.ndarray | None, scratch: Scratch | None = None) -> None:
+    """Gradients of `conv_transpose2d` from its input `x`, weight `w` and output gradient `dy`
+    [B, F, OH, OW]: overwrite `dx` (like x), `dw` (like w) and `db` [F] (None: not wanted);
+    parameter gradients summed over the batch."""
+    geo = (_pair(stride), _pads2d(padding), _pair(output_padding), _pair(dilation), groups)
+    _, full = _convt_geometry(x.shape, w.shape, *geo)
+    scratch = _provide_as(scratch, lambda: conv_transpose2d_backward_scratch(
+        x.shape, w.shape, stride=geo[0], padding=geo[1], output_padding=geo[2], dilation=geo[3], groups=groups,
+        need_dx=dx is not None), x.dtype)
+    if db is not None:
+        np.add.reduce(dy.reshape(dy.shape[0], dy.shape[1], -1), axis=(0, 2), out=db)
+    if dx is not None:
+        fs = {k[2:]: v for k, v in scratch.items() if k.startswith("f.")}
+        target = dx if full is None else _view(scratch["dx_full"], full)
+        conv2d(dy, w, None, target, stride=geo[0], padding=geo[1], dilation=geo[3], groups=groups, scratch=fs)
+        if full is not None:
+            np.copyto(dx, target[:, :, :dx.shape[2], :dx.shape[3]])
+    if dw is not None:
+        bs = {k[2:]: v for k, v in scratch.items() if k.startswith("b.")}
+        conv2d_backward(dy, w, _extended(x, full, scratch), stride=geo[0], padding=geo[1], dilation=geo[3],
+                        groups=groups, dx=None, dw=dw, db=None, scratch=bs)
+
+
+def _convt_1d(stride: int, padding, output_padding: int, dilation: int) -> dict:
+    left, right = padding
+    return dict(stride=(1, int(stride)), padding=((0, 0), (int(left), int(right))),
+                output_padding=(0, int(output_padding)), dilation=(1, int(dilation)))
+
+
+def conv_transpose1d_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding, output_padding: int,
+                             dilation: int, groups: int) -> dict[str, Shape]:
+    """Scratch of `conv_transpose1d`: conv_transpose2d's for the [B, C, 1, T] view."""
+    b, c, t = in_shape
+    return conv_transpose2d_scratch((b, c, 1, t), (*w_shape[:2], 1, w_shape[2]), groups=groups,
+                                    **_convt_1d(stride, padding, output_padding, dilation))
+
+
+def conv_transpose1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *, stride: int, padding,
+                     output_padding: int, dilation: int, groups: int, scratch: Scratch | None = None) -> None:
+    """PyTorch's conv_transpose1d of `x` [B, C, T] with `w` [C, F/groups, k], padding `(p, p)`,
+    run as conv_transpose2d on [B, C, 1, T]."""
+    conv_transpose2d(x[:, :, None, :], w[:, :, None, :], b, out[:, :, None, :], groups=groups, scratch=scratch,
+                     **_convt_1d(stride, padding, output_padding, dilation))
+
+
+def conv_transpose1d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding,
+                                      output_padding: int, dilation: int, groups: int,
+                                      need_dx: bool = True) -> dict[str, Shape]:
+    """Scratch of `conv_transpose1d_backward`: the 2-d one's for the [B, C, 1, T] view."""
+    b, c, t = in_shape
+    return conv_transpose2d_backward_scratch((b, c, 1, t), (*w_shape[:2], 1, w_shape[2]), groups=groups,
+                                             need_dx=need_dx, **_convt_1d(stride, padding, output_padding, dilation))
+
+
+def conv_transpose1d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: int, padding,
+                              output_padding: int, dilation: int, groups: int, dx: np.ndarray | None,
+                              dw: np.ndarray | None, db: np.ndarray | None, scratch: Scratch | None = None) -> None:
+    """Gradients of `conv_transpose1d`, as conv_transpose2d_backward on [B, C, 1, T]."""
+    conv_transpose2d_backward(x[:, :, None, :], w[:, :, None, :], dy[:, :, None, :], groups=groups,
+                              dx=None if dx is None else dx[:, :, None, :],
+                              dw=None if dw is None else dw[:, :, None, :], db=db, scratch=scratch,
+                              **_convt_1d(stride, padding, output_padding, dilation))

@@ -31,7 +31,6 @@ from ._common import Act, Scratch, Shape, _per_example, _provide, _provide_as, _
 # np.clip: np.maximum/np.minimum with a scalar operand miss NumPy's SIMD loops
 # and run about four times slower.
 
-_EXP_MAX = 88.0                          # exp(88) is finite in float32; sigmoid(-88) is 6e-39 already
 _SOFTPLUS_THRESHOLD = 20.0               # torch's default: softplus(x) = x above it
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -54,9 +53,11 @@ def _tmp(scratch: Scratch | None, shape: Shape) -> np.ndarray:
 
 
 def _sigmoid_into(x: np.ndarray, out: np.ndarray) -> None:
+    """1 / (1 + exp(-x)); exp overflows to inf for x < -88.7, giving 0 as
+    float32 PyTorch does (so silu(-inf) is -inf * 0 = NaN on every target)."""
     np.negative(x, out=out)
-    np.clip(out, -np.inf, _EXP_MAX, out=out)
-    np.exp(out, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
     np.add(out, 1.0, out=out)
     np.reciprocal(out, out=out)
 
@@ -100,7 +101,8 @@ def silu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> N
     """x * sigmoid(x)."""
     t = _tmp(scratch, x.shape)
     _sigmoid_into(x, t)
-    np.multiply(x, t, out=out)
+    with np.errstate(invalid="ignore"):       # -inf * 0 = NaN, as in PyTorch
+        np.multiply(x, t, out=out)
 
 
 def leaky_relu(x: np.ndarray, out: np.ndarray, slope: float = 0.01, *, scratch: Scratch | None = None) -> None:
@@ -173,8 +175,13 @@ def gelu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> N
     np.multiply(num, z, out=num)                 # erf(z)
     np.add(num, 1.0, out=num)
     np.multiply(num, 0.5, out=num)               # Phi(x)
-    np.copyto(den, x)
+    # Below the fit's range Phi(x) < 1e-8, which float32 `1 + erf` (torch, the
+    # C plan) rounds to 0: zero it there too (a NaN stays NaN: NaN * 0).
+    np.greater(z, -_ERF_CLAMP, out=den)
     np.multiply(num, den, out=num)
+    np.copyto(den, x)
+    with np.errstate(invalid="ignore"):       # -inf * 0 = NaN, as in PyTorch
+        np.multiply(num, den, out=num)
     np.copyto(out, num)
 
 
@@ -183,6 +190,57 @@ def _clamped_z(x: np.ndarray, z: np.ndarray) -> None:
     np.copyto(z, x)
     np.multiply(z, _SQRT1_2, out=z)
     np.clip(z, -_ERF_CLAMP, _ERF_CLAMP, out=z)
+
+
+# Section 9's elementwise math, as PyTorch computes it: NaN in gives NaN out,
+# log(0) = -inf, log and sqrt of a negative number are NaN, exp and square
+# overflow to inf (NumPy's floating-point warnings are silenced: these are
+# values, not errors). clamp(x, lo, hi) = min(max(x, lo), hi), either bound
+# None; lo > hi gives hi everywhere, as torch.clamp.
+
+def neg(x: np.ndarray, out: np.ndarray) -> None:
+    """-x."""
+    np.negative(x, out=out)
+
+
+def abs(x: np.ndarray, out: np.ndarray) -> None:  # noqa: A001 (the op's name)
+    """|x|."""
+    np.absolute(x, out=out)
+
+
+def exp(x: np.ndarray, out: np.ndarray) -> None:
+    """e^x (inf past float32's range)."""
+    with np.errstate(over="ignore"):
+        np.exp(x, out=out)
+
+
+def log(x: np.ndarray, out: np.ndarray) -> None:
+    """The natural logarithm: -inf at 0, NaN below."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(x, out=out)
+
+
+def sqrt(x: np.ndarray, out: np.ndarray) -> None:
+    """The square root: NaN below 0."""
+    with np.errstate(invalid="ignore"):
+        np.sqrt(x, out=out)
+
+
+def square(x: np.ndarray, out: np.ndarray) -> None:
+    """x * x."""
+    with np.errstate(over="ignore"):
+        np.square(x, out=out)
+
+
+def clamp(x: np.ndarray, out: np.ndarray, min: float | None = None, max: float | None = None) -> None:  # noqa: A002
+    """min(max(x, min), max) with either bound None (absent); NaN stays NaN."""
+    if min is not None:
+        np.maximum(x, np.float32(min), out=out)     # np.maximum propagates NaN, as torch.clamp
+        x = out
+    if max is not None:
+        np.minimum(x, np.float32(max), out=out)
+    elif min is None:
+        np.copyto(out, x)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +266,7 @@ _ACTIVATIONS: dict[str, _Activation] = {
     "selu": _Activation(selu, _one_temp),
     "softplus": _Activation(softplus, _one_temp),
     "gelu": _Activation(gelu, _gelu_shapes),
+    **{f.__name__: _Activation(f, None) for f in (neg, abs, exp, log, sqrt, square, clamp)},
 }
 
 
@@ -377,6 +436,48 @@ def _d_silu(v, t, u):
     np.multiply(t, u, out=t)
 
 
+def _d_neg(v, t, u):
+    t.fill(-1.0)                                                  # -1
+
+
+def _d_abs(v, t, u):
+    np.sign(v, out=t)                                             # sign(x): 0 at 0, NaN at NaN
+
+
+def _d_exp(v, t, u):
+    np.copyto(t, v)                                               # y
+
+
+def _d_log(v, t, u):
+    with np.errstate(divide="ignore"):
+        np.reciprocal(v, out=t)                                   # 1 / x
+
+
+def _d_sqrt(v, t, u):
+    with np.errstate(divide="ignore"):
+        np.multiply(v, 2.0, out=t)                                # 1 / (2 y): inf at 0, as torch
+        np.reciprocal(t, out=t)
+
+
+def _d_square(v, t, u):
+    np.multiply(v, 2.0, out=t)                                    # 2 x
+
+
+def _d_clamp(v, t, u, lo=None, hi=None):
+    # 1 where lo <= x <= hi (bounds inclusive, as torch's clamp_backward), else 0; NaN x: 0
+    if lo is None and hi is None:
+        t.fill(1.0)
+        return
+    if lo is not None:
+        np.greater_equal(v, lo, out=t)
+    if hi is not None:
+        if lo is None:
+            np.less_equal(v, hi, out=t)
+        else:
+            np.less_equal(v, hi, out=u)
+            np.multiply(t, u, out=t)
+
+
 @dataclass(frozen=True, slots=True)
 class _Grad:
     reads: str                     # "x": the input, "y": the output
@@ -397,6 +498,13 @@ _GRADS: dict[str, _Grad] = {
     "softplus": _Grad("x", 2, _d_softplus),
     "silu": _Grad("x", 2, _d_silu),
     "gelu": _Grad("x", 0, None),
+    "neg": _Grad("y", 1, _d_neg),
+    "abs": _Grad("x", 1, _d_abs),
+    "exp": _Grad("y", 1, _d_exp),
+    "log": _Grad("x", 1, _d_log),
+    "sqrt": _Grad("y", 1, _d_sqrt),
+    "square": _Grad("x", 1, _d_square),
+    "clamp": _Grad("x", 2, _d_clamp),
 }
 
 

@@ -30,6 +30,9 @@ allocates them instead (for tests and one-off calls, not for planned code).
     conv2d(x, w, b, out, *, stride, padding,        conv2d_scratch(in_shape, w_shape, *, stride,
            dilation, groups, act, scratch)              padding, dilation, groups, act=None)
     conv1d(same, 1-D arguments)                     conv1d_scratch(same, 1-D arguments)
+    conv_transpose2d(x, w, b, out, *, stride,       conv_transpose2d_scratch(in_shape, w_shape, *,
+      padding, output_padding, dilation, groups,        same)
+      scratch), conv_transpose1d(same, 1-D)          conv_transpose1d_scratch(same, 1-D arguments)
     dense(x, w, b, out, *, act, scratch)            dense_scratch(in_shape, w_shape, *, act=None)
     maxpool2d(x, out, *, kernel, stride, padding,   maxpool2d_scratch(in_shape, *, kernel, stride,
               scratch), avgpool2d(same)                 padding), avgpool2d_scratch(same)
@@ -44,12 +47,24 @@ allocates them instead (for tests and one-off calls, not for planned code).
       (x, out, *, scratch),
       leaky_relu(x, out, slope, *, scratch),
       elu(x, out, alpha, *, scratch)
+    neg, abs, exp, log, sqrt, square(x, out),       none
+      clamp(x, out, min, max)
+    glu(x, axis, out), slice_axis(x, axis, start,   none
+      stop, step, out), select_axis(x, axis,
+      index, out), reduce_sum/mean/max(x, axes, out)
     softmax(x, axis, out, *, scratch)               softmax_scratch(shape, axis)
     log_softmax(x, axis, out, *, scratch)           log_softmax_scratch(shape, axis)
     add(inputs, out, *, act, scratch)               add_scratch(shape, *, act=None)
     sub(a, b, out), mul(inputs, out)                none
     concat(inputs, axis, out), transpose(x, perm,   none
       out), upsample(x, scale, out), copy(x, out)
+    pad(x, out, pads, mode, value)                  none
+    global_maxpool(x, out)                          none
+    upsample_linear(x, scale, out, *, scratch)      upsample_linear_scratch(in_shape, scale)
+    groupnorm(x, gamma, beta, eps, groups, out, *,  groupnorm_scratch(shape, groups)
+      scratch) (instancenorm: groups = C)
+    adaptive_avgpool2d(x, out, *, size, scratch),   adaptive_avgpool2d_scratch(in_shape, *, size);
+      adaptive_avgpool1d(x, out, *, size)               none
 
 Training kernels (forward and backward side by side in the family modules).
 A backward kernel overwrites the gradients it is given (`dx=`, `dw=`, ...;
@@ -64,6 +79,9 @@ layernorm, dropout and mul backward kernels, not in batchnorm's.
     conv2d_backward(x, w, dy, *, stride, padding,   conv2d_backward_scratch(in_shape, w_shape, *,
       dilation, groups, dx, dw, db, scratch)            stride, padding, dilation, groups, need_dx=True)
     conv1d_backward(same, 1-D arguments)            conv1d_backward_scratch(same, 1-D arguments)
+    conv_transpose2d_backward(x, w, dy, *, stride,  conv_transpose2d_backward_scratch(in_shape,
+      padding, output_padding, dilation, groups,        w_shape, *, same, need_dx=True)
+      dx, dw, db, scratch), conv_transpose1d_...     conv_transpose1d_backward_scratch(same, 1-D)
     dense_backward(x, w, dy, *, dx, dw, db)         none
     maxpool2d_train(x, out, argmax, *, kernel,      maxpool2d_train_scratch(in_shape, *, kernel,
       stride, padding, scratch), maxpool1d_train        stride, padding), maxpool1d_train_scratch
@@ -89,7 +107,23 @@ layernorm, dropout and mul backward kernels, not in batchnorm's.
       dropout_backward(dy, mask, *, dx)
     transpose_backward(dy, perm, *, dx),            none
       upsample_backward(dy, scale, *, dx),
+      pad_backward(dy, pads, mode, value, *, dx,    pad_backward_scratch(out_shape, mode)
+        scratch),
+    groupnorm_train(x, gamma, beta, *, eps, groups, none
+      out, mean, rstd)
+    groupnorm_backward(x, gamma, dy, mean, rstd, *, groupnorm_backward_scratch(shape, groups)
+      groups, dx, dgamma, dbeta, scratch)
+    upsample_linear_backward(dy, scale, *, dx,      upsample_linear_scratch(in_shape, scale)
+      scratch)
+    global_maxpool_train(x, out, argmax),           none
+      global_maxpool_backward(dy, argmax, *, dx)
+    adaptive_avgpool2d_backward(dy, *, size, dx,    adaptive_avgpool2d_backward_scratch(out_shape, *,
+      scratch), adaptive_avgpool1d_backward(same)       in_hw)
       mul_backward(inputs, dy, index, *, dx)
+    rnn_stack(kind, x, weights, out, *, hidden,     rnn_stack_scratch(kind, in_shape, hidden,
+      layers, dirs, scratch) and its _chunk,            layers, dirs) (and _chunk, _train,
+      _train, _backward (stacked / two-way            _backward's)
+      gru and lstm, recurrent_stack.py)
     gru_train(x, w_ih, w_hh, b_ih, b_hh, out,       gru_train_scratch(in_shape, hidden)
       gates, *, scratch)
     gru_backward(x, w_ih, w_hh, out, gates, dy, *,  gru_backward_scratch(in_shape, hidden)
@@ -110,6 +144,9 @@ except in `concat` and `transpose`, whose axes and permutation leave it out.
 
 from .conv import (conv1d, conv1d_backward, conv1d_backward_scratch, conv1d_scratch, conv2d, conv2d_backward,
                    conv2d_backward_scratch, conv2d_scratch)
+from .conv import (conv_transpose1d, conv_transpose1d_backward, conv_transpose1d_backward_scratch,
+                   conv_transpose1d_scratch, conv_transpose2d, conv_transpose2d_backward,
+                   conv_transpose2d_backward_scratch, conv_transpose2d_scratch)
 from .dense import dense, dense_backward, dense_scratch
 from .elementwise import (activation_scratch, apply_activation, elu, gelu, hardsigmoid, hardswish, leaky_relu,
                           log_softmax, log_softmax_scratch, prelu, prelu_scratch, relu, relu6, selu, sigmoid,
@@ -118,6 +155,7 @@ from .elementwise import (activation_backward, activation_backward_reads, activa
                           dropout_backward, dropout_train, log_softmax_backward, log_softmax_backward_scratch,
                           prelu_backward, prelu_backward_scratch, softmax_backward, softmax_backward_scratch)
 from .elementwise import _ERF_CLAMP, _erf_over_z  # noqa: F401  (the gelu tests reach them through K)
+from .elementwise import abs, clamp, exp, log, neg, sqrt, square  # noqa: A004  (section 9's elementwise math)
 from .merge import add, add_scratch, concat, mul, mul_backward, sub
 from .norm import (batchnorm, batchnorm_backward, batchnorm_train, layernorm, layernorm_backward,
                    layernorm_backward_scratch, layernorm_scratch, layernorm_train)
@@ -131,5 +169,20 @@ from .recurrent import (gru, gru_chunk, gru_chunk_scratch, gru_scratch, lstm, ls
 from .recurrent import (gru_backward, gru_backward_scratch, gru_train, gru_train_scratch, lstm_backward,
                         lstm_backward_scratch, lstm_train, lstm_train_scratch)
 from .shape import copy, transpose, transpose_backward, upsample, upsample_backward
+from .shape import pad, pad_backward, pad_backward_scratch, upsample_linear, upsample_linear_backward
+from .shape import upsample_linear_scratch
+from .norm import (groupnorm, groupnorm_backward, groupnorm_backward_scratch, groupnorm_scratch,
+                   groupnorm_train)
+from .pool import (adaptive_avgpool1d, adaptive_avgpool1d_backward, adaptive_avgpool2d, adaptive_avgpool2d_backward,
+                   adaptive_avgpool2d_backward_scratch, adaptive_avgpool2d_scratch, global_maxpool,
+                   global_maxpool_backward, global_maxpool_train)
+from .reduce import (glu, glu_backward, glu_backward_scratch, reduce_max, reduce_max_backward, reduce_mean,
+                     reduce_mean_backward, reduce_sum, reduce_sum_backward, select_axis, select_axis_backward,
+                     slice_axis, slice_axis_backward)
+from .recurrent_stack import (rnn_stack, rnn_stack_backward, rnn_stack_backward_scratch, rnn_stack_chunk,
+                              rnn_stack_chunk_scratch, rnn_stack_scratch, rnn_stack_train, rnn_stack_train_scratch)
 # Last: streaming.py calls back through this module (`K.conv1d`).
 from .streaming import conv1d_stream, conv1d_stream_scratch
+from .attention import (attention, attention_backward, attention_scratch, attention_stream,  # noqa: F401
+                        attention_stream_scratch, div, div_backward, embedding, embedding_backward, matmul,
+                        matmul_backward, positional, positional_backward, positional_stream)

@@ -81,6 +81,7 @@ class ModelBase:
     WEIGHTS_FILE: str | None = None           # the .npz written beside the module, if any
     STREAMING: bool = False                   # a streaming plan: step / stream / reset
     TIME_AXES: Mapping[str, int] = {}         # streaming: per-example time axis of each input and output
+    INTEGER_INPUTS: Mapping[str, int] = {}    # integer input -> rows of the table it indexes: [0, num)
 
     def __init__(self, batch: int = 1, weights: str | os.PathLike | Mapping[str, Any] | None = None, *,
                  init: str | None = None):
@@ -96,7 +97,8 @@ class ModelBase:
             raise ValueError('give either weights or init="default", not both')
         self.batch = batch
         self._setup()
-        self._staging = {name: np.zeros((batch, *self._bound_shape(shape)), dtype=np.float32)
+        self._staging = {name: np.zeros((batch, *self._bound_shape(shape)),
+                                        dtype=np.int32 if name in self.INTEGER_INPUTS else np.float32)
                          for name, shape in self.INPUTS.items()}
         self._view_cache: dict[tuple, Any] = {}
         self._shape_cache: dict[tuple, tuple] = {}
@@ -379,6 +381,8 @@ class ModelBase:
         writes its arena: the array itself, or a copy in the staging buffer
         (other dtypes and layouts, and arrays that share the arena's memory)."""
         a = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if name in self.INTEGER_INPUTS:
+            return self._as_int32(name, a)
         if a.dtype.kind not in "fiub":
             raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
         arena = getattr(self, "_arena", None)
@@ -393,6 +397,20 @@ class ModelBase:
             return np.array(a, dtype=np.float32, order="C")
         np.copyto(view, a, casting="unsafe")
         return view
+
+    def _as_int32(self, name: str, a: np.ndarray) -> np.ndarray:
+        """An integer input as a C-contiguous int32 array of indices, each in
+        [0, num) of the embedding it reaches; anything else is a ValueError
+        naming the input (checked before the conversion, so nothing wraps)."""
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"input `{name}` takes integer indices, got dtype {a.dtype}")
+        num = self.INTEGER_INPUTS[name]
+        if a.size:
+            low, high = int(a.min()), int(a.max())
+            if low < 0 or high >= num:
+                bad = low if low < 0 else high
+                raise ValueError(f"input `{name}` holds the index {bad}, outside [0, {num}) of its embedding table")
+        return np.array(a, dtype=np.int32, order="C")
 
     def _expected(self, name: str) -> str:
         dims = ", ".join(str(d) for d in self.INPUTS[name])

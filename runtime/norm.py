@@ -1,4 +1,5 @@
-"""Normalisation kernels: inference batch norm and layer norm (the calling conventions are in `kernels.py`).
+"""Normalisation kernels: inference batch norm, layer norm, and group norm (which also serves
+instance norm) (the calling conventions are in `kernels.py`).
 
 In:  x [B, C, ...] with running statistics and affine parameters [C]
      (batchnorm), or x [..., F] with affine parameters [F] (layernorm);
@@ -170,3 +171,95 @@ def layernorm_backward(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, mean: n
     np.subtract(dx, xhat, out=dx)
     np.subtract(dx, row_g[..., None], out=dx)
     np.multiply(dx, rstd[..., None], out=dx)
+
+
+# ------------------------------------------------------------------ section 9: groupnorm, instancenorm
+# One kernel for both: statistics per example over each of `groups` groups of channels and every
+# trailing axis (biased variance), then per-channel gamma and beta (None: not affine).
+# instancenorm is groupnorm with one channel per group.
+
+def groupnorm_scratch(shape: Shape, groups: int) -> dict[str, Shape]:
+    """Scratch of `groupnorm`: `mean` and `rstd`, one number per example and group."""
+    return {"mean": (shape[0], groups), "rstd": (shape[0], groups)}
+
+
+def _affine(out: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None) -> None:
+    o3 = _channels(out)
+    if gamma is not None:
+        np.multiply(o3, gamma[:, None], out=o3)
+    if beta is not None:
+        np.add(o3, beta[:, None], out=o3)
+
+
+def _group_stats(x: np.ndarray, groups: int, eps: float, out: np.ndarray, mean: np.ndarray, rstd: np.ndarray) -> None:
+    """out = (x - mean) * rstd per example and group; mean, rstd [B, G] written."""
+    b = x.shape[0]
+    xg = x.reshape(b, groups, -1)
+    og = _view(out, xg.shape)
+    n = xg.shape[2]
+    np.add.reduce(xg, axis=2, out=mean)
+    np.divide(mean, n, out=mean)
+    np.subtract(xg, mean[:, :, None], out=og)
+    np.vecdot(og, og, out=rstd)
+    np.divide(rstd, n, out=rstd)
+    np.add(rstd, eps, out=rstd)
+    np.sqrt(rstd, out=rstd)
+    np.reciprocal(rstd, out=rstd)
+    np.multiply(og, rstd[:, :, None], out=og)
+
+
+def groupnorm(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, eps: float, groups: int,
+              out: np.ndarray, *, scratch: Scratch | None = None) -> None:
+    """F.group_norm of [B, C, ...] with `groups` groups (instance norm: groups = C)."""
+    s = _provide_as(scratch, lambda: groupnorm_scratch(x.shape, groups), x.dtype)
+    _group_stats(x, groups, eps, out, _view(s["mean"], (x.shape[0], groups)), _view(s["rstd"], (x.shape[0], groups)))
+    _affine(out, gamma, beta)
+
+
+def groupnorm_train(x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, *, eps: float, groups: int,
+                    out: np.ndarray, mean: np.ndarray, rstd: np.ndarray) -> None:
+    """`groupnorm` saving `mean` and `rstd` [B, G] for the backward."""
+    _group_stats(x, groups, eps, out, mean, rstd)
+    _affine(out, gamma, beta)
+
+
+def groupnorm_backward_scratch(shape: Shape, groups: int) -> dict[str, Shape]:
+    """Scratch of `groupnorm_backward`: `xhat` and `g` like x, `row_g`, `row_gx` [B, G]."""
+    return {"xhat": tuple(shape), "g": tuple(shape), "row_g": (shape[0], groups), "row_gx": (shape[0], groups)}
+
+
+def groupnorm_backward(x: np.ndarray, gamma: np.ndarray | None, dy: np.ndarray, mean: np.ndarray, rstd: np.ndarray, *,
+                       groups: int, dx: np.ndarray | None, dgamma: np.ndarray | None, dbeta: np.ndarray | None,
+                       scratch: Scratch | None = None) -> None:
+    """Gradients of `groupnorm_train`: with xhat = (x - mean) * rstd and g = dy * gamma, per
+    example and group (means over its elements) dx = rstd * (g - mean(g) - xhat * mean(g *
+    xhat)); dgamma = sum(dy * xhat), dbeta = sum(dy) per channel over the batch and positions."""
+    s = _provide_as(scratch, lambda: groupnorm_backward_scratch(x.shape, groups), x.dtype)
+    b = x.shape[0]
+    xg = x.reshape(b, groups, -1)
+    n = xg.shape[2]
+    xhat = _view(s["xhat"], xg.shape)
+    np.subtract(xg, mean[:, :, None], out=xhat)
+    np.multiply(xhat, rstd[:, :, None], out=xhat)
+    dy3, xhat3 = _channels(dy), _view(s["xhat"], _channels(dy).shape)
+    if dbeta is not None:
+        np.add.reduce(dy3, axis=(0, 2), out=dbeta)
+    if dgamma is not None:
+        np.add.reduce(np.vecdot(dy3, xhat3), axis=0, out=dgamma)
+    if dx is None:
+        return
+    g3 = _view(s["g"], dy3.shape)
+    if gamma is None:
+        np.copyto(g3, dy3)
+    else:
+        np.multiply(dy3, gamma[:, None], out=g3)
+    g = _view(s["g"], xg.shape)
+    row_g, row_gx = _view(s["row_g"], (b, groups)), _view(s["row_gx"], (b, groups))
+    np.add.reduce(g, axis=2, out=row_g)
+    np.divide(row_g, n, out=row_g)
+    np.vecdot(g, xhat, out=row_gx)
+    np.divide(row_gx, n, out=row_gx)
+    np.multiply(xhat, row_gx[:, :, None], out=xhat)
+    np.subtract(g, xhat, out=g)
+    np.subtract(g, row_g[:, :, None], out=g)
+    np.multiply(g, rstd[:, :, None], out=_view(dx, xg.shape))

@@ -1,5 +1,6 @@
 """Pooling kernels: max and average pooling in 1-D and 2-D (1-D runs as 2-D
-on [B, C, 1, T]) and global average pooling (the calling conventions are in `kernels.py`).
+on [B, C, 1, T]), global average and max pooling, adaptive average pooling (the calling
+conventions are in `kernels.py`).
 
 In:  x [B, C, H, W] (or [B, C, T]), kernel, stride, explicit padding, scratch
      as named by the `*pool*_scratch` functions.
@@ -237,3 +238,83 @@ def global_avgpool_backward(dy: np.ndarray, *, dx: np.ndarray) -> None:
     bsz, c = dx.shape[:2]
     size = _per_example(dx.shape) // c
     np.divide(dy.reshape(bsz, c, 1), size, out=_view(dx, (bsz, c, size)))
+
+
+# ------------------------------------------------------------------ section 9: global_maxpool, adaptive_avgpool
+
+def global_maxpool(x: np.ndarray, out: np.ndarray) -> None:
+    """Maximum over every axis after the channels: [B, C, ...] -> `out` [B, C]."""
+    bsz, c = x.shape[:2]
+    np.maximum.reduce(_view(x, (bsz, c, _per_example(x.shape) // c)), axis=2, out=_view(out, (bsz, c)))
+
+
+def global_maxpool_train(x: np.ndarray, out: np.ndarray, argmax: np.ndarray) -> None:
+    """`global_maxpool` that also writes each channel's flat arg-max (the first maximum) into
+    `argmax` [B, C] (int32)."""
+    bsz, c = x.shape[:2]
+    flat = _view(x, (bsz, c, _per_example(x.shape) // c))
+    idx = np.argmax(flat, axis=2)
+    np.copyto(argmax, idx, casting="unsafe")
+    np.copyto(_view(out, (bsz, c)), np.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0])
+
+
+def global_maxpool_backward(dy: np.ndarray, argmax: np.ndarray, *, dx: np.ndarray) -> None:
+    """Gradient of `global_maxpool`: dy [B, C] at each channel's arg-max, zero elsewhere."""
+    bsz, c = dx.shape[:2]
+    flat = _view(dx, (bsz, c, _per_example(dx.shape) // c))
+    flat.fill(0)
+    np.put_along_axis(flat, argmax.astype(np.intp)[:, :, None], dy.reshape(bsz, c, 1), axis=2)
+
+
+@functools.lru_cache(maxsize=256)
+def _bins(n: int, size: int, dtype=np.float32) -> np.ndarray:
+    """PyTorch's adaptive-average bins as a matrix [size, n] (made once per shape): row i
+    holds 1/len over floor(i * n / size) .. ceil((i + 1) * n / size) - 1."""
+    m = np.zeros((size, n), dtype)
+    for i in range(size):
+        lo, hi = (i * n) // size, -(-((i + 1) * n) // size)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    m.setflags(write=False)
+    return m
+
+
+def adaptive_avgpool2d_scratch(in_shape: Shape, *, size: tuple[int, int]) -> dict[str, Shape]:
+    """Scratch of `adaptive_avgpool2d` (and of its backward): the rows pooled, [B, C, H, OW]."""
+    b, c, h, _ = in_shape
+    return {"rows": (b, c, h, size[1])}
+
+
+def adaptive_avgpool2d(x: np.ndarray, out: np.ndarray, *, size: tuple[int, int],
+                       scratch: Scratch | None = None) -> None:
+    """F.adaptive_avg_pool2d of [B, C, H, W] to `size`: the bins are separable, so two
+    matrix products, over the columns then the rows."""
+    b, c, h, w = x.shape
+    scratch = _provide_as(scratch, lambda: adaptive_avgpool2d_scratch(x.shape, size=size), x.dtype)
+    rows = _view(scratch["rows"], (b, c, h, size[1]))
+    np.matmul(x, _bins(w, size[1], x.dtype.type).T, out=rows)
+    np.matmul(_bins(h, size[0], x.dtype.type), rows, out=out)
+
+
+def adaptive_avgpool2d_backward_scratch(out_shape: Shape, *, in_hw: tuple[int, int]) -> dict[str, Shape]:
+    b, c, oh, _ = out_shape
+    return {"rows": (b, c, in_hw[0], out_shape[3])}
+
+
+def adaptive_avgpool2d_backward(dy: np.ndarray, *, size: tuple[int, int], dx: np.ndarray,
+                                scratch: Scratch | None = None) -> None:
+    """Gradient of `adaptive_avgpool2d`: dx = Bh.T @ dy @ Bw with the bin matrices."""
+    b, c, h, w = dx.shape
+    scratch = _provide_as(scratch, lambda: adaptive_avgpool2d_backward_scratch(dy.shape, in_hw=(h, w)), dx.dtype)
+    rows = _view(scratch["rows"], (b, c, h, size[1]))
+    np.matmul(_bins(h, size[0], dx.dtype.type).T, dy, out=rows)
+    np.matmul(rows, _bins(w, size[1], dx.dtype.type), out=dx)
+
+
+def adaptive_avgpool1d(x: np.ndarray, out: np.ndarray, *, size: int) -> None:
+    """F.adaptive_avg_pool1d of [B, C, T] to `size`: one matrix product."""
+    np.matmul(x, _bins(x.shape[2], size, x.dtype.type).T, out=out)
+
+
+def adaptive_avgpool1d_backward(dy: np.ndarray, *, size: int, dx: np.ndarray) -> None:
+    """Gradient of `adaptive_avgpool1d`: dx = dy @ B."""
+    np.matmul(dy, _bins(dx.shape[2], size, dx.dtype.type), out=dx)

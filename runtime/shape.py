@@ -1,4 +1,4 @@
-"""Shape kernels: transpose, nearest-neighbour upsample and copy (which
+"""Shape kernels: transpose, nearest-neighbour and (bi)linear upsample, pad and copy (which
 serves flatten and reshape when they cannot alias) (the calling conventions are in `kernels.py`).
 
 In:  x and the op's permutation or scale.
@@ -8,6 +8,7 @@ Out: the rearranged elements in `out`; the `*_backward` kernels put a
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -58,3 +59,153 @@ def upsample_backward(dy: np.ndarray, scale: int | Sequence[int], *, dx: np.ndar
     for n, s in zip(spatial, scales):
         blocks += [n, s]
     np.add.reduce(dy.reshape(blocks), axis=tuple(range(3, 2 + 2 * len(spatial), 2)), out=dx)
+
+
+# ------------------------------------------------------------------ pad (section 9)
+# `pads` ((before, after), ...) for the trailing axes of each example (the last axis last);
+# `mode` "constant" (filled with `value`), "reflect" (mirrored without repeating the edge) or
+# "replicate" (the edge repeated): F.pad's modes. Axes are padded one at a time, last first, so
+# corners are as PyTorch's (the reflection of a reflection).
+
+def _pad_sources(n: int, lo: int, hi: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """For the padded positions before and after: the index in the unpadded axis they copy."""
+    before = np.arange(-lo, 0)
+    after = np.arange(n, n + hi)
+    if mode == "reflect":
+        return -before, 2 * (n - 1) - after
+    return np.zeros(lo, np.intp), np.full(hi, n - 1, np.intp)
+
+
+def pad(x: np.ndarray, out: np.ndarray, pads: Sequence[Sequence[int]], mode: str = "constant",
+        value: float = 0.0) -> None:
+    """F.pad of `x` [B, ...] into `out`; `pads` covers the last len(pads) axes."""
+    k = len(pads)
+    first = x.ndim - k
+    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[first:]))
+    if mode == "constant":
+        for i, (lo, hi) in enumerate(pads):
+            axis = first + i
+            if lo or hi:
+                idx = [slice(None)] * out.ndim
+                idx[axis] = slice(0, lo)
+                out[tuple(idx)] = value
+                idx[axis] = slice(lo + x.shape[axis], None)
+                out[tuple(idx)] = value
+        np.copyto(out[(Ellipsis, *inner)], x)
+        return
+    np.copyto(out[(Ellipsis, *inner)], x)
+    for i in reversed(range(k)):       # the last axis first, over the rows already padded
+        lo, hi = pads[i]
+        if not (lo or hi):
+            continue
+        axis = first + i
+        n = x.shape[axis]
+        src_lo, src_hi = _pad_sources(n, lo, hi, mode)
+        region = [slice(None)] * out.ndim
+        for j in range(i + 1, k):      # the axes after this one are padded in full already
+            region[first + j] = slice(None)
+        for j in range(i):             # the ones before are not yet: their inner range only
+            region[first + j] = inner[j]
+        body = out[tuple(region)]
+        idx = [slice(None)] * out.ndim
+        idx[axis] = slice(0, lo)
+        body[tuple(idx)] = np.take(body, src_lo + lo, axis=axis)
+        idx[axis] = slice(lo + n, lo + n + hi)
+        body[tuple(idx)] = np.take(body, src_hi + lo, axis=axis)
+
+
+def pad_backward_scratch(out_shape: Sequence[int], mode: str = "constant") -> dict[str, tuple]:
+    """Scratch of `pad_backward`: a copy of dy to fold the borders in (reflect, replicate)."""
+    return {} if mode == "constant" else {"grad": tuple(out_shape)}
+
+
+def pad_backward(dy: np.ndarray, pads: Sequence[Sequence[int]], mode: str = "constant", value: float = 0.0, *,
+                 dx: np.ndarray, scratch=None) -> None:
+    """Gradient of `pad`: the inner part of dy, plus (reflect, replicate) each border
+    position's gradient added to the position it copied (the first padded axis first,
+    undoing the forward's order)."""
+    k = len(pads)
+    first = dx.ndim - k
+    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, dx.shape[first:]))
+    if mode == "constant":
+        np.copyto(dx, dy[(Ellipsis, *inner)])
+        return
+    g = np.empty(dy.shape, dy.dtype) if scratch is None else scratch["grad"].reshape(dy.shape)
+    np.copyto(g, dy)
+    for i in range(k):
+        lo, hi = pads[i]
+        if not (lo or hi):
+            continue
+        axis = first + i
+        n = dx.shape[axis]
+        src_lo, src_hi = _pad_sources(n, lo, hi, mode)
+        region = [slice(None)] * g.ndim
+        for j in range(i):
+            region[first + j] = inner[j]
+        body = g[tuple(region)]
+        for pos, src in list(zip(range(lo), src_lo)) + list(zip(range(lo + n, lo + n + hi), src_hi)):
+            a = [slice(None)] * g.ndim
+            b = [slice(None)] * g.ndim
+            a[axis], b[axis] = int(src) + lo, pos
+            body[tuple(a)] += body[tuple(b)]
+    np.copyto(dx, g[(Ellipsis, *inner)])
+
+
+
+# ------------------------------------------------------------------ linear and bilinear upsampling (section 9)
+# F.interpolate(mode="linear"/"bilinear", align_corners=False, scale_factor=s): output position o
+# reads source s = max((o + 0.5) / scale - 0.5, 0) between floor(s) and the next position
+# (clamped to the last). Separable: one interpolation matrix per axis, applied as matmuls.
+
+@functools.lru_cache(maxsize=256)
+def _interp(n: int, scale: int, dtype=np.float32) -> np.ndarray:
+    """[n * scale, n]: row o holds the two weights of output position o."""
+    m = np.zeros((n * scale, n), np.float64)
+    for o in range(n * scale):
+        src = max((o + 0.5) / scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n - 1)
+        i1 = min(i0 + 1, n - 1)
+        lam = src - i0
+        m[o, i0] += 1.0 - lam
+        m[o, i1] += lam
+    m = m.astype(dtype)
+    m.setflags(write=False)
+    return m
+
+
+def _scales(scale, k: int) -> tuple[int, ...]:
+    return (scale,) * k if isinstance(scale, int) else tuple(scale)
+
+
+def upsample_linear_scratch(in_shape: Sequence[int], scale) -> dict[str, tuple]:
+    """Scratch of `upsample_linear` (and its backward): the columns done, [B, C, H, OW] (2-d)."""
+    if len(in_shape) == 3:
+        return {}
+    b, c, h, w = in_shape
+    return {"rows": (b, c, h, w * _scales(scale, 2)[1])}
+
+
+def upsample_linear(x: np.ndarray, scale, out: np.ndarray, *, scratch=None) -> None:
+    """Linear ([B, C, T]) or bilinear ([B, C, H, W]) upsampling by integer scales, align_corners=False."""
+    t = x.dtype.type
+    if x.ndim == 3:
+        np.matmul(x, _interp(x.shape[2], _scales(scale, 1)[0], t).T, out=out)
+        return
+    sh, sw = _scales(scale, 2)
+    rows = (np.empty(upsample_linear_scratch(x.shape, scale)["rows"], x.dtype) if scratch is None
+            else scratch["rows"].reshape(upsample_linear_scratch(x.shape, scale)["rows"]))
+    np.matmul(x, _interp(x.shape[3], sw, t).T, out=rows)
+    np.matmul(_interp(x.shape[2], sh, t), rows, out=out)
+
+
+def upsample_linear_backward(dy: np.ndarray, scale, *, dx: np.ndarray, scratch=None) -> None:
+    """Gradient of `upsample_linear`: the transposed interpolation matrices."""
+    t = dx.dtype.type
+    if dx.ndim == 3:
+        np.matmul(dy, _interp(dx.shape[2], _scales(scale, 1)[0], t), out=dx)
+        return
+    sh, sw = _scales(scale, 2)
+    shape = upsample_linear_scratch(dx.shape, scale)["rows"]
+    rows = np.empty(shape, dx.dtype) if scratch is None else scratch["rows"].reshape(shape)
+    np.matmul(_interp(dx.shape[2], sh, t).T, dy, out=rows)
+    np.matmul(rows, _interp(dx.shape[3], sw, t), out=dx)

@@ -99,6 +99,8 @@ class TrainerBase:
     # the input checks of inference models, with the same messages
     _bind_inputs = ModelBase._bind_inputs
     _as_float32 = ModelBase._as_float32
+    _as_int32 = ModelBase._as_int32
+    INTEGER_INPUTS: Mapping[str, int] = {}    # integer input -> rows of its embedding table (ModelBase)
     _expected = ModelBase._expected
     _check = ModelBase._check
     _bound_shape = ModelBase._bound_shape
@@ -141,7 +143,8 @@ class TrainerBase:
         self._arena_room = 0                     # float32 elements the arena holds at least
         self._capacity: dict[str, int] = {}      # label -> units, as given to nnc.train
         self._allocate_update_buffers()
-        self._staging = {name: np.zeros((batch, *self._bound_shape(shape)), dtype=np.float32)
+        self._staging = {name: np.zeros((batch, *self._bound_shape(shape)),
+                                        dtype=np.int32 if name in self.INTEGER_INPUTS else np.float32)
                          for name, shape in self.INPUTS.items()}
         self._shape_cache: dict[tuple, tuple] = {}
         self._setup()

@@ -88,3 +88,15 @@ def test_missing_file_is_a_diagnostic_not_a_traceback(tmp_path):
     with pytest.raises(nnc.CompileError) as info:
         check(str(tmp_path / "absent.nn"))
     assert info.value.diagnostics[0].code == "E0004"
+
+
+def test_a_huge_source_line_is_shown_as_a_window_around_the_span():
+    from nnc.compiler.diagnostics import SHOWN_LINE
+    text = "model m(x: [10]) {\n    " + "a = x\n" + "    b = x" + " -> relu" * 2000 + " -> nosuch\n}\n"
+    with pytest.raises(nnc.CompileError) as info:
+        nnc.build(text)
+    rendered = str(info.value)
+    assert len(rendered) < 4 * SHOWN_LINE + 400
+    source, carets = [l for l in rendered.splitlines() if " | " in l][:2]
+    start = carets.index("^")
+    assert source[start:start + len("nosuch")] == "nosuch"

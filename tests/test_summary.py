@@ -118,8 +118,8 @@ def summary_json(capsys, *args: str) -> dict:
 @pytest.mark.parametrize("name", SAMPLES)
 def test_trainable_and_non_trainable_counts_equal_the_torch_twins(name, capsys):
     pytest.importorskip("torch")
-    from torch_twins import TWINS
-    twin = TWINS[name][0]()
+    from torch_twins import INTEGER_TWINS, TWINS, V2_TWINS
+    twin = TWINS[name][0]() if name in TWINS else {**INTEGER_TWINS, **V2_TWINS}[name]()
     trainable = sum(p.numel() for p in twin.parameters())
     statistics = sum(b.numel() for key, b in twin.state_dict(keep_vars=True).items()
                      if key.endswith((".running_mean", ".running_var")))

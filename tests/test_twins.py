@@ -30,6 +30,7 @@ OUTPUT_SHAPES = {
     "gru": (TIME_STEPS, 1),
     "lstm": (TIME_STEPS, 4),
     "concat": (10,),
+    "unet": (1, 32, 32),
 }
 
 

@@ -362,7 +362,111 @@ class InceptionMini(_Module):
         return self.head(torch.flatten(x, 1))
 
 
+class _Table(_Module):
+    """A learned positional table: `weight [max_len, E]`, rows 0..T-1 added."""
+
+    def __init__(self, max_len: int, embed: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(max_len, embed))
+
+
+class TinyTransformer(_Module):
+    """samples/transformer.nn: embedding, positional table, two post-norm
+    nn.TransformerEncoderLayer(64, 4, 128, gelu), the mean over time, a linear
+    classifier. Takes integer token ids [B, T] (not in `TWINS`: its input is
+    integer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(1000, 64)
+        self.pos = _Table(64, 64)
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, activation="gelu",
+                                                               batch_first=True) for _ in range(2))
+        self.head = nn.Linear(64, 5)
+
+    def forward(self, tokens):
+        x = self.emb(tokens) + self.pos.weight[:tokens.shape[1]]
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x.mean(1))
+
+
+# ---------------------------------------------------------------- unet.nn
+
+class Double(_Module):
+    """samples/unet.nn's `double(c)`: two 3x3 convolutions with ReLU, labelled `a` and `b`."""
+
+    def __init__(self, inp: int, c: int) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(inp, c, 3, padding=1)
+        self.b = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.b(F.relu(self.a(x))))
+
+
+class UNetMini(_Module):
+    """samples/unet.nn: a two-stage U-Net with ConvTranspose2d upsampling and concatenated skips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.mid = Double(1, 8), Double(8, 16), Double(16, 32)
+        self.up2 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.dec2 = Double(32, 16)
+        self.up1 = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.dec1 = Double(16, 8)
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        m = self.mid(F.max_pool2d(e2, 2))
+        d2 = self.dec2(torch.cat([self.up2(m), e2], dim=1))
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
+        return self.head(d1)
+
+
 # ---------------------------------------------------------------- the catalog
+
+class GatedBlock(_Module):
+    """samples/glu_tcn.nn's `gated(c, d)`: a dilated causal conv to 2c channels, glu, residual."""
+
+    def __init__(self, c: int, d: int) -> None:
+        super().__init__()
+        self.d = d
+        self.conv = nn.Conv1d(c, 2 * c, 3, dilation=d)
+
+    def forward(self, x):
+        return x + F.glu(self.conv(F.pad(x, (2 * self.d, 0))), dim=1)
+
+
+class GluTcn(_Module):
+    """samples/glu_tcn.nn: 1x1 input conv, three gated blocks (d = 1, 2, 4), 1x1 output conv, tanh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = nn.Conv1d(1, 16, 1)
+        self.blocks = nn.ModuleList([GatedBlock(16, d) for d in (1, 2, 4)])
+        self.end = nn.Conv1d(16, 1, 1)
+
+    def forward(self, x):
+        h = self.start(x)
+        for b in self.blocks:
+            h = b(h)
+        return torch.tanh(self.end(h))
+
+
+class BiLstmTagger(_Module):
+    """samples/bilstm_tagger.nn: a two-layer bidirectional LSTM, a dense tag layer, log_softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(32, 64, num_layers=2, bidirectional=True, batch_first=True)
+        self.tags = nn.Linear(128, 12)
+
+    def forward(self, x):
+        return F.log_softmax(self.tags(self.rnn(x)[0]), dim=-1)
+
 
 TIME_STEPS = 64
 """The length the named time dimension `T` takes in tests and reference data."""
@@ -376,8 +480,16 @@ TWINS: dict[str, tuple[Callable[[], "nn.Module"], dict[str, tuple[int, ...]]]] =
     "gru": (GRU40, {"x": (TIME_STEPS, 1)}),
     "lstm": (LSTMRegressor, {"x": (TIME_STEPS, 8)}),
     "concat": (InceptionMini, {"x": (3, 32, 32)}),
+    "unet": (UNetMini, {"x": (1, 32, 32)}),
 }
 """Sample file stem -> (twin factory, input shapes without the batch axis)."""
+
+INTEGER_TWINS: dict[str, Callable[[], "nn.Module"]] = {"transformer": TinyTransformer}
+"""Samples with integer inputs: their twins, outside `TWINS` (no float reference data)."""
+
+V2_TWINS: dict[str, Callable[[], "nn.Module"]] = {"glu_tcn": GluTcn, "bilstm_tagger": BiLstmTagger}
+"""Section 9 samples tested in test_v2_samples_13c.py, outside `TWINS` (no ONNX export or stored
+reference data for their ops yet)."""
 
 DIMS: dict[str, dict[str, int]] = {
     "wavenet": {"T": TIME_STEPS},

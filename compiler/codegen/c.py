@@ -49,6 +49,8 @@ from ...runtime.weights import Spec, default_init, fold_norm
 from .. import ops as catalog
 from ..dims import FloorDiv, Sym, SymbolicError, Var, evaluate, format_shape, product
 from ..ir import Graph, Node
+from .. import memory
+from .. import plan as planner
 from ..memory import Layout
 from . import numpy as numpy_gen
 from .names import RESERVED, Namespace
@@ -57,6 +59,7 @@ VERSION = numpy_gen.VERSION
 MR = 6            # rows of the packed weight blocks: NNC_MR in nnc_kernels.h
 NR_MAX = 32       # NNC_NR_MAX: the widest register tile the panel scratch allows for
 KC = 256          # NNC_KC
+KC_MIN = 64       # the shallowest panel `panel_rows` picks (when K is deeper)
 VB = 16           # NNC_VB: dense and recurrent weight rows are padded to a multiple of this many floats
 KERNELS_HEADER = "nnc_kernels.h"
 WEIGHT_ALIGN = 16  # floats: every tensor of the packed weights starts on a 64-byte boundary of the array
@@ -123,11 +126,16 @@ def c_text(text: Any) -> str:
 ACT_CODES = {"relu": "NNC_RELU", "relu6": "NNC_RELU6", "sigmoid": "NNC_SIGMOID", "tanh": "NNC_TANH",
              "gelu": "NNC_GELU", "silu": "NNC_SILU", "selu": "NNC_SELU", "softplus": "NNC_SOFTPLUS",
              "hardsigmoid": "NNC_HARDSIGMOID", "hardswish": "NNC_HARDSWISH", "leaky_relu": "NNC_LEAKY_RELU",
-             "elu": "NNC_ELU"}
+             "elu": "NNC_ELU", "neg": "NNC_NEG", "abs": "NNC_ABS", "exp": "NNC_EXP", "log": "NNC_LOG",
+             "sqrt": "NNC_SQRT", "square": "NNC_SQUARE"}
 
 
 def kernels_source() -> str:
-    return resources.files("nnc.runtime").joinpath("c", KERNELS_HEADER).read_text()
+    """nnc_kernels.h with every `#include "nnc_*.h"` of a family header under
+    runtime/c/ replaced by that header's text: one self-contained file."""
+    folder = resources.files("nnc.runtime").joinpath("c")
+    return re.sub(r'^#include "(nnc_[a-z0-9_]+\.h)"$', lambda m: folder.joinpath(m.group(1)).read_text(),
+                  folder.joinpath(KERNELS_HEADER).read_text(), flags=re.M)
 
 
 # ------------------------------------------------------------------ sizes as C expressions
@@ -177,15 +185,75 @@ def _is_depthwise(n: Node) -> bool:
     return n.op.name in ("conv1d", "conv2d", "depthwise_conv2d") and a["in_channels"] == a["groups"] > 1
 
 
+WINO_MIN_TILES = 40   # 2x2 output tiles below which a 3x3 convolution stays a packed matrix multiply
+WINO_ROOM = 0.5       # the share of the room beside the live values Winograd's scratch may take (placement is not perfect)
+
+
+_ROOM: list[Any] = [None, None]       # the last graph `_headroom` saw and its answer
+
+
+def _headroom(graph: Graph) -> dict[str, int]:
+    """node label -> bytes its scratch may take with the values alive at its
+    step and stay within the peak of live values (the arena's lower bound).
+    Computed once per graph (the last one is kept)."""
+    if _ROOM[0] is not graph:
+        lay = memory.layout(graph)
+        values = [b for b in lay.buffers if not memory.is_scratch(b.name)]
+        live = [0] * len(graph.nodes)
+        for b in values:
+            for step in range(b.first, min(b.last, len(live) - 1) + 1):
+                live[step] += b.size
+        peak = planner.lower_bound(values)
+        _ROOM[0], _ROOM[1] = graph, {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}
+    return _ROOM[1]
+
+
+def _wino_scratch(n: Node) -> int:
+    """Bytes of nnc_conv3x3_wino's scratch for `n`."""
+    return 16 * (n.attrs["in_channels"] + -(-n.attrs["filters"] // MR) * MR) * NR_MAX * 4
+
+
+def _is_winograd(n: Node, graph: Graph) -> bool:
+    """A 2-d 3x3 convolution of stride 1, no dilation, one group, with at
+    least WINO_MIN_TILES output tiles of 2x2, whose scratch fits beside the
+    values alive at its step within half the room below their peak (so the
+    arena stays at the lower bound; else its larger scratch would grow it,
+    as on the U-Net sample, 1.6x): Winograd's F(2x2, 3x3) does 16 multiplies a tile per input
+    channel where the matrix multiply does 36 (its weights are 16/9 larger,
+    so small outputs, which read each weight few times, stay with the
+    matrix multiply)."""
+    a = n.attrs
+    if n.op.name != "conv2d" or n.history or graph.streaming or len(n.shape) != 3:
+        return False
+    oh, ow = n.shape[1], n.shape[2]
+    return (tuple(a["kernel"]) == (3, 3) and tuple(a["stride"]) == (1, 1) and tuple(a["dilation"]) == (1, 1)
+            and a["groups"] == 1 and isinstance(oh, int) and isinstance(ow, int)
+            and -(-oh // 2) * -(-ow // 2) >= WINO_MIN_TILES
+            and _wino_scratch(n) <= WINO_ROOM * _headroom(graph).get(n.label, 0))
+
+
 def _conv_kind(n: Node, graph: Graph) -> str:
     """The kernel of a convolution: the direct depthwise one, the one-step-
-    at-a-time 1-d one for streaming plans (a call sees a few steps), or the
-    packed matrix multiply."""
+    at-a-time 1-d one for streaming plans (a call sees a few steps),
+    Winograd's for large 3x3 ones, or the packed matrix multiply."""
     if _is_depthwise(n):
         return "depthwise"
     if graph.streaming and n.op.name == "conv1d":
         return "direct"
+    if _is_winograd(n, graph):
+        return "winograd"
     return "gemm"
+
+
+def panel_rows(n: Node, graph: Graph) -> int:
+    """The depth of a convolution's packed panel (its scratch is this many
+    rows of NR_MAX floats): KC, but no more than K, and for a small layer no
+    more than a quarter of its output (at least KC_MIN rows), so that the
+    panel never dominates the values live beside it and the arena stays near
+    the live-set lower bound (LeNet: 64 rows, not 150)."""
+    _, k = _conv_dims(n)
+    out_floats = bound_numel(n.shape, graph.bounds)
+    return min(k, KC, max(KC_MIN, out_floats // (4 * NR_MAX)))
 
 
 def _conv_dims(n: Node) -> tuple[int, int]:
@@ -202,21 +270,38 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
     op = node.op.name
     if op in ("conv1d", "conv2d", "depthwise_conv2d"):
         out: dict[str, int] = {}
-        if _conv_kind(node, graph) == "gemm":
-            _, k = _conv_dims(node)
-            out["panel"] = min(k, KC) * NR_MAX * 4
+        kind = _conv_kind(node, graph)
+        if kind == "gemm":
+            out["panel"] = panel_rows(node, graph) * NR_MAX * 4
+        elif kind == "winograd":
+            out["panel"] = _wino_scratch(node)
         if node.history:
             c, t = graph.shape_of(node.inputs[0])
             out["wide"] = c * (node.history + evaluate(t, graph.bounds)) * 4
         return out
-    if op in ("gru", "lstm"):
+    if op == "attention":
+        t, e = graph.shape_of(node.inputs[0])
+        rows = evaluate(t, graph.bounds)
+        cache = graph.bounds.get(graph.time_dim, rows) if graph.streaming else rows
+        return {"qkv": rows * 3 * e * 4, "context": rows * e * 4, "row": cache * 4}
+    if op in ("gru", "lstm", "rnn"):
         h = node.attrs["hidden"]
-        gates = 3 if op == "gru" else 4
+        gates = {"gru": 3, "lstm": 4, "rnn": 1}[op]
         out = {"gates": 2 * padded(gates * h) * 4}
+        a = node.attrs
+        states = a["layers"] * (2 if a["bidirectional"] else 1)        # stacked / two-way: every layer's
         if not graph.streaming:
-            out["h"] = h * 4
+            out["h"] = states * h * 4
             if op == "lstm":
-                out["c"] = h * 4
+                out["c"] = states * h * 4
+        if states > 1 or op == "rnn":
+            t, f = graph.shape_of(node.inputs[0])
+            rows, wide = evaluate(t, graph.bounds), node.shape[1]
+            out["seq"] = rows * h * 4
+            if a["bidirectional"]:
+                out["rev"] = rows * max(f, wide) * 4
+            if a["layers"] > 1:
+                out["mid"] = 2 * rows * wide * 4
         return out
     return {}
 
@@ -262,6 +347,16 @@ def pack_conv(w: np.ndarray, groups: int) -> np.ndarray:
     return padded.reshape(groups, mb, MR, k).transpose(0, 1, 3, 2).reshape(-1)
 
 
+WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def pack_winograd(w: np.ndarray) -> np.ndarray:
+    """[C_out, C_in, 3, 3] -> the 16 matrices of G g G^T (in float64, then
+    rounded), each packed as `pack_conv` packs [C_out, C_in]: [16][ceil(C_out/MR)][C_in][MR]."""
+    u = np.einsum("ij,ocjk,lk->iloc", WINO_G, w.astype(np.float64), WINO_G).reshape(16, *w.shape[:2])
+    return np.concatenate([pack_conv(u[e].astype(np.float32), 1) for e in range(16)])
+
+
 def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays the C file embeds, by parameter key (`label.weight`, ...),
     from PyTorch-layout `state`: batchnorms folded, convolution weights
@@ -279,6 +374,8 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
         kind = _conv_kind(n, graph) if op in ("conv1d", "conv2d", "depthwise_conv2d") else None
         if kind == "gemm":
             p["weight"] = pack_conv(p["weight"], n.attrs["groups"])
+        elif kind == "winograd":
+            p["weight"] = pack_winograd(p["weight"])
         elif kind == "direct":
             w, g = p["weight"], n.attrs["groups"]
             p["weight"] = w.reshape(g, w.shape[0] // g, -1).transpose(0, 2, 1)
@@ -286,12 +383,9 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"] = pack_rows(p["weight"])
             if "bias" in p:
                 p["bias"] = pad_vector(p["bias"])
-        elif op in ("gru", "lstm"):
-            for key in ("weight_ih_l0", "weight_hh_l0"):
-                p[key] = pack_rows(p[key])
-            for key in ("bias_ih_l0", "bias_hh_l0"):
-                if key in p:
-                    p[key] = pad_vector(p[key])
+        elif op in ("gru", "lstm", "rnn"):
+            for key in p:              # every layer and direction (`_l{k}`, `_l{k}_reverse`)
+                p[key] = pack_rows(p[key]) if key.startswith("weight_") else pad_vector(p[key])
         for name, arr in p.items():
             arrays[n.param_key(name)] = np.ascontiguousarray(arr, np.float32).reshape(-1)
     return arrays
@@ -320,7 +414,9 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
                 groups = n.attrs["groups"]
                 m, k = shape[0] // groups, math.prod(shape[1:])
                 size = groups * -(-m // MR) * MR * k
-            elif n.op.name in ("dense", "gru", "lstm"):
+            elif kind == "winograd" and name == "weight":
+                size = 16 * -(-shape[0] // MR) * MR * shape[1]
+            elif n.op.name in ("dense", "gru", "lstm", "rnn"):
                 size = padded(shape[0]) * (shape[1] if len(shape) == 2 else 1)
             out.append((key, size))
     return out
@@ -459,16 +555,19 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
     if n.history:
         iw = n.history + x[1]       # the convolution runs over history + chunk
         pl = 0
-    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"]]
-    lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]
     kind = _conv_kind(n, c.graph)
-    panel = c.scratch(n, "panel") if kind == "gemm" else "NULL"
+    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"],
+           panel_rows(n, c.graph) if kind == "gemm" else 0]
+    lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]
+    panel = c.scratch(n, "panel") if kind in ("gemm", "winograd") else "NULL"
     w, b = c.p(n, "weight"), _bias(c, n)
     if n.history:
         lines.append(f"nnc_conv1d_stream(&g, {c.v(n.inputs[0])}, {c.state(n, 'history')}, {n.history}, {w}, {b}, "
                      f"{c.v(n.label)}, {_act(n)}, NNC_CONV_{kind.upper()}, {c.scratch(n, 'wide')}, {panel});")
     elif kind == "depthwise":
         lines.append(f"nnc_depthwise(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)});")
+    elif kind == "winograd":
+        lines.append(f"nnc_conv3x3_wino(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "direct":
         lines.append(f"nnc_conv1d_direct(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)});")
     else:
@@ -595,10 +694,37 @@ def _upsample(c: _Ctx, n: Node) -> list[str]:
         sh, sw = (scale, scale) if isinstance(scale, int) else scale
         dims = [x[0], x[1], x[2], sh, sw]
     args = c.ints(dims)
-    return [f"nnc_upsample({c.v(n.inputs[0])}, {c.v(n.label)}, {args});"]
+    fn = "nnc_upsample" if n.attrs.get("mode", "nearest") == "nearest" else "nnc_upsample_linear"
+    return [f"{fn}({c.v(n.inputs[0])}, {c.v(n.label)}, {args});"]
+
+
+def _recurrent_stack(c: _Ctx, n: Node) -> list[str]:
+    """Stacked or two-way layers: nnc_rnn_stack (runtime/c/nnc_v2_tensor.h)."""
+    from ..ops.recurrent import parts
+    x = c.graph.shape_of(n.inputs[0])
+    a = n.attrs
+    ws = []
+    for _, sfx in parts(a):
+        ws += [c.p(n, f"weight_ih{sfx}"), c.p(n, f"weight_hh{sfx}")]
+        ws += [c.p(n, f"bias_ih{sfx}"), c.p(n, f"bias_hh{sfx}")] if a["bias"] else ["NULL", "NULL"]
+    lstm = int(n.op.name == "lstm")
+    kind = {"gru": 0, "lstm": 1}.get(n.op.name) if n.op.name != "rnn" else (3 if a["nonlinearity"] == "relu" else 2)
+    if c.graph.streaming:
+        h, cc, carry = c.state(n, "h"), c.state(n, "c") if lstm else "NULL", 1
+    else:
+        h, cc, carry = c.scratch(n, "h"), c.scratch(n, "c") if lstm else "NULL", 0
+    dirs = 2 if a["bidirectional"] else 1
+    rev = c.scratch(n, "rev") if dirs == 2 else "NULL"
+    mid = c.scratch(n, "mid") if a["layers"] > 1 else "NULL"
+    return [f"const float *const w[{len(ws)}] = {{{', '.join(ws)}}};",
+            f"nnc_rnn_stack({kind}, (int){c.e(x[0])}, {x[1]}, {a['hidden']}, {a['layers']}, {dirs}, "
+            f"{c.v(n.inputs[0])}, w, {h}, {cc}, {carry}, {c.v(n.label)}, {c.scratch(n, 'gates')}, "
+            f"{c.scratch(n, 'seq')}, {rev}, {mid});"]
 
 
 def _recurrent(c: _Ctx, n: Node) -> list[str]:
+    if n.op.name == "rnn" or n.attrs["layers"] > 1 or n.attrs["bidirectional"]:
+        return _recurrent_stack(c, n)
     x = c.graph.shape_of(n.inputs[0])
     h = n.attrs["hidden"]
     bias = n.attrs["bias"]
@@ -615,8 +741,148 @@ def _recurrent(c: _Ctx, n: Node) -> list[str]:
     return lines
 
 
+def _clamp(c: _Ctx, n: Node) -> list[str]:
+    lo, hi = n.attrs["min"], n.attrs["max"]
+    return [f"nnc_clamp({c.v(n.inputs[0])}, {c.v(n.label)}, {c.numel(n.label)}, {int(lo is not None)}, "
+            f"{_float(lo or 0.0)}, {int(hi is not None)}, {_float(hi or 0.0)});"]
+
+
+def _axis_split(c: _Ctx, n: Node) -> tuple[str, str, str]:
+    """The input seen as [outer, n, inner] around the op's axis (per example)."""
+    x, axis = c.graph.shape_of(n.inputs[0]), n.attrs["axis"]
+    return c.size(x[:axis]), c.e(x[axis]), c.size(x[axis + 1:])
+
+
+def _glu(c: _Ctx, n: Node) -> list[str]:
+    outer, size, inner = _axis_split(c, n)
+    return [f"nnc_glu({c.v(n.inputs[0])}, {c.v(n.label)}, {outer}, {size}, {inner});"]
+
+
+def _slice(c: _Ctx, n: Node) -> list[str]:
+    outer, size, inner = _axis_split(c, n)
+    a = n.attrs
+    start, count, step = (a["start"], a["count"], a["step"]) if n.op.name == "slice" else (a["index"], 1, 1)
+    if start < 0:                     # select(axis, -1) on a named axis: the last position
+        start = f"({size}) - 1"
+    return [f"nnc_slice({c.v(n.inputs[0])}, {c.v(n.label)}, {outer}, {size}, {inner}, {start}, {count}, {step});"]
+
+
+def _reduce(c: _Ctx, n: Node) -> list[str]:
+    x, axes = c.graph.shape_of(n.inputs[0]), n.attrs["axes"]
+    flags = ", ".join("1" if k in axes else "0" for k in range(len(x)))
+    return [f"const long shape[{len(x)}] = {{{', '.join(c.e(d) for d in x)}}};",
+            f"const int reduced[{len(x)}] = {{{flags}}};",
+            f"nnc_reduce({c.v(n.inputs[0])}, {c.v(n.label)}, {len(x)}, shape, reduced, "
+            f"NNC_REDUCE_{n.op.name.upper()});"]
+
+
+# section 9's elementwise and axis ops (helper 13C; kernels in runtime/c/nnc_v2_tensor.h)
+V2_TENSOR_STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
+    "clamp": _clamp, "glu": _glu, "slice": _slice, "select": _slice, "mean": _reduce, "sum": _reduce,
+    "max": _reduce}
+
+
+def _conv_transpose(c: _Ctx, n: Node) -> list[str]:
+    a = n.attrs
+    x = c.graph.shape_of(n.inputs[0])
+    if len(x) == 2:
+        ih, iw, oh, ow = 1, x[1], 1, n.shape[1]
+        (kh, kw), (sh, sw), (dh, dw) = (1, a["kernel"][0]), (1, a["stride"][0]), (1, a["dilation"][0])
+        pt, pl = 0, a["pads"][0][0]
+    else:
+        ih, iw, oh, ow = x[1], x[2], n.shape[1], n.shape[2]
+        (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+        pt, pl = a["pads"][0][0], a["pads"][1][0]
+    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"], 0]
+    return ["const nnc_conv g = {" + c.ints(geo) + "};",
+            f"nnc_conv_transpose(&g, {c.v(n.inputs[0])}, {c.p(n, 'weight')}, {_bias(c, n)}, {c.v(n.label)});"]
+
+
+def _global_maxpool(c: _Ctx, n: Node) -> list[str]:
+    x = n.inputs[0]
+    return [f"nnc_global_maxpool({c.v(x)}, {c.v(n.label)}, {c.graph.shape_of(x)[0]}, {_inner(c, x)});"]
+
+
+def _adaptive(c: _Ctx, n: Node) -> list[str]:
+    x = c.graph.shape_of(n.inputs[0])
+    dims = [x[0], 1, x[1], 1, n.shape[1]] if len(x) == 2 else [x[0], x[1], x[2], n.shape[1], n.shape[2]]
+    return [f"nnc_adaptive_avgpool({c.v(n.inputs[0])}, {c.v(n.label)}, {c.ints(dims)});"]
+
+
+def _groupnorm(c: _Ctx, n: Node) -> list[str]:
+    x = n.inputs[0]
+    gamma, beta = (c.p(n, "weight"), c.p(n, "bias")) if n.params else ("NULL", "NULL")
+    return [f"nnc_groupnorm({c.v(x)}, {c.v(n.label)}, {n.shape[0]}, {_inner(c, x)}, {n.attrs['groups']}, {gamma}, "
+            f"{beta}, {_float(n.attrs['eps'])});"]
+
+
+PAD_MODES = {"constant": "NNC_PAD_CONSTANT", "reflect": "NNC_PAD_REFLECT", "replicate": "NNC_PAD_REPLICATE"}
+
+
+def _pad(c: _Ctx, n: Node) -> list[str]:
+    a = n.attrs
+    x = c.graph.shape_of(n.inputs[0])
+    pads = a["pads"]
+    if len(pads) == 1:
+        outer, (h, w), ((t, b), (l, r)) = c.size(x[:-1]), (1, x[-1]), ((0, 0), pads[0])
+    else:
+        outer, (h, w), ((t, b), (l, r)) = c.size(x[:-2]), x[-2:], pads
+    return [f"nnc_pad({c.v(n.inputs[0])}, {c.v(n.label)}, {outer}, {c.ints((h, w, t, b, l, r))}, "
+            f"{PAD_MODES[a['mode']]}, {_float(a['value'])});"]
+
+
+# the transformer family (helper 13A; kernels in runtime/c/nnc_v2_attention.h)
+def _embedding(c: _Ctx, n: Node) -> list[str]:
+    x = n.inputs[0]
+    idx = f"(const int32_t *){c.v(x)}"
+    return [f"if (nnc_embedding({idx}, {c.numel(x)}, {n.attrs['num']}, {n.attrs['dim']}, {c.p(n, 'weight')}, "
+            f"{c.v(n.label)})) return 3;"]
+
+
+def _positional(c: _Ctx, n: Node) -> list[str]:
+    t, e = n.shape
+    args = f"{c.v(n.inputs[0])}, {c.v(n.label)}, (int){c.e(t)}, {e}, {c.p(n, 'weight')}, {n.attrs['max_len']}"
+    if c.graph.streaming:
+        pos = c.state(n, "position")
+        return [f"if (nnc_positional({args}, (long){pos}[0])) return 2;", f"{pos}[0] += (float){c.e(t)};"]
+    return [f"if (nnc_positional({args}, 0)) return 1;"]
+
+
+def _attention(c: _Ctx, n: Node) -> list[str]:
+    t, e = n.shape
+    bias = n.attrs["bias"]
+    ws = [c.p(n, "in_proj_weight"), c.p(n, "in_proj_bias") if bias else "NULL", c.p(n, "out_proj.weight"),
+          c.p(n, "out_proj.bias") if bias else "NULL"]
+    scratch = [c.scratch(n, "qkv"), c.scratch(n, "context"), c.scratch(n, "row")]
+    if c.graph.streaming:
+        limit = c.graph.bounds[c.graph.time_dim]
+        state = [c.state(n, "keys"), c.state(n, "values"), c.state(n, "position")]
+        return [f"if (nnc_attention_stream({c.v(n.inputs[0])}, (int){c.e(t)}, {e}, {n.attrs['heads']}, "
+                f"{', '.join(ws)}, {', '.join(state)}, {limit}, {c.v(n.label)}, {', '.join(scratch)})) return 2;"]
+    return [f"nnc_attention({c.v(n.inputs[0])}, (int){c.e(t)}, {e}, {n.attrs['heads']}, {int(n.attrs['causal'])}, "
+            f"{', '.join(ws)}, {c.v(n.label)}, {', '.join(scratch)});"]
+
+
+def _matmul(c: _Ctx, n: Node) -> list[str]:
+    a, b = (c.graph.shape_of(v) for v in n.inputs)
+    lead = c.size(a[:-2]) if len(a) > 2 else "1"
+    return [f"nnc_matmul({c.v(n.inputs[0])}, {c.v(n.inputs[1])}, {c.v(n.label)}, {lead}, "
+            f"(int){c.e(a[-2])}, (int){c.e(a[-1])}, (int){c.e(b[-1])});"]
+
+
+def _div(c: _Ctx, n: Node) -> list[str]:
+    return [f"nnc_div({c.v(n.inputs[0])}, {c.v(n.inputs[1])}, {c.v(n.label)}, {c.numel(n.label)});"]
+
+
+V2_ATTENTION_STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
+    "embedding": _embedding, "positional": _positional, "attention": _attention, "matmul": _matmul, "div": _div}
+
+
 STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
     "conv1d": _conv, "conv2d": _conv, "depthwise_conv2d": _conv,
+    "conv_transpose1d": _conv_transpose, "conv_transpose2d": _conv_transpose, "pad": _pad,
+    "global_maxpool": _global_maxpool, "adaptive_avgpool1d": _adaptive, "adaptive_avgpool2d": _adaptive,
+    "groupnorm": _groupnorm, "instancenorm": _groupnorm,
     "dense": _dense,
     "maxpool1d": _pool, "maxpool2d": _pool, "avgpool1d": _pool, "avgpool2d": _pool,
     "global_avgpool": _global_avgpool,
@@ -625,8 +891,10 @@ STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
     "flatten": _view, "reshape": _view, "dropout": _view, "identity": _view,
     "transpose": _transpose, "upsample": _upsample,
     "add": _merge, "mul": _merge, "sub": _sub, "concat": _concat,
-    "gru": _recurrent, "lstm": _recurrent,
+    "gru": _recurrent, "lstm": _recurrent, "rnn": _recurrent,
     **{a: _activation for a in catalog.ACTIVATIONS},
+    **V2_TENSOR_STEPS,
+    **V2_ATTENTION_STEPS,
 }
 assert set(STEPS) == {e.name for e in catalog.CATALOG.values()}, "every catalog op needs a C step"
 
@@ -657,6 +925,7 @@ class Port:
     macro: str = ""    # its part of the size macro's name (unique, upper case)
     pre: int = 1       # streaming: floats before the time axis (its outer extent) ...
     post: int = 1      # ... and after it, per step
+    ctype: str = "float"   # the C element type: "int32_t" for an integer input
 
 
 def _upper_names(idents: list[str]) -> list[str]:
@@ -688,7 +957,10 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
     order = dim_order(graph.bounds)
     dims = {d: dim_names(d) for d in order}
     inputs = {i.name: values(i.name) for i in graph.inputs}
-    c = _Ctx(graph, layout, values, params, dims, inputs)
+    # integer inputs are `const int32_t *` in the API; other kernels see their bits as floats (copies only)
+    c = _Ctx(graph, layout, values, params, dims,
+             {i.name: f"((const float *){inputs[i.name]})" if i.dtype == "int32" else inputs[i.name]
+              for i in graph.inputs})
 
     slots, total = weight_slots(graph)
     weights = [(params(k), at, size, c_text(k)) for k, (at, size) in slots.items()]
@@ -721,16 +993,17 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
 
     t = graph.time_dim if graph.streaming else None
 
-    def port(pname: str, ident: str, shape, macro: str) -> Port:
+    def port(pname: str, ident: str, shape, macro: str, ctype: str = "float") -> Port:
         pre = post = 1
         if t is not None:
             axis = next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
             pre, post = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
         return Port(pname, ident, c.size(shape), bound_numel(shape, graph.bounds), c_text(format_shape(shape)),
-                    macro, pre, post)
+                    macro, pre, post, ctype)
 
     in_macros = _upper_names([inputs[i.name][2:] for i in graph.inputs])
-    in_ports = [port(i.name, inputs[i.name], i.shape, m) for i, m in zip(graph.inputs, in_macros)]
+    in_ports = [port(i.name, inputs[i.name], i.shape, m, "int32_t" if i.dtype == "int32" else "float")
+                for i, m in zip(graph.inputs, in_macros)]
     outputs = Namespace(C_RESERVED, prefix="y_")
     out_idents = [outputs(o.name) for o in graph.outputs]
     out_macros = _upper_names([ident[2:] for ident in out_idents])

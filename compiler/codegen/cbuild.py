@@ -50,6 +50,7 @@ from ...runtime import weights as W
 from ...runtime.module import ModelBase
 from ..diagnostics import UserError
 from ..dims import Sym, evaluate
+from ..ir import integer_limits
 from ..memory import min_dims
 from . import c as c_gen
 
@@ -187,6 +188,9 @@ def compile_shared(files: Mapping[str, str], name: str, flags: tuple[str, ...] =
                                      f"{reason}")
             raise RuntimeError(f"the C compiler `{cmd[0]}` failed on the generated {name}.c (a bug in nnc):\n"
                                f"{stderr[-4000:]}")
+        if not Path(out).is_file():
+            raise CompilerFailed(f"the C compiler {_describe(cmd)} reported success on the generated {name}.c "
+                                 f"but wrote no library")
         try:
             os.replace(out, lib)      # atomic: a concurrent build never sees half a library
         except OSError:
@@ -211,6 +215,7 @@ class CModel(ModelBase):
         self._plan = plan
         self.NAME = plan.name
         self.INPUTS = {i.name: _api_shape(i.shape) for i in g.inputs}
+        self.INTEGER_INPUTS = integer_limits(g)        # C reads them as `const int32_t *`
         self.OUTPUTS = {o.name: _api_shape(g.shape_of(o.value)) for o in g.outputs}
         self._out_shapes = {o.name: g.shape_of(o.value) for o in g.outputs}
         self.DIMS = dict(g.bounds)
@@ -258,6 +263,12 @@ class CModel(ModelBase):
             ins = [ctypes.c_void_p(a[b].ctypes.data) for a in arrays]
             ys = [ctypes.c_void_p(o[b].ctypes.data) for o in outs]
             rc = self._run(ctx, *ins, *lengths, *ys)
+            if rc == 2:      # positional / causal attention of a streaming plan (runtime/c/nnc_v2_attention.h)
+                raise ValueError(f"{self.NAME}: the stream is longer than the time bound "
+                                 f"({', '.join(f'{k}={v}' for k, v in self.DIMS.items())}) of its positional table "
+                                 f"or key/value cache; call reset() to start a new sequence")
+            if rc == 3:      # an index outside an embedding table (the input checks catch it first)
+                raise ValueError(f"{self.NAME}: an integer input holds an index outside its embedding table")
             if rc != 0:
                 size = ", ".join(f"{k}={v}" for k, v in dims.items())
                 raise ValueError(f"{self.NAME}: the input length ({size}) is too short for this model: "

@@ -34,7 +34,7 @@ import jinja2
 from ...runtime import kernels as K
 from .. import ops as catalog
 from ..dims import FloorDiv, Sym, Var, evaluate, floordiv, format_shape
-from ..ir import Graph, Node
+from ..ir import Graph, Node, integer_limits
 from ..memory import Layout, min_dims
 from .names import Namespace, py_comment, py_doc, py_literal
 
@@ -197,6 +197,9 @@ def _transpose(g: Graph, n: Node) -> Call:
 
 
 def _upsample(g: Graph, n: Node) -> Call:
+    if n.attrs.get("mode", "nearest") != "nearest":        # linear, bilinear
+        return Call("upsample_linear", (_x(n), n.attrs["scale"], _out(n)), {},
+                    (_shape(g, n.inputs[0]), n.attrs["scale"]))
     return Call("upsample", (_x(n), n.attrs["scale"], _out(n)))
 
 
@@ -204,7 +207,37 @@ def _concat(g: Graph, n: Node) -> Call:
     return Call("concat", (tuple(Ref("value", v) for v in n.inputs), n.attrs["axis"], _out(n)))
 
 
+def _stacked(n: Node) -> bool:
+    from ..ops.recurrent import stacked
+    return stacked(n.op.name, n.attrs)
+
+
+def _stack_weights(n: Node) -> tuple:
+    """Four per layer and direction, PyTorch's order; Ref("none") for absent biases."""
+    from ..ops.recurrent import parts
+    out = []
+    for _, sfx in parts(n.attrs):
+        out += [_w(n, f"weight_ih{sfx}"), _w(n, f"weight_hh{sfx}")]
+        out += [_w(n, f"bias_ih{sfx}"), _w(n, f"bias_hh{sfx}")] if n.attrs["bias"] else [Ref("none"), Ref("none")]
+    return tuple(out)
+
+
+def _recurrent_stack(g: Graph, n: Node) -> Call:
+    a = n.attrs
+    geo = dict(hidden=a["hidden"], layers=a["layers"], dirs=2 if a["bidirectional"] else 1)
+    act = {"nonlinearity": a["nonlinearity"]} if n.op.name == "rnn" else {}
+    shape = _shape(g, n.inputs[0])
+    if not g.streaming:
+        return Call("rnn_stack", (n.op.name, _x(n), _stack_weights(n), _out(n)), {**geo, **act},
+                    (n.op.name, shape), geo)
+    state = tuple(Ref("value", f"{n.label}@{s}") for s in _STATE[n.op.name])
+    return Call("rnn_stack_chunk", (n.op.name, _x(n), state, _stack_weights(n), _out(n)), {**geo, **act},
+                (n.op.name, shape), geo)
+
+
 def _recurrent(g: Graph, n: Node) -> Call:
+    if _stacked(n):
+        return _recurrent_stack(g, n)
     names = ["weight_ih_l0", "weight_hh_l0"]
     biases = (_w(n, "bias_ih_l0"), _w(n, "bias_hh_l0")) if n.attrs["bias"] else (Ref("none"), Ref("none"))
     weights = (*(_w(n, p) for p in names), *biases)
@@ -215,7 +248,7 @@ def _recurrent(g: Graph, n: Node) -> Call:
                 (_shape(g, n.inputs[0]), n.attrs["hidden"]))
 
 
-_STATE = {"gru": ("h",), "lstm": ("h", "c")}
+_STATE = {"gru": ("h",), "lstm": ("h", "c"), "rnn": ("h",)}
 
 
 def state_shapes(graph: Graph) -> dict[str, tuple]:
@@ -228,7 +261,13 @@ def state_shapes(graph: Graph) -> dict[str, tuple]:
             shapes[f"{n.label}@history"] = (graph.shape_of(n.inputs[0])[0], n.history)
         if n.op.name in _STATE:
             for s in _STATE[n.op.name]:
-                shapes[f"{n.label}@{s}"] = (n.attrs["hidden"],)
+                shapes[f"{n.label}@{s}"] = (n.attrs["hidden"] * n.attrs["layers"],)   # every layer's
+        if n.op.name in ("positional", "attention"):      # steps seen; attention's key/value cache
+            shapes[f"{n.label}@position"] = (1,)
+        if n.op.name == "attention":
+            cache = graph.bounds[graph.time_dim]
+            shapes[f"{n.label}@keys"] = (cache, n.shape[1])
+            shapes[f"{n.label}@values"] = (cache, n.shape[1])
     return shapes
 
 
@@ -236,18 +275,103 @@ def state_bytes(graph: Graph) -> dict[str, int]:
     return {k: math.prod(s) * 4 for k, s in state_shapes(graph).items()}
 
 
+def _conv_transpose(g: Graph, n: Node) -> Call:
+    a = n.attrs
+    if len(n.shape) == 2:
+        geo = dict(stride=a["stride"][0], padding=a["pads"][0], output_padding=a["output_padding"][0],
+                   dilation=a["dilation"][0], groups=a["groups"])
+    else:
+        geo = dict(stride=a["stride"], padding=a["pads"], output_padding=a["output_padding"],
+                   dilation=a["dilation"], groups=a["groups"])
+    return Call(n.op.name, (_x(n), _w(n), _bias(n), _out(n)), geo, (_shape(g, n.inputs[0]), _weight_shape(n)), geo)
+
+
+# section 9's axis ops (compiler/ops/reduce.py); the kernels count the batch as axis 0
+def _glu(g: Graph, n: Node) -> Call:
+    return Call("glu", (_x(n), n.attrs["axis"] + 1, _out(n)))
+
+
+def _slice(g: Graph, n: Node) -> Call:
+    a = n.attrs
+    return Call("slice_axis", (_x(n), a["axis"] + 1, a["start"], a["stop"], a["step"], _out(n)))
+
+
+def _select(g: Graph, n: Node) -> Call:
+    return Call("select_axis", (_x(n), n.attrs["axis"] + 1, n.attrs["index"], _out(n)))
+
+
+def _reduce(g: Graph, n: Node) -> Call:
+    return Call(f"reduce_{n.op.name}", (_x(n), tuple(a + 1 for a in n.attrs["axes"]), _out(n)))
+
+
+def _groupnorm(g: Graph, n: Node) -> Call:
+    a = n.attrs
+    gamma, beta = (_w(n), _w(n, "bias")) if n.params else (Ref("none"), Ref("none"))
+    return Call("groupnorm", (_x(n), gamma, beta, a["eps"], a["groups"], _out(n)), {},
+                (_shape(g, n.label), a["groups"]))
+
+
+def _adaptive(g: Graph, n: Node) -> Call:
+    size = n.attrs["size"]
+    if len(size) == 1:
+        return Call("adaptive_avgpool1d", (_x(n), _out(n)), {"size": size[0]})
+    return Call("adaptive_avgpool2d", (_x(n), _out(n)), {"size": size}, (_shape(g, n.inputs[0]),), {"size": size})
+
+
+def _pad(g: Graph, n: Node) -> Call:
+    a = n.attrs
+    return Call("pad", (_x(n), _out(n), a["pads"], a["mode"], a["value"]))
+
+
+# the transformer family (compiler/ops/attention.py, runtime/attention.py)
+def _embedding(g: Graph, n: Node) -> Call:
+    return Call("embedding", (_x(n), _w(n), _out(n)))
+
+
+def _positional(g: Graph, n: Node) -> Call:
+    if g.streaming:
+        return Call("positional_stream", (_x(n), _w(n), Ref("value", f"{n.label}@position"), _out(n)))
+    return Call("positional", (_x(n), _w(n), _out(n)))
+
+
+def _attention(g: Graph, n: Node) -> Call:
+    b = n.attrs["bias"]
+    weights = (_w(n, "in_proj_weight"), _w(n, "in_proj_bias") if b else Ref("none"), _w(n, "out_proj.weight"),
+               _w(n, "out_proj.bias") if b else Ref("none"))
+    heads = n.attrs["heads"]
+    if g.streaming:
+        cache = g.bounds[g.time_dim]
+        state = tuple(Ref("value", f"{n.label}@{s}") for s in ("keys", "values", "position"))
+        return Call("attention_stream", (_x(n), *weights, *state, _out(n)), {"heads": heads},
+                    (_shape(g, n.inputs[0]), heads, cache))
+    return Call("attention", (_x(n), *weights, _out(n)), {"heads": heads, "causal": n.attrs["causal"]},
+                (_shape(g, n.inputs[0]), heads))
+
+
+def _binary(fn: str) -> Callable[[Graph, Node], Call]:
+    def entry(g: Graph, n: Node) -> Call:
+        return Call(fn, (_x(n), _x(n, 1), _out(n)))
+    return entry
+
+
 KERNELS: dict[str, Callable[[Graph, Node], Call]] = {
     "conv1d": _conv, "conv2d": _conv, "depthwise_conv2d": _conv,
+    "conv_transpose1d": _conv_transpose, "conv_transpose2d": _conv_transpose,
     "dense": _dense,
     "maxpool1d": _pool, "maxpool2d": _pool, "avgpool1d": _pool, "avgpool2d": _pool,
     "global_avgpool": _plain("global_avgpool"),
     "batchnorm": _batchnorm, "layernorm": _scratch_fn_for("layernorm"), "prelu": _scratch_fn_for("prelu"),
     "softmax": _softmax, "log_softmax": _softmax,
     "flatten": _view, "reshape": _view, "dropout": _view, "identity": _view,
-    "transpose": _transpose, "upsample": _upsample,
+    "transpose": _transpose, "upsample": _upsample, "pad": _pad,
+    "global_maxpool": _plain("global_maxpool"), "adaptive_avgpool1d": _adaptive, "adaptive_avgpool2d": _adaptive,
+    "groupnorm": _groupnorm, "instancenorm": _groupnorm,
     "add": _add, "sub": _sub, "mul": _mul, "concat": _concat,
-    "gru": _recurrent, "lstm": _recurrent,
+    "gru": _recurrent, "lstm": _recurrent, "rnn": _recurrent,
     **{a: _activation for a in catalog.ACTIVATIONS},
+    "glu": _glu, "slice": _slice, "select": _select, "mean": _reduce, "sum": _reduce, "max": _reduce,
+    "embedding": _embedding, "positional": _positional, "attention": _attention,
+    "matmul": _binary("matmul"), "div": _binary("div"),
 }
 
 
@@ -450,6 +574,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
         inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},
         outputs={o.name: [str(d) for d in graph.shape_of(o.value)] for o in graph.outputs},
         inputs_repr=py_literal({i.name: _api_shape(i.shape) for i in graph.inputs}),
+        integer_inputs_repr=py_literal(integer_limits(graph)),
         outputs_repr=py_literal({o.name: _api_shape(graph.shape_of(o.value)) for o in graph.outputs}),
         dims=dims, dim_idents=[r.dim(d) for d in dims],
         dims_text=", ".join(f"{d}={graph.bounds[d]}" for d in dims),

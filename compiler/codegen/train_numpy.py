@@ -31,7 +31,7 @@ from ...runtime import kernels as K
 from ...runtime import losses as L
 from ..autodiff import InputGrad, Step, StepKind, TrainGraph
 from ..dims import Sym, evaluate, format_shape
-from ..ir import Node
+from ..ir import Node, integer_limits
 from ..memory import min_dims
 from . import numpy as inference
 from .names import RESERVED, Namespace, py_comment, py_doc, py_literal
@@ -168,7 +168,7 @@ def _fw_batchnorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
     return [KCall("batchnorm_train", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias"),
                                       _param(n, "running_mean"), _param(n, "running_var")),
-                  dict(eps=n.attrs["eps"], momentum=0.1, out=T(n.label), mean=T(s.saved["mean"]),
+                  dict(eps=n.attrs["eps"], momentum=n.attrs["momentum"], out=T(n.label), mean=T(s.saved["mean"]),
                        rstd=T(s.saved["rstd"]))),
             f"s[{py_literal(n.param_key('num_batches_tracked'))}] += 1"]
 
@@ -198,8 +198,39 @@ def _recurrent_weights(n: Node) -> tuple:
     return (_param(n, "weight_ih_l0"), _param(n, "weight_hh_l0"), *biases)
 
 
+def stacked(name: str, a) -> bool:
+    from ..ops.recurrent import stacked as rule
+    return rule(name, a)
+
+
+def _stack_args(n: Node) -> tuple[tuple, dict]:
+    from ..ops.recurrent import parts
+    a = n.attrs
+    weights = tuple(_param(n, f"{w}{sfx}") for _, sfx in parts(a) for w in ("weight_ih", "weight_hh", "bias_ih",
+                                                                             "bias_hh"))
+    act = {"nonlinearity": a["nonlinearity"]} if n.op.name == "rnn" else {}
+    return weights, dict(hidden=a["hidden"], layers=a["layers"], dirs=2 if a["bidirectional"] else 1, **act)
+
+
+def _stack_saved(s: Step) -> tuple:
+    from ..ops.recurrent import parts
+    n = s.node
+    keep = []
+    for _, sfx in parts(n.attrs):
+        if n.op.name == "rnn":
+            continue
+        keep.append(T(s.saved[f"gates{sfx}"]))
+        if n.op.name == "lstm":
+            keep.append(T(s.saved[f"cells{sfx}"]))
+    return tuple(keep) + tuple(T(s.saved[f"out_l{k}"]) for k in range(n.attrs["layers"] - 1))
+
+
 def _fw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
+    if stacked(n.op.name, n.attrs):
+        weights, geo = _stack_args(n)
+        return [KCall("rnn_stack_train", (n.op.name, T(n.inputs[0]), weights, T(n.label), _stack_saved(s)), geo,
+                      _scratch_of("rnn_stack_train", (n.op.name, _shape(tg, n.inputs[0])), geo))]
     fn = f"{n.op.name}_train"
     saved = (T(s.saved["gates"]),) + ((T(s.saved["cells"]),) if n.op.name == "lstm" else ())
     return [KCall(fn, (T(n.inputs[0]), *_recurrent_weights(n), T(n.label), *saved), {},
@@ -212,7 +243,9 @@ FORWARD: dict[str, Callable[[TrainGraph, Step, "_Render"], list]] = {
     "batchnorm": _fw_batchnorm, "layernorm": _fw_layernorm,
     "maxpool1d": _fw_maxpool, "maxpool2d": _fw_maxpool,
     "dropout": _fw_dropout,
-    "gru": _fw_recurrent, "lstm": _fw_recurrent,
+    "global_maxpool": lambda tg, s, r: _fw_global_maxpool(tg, s, r),     # defined with its backward below
+    "groupnorm": lambda tg, s, r: _fw_groupnorm(tg, s, r), "instancenorm": lambda tg, s, r: _fw_groupnorm(tg, s, r),
+    "gru": _fw_recurrent, "lstm": _fw_recurrent, "rnn": _fw_recurrent,
 }
 
 
@@ -233,6 +266,56 @@ def _bw_conv(tg: TrainGraph, s: Step, r: "_Render") -> list:
     kw = dict(geo, dx=_dx(s), dw=_pgrad(s, "weight"), db=_pgrad(s, "bias"))
     return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s)), kw,
                   _scratch_of(fn, (_shape(tg, n.inputs[0]), w_shape), dict(geo, need_dx=_dx(s) is not None)))]
+
+
+def _bw_conv_transpose(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    fn = f"{n.op.name}_backward"
+    geo = dict(inference.KERNELS[n.op.name](tg.graph, n).kwargs)
+    w_shape = next(p.shape for p in n.params if p.name == "weight")
+    kw = dict(geo, dx=_dx(s), dw=_pgrad(s, "weight"), db=_pgrad(s, "bias"))
+    return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s)), kw,
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]), w_shape), dict(geo, need_dx=_dx(s) is not None)))]
+
+
+def _fw_groupnorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("groupnorm_train", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias")),
+                  dict(eps=n.attrs["eps"], groups=n.attrs["groups"], out=T(n.label), mean=T(s.saved["mean"]),
+                       rstd=T(s.saved["rstd"])))]
+
+
+def _bw_groupnorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("groupnorm_backward", (T(n.inputs[0]), _param(n, "weight"), _dy(s), T(s.saved["mean"]),
+                                         T(s.saved["rstd"])),
+                  dict(groups=n.attrs["groups"], dx=_dx(s), dgamma=_pgrad(s, "weight"), dbeta=_pgrad(s, "bias")),
+                  ("groupnorm_backward_scratch", (_shape(tg, n.inputs[0]), n.attrs["groups"]), {}))]
+
+
+def _fw_global_maxpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    return [KCall("global_maxpool_train", (T(n.inputs[0]), T(n.label), T(s.saved["argmax"])))]
+
+
+def _bw_global_maxpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("global_maxpool_backward", (_dy(s), T(s.saved["argmax"])), dict(dx=_dx(s)))]
+
+
+def _bw_adaptive(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    size = n.attrs["size"]
+    if len(size) == 1:
+        return [KCall("adaptive_avgpool1d_backward", (_dy(s),), dict(size=size[0], dx=_dx(s)))]
+    in_hw = tuple(tg.graph.shape_of(n.inputs[0])[1:])
+    return [KCall("adaptive_avgpool2d_backward", (_dy(s),), dict(size=size, dx=_dx(s)),
+                  ("adaptive_avgpool2d_backward_scratch", (_shape(tg, n.label),), {"in_hw": in_hw}))]
+
+
+def _bw_pad(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    a = s.node.attrs
+    return [KCall("pad_backward", (_dy(s), a["pads"], a["mode"], a["value"]), dict(dx=_dx(s)),
+                  _scratch_of("pad_backward", (_shape(tg, s.node.label),), {"mode": a["mode"]}))]
 
 
 def _bw_dense(tg: TrainGraph, s: Step, r: "_Render") -> list:
@@ -332,11 +415,23 @@ def _bw_transpose(tg: TrainGraph, s: Step, r: "_Render") -> list:
 
 
 def _bw_upsample(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    if s.node.attrs.get("mode", "nearest") != "nearest":
+        scale = s.node.attrs["scale"]
+        return [KCall("upsample_linear_backward", (_dy(s), scale), dict(dx=_dx(s)),
+                      ("upsample_linear_scratch", (_shape(tg, s.node.inputs[0]), scale), {}))]
     return [KCall("upsample_backward", (_dy(s), s.node.attrs["scale"]), dict(dx=_dx(s)))]
 
 
 def _bw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
+    if stacked(n.op.name, n.attrs):
+        from ..ops.recurrent import parts
+        weights, geo = _stack_args(n)
+        grads = tuple(_pgrad(s, f"{w}{sfx}") for _, sfx in parts(n.attrs)
+                      for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return [KCall("rnn_stack_backward", (n.op.name, T(n.inputs[0]), weights, T(n.label), _stack_saved(s), _dy(s)),
+                      dict(dx=_dx(s), grads=grads, **geo),
+                      _scratch_of("rnn_stack_backward", (n.op.name, _shape(tg, n.inputs[0])), geo))]
     fn = f"{n.op.name}_backward"
     w_ih, w_hh, _, _ = _recurrent_weights(n)
     saved = (T(s.saved["gates"]),) + ((T(s.saved["cells"]),) if n.op.name == "lstm" else ())
@@ -346,18 +441,74 @@ def _bw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
                   _scratch_of(fn, (_shape(tg, n.inputs[0]), n.attrs["hidden"]), {}))]
 
 
+# section 9's axis ops (compiler/ops/reduce.py); the kernels count the batch as axis 0
+def _bw_glu(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    axis = n.attrs["axis"] + 1
+    return [KCall("glu_backward", (T(n.inputs[0]), _dy(s)), dict(axis=axis, dx=_dx(s)),
+                  _scratch_of("glu_backward", (_shape(tg, n.inputs[0]), axis), {}))]
+
+
+def _bw_slice(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    a = s.node.attrs
+    if s.node.op.name == "select":
+        return [KCall("select_axis_backward", (_dy(s),), dict(axis=a["axis"] + 1, index=a["index"], dx=_dx(s)))]
+    return [KCall("slice_axis_backward", (_dy(s),),
+                  dict(axis=a["axis"] + 1, start=a["start"], stop=a["stop"], step=a["step"], dx=_dx(s)))]
+
+
+def _bw_reduce(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    axes = tuple(k + 1 for k in n.attrs["axes"])
+    ins = (T(n.inputs[0]), T(n.label)) if n.op.name == "max" else ()
+    return [KCall(f"reduce_{n.op.name}_backward", (*ins, _dy(s)), dict(axes=axes, dx=_dx(s)))]
+
+
+# the transformer family (compiler/ops/attention.py, runtime/attention.py)
+def _bw_embedding(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("embedding_backward", (T(s.node.inputs[0]), _dy(s)), dict(dw=_pgrad(s, "weight")))]
+
+
+def _bw_positional(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    return [KCall("positional_backward", (_dy(s),), dict(dx=_dx(s), dw=_pgrad(s, "weight")))]
+
+
+def _bw_attention(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    args = (T(n.inputs[0]), _param(n, "in_proj_weight"), _param(n, "in_proj_bias"), _param(n, "out_proj.weight"),
+            _dy(s))
+    kw = dict(heads=n.attrs["heads"], causal=n.attrs["causal"], dx=_dx(s), dw_in=_pgrad(s, "in_proj_weight"),
+              db_in=_pgrad(s, "in_proj_bias"), dw_out=_pgrad(s, "out_proj.weight"),
+              db_out=_pgrad(s, "out_proj.bias"))
+    return [KCall("attention_backward", args, kw)]
+
+
+def _bw_binary(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    n = s.node
+    ins = tuple(T(v) for v in n.inputs)
+    return [KCall(f"{n.op.name}_backward", (ins, _dy(s), g.index), dict(dx=T(g.partial or g.target)))
+            for g in s.input_grads]
+
+
 BACKWARD: dict[str, Callable[[TrainGraph, Step, "_Render"], list]] = {
     "conv1d": _bw_conv, "conv2d": _bw_conv, "depthwise_conv2d": _bw_conv,
+    "conv_transpose1d": _bw_conv_transpose, "conv_transpose2d": _bw_conv_transpose,
     "dense": _bw_dense,
     "maxpool1d": _bw_maxpool, "maxpool2d": _bw_maxpool,
     "avgpool1d": _bw_avgpool, "avgpool2d": _bw_avgpool, "global_avgpool": _bw_global_avgpool,
     "batchnorm": _bw_norm, "layernorm": _bw_norm,
     "prelu": _bw_prelu, "softmax": _bw_softmax, "log_softmax": _bw_softmax, "dropout": _bw_dropout,
     "flatten": _bw_view, "reshape": _bw_view, "identity": _bw_view,
-    "transpose": _bw_transpose, "upsample": _bw_upsample,
+    "transpose": _bw_transpose, "upsample": _bw_upsample, "pad": _bw_pad,
+    "global_maxpool": _bw_global_maxpool, "adaptive_avgpool1d": _bw_adaptive, "adaptive_avgpool2d": _bw_adaptive,
+    "groupnorm": _bw_groupnorm, "instancenorm": _bw_groupnorm,
     "add": _bw_add, "sub": _bw_add, "mul": _bw_mul, "concat": _bw_concat,
-    "gru": _bw_recurrent, "lstm": _bw_recurrent,
+    "gru": _bw_recurrent, "lstm": _bw_recurrent, "rnn": _bw_recurrent,
     **{a: _bw_activation for a in inference.catalog.ACTIVATIONS},
+    "glu": _bw_glu, "slice": _bw_slice, "select": _bw_slice, "mean": _bw_reduce, "sum": _bw_reduce,
+    "max": _bw_reduce,
+    "embedding": _bw_embedding, "positional": _bw_positional, "attention": _bw_attention,
+    "matmul": _bw_binary, "div": _bw_binary,
 }
 
 
@@ -468,7 +619,8 @@ class _Render:
             return x.text
         if x is None:
             return "None"
-        if isinstance(x, tuple) and x and all(isinstance(i, (T, P)) for i in x):
+        if isinstance(x, tuple) and x and all(isinstance(i, (T, P)) or i is None for i in x) \
+                and any(i is not None for i in x):
             return "(" + ", ".join(self.arg(i) for i in x) + ("," if len(x) == 1 else "") + ")"
         return self.code(x)
 
@@ -571,6 +723,7 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
     return _env().get_template("train_module.py.j2").render(
         name=name, source=source, version=VERSION, batch=batch, loss=tg.loss,
         inputs_repr=py_literal({i.name: inference._api_shape(i.shape) for i in g.inputs}),
+        integer_inputs_repr=py_literal(integer_limits(g)),
         outputs_repr=py_literal({o.name: inference._api_shape(g.shape_of(o.value)) for o in g.outputs}),
         dims=dims, dim_idents=[r.dim(d) for d in dims],
         dims_repr=py_literal({d: g.bounds[d] for d in dims}),

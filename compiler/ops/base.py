@@ -56,6 +56,16 @@ class Kind(enum.Enum):
     POOLPAD = "a non-negative integer or a pair"
     INTS = "a tuple of integers"
     SCALE = "a positive integer or a pair"
+    FLOAT_OR_NONE = "a number or `none`"
+    INT_OR_NONE = "an integer or `none`"
+    AXIS = "an axis (an integer, negative counts from the end)"
+    AXES = "an axis or a tuple of axes"
+    WORD = "one of the words"                          # the allowed words are ArgSpec.choices
+
+
+# The words that are values where an argument takes them (LANGUAGE.md section 9);
+# elsewhere they stay names (ops, block parameters). `none` is Python None.
+WORDS = frozenset({"none", "nearest", "linear", "bilinear", "constant", "reflect", "replicate", "tanh", "relu"})
 
 
 REQUIRED = object()
@@ -64,9 +74,13 @@ MAX_SIZE = 1 << 31        # no size, kernel or stride beyond what C's int holds
 
 @dataclass(frozen=True, slots=True)
 class ArgSpec:
+    """One argument. `choices`: the words a `Kind.WORD` argument accepts. An
+    argument whose default is None also accepts the word `none`."""
+
     name: str
     kind: Kind
     default: Any = REQUIRED
+    choices: tuple[str, ...] = ()
 
 
 Attrs = Mapping[str, Any]
@@ -165,6 +179,31 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def coerce_arg(arg: ArgSpec, v: Any) -> Any:
+    """`coerce` for one argument: also the word `none` (when the default is
+    None) and the words of a `Kind.WORD` argument, with "did you mean"."""
+    if v == "none" and isinstance(v, str):
+        if arg.default is None:
+            return None
+        if arg.kind is not Kind.WORD or "none" not in arg.choices:
+            raise ArgError(f"must be {_kind_text(arg)}, got `none`")
+    if arg.kind is Kind.WORD:
+        if isinstance(v, str) and v in arg.choices:
+            return v
+        import difflib
+        close = difflib.get_close_matches(v, arg.choices, n=1, cutoff=0.5) if isinstance(v, str) else []
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        raise ArgError(f"must be {_kind_text(arg)}, got {describe(v)}{hint}")
+    return coerce(arg.kind, v)
+
+
+def _kind_text(arg: ArgSpec) -> str:
+    if arg.kind is Kind.WORD:
+        words = [f"`{w}`" for w in arg.choices]
+        return words[0] if len(words) == 1 else "one of " + ", ".join(words[:-1]) + " or " + words[-1]
+    return arg.kind.value + (" or `none`" if arg.default is None else "")
+
+
 def coerce(kind: Kind, v: Any) -> Any:
     """Check that v is of the kind; return the normalised value or raise ArgError."""
     if isinstance(v, Sym):
@@ -175,8 +214,13 @@ def coerce(kind: Kind, v: Any) -> Any:
         return v
     if kind is Kind.NONNEG_INT and _is_int(v) and v >= 0:
         return v
-    if kind is Kind.INT and _is_int(v):
+    if kind in (Kind.INT, Kind.AXIS) and _is_int(v):
         return v
+    if kind is Kind.AXES:
+        if _is_int(v):
+            return (v,)
+        if isinstance(v, tuple) and v and all(_is_int(x) for x in v):
+            return v
     if kind in (Kind.FLOAT, Kind.PROB) and (_is_int(v) or isinstance(v, float)):
         if not math.isfinite(float(v)):
             raise ArgError(f"must be a finite number, got {v}")
@@ -203,11 +247,21 @@ def coerce(kind: Kind, v: Any) -> Any:
             return v
         if isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) and x >= 0 for x in v):
             return v
+    if kind in (Kind.FLOAT_OR_NONE, Kind.INT_OR_NONE) and (v is None or v == "none"):
+        return None
+    if kind is Kind.FLOAT_OR_NONE:
+        return coerce(Kind.FLOAT, v) if _is_int(v) or isinstance(v, float) else _fail(kind, v)
+    if kind is Kind.INT_OR_NONE and _is_int(v):
+        return v
     if kind is Kind.INTS:
         if _is_int(v):
             return (v,)
         if isinstance(v, tuple) and all(_is_int(x) for x in v):
             return v
+    raise ArgError(f"must be {kind.value}, got {describe(v)}")
+
+
+def _fail(kind: Kind, v: Any) -> Any:
     raise ArgError(f"must be {kind.value}, got {describe(v)}")
 
 
@@ -224,6 +278,24 @@ def describe(v: Any) -> str:
 # ------------------------------------------------------------- shape helpers
 
 AXIS_NAMES = {1: ("T",), 2: ("H", "W")}
+
+
+def _axis(op: str, axis: int, shape: Shape, arg: str = "axis") -> int:
+    """A `Kind.AXIS` value normalised against a shape without batch: negative
+    axes count from the end; out of range is E0306 on the argument."""
+    rank = len(shape)
+    if not -rank <= axis < rank:
+        raise ShapeError("E0306", f"{op}: axis {axis} is out of range for {format_shape(shape)}",
+                         help=f"use an axis from {-rank} to {rank - 1} (the batch axis is not counted)", arg=arg)
+    return axis % rank
+
+
+def _axes(op: str, axes: Sequence[int], shape: Shape, arg: str = "axis") -> tuple[int, ...]:
+    """A `Kind.AXES` value normalised (`_axis` each), sorted; a repeat is E0306."""
+    out = [_axis(op, a, shape, arg) for a in axes]
+    if len(set(out)) != len(out):
+        raise ShapeError("E0306", f"{op}: an axis is named twice in {describe(tuple(axes))}", arg=arg)
+    return tuple(sorted(out))
 
 
 def _pair(v: int | tuple[int, int], n: int) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Convolutions: conv1d, conv2d and depthwise_conv2d.
+"""Convolutions: conv1d, conv2d and depthwise_conv2d; `TRANSPOSED`: conv_transpose1d/2d (section 9).
 
 In:  the shared machinery of `base.py`.
 Out: `ENTRIES`, their catalog entries in catalog order. Resolving turns the
@@ -11,6 +11,7 @@ Out: `ENTRIES`, their catalog entries in catalog order. Resolving turns the
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 from ..dims import Dim, Shape, product
@@ -152,3 +153,102 @@ ENTRIES: tuple[OpSpec, ...] = (
     _conv(2),
     _conv(2, depthwise=True),
 )
+
+
+# ------------------------------------------------------------------ transposed convolutions
+# conv_transpose1d/2d as nn.ConvTranspose1d/2d. Resolving gives per-axis `kernel`, `stride`,
+# `dilation`, `pads` (the same padding on both sides), `output_padding`, plus `groups`, `filters`
+# and `in_channels`; the weight is [C, filters/groups, *kernel] (PyTorch's layout: the input
+# channels first) and its default initialisation bound is 1/sqrt(filters/groups * prod(kernel)),
+# as PyTorch computes the fan-in from the weight's axis 1.
+
+def _convt_resolve(rank: int):
+    op = f"conv_transpose{rank}d"
+
+    def resolve(a: Attrs, ins: Sequence[Shape]) -> Attrs:
+        (x,) = ins
+        _expect_rank(op, x, rank + 1, "[C, T]" if rank == 1 else "[C, H, W]",
+                     help=f"use conv_transpose{2 if rank == 1 else 1}d for {'[C, H, W]' if rank == 1 else '[C, T]'}"
+                     if len(x) in (2, 3) else None)
+        c = _known(x[0], "channel count", op, x)
+        if rank == 1:
+            for name in ("k", "stride", "padding", "output_padding", "dilation"):
+                if isinstance(a[name], tuple):
+                    raise ShapeError("E0304", f"{op} takes a single integer per size, not a pair", arg=name)
+        k, s, d = _pair(a["k"], rank), _pair(a["stride"], rank), _pair(a["dilation"], rank)
+        p, op_ = _pair(a["padding"], rank), _pair(a["output_padding"], rank)
+        groups, filters = a["groups"], a["filters"]
+        if c % groups:
+            raise ShapeError("E0202", f"groups={groups} does not divide the {c} input channels",
+                             help=_divisor_help(c, filters, groups), arg="groups")
+        if filters % groups:
+            raise ShapeError("E0202", f"groups={groups} does not divide the {filters} output channels",
+                             help=_divisor_help(c, filters, groups), arg="groups")
+        for o, ss, dd in zip(op_, s, d):
+            if o >= ss and o >= dd:
+                raise ShapeError("E0306", f"output_padding {o} must be smaller than the stride {ss} or the "
+                                 f"dilation {dd}", help=f"use output_padding of at most {max(ss, dd) - 1}",
+                                 arg="output_padding")
+        out = {key: v for key, v in a.items() if key not in ("k", "padding")}
+        out.update(kernel=k, stride=s, dilation=d, pads=tuple((pp, pp) for pp in p), output_padding=op_,
+                   groups=groups, filters=filters, in_channels=c)
+        return out
+
+    return resolve
+
+
+def _convt_infer(op: str, a: Attrs, ins: Sequence[Shape]) -> Shape:
+    (x,) = ins
+    rank = len(x) - 1
+    out: list[Dim] = [a["filters"]]
+    for i in range(rank):
+        k, s, d, (p, _), o = (a["kernel"][i], a["stride"][i], a["dilation"][i], a["pads"][i],
+                              a["output_padding"][i])
+        size = (x[1 + i] - 1) * s - 2 * p + d * (k - 1) + o + 1
+        if isinstance(size, int) and size <= 0:
+            raise ShapeError("E0201", f"{op} output size on axis {AXIS_NAMES[rank][i]} would be {size}: the "
+                             f"padding {p} on each side removes more than the {size + 2 * p} computed positions",
+                             help="use less padding", arg="padding")
+        out.append(size)
+    return tuple(out)
+
+
+def _convt_params(a: Attrs, ins: Sequence[Shape]) -> tuple[ParamSpec, ...]:
+    per_group = a["filters"] // a["groups"]
+    fan_in = per_group * math.prod(a["kernel"])
+    ps = [ParamSpec("weight", (a["in_channels"], per_group, *a["kernel"]), True, _uniform(fan_in))]
+    if a["bias"]:
+        ps.append(ParamSpec("bias", (a["filters"],), True, _uniform(fan_in)))
+    return tuple(ps)
+
+
+def _convt_macs(a: Attrs, ins: Sequence[Shape], out: Shape) -> Dim:
+    # every input element meets filters/groups * prod(kernel) weights
+    return product(ins[0]) * (a["filters"] // a["groups"]) * math.prod(a["kernel"])
+
+
+def _convt_units(u) -> None:
+    # filters are the own units (axis 1 of the weight, group by group); the input channels are
+    # the fan-in (axis 0 of the weight)
+    a = u.attrs
+    c, *spatial = u.inputs[0]
+    own = u.own(a["filters"], a["groups"])
+    u.output(own, *(u.window(0, 1 + i) for i in range(len(spatial))))
+    # axis 1 holds one group's filters, as a grouped fan-in axis holds one group's channels
+    u.param("weight", u.fan_in(c, a["groups"]), replace(u.own_axis(own), groups=a["groups"]),
+            *(None,) * len(spatial))
+    u.param("bias", u.bias_axis(own))
+
+
+def _conv_transpose(rank: int) -> OpSpec:
+    name = f"conv_transpose{rank}d"
+    args = (ArgSpec("filters", Kind.POS_INT), ArgSpec("k", Kind.SIZE), ArgSpec("stride", Kind.SIZE, 1),
+            ArgSpec("padding", Kind.POOLPAD, 0), ArgSpec("output_padding", Kind.POOLPAD, 0),
+            ArgSpec("dilation", Kind.SIZE, 1), ArgSpec("groups", Kind.POS_INT, 1), ArgSpec("bias", Kind.BOOL, True))
+    return OpSpec(name, args, lambda a, ins: _convt_infer(name, a, ins), resolve=_convt_resolve(rank),
+                  params=_convt_params, macs=_convt_macs, backward=Backward(),
+                  units=Units(_convt_units, size=lambda a: a["filters"] // a["groups"],
+                              varies=("filters", "in_channels")))
+
+
+TRANSPOSED: tuple[OpSpec, ...] = (_conv_transpose(1), _conv_transpose(2))

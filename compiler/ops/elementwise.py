@@ -42,7 +42,7 @@ def _axis_resolve(op: str):
 
 # The activations whose derivative PyTorch computes from the output alone (so the training
 # forward may run them in place); the others read their input.
-FROM_OUTPUT = frozenset({"relu", "relu6", "sigmoid", "tanh"})
+FROM_OUTPUT = frozenset({"relu", "relu6", "sigmoid", "tanh", "neg", "exp", "sqrt"})
 
 
 def _keep_units(u) -> None:
@@ -70,6 +70,19 @@ def _act(name: str, *args: ArgSpec) -> OpSpec:
                   backward=Backward(needs_inputs=not from_output, needs_output=from_output), units=_KEEP)
 
 
+def _clamp_resolve(a: Attrs, ins) -> Attrs:
+    if a["min"] is None and a["max"] is None:
+        raise ShapeError("E0302", "clamp needs at least one bound: `min`, `max` or both",
+                         help="write `clamp(min=0)`, `clamp(max=1)` or `clamp(-1, 1)`")
+    return a
+
+
+def _clamp() -> OpSpec:
+    spec = _act("clamp", ArgSpec("min", Kind.FLOAT_OR_NONE, None), ArgSpec("max", Kind.FLOAT_OR_NONE, None))
+    return OpSpec(spec.name, spec.args, _same, resolve=_clamp_resolve, elementwise=True, backward=spec.backward,
+                  units=_KEEP)
+
+
 ENTRIES: tuple[OpSpec, ...] = (
     OpSpec("prelu", (ArgSpec("shared", Kind.BOOL, False),), _same, resolve=_prelu_resolve, params=_prelu_params,
            backward=Backward(), units=Units(_prelu_units, varies=("channels",))),
@@ -77,6 +90,9 @@ ENTRIES: tuple[OpSpec, ...] = (
                         "hardsigmoid", "hardswish")),
     _act("leaky_relu", ArgSpec("slope", Kind.FLOAT, 0.01)),
     _act("elu", ArgSpec("alpha", Kind.FLOAT, 1.0)),
+    # section 9's elementwise math (fusable like the activations); clamp needs a bound
+    *(_act(n) for n in ("neg", "abs", "exp", "log", "sqrt", "square")),
+    _clamp(),
     OpSpec("softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("softmax"),
            backward=Backward(needs_inputs=False, needs_output=True), units=Units(_softmax_units)),
     OpSpec("log_softmax", (ArgSpec("axis", Kind.INT, -1),), _same, resolve=_axis_resolve("log_softmax"),

@@ -1,4 +1,5 @@
-"""Pooling: maxpool1d, maxpool2d, avgpool1d, avgpool2d and global_avgpool.
+"""Pooling: maxpool1d, maxpool2d, avgpool1d, avgpool2d and global_avgpool; `SECTION9`:
+global_maxpool, adaptive_avgpool1d/2d.
 
 In:  the shared machinery of `base.py`.
 Out: `ENTRIES`, their catalog entries in catalog order. Resolving turns the
@@ -14,6 +15,7 @@ from typing import Sequence
 from ..dims import Shape, format_shape
 from .base import Units
 from .base import AXIS_NAMES, ArgSpec, Attrs, Backward, Saved, Kind, OpSpec, ShapeError, _expect_rank, _pair, _window_out
+from .base import _known
 
 
 def _pool_units(u) -> None:
@@ -77,4 +79,49 @@ ENTRIES: tuple[OpSpec, ...] = (
     _pool("max", 1), _pool("max", 2), _pool("avg", 1), _pool("avg", 2),
     OpSpec("global_avgpool", (), _global_avgpool_infer, backward=_AVG_BACKWARD,
            units=Units(_global_avgpool_units)),
+)
+
+
+# ------------------------------------------------------------------ section 9: global_maxpool, adaptive_avgpool
+# global_maxpool reduces [C, ...] to [C] (its training forward saves each channel's flat arg-max);
+# adaptive_avgpool1d/2d(size) average PyTorch's bins: output i of an axis of n averages input
+# positions floor(i * n / size) .. ceil((i + 1) * n / size) - 1; the pooled sizes must be known.
+
+def _global_maxpool_infer(a: Attrs, ins: Sequence[Shape]) -> Shape:
+    (x,) = ins
+    if len(x) < 2:
+        raise ShapeError("E0203", f"global_maxpool expects [C, ...] with at least one axis to pool, got "
+                         f"{format_shape(x)}")
+    return (x[0],)
+
+
+_GLOBAL_MAX_BACKWARD = Backward(saves=lambda a, ins, out: {"argmax": Saved(out, "int32")}, needs_inputs=False)
+
+
+def _adaptive(rank: int) -> OpSpec:
+    name = f"adaptive_avgpool{rank}d"
+
+    def resolve(a: Attrs, ins: Sequence[Shape]) -> Attrs:
+        (x,) = ins
+        _expect_rank(name, x, rank + 1, "[C, T]" if rank == 1 else "[C, H, W]")
+        if rank == 1 and isinstance(a["size"], tuple):
+            raise ShapeError("E0304", f"{name} takes a single integer size, not a pair", arg="size")
+        for d in x[1:]:
+            _known(d, "size to pool", name, x)
+        return {"size": _pair(a["size"], rank)}
+
+    def infer(a: Attrs, ins: Sequence[Shape]) -> Shape:
+        return (ins[0][0], *a["size"])
+
+    def macs(a: Attrs, ins: Sequence[Shape], out: Shape) -> int:
+        return 0
+
+    return OpSpec(name, (ArgSpec("size", Kind.SIZE),), infer, resolve=resolve, macs=macs,
+                  backward=Backward(needs_inputs=False), units=Units(_pool_units))
+
+
+SECTION9: tuple[OpSpec, ...] = (
+    OpSpec("global_maxpool", (), _global_maxpool_infer, backward=_GLOBAL_MAX_BACKWARD,
+           units=Units(_global_avgpool_units)),
+    _adaptive(1), _adaptive(2),
 )

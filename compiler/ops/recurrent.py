@@ -1,15 +1,20 @@
-"""Recurrent layers: gru and lstm (single layer, batch first, PyTorch's layout).
+"""Recurrent layers: gru, lstm and rnn (stacked and two-way, batch first, PyTorch's layout).
 
 In:  the shared machinery of `base.py`.
 Out: `ENTRIES`, their catalog entries in catalog order. Each takes a sequence
-     [T, F] per example and gives [T, hidden]; the parameters are
-     `weight_ih_l0`, `weight_hh_l0` (and the two biases) with G gates stacked
-     (3 for GRU, 4 for LSTM).
+     [T, F] per example and gives [T, hidden * (2 if bidirectional)]; the
+     parameters are `weight_ih_l{k}`, `weight_hh_l{k}` (and the two biases)
+     per layer k, and `..._l{k}_reverse` for the backward direction, with G
+     gates stacked (3 for GRU, 4 for LSTM, 1 for RNN, whose `nonlinearity`
+     is `tanh` or `relu`); layer k > 0 reads the previous
+     layer's output, both directions side by side, as nn.GRU/nn.LSTM.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
+
+import numpy as np
 
 from ..dims import Dim, Shape
 from ..ir import ParamSpec
@@ -17,18 +22,44 @@ from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Saved, _expect_rank, _
 from .base import Units
 
 
+def stacked(name: str, a: Attrs) -> bool:
+    """Whether the layer runs through the stacked kernels (`rnn_stack`): more
+    than one layer or direction, or nn.RNN (which has no single-layer kernel)."""
+    return name == "rnn" or a["layers"] > 1 or a["bidirectional"]
+
+
+def parts(a: Attrs) -> list[tuple[int, str]]:
+    """(layer, name suffix) of every layer and direction, in PyTorch's
+    `state_dict` order: `_l0`, `_l0_reverse`, `_l1`, ..."""
+    dirs = ("", "_reverse") if a["bidirectional"] else ("",)
+    return [(k, f"_l{k}{d}") for k in range(a["layers"]) for d in dirs]
+
+
 def _recurrent_units(gates: int):
-    # hidden units are the own units; each gate block's rows follow them, and weight_hh
-    # reads them back (its columns are a fan-in); the time axis is stepped over
+    # hidden units are the own units of every layer and direction (they grow together); each
+    # gate block's rows follow them, and weight_hh reads them back (its columns are a fan-in);
+    # a later layer reads the previous layer's output (both directions side by side); the
+    # time axis is stepped over
     def rule(u) -> None:
         t, features = u.inputs[0]
-        own = u.own(u.attrs["hidden"])
-        rows = u.gates(own, gates)
-        u.output(u.window(0, 0), own)
-        u.param("weight_ih_l0", u.own_axis(rows), u.fan_in(features))
-        u.param("weight_hh_l0", u.own_axis(rows), u.fan_in(own))
-        u.param("bias_ih_l0", u.bias_axis(rows))
-        u.param("bias_hh_l0", u.bias_axis(rows))
+        a = u.attrs
+        own = u.own(a["hidden"])
+        layer_in, out = features, None
+        for k in range(a["layers"]):
+            outs = []
+            for layer, sfx in parts(a):
+                if layer != k:
+                    continue
+                units = own if sfx == "_l0" else u.own_more(sfx, len(own))
+                rows = u.gates(units, gates)
+                u.param(f"weight_ih{sfx}", u.own_axis(rows), u.fan_in(layer_in))
+                u.param(f"weight_hh{sfx}", u.own_axis(rows), u.fan_in(units))
+                u.param(f"bias_ih{sfx}", u.bias_axis(rows))
+                u.param(f"bias_hh{sfx}", u.bias_axis(rows))
+                outs.append(units)
+            out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+            layer_in = out
+        u.output(u.window(0, 0), out)
     return Units(rule, size=lambda a: a["hidden"], varies=("hidden", "in_features"))
 
 
@@ -42,32 +73,50 @@ def _recurrent(name: str, gates: int) -> OpSpec:
         return {**a, "in_features": f}
 
     def infer(a: Attrs, ins) -> Shape:
-        return (ins[0][0], a["hidden"])
+        return (ins[0][0], a["hidden"] * (2 if a["bidirectional"] else 1))
 
     def params(a: Attrs, ins) -> tuple[ParamSpec, ...]:
         h, f = a["hidden"], a["in_features"]
         init = _uniform(h)
-        ps = [ParamSpec("weight_ih_l0", (gates * h, f), True, init),
-              ParamSpec("weight_hh_l0", (gates * h, h), True, init)]
-        if a["bias"]:
-            ps += [ParamSpec("bias_ih_l0", (gates * h,), True, init),
-                   ParamSpec("bias_hh_l0", (gates * h,), True, init)]
+        ps = []
+        for k, sfx in parts(a):
+            width = f if k == 0 else h * (2 if a["bidirectional"] else 1)
+            ps += [ParamSpec(f"weight_ih{sfx}", (gates * h, width), True, init),
+                   ParamSpec(f"weight_hh{sfx}", (gates * h, h), True, init)]
+            if a["bias"]:
+                ps += [ParamSpec(f"bias_ih{sfx}", (gates * h,), True, init),
+                       ParamSpec(f"bias_hh{sfx}", (gates * h,), True, init)]
         return tuple(ps)
 
     def macs(a: Attrs, ins, out: Shape) -> Dim:
-        h, f = a["hidden"], a["in_features"]
-        return out[0] * (gates * h * (f + h))
+        h, f, dirs = a["hidden"], a["in_features"], 2 if a["bidirectional"] else 1
+        per_step = sum(gates * h * ((f if k == 0 else h * dirs) + h) for k, _ in parts(a))
+        return out[0] * per_step
 
     def saves(a: Attrs, ins, out: Shape) -> dict[str, Saved]:
         # every step's gates after their nonlinearity (GRU: r, z, n and W_hn h + b_hn;
-        # LSTM: i, f, g, o) and the LSTM's cell states: backpropagation through time reads them
+        # LSTM: i, f, g, o) and the LSTM's cell states: backpropagation through time reads them;
+        # a stacked layer also keeps each lower layer's output (the next one's input)
         h, t = a["hidden"], out[0]
-        kept = {"gates": Saved((t, 4 * h))}
-        if name == "lstm":
-            kept["cells"] = Saved((t, h))
+        if not stacked(name, a):
+            kept = {"gates": Saved((t, 4 * h))}
+            if name == "lstm":
+                kept["cells"] = Saved((t, h))
+            return kept
+        kept = {}
+        for k, sfx in parts(a):
+            if name == "rnn":           # its backward reads the outputs only
+                continue
+            kept[f"gates{sfx}"] = Saved((t, 4 * h))
+            if name == "lstm":
+                kept[f"cells{sfx}"] = Saved((t, h))
+        for k in range(a["layers"] - 1):
+            kept[f"out_l{k}"] = Saved((t, out[1]))
         return kept
 
-    return OpSpec(name, (ArgSpec("hidden", Kind.POS_INT), ArgSpec("bias", Kind.BOOL, True)),
+    act = (ArgSpec("nonlinearity", Kind.WORD, "tanh", choices=("tanh", "relu")),) if name == "rnn" else ()
+    return OpSpec(name, (ArgSpec("hidden", Kind.POS_INT), *act, ArgSpec("layers", Kind.POS_INT, 1),
+                         ArgSpec("bidirectional", Kind.BOOL, False), ArgSpec("bias", Kind.BOOL, True)),
                   infer, resolve=resolve, params=params, macs=macs,
                   backward=Backward(saves=saves, needs_output=True), units=_recurrent_units(gates))
 
@@ -75,4 +124,5 @@ def _recurrent(name: str, gates: int) -> OpSpec:
 ENTRIES: tuple[OpSpec, ...] = (
     _recurrent("gru", 3),
     _recurrent("lstm", 4),
+    _recurrent("rnn", 1),
 )

@@ -1,4 +1,4 @@
-"""Shape ops: flatten, reshape, transpose and upsample (nearest neighbour).
+"""Shape ops: flatten, reshape, transpose, upsample (nearest, linear, bilinear) and `PAD` (pad).
 
 In:  the shared machinery of `base.py`.
 Out: `ENTRIES`, their catalog entries in catalog order. Each shape rule leaves
@@ -72,6 +72,13 @@ def _upsample_infer(a: Attrs, ins) -> Shape:
     scale = a["scale"]
     if isinstance(scale, tuple) and spatial == 1:
         raise ShapeError("E0304", "upsample of [C, T] takes one scale, not a pair", arg="scale")
+    mode = a.get("mode", "nearest")
+    if mode == "linear" and spatial != 1:
+        raise ShapeError("E0306", f"upsample(mode=linear) works on [C, T], got {format_shape(x)}",
+                         help="use mode=bilinear for [C, H, W]", arg="mode")
+    if mode == "bilinear" and spatial != 2:
+        raise ShapeError("E0306", f"upsample(mode=bilinear) works on [C, H, W], got {format_shape(x)}",
+                         help="use mode=linear for [C, T]", arg="mode")
     sc = _pair(scale, spatial)
     return (x[0], *(d * s for d, s in zip(x[1:], sc)))
 
@@ -106,7 +113,63 @@ ENTRIES: tuple[OpSpec, ...] = (
            units=Units(_reshape_units, varies=("shape",))),
     OpSpec("transpose", (ArgSpec("perm", Kind.INTS),), _transpose_infer, backward=Backward(needs_inputs=False),
            units=Units(_transpose_units)),
-    OpSpec("upsample", (ArgSpec("scale", Kind.SCALE),), _upsample_infer,
+    # section 9: `mode` nearest, linear ([C, T]) or bilinear ([C, H, W]), align_corners=False
+    OpSpec("upsample", (ArgSpec("scale", Kind.SCALE),
+                        ArgSpec("mode", Kind.WORD, "nearest", ("nearest", "linear", "bilinear"))), _upsample_infer,
            backward=Backward(needs_inputs=False),     # each input position sums its block
            units=Units(_upsample_units)),
 )
+
+
+# ------------------------------------------------------------------ pad (LANGUAGE.md section 9)
+# `padding` in F.pad order: (left, right) for the last axis, (left, right, top, bottom) for the
+# last two. Resolving gives `pads`, ((before, after), ...) for the padded trailing axes in axis
+# order, the last axis last. Reflect padding must be smaller than its axis (PyTorch's rule).
+
+PAD_MODES = ("constant", "reflect", "replicate")
+
+
+def _pad_resolve(a: Attrs, ins) -> Attrs:
+    (x,) = ins
+    p = a["padding"]
+    if len(p) not in (2, 4) or len(p) // 2 > len(x):
+        raise ShapeError("E0306", f"pad takes (left, right) or (left, right, top, bottom), got {describe(p)} for "
+                         f"{format_shape(x)}", help="F.pad order: the last axis first", arg="padding")
+    if any(v < 0 for v in p):
+        raise ShapeError("E0306", f"pad sizes must not be negative, got {describe(p)}",
+                         help="use slice to cut an axis", arg="padding")
+    pairs = [(p[i], p[i + 1]) for i in range(0, len(p), 2)][::-1]     # axis order: the last axis last
+    axes = tuple(range(len(x) - len(pairs), len(x)))
+    if a["mode"] == "reflect":
+        for axis, (lo, hi) in zip(axes, pairs):
+            if not (lo or hi):
+                continue
+            size = x[axis]
+            if isinstance(size, Sym):
+                raise ShapeError("E0206", f"pad(mode=reflect) needs a known size on axis {axis}, got "
+                                 f"{format_shape(x)}", arg="mode")
+            if max(lo, hi) >= size:
+                raise ShapeError("E0306", f"reflect padding {max(lo, hi)} is not smaller than the size {size} of "
+                                 f"axis {axis}", help=f"use reflect padding of at most {size - 1}, or "
+                                 "mode=replicate", arg="padding")
+    return {"pads": tuple(pairs), "mode": a["mode"], "value": a["value"]}
+
+
+def _pad_infer(a: Attrs, ins) -> Shape:
+    (x,) = ins
+    first = len(x) - len(a["pads"])
+    return tuple(d if i < first else d + sum(a["pads"][i - first]) for i, d in enumerate(x))
+
+
+def _pad_units(u) -> None:
+    # a padded axis gains positions (a barrier for units there); the other axes keep theirs
+    x = u.inputs[0]
+    first = len(x) - len(u.attrs["pads"])
+    u.output(*(x[i] if i < first or not any(u.attrs["pads"][i - first]) else u.window(0, i)
+               for i in range(len(x))))
+
+
+PAD = OpSpec("pad", (ArgSpec("padding", Kind.INTS), ArgSpec("mode", Kind.WORD, "constant", PAD_MODES),
+                     ArgSpec("value", Kind.FLOAT, 0.0)), _pad_infer, resolve=_pad_resolve,
+             backward=Backward(needs_inputs=False),     # the output's gradient, folded back onto the input
+             units=Units(_pad_units))

@@ -11,7 +11,7 @@ from .rewrite import bypass, single_reader
 # producers whose kernels apply a fused activation to their output
 PRODUCERS = frozenset({"conv1d", "conv2d", "depthwise_conv2d", "dense", "add"})
 FUSABLE = frozenset({"relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "gelu", "hardsigmoid",
-                     "hardswish", "elu", "selu", "softplus"})
+                     "hardswish", "elu", "selu", "softplus", "neg", "abs", "exp", "log", "sqrt", "square"})
 
 
 def fuse_activations(graph: Graph) -> Graph:

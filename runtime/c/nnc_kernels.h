@@ -35,6 +35,19 @@
 #define NNC_NR_MAX 32 /* the panel scratch the planner reserves assumes this */
 #define NNC_KC 256    /* depth of one packed panel */
 
+/* Optional threads: with -fopenmp the loops over independent channels,
+ * transforms and tiles of the convolutions run in parallel (each iteration
+ * writes its own outputs and scratch); without it the pragmas are not
+ * there at all (no unknown-pragma warning). NNC_OMP_FOR_IF parallelises
+ * when the local `nnc_par` is nonzero. */
+#if defined(_OPENMP)
+#define NNC_OMP_FOR _Pragma("omp parallel for schedule(static)")
+#define NNC_OMP_FOR_IF _Pragma("omp parallel for schedule(static) if(nnc_par)")
+#else
+#define NNC_OMP_FOR
+#define NNC_OMP_FOR_IF
+#endif
+
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
 #define NNC_FMA(a, b, c) fmaf((a), (b), (c))
 #else
@@ -43,7 +56,8 @@
 
 enum {
     NNC_ACT_NONE, NNC_RELU, NNC_RELU6, NNC_SIGMOID, NNC_TANH, NNC_GELU, NNC_SILU, NNC_SELU, NNC_SOFTPLUS,
-    NNC_HARDSIGMOID, NNC_HARDSWISH, NNC_LEAKY_RELU, NNC_ELU
+    NNC_HARDSIGMOID, NNC_HARDSWISH, NNC_LEAKY_RELU, NNC_ELU,
+    NNC_NEG, NNC_ABS, NNC_EXP, NNC_LOG, NNC_SQRT, NNC_SQUARE
 };
 
 static inline long nnc_floordiv(long a, long b) {
@@ -126,13 +140,12 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         for (i = 0; i < n; i++) x[i] = nnc_tanhf(x[i]);
         break;
     case NNC_GELU:
-        /* -inf gives -inf, as the NumPy plan does (not -inf * 0 = NaN) */
-        for (i = 0; i < n; i++)
-            x[i] = x[i] < -3.0e38f ? x[i] : 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
+        for (i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
         break;
     case NNC_SILU:
-        /* -inf gives -inf, as the NumPy plan does (not -inf * 0 = NaN) */
-        for (i = 0; i < n; i++) x[i] = x[i] < -3.0e38f ? x[i] : x[i] * nnc_sigmoidf(x[i]);
+        /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
+        for (i = 0; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
         break;
     case NNC_SELU:
         for (i = 0; i < n; i++)
@@ -161,6 +174,25 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
     case NNC_ELU:
         for (i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : alpha * expm1f(x[i]);
         break;
+    /* section 9's elementwise math: libm's, so NaN, log(0) = -inf, log(-1) = NaN as in PyTorch */
+    case NNC_NEG:
+        for (i = 0; i < n; i++) x[i] = -x[i];
+        break;
+    case NNC_ABS:
+        for (i = 0; i < n; i++) x[i] = fabsf(x[i]);
+        break;
+    case NNC_EXP:
+        for (i = 0; i < n; i++) x[i] = nnc_expf(x[i]);
+        break;
+    case NNC_LOG:
+        for (i = 0; i < n; i++) x[i] = logf(x[i]);
+        break;
+    case NNC_SQRT:
+        for (i = 0; i < n; i++) x[i] = sqrtf(x[i]);
+        break;
+    case NNC_SQUARE:
+        for (i = 0; i < n; i++) x[i] = x[i] * x[i];
+        break;
     default:
         break;
     }
@@ -172,19 +204,119 @@ static inline void nnc_activation(const float *x, float *y, long n, int act, flo
     nnc_act(y, n, act, alpha);
 }
 
+#if defined(__GNUC__) && !defined(NNC_PLAIN_C)
+#define NNC_VEC 1
+/* With GCC and Clang, the widest tile is eight named vector accumulators
+ * of the target's width (GNU vector extensions; plain C99 elsewhere, or
+ * with -DNNC_PLAIN_C): a compiler keeps named variables in registers at any
+ * optimisation level, where an array indexed in a loop stays in memory at
+ * -O2. Loads and stores go through memcpy (no alignment or aliasing
+ * assumption). GCC in ISO C mode does not contract a * b + c into a fused
+ * multiply-add; the attribute asks for it on this function only. */
+#if defined(__AVX512F__)
+#define NNC_VL 16
+#elif defined(__AVX__)
+#define NNC_VL 8
+#else
+#define NNC_VL 4
+#endif
+typedef float nnc_vf __attribute__((vector_size(NNC_VL * sizeof(float))));
+#if defined(__clang__)
+#define NNC_CONTRACT
+#else
+#define NNC_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#endif
+
+typedef int32_t nnc_vi __attribute__((vector_size(NNC_VL * sizeof(float))));
+static inline nnc_vf nnc_ldv(const float *p) {
+    nnc_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+#endif
+
 /* ------------------------------------------------------------------ matrix multiply */
 
-/* C[0:mr, 0:nr] (row stride ldc) = or += A-panel [kc][NNC_MR] x B-panel
- * [kc][NNC_NR]. On the last depth block (`last`), adds `bias` (per row, may be
- * NULL) and applies the activation to the stored rows. */
-static inline void nnc_micro(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr, int first,
-                             int last, const float *bias, int act, float alpha) {
+#if defined(NNC_VEC) && NNC_NR == 2 * NNC_VL
+/* The register tile as twelve named vector accumulators (NNC_NR is two
+ * vectors of the target's width: 32, 16 or 8 floats), so that they stay in
+ * registers at any optimisation level; the epilogue of a full-width tile
+ * (the common case) adds the old C, the bias and applies relu/relu6 in
+ * registers too. Other tiles go through a small array on the stack. */
+NNC_CONTRACT static inline void nnc_micro(int kc, const float *restrict a, const float *restrict b, long ldb,
+                                          float *restrict c, long ldc, int mr, int nr, int first, int last,
+                                          const float *restrict bias, int act, float alpha) {
+    nnc_vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}, c40 = {0},
+           c41 = {0}, c50 = {0}, c51 = {0};
+    int k, i;
+    for (k = 0; k < kc; k++) {
+        nnc_vf b0, b1;
+        const float *ak = a + (long)k * NNC_MR;
+        memcpy(&b0, b + (long)k * ldb, sizeof b0);
+        memcpy(&b1, b + (long)k * ldb + NNC_VL, sizeof b1);
+        c00 += ak[0] * b0, c01 += ak[0] * b1;
+        c10 += ak[1] * b0, c11 += ak[1] * b1;
+        c20 += ak[2] * b0, c21 += ak[2] * b1;
+        c30 += ak[3] * b0, c31 += ak[3] * b1;
+        c40 += ak[4] * b0, c41 += ak[4] * b1;
+        c50 += ak[5] * b0, c51 += ak[5] * b1;
+    }
+    {
+        nnc_vf t[NNC_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+        const nnc_vf zero = {0}, six = zero + 6.0f;
+        if (nr == NNC_NR) {
+            for (i = 0; i < mr; i++) {
+                float *row = c + i * ldc;
+                nnc_vf v0 = t[i][0], v1 = t[i][1];
+                if (!first) {
+                    v0 += nnc_ldv(row), v1 += nnc_ldv(row + NNC_VL);
+                }
+                if (last && bias) {
+                    v0 += bias[i], v1 += bias[i];
+                }
+                if (last && (act == NNC_RELU || act == NNC_RELU6)) {
+                    /* x < 0 -> 0 on the bits (NaN compares false and stays) */
+                    v0 = (nnc_vf)((nnc_vi)v0 & ~(v0 < zero)), v1 = (nnc_vf)((nnc_vi)v1 & ~(v1 < zero));
+                    if (act == NNC_RELU6) {
+                        const nnc_vi m0 = v0 > six, m1 = v1 > six;
+                        v0 = (nnc_vf)(((nnc_vi)v0 & ~m0) | ((nnc_vi)six & m0));
+                        v1 = (nnc_vf)(((nnc_vi)v1 & ~m1) | ((nnc_vi)six & m1));
+                    }
+                }
+                memcpy(row, &v0, sizeof v0), memcpy(row + NNC_VL, &v1, sizeof v1);
+                if (last && act && act != NNC_RELU && act != NNC_RELU6) nnc_act(row, nr, act, alpha);
+            }
+        } else {
+            float tile[NNC_MR][NNC_NR];
+            int j;
+            memcpy(tile, t, sizeof tile);
+            for (i = 0; i < mr; i++) {
+                float *row = c + i * ldc;
+                if (!first)
+                    for (j = 0; j < nr; j++) tile[i][j] += row[j];
+                if (last && bias)
+                    for (j = 0; j < nr; j++) tile[i][j] += bias[i];
+                for (j = 0; j < nr; j++) row[j] = tile[i][j];
+                if (last && act) nnc_act(row, nr, act, alpha);
+            }
+        }
+    }
+}
+#else
+
+/* C[0:mr, 0:nr] (row stride ldc) = or += A-panel [kc][NNC_MR] x B [kc]
+ * rows of NNC_NR floats, ldb apart (a packed panel: ldb = NNC_NR; a 1x1
+ * convolution's input read in place: its plane size). On the last depth
+ * block (`last`), adds `bias` (per row, may be NULL) and applies the
+ * activation to the stored rows. */
+static inline void nnc_micro(int kc, const float *a, const float *b, long ldb, float *c, long ldc, int mr, int nr,
+                             int first, int last, const float *bias, int act, float alpha) {
     float acc[NNC_MR][NNC_NR];
     int i, j, k;
     for (i = 0; i < NNC_MR; i++)
         for (j = 0; j < NNC_NR; j++) acc[i][j] = 0.0f;
     for (k = 0; k < kc; k++) {
-        const float *bk = b + (long)k * NNC_NR;
+        const float *bk = b + (long)k * ldb;
         const float *ak = a + (long)k * NNC_MR;
         for (i = 0; i < NNC_MR; i++) {
             const float av = ak[i];
@@ -201,6 +333,7 @@ static inline void nnc_micro(int kc, const float *a, const float *b, float *c, l
         if (last && act) nnc_act(row, nr, act, alpha);
     }
 }
+#endif
 
 /* ------------------------------------------------------------------ convolution */
 
@@ -209,6 +342,7 @@ typedef struct {
     int cin, h, w;          /* input [cin, h, w] */
     int cout, oh, ow;       /* output [cout, oh, ow] */
     int kh, kw, sh, sw, pt, pl, dh, dw, groups;
+    int kc;                 /* rows of a packed panel (the planner sized its scratch); 0: NNC_KC */
 } nnc_conv;
 
 /* Pack the B panel of an implicit im2col: rows k0..k0+kc of the column
@@ -261,27 +395,149 @@ static inline void nnc_pack_cols(const nnc_conv *p, const float *x, int g, int k
  * weights `wp` are packed by the code generator as [ceil(M/MR)][K][MR]
  * (M = cout/groups rows, K = cin/groups*kh*kw, zero rows to fill the last
  * block), groups one after another; `panel` is scratch of
- * min(K, NNC_KC) * NNC_NR_MAX floats. Bias and activation are fused. */
+ * min(K, kc) * NNC_NR_MAX floats (kc = p->kc, or NNC_KC when 0). Bias and
+ * activation are fused. */
 static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp, const float *bias, float *y,
                               int act, float alpha, float *panel) {
     const int M = p->cout / p->groups, K = p->cin / p->groups * p->kh * p->kw;
-    const int mb = (M + NNC_MR - 1) / NNC_MR;
+    const int mb = (M + NNC_MR - 1) / NNC_MR, KC = p->kc > 0 ? p->kc : NNC_KC;
     const long N = (long)p->oh * p->ow;
-    int g, i, k0;
+    /* a 1x1 convolution of stride 1 without padding: the input [K, N] is the
+     * column matrix itself, read in place for every full tile */
+    const int pointwise = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 &&
+                          p->oh == p->h && p->ow == p->w;
+    const int nnc_par = pointwise;    /* other tiles share the packed panel */
+    (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
+    int g;
     long n0;
     for (g = 0; g < p->groups; g++) {
         const float *wg = wp + (long)g * mb * NNC_MR * K;
         float *yg = y + (long)g * M * N;
         const float *bg = bias ? bias + g * M : NULL;
+        NNC_OMP_FOR_IF
         for (n0 = 0; n0 < N; n0 += NNC_NR) {
-            int nr = (int)(N - n0 < NNC_NR ? N - n0 : NNC_NR);
-            for (k0 = 0; k0 < K; k0 += NNC_KC) {
-                int kc = K - k0 < NNC_KC ? K - k0 : NNC_KC;
-                nnc_pack_cols(p, x, g, k0, kc, n0, nr, panel);
+            int nr = (int)(N - n0 < NNC_NR ? N - n0 : NNC_NR), i, k0;
+            for (k0 = 0; k0 < K; k0 += KC) {
+                int kc = K - k0 < KC ? K - k0 : KC;
+                const float *b = panel;
+                long ldb = NNC_NR;
+                if (pointwise && nr == NNC_NR) {
+                    b = x + ((long)g * K + k0) * N + n0;
+                    ldb = N;
+                } else {
+                    nnc_pack_cols(p, x, g, k0, kc, n0, nr, panel);
+                }
                 for (i = 0; i < M; i += NNC_MR) {
                     int mr = M - i < NNC_MR ? M - i : NNC_MR;
-                    nnc_micro(kc, wg + (long)i * K + (long)k0 * NNC_MR, panel, yg + (long)i * N + n0, N, mr, nr,
+                    nnc_micro(kc, wg + (long)i * K + (long)k0 * NNC_MR, b, ldb, yg + (long)i * N + n0, N, mr, nr,
                               k0 == 0, k0 + kc >= K, bg ? bg + i : NULL, act, alpha);
+                }
+            }
+        }
+    }
+}
+
+/* A 3x3 convolution of stride 1 (no dilation, one group) by Winograd's
+ * F(2x2, 3x3): each 2x2 block of outputs (a tile) takes 16 multiplies per
+ * input channel instead of 36. `u` holds the 16 transformed weight matrices
+ * G g G^T (the code generator transforms them), each packed like
+ * nnc_conv2d's weights with K = cin: [16][ceil(cout/MR)][cin][MR]. For each
+ * block of NNC_NR tiles: the inputs' 4x4 patches are transformed (B^T d B)
+ * into `scratch` [16][cin][NNC_NR], 16 packed matrix multiplies give
+ * [16][ceil(cout/MR) MR][NNC_NR] (after it in `scratch`), and the output
+ * transform (A^T m A), bias and activation write the 2x2 outputs.
+ * Scratch: 16 (cin + ceil(cout/MR) MR) NNC_NR_MAX floats. */
+static inline void nnc_conv3x3_wino(const nnc_conv *p, const float *x, const float *u, const float *bias, float *y,
+                                    int act, float alpha, float *scratch) {
+    const int cin = p->cin, cout = p->cout, mb = (cout + NNC_MR - 1) / NNC_MR;
+    const int tw = (p->ow + 1) / 2, th = (p->oh + 1) / 2, T = tw * th;
+    const long us = (long)mb * NNC_MR * cin, vs = (long)cin * NNC_NR, ms = (long)mb * NNC_MR * NNC_NR;
+    float *v = scratch, *m = scratch + 16 * vs;
+    int t0, c, j, e, i;
+    for (t0 = 0; t0 < T; t0 += NNC_NR) {
+        const int nt = T - t0 < NNC_NR ? T - t0 : NNC_NR;
+        int oy[NNC_NR], ox[NNC_NR];
+        for (j = 0; j < NNC_NR; j++) {
+            const int t = t0 + (j < nt ? j : 0);
+            oy[j] = t / tw * 2;
+            ox[j] = t % tw * 2;
+        }
+        NNC_OMP_FOR
+        for (c = 0; c < cin; c++) {
+            const float *plane = x + (long)c * p->h * p->w;
+            float d[16][NNC_NR], q[16][NNC_NR];
+            int j, e, r;
+            for (j = 0; j < NNC_NR; j++) {
+                const int iy = oy[j] - p->pt, ix = ox[j] - p->pl;
+                if (j < nt && iy >= 0 && ix >= 0 && iy + 4 <= p->h && ix + 4 <= p->w) {
+                    const float *src = plane + (long)iy * p->w + ix;
+                    for (r = 0; r < 4; r++)
+                        for (e = 0; e < 4; e++) d[r * 4 + e][j] = src[(long)r * p->w + e];
+                } else {
+                    for (r = 0; r < 4; r++)
+                        for (e = 0; e < 4; e++) {
+                            const int yy = iy + r, xx = ix + e;
+                            d[r * 4 + e][j] = j < nt && yy >= 0 && yy < p->h && xx >= 0 && xx < p->w
+                                                  ? plane[(long)yy * p->w + xx] : 0.0f;
+                        }
+                }
+            }
+            /* B^T d B over all tiles at once: rows, then columns */
+            for (e = 0; e < 4; e++)
+                for (j = 0; j < NNC_NR; j++) {
+                    q[e][j] = d[e][j] - d[8 + e][j];
+                    q[4 + e][j] = d[4 + e][j] + d[8 + e][j];
+                    q[8 + e][j] = d[8 + e][j] - d[4 + e][j];
+                    q[12 + e][j] = d[4 + e][j] - d[12 + e][j];
+                }
+            for (r = 0; r < 4; r++) {
+                float *o0 = v + (long)(r * 4) * vs + (long)c * NNC_NR, *o1 = o0 + vs, *o2 = o1 + vs, *o3 = o2 + vs;
+                for (j = 0; j < NNC_NR; j++) {
+                    o0[j] = q[r * 4][j] - q[r * 4 + 2][j];
+                    o1[j] = q[r * 4 + 1][j] + q[r * 4 + 2][j];
+                    o2[j] = q[r * 4 + 2][j] - q[r * 4 + 1][j];
+                    o3[j] = q[r * 4 + 1][j] - q[r * 4 + 3][j];
+                }
+            }
+        }
+        /* one transformed input matrix at a time, so that it stays in L1
+         * while every block of output channels reads it */
+        NNC_OMP_FOR
+        for (e = 0; e < 16; e++) {
+            int i;
+            for (i = 0; i < cout; i += NNC_MR)
+                nnc_micro(cin, u + e * us + (long)i * cin, v + e * vs, NNC_NR, m + e * ms + (long)i * NNC_NR, NNC_NR,
+                          NNC_MR, NNC_NR, 1, 1, NULL, NNC_ACT_NONE, 0.0f);
+        }
+        NNC_OMP_FOR
+        for (i = 0; i < cout; i++) {
+            int j, e;
+            {
+                float o[4][NNC_NR];
+                float *out = y + (long)i * p->oh * p->ow;
+                const float b = bias ? bias[i] : 0.0f, *q = m + (long)i * NNC_NR;
+                for (j = 0; j < NNC_NR; j++) {
+                    /* A^T m A: rows 0+1+2 and 1-2-3, then the same on columns */
+                    float s0[4], s1[4];
+                    for (e = 0; e < 4; e++) {
+                        const float a0 = q[e * ms + j], a1 = q[(4 + e) * ms + j], a2 = q[(8 + e) * ms + j];
+                        const float a3 = q[(12 + e) * ms + j];
+                        s0[e] = a0 + a1 + a2;
+                        s1[e] = a1 - a2 - a3;
+                    }
+                    o[0][j] = s0[0] + s0[1] + s0[2] + b;
+                    o[1][j] = s0[1] - s0[2] - s0[3] + b;
+                    o[2][j] = s1[0] + s1[1] + s1[2] + b;
+                    o[3][j] = s1[1] - s1[2] - s1[3] + b;
+                }
+                if (act) nnc_act(&o[0][0], 4 * NNC_NR, act, alpha);
+                for (j = 0; j < nt; j++) {
+                    float *at = out + (long)oy[j] * p->ow + ox[j];
+                    const int right = ox[j] + 1 < p->ow, down = oy[j] + 1 < p->oh;
+                    at[0] = o[0][j];
+                    if (right) at[1] = o[1][j];
+                    if (down) at[p->ow] = o[2][j];
+                    if (right && down) at[p->ow + 1] = o[3][j];
                 }
             }
         }
@@ -291,17 +547,125 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
 /* A convolution with one input channel per group (depthwise, channel
  * multiplier cout/cin): direct, row by row. `w` is PyTorch's
  * [cout, 1, kh, kw]. */
+/* One output row of a 3x3 depthwise convolution (no dilation) whose three
+ * input rows x0, x1, x2 all lie inside the input: the nine taps summed in
+ * registers, one store per output (the general loop below reads and
+ * writes the row once per tap). Columns whose taps all lie inside the row
+ * run unchecked and vectorise (stride 1 or 2); the few at the edges check.
+ * The result is clamped to [lo_clamp, hi_clamp] (relu and relu6 fused;
+ * -inf, inf for none: NaN stays NaN). */
+static inline void nnc_dw3x3_row(const float *restrict x0, const float *restrict x1, const float *restrict x2,
+                                 const float *restrict wo, float b, float *restrict row, int w, int ow, int sw,
+                                 int pl, float lo_clamp, float hi_clamp) {
+    const float w0 = wo[0], w1 = wo[1], w2 = wo[2], w3 = wo[3], w4 = wo[4], w5 = wo[5], w6 = wo[6], w7 = wo[7];
+    const float w8 = wo[8];
+    int lo = (pl + sw - 1) / sw, hi = w - 3 + pl < 0 ? 0 : (w - 3 + pl) / sw + 1, q, j;
+    if (hi > ow) hi = ow;
+    if (lo > hi) lo = hi;
+    if (sw == 1) {
+        const float *a = x0 - pl, *c = x1 - pl, *d = x2 - pl;
+        for (q = lo; q < hi; q++) {
+            float s = b;
+            s = NNC_FMA(w0, a[q], s), s = NNC_FMA(w1, a[q + 1], s), s = NNC_FMA(w2, a[q + 2], s);
+            s = NNC_FMA(w3, c[q], s), s = NNC_FMA(w4, c[q + 1], s), s = NNC_FMA(w5, c[q + 2], s);
+            s = NNC_FMA(w6, d[q], s), s = NNC_FMA(w7, d[q + 1], s), s = NNC_FMA(w8, d[q + 2], s);
+            s = s < lo_clamp ? lo_clamp : s;
+            row[q] = s > hi_clamp ? hi_clamp : s;
+        }
+    } else {
+        for (q = lo; q < hi; q++) {
+            const long i = (long)q * sw - pl;
+            float s = b;
+            s = NNC_FMA(w0, x0[i], s), s = NNC_FMA(w1, x0[i + 1], s), s = NNC_FMA(w2, x0[i + 2], s);
+            s = NNC_FMA(w3, x1[i], s), s = NNC_FMA(w4, x1[i + 1], s), s = NNC_FMA(w5, x1[i + 2], s);
+            s = NNC_FMA(w6, x2[i], s), s = NNC_FMA(w7, x2[i + 1], s), s = NNC_FMA(w8, x2[i + 2], s);
+            s = s < lo_clamp ? lo_clamp : s;
+            row[q] = s > hi_clamp ? hi_clamp : s;
+        }
+    }
+    for (q = 0; q < ow; q++) {
+        float s = b;
+        if (q == lo) q = hi;            /* the edges only */
+        if (q >= ow) break;
+        for (j = 0; j < 3; j++) {
+            const long i = (long)q * sw - pl + j;
+            if (i < 0 || i >= w) continue;
+            s = NNC_FMA(wo[j], x0[i], s), s = NNC_FMA(wo[3 + j], x1[i], s), s = NNC_FMA(wo[6 + j], x2[i], s);
+        }
+        s = s < lo_clamp ? lo_clamp : s;
+        row[q] = s > hi_clamp ? hi_clamp : s;
+    }
+}
+
+/* Rows 1 .. h-2 of a 3x3 depthwise convolution of stride 1 and padding 1
+ * (output h x w = input): along the flattened plane every output n reads
+ * x[n + (i-1) w + (j-1)], one long loop that vectorises whatever the row
+ * width (MobileNet's 7- and 14-wide rows waste most of a vector row by
+ * row); the first and last column of each row, where that formula would
+ * read the neighbouring row, are then recomputed with their padding. */
+static inline void nnc_dw3x3_plane(const float *restrict x, const float *restrict wo, float b, float *restrict out,
+                                   int h, int w, float lo_clamp, float hi_clamp) {
+    const float w0 = wo[0], w1 = wo[1], w2 = wo[2], w3 = wo[3], w4 = wo[4], w5 = wo[5], w6 = wo[6], w7 = wo[7];
+    const float w8 = wo[8];
+    const long end = (long)(h - 1) * w - 1;
+    long n;
+    int r;
+    for (n = w + 1; n < end; n++) {
+        float s = b;
+        s = NNC_FMA(w0, x[n - w - 1], s), s = NNC_FMA(w1, x[n - w], s), s = NNC_FMA(w2, x[n - w + 1], s);
+        s = NNC_FMA(w3, x[n - 1], s), s = NNC_FMA(w4, x[n], s), s = NNC_FMA(w5, x[n + 1], s);
+        s = NNC_FMA(w6, x[n + w - 1], s), s = NNC_FMA(w7, x[n + w], s), s = NNC_FMA(w8, x[n + w + 1], s);
+        s = s < lo_clamp ? lo_clamp : s;
+        out[n] = s > hi_clamp ? hi_clamp : s;
+    }
+    for (r = 1; r < h - 1; r++) {
+        const long f = (long)r * w, l = f + w - 1;
+        float s = b, t = b;
+        s = NNC_FMA(w1, x[f - w], s), s = NNC_FMA(w2, x[f - w + 1], s);
+        s = NNC_FMA(w4, x[f], s), s = NNC_FMA(w5, x[f + 1], s);
+        s = NNC_FMA(w7, x[f + w], s), s = NNC_FMA(w8, x[f + w + 1], s);
+        t = NNC_FMA(w0, x[l - w - 1], t), t = NNC_FMA(w1, x[l - w], t);
+        t = NNC_FMA(w3, x[l - 1], t), t = NNC_FMA(w4, x[l], t);
+        t = NNC_FMA(w6, x[l + w - 1], t), t = NNC_FMA(w7, x[l + w], t);
+        s = s < lo_clamp ? lo_clamp : s;
+        t = t < lo_clamp ? lo_clamp : t;
+        out[f] = s > hi_clamp ? hi_clamp : s;
+        out[l] = t > hi_clamp ? hi_clamp : t;
+    }
+}
+
 static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
                                  int act, float alpha) {
     const int mult = p->cout / p->cin;
-    int o, r, i, j, c0;
+    const int k3 = p->kh == 3 && p->kw == 3 && p->dh == 1 && p->dw == 1;
+    const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
+    const float lo_clamp = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY;
+    const float hi_clamp = act == NNC_RELU6 ? 6.0f : INFINITY;
+    const int same = k3 && p->sh == 1 && p->sw == 1 && p->pt == 1 && p->pl == 1 && p->oh == p->h &&
+                     p->ow == p->w && p->h >= 3 && p->w >= 2;
+    int o;
+    NNC_OMP_FOR
     for (o = 0; o < p->cout; o++) {
         const float *plane = x + (long)(o / mult) * p->h * p->w;
         const float *wo = w + (long)o * p->kh * p->kw;
         float *out = y + (long)o * p->oh * p->ow;
         const float b = bias ? bias[o] : 0.0f;
+        int r, i, j, c0;
+        if (same) {
+            nnc_dw3x3_plane(plane, wo, b, out, p->h, p->w, fused ? lo_clamp : -INFINITY, fused ? hi_clamp : INFINITY);
+            if (!fused) nnc_act(out + p->w, (long)(p->h - 2) * p->w, act, alpha);
+        }
         for (r = 0; r < p->oh; r++) {
             float *row = out + (long)r * p->ow;
+            const int top = r * p->sh - p->pt;
+            if (same && r > 0 && r < p->oh - 1) continue;     /* done by nnc_dw3x3_plane */
+            if (k3 && top >= 0 && top + 2 < p->h) {
+                const float *in = plane + (long)top * p->w;
+                nnc_dw3x3_row(in, in + p->w, in + 2 * p->w, wo, b, row, p->w, p->ow, p->sw, p->pl,
+                              fused ? lo_clamp : -INFINITY, fused ? hi_clamp : INFINITY);
+                if (!fused) nnc_act(row, p->ow, act, alpha);
+                continue;
+            }
             for (c0 = 0; c0 < p->ow; c0++) row[c0] = b;
             for (i = 0; i < p->kh; i++) {
                 int ih = r * p->sh - p->pt + i * p->dh;
@@ -419,27 +783,6 @@ static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *h
     } while (0)
 
 #if defined(__GNUC__) && !defined(NNC_PLAIN_C)
-/* With GCC and Clang, the widest tile is eight named vector accumulators
- * of the target's width (GNU vector extensions; plain C99 elsewhere, or
- * with -DNNC_PLAIN_C): a compiler keeps named variables in registers at any
- * optimisation level, where an array indexed in a loop stays in memory at
- * -O2. Loads and stores go through memcpy (no alignment or aliasing
- * assumption). GCC in ISO C mode does not contract a * b + c into a fused
- * multiply-add; the attribute asks for it on this function only. */
-#if defined(__AVX512F__)
-#define NNC_VL 16
-#elif defined(__AVX__)
-#define NNC_VL 8
-#else
-#define NNC_VL 4
-#endif
-typedef float nnc_vf __attribute__((vector_size(NNC_VL * sizeof(float))));
-#if defined(__clang__)
-#define NNC_CONTRACT
-#else
-#define NNC_CONTRACT __attribute__((optimize("fp-contract=fast")))
-#endif
-
 /* out[0:8 NNC_VL] = bias[o0:] (or 0) + x[0:in] . wt[:, o0:o0 + 8 NNC_VL]. */
 NNC_CONTRACT static void nnc_gemv_wide(const float *restrict x, int in, int ld, const float *restrict wt,
                                        const float *restrict bias, int o0, float *restrict out) {
@@ -610,30 +953,41 @@ static inline void nnc_lstm(int T, int F, int H, const float *x, const float *wi
  * for max and as zeros for the average (PyTorch's count_include_pad=True). */
 static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int oh, int ow, int kh, int kw, int sh,
                               int sw, int pt, int pl, int is_max) {
+    /* row by row, one pass per tap over the output row (the taps' order
+     * per output is the order of the plain loops): the loops along the
+     * row have no branch and vectorise */
     int ch, r, q, i, j;
     const float inv = 1.0f / (float)(kh * kw);
     for (ch = 0; ch < c; ch++) {
         const float *plane = x + (long)ch * h * w;
         float *out = y + (long)ch * oh * ow;
         for (r = 0; r < oh; r++) {
-            for (q = 0; q < ow; q++) {
-                float acc = is_max ? -INFINITY : 0.0f;
-                for (i = 0; i < kh; i++) {
-                    int ih = r * sh - pt + i;
-                    if (ih < 0 || ih >= h) continue;
-                    for (j = 0; j < kw; j++) {
-                        int iw = q * sw - pl + j;
-                        float v;
-                        if (iw < 0 || iw >= w) continue;
-                        v = plane[(long)ih * w + iw];
-                        if (is_max)
-                            acc = v > acc || v != v ? v : acc;
-                        else
-                            acc += v;
+            float *row = out + (long)r * ow;
+            for (q = 0; q < ow; q++) row[q] = is_max ? -INFINITY : 0.0f;
+            for (i = 0; i < kh; i++) {
+                const int ih = r * sh - pt + i;
+                const float *in;
+                if (ih < 0 || ih >= h) continue;
+                in = plane + (long)ih * w;
+                for (j = 0; j < kw; j++) {
+                    /* the output columns whose input column q*sw + off lies inside the row */
+                    const int off = j - pl;
+                    int lo = 0, hi = ow;
+                    if (off < 0) lo = (-off + sw - 1) / sw;
+                    if ((long)(hi - 1) * sw + off >= w) hi = w - 1 - off < 0 ? 0 : (w - 1 - off) / sw + 1;
+                    if (lo > hi) lo = hi;
+                    if (is_max) {
+                        for (q = lo; q < hi; q++) {
+                            const float v = in[(long)q * sw + off];
+                            row[q] = v > row[q] || v != v ? v : row[q];   /* NaN propagates */
+                        }
+                    } else {
+                        for (q = lo; q < hi; q++) row[q] += in[(long)q * sw + off];
                     }
                 }
-                out[(long)r * ow + q] = is_max ? acc : acc * inv;
             }
+            if (!is_max)
+                for (q = 0; q < ow; q++) row[q] *= inv;
         }
     }
 }
@@ -809,3 +1163,6 @@ static inline void nnc_upsample(const float *x, float *y, int c, int h, int w, i
 }
 
 #endif /* NNC_KERNELS_H */
+#include "nnc_v2_spatial.h"
+#include "nnc_v2_tensor.h"
+#include "nnc_v2_attention.h"

@@ -1,0 +1,253 @@
+"""Stacked and two-way recurrent layers (nn.GRU / nn.LSTM / nn.RNN with
+num_layers and bidirectional), built from the single-layer kernels of
+`recurrent.py` and the RNN's below (tanh or relu, `nonlinearity`).
+
+In:  `kind` "gru", "lstm" or "rnn"; x [B, T, F]; `weights`, a flat tuple of four
+     arrays per layer and direction in PyTorch's order (`_l0`, `_l0_reverse`,
+     `_l1`, ...): w_ih, w_hh, b_ih, b_hh (biases None without bias); `hidden`,
+     `layers`, `dirs` (1 or 2).
+Out: out [B, T, dirs * H], the last layer's outputs, the forward direction
+     in the first H columns and the reverse one (run from the last step to
+     the first) in the next H, as PyTorch. The reverse direction runs on a
+     time-reversed view of its input and writes a time-reversed view of its
+     output: nothing is copied. Layer k > 0 reads layer k - 1's output from
+     scratch. `rnn_stack_chunk` streams one-way stacks, carrying every
+     layer's state ([B, layers * H] each for h and c). Training:
+     `rnn_stack_train` also keeps each layer's gates (and cells) and each
+     lower layer's output; `rnn_stack_backward` runs BPTT per layer and
+     direction from the top, adding the two directions' input gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from . import recurrent as R
+
+_REV = slice(None, None, -1)
+_FWD = slice(None)
+_SAVES = {"gru": 1, "lstm": 2, "rnn": 0}     # tensors kept per layer and direction: gates (and cells)
+
+
+# ------------------------------------------------------------------ nn.RNN (one layer)
+# h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu. The
+# backward reads the outputs only: tanh' = 1 - h^2, relu' = (h > 0).
+
+def rnn_chunk_scratch(in_shape, hidden: int) -> dict[str, tuple]:
+    b, t, _ = in_shape
+    return {"gi": (b, t, hidden), "gh": (b, hidden)}
+
+
+def rnn_chunk(x, h, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=None) -> None:
+    """The RNN over the chunk x [B, n, F] from state h [B, H]; h ends as the last step."""
+    if scratch is None:
+        scratch = {k: np.empty(s, x.dtype) for k, s in rnn_chunk_scratch(x.shape, h.shape[1]).items()}
+    gi, gh = scratch["gi"], scratch["gh"]
+    np.matmul(x, w_ih.T, out=gi)
+    if b_ih is not None:
+        np.add(gi, b_ih, out=gi)
+    prev = h
+    for t in range(x.shape[1]):
+        np.matmul(prev, w_hh.T, out=gh)
+        if b_hh is not None:
+            np.add(gh, b_hh, out=gh)
+        ht = out[:, t]
+        np.add(gi[:, t], gh, out=ht)
+        if nonlinearity == "relu":
+            np.clip(ht, 0.0, np.inf, out=ht)
+        else:
+            np.tanh(ht, out=ht)
+        prev = ht
+    if x.shape[1]:
+        np.copyto(h, prev)
+
+
+def rnn_scratch(in_shape, hidden: int) -> dict[str, tuple]:
+    return {**rnn_chunk_scratch(in_shape, hidden), "h": (in_shape[0], hidden)}
+
+
+def rnn(x, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=None) -> None:
+    """The RNN over the whole sequence from a zero state."""
+    if scratch is None:
+        scratch = {k: np.empty(s, x.dtype) for k, s in rnn_scratch(x.shape, w_hh.shape[1]).items()}
+    h = scratch["h"]
+    h.fill(0.0)
+    rnn_chunk(x, h, w_ih, w_hh, b_ih, b_hh, out, nonlinearity=nonlinearity, scratch=scratch)
+
+
+def rnn_backward_scratch(in_shape, hidden: int) -> dict[str, tuple]:
+    b, t, _ = in_shape
+    return {"dg": (b, t, hidden), "prev": (b, t, hidden), "dh": (b, hidden), "tmp": (b, hidden)}
+
+
+def rnn_backward(x, w_ih, w_hh, out, dy, *, nonlinearity: str = "tanh", dx, dw_ih, dw_hh, db_ih, db_hh,
+                 scratch=None) -> None:
+    """Gradients of `rnn` through the whole sequence (BPTT) from dy [B, T, H]."""
+    s = scratch if scratch is not None else \
+        {k: np.empty(v, x.dtype) for k, v in rnn_backward_scratch(x.shape, w_hh.shape[1]).items()}
+    dg, prev, dh, tmp = s["dg"], s["prev"], s["dh"], s["tmp"]
+    R._previous_states(out, prev)
+    dh.fill(0.0)
+    for t in reversed(range(x.shape[1])):
+        np.add(dh, dy[:, t], out=dh)
+        y, d = out[:, t], dg[:, t]
+        if nonlinearity == "relu":
+            np.greater(y, 0, out=tmp)
+        else:
+            np.multiply(y, y, out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+        np.multiply(dh, tmp, out=d)
+        np.matmul(d, w_hh, out=dh)
+    R._input_gradients(x, w_ih, w_hh, dg, dg, prev, dx=dx, dw_ih=dw_ih, dw_hh=dw_hh, db_ih=db_ih, db_hh=db_hh)
+
+
+def _inner_scratch(kind: str, in_shape, hidden: int) -> dict[str, tuple]:
+    return {"gru": R.gru_scratch, "lstm": R.lstm_scratch, "rnn": rnn_scratch}[kind](in_shape, hidden)
+
+
+def _act(kind: str, nonlinearity: str) -> dict:
+    return {"nonlinearity": nonlinearity} if kind == "rnn" else {}
+
+
+def rnn_stack_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int) -> dict[str, tuple]:
+    """Scratch of `rnn_stack`: the single-layer kernel's and the lower layers' outputs."""
+    b, t, _ = in_shape
+    out = dict(_inner_scratch(kind, in_shape, hidden))
+    for k in range(min(layers - 1, 2)):
+        out[f"mid{k}"] = (b, t, dirs * hidden)
+    return out
+
+
+def _layer_io(x, out, scratch, k: int, layers: int):
+    src = x if k == 0 else scratch[f"mid{(k - 1) % 2}"]
+    dst = out if k == layers - 1 else scratch[f"mid{k % 2}"]
+    return src, dst
+
+
+def rnn_stack(kind: str, x, weights: Sequence, out, *, hidden: int, layers: int, dirs: int,
+              nonlinearity: str = "tanh", scratch=None) -> None:
+    """The stacked (and two-way) GRU, LSTM or RNN over the whole sequence from zero states."""
+    if scratch is None:
+        scratch = {k: np.empty(s, np.float32) for k, s in
+                   rnn_stack_scratch(kind, x.shape, hidden, layers, dirs).items()}
+    kernel = {"gru": R.gru, "lstm": R.lstm, "rnn": rnn}[kind]
+    act = _act(kind, nonlinearity)
+    H = hidden
+    for k in range(layers):
+        src, dst = _layer_io(x, out, scratch, k, layers)
+        for d in range(dirs):
+            w = weights[4 * (k * dirs + d):4 * (k * dirs + d) + 4]
+            t = _REV if d else _FWD
+            kernel(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], scratch=scratch, **act)
+
+
+def rnn_stack_chunk_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int) -> dict[str, tuple]:
+    b, t, _ = in_shape
+    inner = {"gru": R.gru_chunk_scratch, "lstm": R.lstm_chunk_scratch, "rnn": rnn_chunk_scratch}[kind](in_shape, hidden)
+    return {**inner, **{f"mid{k}": (b, t, hidden) for k in range(min(layers - 1, 2))}}
+
+
+def rnn_stack_chunk(kind: str, x, states: Sequence, weights: Sequence, out, *, hidden: int, layers: int,
+                    dirs: int = 1, nonlinearity: str = "tanh", scratch=None) -> None:
+    """A one-way stack over the chunk x [B, n, F] from its carried states
+    (h, and c for the LSTM, each [B, layers * H]); they end as the last step."""
+    if scratch is None:
+        scratch = {k: np.empty(s, np.float32) for k, s in
+                   rnn_stack_chunk_scratch(kind, x.shape, hidden, layers, 1).items()}
+    H = hidden
+    for k in range(layers):
+        src, dst = _layer_io(x, out, scratch, k, layers)
+        w = weights[4 * k:4 * k + 4]
+        layer_states = [s[:, k * H:(k + 1) * H] for s in states]
+        if kind == "gru":
+            R.gru_chunk(src, *layer_states, *w, dst, scratch=scratch)
+        elif kind == "rnn":
+            rnn_chunk(src, *layer_states, *w, dst, nonlinearity=nonlinearity, scratch=scratch)
+        else:
+            R.lstm_chunk(src, *layer_states, *w, dst, scratch=scratch)
+
+
+# ------------------------------------------------------------------ training
+
+def rnn_stack_train_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int,
+                            nonlinearity: str = "tanh") -> dict[str, tuple]:
+    return {"gru": R.gru_train_scratch, "lstm": R.lstm_train_scratch, "rnn": rnn_scratch}[kind](in_shape, hidden)
+
+
+def rnn_stack_train(kind: str, x, weights: Sequence, out, saved: Sequence, *, hidden: int, layers: int, dirs: int,
+                    nonlinearity: str = "tanh", scratch=None) -> None:
+    """`rnn_stack` from zero states, keeping what the backward reads: `saved`
+    holds per layer and direction its gates [B, T, 4H] (and, for the LSTM,
+    cells [B, T, H]), in their own time order, then the outputs
+    [B, T, dirs * H] of the layers below the last."""
+    per = _SAVES[kind]
+    mids = saved[per * layers * dirs:]
+    H = hidden
+    for k in range(layers):
+        src = x if k == 0 else mids[k - 1]
+        dst = out if k == layers - 1 else mids[k]
+        for d in range(dirs):
+            i = k * dirs + d
+            w = weights[4 * i:4 * i + 4]
+            t = _REV if d else _FWD
+            keep = saved[per * i:per * i + per]
+            if kind == "rnn":
+                rnn(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], nonlinearity=nonlinearity, scratch=scratch)
+            elif kind == "gru":
+                R.gru_train(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], *keep, scratch=scratch)
+            else:
+                R.lstm_train(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], *keep, scratch=scratch)
+
+
+def rnn_stack_backward_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int,
+                               nonlinearity: str = "tanh") -> dict[str, tuple]:
+    """Scratch of `rnn_stack_backward`: the single-layer backward's, the
+    gradients of the lower layers' outputs (`dmid0`, `dmid1`), and for two
+    directions the reverse one's input gradient (`dtmp_x` [B, T, F],
+    `dtmp_h` [B, T, 2H])."""
+    b, t, f = in_shape
+    out = dict({"gru": R.gru_backward_scratch, "lstm": R.lstm_backward_scratch,
+                "rnn": rnn_backward_scratch}[kind](in_shape, hidden))
+    for k in range(min(layers - 1, 2)):
+        out[f"dmid{k}"] = (b, t, dirs * hidden)
+    if dirs == 2:
+        out["dtmp_x"] = (b, t, f)
+        if layers > 1:
+            out["dtmp_h"] = (b, t, dirs * hidden)
+    return out
+
+
+def rnn_stack_backward(kind: str, x, weights: Sequence, out, saved: Sequence, dy, *, hidden: int, layers: int,
+                       dirs: int, dx, grads: Sequence, nonlinearity: str = "tanh", scratch=None) -> None:
+    """Gradients of `rnn_stack_train` from the output gradient dy: overwrite
+    dx (unless None) and `grads` (four per layer and direction, as
+    `weights`; None: not wanted)."""
+    if scratch is None:
+        scratch = {k: np.empty(s, x.dtype) for k, s in
+                   rnn_stack_backward_scratch(kind, x.shape, hidden, layers, dirs).items()}
+    per = _SAVES[kind]
+    mids = saved[per * layers * dirs:]
+    backward = {"gru": R.gru_backward, "lstm": R.lstm_backward, "rnn": rnn_backward}[kind]
+    act = _act(kind, nonlinearity)
+    H = hidden
+    for k in reversed(range(layers)):
+        src = x if k == 0 else mids[k - 1]
+        dst = out if k == layers - 1 else mids[k]
+        ddst = dy if k == layers - 1 else scratch[f"dmid{k % 2}"]
+        dsrc = dx if k == 0 else scratch[f"dmid{(k - 1) % 2}"]
+        for d in range(dirs):
+            i = k * dirs + d
+            w_ih, w_hh = weights[4 * i], weights[4 * i + 1]
+            g = grads[4 * i:4 * i + 4]
+            t = _REV if d else _FWD
+            cols = slice(d * H, (d + 1) * H)
+            target = None
+            if dsrc is not None:
+                target = dsrc[:, t] if d == 0 else scratch["dtmp_x" if k == 0 else "dtmp_h"][:, t]
+            keep = saved[per * i:per * i + per]
+            backward(src[:, t], w_ih, w_hh, dst[:, t, cols], *keep, ddst[:, t, cols], dx=target,
+                     dw_ih=g[0], dw_hh=g[1], db_ih=g[2], db_hh=g[3], scratch=scratch, **act)
+            if d == 1 and dsrc is not None:
+                np.add(dsrc, scratch["dtmp_x" if k == 0 else "dtmp_h"], out=dsrc)
