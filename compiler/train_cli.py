@@ -146,8 +146,12 @@ def _dims(args: argparse.Namespace, data: dict) -> dict[str, int] | None:
     """`--dim` sizes, and for every other named dimension of the model's
     input the longest the data holds (as `nnc run` sizes it from its input)."""
     from .cli import _dims_from_inputs
+    from .diagnostics import CompileError, UserError
     from .frontend import check
-    graph = check(args.model).graph
+    try:
+        graph = check(args.model).graph
+    except (CompileError, UserError, OSError):
+        return dict(args.dim) or None      # nnc.train reports it
     if len(graph.inputs) != 1:
         return dict(args.dim) or None
     name = graph.inputs[0].name

@@ -378,6 +378,25 @@ def test_8000_errors_are_collected_and_rendered_fast(tmp_path):
     assert cpu_seconds(run) < 10
 
 
+def test_8000_unknown_names_in_a_large_scope_are_reported_fast(tmp_path):
+    # "did you mean" compared every unknown name with every name in scope: 118 s
+    body = "".join(f"    h{i} = nosuch{i}\n" for i in range(8000))
+    path = write(tmp_path, "unknown.nn", "model m(x: [10]) {\n" + body + "}\n")
+
+    def run():
+        with pytest.raises(nnc.CompileError) as info:
+            check(path)
+        assert len(info.value.diagnostics) == 8000
+    assert cpu_seconds(run) < 10
+
+
+def test_did_you_mean_still_finds_close_names_in_a_large_scope():
+    from nnc.compiler.diagnostics import did_you_mean
+    names = [f"layer{i}" for i in range(1000)] + ["encoder"]
+    assert did_you_mean("encodr", names) == "did you mean `encoder`?"
+    assert did_you_mean("layer17x", names) is not None
+
+
 def test_summary_of_10000_steps_is_fast(tmp_path, capsys):
     # planning looked sizes and nodes up by scanning: 20,000 steps took minutes
     path = write(tmp_path, "long.nn", "model m(x: [10]) {\n" + "    dense(10)\n" * 10000 + "}\n")
@@ -506,3 +525,13 @@ def test_the_shared_argument_types_refuse_the_same_text_with_exit_2(argv, capsys
         main(argv)
     assert e.value.code == 2
     assert "error: argument" in capsys.readouterr().err
+
+
+def test_a_compiler_that_succeeds_without_writing_a_library_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CC", "/bin/true")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = write(tmp_path, "s.nn", "model s(x: [4]) {\n    dense(2)\n}\n")
+    np.save(tmp_path / "in.npy", np.zeros((1, 4), np.float32))
+    code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "in.npy", "-t", "c")
+    assert code == 1
+    assert "/bin/true" in err and "wrote no library" in err
