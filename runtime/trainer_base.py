@@ -152,13 +152,8 @@ class TrainerBase:
 
     # ------------------------------------------------------------ the API
 
-    @property
-    def input_shapes(self) -> dict[str, tuple]:
-        return {k: tuple(v) for k, v in self.INPUTS.items()}
-
-    @property
-    def output_shapes(self) -> dict[str, tuple]:
-        return {k: tuple(v) for k, v in self.OUTPUTS.items()}
+    input_shapes = ModelBase.input_shapes
+    output_shapes = ModelBase.output_shapes
 
     @property
     def loss(self) -> str:

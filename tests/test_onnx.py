@@ -52,10 +52,10 @@ def _rel(a, b) -> float:
 # ---------------------------------------------------------------------- export
 
 @pytest.mark.parametrize("sample", SMALL + LARGE)
-def test_exported_sample_runs_in_onnxruntime_with_nncs_results(sample, tmp_path):
+def test_exported_sample_runs_in_onnxruntime_with_nncs_results(sample, target, tmp_path):
     dims = DIMS.get(sample)
     path = nnc.to_onnx(SAMPLES / f"{sample}.nn", None, tmp_path / f"{sample}.onnx")
-    model = nnc.build(SAMPLES / f"{sample}.nn", batch=2, dims=dims)
+    model = nnc.build(SAMPLES / f"{sample}.nn", batch=2, dims=dims, target=target)
     xs = _inputs(model, dims or {}, 2)
     ours = model(**xs)
     theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, xs)[0]

@@ -541,17 +541,21 @@ def _bias(c: _Ctx, n: Node) -> str:
     return c.p(n, "bias") if has else "NULL"
 
 
-def _conv(c: _Ctx, n: Node) -> list[str]:
+def _conv_geometry(c: _Ctx, n: Node) -> tuple:
+    """A 1-d or 2-d (transposed) convolution as 2-d: input and output sizes,
+    kernel, stride, dilation and the top/left padding."""
     a = n.attrs
     x = c.graph.shape_of(n.inputs[0])
     if len(x) == 2:
-        ih, iw, oh, ow = 1, x[1], 1, n.shape[1]
-        (kh, kw), (sh, sw), (dh, dw) = (1, a["kernel"][0]), (1, a["stride"][0]), (1, a["dilation"][0])
-        pt, pl = 0, a["pads"][0][0]
-    else:
-        ih, iw, oh, ow = x[1], x[2], n.shape[1], n.shape[2]
-        (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
-        pt, pl = a["pads"][0][0], a["pads"][1][0]
+        return (x, 1, x[1], 1, n.shape[1], 1, a["kernel"][0], 1, a["stride"][0], 1, a["dilation"][0],
+                0, a["pads"][0][0])
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    return (x, x[1], x[2], n.shape[1], n.shape[2], kh, kw, sh, sw, dh, dw, a["pads"][0][0], a["pads"][1][0])
+
+
+def _conv(c: _Ctx, n: Node) -> list[str]:
+    a = n.attrs
+    x, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl = _conv_geometry(c, n)
     if n.history:
         iw = n.history + x[1]       # the convolution runs over history + chunk
         pl = 0
@@ -784,15 +788,7 @@ V2_TENSOR_STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
 
 def _conv_transpose(c: _Ctx, n: Node) -> list[str]:
     a = n.attrs
-    x = c.graph.shape_of(n.inputs[0])
-    if len(x) == 2:
-        ih, iw, oh, ow = 1, x[1], 1, n.shape[1]
-        (kh, kw), (sh, sw), (dh, dw) = (1, a["kernel"][0]), (1, a["stride"][0]), (1, a["dilation"][0])
-        pt, pl = 0, a["pads"][0][0]
-    else:
-        ih, iw, oh, ow = x[1], x[2], n.shape[1], n.shape[2]
-        (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
-        pt, pl = a["pads"][0][0], a["pads"][1][0]
+    x, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl = _conv_geometry(c, n)
     geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"], 0]
     return ["const nnc_conv g = {" + c.ints(geo) + "};",
             f"nnc_conv_transpose(&g, {c.v(n.inputs[0])}, {c.p(n, 'weight')}, {_bias(c, n)}, {c.v(n.label)});"]

@@ -20,12 +20,9 @@ deterministic: the same training graph gives the same bytes.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
-
-import jinja2
 
 from ...runtime import kernels as K
 from ...runtime import losses as L
@@ -676,15 +673,6 @@ def _comment(tg: TrainGraph, s: Step) -> str:
     return "# " + py_comment(text)
 
 
-@functools.cache       # one environment: its templates compile once per process
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("nnc.compiler.codegen", "templates"),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, autoescape=False)
-    env.filters.update(py=py_literal, doc=py_doc)
-    return env
-
-
 def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
     """The training module's text."""
     r = _Render(tg, lay)
@@ -720,7 +708,7 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
     g = tg.graph
     dims = sorted(g.bounds)
     specs = g.param_specs()
-    return _env().get_template("train_module.py.j2").render(
+    return inference._env().get_template("train_module.py.j2").render(
         name=name, source=source, version=VERSION, batch=batch, loss=tg.loss,
         inputs_repr=py_literal({i.name: inference._api_shape(i.shape) for i in g.inputs}),
         integer_inputs_repr=py_literal(integer_limits(g)),
