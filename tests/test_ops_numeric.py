@@ -9,6 +9,7 @@ import pytest
 
 import nnc
 from nnc.compiler import ops
+from numerics import rel_err
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -19,9 +20,6 @@ def t(a):
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def rel_err(a, b) -> float:
-    b = np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 def check(src: str, shape: tuple, reference, *, optimize: bool = True, dims=None, target: str = "numpy"):

@@ -10,15 +10,13 @@ import pytest
 
 import nnc
 from nnc.compiler.diagnostics import CompileError
+from numerics import rel_err
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 torch.set_num_threads(1)
 
 
-def rel_err(a, b) -> float:
-    b = np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 CASES = {

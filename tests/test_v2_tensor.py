@@ -13,15 +13,13 @@ import nnc
 from nnc.compiler import frontend
 from nnc.compiler.passes import optimize
 from nnc.runtime import kernels as K
+from numerics import rel_err
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 torch.set_num_threads(1)
 
 
-def rel_err(a, b) -> float:
-    b = np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 def _model(shape, body: str) -> str:

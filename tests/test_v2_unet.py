@@ -12,6 +12,7 @@ import pytest
 
 import nnc
 from torch_twins import UNetMini, seeded_state_dict
+from numerics import rel_err
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -21,8 +22,6 @@ SAMPLE = ROOT / "samples" / "unet.nn"
 DATA = Path(__file__).resolve().parent / "data" / "unet.npz"
 
 
-def rel_err(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
 @pytest.mark.parametrize("optimize", [True, False])
