@@ -17,6 +17,10 @@ The probe's mutators (issue 9) run as a second, smaller fuzz: huge numbers
 negations), dimension names that are keywords of C or Python, and hostile
 file names, which go through the command line (`nnc check`, `nnc summary`):
 there only a clean exit 0 or 1 with no traceback is allowed.
+
+Integer inputs (issue 13) get their own family: models over `x: int[...]`
+(well- and ill-formed declarations) followed by one to five random ops,
+half of them mutated once more; again only CompileError or success.
 """
 
 from __future__ import annotations
@@ -363,6 +367,8 @@ TRICKY = {
     "block_input_named_twice": "block b()(y, y) {\n    relu\n}\nmodel m(x: [2]) {\n    b()(x, x)\n}\n",
     "continuing_from_two_values": "block two()(x) {\n    return x, x\n}\nmodel m(x: [2]) {\n    two\n    relu\n}\n",
     "label_equal_to_an_input": "model m(x: [2]) {\n    x: relu\n}\n",
+    "select_of_the_only_axis": "model m(x: [8]) {\n    select(0, -1)\n}\n",
+    "select_of_an_integer_input_s_only_axis": "model m(x: int[T=8]) {\n    select(0, -1) -> embedding(10, 4)\n}\n",
 }
 
 
@@ -370,3 +376,67 @@ TRICKY = {
 def test_tricky_input_raises_only_compile_error(text):
     crash = run(text)
     assert crash is None, crash.traceback
+
+
+# ---------------------------------------------------------------- integer inputs (issue 13)
+
+INTEGER_INPUTS = ("int[T=8]", "int[T=8]", "int[8]", "int[2, T=8]", "int[T=8, 2]", "int[T]", "int[0]", "int[]",
+                  "int", "int[T=8", "int[T=-1]", "int[T=8.5]", "int[T=99999999999999999999]", "int int[T=8]")
+INTEGER_OPS = (
+    "embedding(10, 4)", "embedding(10, 4)", "embedding(0, 4)", "embedding(10, 0)", "embedding(-1, 4)",
+    "embedding(10)", "embedding(10, 4, 2)", "embedding(2.5, 4)", "embedding(num=10, dim=4)",
+    "slice(0, 1)", "slice(0, -3, none)", "slice(-1, 2, 1, 2)", "slice(0, 9, 2)", "slice(0, 0, 0)",
+    "select(0, -1)", "select(0, 8)", "select(-1, 0)", "reshape((2, 4))", "reshape((-1,))",
+    "transpose((1, 0))", "transpose", "flatten", "positional(8)", "positional(4)", "attention(2, causal=true)",
+    "attention(4)", "dense(3)", "conv1d(4, 3)", "relu", "gelu", "layernorm", "mean(0)", "sum(-1)",
+    "max(0)", "clamp(min=0)", "neg", "exp", "glu", "pad((1, 0))", "lstm(4)", "gru(4, layers=2)",
+    "softmax(-1)", "global_maxpool", "upsample(2)", "matmul(x, x)", "div(x, x)", "add(x, x)",
+    "concat(x, x)", "emb: embedding(10, 4)", "x",
+)
+
+
+def integer_model(rng: random.Random) -> str:
+    """A model over an integer input `x` followed by one to five random ops,
+    sometimes named and sometimes referring back to the input."""
+    lines = [f"model m(x: {rng.choice(INTEGER_INPUTS)}) {{"]
+    for i in range(rng.randint(1, 5)):
+        op = rng.choice(INTEGER_OPS)
+        if rng.random() < 0.2:
+            lines.append(f"    v{i} = x -> {op}")
+        elif rng.random() < 0.1:
+            lines.append(f"    return {op}")
+        else:
+            lines.append(f"    {op}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+INTEGER_MODELS = 300
+
+
+def test_integer_input_models_raise_only_compile_error():
+    rng = random.Random(f"{SEED}-integer")
+    found: dict[tuple[str, str, int], str] = {}
+    for _ in range(INTEGER_MODELS):
+        text = integer_model(rng)
+        if rng.random() < 0.5:
+            text = rng.choice(MUTATIONS)(rng, text)
+        crash = run(text)
+        if crash is not None and crash.site not in found:
+            found[crash.site] = text
+    assert not found, report(found)
+
+
+def test_integer_input_models_reach_both_outcomes():
+    """The family is not all errors: some models compile (the integers reach an embedding)."""
+    rng = random.Random(f"{SEED}-integer")
+    outcomes = {run_outcome(integer_model(rng)) for _ in range(INTEGER_MODELS)}
+    assert outcomes == {"ok", "CompileError"}
+
+
+def run_outcome(text: str) -> str:
+    try:
+        check(text)
+    except CompileError:
+        return "CompileError"
+    return "ok"

@@ -391,6 +391,32 @@ class TinyTransformer(_Module):
         return self.head(x.mean(1))
 
 
+class CharLM(_Module):
+    """samples/charlm.nn: embedding(48, 32), a learned positional table of 64
+    rows, one post-norm decoder layer (nn.MultiheadAttention(32, 4,
+    batch_first=True) with a causal mask, a gelu MLP 32-128-32, residuals and
+    LayerNorms), a linear head to the 48 characters at every step. Takes
+    integer character ids [B, T]."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(48, 32)
+        self.pos = _Table(64, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.norm1 = nn.LayerNorm(32)
+        self.fc1 = nn.Linear(32, 128)
+        self.fc2 = nn.Linear(128, 32)
+        self.norm2 = nn.LayerNorm(32)
+        self.head = nn.Linear(32, 48)
+
+    def forward(self, tokens):
+        t = tokens.shape[1]
+        p = self.emb(tokens) + self.pos.weight[:t]
+        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+        h = self.norm1(p + self.attn(p, p, p, attn_mask=mask, need_weights=False)[0])
+        return self.head(self.norm2(h + self.fc2(F.gelu(self.fc1(h)))))
+
+
 # ---------------------------------------------------------------- unet.nn
 
 class Double(_Module):
@@ -484,7 +510,7 @@ TWINS: dict[str, tuple[Callable[[], "nn.Module"], dict[str, tuple[int, ...]]]] =
 }
 """Sample file stem -> (twin factory, input shapes without the batch axis)."""
 
-INTEGER_TWINS: dict[str, Callable[[], "nn.Module"]] = {"transformer": TinyTransformer}
+INTEGER_TWINS: dict[str, Callable[[], "nn.Module"]] = {"transformer": TinyTransformer, "charlm": CharLM}
 """Samples with integer inputs: their twins, outside `TWINS` (no float reference data)."""
 
 V2_TWINS: dict[str, Callable[[], "nn.Module"]] = {"glu_tcn": GluTcn, "bilstm_tagger": BiLstmTagger}

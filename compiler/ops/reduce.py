@@ -81,6 +81,9 @@ def _slice_infer(a: Attrs, ins) -> Shape:
 def _select_resolve(a: Attrs, ins) -> Attrs:
     (x,) = ins
     axis = _axis("select", a["axis"], x)
+    if len(x) == 1:
+        raise ShapeError("E0306", f"select drops the only axis of {format_shape(x)}, which would leave nothing "
+                         "per example", help="use slice(axis, i, i + 1) to keep one position", arg="axis")
     index = a["index"]
     if isinstance(x[axis], Sym):
         # a named size (the time axis): its first and last step exist at every size
