@@ -386,15 +386,7 @@ def _npz_readers(path: str, f, specs: Mapping[str, Spec], report: _Report) -> di
                                            f"an array of shape {list(spec.shape)} needs")
         try:
             with zf.open(info) as m:
-                version = np.lib.format.read_magic(m)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # NumPy warns about headers written by Python 2
-                    if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(m, NPY_HEADER_LIMIT)
-                    elif version == (2, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(m, NPY_HEADER_LIMIT)
-                    else:
-                        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+                shape, fortran, dtype = npy_header(m)
                 start = m.tell()
         except _ZIP_ERRORS as e:
             raise _unreadable(path, "npz", f"{member}: {_reason(e)}") from None
@@ -440,6 +432,19 @@ def _npz_reader(path: str, f, zf: zipfile.ZipFile, info: zipfile.ZipInfo, start:
             raise _unreadable(path, "npz", f"member `{_show(info.filename)}`: {_reason(e)}") from None
         return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
     return read
+
+
+def npy_header(m) -> tuple[tuple, bool, np.dtype]:
+    """The shape, Fortran order and dtype an open `.npy` stream declares,
+    read without touching its data (a header over NPY_HEADER_LIMIT is refused)."""
+    version = np.lib.format.read_magic(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy warns about headers written by Python 2
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(m, NPY_HEADER_LIMIT)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(m, NPY_HEADER_LIMIT)
+    raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
 
 
 def _read_stored(f, info: zipfile.ZipInfo, start: int, data: np.ndarray) -> None:

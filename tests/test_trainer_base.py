@@ -10,6 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import nnc
 from nnc.compiler.diagnostics import UserError
 from nnc.runtime.losses import TargetError
 from nnc.runtime.optim import SGD, Adam, AdamW
@@ -310,3 +311,17 @@ def test_apply_update_allocates_nothing(opt):
     finally:
         tracemalloc.stop()
     assert peak < 1024, peak
+
+
+def test_an_optimizer_state_member_declaring_2_36_elements_is_refused_before_allocating(tmp_path):
+    import io
+    import zipfile
+    from nnc.runtime.trainer_base import OptimizerStateError
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1 << 36,)})
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("fc.weight.momentum_buffer.npy", header.getvalue() + bytes(12))
+    trainer = nnc.train("model m(x: [4]) {\n    fc: dense(3)\n}\n", optimizer=nnc.SGD(0.1, momentum=0.9), batch=2)
+    with pytest.raises(OptimizerStateError, match="declares 274,877,906,944 bytes"):
+        trainer.load_optimizer_state(path)
