@@ -1126,19 +1126,19 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
     """An optimizer state (path or dict) checked against the old model's
     parameters: `"<param>.momentum_buffer"` (SGD) or `.exp_avg`,
     `.exp_avg_sq` and `"step"` (Adam, AdamW), every parameter alike."""
-    from ..runtime.trainer_base import OptimizerStateError, _count, _read_npz
+    from ..runtime.trainer_base import OptimizerStateError, count_value, read_npz
     if isinstance(state, Mapping):
         arrays, source = dict(state), "the optimizer state"
     else:
         path = os.fsdecode(os.fspath(state))
-        arrays, source = _read_npz(path, OptimizerStateError, "optimizer state"), f"the optimizer state in `{path}`"
+        arrays, source = read_npz(path, OptimizerStateError, "optimizer state"), f"the optimizer state in `{path}`"
     params = {k: p.shape for k, p in graph.param_specs().items() if p.learnable}
     problems, names = [], set()
     out: dict[str, np.ndarray] = {}
     unexpected = []
     for key, value in arrays.items():
         if key == STEP_KEY:
-            step = _count(value)
+            step = count_value(value)
             if step is None:
                 problems.append(f"`{STEP_KEY}` must be a non-negative integer (the number of updates done)")
             else:

@@ -219,7 +219,7 @@ class TrainerBase:
                 arrays, source = dict(state), "the optimizer state"
             else:
                 path = os.fsdecode(os.fspath(state))
-                arrays, source = _read_npz(path, OptimizerStateError, "optimizer state"), \
+                arrays, source = read_npz(path, OptimizerStateError, "optimizer state"), \
                     f"the optimizer state in `{path}`"
             values, step = self._check_optimizer_state(arrays, source)
             for key, a in values.items():
@@ -487,7 +487,7 @@ class TrainerBase:
         out: dict[str, int] = {}
         problems = []
         for k, v in raw.items():
-            value = _count(v)
+            value = count_value(v)
             if value is None:
                 problems.append(f"`{k}` must be a non-negative integer (PyTorch's int64 scalar)")
             else:
@@ -519,7 +519,7 @@ class TrainerBase:
                 values[key] = a
         step = None
         if self.optimizer.counts_steps and STEP_KEY in arrays:
-            step = _count(arrays[STEP_KEY])
+            step = count_value(arrays[STEP_KEY])
             if step is None:
                 problems.append(f"`{STEP_KEY}` must be a non-negative integer (the number of updates done)")
         missing = [k for k in expected if k not in arrays]
@@ -558,7 +558,7 @@ def _saved_by(keys: list[str]) -> str | None:
     return None
 
 
-def _count(v: Any) -> int | None:
+def count_value(v: Any) -> int | None:
     """A non-negative integer from a 0-d (or one-element) array of an
     integer, or of a float with an integral value (torch keeps Adam's step
     as a float tensor); None otherwise."""
@@ -575,7 +575,7 @@ def _count(v: Any) -> int | None:
     return value if value >= 0 else None
 
 
-def _read_npz(path: str, error: type[Exception], what: str) -> dict[str, np.ndarray]:
+def read_npz(path: str, error: type[Exception], what: str) -> dict[str, np.ndarray]:
     """Every array of a `.npz` file (allow_pickle=False), or `error` naming the file."""
     if not os.path.isfile(path):
         raise error(f"{what} file `{path}` does not exist" if not os.path.exists(path)
