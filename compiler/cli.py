@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import bridges_cli, grow_cli, train_cli
-from .cli_common import EXIT_INTERNAL, EXIT_INTERRUPTED, add_batch, add_dims, first_line, guarded, \
+from .cli_common import EXIT_INTERNAL, EXIT_INTERRUPTED, add_batch, add_dims, error_line, first_line, guarded, \
     print_diagnostics, size
 from .diagnostics import UserError, printable
 
@@ -83,10 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--plan-svg", metavar="FILE.svg", help="write the memory plan as an SVG picture")
     s.add_argument("--train", action="store_true",
                    help="also report the training plan's memory (TRAINING.md); with --plan, draw it")
-    s.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
+    s.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=None,
                    help="with --train: the optimizer state to count (sgd: with momentum, one buffer per "
                         "parameter; adam, adamw: two); default sgd")
-    s.add_argument("--loss", choices=train_cli.LOSSES, default="cross_entropy",
+    s.add_argument("--loss", choices=train_cli.LOSSES, default=None,
                    help="with --train: the loss of the training plan (default cross_entropy)")
     s.add_argument("-O0", dest="optimize", action="store_false", help="plan without optimisation passes")
 
@@ -144,6 +144,10 @@ def _summary(args) -> int:
     from .frontend import check
     from .memory import memory_report
     from .summary import dumps, plan_legend, summary_dict, summary_table
+    if not args.train and (args.optimizer or args.loss):
+        error_line(f"`--{'optimizer' if args.optimizer else 'loss'}` describes a training plan: add `--train`")
+        return 1
+    args.optimizer, args.loss = args.optimizer or "sgd", args.loss or "cross_entropy"
     checked = check(_model(args), dict(args.dim), limits=args.limits)
     print_diagnostics(checked.warnings, checked.sources)
     bounded = checked.graph.bounds.keys() >= _symbols(checked.graph)

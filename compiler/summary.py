@@ -103,6 +103,7 @@ def summary_dict(graph: Graph, memory: dict[str, Any], *, target: str = "numpy",
         "non_trainable_params": non_trainable,
         "macs": _dim(total_macs, b),
         "layers": layers,
+        **({"integer_inputs": ints} if (ints := [i.name for i in graph.inputs if i.dtype == "int32"]) else {}),
         "connected_to": {n.label: list(n.inputs) for n in graph.nodes},
         "memory": memory,
         "sizes": _sizes(graph, memory, target),
@@ -161,9 +162,15 @@ def _connections(data: dict[str, Any]) -> list[str] | None:
     return cells if shown else None
 
 
+def _in_shape(name: str, shape, integer: set[str]) -> str:
+    """An input's shape as the model declares it: `int[16]` for an integer input."""
+    return ("int" if name in integer else "") + _fmt_shape(shape)
+
+
 def summary_table(data: dict[str, Any]) -> str:
     header = ["label", "op", "output", "params", "MACs"]
-    rows = [[name, "input", _fmt_shape(shape), "0", "0"] for name, shape in data["inputs"].items()]
+    ints = set(data.get("integer_inputs", ()))
+    rows = [[name, "input", _in_shape(name, shape, ints), "0", "0"] for name, shape in data["inputs"].items()]
     rows += [[l["label"], l["op"], _fmt_shape(l["shape"]), _num(l["params"]), _num(l["macs"])]
              for l in data["layers"]]
     total = ["total", "", "", _num(data["params"]), _num(data["macs"])]
@@ -181,7 +188,7 @@ def summary_table(data: dict[str, Any]) -> str:
         return f"{left}  {right}{rest}".rstrip()
 
     rule = "-" * max(len(line(header)), *(len(line(r)) for r in rows))
-    ins = ", ".join(f"{k}: {_fmt_shape(v)}" for k, v in data["inputs"].items())
+    ins = ", ".join(f"{k}: {_in_shape(k, v, ints)}" for k, v in data["inputs"].items())
     outs = ", ".join(f"{k}: {_fmt_shape(v)}" for k, v in data["outputs"].items())
     out = [f"model {data['model']}({ins}) -> {outs}", "", line(header), rule]
     out += [line(r) for r in rows]
