@@ -37,6 +37,8 @@ CASES = {
     "sqrt_of_square": ((3, 5), "square -> sqrt", lambda x: torch.sqrt(torch.square(x))),
     "clamp_both": ((3, 5), "clamp(-0.5, 0.25)", lambda x: torch.clamp(x, -0.5, 0.25)),
     "clamp_min_only": ((3, 5), "clamp(min=-0.1)", lambda x: torch.clamp(x, min=-0.1)),
+    "clamp_max_only": ((3, 5), "clamp(max=0.3)", lambda x: torch.clamp(x, max=0.3)),
+    "clamp_max_before_min": ((3, 5), "clamp(max=0.3, min=-0.2)", lambda x: torch.clamp(x, -0.2, 0.3)),
     "clamp_max_none_word": ((3, 5), "clamp(0, max=none)", lambda x: torch.clamp(x, min=0)),
     "clamp_min_above_max_gives_max": ((3, 5), "clamp(1, 0)", lambda x: torch.clamp(x, 1, 0)),
     "glu_default_axis": ((6, 5), "glu", lambda x: F.glu(x, 1)),

@@ -74,7 +74,8 @@ def _clamp_resolve(a: Attrs, ins) -> Attrs:
     if a["min"] is None and a["max"] is None:
         raise ShapeError("E0302", "clamp needs at least one bound: `min`, `max` or both",
                          help="write `clamp(min=0)`, `clamp(max=1)` or `clamp(-1, 1)`")
-    return a
+    # in the argument order whatever the keyword order (`clamp(max=1)`): kernels take (min, max)
+    return {"min": a["min"], "max": a["max"]}
 
 
 def _clamp() -> OpSpec:
