@@ -18,25 +18,42 @@ How it works, in order:
    the batch as a marker that only `Reshape` may consume.
 3. Each other node becomes a step. Every ONNX value maps to an nnc value and
    an axis map (which ONNX axis is the batch, which is nnc's axis i, which
-   is a unit axis): `Transpose`, `Squeeze`, `Unsqueeze` and unit-only
-   `Reshape` change the map alone, so the time-major transposes around ONNX
-   `GRU`/`LSTM` and the unit axes of `GlobalAveragePool` cost no step. A step
-   that reads a value whose map is not plain gets an nnc `transpose` and/or
-   `reshape` first.
+   is a unit axis, which is a bidirectional layer's direction axis):
+   `Transpose`, `Squeeze`, `Unsqueeze`, unit-only `Reshape` and the reshape
+   joining the two directions change the map alone, so the time-major glue
+   around ONNX `GRU`/`LSTM`/`RNN`, the unit axes of `GlobalAveragePool` and
+   of `keepdims` reductions cost no step. A step that reads a value whose
+   map is not plain gets an nnc `transpose` and/or `reshape` first. Values
+   computed from a model input's shape alone are not "live": they fold.
 4. Exporter patterns become one step: `MatMul` + `Add` with constant weights
    (dense), `Pad` with zeros before `Conv` (its padding: `causal`, `same` or
    numbers), x * sigmoid(x) (silu), the erf form of gelu, `Unsqueeze` +
-   `Concat` + `ReduceSum` (an n-ary add: `torch.stack(...).sum(0)`).
+   `Concat` + `ReduceSum` (an n-ary add: `torch.stack(...).sum(0)`), `Split`
+   + `Sigmoid` + `Mul` (glu), `Reshape` + `InstanceNormalization` + `Reshape`
+   + `Mul` + `Add` (groupnorm), a constant table `[T, E]` added to `[B, T, E]`
+   (positional), one recurrent node per layer of the same PyTorch module
+   (one stacked step). Two patterns are regions checked by their function:
+   nn.MultiheadAttention's self-attention (an input projection to 3E, one
+   softmax, an output projection, and everything between) and the dynamo
+   exporter's `GatherND` decompositions (linear upsampling, adaptive average
+   pooling). The region is run on a random input with ONNX's reference
+   evaluator and compared with nnc's op for each candidate setting (heads,
+   causal; mode, size); no match is an error naming the region's softmax or
+   GatherND.
 5. Labels come from the initializer names (`layer1.0.conv1.weight` ->
-   `layer1.0.conv1`), else from the node: its module path in the dynamo
-   exporter's metadata (`pkg.torch.onnx.name_scopes`) or the TorchScript
-   exporter's node name (`/layer1/layer1.0/conv1/Conv`), else the op's
-   automatic label. Labels are made unique.
+   `layer1.0.conv1`, `attn.in_proj_bias` -> `attn`), else from the node: its
+   module path in the dynamo exporter's metadata
+   (`pkg.torch.onnx.name_scopes`) or the TorchScript exporter's node name
+   (`/layer1/layer1.0/conv1/Conv`, `/layers.0/self_attn/MatMul`), else the
+   op's automatic label. Labels are made unique.
 6. Write the text: a value gets a name only when a later step other than the
-   next one reads it (`name = step`, then `name -> step`).
+   next one reads it (`name = step`, then `name -> step`). An integer model
+   input is declared `int[...]`.
 
 Weights arrive in PyTorch's layout: ONNX GRU gates z, r, h become r, z, n;
-LSTM gates i, o, f, c become i, f, g, o; `MatMul` weights are transposed.
+LSTM gates i, o, f, c become i, f, g, o (both directions, every layer:
+`weight_ih_l1_reverse`); `MatMul` weights are transposed; attention's
+projections become `in_proj_weight`, `in_proj_bias`, `out_proj.*`.
 """
 
 from __future__ import annotations
@@ -62,7 +79,13 @@ class OnnxImportError(UserError, ValueError):
 
 
 class _Unsupported(Exception):
-    """One node cannot be expressed; the reason is shown after its name."""
+    """One node cannot be expressed; the reason is shown after its name.
+    `node`: the node to name instead of the one being translated (the
+    softmax of an attention pattern)."""
+
+    def __init__(self, why: str, node=None):
+        super().__init__(why)
+        self.node = node
 
 
 class _Zeros:
@@ -86,6 +109,15 @@ class _Step:
     inputs: tuple[str, ...]
     label: str | None
     merge: bool = False
+
+
+@dataclass
+class _Stack:
+    """The step of a recurrent layer stack and what a layer must share to join it."""
+
+    step: _Step
+    settings: tuple         # (kind, hidden, bidirectional, bias, nonlinearity)
+    layers: int = 0
 
 
 @dataclass
@@ -144,6 +176,7 @@ class _Importer:
         except Exception:       # noqa: BLE001 - best effort: the values' own shapes stay
             pass
         self.graph = model.graph
+        self.opset_imports = list(model.opset_import)
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         self.consts: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         self.origin: dict[str, str] = {k: k for k in self.consts}      # const -> the initializer it came from
@@ -169,7 +202,11 @@ class _Importer:
         self.patterns: dict[int, _Pattern] = {}
         self.absorbed: set[int] = set()
         self.materialized: dict[str, str] = {}
-        self.inputs: list[tuple[str, list]] = []
+        self.inputs: list[tuple[str, list, bool]] = []
+        self.outputs = {o.name for o in self.graph.output}
+        self.live = self._liveness()
+        self.table_origin: dict[str, str] = {}      # a folded Slice [0:k] of an initializer's rows -> that initializer
+        self.stacks: dict[int, _Stack] = {}        # an ONNX GRU/LSTM/RNN node -> the stacked step it went into
 
     # ------------------------------------------------------------------ driver
 
@@ -182,13 +219,14 @@ class _Importer:
             if not shape or len(shape) < 2:
                 raise OnnxImportError(f"`{self.path}`: input `{i.name}` needs a batch axis and at least one more")
             vname = self._value_name(i.name)
+            integer = i.type.tensor_type.elem_type in _INTEGER_TYPES
             dims = []
             for d in shape[1:]:
                 if isinstance(d, int) and d > 0:
                     dims.append(d)
                 else:
                     dims.append(_identifier(str(d)) if d else "N")
-            self.inputs.append((vname, dims))
+            self.inputs.append((vname, dims, integer))
             self.vals[i.name] = _Val(vname, ("B", *range(len(shape) - 1)))
         self._find_patterns()
         for n in self.graph.node:
@@ -218,7 +256,9 @@ class _Importer:
         pattern = self.patterns.get(key)
         outputs = list(n.output)
         if pattern is not None:
-            outputs += [o for m in self.graph.node if id(m) in pattern.absorbed for o in m.output]
+            inside = [m for m in self.graph.node if id(m) in pattern.absorbed]
+            outputs += [o for m in inside for o in m.output]
+            ins += [v for m in inside for v in m.input if v]
         if any(v in self.failed for v in ins):
             self.failed.update(outputs)
             return
@@ -233,13 +273,31 @@ class _Importer:
             else:
                 self._fold(n)
         except _Unsupported as e:
-            self.problems.append((n.name or n.output[0], n.op_type, str(e)))
+            at = e.node or n
+            self.problems.append((at.name or at.output[0], at.op_type, str(e)))
             self.failed.update(outputs)
+
+    def _liveness(self) -> set[str]:
+        """The values that depend on a model input through more than its
+        shape: what a step must compute. `Shape` (and what is made from it)
+        is not live; it folds."""
+        live = {i.name for i in self.graph.input if i.name not in self.consts}
+        for n in self.graph.node:
+            if n.op_type in ("Shape", "Size", "ConstantOfShape"):
+                continue
+            if any(v in live for v in n.input if v):
+                live.update(o for o in n.output if o)
+        return live
 
     def _fold(self, n) -> None:
         from onnx.reference import ReferenceEvaluator
         inputs = [self.consts[v] if v else None for v in n.input]
         if any(isinstance(x, _Zeros) for x in inputs):
+            if n.op_type in _ZEROS_KEEP and isinstance(inputs[0], _Zeros) and \
+                    (n.op_type != "Concat" or all(isinstance(x, _Zeros) for x in inputs)):
+                for o in n.output:
+                    self.consts[o] = ZEROS
+                return
             raise _Unsupported("reads the zero state of a recurrent layer")
         try:
             if n.op_type == "Constant":
@@ -256,8 +314,23 @@ class _Importer:
             raise _Unsupported(f"cannot fold its constant inputs: {type(e).__name__}") from None
         for name, value in zip(n.output, out):
             self.consts[name] = np.asarray(value)
-        if n.op_type in ("Identity", "Transpose", "Cast", "Reshape", "Squeeze", "Unsqueeze") and n.input[0] in self.origin:
+        if n.op_type == "Identity" and _param_base(n.output[0]):
+            self.origin[n.output[0]] = n.output[0]      # the TorchScript exporter's alias of an equal tensor
+        elif n.op_type in ("Identity", "Transpose", "Cast", "Reshape", "Squeeze", "Unsqueeze") and \
+                n.input[0] in self.origin:
             self.origin[n.output[0]] = self.origin[n.input[0]]
+        elif n.op_type == "Slice" and n.input[0] in self.origin and self._rows_from_zero(n):
+            self.table_origin[n.output[0]] = self.origin[n.input[0]]
+
+    def _rows_from_zero(self, n) -> bool:
+        """A Slice taking rows 0..k of axis 0 with step 1 (`table[:T]`)."""
+        try:
+            starts, ends = (self.consts[v].reshape(-1) for v in n.input[1:3])
+            axes = self.consts[n.input[3]].reshape(-1) if len(n.input) > 3 and n.input[3] else [0]
+            steps = self.consts[n.input[4]].reshape(-1) if len(n.input) > 4 and n.input[4] else [1]
+        except (KeyError, AttributeError, ValueError):
+            return False
+        return list(axes) == [0] and int(starts[0]) == 0 and int(steps[0]) == 1 and int(ends[0]) > 0
 
     # ------------------------------------------------------------------ values
 
@@ -292,10 +365,12 @@ class _Importer:
         key = f"{name}|{drop_units}"
         if key in self.materialized:
             return self.materialized[key]
+        if "D" in axes:
+            raise _Unsupported("reads the two directions of a bidirectional recurrent layer apart")
         if "B" not in axes:
             raise _Unsupported("its batch axis was merged away")
         if axes[0] != "B":
-            raise _Unsupported("moves the batch axis away from the front")
+            raise _Unsupported("reads a value whose batch axis is not first (nnc computes batch-first values)")
         ints = [a for a in axes[1:] if a is not None]
         ref = val.ref
         if ints != sorted(ints):
@@ -331,8 +406,8 @@ class _Importer:
         """A unique label: from an initializer name (`fc.weight` -> `fc`), else from the node."""
         for init in init_names:
             origin = self.origin.get(init, init) if init else ""
-            base, _, last = origin.rpartition(".")
-            if base and last in ("weight", "bias", "running_mean", "running_var") and _valid_label(base):
+            base = _param_base(origin)
+            if base:
                 return self._unique(base)
         scope = _module_path(n)
         if scope and _valid_label(scope):
@@ -360,10 +435,20 @@ class _Importer:
 
     def _find_patterns(self) -> None:
         nodes = list(self.graph.node)
+        for n in nodes:             # regions first: they hold nodes the patterns below would take
+            if n.op_type == "Softmax":
+                self._attention_pattern(n)
         for n in nodes:
-            if id(n) in self.absorbed:
+            if n.op_type == "GatherND":
+                self._resample_pattern(n)
+            elif n.op_type == "InstanceNormalization":
+                self._groupnorm_pattern(n)
+        for n in nodes:
+            if id(n) in self.absorbed or id(n) in self.patterns:
                 continue
-            if n.op_type == "Pad":
+            if n.op_type == "Split":
+                self._glu_pattern(n)
+            elif n.op_type == "Pad":
                 self._pad_pattern(n)
             elif n.op_type == "MatMul":
                 self._matmul_pattern(n)
@@ -381,7 +466,8 @@ class _Importer:
 
     def _pad_pattern(self, n) -> None:
         users = self.consumers.get(n.output[0], [])
-        if users and all(u.op_type == "Conv" and u.input[0] == n.output[0] for u in users):
+        if _attr(n, "mode", "constant") == "constant" and n.output[0] not in self.outputs and users and \
+                all(u.op_type == "Conv" and u.input[0] == n.output[0] and id(u) not in self.patterns for u in users):
             for u in users:
                 self.patterns[id(u)] = _Pattern(u, kind="conv", data={"pad": n})
             self.absorbed.add(id(n))
@@ -452,9 +538,344 @@ class _Importer:
                                           {"axis": axis, "unsqueeze": unsq})
         self.absorbed.update({id(cat), *map(id, unsq)})
 
+    # ------------------------------------------------------------------ regions
+
+    def _next(self, value: str):
+        """The one reader of `value` other than `Shape` nodes, else None."""
+        users = [c for c in self.consumers.get(value, []) if c.op_type != "Shape"]
+        return users[0] if len(users) == 1 and value not in self.outputs else None
+
+    def _is_projection(self, n) -> bool:
+        """A MatMul/Gemm of a computed value by a constant matrix (a linear layer)."""
+        if n.op_type not in ("MatMul", "Gemm") or len(n.input) < 2 or n.input[0] not in self.live:
+            return False
+        if n.op_type == "Gemm" and _attr(n, "transA", 0):
+            return False
+        w = n.input[1]
+        return w not in self.live and self._is_initializer_chain(w) and len(self._static_shape(w) or ()) == 2
+
+    def _static_shape(self, name: str) -> tuple | None:
+        if name in self.consts and not isinstance(self.consts[name], _Zeros):
+            return tuple(self.consts[name].shape)
+        shape = self.shapes.get(name)
+        return tuple(shape) if shape and all(isinstance(d, int) and d > 0 for d in shape) else None
+
+    def _fan(self, n) -> tuple[int, int]:
+        """(inputs, outputs) of a projection."""
+        a, b = self._static_shape(n.input[1])
+        return (b, a) if n.op_type == "Gemm" and _attr(n, "transB", 0) else (a, b)
+
+    def _projections(self, start, backward: bool) -> list | None:
+        """The projections met first walking the computed values from `start`
+        (against or along the data flow); None when the walk reaches a model
+        input or output first."""
+        found, seen, stack = [], {id(start)}, [start]
+        while stack:
+            n = stack.pop()
+            if len(seen) > 800:
+                return None
+            if backward:
+                nxt = [self.producer.get(v) for v in n.input if v and v in self.live]
+                if any(m is None for m in nxt):
+                    return None
+            else:
+                if any(o in self.outputs for o in n.output):
+                    return None
+                nxt = [c for o in n.output if o in self.live for c in self.consumers.get(o, [])]
+            for m in nxt:
+                if id(m) not in seen:
+                    seen.add(id(m))
+                    (found if self._is_projection(m) else stack).append(m)
+        return found
+
+    def _between(self, x: str, y: str) -> set[int]:
+        """The nodes on a path from value `x` to value `y` (every input, Shape ones too)."""
+        anc: set[int] = set()
+        stack = [y]
+        while stack:
+            v = stack.pop()
+            p = self.producer.get(v)
+            if v == x or p is None or id(p) in anc:
+                continue
+            anc.add(id(p))
+            stack.extend(i for i in p.input if i)
+        desc: set[int] = set()
+        stack = [x]
+        while stack:
+            for c in self.consumers.get(stack.pop(), []):
+                if id(c) not in desc and id(c) in anc:
+                    desc.add(id(c))
+                    stack.extend(o for o in c.output if o)
+        return desc
+
+    def _sealed(self, ids: set[int], y: str) -> bool:
+        """No value made inside the region but `y` is read outside it."""
+        for n in self.graph.node:
+            if id(n) in ids:
+                for o in n.output:
+                    if o and o != y and (o in self.outputs or any(id(c) not in ids for c in self.consumers.get(o, []))):
+                        return False
+        return True
+
+    def _same_shape(self, a: str, b: str) -> bool:
+        sa, sb = self.shapes.get(a), self.shapes.get(b)
+        return bool(sa) and sa == sb and all(d for d in sa)
+
+    def _attention_pattern(self, sm) -> None:
+        """nn.MultiheadAttention's self-attention as the exporters write it:
+        one input projection to 3E, a softmax, one output projection, and the
+        reshapes and transposes between them. The region is found here by its
+        projections; its function is checked numerically when it is emitted."""
+        if id(sm) in self.absorbed or sm.output[0] not in self.live:
+            return
+        ins, outs = self._projections(sm, True), self._projections(sm, False)
+        if not ins or not outs or len(ins) != 1 or len(outs) != 1:
+            return
+        pin, pout = ins[0], outs[0]
+        e, three_e = self._fan(pin)
+        if three_e != 3 * e or self._fan(pout) != (e, e):
+            return
+        v, bias_add = pout.output[0], None
+        nxt = self._next(v)
+        if pout.op_type == "MatMul" and nxt is not None and nxt.op_type == "Add":
+            other = nxt.input[1] if nxt.input[0] == v else nxt.input[0]
+            if other not in self.live and self._is_initializer_chain(other):
+                bias_add, v = nxt, nxt.output[0]
+        chain = [v]
+        while v not in self.outputs:
+            c = self._next(v)
+            if c is None or c.op_type not in _LAYOUT_OPS:
+                break
+            v = c.output[0]
+            chain.append(v)
+        xs = [pin.input[0]]
+        while True:
+            p = self.producer.get(xs[-1])
+            if p is None or p.op_type not in ("Transpose", "Identity") or xs[-1] in self.outputs:
+                break
+            xs.append(p.input[0])
+        for x in reversed(xs):
+            for y in reversed(chain):
+                if not self._same_shape(x, y) or len(self.shapes[x]) != 3:
+                    continue
+                ids = self._between(x, y)
+                inside = [n for n in self.graph.node if id(n) in ids]
+                if {id(pin), id(pout), id(sm)} <= ids and self._sealed(ids, y) and \
+                        sum(n.op_type == "Softmax" for n in inside) == 1 and \
+                        sum(self._is_projection(n) for n in inside) == 2 and \
+                        not any(id(n) in self.absorbed or id(n) in self.patterns for n in inside):
+                    root = self.producer[y]
+                    self.patterns[id(root)] = _Pattern(root, ids - {id(root)}, "attention", {
+                        "x": x, "y": y, "nodes": inside, "in": pin, "out": pout, "out_add": bias_add, "softmax": sm})
+                    self.absorbed.update(ids - {id(root)})
+                    return
+
+    def _resample_pattern(self, g) -> None:
+        """The dynamo exporter's GatherND decompositions (linear upsampling,
+        adaptive average pooling with uneven bins): the region from the
+        gathered value to the first single value of a resampled shape; its
+        function is checked numerically when it is emitted."""
+        if id(g) in self.absorbed or g.input[0] not in self.live or g.input[1] in self.live:
+            return
+        x, ids = g.input[0], {id(g)}
+        while x not in self.outputs:
+            p = self.producer.get(x)
+            if p is None or p.op_type not in _LAYOUT_OPS or id(p) in self.absorbed:
+                break
+            ids.add(id(p))
+            x = p.input[0]
+        sx = self.shapes.get(x)
+        if not sx or len(sx) not in (3, 4):
+            return
+        for _ in range(64):
+            inside = [n for n in self.graph.node if id(n) in ids]
+            made = {o for n in inside for o in n.output if o}
+            frontier = [o for o in made
+                        if o in self.outputs or any(id(c) not in ids for c in self.consumers.get(o, []))]
+            if len(frontier) == 1 and _resampled(sx, self.shapes.get(frontier[0])) and self._sealed(ids, frontier[0]):
+                y = frontier[0]
+                root = self.producer[y]
+                self.patterns[id(root)] = _Pattern(root, ids - {id(root)}, "resample",
+                                                   {"x": x, "y": y, "nodes": inside})
+                self.absorbed.update(ids - {id(root)})
+                return
+            grow = {id(c): c for o in frontier for c in self.consumers.get(o, [])
+                    if id(c) not in ids and id(c) not in self.absorbed and any(out in self.live for out in c.output)
+                    and all(i in made or i == x or i not in self.live for i in c.input if i)}
+            if not grow or len(ids) + len(grow) > 60:
+                return
+            ids.update(grow)
+
+    def _groupnorm_pattern(self, inn) -> None:
+        """nn.GroupNorm as both exporters write it: Reshape to [B, G, -1],
+        InstanceNormalization, Reshape back, Mul by the weight, Add the bias."""
+        r1 = self.producer.get(inn.input[0])
+        if r1 is None or r1.op_type != "Reshape" or self._only_user(r1.output[0]) is not inn:
+            return
+        r2 = self._only_user(inn.output[0])
+        if r2 is None or r2.op_type != "Reshape" or id(r2) in self.absorbed:
+            return
+        nodes, mul, add = [r1, inn, r2], None, None
+        m = self._only_user(r2.output[0])
+        if m is not None and m.op_type == "Mul" and \
+                any(v not in self.live and self._is_initializer_chain(v) for v in m.input):
+            nodes.append(m)
+            mul = m
+            a = self._only_user(m.output[0])
+            if a is not None and a.op_type == "Add" and \
+                    any(v not in self.live and self._is_initializer_chain(v) for v in a.input):
+                nodes.append(a)
+                add = a
+        root = nodes[-1]
+        self.patterns[id(root)] = _Pattern(root, {id(n) for n in nodes[:-1]}, "groupnorm",
+                                           {"reshape": r1, "norm": inn, "mul": mul, "add": add})
+        self.absorbed.update(id(n) for n in nodes[:-1])
+
+    def _glu_pattern(self, split) -> None:
+        """F.glu: Split in two halves, the first times the sigmoid of the second."""
+        outs = [o for o in split.output]
+        if len(outs) != 2:
+            return
+        a, b = outs
+        sig, mul = self._only_user(b), self._only_user(a)
+        if sig is None or sig.op_type != "Sigmoid" or mul is None or mul.op_type != "Mul" or \
+                self._only_user(sig.output[0]) is not mul or sorted(mul.input) != sorted([a, sig.output[0]]):
+            return
+        self.patterns[id(mul)] = _Pattern(mul, {id(split), id(sig)}, "glu", {"split": split})
+        self.absorbed.update({id(split), id(sig)})
+
+    def _run_region(self, nodes: list, x: str, y: str, value: np.ndarray) -> np.ndarray:
+        """The region's output for input `value`, by ONNX's reference evaluator."""
+        from onnx import TensorProto, helper, numpy_helper
+        from onnx.reference import ReferenceEvaluator
+        made = {o for n in nodes for o in n.output}
+        inits = []
+        for v in sorted({v for n in nodes for v in n.input if v and v not in made and v != x}):
+            c = self.consts.get(v)
+            if c is None or isinstance(c, _Zeros):
+                raise _Unsupported(f"`{v}` inside the pattern is not a constant")
+            inits.append(numpy_helper.from_array(np.asarray(c), v))
+        graph = helper.make_graph(nodes, "region", [helper.make_tensor_value_info(x, TensorProto.FLOAT, value.shape)],
+                                  [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(graph, opset_imports=self.opset_imports)
+        try:
+            return np.asarray(ReferenceEvaluator(model).run(None, {x: value})[0], dtype=np.float64)
+        except Exception as e:      # noqa: BLE001 - the evaluator raises anything
+            raise _Unsupported(f"cannot evaluate the pattern ({type(e).__name__})") from None
+
+    def _probe(self, x: str) -> np.ndarray:
+        """A random input in `x`'s ONNX shape (a dynamic batch of 2, another dynamic size 5)."""
+        shape = self.shapes.get(x)
+        if not shape:
+            raise _Unsupported(f"the shape of `{x}` must be known to recognise the pattern")
+        dims = [d if isinstance(d, int) and d > 0 else 2 if i == 0 else 5 for i, d in enumerate(shape)]
+        return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+    def _projection_weights(self, n, add) -> tuple[np.ndarray, np.ndarray | None]:
+        """A projection's weight in PyTorch's [out, in] layout and its bias."""
+        self._fold_chain(n.input[1])
+        w = self._const(n.input[1], "weight").astype(np.float32)
+        b = None
+        if n.op_type == "Gemm":
+            if _attr(n, "alpha", 1.0) != 1.0 or _attr(n, "beta", 1.0) != 1.0:
+                raise _Unsupported("a projection with alpha or beta other than 1")
+            w = w if _attr(n, "transB", 0) else w.T
+            if len(n.input) > 2 and n.input[2]:
+                self._fold_chain(n.input[2])
+                b = self._const(n.input[2], "bias").reshape(-1)
+        else:
+            w = w.T
+            if add is not None:
+                other = add.input[1] if add.input[0] == n.output[0] else add.input[0]
+                self._fold_chain(other)
+                b = self._const(other, "bias").reshape(-1)
+        return np.ascontiguousarray(w), b
+
+    def _attention(self, p: _Pattern) -> None:
+        d = p.data
+        x, y, pin, pout = d["x"], d["y"], d["in"], d["out"]
+        ref = self._canonical(x)            # first: a value nnc cannot read is that error, not this one
+        in_add = None
+        nxt = self._next(pin.output[0])
+        if pin.op_type == "MatMul" and nxt is not None and nxt.op_type == "Add" and \
+                id(nxt) in p.absorbed | {id(p.root)} and any(v not in self.live for v in nxt.input):
+            in_add = nxt
+        wi, bi = self._projection_weights(pin, in_add)
+        wo, bo = self._projection_weights(pout, d["out_add"])
+        e = wo.shape[0]
+        if bi is not None and bi.size != 3 * e or bo is not None and bo.size != e:
+            raise _Unsupported("projection biases of unexpected sizes")
+        has_bias = bi is not None or bo is not None
+        bi = np.zeros(3 * e, np.float32) if bi is None else bi
+        bo = np.zeros(e, np.float32) if bo is None else bo
+        probe = self._probe(x)
+        got = self._run_region(d["nodes"], x, y, probe)
+        x64 = probe.astype(np.float64)
+        match = next(((heads, causal) for heads in range(1, e + 1) if e % heads == 0 for causal in (False, True)
+                      if _close(got, _np_attention(x64, wi, bi, wo, bo, heads, causal))), None)
+        if match is None:
+            raise _Unsupported("a softmax between two projections that is not nn.MultiheadAttention's "
+                               "self-attention (query = key = value, no mask or a causal one)")
+        heads, causal = match
+        named = [(pin.input[1], ".in_proj_weight"), (pout.input[1], ".out_proj.weight")]
+        named += [(v, ".in_proj_bias") for v in (in_add.input if in_add else pin.input[2:])]
+        bases = [o[:-len(suffix)] for v, suffix in named
+                 if (o := self.origin.get(v, "")).endswith(suffix) and _valid_label(o[:-len(suffix)])]
+        label = self._unique(bases[0]) if bases else self._label(d["softmax"], auto="attention")
+        self._put(label, "in_proj_weight", wi)
+        if has_bias:
+            self._put(label, "in_proj_bias", bi)
+        self._put(label, "out_proj.weight", wo)
+        if has_bias:
+            self._put(label, "out_proj.bias", bo)
+        args = [str(heads)] + (["causal=true"] if causal else []) + ([] if has_bias else ["bias=false"])
+        self._set(y, self._emit("attention", ", ".join(args), [ref], label), 2)
+
+    def _resample(self, p: _Pattern) -> None:
+        x, y = p.data["x"], p.data["y"]
+        probe = self._probe(x)
+        got = self._run_region(p.data["nodes"], x, y, probe)
+        ins, outs = probe.shape[2:], got.shape[2:]
+        x64 = probe.astype(np.float64)
+        step = None
+        if got.shape[:2] == probe.shape[:2]:
+            if all(o % i == 0 and o >= i for o, i in zip(outs, ins)):
+                scales = [o // i for o, i in zip(outs, ins)]
+                if _close(got, _np_upsample(x64, scales, "nearest")):
+                    step = ("upsample", _one(scales))
+                elif _close(got, _np_upsample(x64, scales, "linear")):
+                    step = ("upsample", f"{_one(scales)}, mode={'linear' if len(ins) == 1 else 'bilinear'}")
+            if step is None and all(o <= i for o, i in zip(outs, ins)) and _close(got, _np_adaptive_avg(x64, outs)):
+                step = (f"adaptive_avgpool{len(ins)}d", _one(outs))
+        if step is None:
+            raise _Unsupported("a GatherND pattern that is neither an upsampling nor an adaptive average pooling")
+        self._set(y, self._emit(*step, [self._canonical(x)]), self._rank(x) - 1)
+
     def _pattern(self, p: _Pattern) -> None:
         n = p.root
-        if p.kind == "conv":
+        if p.kind in ("attention", "resample"):
+            try:
+                self._attention(p) if p.kind == "attention" else self._resample(p)
+            except _Unsupported as e:      # named by the node that shows what the region is
+                e.node = e.node or p.data.get("softmax") or next(m for m in p.data["nodes"] if m.op_type == "GatherND")
+                raise
+        elif p.kind == "groupnorm":
+            _groupnorm_pattern(self, p)
+        elif p.kind == "glu":
+            split = p.data["split"]
+            rank = self._rank(split.input[0])
+            axis = _attr(split, "axis", 0) % rank
+            size = self._shape(split.input[0])[axis]
+            if len(split.input) > 1 and split.input[1]:
+                parts = [int(v) for v in self._const(split.input[1], "split sizes").reshape(-1)]
+                if len(set(parts)) != 1:
+                    raise _Unsupported(f"a split into unequal parts {parts}")
+            elif isinstance(size, int) and size % 2:
+                raise _Unsupported(f"a split of an odd size {size}")
+            if self._value(split.input[0]).axes[axis] == "B":
+                raise _Unsupported("splits the batch axis")
+            self._step(n, "glu", str(axis - 1), src=split.input[0])
+        elif p.kind == "conv":
             _conv(self, n, pad=p.data["pad"])
         elif p.kind == "dense":
             _matmul(self, n, add=p.data["add"], bias=p.data["bias"])
@@ -491,7 +912,7 @@ class _Importer:
         for i, s in enumerate(self.steps):
             for v in s.inputs:
                 readers.setdefault(v, []).append(i)
-        names: dict[str, str] = {v: v for v, _ in self.inputs}
+        names: dict[str, str] = {v: v for v, _, _ in self.inputs}
         taken = set(names)
         last = len(self.steps) - 1
         single_output_last = len(outputs) == 1 and self.steps and outputs[0] == self.steps[-1].id
@@ -510,7 +931,8 @@ class _Importer:
                 taken.add(base)
                 names[s.id] = base
         lines = []
-        sig = ", ".join(f"{v}: [{', '.join(map(str, dims))}]" for v, dims in self.inputs)
+        sig = ", ".join(f"{v}: {'int' if integer else ''}[{', '.join(map(str, dims))}]"
+                        for v, dims, integer in self.inputs)
         lines.append(f"# imported from {Path(self.path).name} by nnc import")
         lines.append(f"model {self.name}({sig}) {{")
         previous = self.inputs[0][0] if self.inputs else None
@@ -535,8 +957,71 @@ class _Importer:
 
 # ---------------------------------------------------------------------- helpers
 
-_NEVER_FOLD = frozenset({"Shape", "ConstantOfShape", "GRU", "LSTM", "RandomNormal", "RandomUniform",
+_ZEROS_KEEP = frozenset({"Slice", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Expand", "Cast",
+                         "Concat"})
+_INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})      # uint8, int8, uint16, int16, int32, int64, uint32, uint64
+_NEVER_FOLD = frozenset({"Shape", "ConstantOfShape", "GRU", "LSTM", "RNN", "RandomNormal", "RandomUniform",
                          "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+
+
+_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze"})
+
+
+def _resampled(sx, sy) -> bool:
+    """`sy` is `sx` ([B, C, spatial...]) with its spatial sizes scaled up by
+    whole numbers or reduced: a shape an upsampling or adaptive pool makes."""
+    if not sx or not sy or len(sx) != len(sy) or sx[:2] != sy[:2]:
+        return False
+    a, b = sx[2:], sy[2:]
+    if not all(isinstance(d, int) and d > 0 for d in a + b) or a == b:
+        return False
+    return all(o % i == 0 for o, i in zip(b, a)) or all(o <= i for o, i in zip(b, a))
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    return got.shape == want.shape and bool(np.abs(got - want).max() <= 1e-4 * max(np.abs(want).max(), 1e-3))
+
+
+def _np_attention(x, wi, bi, wo, bo, heads: int, causal: bool) -> np.ndarray:
+    """nn.MultiheadAttention(batch_first=True) self-attention on [B, T, E] (float64)."""
+    b, t, e = x.shape
+    d = e // heads
+    q, k, v = np.split(x @ wi.T.astype(np.float64) + bi, 3, axis=-1)
+    q, k, v = (m.reshape(b, t, heads, d).transpose(0, 2, 1, 3) for m in (q, k, v))
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
+    if causal:
+        s = np.where(np.triu(np.ones((t, t), bool), 1), -np.inf, s)
+    s = np.exp(s - s.max(-1, keepdims=True))
+    o = (s / s.sum(-1, keepdims=True)) @ v
+    return o.transpose(0, 2, 1, 3).reshape(b, t, e) @ wo.T.astype(np.float64) + bo
+
+
+def _np_upsample(x: np.ndarray, scales: list[int], mode: str) -> np.ndarray:
+    """PyTorch's nearest or (bi)linear upsampling (align_corners=False) of the trailing axes."""
+    for k, scale in enumerate(scales):
+        axis = x.ndim - len(scales) + k
+        n = x.shape[axis]
+        dst = np.arange(n * scale)
+        if mode == "nearest":
+            x = np.take(x, dst // scale, axis=axis)
+            continue
+        src = np.maximum((dst + 0.5) / scale - 0.5, 0.0)
+        i0 = np.minimum(np.floor(src).astype(int), n - 1)
+        i1 = np.minimum(i0 + 1, n - 1)
+        lam = (src - i0).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+        x = np.take(x, i0, axis=axis) * (1 - lam) + np.take(x, i1, axis=axis) * lam
+    return x
+
+
+def _np_adaptive_avg(x: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """PyTorch's adaptive average pooling of the trailing axes (bins floor(i*L/n) .. ceil((i+1)*L/n))."""
+    for k, size in enumerate(sizes):
+        axis = x.ndim - len(sizes) + k
+        n = x.shape[axis]
+        parts = [np.take(x, range(i * n // size, -(-(i + 1) * n // size)), axis=axis).mean(axis=axis, keepdims=True)
+                 for i in range(size)]
+        x = np.concatenate(parts, axis=axis)
+    return x
 
 
 def _attr(n, name: str, default=None):
@@ -548,9 +1033,22 @@ def _attr(n, name: str, default=None):
     return default
 
 
+_PARAM_NAMES = ("weight", "bias", "running_mean", "running_var", "in_proj_weight", "in_proj_bias")
+
+
+def _param_base(name: str) -> str:
+    """`layer1.0.conv1.weight` -> `layer1.0.conv1`; "" when `name` is not a
+    parameter's name (`onnx::MatMul_12`, `val_3`)."""
+    base, _, last = name.rpartition(".")
+    return base if base and last in _PARAM_NAMES and _valid_label(base) else ""
+
+
 def _module_path(n) -> str:
-    """The PyTorch module a node came from: the dynamo exporter's name scopes,
-    or the TorchScript exporter's node name `/layer1/layer1.0/conv1/Conv`."""
+    """The PyTorch module a node came from: the dynamo exporter's name scopes
+    (`['', 'layers.0', 'layers.0.self_attn', 'linear']`), or the TorchScript
+    exporter's node name (`/layer1/layer1.0/conv1/Conv`, `/layers.0/self_attn/MatMul`):
+    `layer1.0.conv1`, `layers.0.self_attn`."""
+    parts: list[str] = []
     for prop in n.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
             try:
@@ -558,13 +1056,14 @@ def _module_path(n) -> str:
             except (ValueError, SyntaxError):
                 break
             parts = [s for s in scopes[1:-1] if s]
-            return ".".join(parts)
-    name = n.name
-    if name.startswith("/"):
-        parts = name.strip("/").split("/")
-        if len(parts) >= 2:
-            return parts[-2]
-    return ""
+            break
+    else:
+        if n.name.startswith("/"):
+            parts = n.name.strip("/").split("/")[:-1]
+    path = ""
+    for p in parts:             # each level is either a full path or a name relative to the one before
+        path = p if not path or p.startswith(path + ".") else f"{path}.{p}"
+    return path
 
 
 def _tuple(values) -> str:
@@ -611,21 +1110,17 @@ def _conv(imp: _Importer, n, pad=None) -> None:
         lo = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
         pads = lo + [t - x for t, x in zip(totals, lo)]
     src = n.input[0]
+    padding = _conv_padding(pads, k, s, d)
     if pad is not None:
         extra = _pad_amounts(imp, pad, rank)
-        pads = [p + e for p, e in zip(pads, extra)]
-        src = pad.input[0]
-    begins, ends = pads[:rank], pads[rank:]
-    totals = [dd * (kk - 1) for kk, dd in zip(k, d)]
-    if begins == ends:
-        padding = None if not any(begins) else (str(begins[0]) if rank == 1 or begins[0] == begins[1]
-                                                 else _tuple(begins))
-    elif all(x == 1 for x in s) and rank == 1 and begins == totals and not any(ends):
-        padding = "causal"
-    elif all(x == 1 for x in s) and begins == [t // 2 for t in totals] and ends == [t - t // 2 for t in totals]:
-        padding = "same"
-    else:
+        merged = None if extra is None else _conv_padding([p + e for p, e in zip(pads, extra)], k, s, d)
+        if merged is not None:
+            padding, src = merged, pad.input[0]
+        else:       # a Pad the convolution cannot take: its own step
+            _pad(imp, pad)
+    if padding is None:
         raise _Unsupported(f"asymmetric padding {pads}")
+    padding = padding or None
     c_in = imp._shape(src)[1]
     filters = w.shape[0]
     label = imp._label(n, n.input[1], auto=f"conv{rank}d")
@@ -654,26 +1149,121 @@ def _conv(imp: _Importer, n, pad=None) -> None:
     imp._step(n, op, ", ".join(args), label, src=src)
 
 
-def _pad_amounts(imp: _Importer, pad, rank: int) -> list[int]:
+def _conv_padding(pads: list[int], k, s, d) -> str | None:
+    """A convolution's ONNX pads as nnc's `padding` ("" for none), or None
+    when nnc cannot say it (asymmetric, other than `same` or `causal`)."""
+    rank = len(k)
+    begins, ends = list(pads[:rank]), list(pads[rank:])
+    totals = [dd * (kk - 1) for kk, dd in zip(k, d)]
+    if begins == ends:
+        return "" if not any(begins) else (str(begins[0]) if rank == 1 or begins[0] == begins[1] else _tuple(begins))
+    if all(x == 1 for x in s) and rank == 1 and begins == totals and not any(ends):
+        return "causal"
+    if all(x == 1 for x in s) and begins == [t // 2 for t in totals] and ends == [t - t // 2 for t in totals]:
+        return "same"
+    return None
+
+
+def _pad_spec(imp: _Importer, pad) -> tuple[str, list[int], list[int], float]:
+    """(mode, begins, ends, value) of a Pad node, one begin and end per ONNX axis."""
     mode = _attr(pad, "mode", "constant")
-    if mode != "constant":
-        raise _Unsupported(f"{mode} padding before a convolution")
     amounts = _attr(pad, "pads")
     if amounts is None:
-        amounts = imp._const(pad.input[1], "padding").tolist()
-    value = 0.0
+        amounts = imp._const(pad.input[1], "padding").reshape(-1).tolist()
+    value = _attr(pad, "value", 0.0)
     if len(pad.input) > 2 and pad.input[2]:
         value = float(imp._const(pad.input[2], "padding value").reshape(-1)[0])
-    if value != 0.0:
-        raise _Unsupported(f"padding with {value} before a convolution")
-    amounts = [int(a) for a in amounts]
-    full = len(amounts) // 2
     if len(pad.input) > 3 and pad.input[3]:
         raise _Unsupported("padding of selected axes")
-    begins, ends = amounts[:full], amounts[full:]
-    if any(begins[:2]) or any(ends[:2]):
-        raise _Unsupported("padding of the batch or channel axis")
+    amounts = [int(a) for a in amounts]
+    full = len(amounts) // 2
+    return mode, amounts[:full], amounts[full:], float(value)
+
+
+def _pad_amounts(imp: _Importer, pad, rank: int) -> list[int] | None:
+    """A zero Pad's amounts on the spatial axes, for the convolution after
+    it; None when the convolution cannot take it (a value other than 0, or
+    padding of the batch or channel axis)."""
+    mode, begins, ends, value = _pad_spec(imp, pad)
+    if mode != "constant" or value != 0.0 or any(begins[:2]) or any(ends[:2]) or min(begins + ends) < 0:
+        return None
     return begins[2:] + ends[2:]
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
+
+
+def _pad(imp: _Importer, n) -> None:
+    mode, begins, ends, value = _pad_spec(imp, n)
+    if mode not in _PAD_MODES:
+        raise _Unsupported(f"mode={mode} (nnc pads with constant, reflect or edge)")
+    if min(begins + ends, default=0) < 0:
+        raise _Unsupported("negative padding (a crop)")
+    rank = len(begins)
+    padded = [i for i in range(rank) if begins[i] or ends[i]]
+    if not padded:
+        imp.vals[n.output[0]] = imp._value(n.input[0])
+        return
+    if padded[0] == 0:
+        raise _Unsupported("pads the batch axis")
+    if padded[0] < rank - 2:
+        raise _Unsupported("pads more than the last two axes")
+    amounts = [begins[-1], ends[-1]] + ([begins[-2], ends[-2]] if padded[0] == rank - 2 else [])
+    args = [_tuple(amounts)]
+    if _PAD_MODES[mode] != "constant":
+        args.append(f"mode={_PAD_MODES[mode]}")
+    elif value != 0.0:
+        args.append(f"value={_f32(value)}")
+    imp._step(n, "pad", ", ".join(args))
+
+
+def _one(v) -> str:
+    """An nnc size: an int, or a pair when the two differ."""
+    v = [int(x) for x in v]
+    return str(v[0]) if len(v) == 1 or len(set(v)) == 1 else _tuple(v)
+
+
+def _f32(x: float) -> str:
+    """A float32 value in its shortest form (`0.7`, not `0.699999988`)."""
+    return np.format_float_positional(np.float32(x), trim="0")
+
+
+def _conv_transpose(imp: _Importer, n) -> None:
+    w = imp._const(n.input[1], "weight")
+    rank = w.ndim - 2
+    if rank not in (1, 2):
+        raise _Unsupported(f"a {rank}-d transposed convolution")
+    if _attr(n, "output_shape") is not None:
+        raise _Unsupported("output_shape (nnc takes padding and output_padding)")
+    if _attr(n, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise _Unsupported(f"auto_pad={_attr(n, 'auto_pad')}")
+    b = imp._const(n.input[2], "bias") if len(n.input) > 2 and n.input[2] else None
+    k = list(_attr(n, "kernel_shape", w.shape[2:]))
+    s = list(_attr(n, "strides", [1] * rank))
+    d = list(_attr(n, "dilations", [1] * rank))
+    g = _attr(n, "group", 1)
+    pads = list(_attr(n, "pads", [0] * 2 * rank))
+    out_pad = list(_attr(n, "output_padding", [0] * rank))
+    if pads[:rank] != pads[rank:]:
+        raise _Unsupported(f"asymmetric padding {pads}")
+    label = imp._label(n, n.input[1], auto=f"conv_transpose{rank}d")
+    args = [str(w.shape[1] * g), _one(k)]
+    if any(x != 1 for x in s):
+        args.append(f"stride={_one(s)}")
+    if any(pads):
+        args.append(f"padding={_one(pads[:rank])}")
+    if any(out_pad):
+        args.append(f"output_padding={_one(out_pad)}")
+    if any(x != 1 for x in d):
+        args.append(f"dilation={_one(d)}")
+    if g != 1:
+        args.append(f"groups={g}")
+    if b is None:
+        args.append("bias=false")
+    imp._put(label, "weight", w)
+    if b is not None:
+        imp._put(label, "bias", b)
+    imp._step(n, f"conv_transpose{rank}d", ", ".join(args), label)
 
 
 def _gemm(imp: _Importer, n) -> None:
@@ -695,8 +1285,18 @@ def _gemm(imp: _Importer, n) -> None:
 
 
 def _matmul(imp: _Importer, n, add=None, bias=None) -> None:
+    if n.input[0] in imp.live and n.input[1] in imp.live:
+        sa, sb = imp._shape(n.input[0]), imp._shape(n.input[1])
+        if len(sa) != len(sb) or len(sa) < 3:
+            raise _Unsupported(f"a product of ranks {len(sa)} and {len(sb)} (nnc's matmul takes equal ranks of at "
+                               "least 2 besides the batch)")
+        if sa[1:-2] != sb[1:-2]:
+            raise _Unsupported(f"broadcasting between {sa} and {sb}")
+        refs = [imp._canonical(n.input[0]), imp._canonical(n.input[1])]
+        imp._set(n.output[0], imp._emit("matmul", "", refs, merge=True), len(sa) - 1)
+        return
     if n.input[1] not in imp.consts:
-        raise _Unsupported("a product of two computed values (matmul is not in the language yet)")
+        raise _Unsupported("a product of a constant by a computed value")
     w = imp._const(n.input[1], "weight")
     if w.ndim != 2:
         raise _Unsupported(f"a weight of rank {w.ndim}")
@@ -752,6 +1352,9 @@ def _pool(kind: str):
             raise _Unsupported(f"asymmetric padding {pads}")
         if kind == "avg" and any(pads) and not _attr(n, "count_include_pad", 0):
             raise _Unsupported("count_include_pad=0 with padding (nnc's avgpool counts the padding as zeros)")
+        if not any(pads) and list(imp._shape(n.input[0])[2:]) == k:    # one window over everything
+            _global_pool(kind)(imp, n)
+            return
         one = lambda v: str(v[0]) if rank == 1 or v[0] == v[1] else _tuple(v)      # noqa: E731
         args = [one(k)]
         if s != k:
@@ -762,21 +1365,268 @@ def _pool(kind: str):
     return handler
 
 
-def _global_avgpool(imp: _Importer, n) -> None:
-    ref = imp._canonical(n.input[0])
-    rank = imp._rank(n.input[0])
-    imp.vals[n.output[0]] = _Val(imp._emit("global_avgpool", "", [ref]), ("B", 0, *([None] * (rank - 2))))
+def _global_pool(kind: str):
+    def handler(imp: _Importer, n) -> None:
+        ref = imp._canonical(n.input[0])
+        rank = imp._rank(n.input[0])
+        if rank < 3:
+            raise _Unsupported("a global pool of a value without spatial axes")
+        imp.vals[n.output[0]] = _Val(imp._emit(f"global_{kind}pool", "", [ref]), ("B", 0, *([None] * (rank - 2))))
+    return handler
 
 
-def _reduce_mean(imp: _Importer, n) -> None:
+def _reduce(op: str):
+    """ReduceMean/ReduceSum/ReduceMax -> mean/sum/max over nnc's axes; a mean
+    or max over every spatial axis of [B, C, ...] is global_avgpool/global_maxpool."""
+    def handler(imp: _Importer, n) -> None:
+        rank = imp._rank(n.input[0])
+        axes = _axes_of(imp, n)
+        keep = _attr(n, "keepdims", 1)
+        if not axes:
+            if _attr(n, "noop_with_empty_axes", 0):
+                imp.vals[n.output[0]] = imp._value(n.input[0])
+                return
+            raise _Unsupported("reduces every axis, the batch too")
+        ref = imp._canonical(n.input[0])
+        if 0 in axes:
+            raise _Unsupported("reduces the batch axis")
+        if op in ("mean", "max") and rank >= 3 and axes == list(range(2, rank)):
+            sid = imp._emit(f"global_{'avg' if op == 'mean' else 'max'}pool", "", [ref])
+        else:
+            nnc = [a - 1 for a in axes]
+            sid = imp._emit(op, str(nnc[0]) if len(nnc) == 1 else _tuple(nnc), [ref])
+        if not keep:
+            imp._set(n.output[0], sid, rank - 1 - len(axes))
+            return
+        out, j = ["B"], 0
+        for i in range(1, rank):
+            out.append(None if i in axes else j)
+            j += i not in axes
+        imp.vals[n.output[0]] = _Val(sid, tuple(out))
+    return handler
+
+
+def _instancenorm(imp: _Importer, n) -> None:
+    if imp._rank(n.input[0]) < 3:
+        raise _Unsupported("a value without axes to normalise over")
+    scale = imp._const(n.input[1], "scale").reshape(-1)
+    bias = imp._const(n.input[2], "bias").reshape(-1)
+    eps = _attr(n, "epsilon", 1e-5)
+    affine = bool(_param_base(imp.origin.get(n.input[1], ""))) or not (np.all(scale == 1) and np.all(bias == 0))
+    args = ([] if abs(eps - 1e-5) < 1e-12 else [f"eps={_f32(eps)}"]) + (["affine=true"] if affine else [])
+    label = None
+    if affine:
+        label = imp._label(n, n.input[1], n.input[2], auto="instancenorm")
+        imp._put(label, "weight", scale)
+        imp._put(label, "bias", bias)
+    imp._step(n, "instancenorm", ", ".join(args), label)
+
+
+def _per_channel(imp: _Importer, node, live: str, c: int, what: str) -> np.ndarray:
+    """The constant operand of a Mul/Add after a groupnorm, as one value per channel."""
+    other = next(v for v in node.input if v != live)
+    imp._fold_chain(other)
+    value = imp._const(other, what).reshape(-1)
+    if value.size == 1:
+        return np.full(c, value[0], np.float32)
+    if value.size != c:
+        raise _Unsupported(f"a groupnorm {what} of {value.size} values for {c} channels")
+    return value
+
+
+def _groupnorm_pattern(imp: _Importer, p: _Pattern) -> None:
+    r1, inn, mul, add = p.data["reshape"], p.data["norm"], p.data["mul"], p.data["add"]
+    x = r1.input[0]
+    shape = imp._shape(x)
+    c = shape[1] if len(shape) >= 3 else None
+    if not isinstance(c, int):
+        raise _Unsupported("a groupnorm of a value without a known channel count")
+    imp._fold_chain(r1.input[1])
+    target = [int(v) for v in imp._const(r1.input[1], "shape").reshape(-1)]
+    if len(target) != 3 or target[1] <= 0 or c % target[1]:
+        raise _Unsupported(f"an instance normalisation of a reshape to {target} (not groups of channels)")
+    groups = target[1]
+    scale, bias = (imp._const(v, "scale").reshape(-1) for v in inn.input[1:3])
+    if not (np.all(scale == 1) and np.all(bias == 0)):
+        raise _Unsupported("a groupnorm whose groups have their own scale")
+    weight, shift = np.ones(c, np.float32), np.zeros(c, np.float32)
+    r2_out = imp._only_user(inn.output[0]).output[0]
+    if mul is not None:
+        weight = _per_channel(imp, mul, r2_out, c, "weight")
+    if add is not None:
+        shift = _per_channel(imp, add, mul.output[0], c, "bias")
+    eps = _attr(inn, "epsilon", 1e-5)
+    names = [v for m in (mul, add) if m is not None for v in m.input]
+    label = imp._label(mul or inn, *names, auto="groupnorm")
+    imp._put(label, "weight", weight)
+    imp._put(label, "bias", shift)
+    args = [str(groups)] + ([] if abs(eps - 1e-5) < 1e-12 else [f"eps={_f32(eps)}"])
+    imp._step(p.root, "groupnorm", ", ".join(args), label, src=x)
+
+
+def _groupnorm(imp: _Importer, n) -> None:
+    """ONNX GroupNormalization (opset 18: a scale per group; 21: per channel)."""
+    shape = imp._shape(n.input[0])
+    c = shape[1] if len(shape) >= 3 else None
+    groups = _attr(n, "num_groups")
+    if not isinstance(c, int) or not groups or c % groups:
+        raise _Unsupported(f"num_groups={groups} for {c} channels")
+    arrays = []
+    for v, what in ((n.input[1], "scale"), (n.input[2], "bias")):
+        a = imp._const(v, what).reshape(-1)
+        if a.size == groups and groups != c:
+            a = np.repeat(a, c // groups)
+        if a.size != c:
+            raise _Unsupported(f"a {what} of {a.size} values for {c} channels in {groups} groups")
+        arrays.append(a)
+    eps = _attr(n, "epsilon", 1e-5)
+    label = imp._label(n, n.input[1], n.input[2], auto="groupnorm")
+    imp._put(label, "weight", arrays[0])
+    imp._put(label, "bias", arrays[1])
+    imp._step(n, "groupnorm", ", ".join([str(groups)] + ([] if abs(eps - 1e-5) < 1e-12 else [f"eps={_f32(eps)}"])),
+              label)
+
+
+def _gather(imp: _Importer, n) -> None:
+    """A constant table indexed by computed integers: embedding. A computed
+    value indexed by a constant: select (a scalar index) or a one-row slice."""
+    data, idx = n.input[0], n.input[1]
+    axis = _attr(n, "axis", 0)
+    if data not in imp.live and idx in imp.live:
+        imp._fold_chain(data)
+        table = imp._const(data, "table")
+        if table.ndim != 2 or axis != 0:
+            raise _Unsupported(f"a lookup in a table of shape {list(table.shape)} on axis {axis} (embedding takes rows "
+                               "of a 2-d table)")
+        label = imp._label(n, data, auto="embedding")
+        imp._put(label, "weight", table)
+        imp._step(n, "embedding", f"{table.shape[0]}, {table.shape[1]}", label, rank_out=imp._rank(idx), src=idx)
+        return
+    if data in imp.live and idx not in imp.live:
+        index = imp._const(idx, "index")
+        rank = imp._rank(data)
+        a = axis % rank
+        if imp._value(data).axes[a] == "B":
+            raise _Unsupported("indexes the batch axis")
+        if index.ndim == 0:
+            imp._step(n, "select", f"{a - 1}, {int(index)}", rank_out=rank - 2)
+        elif index.size == 1 and index.ndim == 1:
+            k = int(index[0])
+            imp._step(n, "slice", f"{a - 1}, {k}" + ("" if k == -1 else f", {k + 1}"))
+        else:
+            raise _Unsupported(f"gathers {index.size} indices (nnc selects one, or slices)")
+        return
+    raise _Unsupported("indices computed from the data")
+
+
+_BIG = 1 << 62
+
+
+def _slice(imp: _Importer, n) -> None:
+    if len(n.input) < 3:
+        raise _Unsupported("Slice before opset 10 (attributes)")
+    starts, ends = (imp._const(v, what).reshape(-1) for v, what in zip(n.input[1:3], ("starts", "ends")))
     rank = imp._rank(n.input[0])
-    axes = _axes_of(imp, n)
-    if axes != list(range(2, rank)):
-        raise _Unsupported(f"a mean over axes {axes} (only the spatial axes: global_avgpool)")
+    shape = imp._shape(n.input[0])
+    axes = imp._const(n.input[3], "axes").reshape(-1) if len(n.input) > 3 and n.input[3] else range(len(starts))
+    steps = imp._const(n.input[4], "steps").reshape(-1) if len(n.input) > 4 and n.input[4] else [1] * len(starts)
+    cuts = []
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        start, end, a, step = int(start), int(end), int(axis) % rank, int(step)
+        size = shape[a] if isinstance(shape[a], int) and shape[a] > 0 else None
+        if step <= 0:
+            raise _Unsupported(f"a step of {step} (nnc slices forwards)")
+        to_end = end >= _BIG or size is not None and end >= size
+        if start in (0, -_BIG) and to_end and step == 1 or size is not None and start <= -size and to_end and step == 1:
+            continue
+        if imp._value(n.input[0]).axes[a] == "B":
+            raise _Unsupported("slices the batch axis")
+        cuts.append(f"{a - 1}, {start}" + ("" if to_end else f", {end}") + ("" if step == 1 else f", step={step}"))
+    if not cuts:
+        imp.vals[n.output[0]] = imp._value(n.input[0])
+        return
     ref = imp._canonical(n.input[0])
-    keep = _attr(n, "keepdims", 1)
-    imp.vals[n.output[0]] = _Val(imp._emit("global_avgpool", "", [ref]),
-                                 ("B", 0, *([None] * (rank - 2))) if keep else ("B", 0))
+    for args in cuts:
+        ref = imp._emit("slice", args, [ref])
+    imp._set(n.output[0], ref, rank - 1)
+
+
+def _split(imp: _Importer, n) -> None:
+    rank = imp._rank(n.input[0])
+    axis = _attr(n, "axis", 0) % rank
+    size = imp._shape(n.input[0])[axis]
+    if imp._value(n.input[0]).axes[axis] == "B":
+        raise _Unsupported("splits the batch axis")
+    outs = list(n.output)
+    if len(n.input) > 1 and n.input[1]:
+        parts = [int(v) for v in imp._const(n.input[1], "split sizes").reshape(-1)]
+    elif _attr(n, "split") is not None:
+        parts = list(_attr(n, "split"))
+    elif isinstance(size, int):
+        each = -(-size // len(outs))
+        parts = [min(each, size - i * each) for i in range(len(outs))]
+    else:
+        raise _Unsupported("a split of an axis of unknown size")
+    ref = imp._canonical(n.input[0])
+    start = 0
+    for out, k in zip(outs, parts):
+        if out and (imp.consumers.get(out) or out in imp.outputs):
+            imp._set(out, imp._emit("slice", f"{axis - 1}, {start}, {start + k}", [ref]), rank - 1)
+        start += k
+
+
+def _add(imp: _Importer, n) -> None:
+    """Two computed values: add. A computed [B, T, E] plus a constant [T, E]:
+    positional (a learned table; `table[:T]` of an initializer keeps its
+    name and all its rows)."""
+    consts = [v for v in n.input[:2] if v not in imp.live]
+    if not consts:
+        _merge("add")(imp, n)
+        return
+    c = consts[0]
+    x = n.input[1] if c == n.input[0] else n.input[0]
+    table = imp._const(c, "added constant")
+    sx = imp._shape(x)
+    if len(sx) == 3 and all(isinstance(d, int) for d in sx[1:]) and table.shape[-2:] == tuple(sx[1:]) \
+            and table.size == sx[1] * sx[2]:
+        origin = imp.table_origin.get(c)
+        if origin is not None and imp.consts[origin].ndim == 2:
+            weight = imp.consts[origin]
+            label = imp._label(n, origin, auto="positional")
+        else:
+            weight = table.reshape(sx[1:])
+            label = imp._label(n, auto="positional")
+        imp._put(label, "weight", weight)
+        imp._step(n, "positional", str(weight.shape[0]), label, src=x)
+        return
+    raise _Unsupported(f"adds a constant of shape {list(table.shape)} (nnc adds a constant only as a positional "
+                       "table [T, E] to [T, E])")
+
+
+def _mul(imp: _Importer, n) -> None:
+    if n.input[0] == n.input[1] and n.input[0] in imp.live:
+        imp._step(n, "square")
+        return
+    if any(v not in imp.live for v in n.input[:2]):
+        raise _Unsupported("scales by a constant (nnc multiplies computed values of equal shapes)")
+    _merge("mul")(imp, n)
+
+
+def _pow(imp: _Importer, n) -> None:
+    exponent = imp._const(n.input[1], "exponent").reshape(-1)
+    if exponent.size != 1 or float(exponent[0]) not in (1.0, 2.0, 0.5):
+        raise _Unsupported(f"an exponent of {exponent.tolist()} (nnc has square and sqrt)")
+    e = float(exponent[0])
+    if e == 1.0:
+        imp.vals[n.output[0]] = imp._value(n.input[0])
+        return
+    imp._step(n, "square" if e == 2.0 else "sqrt")
+
+
+def _div(imp: _Importer, n) -> None:
+    if any(v not in imp.live for v in n.input[:2]):
+        raise _Unsupported("divides by or into a constant (nnc divides computed values of equal shapes)")
+    _merge("div")(imp, n)
 
 
 def _batchnorm(imp: _Importer, n) -> None:
@@ -817,16 +1667,23 @@ def _simple(op: str, check: Callable | None = None):
 def _clip(imp: _Importer, n) -> None:
     lo = _attr(n, "min")
     hi = _attr(n, "max")
+    if imp.opset >= 11 and (lo is not None or hi is not None):
+        raise _Unsupported(f"min and max as attributes, which Clip has only before opset 11 (this model is opset "
+                           f"{imp.opset})")
     if len(n.input) > 1 and n.input[1]:
-        lo = float(imp._const(n.input[1], "minimum"))
+        lo = float(imp._const(n.input[1], "minimum").reshape(-1)[0])
     if len(n.input) > 2 and n.input[2]:
-        hi = float(imp._const(n.input[2], "maximum"))
+        hi = float(imp._const(n.input[2], "maximum").reshape(-1)[0])
+    lo = None if lo is None or lo <= -3.4e38 else lo
+    hi = None if hi is None or hi >= 3.4e38 else hi
     if lo == 0 and hi == 6:
         imp._step(n, "relu6")
-    elif lo == 0 and (hi is None or hi >= 3.4e38):
+    elif lo == 0 and hi is None:
         imp._step(n, "relu")
+    elif lo is None and hi is None:
+        imp.vals[n.output[0]] = imp._value(n.input[0])
     else:
-        raise _Unsupported(f"clip to [{lo}, {hi}] (only relu6's [0, 6])")
+        imp._step(n, "clamp", ", ".join(f"{k}={_f32(v)}" for k, v in (("min", lo), ("max", hi)) if v is not None))
 
 
 def _check_attr(name: str, expected: float, default: float):
@@ -940,11 +1797,11 @@ def _flatten(imp: _Importer, n) -> None:
     imp._step(n, "flatten", rank_out=1)
 
 
-def _unit_reshape(val: _Val, src: list, dst: list, batch_one: bool) -> _Val | None:
+def _unit_reshape(val: _Val, src: list, dst: list, batch_static: int | None) -> _Val | None:
     """The axis map after a reshape that only adds or drops unit axes, else
-    None. `batch_one`: the exported batch is a static 1."""
+    None. `batch_static`: the exported batch size when it is static."""
     keep = [(a, d) for a, d in zip(val.axes, src) if not (a is None and d == 1)]
-    batch_sizes = (BATCH, -1, 0, 1) if batch_one else (BATCH, -1, 0)
+    batch_sizes = (BATCH, -1, 0) + ((batch_static,) if batch_static else ())
     out = []
     i = 0
     for d in dst:
@@ -958,20 +1815,47 @@ def _unit_reshape(val: _Val, src: list, dst: list, batch_one: bool) -> _Val | No
     return _Val(val.ref, tuple(out)) if i == len(keep) else None
 
 
+def _merge_directions(val: _Val, src: list, dst: list) -> _Val | None:
+    """The axis map after the reshape that joins a bidirectional layer's
+    direction axis with its hidden axis (`[T, B, 2, H]` -> `[T, B, 2H]`, the
+    two directions side by side as in PyTorch), else None."""
+    i = val.axes.index("D")
+    if i + 1 >= len(val.axes) or not isinstance(val.axes[i + 1], int) or len(dst) != len(src) - 1:
+        return None
+    h = src[i + 1]
+    want = src[:i] + [2 * h if isinstance(h, int) else None] + src[i + 2:]
+    known = [d for d in dst if d != -1]
+    for j, (d, w) in enumerate(zip(dst, want)):
+        if d == -1 and len(known) == len(dst) - 1:
+            continue
+        if d != w and not (w == BATCH and d in (BATCH, 0)) and not (d == 0 and j < len(src) and src[j] == w):
+            return None
+    return _Val(val.ref, val.axes[:i] + val.axes[i + 1:])
+
+
 def _reshape(imp: _Importer, n) -> None:
     target = [int(v) for v in imp._const(n.input[1], "shape").reshape(-1)]
     src_shape = imp._shape(n.input[0])
     val = imp._value(n.input[0])
     batch_axis = val.axes.index("B") if "B" in val.axes else None
+    if "D" in val.axes:
+        src = [BATCH if a == "B" else d for a, d in zip(val.axes, src_shape)]
+        mapped = _merge_directions(val, src, [BATCH if batch_axis is not None and i == batch_axis and
+                                              d == src_shape[batch_axis] else d for i, d in enumerate(target)])
+        if mapped is None:
+            raise _Unsupported("reads the two directions of a bidirectional recurrent layer apart")
+        imp.vals[n.output[0]] = mapped
+        return
     src = [BATCH if i == batch_axis else d for i, d in enumerate(src_shape)]
     allowzero = _attr(n, "allowzero", 0)
     dst = [src[i] if d == 0 and not allowzero and i < len(src) else d for i, d in enumerate(target)]
-    batch_one = batch_axis is not None and src_shape[batch_axis] == 1
-    mapped = _unit_reshape(val, src, dst, batch_one)
+    batch_static = src_shape[batch_axis] if batch_axis is not None and isinstance(src_shape[batch_axis], int) \
+        and src_shape[batch_axis] > 0 else None
+    mapped = _unit_reshape(val, src, dst, batch_static)
     if mapped is not None and "B" in mapped.axes:
         imp.vals[n.output[0]] = mapped
         return
-    if not dst or (dst[0] not in (BATCH, -1, 0) and not (dst[0] == 1 and src_shape[0] == 1)):
+    if not dst or (dst[0] not in (BATCH, -1, 0) and not (batch_axis == 0 and dst[0] == batch_static)):
         raise _Unsupported(f"reshapes the batch axis ({target})")
     rest = [d for d in dst[1:]]
     if -1 in rest and dst[0] == -1:
@@ -997,7 +1881,7 @@ def _squeeze(imp: _Importer, n) -> None:
     if axes is None:
         axes = [i for i, d in enumerate(shape) if d == 1]
     if any(val.axes[a] is not None for a in axes):
-        if any(val.axes[a] == "B" for a in axes):
+        if any(val.axes[a] in ("B", "D") for a in axes):
             raise _Unsupported("squeezes the batch axis")
         # a real axis of size 1: reshape it away in nnc
         ref = imp._canonical(n.input[0])
@@ -1025,9 +1909,12 @@ def _identity(imp: _Importer, n) -> None:
 
 
 def _resize(imp: _Importer, n) -> None:
-    if _attr(n, "mode", "nearest") != "nearest":
-        raise _Unsupported(f"mode={_attr(n, 'mode')} (only nearest)")
+    mode = _attr(n, "mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        raise _Unsupported(f"mode={mode} (nnc upsamples nearest, linear or bilinear)")
     shape = imp._shape(n.input[0])
+    if mode == "linear" and len(shape) not in (3, 4):
+        raise _Unsupported(f"linear resizing of {len(shape) - 2} spatial axes (nnc: linear on 1, bilinear on 2)")
     scales = None
     if len(n.input) > 2 and n.input[2] and np.asarray(imp.consts.get(n.input[2], [])).size:
         scales = [float(v) for v in imp._const(n.input[2], "scales")]
@@ -1039,25 +1926,69 @@ def _resize(imp: _Importer, n) -> None:
     if scales[:2] != [1.0, 1.0] or any(s != int(s) or s < 1 for s in scales[2:]):
         raise _Unsupported(f"scales {scales} (only whole numbers on the spatial axes)")
     mode = _attr(n, "coordinate_transformation_mode", "half_pixel")
+    ints = [int(s) for s in scales[2:]]
+    scale = str(ints[0]) if len(set(ints)) == 1 else _tuple(ints)
+    if _attr(n, "mode", "nearest") == "linear":
+        if mode not in ("half_pixel", "pytorch_half_pixel"):
+            raise _Unsupported(f"coordinate_transformation_mode={mode} (nnc interpolates with align_corners=false)")
+        imp._step(n, "upsample", f"{scale}, mode={'linear' if len(shape) == 3 else 'bilinear'}")
+        return
     nearest = _attr(n, "nearest_mode", "round_prefer_floor")
     if (mode, nearest) not in (("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
                                ("pytorch_half_pixel", "round_prefer_floor"), ("asymmetric", "round_prefer_ceil")) \
             and not (mode == "asymmetric" and nearest == "floor"):
         raise _Unsupported(f"coordinate_transformation_mode={mode}, nearest_mode={nearest}")
-    ints = [int(s) for s in scales[2:]]
-    imp._step(n, "upsample", str(ints[0]) if len(set(ints)) == 1 else _tuple(ints))
+    imp._step(n, "upsample", scale)
+
+
+_GATES = {"gru": 3, "lstm": 4, "rnn": 1}
+_TORCH_GATES = {"gru": [1, 0, 2], "lstm": [0, 2, 3, 1], "rnn": [0]}     # PyTorch's gates from ONNX's
+_DEFAULT_ACTIVATIONS = {"gru": ["sigmoid", "tanh"], "lstm": ["sigmoid", "tanh", "tanh"], "rnn": ["tanh"]}
+_RECURRENT = ("GRU", "LSTM", "RNN")
+
+
+def _stack_below(imp: _Importer, n):
+    """The recurrent node whose sequence output feeds `n` through layout glue
+    only (the TorchScript and dynamo exporters write one node per layer), of
+    the same op and PyTorch module; None otherwise."""
+    v = n.input[0]
+    while v not in imp.outputs:
+        p = imp.producer.get(v)
+        if p is None or len([c for c in imp.consumers.get(v, []) if c.op_type != "Shape"]) != 1:
+            return None
+        if p.op_type in _RECURRENT:
+            path = _module_path(p)
+            return p if p.op_type == n.op_type and v == p.output[0] and path and path == _module_path(n) else None
+        if p.op_type not in _LAYOUT_OPS:
+            return None
+        v = p.input[0]
+    return None
 
 
 def _recurrent(kind: str):
-    gates = 3 if kind == "gru" else 4
+    gates = _GATES[kind]
 
     def handler(imp: _Importer, n) -> None:
-        if _attr(n, "direction", "forward") != "forward":
-            raise _Unsupported(f"direction={_attr(n, 'direction')} (only forward)")
+        direction = _attr(n, "direction", "forward")
+        if direction not in ("forward", "bidirectional"):
+            raise _Unsupported(f"direction={direction} (nnc reads forwards, or both ways)")
+        two = direction == "bidirectional"
         if _attr(n, "layout", 0) != 0:
             raise _Unsupported("layout=1")
-        if _attr(n, "clip") is not None or _attr(n, "activations") is not None:
-            raise _Unsupported("custom activations or clipping")
+        if _attr(n, "clip") is not None or _attr(n, "activation_alpha") is not None or \
+                _attr(n, "activation_beta") is not None:
+            raise _Unsupported("clipping or activation parameters")
+        nonlinearity = "tanh"
+        acts = _attr(n, "activations")
+        if acts is not None:
+            acts = [(a.decode() if isinstance(a, bytes) else a).lower() for a in acts]
+            per = len(acts) // (2 if two else 1)
+            if two and acts[:per] != acts[per:]:
+                raise _Unsupported("different activations in the two directions")
+            if kind == "rnn" and acts[:per] in (["tanh"], ["relu"]):
+                nonlinearity = acts[0]
+            elif acts[:per] != _DEFAULT_ACTIVATIONS[kind]:
+                raise _Unsupported(f"activations {acts[:per]} (PyTorch's are {_DEFAULT_ACTIVATIONS[kind]})")
         if kind == "gru" and not _attr(n, "linear_before_reset", 0):
             raise _Unsupported("linear_before_reset=0 (PyTorch's GRU is linear_before_reset=1)")
         if kind == "lstm" and (_attr(n, "input_forget", 0) or len(n.input) > 7 and n.input[7]):
@@ -1069,37 +2000,62 @@ def _recurrent(kind: str):
                 init = imp.consts.get(n.input[i])
                 if not (isinstance(init, _Zeros) or init is not None and not np.any(init)):
                     raise _Unsupported("a nonzero initial state")
-        if any(imp.consumers.get(o) for o in n.output[1:] if o) or \
-                any(o in {x.name for x in imp.graph.output} for o in n.output[1:] if o):
+        if any(imp.consumers.get(o) or o in imp.outputs for o in n.output[1:] if o):
             raise _Unsupported("its final state is used")
-        w = imp._const(n.input[1], "input weights")[0]
-        r = imp._const(n.input[2], "recurrent weights")[0]
-        hidden = _attr(n, "hidden_size", r.shape[-1])
-        H = hidden
-        order = [1, 0, 2] if kind == "gru" else [0, 2, 3, 1]     # torch's gates from ONNX's
+        w = imp._const(n.input[1], "input weights")
+        r = imp._const(n.input[2], "recurrent weights")
+        hidden = int(_attr(n, "hidden_size", r.shape[-1]))
+        h = hidden
 
         def torch_order(m):
-            return np.concatenate([m[g * H:(g + 1) * H] for g in order], axis=0)
+            return np.concatenate([m[g * h:(g + 1) * h] for g in _TORCH_GATES[kind]], axis=0)
 
-        label = imp._label(n, auto=kind)
-        imp._put(label, "weight_ih_l0", torch_order(w))
-        imp._put(label, "weight_hh_l0", torch_order(r))
-        has_bias = len(n.input) > 3 and n.input[3]
-        if has_bias:
-            b = imp._const(n.input[3], "bias")[0]
-            imp._put(label, "bias_ih_l0", torch_order(b[:gates * H]))
-            imp._put(label, "bias_hh_l0", torch_order(b[gates * H:]))
+        b = imp._const(n.input[3], "bias") if len(n.input) > 3 and n.input[3] else None
+        has_bias = b is not None and bool(np.any(b))      # PyTorch's bias=False exports zeros or nothing
         val = imp._value(n.input[0])
         if val.axes != (0, "B", 1):
             if val.axes == ("B", 0, 1):
                 raise _Unsupported("a batch-first input (nnc expects the exporter's time-major transpose)")
             raise _Unsupported("an input that is not [T, B, F]")
-        ref = imp._emit(kind, f"{hidden}" + ("" if has_bias else ", bias=false"), [val.ref], label)
-        imp.vals[n.output[0]] = _Val(ref, (0, None, "B", 1))
+        settings = (kind, hidden, two, has_bias, nonlinearity)
+        below = _stack_below(imp, n)
+        stack = imp.stacks.get(id(below)) if below is not None else None
+        if stack is None or stack.settings != settings or val.ref != stack.step.id:
+            stack = None
+        label = stack.step.label if stack else imp._label(n, auto=kind)
+        layer = stack.layers if stack else 0
+        for d in range(2 if two else 1):
+            suffix = f"_l{layer}" + ("_reverse" if d else "")
+            imp._put(label, f"weight_ih{suffix}", torch_order(w[d]))
+            imp._put(label, f"weight_hh{suffix}", torch_order(r[d]))
+            if has_bias:
+                imp._put(label, f"bias_ih{suffix}", torch_order(b[d][:gates * h]))
+                imp._put(label, f"bias_hh{suffix}", torch_order(b[d][gates * h:]))
+        args = [str(hidden)]
+        if nonlinearity != "tanh":
+            args.append(f"nonlinearity={nonlinearity}")
+        if layer > 0:
+            args.append(f"layers={layer + 1}")
+        if two:
+            args.append("bidirectional=true")
+        if not has_bias:
+            args.append("bias=false")
+        if stack is None:
+            imp._emit(kind, ", ".join(args), [val.ref], label)
+            stack = _Stack(imp.steps[-1], settings)
+        else:
+            stack.step.args = ", ".join(args)
+        stack.layers += 1
+        imp.stacks[id(n)] = stack
+        imp.vals[n.output[0]] = _Val(stack.step.id, (0, "D" if two else None, "B", 1))
     return handler
 
 
 def _shape_op(imp: _Importer, n) -> None:
+    const = imp.consts.get(n.input[0])
+    if const is not None and not isinstance(const, _Zeros):
+        imp.consts[n.output[0]] = np.array(const.shape[_attr(n, "start", 0):_attr(n, "end", None)], dtype=np.int64)
+        return
     val = imp._value(n.input[0])
     shape = imp._shape(n.input[0])
     dims = []
@@ -1133,8 +2089,25 @@ _HANDLERS: dict[str, Callable] = {
     "MatMul": _matmul,
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),
-    "GlobalAveragePool": _global_avgpool,
-    "ReduceMean": _reduce_mean,
+    "GlobalAveragePool": _global_pool("avg"),
+    "GlobalMaxPool": _global_pool("max"),
+    "ReduceMean": _reduce("mean"),
+    "ReduceSum": _reduce("sum"),
+    "ReduceMax": _reduce("max"),
+    "ConvTranspose": _conv_transpose,
+    "Pad": _pad,
+    "InstanceNormalization": _instancenorm,
+    "GroupNormalization": _groupnorm,
+    "Gather": _gather,
+    "Slice": _slice,
+    "Split": _split,
+    "Pow": _pow,
+    "Div": _div,
+    "Neg": _simple("neg"),
+    "Abs": _simple("abs"),
+    "Exp": _simple("exp"),
+    "Log": _simple("log"),
+    "Sqrt": _simple("sqrt"),
     "BatchNormalization": _batchnorm,
     "LayerNormalization": _layernorm,
     "Relu": _simple("relu"),
@@ -1151,9 +2124,9 @@ _HANDLERS: dict[str, Callable] = {
     "PRelu": _prelu,
     "Softmax": _softmax("softmax"),
     "LogSoftmax": _softmax("log_softmax"),
-    "Add": _merge("add"),
+    "Add": _add,
     "Sub": _merge("sub"),
-    "Mul": _merge("mul"),
+    "Mul": _mul,
     "Sum": _sum,
     "Concat": _concat,
     "Flatten": _flatten,
@@ -1167,6 +2140,7 @@ _HANDLERS: dict[str, Callable] = {
     "Upsample": _resize,
     "GRU": _recurrent("gru"),
     "LSTM": _recurrent("lstm"),
+    "RNN": _recurrent("rnn"),
     "Shape": _shape_op,
     "ConstantOfShape": _constant_of_shape,
 }

@@ -514,8 +514,8 @@ INTEGER_TWINS: dict[str, Callable[[], "nn.Module"]] = {"transformer": TinyTransf
 """Samples with integer inputs: their twins, outside `TWINS` (no float reference data)."""
 
 V2_TWINS: dict[str, Callable[[], "nn.Module"]] = {"glu_tcn": GluTcn, "bilstm_tagger": BiLstmTagger}
-"""Section 9 samples tested in test_v2_samples_13c.py, outside `TWINS` (no ONNX export or stored
-reference data for their ops yet)."""
+"""Section 9 samples tested in test_v2_samples_13c.py and the ONNX round trips
+(test_onnx_v2_*.py), outside `TWINS` (no stored reference data for their ops)."""
 
 DIMS: dict[str, dict[str, int]] = {
     "wavenet": {"T": TIME_STEPS},
