@@ -124,15 +124,16 @@ layernorm, dropout and mul backward kernels, not in batchnorm's.
       layers, dirs, scratch) and its _chunk,            layers, dirs) (and _chunk, _train,
       _train, _backward (stacked / two-way            _backward's)
       gru and lstm, recurrent_stack.py)
-    gru_train(x, w_ih, w_hh, b_ih, b_hh, out,       gru_train_scratch(in_shape, hidden)
-      gates, *, scratch)
-    gru_backward(x, w_ih, w_hh, out, gates, dy, *,  gru_backward_scratch(in_shape, hidden)
-      dx, dw_ih, dw_hh, db_ih, db_hh, scratch)
+    gru_train(x, w_ih, w_hh, b_ih, b_hh, out, *,    gru_train_scratch(in_shape, hidden)
+      scratch)
+    gru_backward(x, w_ih, w_hh, b_ih, b_hh, out,    gru_backward_scratch(in_shape, hidden)
+      dy, *, dx, dw_ih, dw_hh, db_ih, db_hh,          (both bounded by recurrent._STEPS steps:
+      accumulate_dx, scratch)                         the backward recomputes the gates)
     lstm_train(x, w_ih, w_hh, b_ih, b_hh, out,      lstm_train_scratch(in_shape, hidden)
-      gates, cells, *, scratch)
-    lstm_backward(x, w_ih, w_hh, out, gates,        lstm_backward_scratch(in_shape, hidden)
+      cells, *, scratch)
+    lstm_backward(x, w_ih, w_hh, b_ih, b_hh, out,   lstm_backward_scratch(in_shape, hidden)
       cells, dy, *, dx, dw_ih, dw_hh, db_ih,
-      db_hh, scratch)
+      db_hh, accumulate_dx, scratch)
 
 Arguments. `stride` and `dilation` are `(sh, sw)` (an int for 1-D kernels);
 `padding` is explicit, `((top, bottom), (left, right))` or `(left, right)`

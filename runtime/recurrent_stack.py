@@ -13,9 +13,11 @@ Out: out [B, T, dirs * H], the last layer's outputs, the forward direction
      output: nothing is copied. Layer k > 0 reads layer k - 1's output from
      scratch. `rnn_stack_chunk` streams one-way stacks, carrying every
      layer's state ([B, layers * H] each for h and c). Training:
-     `rnn_stack_train` also keeps each layer's gates (and cells) and each
-     lower layer's output; `rnn_stack_backward` runs BPTT per layer and
-     direction from the top, adding the two directions' input gradients.
+     `rnn_stack_train` also keeps each lower layer's output (and the LSTM's
+     cells); `rnn_stack_backward` runs BPTT per layer and direction from the
+     top with the single-layer backward kernels, which recompute the gates a
+     chunk of steps at a time; the reverse direction adds its input gradient
+     to the forward one's in place.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from . import recurrent as R
 
 _REV = slice(None, None, -1)
 _FWD = slice(None)
-_SAVES = {"gru": 1, "lstm": 2, "rnn": 0}     # tensors kept per layer and direction: gates (and cells)
+_SAVES = {"gru": 0, "lstm": 1, "rnn": 0}     # tensors kept per layer and direction: the LSTM's cells
 
 
 # ------------------------------------------------------------------ nn.RNN (one layer)
@@ -77,30 +79,73 @@ def rnn(x, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=N
     rnn_chunk(x, h, w_ih, w_hh, b_ih, b_hh, out, nonlinearity=nonlinearity, scratch=scratch)
 
 
+def rnn_train_scratch(in_shape, hidden: int) -> dict[str, tuple]:
+    """Scratch of `rnn_train`: a chunk's inputs `xs` and input projections `gi`
+    (time-major) and one step's `gh`."""
+    b, t, f = in_shape
+    m = b * R._steps(t)
+    return {"xs": (m * f,), "gi": (m * hidden,), "gh": (b, hidden)}
+
+
+def rnn_train(x, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=None) -> None:
+    """`rnn` from a zero state, a chunk of `recurrent._STEPS` steps at a time (bounded scratch)."""
+    b, hidden = x.shape[0], w_hh.shape[1]
+    s = R._scratch_as(scratch, rnn_train_scratch(x.shape, hidden), x.dtype)
+    gh = s["gh"]
+    for t0, t1 in reversed(list(R._chunks(x.shape[1]))):
+        gi = R._project(s["xs"], s["gi"], x, t0, t1, w_ih, b_ih)
+        for t in range(t0, t1):
+            ht = out[:, t]
+            if t == 0:
+                gh.fill(0.0)
+            else:
+                np.dot(out[:, t - 1], w_hh.T, out=gh)
+            R._bias(gh, b_hh)
+            np.add(gi[t - t0], gh, out=ht)
+            if nonlinearity == "relu":
+                np.clip(ht, 0.0, np.inf, out=ht)
+            else:
+                np.tanh(ht, out=ht)
+
+
 def rnn_backward_scratch(in_shape, hidden: int) -> dict[str, tuple]:
-    b, t, _ = in_shape
-    return {"dg": (b, t, hidden), "prev": (b, t, hidden), "dh": (b, hidden), "tmp": (b, hidden)}
+    """Scratch of `rnn_backward`, bounded by a chunk of steps (as `gru_backward`'s)."""
+    return R._backward_scratch(in_shape, hidden, 1, 1)
 
 
 def rnn_backward(x, w_ih, w_hh, out, dy, *, nonlinearity: str = "tanh", dx, dw_ih, dw_hh, db_ih, db_hh,
-                 scratch=None) -> None:
-    """Gradients of `rnn` through the whole sequence (BPTT) from dy [B, T, H]."""
-    s = scratch if scratch is not None else \
-        {k: np.empty(v, x.dtype) for k, v in rnn_backward_scratch(x.shape, w_hh.shape[1]).items()}
-    dg, prev, dh, tmp = s["dg"], s["prev"], s["dh"], s["tmp"]
-    R._previous_states(out, prev)
+                 accumulate_dx: bool = False, scratch=None) -> None:
+    """Gradients of `rnn` through the whole sequence (BPTT) from dy [B, T, H],
+    a chunk of steps at a time: act'(h) of the chunk's steps (tanh' = 1 - h^2,
+    relu' = h > 0), then per step dgates = dh * act'(h), dh_prev = dgates @ W_hh."""
+    b, T, hidden = x.shape[0], x.shape[1], w_hh.shape[1]
+    s = R._scratch_as(scratch, rnn_backward_scratch(x.shape, hidden), x.dtype)
+    if T == 0:
+        R._no_steps(dx, (dw_ih, dw_hh, db_ih, db_hh), accumulate_dx)
+        return
+    dh = s["dh"]
     dh.fill(0.0)
-    for t in reversed(range(x.shape[1])):
-        np.add(dh, dy[:, t], out=dh)
-        y, d = out[:, t], dg[:, t]
+    for k, (t0, t1) in enumerate(R._chunks(T)):
+        n, first = t1 - t0, k == 0
+        m = n * b
+        xs = R._time_major(s["xs"], x, t0, t1).reshape(m, x.shape[2])
+        ps = R._time_major(s["ps"], out, t0, t1, shift=True).reshape(m, hidden)
+        d = R._time_major(s["fac"], out, t0, t1)
         if nonlinearity == "relu":
-            np.greater(y, 0, out=tmp)
+            np.greater(d, 0, out=d)
         else:
-            np.multiply(y, y, out=tmp)
-            np.subtract(1.0, tmp, out=tmp)
-        np.multiply(dh, tmp, out=d)
-        np.matmul(d, w_hh, out=dh)
-    R._input_gradients(x, w_ih, w_hh, dg, dg, prev, dx=dx, dw_ih=dw_ih, dw_hh=dw_hh, db_ih=db_ih, db_hh=db_hh)
+            np.multiply(d, d, out=d)
+            np.subtract(1.0, d, out=d)
+        for t in reversed(range(n)):
+            np.add(dh, dy[:, t0 + t], out=dh)
+            np.multiply(d[t], dh, out=d[t])
+            np.dot(d[t], w_hh, out=dh)
+        d1 = d.reshape(1, m, hidden)
+        R._grad(first, dw_ih, 1, slice(0, 1), d1, xs, s)
+        R._grad(first, dw_hh, 1, slice(0, 1), d1, ps, s)
+        R._grad(first, db_ih, 1, slice(0, 1), d1, None, s)
+        R._grad(first, db_hh, 1, slice(0, 1), d1, None, s)
+        R._input_grad(d1, ((0, 0),), w_ih, 1, xs, dx, t0, t1, accumulate_dx, s)
 
 
 def _inner_scratch(kind: str, in_shape, hidden: int) -> dict[str, tuple]:
@@ -171,16 +216,23 @@ def rnn_stack_chunk(kind: str, x, states: Sequence, weights: Sequence, out, *, h
 
 # ------------------------------------------------------------------ training
 
+def _widest(in_shape, hidden: int, layers: int, dirs: int) -> tuple:
+    """`in_shape` with the widest input any layer reads (layer k > 0 reads dirs * H)."""
+    b, t, f = in_shape
+    return (b, t, max(f, dirs * hidden) if layers > 1 else f)
+
+
 def rnn_stack_train_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int,
                             nonlinearity: str = "tanh") -> dict[str, tuple]:
-    return {"gru": R.gru_train_scratch, "lstm": R.lstm_train_scratch, "rnn": rnn_scratch}[kind](in_shape, hidden)
+    return {"gru": R.gru_train_scratch, "lstm": R.lstm_train_scratch, "rnn": rnn_train_scratch}[kind](
+        _widest(in_shape, hidden, layers, dirs), hidden)
 
 
 def rnn_stack_train(kind: str, x, weights: Sequence, out, saved: Sequence, *, hidden: int, layers: int, dirs: int,
                     nonlinearity: str = "tanh", scratch=None) -> None:
-    """`rnn_stack` from zero states, keeping what the backward reads: `saved`
-    holds per layer and direction its gates [B, T, 4H] (and, for the LSTM,
-    cells [B, T, H]), in their own time order, then the outputs
+    """`rnn_stack` from zero states, keeping what the backward reads beside
+    the input and output: `saved` holds, for the LSTM, per layer and direction
+    its cells [B, T, H] in their own time order, then the outputs
     [B, T, dirs * H] of the layers below the last."""
     per = _SAVES[kind]
     mids = saved[per * layers * dirs:]
@@ -194,28 +246,23 @@ def rnn_stack_train(kind: str, x, weights: Sequence, out, saved: Sequence, *, hi
             t = _REV if d else _FWD
             keep = saved[per * i:per * i + per]
             if kind == "rnn":
-                rnn(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], nonlinearity=nonlinearity, scratch=scratch)
+                rnn_train(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], nonlinearity=nonlinearity, scratch=scratch)
             elif kind == "gru":
-                R.gru_train(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], *keep, scratch=scratch)
+                R.gru_train(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], scratch=scratch)
             else:
                 R.lstm_train(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], *keep, scratch=scratch)
 
 
 def rnn_stack_backward_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int,
                                nonlinearity: str = "tanh") -> dict[str, tuple]:
-    """Scratch of `rnn_stack_backward`: the single-layer backward's, the
-    gradients of the lower layers' outputs (`dmid0`, `dmid1`), and for two
-    directions the reverse one's input gradient (`dtmp_x` [B, T, F],
-    `dtmp_h` [B, T, 2H])."""
+    """Scratch of `rnn_stack_backward`: the single-layer backward's (for the
+    widest layer input) and, for a two-way stack, one gradient of a lower
+    layer's output (`dmid`); the other lower layers' output gradients reuse dy."""
     b, t, f = in_shape
     out = dict({"gru": R.gru_backward_scratch, "lstm": R.lstm_backward_scratch,
-                "rnn": rnn_backward_scratch}[kind](in_shape, hidden))
-    for k in range(min(layers - 1, 2)):
-        out[f"dmid{k}"] = (b, t, dirs * hidden)
-    if dirs == 2:
-        out["dtmp_x"] = (b, t, f)
-        if layers > 1:
-            out["dtmp_h"] = (b, t, dirs * hidden)
+                "rnn": rnn_backward_scratch}[kind](_widest(in_shape, hidden, layers, dirs), hidden))
+    if dirs == 2 and layers > 1:
+        out["dmid"] = (b, t, dirs * hidden)
     return out
 
 
@@ -223,31 +270,40 @@ def rnn_stack_backward(kind: str, x, weights: Sequence, out, saved: Sequence, dy
                        dirs: int, dx, grads: Sequence, nonlinearity: str = "tanh", scratch=None) -> None:
     """Gradients of `rnn_stack_train` from the output gradient dy: overwrite
     dx (unless None) and `grads` (four per layer and direction, as
-    `weights`; None: not wanted)."""
+    `weights`; None: not wanted). dy is overwritten: it holds the gradients of
+    lower layers' outputs. A one-way layer writes its input gradient over its
+    output gradient, a chunk at a time behind its reads; a two-way one reads
+    all of its output gradient in each direction, so it alternates between dy
+    and `dmid`. The reverse direction adds its input gradient to the forward one's."""
     if scratch is None:
         scratch = {k: np.empty(s, x.dtype) for k, s in
                    rnn_stack_backward_scratch(kind, x.shape, hidden, layers, dirs).items()}
     per = _SAVES[kind]
     mids = saved[per * layers * dirs:]
-    backward = {"gru": R.gru_backward, "lstm": R.lstm_backward, "rnn": rnn_backward}[kind]
-    act = _act(kind, nonlinearity)
     H = hidden
+
+    def grad_of_mid(j: int):           # the gradient of layer j's output, j < layers - 1
+        return dy if dirs == 1 or (layers - 2 - j) % 2 else scratch["dmid"]
+
     for k in reversed(range(layers)):
         src = x if k == 0 else mids[k - 1]
         dst = out if k == layers - 1 else mids[k]
-        ddst = dy if k == layers - 1 else scratch[f"dmid{k % 2}"]
-        dsrc = dx if k == 0 else scratch[f"dmid{(k - 1) % 2}"]
+        ddst = dy if k == layers - 1 else grad_of_mid(k)
+        dsrc = dx if k == 0 else grad_of_mid(k - 1)
         for d in range(dirs):
             i = k * dirs + d
-            w_ih, w_hh = weights[4 * i], weights[4 * i + 1]
+            w = weights[4 * i:4 * i + 4]
             g = grads[4 * i:4 * i + 4]
             t = _REV if d else _FWD
             cols = slice(d * H, (d + 1) * H)
-            target = None
-            if dsrc is not None:
-                target = dsrc[:, t] if d == 0 else scratch["dtmp_x" if k == 0 else "dtmp_h"][:, t]
-            keep = saved[per * i:per * i + per]
-            backward(src[:, t], w_ih, w_hh, dst[:, t, cols], *keep, ddst[:, t, cols], dx=target,
-                     dw_ih=g[0], dw_hh=g[1], db_ih=g[2], db_hh=g[3], scratch=scratch, **act)
-            if d == 1 and dsrc is not None:
-                np.add(dsrc, scratch["dtmp_x" if k == 0 else "dtmp_h"], out=dsrc)
+            target = None if dsrc is None else dsrc[:, t]
+            kw = dict(dx=target, dw_ih=g[0], dw_hh=g[1], db_ih=g[2], db_hh=g[3], accumulate_dx=d == 1,
+                      scratch=scratch)
+            if kind == "rnn":
+                rnn_backward(src[:, t], w[0], w[1], dst[:, t, cols], ddst[:, t, cols], nonlinearity=nonlinearity,
+                             **kw)
+            elif kind == "gru":
+                R.gru_backward(src[:, t], *w, dst[:, t, cols], ddst[:, t, cols], **kw)
+            else:
+                R.lstm_backward(src[:, t], *w, dst[:, t, cols], *saved[per * i:per * i + per], ddst[:, t, cols],
+                                **kw)

@@ -574,7 +574,6 @@ def run_rnn(kind, x, w_ih, w_hh, b_ih, b_hh, dy, scratch_fill=None):
     hidden = w_hh.shape[1]
     g = 3 if kind == "gru" else 4
     out = np.full((b, t, hidden), np.nan, x.dtype)
-    gates = np.full((b, t, 4 * hidden), np.nan, x.dtype)
     grads = dict(dx=np.empty_like(x), dw_ih=np.empty_like(w_ih), dw_hh=np.empty_like(w_hh),
                  db_ih=None if b_ih is None else np.empty(g * hidden, x.dtype),
                  db_hh=None if b_hh is None else np.empty(g * hidden, x.dtype))
@@ -583,14 +582,14 @@ def run_rnn(kind, x, w_ih, w_hh, b_ih, b_hh, dy, scratch_fill=None):
     fs = None if scratch_fill is None else planned(train_s(x.shape, hidden), scratch_fill)
     bs = None if scratch_fill is None else planned(back_s(x.shape, hidden), scratch_fill)
     if kind == "gru":
-        K.gru_train(x, w_ih, w_hh, b_ih, b_hh, out, gates, scratch=fs)
+        K.gru_train(x, w_ih, w_hh, b_ih, b_hh, out, scratch=fs)
         if dy is not None:
-            K.gru_backward(x, w_ih, w_hh, out, gates, dy, scratch=bs, **grads)
+            K.gru_backward(x, w_ih, w_hh, b_ih, b_hh, out, dy, scratch=bs, **grads)
     else:
         cells = np.full((b, t, hidden), np.nan, x.dtype)
-        K.lstm_train(x, w_ih, w_hh, b_ih, b_hh, out, gates, cells, scratch=fs)
+        K.lstm_train(x, w_ih, w_hh, b_ih, b_hh, out, cells, scratch=fs)
         if dy is not None:
-            K.lstm_backward(x, w_ih, w_hh, out, gates, cells, dy, scratch=bs, **grads)
+            K.lstm_backward(x, w_ih, w_hh, b_ih, b_hh, out, cells, dy, scratch=bs, **grads)
     return out, grads
 
 

@@ -214,9 +214,6 @@ def _stack_saved(s: Step) -> tuple:
     n = s.node
     keep = []
     for _, sfx in parts(n.attrs):
-        if n.op.name == "rnn":
-            continue
-        keep.append(T(s.saved[f"gates{sfx}"]))
         if n.op.name == "lstm":
             keep.append(T(s.saved[f"cells{sfx}"]))
     return tuple(keep) + tuple(T(s.saved[f"out_l{k}"]) for k in range(n.attrs["layers"] - 1))
@@ -229,7 +226,7 @@ def _fw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
         return [KCall("rnn_stack_train", (n.op.name, T(n.inputs[0]), weights, T(n.label), _stack_saved(s)), geo,
                       _scratch_of("rnn_stack_train", (n.op.name, _shape(tg, n.inputs[0])), geo))]
     fn = f"{n.op.name}_train"
-    saved = (T(s.saved["gates"]),) + ((T(s.saved["cells"]),) if n.op.name == "lstm" else ())
+    saved = (T(s.saved["cells"]),) if n.op.name == "lstm" else ()
     return [KCall(fn, (T(n.inputs[0]), *_recurrent_weights(n), T(n.label), *saved), {},
                   _scratch_of(fn, (_shape(tg, n.inputs[0]), n.attrs["hidden"]), {}))]
 
@@ -430,11 +427,10 @@ def _bw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
                       dict(dx=_dx(s), grads=grads, **geo),
                       _scratch_of("rnn_stack_backward", (n.op.name, _shape(tg, n.inputs[0])), geo))]
     fn = f"{n.op.name}_backward"
-    w_ih, w_hh, _, _ = _recurrent_weights(n)
-    saved = (T(s.saved["gates"]),) + ((T(s.saved["cells"]),) if n.op.name == "lstm" else ())
+    saved = (T(s.saved["cells"]),) if n.op.name == "lstm" else ()
     kw = dict(dx=_dx(s), dw_ih=_pgrad(s, "weight_ih_l0"), dw_hh=_pgrad(s, "weight_hh_l0"),
               db_ih=_pgrad(s, "bias_ih_l0"), db_hh=_pgrad(s, "bias_hh_l0"))
-    return [KCall(fn, (T(n.inputs[0]), w_ih, w_hh, T(n.label), *saved, _dy(s)), kw,
+    return [KCall(fn, (T(n.inputs[0]), *_recurrent_weights(n), T(n.label), *saved, _dy(s)), kw,
                   _scratch_of(fn, (_shape(tg, n.inputs[0]), n.attrs["hidden"]), {}))]
 
 

@@ -94,22 +94,15 @@ def _recurrent(name: str, gates: int) -> OpSpec:
         return out[0] * per_step
 
     def saves(a: Attrs, ins, out: Shape) -> dict[str, Saved]:
-        # every step's gates after their nonlinearity (GRU: r, z, n and W_hn h + b_hn;
-        # LSTM: i, f, g, o) and the LSTM's cell states: backpropagation through time reads them;
-        # a stacked layer also keeps each lower layer's output (the next one's input)
+        # backpropagation through time recomputes each step's gates from the input and the
+        # output (the hidden states), a chunk of steps at a time, so it keeps no gate; the
+        # LSTM keeps its cell states, and a stacked layer each lower layer's output (the
+        # next one's input)
         h, t = a["hidden"], out[0]
-        if not stacked(name, a):
-            kept = {"gates": Saved((t, 4 * h))}
-            if name == "lstm":
-                kept["cells"] = Saved((t, h))
-            return kept
         kept = {}
-        for k, sfx in parts(a):
-            if name == "rnn":           # its backward reads the outputs only
-                continue
-            kept[f"gates{sfx}"] = Saved((t, 4 * h))
-            if name == "lstm":
-                kept[f"cells{sfx}"] = Saved((t, h))
+        if name == "lstm":
+            for _, sfx in parts(a):
+                kept["cells" if not stacked(name, a) else f"cells{sfx}"] = Saved((t, h))
         for k in range(a["layers"] - 1):
             kept[f"out_l{k}"] = Saved((t, out[1]))
         return kept
