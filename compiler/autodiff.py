@@ -13,6 +13,8 @@ Out: `TrainGraph`: the tensors of one training step and its schedule, a tuple
 Tensors, by name (labels are value names, so they never clash with these):
     x, conv1          a model input (the caller's array) or a forward value
     conv1:argmax      what a training forward saves for its backward (`Backward.saves`)
+    relu_0:mask       one byte per element standing for a float the backward would read
+    r:bn1             a forward value recomputed in backward (transient)
     d:conv1           the gradient of a value
     d:conv1.weight    the gradient of a parameter (PyTorch's key after `d:`)
     d:x~conv1         a partial gradient: conv1's contribution to `d:x` when
@@ -23,6 +25,22 @@ backward reads and what the training forward saves. A value gets a gradient
 when it depends on a trainable parameter and the loss depends on it; a
 parameter that does not reach the loss gets none and is not updated (as
 PyTorch leaves `p.grad` None).
+
+The saved set is kept small (Gist, Jain et al. 2018; in-place activated
+batchnorm, Rota Bulo et al. 2018), in three ways, decided in this order:
+1. Fused steps: a node whose rule `absorbs` the nodes after it (batchnorm:
+   a masked activation, then a max pool) is one step with them when each
+   value in between has that next node as its only reader and is no model
+   output. The step writes only the last node's value and the saves of its
+   nodes; its backward recomputes the values in between.
+2. Recomputation: the output of a step whose head has `recompute` (and whose
+   other nodes are elementwise) is not kept for the backward steps that read
+   it when they read it directly (not through a view): a `RECOMPUTE` step
+   writes `r:<value>` right before the first of them, and they read that.
+3. Masks: an activation with `mask` whose backward would read a float
+   tensor no other backward reads (even through a view) saves one byte per
+   element instead (`<label>:mask`, uint8), written by its forward from its
+   input.
 """
 
 from __future__ import annotations
@@ -34,6 +52,8 @@ from typing import Mapping
 from .diagnostics import UserError
 from .dims import Shape
 from .ir import Graph, Node
+from .memory import VIEW_OPS
+from .ops.base import Saved
 
 LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 
@@ -46,6 +66,7 @@ class TensorKind(enum.Enum):
     INPUT = "input"            # the caller's array
     VALUE = "value"            # a forward value
     SAVED = "saved"            # kept by a training forward for its backward
+    RECOMPUTED = "recomputed"  # a forward value formed again in backward, for the steps that read it
     GRAD = "grad"              # the gradient of a value
     PARTIAL = "partial"        # one more contribution to a value's gradient
     PARAM_GRAD = "param_grad"  # the gradient of a parameter
@@ -71,6 +92,7 @@ class StepKind(enum.Enum):
     LOSS = "loss"
     BACKWARD = "backward"
     UPDATE = "update"
+    RECOMPUTE = "recompute"    # a forward step again, in backward, into `r:<value>`
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +110,11 @@ class InputGrad:
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """One step of the schedule. A fused step (`chain`) covers `node` and the
+    nodes after it: it reads `node`'s inputs and writes the last one's value.
+    `sources` maps a forward value a BACKWARD or RECOMPUTE step reads to the
+    tensor that holds it then (its recomputed `r:` copy)."""
+
     index: int
     kind: StepKind
     node: Node | None = None
@@ -97,6 +124,17 @@ class Step:
     input_grads: tuple[InputGrad, ...] = ()                         # BACKWARD
     param_grads: Mapping[str, str] = field(default_factory=dict)    # BACKWARD: param name -> tensor
     param: str | None = None                                        # UPDATE: the state key
+    chain: tuple[Node, ...] = ()                                    # the nodes a fused step takes in after `node`
+    sources: Mapping[str, str] = field(default_factory=dict)        # forward value -> tensor read in its place
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        return () if self.node is None else (self.node, *self.chain)
+
+    @property
+    def output(self) -> str:
+        """The value a FORWARD or RECOMPUTE step computes (the last node's)."""
+        return self.nodes[-1].label
 
     @property
     def label(self) -> str:
@@ -105,7 +143,7 @@ class Step:
         if self.kind is StepKind.LOSS:
             return "loss"
         assert self.node is not None
-        return f"{self.kind.value} {self.node.label}"
+        return f"{self.kind.value} {'+'.join(n.label for n in self.nodes)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +162,10 @@ class TrainGraph:
 
 def saved_name(label: str, name: str) -> str:
     return f"{label}:{name}"
+
+
+def recomputed_name(value: str) -> str:
+    return f"r:{value}"
 
 
 def differentiate(graph: Graph, loss: str) -> TrainGraph:
@@ -152,18 +194,61 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
         raise TrainingError(f"`{graph.name}` has no trainable parameter that its output depends on: "
                             "there is nothing to train")
 
+    units = _units(graph, needs_grad)           # 1. fused steps
+    views = _view_roots(graph)
+
+    # the forward values each unit's backward reads, as the catalog's rules state them
+    def value_reads(u: tuple[Node, ...]) -> list[str]:
+        rule = u[0].op.backward
+        reads = list(u[0].inputs) if rule.needs_inputs else []
+        if rule.needs_output and len(u) == 1:
+            reads.append(u[0].label)
+        return reads
+
+    grad_units = [u for u in units if u[-1].label in needs_grad]
+    reads_of = {u[-1].label: value_reads(u) for u in grad_units}
+
+    # 2. recomputation: values read by later backward steps, directly only
+    recompute: set[str] = set()
+    for u in units:
+        if not u[0].op.backward.recompute or not all(n.op.elementwise for n in u[1:]):
+            continue
+        v = u[-1].label
+        readers = [w for w, rs in reads_of.items() if w != v and v in rs]
+        through_views = any(views.get(r) == v and r != v for rs in reads_of.values() for r in rs)
+        if readers and not through_views and v not in outputs_of(graph):
+            recompute.add(v)
+
+    # 3. masks: a masked activation whose float is read by no other backward
+    masked: set[str] = set()
+    for u in grad_units:
+        n = u[0]
+        if len(u) > 1 or not n.op.backward.mask:
+            continue
+        src = n.label if n.op.backward.needs_output else n.inputs[0]
+        others = {views.get(r, r) for w, rs in reads_of.items() if w != n.label for r in rs if r not in recompute}
+        if views.get(src, src) not in others:
+            masked.add(n.label)
+
     steps: list[Step] = []
     # forward, training mode
-    for n in graph.nodes:
-        tensors[n.label] = Tensor(n.label, TensorKind.VALUE, n.shape)
+    by_label: dict[str, Step] = {}
+    for u in units:
+        out = u[-1]
+        tensors[out.label] = Tensor(out.label, TensorKind.VALUE, out.shape)
         saved = {}
-        for name, s in n.op.backward.saves(n.attrs, [graph.shape_of(v) for v in n.inputs], n.shape).items():
-            key = saved_name(n.label, name)
-            tensors[key] = Tensor(key, TensorKind.SAVED, s.shape, s.dtype, s.batched)
-            saved[name] = key
-        steps.append(Step(len(steps), StepKind.FORWARD, n, reads=_unique(n.inputs),
-                          writes=(n.label, *saved.values()), saved=saved))
-    by_label = {s.node.label: s for s in steps}
+        for n in u:
+            saves = dict(n.op.backward.saves(n.attrs, [graph.shape_of(v) for v in n.inputs], n.shape))
+            if n.label in masked:
+                saves["mask"] = Saved(n.shape, "uint8")
+            for name, s in saves.items():
+                key = saved_name(n.label, name)
+                tensors[key] = Tensor(key, TensorKind.SAVED, s.shape, s.dtype, s.batched)
+                saved[name] = key
+        step = Step(len(steps), StepKind.FORWARD, u[0], reads=_unique(u[0].inputs),
+                    writes=(out.label, *saved.values()), saved=saved, chain=u[1:])
+        steps.append(step)
+        by_label[out.label] = step
 
     # the loss
     d_out = f"d:{output}"
@@ -171,18 +256,33 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
     steps.append(Step(len(steps), StepKind.LOSS, reads=(output,), writes=(d_out,)))
 
     # backward, reverse order; updates right after the gradient is complete
+    recomputed: set[str] = set()
+
+    def source(v: str) -> str:
+        """The tensor a backward step reads for forward value `v`, recomputing it first if it is not kept."""
+        if v not in recompute:
+            return v
+        r = recomputed_name(v)
+        if v not in recomputed:
+            recomputed.add(v)
+            fw = by_label[v]
+            ins = {x: source(x) for x in fw.node.inputs}
+            tensors[r] = Tensor(r, TensorKind.RECOMPUTED, graph.shape_of(v))
+            steps.append(Step(len(steps), StepKind.RECOMPUTE, fw.node,
+                              reads=_unique([*ins.values(), *fw.saved.values()]), writes=(r,), saved=fw.saved,
+                              chain=fw.chain, sources={**{x: t for x, t in ins.items() if x != t}, v: r}))
+        return r
+
     written: set[str] = {output}          # values whose gradient some step has written
     trainable: list[str] = []
-    for n in reversed(graph.nodes):
-        if n.label not in needs_grad:
+    for u in reversed(units):
+        n, last = u[0], u[-1]
+        if last.label not in needs_grad:
             continue
         rule = n.op.backward
-        reads = [f"d:{n.label}"]
-        if rule.needs_inputs:
-            reads += [v for v in n.inputs]
-        if rule.needs_output:
-            reads.append(n.label)
-        reads += list(by_label[n.label].saved.values())
+        fw = by_label[last.label]
+        sources = {v: source(v) for v in reads_of[last.label]} if last.label not in masked else {}
+        reads = [f"d:{last.label}", *sources.values(), *fw.saved.values()]
         writes: list[str] = []
         grads: list[InputGrad] = []
         for i, v in enumerate(n.inputs):
@@ -213,7 +313,8 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
                 param_grads[p.name] = name
                 writes.append(name)
         steps.append(Step(len(steps), StepKind.BACKWARD, n, reads=_unique(reads), writes=_unique(writes),
-                          saved=by_label[n.label].saved, input_grads=tuple(grads), param_grads=param_grads))
+                          saved=fw.saved, input_grads=tuple(grads), param_grads=param_grads, chain=u[1:],
+                          sources={v: t for v, t in sources.items() if v != t}))
         for p_name, g in param_grads.items():
             key = n.param_key(p_name)
             trainable.append(key)
@@ -221,6 +322,47 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
 
     counters = tuple(f"{n.label}.num_batches_tracked" for n in graph.nodes if n.op.name == "batchnorm")
     return TrainGraph(graph, loss, output, tensors, tuple(steps), tuple(trainable), counters)
+
+
+def outputs_of(graph: Graph) -> set[str]:
+    return {o.value for o in graph.outputs}
+
+
+def _units(graph: Graph, needs_grad: set[str]) -> list[tuple[Node, ...]]:
+    """The graph's nodes in order, grouped into the steps of the training
+    forward: runs that a node's rule `absorbs` (each value in between read
+    only by the next node, and no model output), single nodes elsewhere."""
+    users = graph.users()
+    outputs = outputs_of(graph)
+    units: list[tuple[Node, ...]] = []
+    nodes = list(graph.nodes)
+    i = 0
+    while i < len(nodes):
+        unit = [nodes[i]]
+        absorbs = list(nodes[i].op.backward.absorbs)
+        while absorbs and i + len(unit) < len(nodes):
+            cur, nxt = unit[-1], nodes[i + len(unit)]
+            if users.get(cur.label) != [nxt.label] or cur.label in outputs or nxt.inputs != (cur.label,) \
+                    or (cur.label in needs_grad) != (nxt.label in needs_grad):
+                break
+            while absorbs and not absorbs[0](nxt.op):
+                absorbs.pop(0)
+            if not absorbs:
+                break
+            absorbs.pop(0)
+            unit.append(nxt)
+        units.append(tuple(unit))
+        i += len(unit)
+    return units
+
+
+def _view_roots(graph: Graph) -> dict[str, str]:
+    """Forward value -> the value whose memory it is (a view's input, followed back)."""
+    roots: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op.name in VIEW_OPS and n.op.name != "dropout":
+            roots[n.label] = roots.get(n.inputs[0], n.inputs[0])
+    return roots
 
 
 def _unique(names) -> tuple[str, ...]:

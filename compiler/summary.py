@@ -264,7 +264,8 @@ def train_plan_legend(step_labels: Sequence[str], batch: int) -> str:
     """The key under the training plan's timeline (`--train --plan`)."""
     kinds: list[tuple[str, int, int]] = []       # (kind, first step, last step)
     for i, label in enumerate(step_labels):
-        kind = "backward and updates" if label.split(" ")[0] in ("backward", "update") else label.split(" ")[0]
+        kind = "backward and updates" if label.split(" ")[0] in ("backward", "update", "recompute") \
+            else label.split(" ")[0]
         if kinds and kinds[-1][0] == kind:
             kinds[-1] = (kind, kinds[-1][1], i)
         else:
@@ -276,8 +277,9 @@ def train_plan_legend(step_labels: Sequence[str], batch: int) -> str:
         *_wrap(f"[start, end) are byte offsets in the training arena at batch {batch}."),
         *_wrap("names: `label` is a step's output (kept for backward while its bar lasts), `label:name` "
                "something the step saves for backward, `d:name` the gradient of a value or parameter, "
-               "`d:a~b` the part of `a`'s gradient that its reader `b` adds, `forward label#name` and "
-               "`backward label#name` a step's scratch, `loss#name` the loss's."),
+               "`d:a~b` the part of `a`'s gradient that its reader `b` adds, `r:label` a value recomputed "
+               "in backward for the steps that read it, `forward label#name` and `backward label#name` a "
+               "step's scratch (a fused step's label joins its layers with `+`), `loss#name` the loss's."),
         *_wrap(f"steps: {spans}"),
     ])
 

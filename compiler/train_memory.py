@@ -1,11 +1,13 @@
 """Training memory: a training graph's tensors -> buffers with lifetimes -> one planned arena.
 
 In:  a `TrainGraph` (`autodiff.py`), the planned batch, and a function naming
-     each step's kernel scratch in bytes at that batch (the target's: the
-     NumPy generator's `train_numpy.scratch_bytes`).
+     each step's kernel scratch in bytes at that batch, or its choices by
+     chunk of examples (the target's: the NumPy generator's
+     `train_numpy.scratch_bytes`).
 Out: `TrainLayout`: every tensor's buffer, every buffer's offset in one arena
-     (`plan.plan`, the inference planner, checked with `verify_plan`), and
-     `figures()`, the `train_memory` object of `nnc summary --train`.
+     (`plan.plan`, the inference planner, checked with `verify_plan`), the
+     chunk each chunked step takes, and `figures()`, the `train_memory`
+     object of `nnc summary --train`.
 
 Unlike the inference plan (made for one example and scaled), the training
 plan is made in bytes at the planned batch: parameter gradients and batch
@@ -20,7 +22,7 @@ backward step to its update step, right after, and its memory is reused by
 the next ones. Persistent state (weights, running statistics, optimizer
 state) is not in the arena.
 
-Tensors share a buffer in three ways, decided in schedule order:
+Tensors share a buffer in four ways, decided in schedule order:
 1. A forward view (`flatten`, `reshape`, `identity`) is its input's memory
    (unless the input is the caller's array).
 2. A forward activation or merge (`add`, `sub`, `mul` on the first input)
@@ -31,6 +33,22 @@ Tensors share a buffer in three ways, decided in schedule order:
    `add` and `sub`) and an activation's backward (its kernel may write dx over
    dy) make the input's gradient the output gradient's memory when nothing
    reads that after this step.
+4. A batchnorm's backward (fused or not) and a convolution's or dense
+   layer's backward write the input's gradient over the input when nothing
+   reads that after this step (their kernels are done with each chunk of the
+   input before they write that chunk's gradient); failing that, a fused
+   batchnorm step without a pool writes it over the output's gradient.
+
+Scratch is sized last. A step whose kernels can take the batch in chunks of
+examples offers its scratch per chunk size (`ChunkedScratch`). For a peak,
+every step gets the largest chunk that keeps what is alive there plus its
+scratch within the peak, so a step is chunked only where its scratch would
+raise the peak (fewer, larger chunks run faster). The peaks tried run from
+the unchunked plan's down to the smallest any choice allows (the largest,
+over the steps, of what is alive plus that step's smallest scratch), with a
+few between. Chunks cost time (a loop turn per chunk, smaller matmuls), so
+the plan for the largest peak wins whose arena is within `CHUNK_SLACK` of
+the smallest arena of them all.
 """
 
 from __future__ import annotations
@@ -46,12 +64,24 @@ from .ir import ParamSpec
 from .memory import INPLACE_OPS, VIEW_OPS
 from .ops import ACTIVATIONS
 
-ITEM_BYTES = {"float32": 4, "int32": 4}
+ITEM_BYTES = {"float32": 4, "int32": 4, "uint8": 1}
 FORWARD_INPLACE = INPLACE_OPS - {"batchnorm", "prelu"}     # batchnorm and prelu train through their own kernels
 BACKWARD_VIEWS = frozenset({"flatten", "reshape", "identity", "add", "sub"}) | ACTIVATIONS
+GRAD_OVER_INPUT = frozenset({"batchnorm", "conv1d", "conv2d", "depthwise_conv2d", "dense"})
+CHUNK_SLACK = 1.15          # a plan with fewer chunks wins while its arena is within this of the smallest
 
-# step -> scratch name -> bytes at the planned batch
-TrainScratchFn = Callable[[TrainGraph, int, int], Mapping[str, int]]
+
+@dataclass(frozen=True, slots=True)
+class ChunkedScratch:
+    """A step's scratch when its kernels can take the batch in chunks of
+    examples: examples per chunk -> scratch name -> bytes (the largest key
+    is the whole batch)."""
+
+    options: Mapping[int, Mapping[str, int]]
+
+
+# step -> scratch name -> bytes at the planned batch (or the choices by chunk)
+TrainScratchFn = Callable[[TrainGraph, int, int], "Mapping[str, int] | ChunkedScratch"]
 
 
 def no_scratch(tg: TrainGraph, step: int, batch: int) -> Mapping[str, int]:
@@ -71,6 +101,7 @@ class TrainLayout:
     scratch: Mapping[int, Mapping[str, str]]           # step index -> scratch name -> buffer
     plan: planner.Plan
     figures_: Mapping[str, int] = field(repr=False)
+    chunks: Mapping[int, int] = field(default_factory=dict)   # step index -> examples per chunk, where chunked
     sizes: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -122,10 +153,19 @@ def train_layout(tg: TrainGraph, batch: int, *, scratch: TrainScratchFn = no_scr
                 join(node.label, src)
             elif op in FORWARD_INPLACE and dies_at(src, s.index):
                 join(node.label, src)
-        if share and s.kind is StepKind.BACKWARD and op in BACKWARD_VIEWS:
+        if share and s.kind is StepKind.BACKWARD and op in BACKWARD_VIEWS and not s.chain:
             dy = f"d:{node.label}"
             fresh = [g for g in s.input_grads if not g.accumulate]
             if fresh and (op != "sub" or fresh[0].index == 0) and dies_at(dy, s.index):
+                join(fresh[0].target, dy)
+        if share and s.kind is StepKind.BACKWARD and op in GRAD_OVER_INPUT:
+            fresh = [g for g in s.input_grads if not g.accumulate]
+            x = s.sources.get(node.inputs[0], node.inputs[0])
+            dy = f"d:{s.output}"
+            pooled = any(n.op.name not in ACTIVATIONS for n in s.chain)
+            if fresh and x in places and dies_at(x, s.index):
+                join(fresh[0].target, x)
+            elif fresh and op == "batchnorm" and s.chain and not pooled and dies_at(dy, s.index):
                 join(fresh[0].target, dy)
         for w in s.writes:
             if w not in places:
@@ -139,17 +179,61 @@ def train_layout(tg: TrainGraph, batch: int, *, scratch: TrainScratchFn = no_scr
         hi = max(last[t] for t in ts)
         if size > 0:
             buffers.append(planner.Buffer(name, size, lo, hi))
-    scratch_names: dict[int, dict[str, str]] = {}
-    for s in tg.steps:
-        for k, nbytes in sorted(scratch(tg, s.index, batch).items()):
-            if nbytes > 0:
-                bname = f"{s.label}#{k}"
-                scratch_names.setdefault(s.index, {})[k] = bname
-                buffers.append(planner.Buffer(bname, nbytes, s.index, s.index))
-    result = planner.plan(buffers)
-    planner.verify_plan(buffers, result)
-    return TrainLayout(batch, places, tuple(buffers), scratch_names, result,
-                       _figures(tg, members, buffers, result, batch))
+    alive = [0] * len(tg.steps)
+    for b in buffers:
+        for i in range(b.first, b.last + 1):
+            alive[i] += b.size
+    offers = [scratch(tg, s.index, batch) for s in tg.steps]
+    plans = []
+    for peak in _peaks(alive, offers, batch):
+        sizes, chunks = _scratch_choices(alive, offers, batch, peak)
+        placed = list(buffers)
+        scratch_names: dict[int, dict[str, str]] = {}
+        for s in tg.steps:
+            for k, nbytes in sorted(sizes[s.index].items()):
+                if nbytes > 0:
+                    bname = f"{s.label}#{k}"
+                    scratch_names.setdefault(s.index, {})[k] = bname
+                    placed.append(planner.Buffer(bname, nbytes, s.index, s.index))
+        plans.append((placed, planner.plan(placed), scratch_names, chunks))
+    smallest = min(p[1].arena_bytes for p in plans)
+    placed, result, scratch_names, chunks = next(p for p in plans if p[1].arena_bytes <= CHUNK_SLACK * smallest)
+    planner.verify_plan(placed, result)
+    return TrainLayout(batch, places, tuple(placed), scratch_names, result,
+                       _figures(tg, members, placed, result, batch), chunks)
+
+
+def _options(offer, batch: int) -> Mapping[int, Mapping[str, int]]:
+    return offer.options if isinstance(offer, ChunkedScratch) else {batch: offer}
+
+
+def _peaks(alive: list[int], offers: list, batch: int) -> list[int]:
+    """The peaks to plan for, largest first: what is alive plus the whole
+    batch's scratch at the worst step (no chunks), down to the smallest any
+    choice of chunks allows, and a few between (the planner's heuristics may
+    pack one of them tighter)."""
+    def worst(pick) -> int:
+        return max((alive[i] + pick(_options(o, batch)) for i, o in enumerate(offers)), default=0)
+    low = worst(lambda opts: min(sum(v.values()) for v in opts.values()))
+    high = worst(lambda opts: sum(opts[max(opts)].values()))
+    return sorted({high, *(p for f in (1.5, 1.3, 1.2, 1.1, 1.05) if (p := int(low * f)) < high), low}, reverse=True)
+
+
+def _scratch_choices(alive: list[int], offers: list, batch: int,
+                     peak: int) -> tuple[dict[int, Mapping[str, int]], dict[int, int]]:
+    """Every step's scratch (name -> bytes) for the largest chunks that keep
+    the step within `peak` and, for the steps that take the batch in chunks
+    smaller than it, the examples per chunk."""
+    sizes: dict[int, Mapping[str, int]] = {}
+    chunks: dict[int, int] = {}
+    for i, offer in enumerate(offers):
+        opts = _options(offer, batch)
+        fits = [k for k, v in opts.items() if alive[i] + sum(v.values()) <= peak]
+        k = max(fits) if fits else min(opts, key=lambda k: sum(opts[k].values()))
+        sizes[i] = opts[k]
+        if isinstance(offer, ChunkedScratch) and k < max(opts):
+            chunks[i] = k
+    return sizes, chunks
 
 
 def _figures(tg: TrainGraph, members, buffers, result: planner.Plan, batch: int) -> dict[str, int]:

@@ -17,9 +17,11 @@ None: not wanted) and sum parameter gradients over the batch.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ._common import Scratch, Shape, _provide
 
@@ -37,7 +39,7 @@ def _indices(x: np.ndarray, num: int) -> np.ndarray:
 def embedding(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """out[..., :] = w[x[...]] (x: integer indices, any shape after the batch)."""
     idx = _indices(x, w.shape[0])
-    np.take(w, idx, axis=0, out=out)
+    np.take(w, idx, axis=0, out=out, mode="clip")     # checked above; mode="raise" would buffer the whole out
 
 
 def embedding_backward(x: np.ndarray, dy: np.ndarray, *, dw: np.ndarray | None) -> None:
@@ -76,14 +78,7 @@ def positional_backward(dy: np.ndarray, *, dx: np.ndarray | None, dw: np.ndarray
         np.copyto(dx, dy)
 
 
-# ------------------------------------------------------------------ attention
-
-def attention_scratch(shape: Shape, heads: int) -> dict[str, Shape]:
-    """Scratch of `attention` for x [B, T, E]: the projections `qkv`, the
-    `scores` of every head and the heads' `context`."""
-    b, t, e = shape
-    return {"qkv": (b, t, 3 * e), "scores": (b, heads, t, t), "context": (b, t, e)}
-
+# ------------------------------------------------------------------ attention (shared with the backward)
 
 def _softmax_rows(s: np.ndarray) -> None:
     s -= s.max(axis=-1, keepdims=True)
@@ -113,21 +108,148 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, causal: boo
     np.matmul(scores, vh, out=_heads(context, heads))
 
 
+# ------------------------------------------------------------------ attention
+# The forward's scratch is bounded by `budget` (floats per example): the heads
+# run in groups of `hg` heads and the queries in blocks of `rb` rows. Per
+# group, the keys and values of every step are one matmul each (`kv`, [2, T,
+# hg * d]; the keys scaled by 1/sqrt(d)); per block of rows, the queries (`q`), the
+# scores of the group's heads (`scores` [hg, rb, keys], only the keys up to
+# the block's last row when causal), the softmax (`stat` holds a row's
+# maximum, then its sum), and the context, written straight into its columns
+# of `out`. Last, `out` is projected by out_proj in place, a block of rows at
+# a time through a copy in scratch (the group buffers are free by then). The
+# tiles are chosen for the fewest NumPy calls that fit the budget.
+
+ATTENTION_TILE = 1 << 16     # floats of scratch per example when no budget is given
+
+
+@functools.lru_cache(maxsize=1024)
+def _attention_tiles(t: int, e: int, heads: int, causal: bool, budget: int | None) -> tuple[int, int, int]:
+    """(heads per group, query rows per block, rows per block of the output projection)."""
+    limit = ATTENTION_TILE if budget is None else max(1, int(budget))
+    d = e // heads
+    best = None
+    for hg in (h for h in range(heads, 0, -1) if heads % h == 0):
+        kv = 2 * t * hg * d
+        per_row = hg * d + hg * t + hg
+        rb = max(1, min(t, (limit - kv) // per_row)) if limit > kv else 1
+        blocks = -(-t // rb)
+        room = max(kv + rb * per_row, limit)
+        rows2 = max(1, min(t, room // e))
+        calls = heads // hg * ((3 if hg == heads else 5) + blocks * (10 + causal)) + 3 * -(-t // rows2)
+        size = kv + rb * per_row
+        key = (size > limit, calls, -rb)
+        if best is None or key < best[0]:
+            best = (key, (hg, rb, rows2))
+    return best[1]
+
+
+def attention_tiles(shape: Shape, heads: int, *, causal: bool = False,
+                    budget: int | None = None) -> tuple[int, int, int]:
+    """(heads per group, query rows per block, rows per block of the output
+    projection) whose scratch fits `budget` floats per example (default
+    `ATTENTION_TILE`); a plan passes them as `tiles=`, chosen at the bound of
+    the time dimension, so that shorter inputs take the same or smaller tiles."""
+    b, t, e = shape
+    return _attention_tiles(t, e, heads, causal, None if budget is None else int(budget))
+
+
+def _clamped(shape: Shape, heads: int, causal: bool, budget, tiles) -> tuple[int, int, int]:
+    hg, rb, rows2 = tiles if tiles is not None else attention_tiles(shape, heads, causal=causal, budget=budget)
+    t = shape[1]
+    return hg, max(1, min(t, rb)), max(1, min(t, rows2))
+
+
+def attention_scratch(shape: Shape, heads: int, *, causal: bool = False, budget: int | None = None,
+                      tiles: tuple[int, int, int] | None = None) -> dict[str, Shape]:
+    """Scratch of `attention` for x [B, T, E] and `tiles` (`attention_tiles`,
+    by default within `budget`): `kv`, `q`, `scores` and `stat` (see above)."""
+    b, t, e = shape
+    hg, rb, rows2 = _clamped(shape, heads, causal, budget, tiles)
+    d = e // heads
+    kv = max(2 * t * hg * d, rows2 * e)
+    return {"kv": (b, kv), "q": (b, rb * hg * d), "scores": (b, hg * rb * t), "stat": (b, hg * rb)}
+
+
+@functools.lru_cache(maxsize=64)
+def _future(t: int) -> np.ndarray:
+    """A read-only [2t - 1] row whose window [t - 1 - i, 2t - 1 - i) is 0 up to
+    place i and -inf after it: the causal mask of row i, as a strided view."""
+    row = np.zeros(2 * t - 1, np.float32)
+    row[t:] = -np.inf
+    row.flags.writeable = False
+    return row
+
+
+def _causal_block(t: int, r0: int, r1: int) -> np.ndarray:
+    """[r1 - r0, r1 - r0]: the mask of rows r0..r1-1 over keys r0..r1-1 (keys before r0 are all visible)."""
+    row = _future(t)
+    n = r1 - r0
+    return as_strided(row[t - 1:], shape=(n, n), strides=(-row.strides[0], row.strides[0]), writeable=False)
+
+
 def attention(x: np.ndarray, w_in: np.ndarray, b_in: np.ndarray | None, w_out: np.ndarray,
               b_out: np.ndarray | None, out: np.ndarray, *, heads: int, causal: bool,
+              budget: int | None = None, tiles: tuple[int, int, int] | None = None,
               scratch: Scratch | None = None) -> None:
     """nn.MultiheadAttention(E, heads, batch_first=True)(x, x, x)[0], with
-    `attn_mask` the causal mask when `causal`."""
-    s = _provide(scratch, lambda: attention_scratch(x.shape, heads))
-    e = x.shape[2]
-    qkv, scores, context = s["qkv"], s["scores"], s["context"]
-    np.matmul(x, w_in.T, out=qkv)
-    if b_in is not None:
-        qkv += b_in
-    _attend(qkv[..., :e], qkv[..., e:2 * e], qkv[..., 2 * e:], heads, causal, scores, context)
-    np.matmul(context, w_out.T, out=out)
-    if b_out is not None:
-        out += b_out
+    `attn_mask` the causal mask when `causal`; scratch as `attention_scratch`
+    names it for the same `budget` and `tiles`. `out` must not overlap `x`."""
+    bsz, t, e = x.shape
+    hg, rb, rows2 = _clamped(x.shape, heads, causal, budget, tiles)
+    s = _provide(scratch, lambda: attention_scratch(x.shape, heads, causal=causal, tiles=(hg, rb, rows2)))
+    d = e // heads
+    w = hg * d                                   # columns of a group
+    scale = 1.0 / math.sqrt(d)
+    for g0 in range(0, e, w):
+        if w == e:                               # one group: keys and values are one matmul, [B, T, 2E]
+            kv = _take(s["kv"], (bsz, t, 2 * e))
+            np.matmul(x, w_in[e:].T, out=kv)
+            if b_in is not None:
+                np.add(kv, b_in[e:], out=kv)
+            keys, values = kv[..., :e], kv[..., e:]
+        else:
+            kv = _take(s["kv"], (bsz, 2, t, w))
+            for j, base in enumerate((e, 2 * e)):    # keys, values
+                np.matmul(x, w_in[base + g0:base + g0 + w].T, out=kv[:, j])
+                if b_in is not None:
+                    np.add(kv[:, j], b_in[base + g0:base + g0 + w], out=kv[:, j])
+            keys, values = kv[:, 0], kv[:, 1]
+        np.multiply(keys, scale, out=keys)       # 1/sqrt(d) once per key, not per query block
+        kh = keys.reshape(bsz, t, hg, d).transpose(0, 2, 3, 1)           # [B, hg, d, T]
+        vh = values.reshape(bsz, t, hg, d).transpose(0, 2, 1, 3)         # [B, hg, T, d]
+        for r0 in range(0, t, rb):
+            r1 = min(t, r0 + rb)
+            n, keys = r1 - r0, (r1 if causal else t)
+            q = _take(s["q"], (bsz, n, w))
+            np.matmul(x[:, r0:r1], w_in[g0:g0 + w].T, out=q)
+            if b_in is not None:
+                np.add(q, b_in[g0:g0 + w], out=q)
+            sc = _take(s["scores"], (bsz, hg, n, keys))
+            np.matmul(q.reshape(bsz, n, hg, d).transpose(0, 2, 1, 3), kh[..., :keys], out=sc)
+            if causal:
+                diag = sc[..., r0:r1]
+                np.add(diag, _causal_block(t, r0, r1), out=diag)
+            stat = _take(s["stat"], (bsz, hg, n, 1))
+            np.maximum.reduce(sc, axis=-1, keepdims=True, out=stat)
+            np.subtract(sc, stat, out=sc)
+            np.exp(sc, out=sc)
+            np.add.reduce(sc, axis=-1, keepdims=True, out=stat)
+            np.divide(sc, stat, out=sc)
+            ctx = out[:, r0:r1, g0:g0 + w].reshape(bsz, n, hg, d).transpose(0, 2, 1, 3)
+            np.matmul(sc, vh[:, :, :keys], out=ctx)
+    for r0 in range(0, t, rows2):
+        r1 = min(t, r0 + rows2)
+        ctx = _take(s["kv"], (bsz, r1 - r0, e))
+        np.copyto(ctx, out[:, r0:r1])
+        np.matmul(ctx, w_out.T, out=out[:, r0:r1])
+        if b_out is not None:
+            np.add(out[:, r0:r1], b_out, out=out[:, r0:r1])
+
+
+def _take(buf: np.ndarray, shape: Shape) -> np.ndarray:
+    """The first prod(shape) elements of the contiguous scratch `buf`, shaped `shape`."""
+    return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
 def attention_stream_scratch(shape: Shape, heads: int, cache: int) -> dict[str, Shape]:

@@ -21,6 +21,7 @@ db from dy ("backward" below).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Sequence
@@ -28,28 +29,23 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._common import (Act, Pads2d, Scratch, Shape, _pad_into, _padded_shape, _pads2d, _pair, _provide, _provide_as,
-                      _view, _window_out)
+from ._common import (Act, Pads2d, Scratch, Shape, _padded_shape, _pads2d, _pair, _provide, _provide_as,
+                      _tap_span, _view, _window_out)
 from ._windows import _TapPlan, _narrow, _phase_span, _split_phases, _tap_plan, _tap_run
 from .elementwise import activation_scratch, apply_activation
 
 
 class _ConvPath(Enum):
-    DEPTHWISE = "depthwise"     # groups == C_in > 1: a multiply-add per kernel tap
+    DEPTHWISE = "depthwise"     # groups == C_in > 1: a multiply-add per kernel tap, a block of channels at a time
     POINTWISE = "pointwise"     # 1x1, stride 1, unpadded: a matmul on the input itself
-    IM2COL = "im2col"           # the rest: columns in scratch, one matmul per example and group
+    IM2COL = "im2col"           # the rest: columns of a tile of output pixels in scratch, one matmul per tile
 
 
 @dataclass(frozen=True, slots=True)
 class _ConvPlan:
     path: _ConvPath
     out_shape: Shape                       # [B, C_out, OH, OW]
-    buffers: tuple[tuple[str, Shape], ...]  # the path's scratch: (name, shape)
-    padded: bool                           # im2col reads a zero-padded copy of the input
     taps: _TapPlan | None                  # the depthwise path's
-
-    def scratch(self, act: Act) -> dict[str, Shape]:
-        return dict(self.buffers) | activation_scratch(act, self.out_shape)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -63,18 +59,10 @@ def _conv_plan(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: P
     ow = _window_out(w, kw, stride[1], dilation[1], *pads[1])
     out_shape = (b, c_out, oh, ow)
     if groups > 1 and groups == c_in:
-        tp = _tap_plan((h, w), (kh, kw), stride, dilation, pads)
-        scratch = [("phases", tp.phases_shape(b, c_in)), ("wide", tp.wide_shape(b, c_out))]
-        if kh * kw > 1:
-            scratch.append(("products", tp.wide_shape(b, c_out)))
-        return _ConvPlan(_ConvPath.DEPTHWISE, out_shape, tuple(scratch), False, tp)
-    padded = _padded_shape(in_shape, pads)
-    if kh == kw == 1 and stride == (1, 1) and padded is None:
-        return _ConvPlan(_ConvPath.POINTWISE, out_shape, (), False, None)
-    nb = _chunk(b, c_in * kh * kw * oh * ow)
-    scratch = [] if padded is None else [("padded", (nb, *padded[1:]))]
-    scratch.append(("cols", (nb, groups, cg_in * kh * kw, oh * ow)))
-    return _ConvPlan(_ConvPath.IM2COL, out_shape, tuple(scratch), padded is not None, None)
+        return _ConvPlan(_ConvPath.DEPTHWISE, out_shape, _tap_plan((h, w), (kh, kw), stride, dilation, pads))
+    if kh == kw == 1 and stride == (1, 1) and _padded_shape(in_shape, pads) is None:
+        return _ConvPlan(_ConvPath.POINTWISE, out_shape, None)
+    return _ConvPlan(_ConvPath.IM2COL, out_shape, None)
 
 
 _COLS = 1 << 16     # elements of im2col columns per chunk of examples: the columns stay in cache, scratch bounded
@@ -87,37 +75,198 @@ def _chunk(bsz: int, per_example: int) -> int:
     return max(1, min(bsz, _COLS // max(1, per_example)))
 
 
+# ------------------------------------------------------------------ forward tiles
+# The forward's scratch is bounded by `budget` (float32 elements per example;
+# the compiler gives each step a share of the room in its memory plan), not by
+# the layer: the im2col path builds the columns of a tile of output rows (a
+# tile of columns of one row when one row is too large, as in 1-d
+# convolutions over long signals) and multiplies them straight into that tile
+# of `out`; the depthwise path works on a block of channels; a fused
+# activation with temporaries runs piece by piece. At batch B a tile covers
+# the same pixels of every example (B times the scratch, as the plan scales).
+# The smallest tile (one row, at least `_MIN_COLS` columns; one channel) may
+# exceed a tiny budget. Elementwise work (bias, activation) runs on whole
+# contiguous arrays, not on strided tiles: NumPy buffers a ufunc over strided
+# operands (allocating up to 8192 elements per operand), copies do not.
+
+TILE = 1 << 16      # floats of scratch per example when no budget is given
+_DW_BLOCK = 1 << 16  # floats of a depthwise block's accumulator at most (its 9 taps run over it in L2)
+_MIN_COLS = 16      # the narrowest tile of output columns (narrower matmuls are mostly call overhead)
+_MIN_TILE = 1 << 11  # floats of scratch below which a layer runs whole (its tiles would save a few KB)
+
+
+def _act_floats(act: Act) -> int:
+    """Floats of the fused activation's temporaries per element of a piece it runs on."""
+    temps = activation_scratch(act, (1, 1 << 20), budget=1 << 62)
+    return -(-sum(math.prod(s) for s in temps.values()) // (1 << 20))
+
+
+def _act_tile(act: Act, bsz: int, elements: int) -> dict[str, Shape]:
+    """The fused activation's scratch for pieces of `elements` per example."""
+    return activation_scratch(act, (bsz, elements), budget=_act_floats(act) * elements)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tiles:
+    rows: int                              # im2col: output rows per tile
+    cols: int                              # im2col: output columns per tile (OW unless rows == 1)
+    channels: int                          # depthwise: input channels per block
+    padded: bool                           # im2col: the tile reads a zero-padded band of the input
+    scratch: tuple[tuple[str, Shape], ...]
+    examples: int = 1                      # examples a tile covers at once (the batch's first axis of scratch)
+
+
+def _largest(fits, lo: int, hi: int) -> int:
+    """The largest n in [lo, hi] with fits(n) (cost grows with n), or lo."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads2d, dilation: tuple[int, int],
+            groups: int, act: Act, budget: int | None) -> tuple[int, int, int]:
+    """The largest tiles whose scratch fits `budget`: (output rows, output
+    columns, input channels) per tile; the path reads the entries it uses (a
+    1x1 convolution's first entry is the elements of its activation's pieces)."""
+    plan = _conv_plan(in_shape, w_shape, stride, pads, dilation, groups)
+    b, c_in, h, w = in_shape
+    c_out, cg_in, kh, kw = w_shape
+    oh, ow = plan.out_shape[2:]
+    limit = TILE if budget is None else max(1, int(budget))
+    per_act = _act_floats(act)
+    if plan.path is _ConvPath.POINTWISE:
+        return (limit // per_act if per_act else 0), 0, 0
+    if plan.path is _ConvPath.DEPTHWISE:
+        tp = plan.taps
+        mult = c_out // c_in
+        per = len(tp.phases) * tp.plane + (1 + (kh * kw > 1)) * mult * tp.run_length + per_act * mult * oh * ow
+        cached = _DW_BLOCK // (mult * tp.run_length)        # a block's tap loop stays in cache
+        return 0, 0, max(1, min(c_in, limit // per, cached))
+    (sh, sw), (dh, dw) = stride, dilation
+    padded = _padded_shape(in_shape, pads) is not None
+
+    def cost(rows: int, cols: int) -> int:
+        band = c_in * ((rows - 1) * sh + (kh - 1) * dh + 1) * ((cols - 1) * sw + (kw - 1) * dw + 1) if padded else 0
+        return band + (c_in * kh * kw + per_act * c_out) * rows * cols
+
+    if cost(oh, ow) <= _MIN_TILE:                 # a small layer is never tiled
+        return oh, ow, 0
+    if cost(1, ow) <= limit:
+        return _largest(lambda r: cost(r, ow) <= limit, 1, oh), ow, 0
+    return 1, _largest(lambda c: cost(1, c) <= limit, min(ow, _MIN_COLS), ow), 0
+
+
+def conv2d_tiles(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
+                 dilation: tuple[int, int], groups: int, act: Act = None,
+                 budget: int | None = None) -> tuple[int, int, int]:
+    """The tiles of `conv2d` whose scratch fits `budget` floats per example
+    (default `TILE`): (output rows, output columns, input channels). A plan
+    chooses them at the bounds of its named dimensions and passes them as
+    `tiles=`, so that shorter inputs take the same tiles or smaller ones."""
+    return _choose(tuple(in_shape), tuple(w_shape), _pair(stride), _pads2d(padding), _pair(dilation), groups, act,
+                   None if budget is None else int(budget))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tiles(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads2d, dilation: tuple[int, int],
+           groups: int, act: Act, spec: tuple[int, int, int]) -> _Tiles:
+    """The tiles `spec` clamped to this input, and their scratch: for as many
+    examples at once as fit `TILE` floats (at least one), so that a large
+    batch runs in chunks of examples and its scratch stops growing."""
+    plan = _conv_plan(in_shape, w_shape, stride, pads, dilation, groups)
+    bsz, c_in, h, w = in_shape
+    c_out, cg_in, kh, kw = w_shape
+    oh, ow = plan.out_shape[2:]
+    if plan.path is _ConvPath.POINTWISE:
+        piece = max(1, min(c_out * oh * ow, spec[0]))
+        b = max(1, min(bsz, TILE // (piece * _act_floats(act) or 1)))
+        return _Tiles(0, 0, 0, False, tuple(_act_tile(act, b, piece).items()) if _act_floats(act) else ())
+    if plan.path is _ConvPath.DEPTHWISE:
+        tp = plan.taps
+        n, mult = max(1, min(c_in, spec[2])), c_out // c_in
+        per = (len(tp.phases) * tp.plane + (1 + (kh * kw > 1)) * mult * tp.run_length
+               + _act_floats(act) * mult * oh * ow) * n
+        b = max(1, min(bsz, TILE // per))
+        scratch = [("phases", tp.phases_shape(b, n)), ("wide", tp.wide_shape(b, n * mult))]
+        if kh * kw > 1:
+            scratch.append(("products", tp.wide_shape(b, n * mult)))
+        scratch += _act_tile(act, b, n * mult * oh * ow).items()
+        return _Tiles(0, 0, n, False, tuple(scratch), b)
+    (sh, sw), (dh, dw) = stride, dilation
+    padded = _padded_shape(in_shape, pads) is not None
+    rows, cols = max(1, min(oh, spec[0])), max(1, min(ow, spec[1]))
+    if cols < ow:
+        rows = 1
+    br, bc = (rows - 1) * sh + (kh - 1) * dh + 1, (cols - 1) * sw + (kw - 1) * dw + 1
+    per = (c_in * br * bc if padded else 0) + (cg_in * groups * kh * kw + _act_floats(act) * c_out) * rows * cols
+    b = max(1, min(bsz, TILE // per))
+    scratch = []
+    if padded:
+        scratch.append(("padded", (b, c_in, br, bc)))
+    scratch.append(("cols", (b, groups, cg_in * kh * kw, rows * cols)))
+    scratch += _act_tile(act, b, c_out * rows * cols).items()
+    return _Tiles(rows, cols, 0, padded, tuple(scratch), b)
+
+
+def _geometry(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles) -> _Tiles:
+    return _call(tuple(in_shape), tuple(w_shape), stride, padding, dilation, groups, act, budget, tiles)[1]
+
+
+def _call_uncached(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles):
+    """(the path, the tiles, stride, padding, dilation normalised) of a call's arguments."""
+    stride, pads, dilation = _pair(stride), _pads2d(padding), _pair(dilation)
+    if tiles is None:
+        tiles = _choose(in_shape, w_shape, stride, pads, dilation, groups, act, None if budget is None else int(budget))
+    return (_conv_plan(in_shape, w_shape, stride, pads, dilation, groups),
+            _tiles(in_shape, w_shape, stride, pads, dilation, groups, act, tuple(tiles)), stride, pads, dilation)
+
+
+_call_cached = functools.lru_cache(maxsize=4096)(_call_uncached)
+
+
+def _call(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles):
+    """`_call_uncached`, cached for hashable arguments (a plan's tuples): one lookup a call."""
+    try:
+        return _call_cached(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles)
+    except TypeError:                               # lists among the arguments
+        return _call_uncached(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles)
+
+
 def conv2d_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
-                   dilation: tuple[int, int], groups: int, act: Act = None) -> dict[str, Shape]:
-    """Scratch of `conv2d`, by path: im2col needs `cols` (and `padded` when
-    padded); depthwise needs `phases`, `wide` (and `products` beyond one tap);
-    a 1x1 stride-1 unpadded convolution needs none. Plus the fused activation's."""
-    plan = _conv_plan(tuple(in_shape), tuple(w_shape), _pair(stride), _pads2d(padding), _pair(dilation), groups)
-    return plan.scratch(act)
+                   dilation: tuple[int, int], groups: int, act: Act = None, budget: int | None = None,
+                   tiles: tuple[int, int, int] | None = None) -> dict[str, Shape]:
+    """Scratch of `conv2d`, by path, for `tiles` (`conv2d_tiles`; by default
+    the largest within `budget` floats per example, default `TILE`): im2col
+    needs `cols` (and `padded`, its input band, when padded); depthwise needs
+    `phases`, `wide` (and `products` beyond one tap); a 1x1 stride-1 unpadded
+    convolution needs none. Plus the fused activation's."""
+    return dict(_geometry(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles).scratch)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *,
            stride: tuple[int, int], padding: Pads2d, dilation: tuple[int, int], groups: int,
-           act: Act = None, scratch: Scratch | None = None) -> None:
+           act: Act = None, budget: int | None = None, tiles: tuple[int, int, int] | None = None,
+           scratch: Scratch | None = None) -> None:
     """PyTorch's conv2d of `x` [B, C_in, H, W] with `w` [C_out, C_in/groups, kh, kw]
-    and bias `b` [C_out] (or None), then `act`, into `out` [B, C_out, OH, OW]."""
-    stride, pads, dilation = _pair(stride), _pads2d(padding), _pair(dilation)
-    plan = _conv_plan(x.shape, w.shape, stride, pads, dilation, groups)
-    scratch = _provide(scratch, lambda: plan.scratch(act))
+    and bias `b` [C_out] (or None), then `act`, into `out` [B, C_out, OH, OW];
+    scratch as `conv2d_scratch` names it for the same `budget` and `tiles`."""
+    plan, tl, stride, pads, dilation = _call(x.shape, w.shape, stride, padding, dilation, groups, act, budget, tiles)
+    if scratch is None:
+        scratch = _provide(scratch, lambda: dict(tl.scratch))
+    bsz, nb = x.shape[0], tl.examples
     if plan.path is _ConvPath.DEPTHWISE:
-        _depthwise(x, w, b, out, plan.taps, scratch)      # adds the bias while dropping the wide columns
+        for b0 in range(0, bsz, nb):
+            _depthwise(x[b0:b0 + nb], w, b, out[b0:b0 + nb], plan.taps, tl.channels, act, scratch)
+        return
+    if plan.path is _ConvPath.POINTWISE:
+        _pointwise(x, w, out, groups)
     else:
-        if plan.path is _ConvPath.POINTWISE:
-            _pointwise(x, w, out, groups)
-        else:
-            nb = scratch["cols"].shape[0]
-            for b0 in range(0, x.shape[0], nb):
-                bs = slice(b0, min(x.shape[0], b0 + nb))
-                n = bs.stop - bs.start
-                src = _pad_into(x[bs], scratch["padded"][:n], pads, 0.0) if plan.padded else x[bs]
-                _im2col_matmul(src, w, out[bs], stride, dilation, groups, scratch["cols"][:n])
-        if b is not None:
-            np.add(out, b[:, None, None], out=out)
+        for b0 in range(0, bsz, nb):
+            _im2col(x[b0:b0 + nb], w, out[b0:b0 + nb], stride, pads, dilation, groups, tl, scratch)
+    if b is not None:
+        np.add(out, b[:, None, None], out=out)
     apply_activation(act, out, scratch)
 
 
@@ -129,46 +278,115 @@ def _pointwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, groups: int) -> No
               out=_view(out, (bsz, groups, c_out // groups, h * wd)))
 
 
-def _im2col_matmul(src: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, int],
-                   dilation: tuple[int, int], groups: int, cols: np.ndarray) -> None:
-    bsz, c_in = src.shape[:2]
+def _take(buf: np.ndarray, shape: Shape) -> np.ndarray:
+    """The first prod(shape) elements of the contiguous scratch `buf`, shaped `shape`."""
+    return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
+
+
+def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, int], pads: Pads2d,
+            dilation: tuple[int, int], groups: int, tiles: _Tiles, scratch: Scratch) -> None:
+    """Tile by tile of output pixels (all examples at once): the tile's input
+    band (zero-padded in scratch when the convolution pads), its columns
+    copied from the band through an `as_strided` view, one matmul per group
+    straight into the tile of `out`."""
+    bsz, c_in, h, wd = x.shape
     c_out, cg_in, kh, kw = w.shape
     oh, ow = out.shape[2:]
-    s0, s1, s2, s3 = src.strides
-    windows = as_strided(src, shape=(bsz, groups, cg_in, kh, kw, oh, ow),
-                         strides=(s0, cg_in * s1, s1, dilation[0] * s2, dilation[1] * s3,
-                                  stride[0] * s2, stride[1] * s3), writeable=False)
-    np.copyto(_view(cols, windows.shape), windows)
-    np.matmul(_view(w, (groups, c_out // groups, cg_in * kh * kw)), cols,
-              out=_view(out, (bsz, groups, c_out // groups, oh * ow)))
+    (sh, sw), (dh, dw), ((top, _), (left, _)) = stride, dilation, pads
+    cog, k = c_out // groups, cg_in * kh * kw
+    w3 = _view(w, (groups, cog, k))
+
+    def windows_of(src: np.ndarray, nr: int, nc: int) -> np.ndarray:
+        s0, s1, s2, s3 = src.strides
+        shape, strides = (bsz, groups, cg_in, kh, kw, nr, nc), (s0, cg_in * s1, s1, dh * s2, dw * s3, sh * s2, sw * s3)
+        if src.flags.c_contiguous:                  # a view on its buffer: much cheaper than as_strided
+            return np.ndarray(shape, src.dtype, src, 0, strides)
+        return as_strided(src, shape=shape, strides=strides, writeable=False)
+
+    # windows read in place: every output pixel's (unpadded), or those whose
+    # window lies inside the input, from the first such row and column
+    r_in, q_in = -(-top // sh), -(-left // sw)
+    r_out = max(r_in, min(oh, (h - (kh - 1) * dh - 1 + top) // sh + 1))
+    q_out = max(q_in, min(ow, (wd - (kw - 1) * dw - 1 + left) // sw + 1))
+    whole = None
+    if not tiles.padded:
+        whole = windows_of(x, oh, ow)
+    elif r_out > r_in and q_out > q_in:
+        whole = windows_of(x[:, :, r_in * sh - top:, q_in * sw - left:], r_out - r_in, q_out - q_in)
+    views: dict[tuple[int, int], tuple] = {}                     # tile shape -> its scratch views, made once
+    framed = None                                   # (shape, columns) of the band whose side strips are zero
+    for r0 in range(0, oh, tiles.rows):
+        nr = min(oh, r0 + tiles.rows) - r0
+        for c0 in range(0, ow, tiles.cols):
+            nc = min(ow, c0 + tiles.cols) - c0
+            tile = views.get((nr, nc))
+            if tile is None:
+                cols = _take(scratch["cols"], (bsz, groups, k, nr * nc))
+                band = windows = None
+                if tiles.padded:
+                    br, bc = (nr - 1) * sh + (kh - 1) * dh + 1, (nc - 1) * sw + (kw - 1) * dw + 1
+                    band = _take(scratch["padded"], (bsz, c_in, br, bc))
+                    windows = windows_of(band, nr, nc)
+                tile = views[(nr, nc)] = (cols, _view(cols, (bsz, groups, cg_in, kh, kw, nr, nc)), band, windows)
+            cols, cols_w, band, windows = tile
+            if tiles.padded and r_in <= r0 and r0 + nr <= r_out and q_in <= c0 and c0 + nc <= q_out:
+                windows = whole[..., r0 - r_in:r0 - r_in + nr, c0 - q_in:c0 - q_in + nc]   # inside: no band
+            elif tiles.padded:
+                y0, x0 = r0 * sh - top, c0 * sw - left
+                br, bc = band.shape[2:]
+                u0, u1 = min(br, max(0, -y0)), max(0, min(br, h - y0))
+                v0, v1 = min(bc, max(0, -x0)), max(0, min(bc, wd - x0))
+                u1, v1 = max(u0, u1), max(v0, v1)
+                if u0:
+                    band[:, :, :u0].fill(0.0)
+                if u1 < br:
+                    band[:, :, u1:].fill(0.0)
+                if framed != (br, bc, v0, v1):      # else the side strips are still zero
+                    if v0:
+                        band[:, :, u0:u1, :v0].fill(0.0)
+                    if v1 < bc:
+                        band[:, :, u0:u1, v1:].fill(0.0)
+                    framed = (br, bc, v0, v1)
+                np.copyto(band[:, :, u0:u1, v0:v1], x[:, :, y0 + u0:y0 + u1, x0 + v0:x0 + v1])
+            else:
+                windows = whole[..., r0:r0 + nr, c0:c0 + nc]
+            np.copyto(cols_w, windows)
+            o = out[:, :, r0:r0 + nr, c0:c0 + nc]
+            np.matmul(w3, cols, out=_view(o, (bsz, groups, cog, nr * nc)))
 
 
 def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, tp: _TapPlan,
-               scratch: Scratch) -> None:
-    """Output channel o reads input channel o // multiplier: the wide result is
-    viewed as [B, C_in, multiplier, OH * wq], and each tap is one broadcast
-    multiply (into `products`) and one add."""
+               block: int, act: Act, scratch: Scratch) -> None:
+    """A block of `block` channels at a time (all examples): output channel o
+    reads input channel o // multiplier, the wide result is viewed as
+    [B, n, multiplier, OH * wq], and each tap is one broadcast multiply (into
+    `products`) and one add; the bias is added to the wide block, which is
+    copied into `out` without its garbage columns, then the activation."""
     bsz, c_in = x.shape[:2]
     c_out, _, kh, kw = w.shape
     mult = c_out // c_in
-    phases = scratch["phases"]
-    _split_phases(x, phases, tp, 0.0)
-    acc = _view(scratch["wide"], (bsz, c_in, mult, tp.run_length))
     w3 = _view(w, (c_in, mult, kh * kw))
-    for t in range(kh * kw):
-        run = _tap_run(phases, tp, t)[:, :, None]
-        weight = w3[:, :, t, None]
-        if t == 0:
-            np.multiply(run, weight, out=acc)
-        else:
-            products = _view(scratch["products"], acc.shape)
-            np.multiply(run, weight, out=products)
-            np.add(acc, products, out=acc)
-    narrow = _narrow(scratch["wide"], tp)
-    if b is None:
-        np.copyto(out, narrow)
-    else:
-        np.add(narrow, b[:, None, None], out=out)
+    for c0 in range(0, c_in, block):
+        n = min(c_in, c0 + block) - c0
+        phases = _take(scratch["phases"], tp.phases_shape(bsz, n))
+        _split_phases(x[:, c0:c0 + n], phases, tp, 0.0)
+        wide = _take(scratch["wide"], tp.wide_shape(bsz, n * mult))
+        acc = _view(wide, (bsz, n, mult, tp.run_length))
+        if kh * kw > 1:
+            products = _take(scratch["products"], acc.shape)
+        for t in range(kh * kw):
+            run = _tap_run(phases, tp, t)[:, :, None]
+            weight = w3[c0:c0 + n, :, t, None]
+            if t == 0:
+                np.multiply(run, weight, out=acc)
+            else:
+                np.multiply(run, weight, out=products)
+                np.add(acc, products, out=acc)
+        if b is not None:
+            np.add(acc, b[c0 * mult:(c0 + n) * mult].reshape(n, mult, 1), out=acc)
+        o = out[:, c0 * mult:(c0 + n) * mult]
+        np.copyto(o, _narrow(wide, tp))
+        apply_activation(act, o, scratch)
 
 
 def _as_2d_conv_args(stride: int, padding: Sequence[int], dilation: int) -> tuple[tuple, Pads2d, tuple]:
@@ -176,24 +394,37 @@ def _as_2d_conv_args(stride: int, padding: Sequence[int], dilation: int) -> tupl
     return (1, int(stride)), ((0, 0), (int(left), int(right))), (1, int(dilation))
 
 
+def conv1d_tiles(in_shape: Shape, w_shape: Shape, *, stride: int, padding: tuple[int, int], dilation: int,
+                 groups: int, act: Act = None, budget: int | None = None) -> tuple[int, int, int]:
+    """`conv2d_tiles` for the [B, C, 1, T] view."""
+    s, p, d = _as_2d_conv_args(stride, padding, dilation)
+    b, c, t = in_shape
+    o, cg, k = w_shape
+    return conv2d_tiles((b, c, 1, t), (o, cg, 1, k), stride=s, padding=p, dilation=d, groups=groups, act=act,
+                        budget=budget)
+
+
 def conv1d_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding: tuple[int, int],
-                   dilation: int, groups: int, act: Act = None) -> dict[str, Shape]:
+                   dilation: int, groups: int, act: Act = None, budget: int | None = None,
+                   tiles: tuple[int, int, int] | None = None) -> dict[str, Shape]:
     """Scratch of `conv1d`, which runs as `conv2d` on [B, C, 1, T]: the same
     names and conv2d's shapes for that view."""
     s, p, d = _as_2d_conv_args(stride, padding, dilation)
     b, c, t = in_shape
     o, cg, k = w_shape
-    return conv2d_scratch((b, c, 1, t), (o, cg, 1, k), stride=s, padding=p, dilation=d, groups=groups, act=act)
+    return conv2d_scratch((b, c, 1, t), (o, cg, 1, k), stride=s, padding=p, dilation=d, groups=groups, act=act,
+                          budget=budget, tiles=tiles)
 
 
 def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *,
            stride: int, padding: tuple[int, int], dilation: int, groups: int,
-           act: Act = None, scratch: Scratch | None = None) -> None:
+           act: Act = None, budget: int | None = None, tiles: tuple[int, int, int] | None = None,
+           scratch: Scratch | None = None) -> None:
     """PyTorch's conv1d of `x` [B, C_in, T] with `w` [C_out, C_in/groups, k],
     padding `(left, right)` (causal is `(dilation * (k - 1), 0)`), into `out` [B, C_out, OT]."""
     s, p, d = _as_2d_conv_args(stride, padding, dilation)
     conv2d(x[:, :, None, :], w[:, :, None, :], b, out[:, :, None, :], stride=s, padding=p, dilation=d,
-           groups=groups, act=act, scratch=scratch)
+           groups=groups, act=act, budget=budget, tiles=tiles, scratch=scratch)
 
 
 # ------------------------------------------------------------------ backward
@@ -218,36 +449,52 @@ def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, 
 #   tap into the gradient phases.
 
 def _conv_backward_buffers(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads2d,
-                           dilation: tuple[int, int], groups: int, need_dx: bool) -> dict[str, Shape]:
+                           dilation: tuple[int, int], groups: int, need_dx: bool,
+                           chunk: int | None = None) -> dict[str, Shape]:
+    """Every path works chunk by chunk of examples, the chunk being the first
+    axis of its scratch (`phases` or `cols`): im2col takes as many as fit
+    `_COLS`, the others the whole batch, and `chunk` caps both; the weight
+    gradient of later chunks is added through `dw_part`."""
     plan = _conv_plan(in_shape, w_shape, stride, pads, dilation, groups)
     b, c_in, h, w = in_shape
     c_out, cg_in, kh, kw = w_shape
+    nb = b if chunk is None else max(1, min(b, chunk))
     if plan.path is _ConvPath.POINTWISE:
-        return {"cols": (b, c_in * h * w), "dy_t": (b, c_out * h * w)}
-    tp = _tap_plan((h, w), (kh, kw), stride, dilation, pads)
-    if plan.path is _ConvPath.DEPTHWISE:
-        shapes = {"phases": tp.phases_shape(b, c_in), "dy_wide": tp.wide_shape(b, c_out),
-                  "dw_parts": (b, c_out * kh * kw)}
-        if need_dx:
-            shapes |= {"dphases": tp.phases_shape(b, c_in),
-                       "products": (b, _block_size(b, c_in, tp.run_length))}
-        return shapes
-    nb = _chunk(b, c_in * kh * kw * tp.run_length)
-    shapes = {"phases": tp.phases_shape(nb, c_in), "cols": (nb, c_in * kh * kw * tp.run_length),
-              "dy_t": (nb, c_out * tp.run_length)}
+        shapes = {"cols": (nb, c_in * h * w), "dy_t": (nb, c_out * h * w)}
+    else:
+        tp = _tap_plan((h, w), (kh, kw), stride, dilation, pads)
+        if plan.path is _ConvPath.DEPTHWISE:
+            shapes = {"phases": tp.phases_shape(nb, c_in), "dy_wide": tp.wide_shape(nb, c_out),
+                      "dw_parts": (nb, c_out * kh * kw)}
+            if need_dx:
+                shapes |= {"dphases": tp.phases_shape(nb, c_in),
+                           "products": (nb, _block_size(nb, c_in, tp.run_length))}
+        else:
+            k, plane = len(tp.phases), tp.plane
+            per = c_in * k * plane + c_out * plane + (cg_in * plane if need_dx else 0)
+            nb = min(nb, _chunk(b, per))
+            # phases [K, (nb + 1) * plane, C_in] (a zero plane closes the last run), dy_t [C_out, nb, plane]
+            shapes = {"dy_t": (nb, c_out * plane), "phases": (nb + 1, c_in * k * plane),
+                      "taps": (kh * kw, c_out * cg_in)}
+            if need_dx:
+                shapes["cols"] = (nb, cg_in * plane)
     if nb < b:
         shapes["dw_part"] = w_shape
     return shapes
 
 
 def conv2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
-                            dilation: tuple[int, int], groups: int, need_dx: bool = True) -> dict[str, Shape]:
+                            dilation: tuple[int, int], groups: int, need_dx: bool = True,
+                            chunk: int | None = None) -> dict[str, Shape]:
     """Scratch of `conv2d_backward`, by path: a 1x1 stride-1 unpadded
-    convolution needs `cols` and `dy_t`; other non-depthwise ones also
-    `phases`; depthwise needs `phases`, `dy_wide`, `dw_parts`, and with
-    `need_dx` (dx is wanted) also `dphases` and `products`."""
+    convolution needs `cols` and `dy_t`; other non-depthwise ones `dy_t`,
+    `phases` and `taps` (and `cols` with `need_dx`, dx wanted); depthwise
+    needs `phases`, `dy_wide`, `dw_parts`, and with `need_dx` also `dphases`
+    and `products`. `chunk` caps the examples the kernel takes at once (the
+    first axis of `dy_t`, `cols` or `dy_wide`); below the batch, `dw_part`
+    (like the weight) too."""
     return _conv_backward_buffers(tuple(in_shape), tuple(w_shape), _pair(stride), _pads2d(padding),
-                                  _pair(dilation), groups, need_dx)
+                                  _pair(dilation), groups, need_dx, chunk)
 
 
 def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tuple[int, int], padding: Pads2d,
@@ -257,7 +504,9 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
     [B, C_in, H, W], the weight `w` and the output gradient `dy`
     [B, C_out, OH, OW], overwrite `dx` (like x), `dw` (like w) and `db` [C_out]
     (each may be None: not wanted). Parameter gradients are summed over the
-    batch. `dy` may be a channel slice of a larger gradient (concat)."""
+    batch. `dy` may be a channel slice of a larger gradient (concat). `dx` may
+    be `x`: each chunk of examples is done with its input before its dx is
+    written (the training plan puts dx over a dying input)."""
     stride, pads, dilation = _pair(stride), _pads2d(padding), _pair(dilation)
     plan = _conv_plan(x.shape, w.shape, stride, pads, dilation, groups)
     scratch = _provide_as(scratch, lambda: _conv_backward_buffers(x.shape, w.shape, stride, pads, dilation,
@@ -288,9 +537,17 @@ def _pointwise_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.nda
     c_out = w.shape[0]
     w3 = _view(w, (groups, c_out // groups, c_in // groups))
     if dw is not None:
-        cols = _transposed(x, scratch["cols"], groups, h * wd)
-        dy_t = _transposed(dy, scratch["dy_t"], groups, h * wd)
-        np.matmul(dy_t, cols.transpose(0, 2, 1), out=_view(dw, w3.shape))
+        nb = scratch["cols"].shape[0]
+        dw3 = _view(dw, w3.shape)
+        for b0 in range(0, bsz, nb):
+            bs = slice(b0, min(bsz, b0 + nb))
+            n = bs.stop - bs.start
+            cols = _transposed(x[bs], scratch["cols"][:n], groups, h * wd)
+            dy_t = _transposed(dy[bs], scratch["dy_t"][:n], groups, h * wd)
+            target = dw3 if b0 == 0 else _view(scratch["dw_part"], w3.shape)
+            np.matmul(dy_t, cols.transpose(0, 2, 1), out=target)
+            if b0:
+                np.add(dw3, target, out=dw3)
     if dx is not None:
         np.matmul(w3.transpose(0, 2, 1), dy.reshape(bsz, groups, c_out // groups, h * wd),
                   out=_view(dx, (bsz, groups, c_in // groups, h * wd)))
@@ -307,46 +564,61 @@ def _wide_dy(dy: np.ndarray, buf: np.ndarray, tp: _TapPlan) -> np.ndarray:
 
 def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
                        dw: np.ndarray | None, groups: int, tp: _TapPlan, scratch: Scratch) -> None:
-    """Chunk by chunk of examples (`_chunk`, as the scratch function sized
-    them); the weight gradient of later chunks is added in through `dw_part`."""
+    """Chunk by chunk of examples (the first axis of `dy_t`); the weight
+    gradient of later chunks is added in through `dw_part`. The chunk's
+    input is split into stride phases laid out position-major across the
+    examples with the channels last, [K, (n + 1) * plane, C_in], and its
+    output gradient into [C_out, n * plane], wide, zero from OH * wq on in
+    each example's plane. A tap's run then reads every example at once as
+    one contiguous [n * plane, C_in] block (what it reads past an example's
+    OH * wq meets zeros; the last row of planes is zero), so each tap is one
+    matmul: dw's tap from dy_t @ run, the input gradient's run from
+    dy_t.T @ w_tap, added into gradient phases laid out alike (the same
+    buffer) and copied out to dx."""
     bsz, c_in = x.shape[:2]
     c_out, cg_in, kh, kw = w.shape
-    taps, length, cog = kh * kw, tp.run_length, c_out // groups
-    nb = _chunk(bsz, c_in * taps * length)
-    w3 = _view(w, (groups, cog, cg_in * taps))
-    dw3 = None if dw is None else _view(dw, w3.shape)
-    part3 = None if dw is None or nb >= bsz else _view(scratch["dw_part"], w3.shape)
-    flat_cols, flat_dy = scratch["cols"].reshape(-1), scratch["dy_t"].reshape(-1)
+    cog, k, plane, length = c_out // groups, len(tp.phases), tp.plane, tp.run_length
+    (oh, ow), wq = tp.out_hw, tp.wq
+    nb = scratch["dy_t"].shape[0]
+    rows = scratch["phases"].shape[0]
+    taps = _view(scratch["taps"], (kh * kw, groups, cog, cg_in))
+    w4 = _view(w, (groups, cog, cg_in, kh * kw))
+    dw4 = None if dw is None else _view(dw, w4.shape)
+    part4 = None if dw is None or nb >= bsz else _view(scratch["dw_part"], w4.shape)
+    flat_dy = scratch["dy_t"].reshape(-1)
+    phases = _view(scratch["phases"], (k, rows * plane, c_in))
     for b0 in range(0, bsz, nb):
         bs = slice(b0, min(bsz, b0 + nb))
         n = bs.stop - bs.start
-        phases = scratch["phases"][:n]
-        # dy_t [G, C_out/G, n * OH * wq]: wide dy, the chunk folded into the columns
-        dy_t = _view(flat_dy[:c_out * n * length], (groups, cog, n, tp.out_hw[0], tp.wq))
-        np.copyto(dy_t[..., :tp.out_hw[1]], dy[bs].reshape(n, groups, cog, *tp.out_hw).transpose(1, 2, 0, 3, 4))
-        dy_t[..., tp.out_hw[1]:].fill(0)
-        dy_t = _view(dy_t, (groups, cog, n * length))
-        cols = _view(flat_cols[:c_in * taps * n * length], (groups, cg_in, taps, n, length))
-        cols2 = _view(cols, (groups, cg_in * taps, n * length))
+        span = n * plane
+        dy_t = _view(flat_dy[:c_out * span], (c_out, n, plane))
+        grid = _view(dy_t[:, :, :length], (c_out, n, oh, wq))
+        np.copyto(grid[..., :ow], dy[bs].transpose(1, 0, 2, 3))
+        grid[..., ow:].fill(0)
+        dy_t[:, :, length:].fill(0)
+        dy_g = _view(dy_t, (groups, cog, span))
+        per_example = _view(phases, (k, rows, plane, c_in))[:, :n].transpose(1, 3, 0, 2)    # [n, C, K, plane]
         if dw is not None:
-            _split_phases(x[bs], phases, tp, 0.0)
-            _gather_runs(phases, cols, tp, groups)
-            target = dw3 if b0 == 0 else part3
-            for g in range(groups):     # np.dot: NumPy's matmul with a transposed operand and out= is not BLAS
-                np.dot(dy_t[g], cols2[g].T, out=target[g])
+            _split_phases(x[bs], per_example, tp, 0.0)
+            phases[:, span:span + plane].fill(0)
+            for t, (ph, start) in enumerate(tp.runs):
+                run = phases[ph, start:start + span]
+                for g in range(groups):
+                    np.matmul(dy_g[g], run[:, g * cg_in:(g + 1) * cg_in], out=taps[t, g])
+            target = dw4 if b0 == 0 else part4
+            np.copyto(target, taps.transpose(1, 2, 3, 0))
             if b0:
-                np.add(dw3, part3, out=dw3)
+                np.add(dw4, part4, out=dw4)
         if dx is None:
             continue
-        for g in range(groups):
-            np.dot(w3[g].T, dy_t[g], out=cols2[g])
-        phases.fill(0)
-        cols_c = _view(cols, (c_in, taps, n, length))     # groups and their channels are one axis
-        for t in range(taps):
-            k, start = tp.runs[t]
-            run = phases[:, :, k, start:start + length]
-            np.add(run, cols_c[:, t].transpose(1, 0, 2), out=run)
-        _merge_phases(phases, dx[bs], tp)
+        tmp = _view(scratch["cols"].reshape(-1)[:span * cg_in], (span, cg_in))
+        phases[:, :span + plane].fill(0)
+        for t, (ph, start) in enumerate(tp.runs):
+            for g in range(groups):
+                run = phases[ph, start:start + span, g * cg_in:(g + 1) * cg_in]
+                np.matmul(dy_g[g].T, w4[g, :, :, t], out=tmp)
+                np.add(run, tmp, out=run)
+        _merge_phases(per_example, dx[bs], tp)
 
 
 def _gather_runs(phases: np.ndarray, cols: np.ndarray, tp: _TapPlan, groups: int) -> None:
@@ -396,6 +668,22 @@ def _block_size(bsz: int, channels: int, length: int) -> int:
 
 def _depthwise_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
                         dw: np.ndarray | None, tp: _TapPlan, scratch: Scratch) -> None:
+    """Chunk by chunk of examples (the scratch's first axis); the weight
+    gradient of later chunks is added through `dw_part`."""
+    bsz = x.shape[0]
+    nb = scratch["dy_wide"].shape[0]
+    for b0 in range(0, bsz, nb):
+        bs = slice(b0, min(bsz, b0 + nb))
+        n = bs.stop - bs.start
+        part = {k: v[:n] for k, v in scratch.items() if k != "dw_part"}
+        target = dw if dw is None or b0 == 0 else _view(scratch["dw_part"], dw.shape)
+        _depthwise_backward_chunk(x[bs], w, dy[bs], None if dx is None else dx[bs], target, tp, part)
+        if dw is not None and b0:
+            np.add(dw, target, out=dw)
+
+
+def _depthwise_backward_chunk(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
+                              dw: np.ndarray | None, tp: _TapPlan, scratch: Scratch) -> None:
     """Tap loops run block by block (`_blocks`), so that the wide dy, the
     runs and the products of a block stay in cache over all taps."""
     bsz, c_in = x.shape[:2]
@@ -447,13 +735,14 @@ def _merge_phases(phases: np.ndarray, dx: np.ndarray, tp: _TapPlan) -> None:
 
 
 def conv1d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding: tuple[int, int],
-                            dilation: int, groups: int, need_dx: bool = True) -> dict[str, Shape]:
+                            dilation: int, groups: int, need_dx: bool = True,
+                            chunk: int | None = None) -> dict[str, Shape]:
     """Scratch of `conv1d_backward`: conv2d_backward's for the [B, C, 1, T] view."""
     s, p, d = _as_2d_conv_args(stride, padding, dilation)
     b, c, t = in_shape
     o, cg, k = w_shape
     return conv2d_backward_scratch((b, c, 1, t), (o, cg, 1, k), stride=s, padding=p, dilation=d, groups=groups,
-                                   need_dx=need_dx)
+                                   need_dx=need_dx, chunk=chunk)
 
 
 def conv1d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: int, padding: tuple[int, int],
@@ -489,19 +778,6 @@ def _convt_geometry(in_shape: Shape, w_shape: Shape, stride, padding, output_pad
     return out, (None if (ch, cw) == (h, w) else (b, c, ch, cw))
 
 
-def conv_transpose2d_scratch(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding, dilation,
-                             groups: int) -> dict[str, Shape]:
-    """Scratch of `conv_transpose2d`: conv2d_backward's (dx only) for its output, plus `x_full`
-    when the input must be zero-extended."""
-    out, full = _convt_geometry(tuple(in_shape), tuple(w_shape), stride, padding, output_padding, dilation, groups)
-    shapes = conv2d_backward_scratch(out, w_shape, stride=_pair(stride), padding=_pads2d(padding),
-                                     dilation=_pair(dilation), groups=groups, need_dx=True)
-    shapes = {k: v for k, v in shapes.items() if k not in ("dw_part",)}
-    if full is not None:
-        shapes["x_full"] = full
-    return shapes
-
-
 def _extended(x: np.ndarray, full: Shape | None, scratch: Scratch) -> np.ndarray:
     if full is None:
         return x
@@ -511,23 +787,86 @@ def _extended(x: np.ndarray, full: Shape | None, scratch: Scratch) -> np.ndarray
     return buf
 
 
+@functools.lru_cache(maxsize=1024)
+def _convt_choose(in_shape: Shape, w_shape: Shape, groups: int, budget: int | None) -> tuple[int, int]:
+    """(input rows, input columns) per tile of conv_transpose2d whose products fit `budget`."""
+    b, c, h, w = in_shape
+    _, fg, kh, kw = w_shape
+    per = fg * groups * kh * kw                    # products per input pixel
+    limit = TILE if budget is None else max(1, int(budget))
+    if per * w <= limit:
+        return max(1, min(h, limit // (per * w))), w
+    return 1, max(min(w, _MIN_COLS), min(w, limit // per))
+
+
+def conv_transpose2d_tiles(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding, dilation,
+                           groups: int, budget: int | None = None) -> tuple[int, int]:
+    """(input rows, input columns) per tile of `conv_transpose2d` whose scratch
+    fits `budget` floats per example (default `TILE`); a plan passes them as
+    `tiles=`, chosen at the bounds of its named dimensions."""
+    return _convt_choose(tuple(in_shape), tuple(w_shape), groups, None if budget is None else int(budget))
+
+
+def _convt_tiles(in_shape: Shape, w_shape: Shape, groups: int, budget, tiles) -> tuple[int, int]:
+    rows, cols = tiles if tiles is not None else _convt_choose(tuple(in_shape), tuple(w_shape), groups, budget)
+    h, w = in_shape[2:]
+    rows, cols = max(1, min(h, rows)), max(1, min(w, cols))
+    return (1 if cols < w else rows), cols
+
+
+def conv_transpose2d_scratch(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding, dilation,
+                             groups: int, budget: int | None = None,
+                             tiles: tuple[int, int] | None = None) -> dict[str, Shape]:
+    """Scratch of `conv_transpose2d`: the `products` of a tile of input pixels
+    with every tap of the weight (`tiles`, by default within `budget`)."""
+    rows, cols = _convt_tiles(in_shape, w_shape, groups, budget, tiles)
+    _, fg, kh, kw = w_shape
+    return {"products": (in_shape[0], fg * groups * kh * kw * rows * cols)}
+
+
 def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *, stride, padding,
-                     output_padding, dilation, groups: int, scratch: Scratch | None = None) -> None:
+                     output_padding, dilation, groups: int, budget: int | None = None,
+                     tiles: tuple[int, int] | None = None, scratch: Scratch | None = None) -> None:
     """PyTorch's conv_transpose2d of `x` [B, C, H, W] with `w` [C, F/groups, kh, kw], padding
     `((top, bottom), (left, right))` and `output_padding` (sh, sw), plus bias `b` [F] (or
-    None), into `out` [B, F, OH, OW]."""
-    geo = (_pair(stride), _pads2d(padding), _pair(output_padding), _pair(dilation), groups)
-    shape, full = _convt_geometry(x.shape, w.shape, *geo)
+    None), into `out` [B, F, OH, OW]. Tile by tile of input pixels (all examples at once):
+    one matmul gives the tile's products with every tap ([F, kh, kw, pixels], the weight
+    read as [C, F * kh * kw]), and each tap's products are added into the output pixels it
+    reaches (a strided view of `out`, which starts as the bias)."""
+    (sh, sw), ((pt, _), (pl, _)), (dh, dw) = _pair(stride), _pads2d(padding), _pair(dilation)
+    shape, _ = _convt_geometry(x.shape, w.shape, (sh, sw), padding, output_padding, (dh, dw), groups)
     assert out.shape == shape, (out.shape, shape)
-    scratch = _provide_as(scratch, lambda: conv_transpose2d_scratch(x.shape, w.shape, stride=geo[0],
-                                                                     padding=geo[1], output_padding=geo[2],
-                                                                     dilation=geo[3], groups=groups), x.dtype)
-    src = _extended(x, full, scratch)
-    # the conv2d's input is only sized here (dw is not wanted): `out` stands for it
-    conv2d_backward(out, w, src, stride=geo[0], padding=geo[1], dilation=geo[3], groups=groups, dx=out, dw=None,
-                    db=None, scratch=scratch)
-    if b is not None:
-        np.add(out, b[:, None, None], out=out)
+    bsz, c, h, wd = x.shape
+    _, fg, kh, kw = w.shape
+    f, oh, ow = shape[1:]
+    rows, cols = _convt_tiles(x.shape, w.shape, groups, budget, tiles)
+    scratch = _provide_as(scratch, lambda: conv_transpose2d_scratch(
+        x.shape, w.shape, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+        groups=groups, tiles=(rows, cols)), x.dtype)
+    if b is None:
+        out.fill(0)
+    else:
+        np.copyto(out, b[:, None, None])
+    wt = _view(w, (groups, c // groups, fg * kh * kw)).transpose(0, 2, 1)       # [G, F/G * kh * kw, C/G]
+    for y0 in range(0, h, rows):
+        nr = min(h, y0 + rows) - y0
+        for x0 in range(0, wd, cols):
+            nc = min(wd, x0 + cols) - x0
+            prod = _take(scratch["products"], (bsz, groups, fg * kh * kw, nr * nc))
+            src = x[:, :, y0:y0 + nr, x0:x0 + nc]
+            np.matmul(wt, _view(src, (bsz, groups, c // groups, nr * nc)), out=prod)
+            taps = _view(prod, (bsz, f, kh, kw, nr, nc))
+            for i in range(kh):
+                u0, u1 = _tap_span(nr, oh, sh, (y0 * sh) + i * dh - pt)
+                if u0 >= u1:
+                    continue
+                for j in range(kw):
+                    v0, v1 = _tap_span(nc, ow, sw, (x0 * sw) + j * dw - pl)
+                    if v0 >= v1:
+                        continue
+                    oy, ox = (y0 + u0) * sh + i * dh - pt, (x0 + v0) * sw + j * dw - pl
+                    o = out[:, :, oy:oy + (u1 - u0 - 1) * sh + 1:sh, ox:ox + (v1 - v0 - 1) * sw + 1:sw]
+                    np.add(o, taps[:, :, i, j, u0:u1, v0:v1], out=o)
 
 
 def conv_transpose2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding,
@@ -583,20 +922,30 @@ def _convt_1d(stride: int, padding, output_padding: int, dilation: int) -> dict:
                 output_padding=(0, int(output_padding)), dilation=(1, int(dilation)))
 
 
+def conv_transpose1d_tiles(in_shape: Shape, w_shape: Shape, *, stride: int, padding, output_padding: int,
+                           dilation: int, groups: int, budget: int | None = None) -> tuple[int, int]:
+    """`conv_transpose2d_tiles` for the [B, C, 1, T] view."""
+    b, c, t = in_shape
+    return conv_transpose2d_tiles((b, c, 1, t), (*w_shape[:2], 1, w_shape[2]), groups=groups, budget=budget,
+                                  **_convt_1d(stride, padding, output_padding, dilation))
+
+
 def conv_transpose1d_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding, output_padding: int,
-                             dilation: int, groups: int) -> dict[str, Shape]:
+                             dilation: int, groups: int, budget: int | None = None,
+                             tiles: tuple[int, int] | None = None) -> dict[str, Shape]:
     """Scratch of `conv_transpose1d`: conv_transpose2d's for the [B, C, 1, T] view."""
     b, c, t = in_shape
-    return conv_transpose2d_scratch((b, c, 1, t), (*w_shape[:2], 1, w_shape[2]), groups=groups,
-                                    **_convt_1d(stride, padding, output_padding, dilation))
+    return conv_transpose2d_scratch((b, c, 1, t), (*w_shape[:2], 1, w_shape[2]), groups=groups, budget=budget,
+                                    tiles=tiles, **_convt_1d(stride, padding, output_padding, dilation))
 
 
 def conv_transpose1d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *, stride: int, padding,
-                     output_padding: int, dilation: int, groups: int, scratch: Scratch | None = None) -> None:
+                     output_padding: int, dilation: int, groups: int, budget: int | None = None,
+                     tiles: tuple[int, int] | None = None, scratch: Scratch | None = None) -> None:
     """PyTorch's conv_transpose1d of `x` [B, C, T] with `w` [C, F/groups, k], padding `(p, p)`,
     run as conv_transpose2d on [B, C, 1, T]."""
-    conv_transpose2d(x[:, :, None, :], w[:, :, None, :], b, out[:, :, None, :], groups=groups, scratch=scratch,
-                     **_convt_1d(stride, padding, output_padding, dilation))
+    conv_transpose2d(x[:, :, None, :], w[:, :, None, :], b, out[:, :, None, :], groups=groups, budget=budget,
+                     tiles=tiles, scratch=scratch, **_convt_1d(stride, padding, output_padding, dilation))
 
 
 def conv_transpose1d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: int, padding,

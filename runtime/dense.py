@@ -13,9 +13,9 @@ from ._common import Act, Scratch, Shape
 from .elementwise import activation_scratch, apply_activation
 
 
-def dense_scratch(in_shape: Shape, w_shape: Shape, *, act: Act = None) -> dict[str, Shape]:
-    """Scratch of `dense`: only its fused activation's."""
-    return activation_scratch(act, tuple(in_shape[:-1]) + (w_shape[0],))
+def dense_scratch(in_shape: Shape, w_shape: Shape, *, act: Act = None, budget: int | None = None) -> dict[str, Shape]:
+    """Scratch of `dense`: only its fused activation's (pieces within `budget` floats per example)."""
+    return activation_scratch(act, tuple(in_shape[:-1]) + (w_shape[0],), budget)
 
 
 def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *,
@@ -35,7 +35,8 @@ def dense_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, dx: np.ndarr
     [B, T, F], `w` [O, F] and `dy` [..., O], overwrite `dx` = dy @ w, `dw` =
     dy.T @ x and `db` = the sum of dy, summed over the batch (and time). Each
     may be None. One matmul each; nothing allocated when x and dy fold to 2-D
-    without a copy (contiguous, or channel slices of a concat's gradient)."""
+    without a copy (contiguous, or channel slices of a concat's gradient).
+    `dx` may be `x` (dw is formed first)."""
     o, f = w.shape
     if dw is not None:
         np.matmul(dy.reshape(-1, o).T, x.reshape(-1, f), out=dw)

@@ -52,6 +52,64 @@ def _tmp(scratch: Scratch | None, shape: Shape) -> np.ndarray:
     return scratch["act_tmp"] if scratch is not None else np.empty(shape, dtype=np.float32)
 
 
+# Activations with temporaries run piece by piece: the temporaries hold one
+# piece (at most `ACT_TILE` elements per example, or the caller's budget), so
+# their scratch is bounded whatever the array's size and stays in cache. A
+# piece is a view of the array split along its leading axes (`_pieces`), so
+# any strided array works (a concat's channel slice, a convolution's tile).
+
+ACT_TILE = 1 << 14       # elements per example of an activation's temporaries when no budget is given
+
+
+def _take(buf: np.ndarray, shape: Shape) -> np.ndarray:
+    """The first prod(shape) elements of the contiguous scratch `buf`, shaped `shape`."""
+    return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
+
+
+def _pieces(shape: Shape, cap: int):
+    """Index tuples of views of an array of `shape`, each at most `cap`
+    elements (at least one along the last axis), that cover it in order."""
+    if math.prod(shape) <= cap:
+        yield ()
+        return
+    inner, k = 1, len(shape)
+    while k > 1 and inner * shape[k - 1] <= cap:
+        inner *= shape[k - 1]
+        k -= 1
+    step = max(1, cap // inner)
+    for lead in np.ndindex(*shape[:k - 1]):
+        for s0 in range(0, shape[k - 1], step):
+            yield lead + (slice(s0, s0 + step),)
+
+
+def _tile_elements(shape: Shape, per_element: int, budget: int | None) -> int:
+    """Elements per example of the pieces an activation on `shape` runs on:
+    all of them, or as many as `budget` floats of temporaries hold."""
+    cap = ACT_TILE if budget is None else max(1, int(budget) // per_element)
+    return max(1, min(_per_example(shape), cap))
+
+
+def _one_temp_tile(shape: Shape, budget: int | None = None) -> dict[str, Shape]:
+    return {"act_tmp": (shape[0], _tile_elements(shape, 1, budget))}
+
+
+def _gelu_tile(shape: Shape, budget: int | None = None) -> dict[str, Shape]:
+    # two float32 temporaries of a piece, side by side
+    return {"act_tmp": (shape[0], 2 * _tile_elements(shape, 2, budget))}
+
+
+def _by_pieces(core: Callable, x: np.ndarray, out: np.ndarray, params: tuple, scratch: Scratch | None,
+               temps: Callable[[Shape], dict[str, Shape]]) -> None:
+    """core(x, out, tmp, *params) over pieces that fit the one temporary `act_tmp`."""
+    buf = _provide(scratch, lambda: temps(x.shape))["act_tmp"]
+    if x.shape == out.shape and buf.size >= x.size and buf.shape == x.shape:
+        core(x, out, buf, *params)
+        return
+    for idx in _pieces(x.shape, buf.size):
+        xp = x[idx]
+        core(xp, out[idx], _take(buf, xp.shape), *params)
+
+
 def _sigmoid_into(x: np.ndarray, out: np.ndarray) -> None:
     """1 / (1 + exp(-x)); exp overflows to inf for x < -88.7, giving 0 as
     float32 PyTorch does (so silu(-inf) is -inf * 0 = NaN on every target)."""
@@ -90,7 +148,10 @@ def hardsigmoid(x: np.ndarray, out: np.ndarray) -> None:
 
 def hardswish(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> None:
     """x * relu6(x + 3) / 6."""
-    t = _tmp(scratch, x.shape)
+    _by_pieces(_hardswish, x, out, (), scratch, _one_temp_tile)
+
+
+def _hardswish(x: np.ndarray, out: np.ndarray, t: np.ndarray) -> None:
     np.add(x, 3.0, out=t)
     np.clip(t, 0.0, 6.0, out=t)
     np.multiply(x, t, out=out)
@@ -99,7 +160,10 @@ def hardswish(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None)
 
 def silu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> None:
     """x * sigmoid(x)."""
-    t = _tmp(scratch, x.shape)
+    _by_pieces(_silu, x, out, (), scratch, _one_temp_tile)
+
+
+def _silu(x: np.ndarray, out: np.ndarray, t: np.ndarray) -> None:
     _sigmoid_into(x, t)
     with np.errstate(invalid="ignore"):       # -inf * 0 = NaN, as in PyTorch
         np.multiply(x, t, out=out)
@@ -107,7 +171,10 @@ def silu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> N
 
 def leaky_relu(x: np.ndarray, out: np.ndarray, slope: float = 0.01, *, scratch: Scratch | None = None) -> None:
     """x where x > 0, slope * x elsewhere."""
-    t = _tmp(scratch, x.shape)
+    _by_pieces(_leaky_relu, x, out, (slope,), scratch, _one_temp_tile)
+
+
+def _leaky_relu(x: np.ndarray, out: np.ndarray, t: np.ndarray, slope: float) -> None:
     np.clip(x, -np.inf, 0.0, out=t)
     np.multiply(t, slope, out=t)
     np.clip(x, 0.0, np.inf, out=out)
@@ -116,7 +183,10 @@ def leaky_relu(x: np.ndarray, out: np.ndarray, slope: float = 0.01, *, scratch: 
 
 def elu(x: np.ndarray, out: np.ndarray, alpha: float = 1.0, *, scratch: Scratch | None = None) -> None:
     """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
-    t = _tmp(scratch, x.shape)
+    _by_pieces(_elu, x, out, (alpha,), scratch, _one_temp_tile)
+
+
+def _elu(x: np.ndarray, out: np.ndarray, t: np.ndarray, alpha: float) -> None:
     np.clip(x, -np.inf, 0.0, out=t)
     np.expm1(t, out=t)
     np.multiply(t, alpha, out=t)
@@ -126,14 +196,21 @@ def elu(x: np.ndarray, out: np.ndarray, alpha: float = 1.0, *, scratch: Scratch 
 
 def selu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> None:
     """scale * elu(x, alpha) with PyTorch's constants."""
-    elu(x, out, _SELU_ALPHA, scratch=scratch)
+    _by_pieces(_selu, x, out, (), scratch, _one_temp_tile)
+
+
+def _selu(x: np.ndarray, out: np.ndarray, t: np.ndarray) -> None:
+    _elu(x, out, t, _SELU_ALPHA)
     np.multiply(out, _SELU_SCALE, out=out)
 
 
 def softplus(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> None:
     """log(1 + exp(x)), and x itself above 20 (torch's beta=1, threshold=20).
     Below the threshold log1p(exp(x)) > x, so the maximum picks the branch."""
-    t = _tmp(scratch, x.shape)
+    _by_pieces(_softplus, x, out, (), scratch, _one_temp_tile)
+
+
+def _softplus(x: np.ndarray, out: np.ndarray, t: np.ndarray) -> None:
     np.clip(x, -np.inf, _SOFTPLUS_THRESHOLD, out=t)
     np.exp(t, out=t)
     np.log1p(t, out=t)
@@ -162,27 +239,50 @@ def _gelu_shapes(shape: Shape) -> dict[str, Shape]:
     return {"act_f64": (shape[0], 6 * _per_example(shape))}
 
 
+# The forward gelu evaluates Phi from erfc in float32, piece by piece with two
+# temporaries: q = erfc(|x| / sqrt 2) / 2 by Abramowitz and Stegun 7.1.26
+# (t = 1 / (1 + p |x| / sqrt 2), q = t P(t) exp(-x^2 / 2) / 2, absolute error
+# below 1.5e-7 / 2), then Phi = 1/2 + sign(x) (1/2 - q) and x * Phi. Its
+# absolute error stays below 5e-7 over the whole line; as in torch's float32
+# `1 + erf`, Phi is exactly 0 where q is below half an ulp of 1/2 (x < -5.4),
+# gelu(+inf) = +inf and gelu(-inf) = -inf * 0 = NaN. (The backward keeps its
+# float64 erf below.)
+_AS_P = 0.3275911 / math.sqrt(2.0)
+_AS_HALF = (0.127414796, -0.142248368, 0.7107068705, -0.7265760135, 0.5307027145)   # A&S a1..a5, halved
+
+
 def gelu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> None:
-    """x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)), torch's exact (default) form.
-    Computed in float64 temporaries and rounded once into `out`; the casts are
-    plain copies, since mixing dtypes inside a ufunc would allocate its buffers."""
-    buf = _provide(scratch, lambda: _gelu_shapes(x.shape))["act_f64"]
-    z, num, den = _view(buf, (buf.size,)).view(np.float64).reshape((3,) + x.shape)
-    _clamped_z(x, z)
-    np.square(z, out=z)
-    _erf_over_z(z, num, den)
-    _clamped_z(x, z)
-    np.multiply(num, z, out=num)                 # erf(z)
-    np.add(num, 1.0, out=num)
-    np.multiply(num, 0.5, out=num)               # Phi(x)
-    # Below the fit's range Phi(x) < 1e-8, which float32 `1 + erf` (torch, the
-    # C plan) rounds to 0: zero it there too (a NaN stays NaN: NaN * 0).
-    np.greater(z, -_ERF_CLAMP, out=den)
-    np.multiply(num, den, out=num)
-    np.copyto(den, x)
-    with np.errstate(invalid="ignore"):       # -inf * 0 = NaN, as in PyTorch
-        np.multiply(num, den, out=num)
-    np.copyto(out, num)
+    """x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)), torch's exact (default)
+    form, within 5e-7 (see above); `out` may be `x`."""
+    buf = _provide(scratch, lambda: _gelu_tile(x.shape))["act_tmp"]
+    cap = buf.size // 2
+    for idx in _pieces(x.shape, cap):
+        xp = x[idx]
+        u = _take(buf, xp.shape)
+        acc = buf.reshape(-1)[cap:cap + xp.size].reshape(xp.shape)
+        _gelu(xp, out[idx], u, acc)
+
+
+def _gelu(x: np.ndarray, out: np.ndarray, u: np.ndarray, acc: np.ndarray) -> None:
+    np.absolute(x, out=u)
+    np.multiply(u, _AS_P, out=u)
+    np.add(u, 1.0, out=u)
+    np.reciprocal(u, out=u)                      # t
+    np.multiply(u, _AS_HALF[4], out=acc)
+    for a in reversed(_AS_HALF[:4]):
+        np.add(acc, a, out=acc)
+        np.multiply(acc, u, out=acc)             # t P(t) / 2
+    with np.errstate(over="ignore"):
+        np.square(x, out=u)
+    np.multiply(u, -0.5, out=u)
+    np.exp(u, out=u)
+    np.multiply(acc, u, out=acc)                 # q
+    np.subtract(0.5, acc, out=acc)
+    np.sign(x, out=u)
+    np.multiply(acc, u, out=acc)
+    np.add(acc, 0.5, out=acc)                    # Phi
+    with np.errstate(invalid="ignore"):          # -inf * 0 = NaN, as in PyTorch
+        np.multiply(x, acc, out=out)
 
 
 def _clamped_z(x: np.ndarray, z: np.ndarray) -> None:
@@ -246,7 +346,7 @@ def clamp(x: np.ndarray, out: np.ndarray, min: float | None = None, max: float |
 @dataclass(frozen=True, slots=True)
 class _Activation:
     kernel: Callable[..., None]
-    temps: Callable[[Shape], dict[str, Shape]] | None   # scratch shapes for an array of this shape
+    temps: Callable[..., dict[str, Shape]] | None   # (shape, budget) -> scratch shapes for an array of this shape
 
 
 def _one_temp(shape: Shape) -> dict[str, Shape]:
@@ -259,23 +359,25 @@ _ACTIVATIONS: dict[str, _Activation] = {
     "sigmoid": _Activation(sigmoid, None),
     "tanh": _Activation(tanh, None),
     "hardsigmoid": _Activation(hardsigmoid, None),
-    "hardswish": _Activation(hardswish, _one_temp),
-    "silu": _Activation(silu, _one_temp),
-    "leaky_relu": _Activation(leaky_relu, _one_temp),
-    "elu": _Activation(elu, _one_temp),
-    "selu": _Activation(selu, _one_temp),
-    "softplus": _Activation(softplus, _one_temp),
-    "gelu": _Activation(gelu, _gelu_shapes),
+    "hardswish": _Activation(hardswish, _one_temp_tile),
+    "silu": _Activation(silu, _one_temp_tile),
+    "leaky_relu": _Activation(leaky_relu, _one_temp_tile),
+    "elu": _Activation(elu, _one_temp_tile),
+    "selu": _Activation(selu, _one_temp_tile),
+    "softplus": _Activation(softplus, _one_temp_tile),
+    "gelu": _Activation(gelu, _gelu_tile),
     **{f.__name__: _Activation(f, None) for f in (neg, abs, exp, log, sqrt, square, clamp)},
 }
 
 
-def activation_scratch(act: Act, shape: Shape) -> dict[str, Shape]:
-    """Scratch of the activation `act` (None or `(name, *params)`) on an array of `shape`."""
+def activation_scratch(act: Act, shape: Shape, budget: int | None = None) -> dict[str, Shape]:
+    """Scratch of the activation `act` (None or `(name, *params)`) on an array
+    of `shape`: temporaries for one piece of at most `ACT_TILE` elements per
+    example, or as many as `budget` floats per example hold."""
     if act is None:
         return {}
     temps = _ACTIVATIONS[act[0]].temps
-    return temps(tuple(shape)) if temps is not None else {}
+    return temps(tuple(shape), budget) if temps is not None else {}
 
 
 def apply_activation(act: Act, arr: np.ndarray, scratch: Scratch | None = None) -> None:
@@ -555,6 +657,75 @@ def activation_backward(act: Act, x: np.ndarray | None, y: np.ndarray | None, dy
         j = min(size, i + block)
         t = tmp[:j - i]
         grad.factor(v[i:j], t, None if tmp2 is None else tmp2[:j - i], *params)
+        np.multiply(g[i:j], t, out=d[i:j])
+
+
+# One-byte masks (Gist, Jain et al. 2018): the piecewise-linear activations'
+# derivatives take two values, 1 and c (0, or leaky_relu's slope), so their
+# backward needs one byte per element of where the input was, not the
+# float32 input or output. The training forward writes the mask from the
+# input (before an in-place activation overwrites it): True where f'(x) = 1,
+# relu and leaky_relu: x > 0; relu6: 0 < x < 6; clamp: lo <= x <= hi
+# (inclusive, as torch's clamp_backward). So NaN inputs get c, as in the
+# float forms above, and PyTorch's values at the kinks hold. The backward
+# forms the factor block by block in float scratch (a cast from bool: no
+# ufunc buffers; `where=` with a random mask is twenty times slower) and
+# multiplies. `mask` is bool or uint8 (viewed as bool), shaped like x.
+
+MASKED = frozenset({"relu", "relu6", "leaky_relu", "clamp"})
+
+
+def _as_bool(mask: np.ndarray) -> np.ndarray:
+    return mask if mask.dtype == np.bool_ else mask.view(np.bool_)
+
+
+def activation_mask(act: Act, x: np.ndarray, mask: np.ndarray) -> None:
+    """The one-byte mask of `act` = (name, *params) at its input `x`, into
+    `mask` (bool or uint8, like x): True where the derivative is 1."""
+    name, *params = act
+    m = _as_bool(mask)
+    if name in ("relu", "leaky_relu"):
+        np.greater(x, 0, out=m)
+    elif name == "relu6":
+        np.greater(x, 0, out=m)
+        np.less(x, 6.0, where=m, out=m)
+    elif name == "clamp":
+        lo, hi = params
+        m.fill(True)
+        if lo is not None:
+            np.greater_equal(x, lo, out=m)
+        if hi is not None:
+            np.less_equal(x, hi, where=m, out=m)
+    else:
+        raise ValueError(f"{name} has no one-byte mask: its derivative is not piecewise constant")
+
+
+def activation_backward_masked_scratch(act: Act, shape: Shape) -> dict[str, Shape]:
+    """Scratch of `activation_backward_masked`: `act_tmp`, one block (at most `_ACT_BLOCK` elements)."""
+    return {"act_tmp": (min(math.prod(shape), _ACT_BLOCK),)}
+
+
+def activation_backward_masked(act: Act, mask: np.ndarray, dy: np.ndarray, *, dx: np.ndarray,
+                               scratch: Scratch | None = None) -> None:
+    """dx = dy * f'(x) from the mask `activation_mask` wrote, block by block
+    (example by example where dy or dx is strided: a concat's channel slice);
+    `dx` may be `dy`."""
+    name, *params = act
+    tmp = _provide_as(scratch, lambda: activation_backward_masked_scratch(act, dy.shape), dy.dtype)["act_tmp"]
+    if not (dy.flags.c_contiguous and dx.flags.c_contiguous and mask.flags.c_contiguous):
+        for b in range(dy.shape[0]):
+            activation_backward_masked(act, mask[b], dy[b], dx=dx[b], scratch={"act_tmp": tmp})
+        return
+    tmp = tmp.reshape(-1)
+    m, g, d = _as_bool(mask).reshape(-1), dy.reshape(-1), dx.reshape(-1)
+    for i in range(0, g.size, tmp.size):
+        j = min(g.size, i + tmp.size)
+        t = tmp[:j - i]
+        np.copyto(t, m[i:j])
+        if name == "leaky_relu":
+            slope = params[0]
+            np.multiply(t, 1.0 - slope, out=t)
+            np.add(t, slope, out=t)
         np.multiply(g[i:j], t, out=d[i:j])
 
 

@@ -27,9 +27,9 @@ def _alias_first(inputs: Sequence[np.ndarray], out: np.ndarray) -> list[np.ndarr
     return ordered
 
 
-def add_scratch(shape: Shape, *, act: Act = None) -> dict[str, Shape]:
-    """Scratch of `add`: only its fused activation's."""
-    return activation_scratch(act, tuple(shape))
+def add_scratch(shape: Shape, *, act: Act = None, budget: int | None = None) -> dict[str, Shape]:
+    """Scratch of `add`: only its fused activation's (pieces within `budget` floats per example)."""
+    return activation_scratch(act, tuple(shape), budget)
 
 
 def add(inputs: Sequence[np.ndarray], out: np.ndarray, *, act: Act = None, scratch: Scratch | None = None) -> None:

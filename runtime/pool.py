@@ -22,65 +22,210 @@ from ._common import (Pads2d, Scratch, Shape, _pads2d, _pair, _per_example, _pro
 from ._windows import _TapPlan, _narrow, _split_phases, _tap_plan, _tap_run
 
 
-def maxpool2d_scratch(in_shape: Shape, *, kernel: tuple[int, int], stride: tuple[int, int],
-                      padding: Pads2d) -> dict[str, Shape]:
-    """Scratch of `maxpool2d`: the input split into `phases` (padded) and the
-    `wide` result (see "windows as contiguous runs")."""
+POOL_TILE = 1 << 16     # floats of scratch per example when no budget is given
+_MIN_BLOCK = 8          # channels per block below which pooling reads its taps in place (no scratch)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pool_block(in_shape: Shape, kernel: tuple[int, int], stride: tuple[int, int], pads: Pads2d,
+                budget: int | None, tiles: int | None) -> tuple[_TapPlan, int]:
+    """(the window geometry, channels per block: `tiles`, or as many as fit
+    `budget`): 0 channels, which needs no scratch, when the windows neither
+    overlap nor pad (kernel == stride: every tap is a strided view of x), or
+    when the phases of every channel do not fit `budget` (every tap is added
+    in place from a strided view of x into the part of `out` it reaches)."""
+    b, c, h, w = in_shape
+    tp = _tap_plan((h, w), kernel, stride, (1, 1), pads)
+    if kernel == stride and pads == ((0, 0), (0, 0)):
+        return tp, 0
+    if tiles is None:
+        per = len(tp.phases) * tp.plane + tp.run_length
+        tiles = (POOL_TILE if budget is None else max(1, int(budget))) // per
+        if tiles < min(c, _MIN_BLOCK):      # blocks of a few channels: strided taps in place are cheaper
+            return tp, 0
+    return tp, max(1, min(c, int(tiles)))
+
+
+def maxpool2d_tiles(in_shape: Shape, *, kernel: tuple[int, int], stride: tuple[int, int], padding: Pads2d,
+                    budget: int | None = None) -> int:
+    """Channels per block of `maxpool2d` (and `avgpool2d`) whose scratch fits
+    `budget` floats per example (default `POOL_TILE`); a plan passes them as
+    `tiles=`, chosen at the bounds of its named dimensions."""
+    return _pool_block(tuple(in_shape), _pair(kernel), _pair(stride), _pads2d(padding), budget, None)[1]
+
+
+avgpool2d_tiles = maxpool2d_tiles
+
+
+def maxpool1d_tiles(in_shape: Shape, *, kernel: int, stride: int, padding: tuple[int, int],
+                    budget: int | None = None) -> int:
+    b, c, t = in_shape
+    return maxpool2d_tiles((b, c, 1, t), kernel=(1, kernel), stride=(1, stride), padding=((0, 0), tuple(padding)),
+                           budget=budget)
+
+
+avgpool1d_tiles = maxpool1d_tiles
+
+
+def _wide_scratch(in_shape: Shape, *, kernel: tuple[int, int], stride: tuple[int, int],
+                  padding: Pads2d) -> dict[str, Shape]:
+    """The whole input split into `phases` (padded) and the `wide` result (see
+    "windows as contiguous runs"), as the training forward reads them."""
     b, c, h, w = in_shape
     tp = _tap_plan((h, w), _pair(kernel), _pair(stride), (1, 1), _pads2d(padding))
     return {"phases": tp.phases_shape(b, c), "wide": tp.wide_shape(b, c)}
 
 
+def maxpool2d_scratch(in_shape: Shape, *, kernel: tuple[int, int], stride: tuple[int, int],
+                      padding: Pads2d, budget: int | None = None, tiles: int | None = None) -> dict[str, Shape]:
+    """Scratch of `maxpool2d`: for a block of `tiles` channels (by default as
+    many as fit `budget` floats per example, default `POOL_TILE`), the input
+    split into `phases` (padded) and the `wide` result (see "windows as
+    contiguous runs"); none when kernel == stride without padding (every tap
+    is read in place)."""
+    b = in_shape[0]
+    tp, n = _pool_block(tuple(in_shape), _pair(kernel), _pair(stride), _pads2d(padding), budget, tiles)
+    return {"phases": tp.phases_shape(b, n), "wide": tp.wide_shape(b, n)} if n else {}
+
+
 avgpool2d_scratch = maxpool2d_scratch      # the same windows, read the same way
 
 
-def _pool2d(x: np.ndarray, kernel, stride, padding, scratch: Scratch | None, fill: float,
-            accumulate: np.ufunc) -> tuple[np.ndarray, _TapPlan]:
-    """The taps of every window combined by `accumulate`, as a wide result."""
-    tp = _tap_plan(x.shape[2:], _pair(kernel), _pair(stride), (1, 1), _pads2d(padding))
-    scratch = _provide(scratch, lambda: maxpool2d_scratch(x.shape, kernel=kernel, stride=stride, padding=padding))
-    phases, acc = scratch["phases"], scratch["wide"]
-    _split_phases(x, phases, tp, fill)
-    np.copyto(acc, _tap_run(phases, tp, 0))
-    for t in range(1, len(tp.runs)):
-        accumulate(acc, _tap_run(phases, tp, t), out=acc)
-    return acc, tp
+def _pool2d(x: np.ndarray, out: np.ndarray, kernel, stride, padding, budget: int | None, tiles: int | None,
+            scratch: Scratch | None, fill: float, accumulate: np.ufunc, scale: float | None) -> None:
+    """The taps of every window combined by `accumulate` (then times `scale`)
+    into `out`: read in place when the windows tile the input, else a block of
+    channels at a time through its phases (all examples at once)."""
+    kernel, stride, pads = _pair(kernel), _pair(stride), _pads2d(padding)
+    tp, block = _pool_block(x.shape, kernel, stride, pads, budget, tiles)
+    (kh, kw), (oh, ow) = kernel, tp.out_hw
+    if not block and scale is not None and kh * x.shape[3] * ow <= _AVG_MATRIX:
+        _average_by_matmul(x, out, kernel, oh, ow)
+        return
+    if not block and (kernel != stride or pads != ((0, 0), (0, 0))):
+        _pool_in_place(x, out, kernel, stride, pads, fill, accumulate, scale)
+        return
+    if not block:
+        taps = [x[:, :, i:i + oh * kh:kh, j:j + ow * kw:kw] for i in range(kh) for j in range(kw)]
+        if len(taps) == 1:
+            np.copyto(out, taps[0])
+        else:
+            accumulate(taps[0], taps[1], out=out)
+        for tap in taps[2:]:
+            accumulate(out, tap, out=out)
+        if scale is not None:
+            np.multiply(out, scale, out=out)
+        return
+    scratch = _provide(scratch, lambda: maxpool2d_scratch(x.shape, kernel=kernel, stride=stride, padding=pads,
+                                                          tiles=block))
+    bsz, c = x.shape[:2]
+    for c0 in range(0, c, block):
+        n = min(c, c0 + block) - c0
+        phases = _take(scratch["phases"], tp.phases_shape(bsz, n))
+        acc = _take(scratch["wide"], tp.wide_shape(bsz, n))
+        _split_phases(x[:, c0:c0 + n], phases, tp, fill)
+        np.copyto(acc, _tap_run(phases, tp, 0))
+        for t in range(1, len(tp.runs)):
+            accumulate(acc, _tap_run(phases, tp, t), out=acc)
+        if scale is not None:
+            np.multiply(acc, scale, out=acc)
+        np.copyto(out[:, c0:c0 + n], _narrow(acc, tp))
+
+
+def _pool_in_place(x: np.ndarray, out: np.ndarray, kernel, stride, pads: Pads2d, fill: float, accumulate: np.ufunc,
+                   scale: float | None) -> None:
+    """Every tap from a strided view of x into the outputs whose window it
+    reaches inside x (padding counts as `fill`, which `out` starts as)."""
+    (kh, kw), (sh, sw), ((top, _), (left, _)) = kernel, stride, pads
+    h, w = x.shape[2:]
+    oh, ow = out.shape[2:]
+    out.fill(fill)
+    for i in range(kh):
+        r0, r1 = _tap_span(oh, h, sh, i - top)
+        if r0 >= r1:
+            continue
+        for j in range(kw):
+            c0, c1 = _tap_span(ow, w, sw, j - left)
+            if c0 >= c1:
+                continue
+            y, z = r0 * sh + i - top, c0 * sw + j - left
+            o = out[:, :, r0:r1, c0:c1]
+            accumulate(o, x[:, :, y:y + (r1 - r0 - 1) * sh + 1:sh, z:z + (c1 - c0 - 1) * sw + 1:sw], out=o)
+    if scale is not None:
+        np.multiply(out, scale, out=out)
+
+
+_AVG_MATRIX = 1 << 16      # entries of the largest averaging matrix (a cached constant)
+
+
+@functools.lru_cache(maxsize=256)
+def _averaging(kernel: tuple[int, int], width: int, ow: int) -> np.ndarray:
+    """[kh * W, OW]: a band of kh input rows times it averages their windows of
+    kernel == stride (the columns past OW * kw are dropped)."""
+    kh, kw = kernel
+    m = np.zeros((kh, width, ow), np.float32)
+    for o in range(ow):
+        m[:, o * kw:(o + 1) * kw, o] = 1.0 / (kh * kw)
+    m = m.reshape(kh * width, ow)
+    m.flags.writeable = False
+    return m
+
+
+def _average_by_matmul(x: np.ndarray, out: np.ndarray, kernel: tuple[int, int], oh: int, ow: int) -> None:
+    """Average pooling whose windows tile the input as one matmul: each output
+    row's kh input rows are contiguous, so x is [..., OH, kh * W] @ a constant
+    averaging matrix (no strided ufunc, which NumPy would buffer)."""
+    b, c, h, w = x.shape
+    m = _averaging(kernel, w, ow)
+    rows = x[:, :, :oh * kernel[0]]
+    if rows.flags.c_contiguous and out.flags.c_contiguous:
+        np.matmul(_view(rows, (b * c * oh, kernel[0] * w)), m, out=_view(out, (b * c * oh, ow)))
+    else:
+        np.matmul(rows.reshape(b, c, oh, kernel[0] * w), m, out=out)
+
+
+def _take(buf: np.ndarray, shape: Shape) -> np.ndarray:
+    """The first prod(shape) elements of the contiguous scratch `buf`, shaped `shape`."""
+    return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
 def maxpool2d(x: np.ndarray, out: np.ndarray, *, kernel: tuple[int, int], stride: tuple[int, int],
-              padding: Pads2d, scratch: Scratch | None = None) -> None:
+              padding: Pads2d, budget: int | None = None, tiles: int | None = None,
+              scratch: Scratch | None = None) -> None:
     """PyTorch's max_pool2d; padding counts as -inf."""
-    acc, tp = _pool2d(x, kernel, stride, padding, scratch, -np.inf, np.maximum)
-    np.copyto(out, _narrow(acc, tp))
+    _pool2d(x, out, kernel, stride, padding, budget, tiles, scratch, -np.inf, np.maximum, None)
 
 
 def avgpool2d(x: np.ndarray, out: np.ndarray, *, kernel: tuple[int, int], stride: tuple[int, int],
-              padding: Pads2d, scratch: Scratch | None = None) -> None:
+              padding: Pads2d, budget: int | None = None, tiles: int | None = None,
+              scratch: Scratch | None = None) -> None:
     """PyTorch's avg_pool2d with count_include_pad=True: padding counts as zeros."""
-    acc, tp = _pool2d(x, kernel, stride, padding, scratch, 0.0, np.add)
-    np.divide(_narrow(acc, tp), len(tp.runs), out=out)
+    kh, kw = _pair(kernel)
+    _pool2d(x, out, kernel, stride, padding, budget, tiles, scratch, 0.0, np.add, 1.0 / (kh * kw))
 
 
-def maxpool1d_scratch(in_shape: Shape, *, kernel: int, stride: int, padding: tuple[int, int]) -> dict[str, Shape]:
+def maxpool1d_scratch(in_shape: Shape, *, kernel: int, stride: int, padding: tuple[int, int],
+                      budget: int | None = None, tiles: int | None = None) -> dict[str, Shape]:
     """Scratch of `maxpool1d`, which runs as `maxpool2d` on [B, C, 1, T]: the
     2-D names and shapes for that view."""
     b, c, t = in_shape
-    return maxpool2d_scratch((b, c, 1, t), kernel=(1, kernel), stride=(1, stride), padding=((0, 0), tuple(padding)))
+    return maxpool2d_scratch((b, c, 1, t), kernel=(1, kernel), stride=(1, stride), padding=((0, 0), tuple(padding)),
+                             budget=budget, tiles=tiles)
 
 
 avgpool1d_scratch = maxpool1d_scratch
 
 
 def maxpool1d(x: np.ndarray, out: np.ndarray, *, kernel: int, stride: int, padding: tuple[int, int],
-              scratch: Scratch | None = None) -> None:
+              budget: int | None = None, tiles: int | None = None, scratch: Scratch | None = None) -> None:
     maxpool2d(x[:, :, None, :], out[:, :, None, :], kernel=(1, kernel), stride=(1, stride),
-              padding=((0, 0), tuple(padding)), scratch=scratch)
+              padding=((0, 0), tuple(padding)), budget=budget, tiles=tiles, scratch=scratch)
 
 
 def avgpool1d(x: np.ndarray, out: np.ndarray, *, kernel: int, stride: int, padding: tuple[int, int],
-              scratch: Scratch | None = None) -> None:
+              budget: int | None = None, tiles: int | None = None, scratch: Scratch | None = None) -> None:
     avgpool2d(x[:, :, None, :], out[:, :, None, :], kernel=(1, kernel), stride=(1, stride),
-              padding=((0, 0), tuple(padding)), scratch=scratch)
+              padding=((0, 0), tuple(padding)), budget=budget, tiles=tiles, scratch=scratch)
 
 
 def global_avgpool(x: np.ndarray, out: np.ndarray) -> None:
@@ -107,14 +252,25 @@ def _as_dtype(buf: np.ndarray, dtype, shape: Shape) -> np.ndarray:
     return buf.reshape(-1).view(dtype)[:math.prod(shape)].reshape(shape)
 
 
+def _tiling(in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], pads: Pads2d) -> bool:
+    """The windows tile the input (stride = kernel, no padding): pooling reads strided views of x itself."""
+    return stride == kernel and pads == ((0, 0), (0, 0))
+
+
 def maxpool2d_train_scratch(in_shape: Shape, *, kernel: tuple[int, int], stride: tuple[int, int],
                             padding: Pads2d) -> dict[str, Shape]:
-    """Scratch of `maxpool2d_train`: `maxpool2d`'s, plus `taps` (the winning
-    tap per wide output, int32 in float32 storage) and `mask` (bytes, packed
-    four to a float32)."""
+    """Scratch of `maxpool2d_train`: `taps` (the winning tap per output, one
+    byte each, or int32 beyond 255 taps, in float32 storage) and `mask` (bytes,
+    packed four to a float32), per output; unless the windows tile the input
+    (stride = kernel, no padding), per wide output and with `maxpool2d`'s
+    `phases` and `wide` (see "windows as contiguous runs")."""
     b, c, h, w = in_shape
-    tp = _tap_plan((h, w), _pair(kernel), _pair(stride), (1, 1), _pads2d(padding))
-    return {**maxpool2d_scratch(in_shape, kernel=kernel, stride=stride, padding=padding),
+    kernel, stride, pads = _pair(kernel), _pair(stride), _pads2d(padding)
+    if _tiling((h, w), kernel, stride, pads):
+        n = _window_out(h, kernel[0], stride[0], 1, 0, 0) * _window_out(w, kernel[1], stride[1], 1, 0, 0)
+        return {"taps": (b, c, n), "mask": (b, c, -(-n // 4))}
+    tp = _tap_plan((h, w), kernel, stride, (1, 1), pads)
+    return {**_wide_scratch(in_shape, kernel=kernel, stride=stride, padding=padding),
             "taps": tp.wide_shape(b, c), "mask": (b, c, -(-tp.run_length // 4))}
 
 
@@ -136,26 +292,46 @@ def maxpool2d_train(x: np.ndarray, out: np.ndarray, argmax: np.ndarray, *, kerne
                     stride: tuple[int, int], padding: Pads2d, scratch: Scratch | None = None) -> None:
     """`maxpool2d` into `out`, and into `argmax` (int32, shaped like out) the
     flat H*W index of each output's element: the first maximum of its window
-    in row-major order, as PyTorch's CPU kernel (NaN inputs excepted)."""
+    in row-major order, as PyTorch's CPU kernel (NaN inputs excepted). A
+    uint8 `argmax` gets that element's tap in its window instead (row-major,
+    i * kw + j: one byte per output, for windows of at most 255 taps)."""
     kernel, stride, pads = _pair(kernel), _pair(stride), _pads2d(padding)
-    tp = _tap_plan(x.shape[2:], kernel, stride, (1, 1), pads)
     scratch = _provide_as(scratch, lambda: maxpool2d_train_scratch(x.shape, kernel=kernel, stride=stride,
                                                                    padding=pads), x.dtype)
-    phases, acc = scratch["phases"], scratch["wide"]
-    wide = acc.shape
-    taps = _as_dtype(scratch["taps"], np.int32, wide)
-    mask = _as_dtype(scratch["mask"], np.bool_, wide)
-    _split_phases(x, phases, tp, -np.inf)
-    np.copyto(acc, _tap_run(phases, tp, 0))
+    ntaps = kernel[0] * kernel[1]
+    if _tiling(x.shape[2:], kernel, stride, pads):
+        # the windows as strided views of x: taps run over them straight into `out`
+        (kh, kw), (oh, ow) = kernel, out.shape[2:]
+        windows = x[:, :, :oh * kh, :ow * kw].reshape(*x.shape[:2], oh, kh, ow, kw)
+        runs = [windows[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+        acc, shape = out, out.shape
+    else:
+        tp = _tap_plan(x.shape[2:], kernel, stride, (1, 1), pads)
+        phases, acc = scratch["phases"], scratch["wide"]
+        _split_phases(x, phases, tp, -np.inf)
+        runs = [_tap_run(phases, tp, t) for t in range(ntaps)]
+        shape = acc.shape
+    small = ntaps <= 255
+    taps = _as_dtype(scratch["taps"], np.uint8 if small else np.int32, shape)
+    mask = _as_dtype(scratch["mask"], np.bool_, shape)
+    np.copyto(acc, runs[0])
     taps.fill(0)
-    for t in range(1, len(tp.runs)):
-        run = _tap_run(phases, tp, t)
-        np.greater(run, acc, out=mask)
-        np.copyto(taps, t, where=mask)
-        np.maximum(acc, run, out=acc)
-    np.copyto(out, _narrow(acc, tp))
+    for t in range(1, ntaps):
+        np.greater(runs[t], acc, out=mask)
+        if small:       # the last tap that raised the maximum: the largest t * mask (faster than copyto's where=)
+            np.multiply(mask.view(np.uint8), t, out=mask.view(np.uint8))
+            np.maximum(taps, mask.view(np.uint8), out=taps)
+        else:
+            np.copyto(taps, t, where=mask)
+        np.maximum(acc, runs[t], out=acc)
+    if acc is not out:
+        np.copyto(out, _narrow(acc, tp))
+        taps = _narrow(taps, tp)
+    if argmax.dtype == np.uint8:            # the winning tap: one byte per output
+        np.copyto(argmax, taps, casting="unsafe")
+        return
     offsets, corners = _argmax_offsets(x.shape[2:], kernel, stride, pads)
-    np.take(offsets, _narrow(taps, tp), out=argmax, mode="clip")
+    np.take(offsets, taps, out=argmax, mode="clip")
     np.add(argmax, corners, out=argmax)
 
 
@@ -168,20 +344,40 @@ def maxpool_backward_scratch(out_shape: Shape) -> dict[str, Shape]:
 maxpool2d_backward_scratch = maxpool1d_backward_scratch = maxpool_backward_scratch
 
 
-def maxpool2d_backward(dy: np.ndarray, argmax: np.ndarray, *, dx: np.ndarray, scratch: Scratch | None = None) -> None:
+def maxpool2d_backward(dy: np.ndarray, argmax: np.ndarray, *, dx: np.ndarray, scratch: Scratch | None = None,
+                       kernel: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
+                       padding: Pads2d | None = None) -> None:
     """dx = 0, plus each output gradient added at its `argmax` (summed where
-    windows overlap). Works for any rank: [B, C, ...] with argmax indexing
-    the flattened spatial axes of dx."""
+    windows overlap). Works for any rank: [B, C, ...] with an int32 argmax
+    indexing the flattened spatial axes of dx; a uint8 argmax (window taps,
+    2-D) also needs the forward's `kernel`, `stride` and `padding`."""
     bsz, c = dx.shape[:2]
     plane = _per_example(dx.shape) // c
     index = _as_dtype(_provide(scratch, lambda: maxpool_backward_scratch(argmax.shape))["index"], np.int32,
                       (bsz * c, argmax.size // (bsz * c)))
-    np.add(argmax.reshape(index.shape), np.arange(0, bsz * c * plane, plane, dtype=np.int32)[:, None], out=index)
+    if argmax.dtype == np.uint8:
+        offsets, corners = _argmax_offsets(dx.shape[2:], _pair(kernel), _pair(stride), _pads2d(padding))
+        grid = _view(index, argmax.shape)
+        np.take(offsets, argmax, out=grid)
+        np.add(grid, corners, out=grid)
+        np.add(index, np.arange(0, bsz * c * plane, plane, dtype=np.int32)[:, None], out=index)
+    else:
+        np.add(argmax.reshape(index.shape), np.arange(0, bsz * c * plane, plane, dtype=np.int32)[:, None],
+               out=index)
     dx.fill(0)
     np.add.at(_view(dx, (dx.size,)), index.reshape(-1), dy.reshape(-1))
 
 
-maxpool1d_backward = maxpool2d_backward
+def maxpool1d_backward(dy: np.ndarray, argmax: np.ndarray, *, dx: np.ndarray, scratch: Scratch | None = None,
+                       kernel: int | None = None, stride: int | None = None,
+                       padding: tuple[int, int] | None = None) -> None:
+    """`maxpool2d_backward` for [B, C, T]: an int32 argmax indexes T; a uint8
+    one (taps) also needs the forward's `kernel`, `stride` and `padding`."""
+    if argmax.dtype != np.uint8:
+        maxpool2d_backward(dy, argmax, dx=dx, scratch=scratch)
+        return
+    maxpool2d_backward(dy[:, :, None, :], argmax[:, :, None, :], dx=dx[:, :, None, :], scratch=scratch,
+                       kernel=(1, kernel), stride=(1, stride), padding=((0, 0), tuple(padding)))
 
 
 def maxpool1d_train_scratch(in_shape: Shape, *, kernel: int, stride: int, padding: tuple[int, int]) -> dict[str, Shape]:

@@ -8,11 +8,12 @@ In:  `kind` "gru", "lstm" or "rnn"; x [B, T, F]; `weights`, a flat tuple of four
      `layers`, `dirs` (1 or 2).
 Out: out [B, T, dirs * H], the last layer's outputs, the forward direction
      in the first H columns and the reverse one (run from the last step to
-     the first) in the next H, as PyTorch. The reverse direction runs on a
-     time-reversed view of its input and writes a time-reversed view of its
-     output: nothing is copied. Layer k > 0 reads layer k - 1's output from
-     scratch. `rnn_stack_chunk` streams one-way stacks, carrying every
-     layer's state ([B, layers * H] each for h and c). Training:
+     the first) in the next H, as PyTorch. Inference (`rnn_stack`,
+     `rnn_stack_chunk`, which streams one-way stacks carrying every layer's
+     state, [B, layers * H] each for h and c, and the one-layer `rnn`,
+     `rnn_chunk`) runs on the recurrent engine of `recurrent_infer.py`, with
+     scratch bounded by a chunk of steps. Training (the reverse direction on
+     time-reversed views of its input and output, nothing copied):
      `rnn_stack_train` also keeps each lower layer's output (and the LSTM's
      cells); `rnn_stack_backward` runs BPTT per layer and direction from the
      top with the single-layer backward kernels, which recompute the gates a
@@ -27,6 +28,8 @@ from typing import Sequence
 import numpy as np
 
 from . import recurrent as R
+from .recurrent_infer import as_pack, rnn_forward
+from .recurrent_infer import rnn_scratch as rnn_scratch_of
 
 _REV = slice(None, None, -1)
 _FWD = slice(None)
@@ -38,45 +41,23 @@ _SAVES = {"gru": 0, "lstm": 1, "rnn": 0}     # tensors kept per layer and direct
 # backward reads the outputs only: tanh' = 1 - h^2, relu' = (h > 0).
 
 def rnn_chunk_scratch(in_shape, hidden: int) -> dict[str, tuple]:
-    b, t, _ = in_shape
-    return {"gi": (b, t, hidden), "gh": (b, hidden)}
+    return rnn_scratch_of("rnn", in_shape, hidden=hidden, streaming=True)
 
 
 def rnn_chunk(x, h, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=None) -> None:
     """The RNN over the chunk x [B, n, F] from state h [B, H]; h ends as the last step."""
-    if scratch is None:
-        scratch = {k: np.empty(s, x.dtype) for k, s in rnn_chunk_scratch(x.shape, h.shape[1]).items()}
-    gi, gh = scratch["gi"], scratch["gh"]
-    np.matmul(x, w_ih.T, out=gi)
-    if b_ih is not None:
-        np.add(gi, b_ih, out=gi)
-    prev = h
-    for t in range(x.shape[1]):
-        np.matmul(prev, w_hh.T, out=gh)
-        if b_hh is not None:
-            np.add(gh, b_hh, out=gh)
-        ht = out[:, t]
-        np.add(gi[:, t], gh, out=ht)
-        if nonlinearity == "relu":
-            np.clip(ht, 0.0, np.inf, out=ht)
-        else:
-            np.tanh(ht, out=ht)
-        prev = ht
-    if x.shape[1]:
-        np.copyto(h, prev)
+    pack = as_pack("rnn", (w_ih, w_hh, b_ih, b_hh), hidden=h.shape[1], nonlinearity=nonlinearity)
+    rnn_forward(x, pack, out, states=(h,), scratch=scratch)
 
 
 def rnn_scratch(in_shape, hidden: int) -> dict[str, tuple]:
-    return {**rnn_chunk_scratch(in_shape, hidden), "h": (in_shape[0], hidden)}
+    return rnn_scratch_of("rnn", in_shape, hidden=hidden)
 
 
 def rnn(x, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=None) -> None:
     """The RNN over the whole sequence from a zero state."""
-    if scratch is None:
-        scratch = {k: np.empty(s, x.dtype) for k, s in rnn_scratch(x.shape, w_hh.shape[1]).items()}
-    h = scratch["h"]
-    h.fill(0.0)
-    rnn_chunk(x, h, w_ih, w_hh, b_ih, b_hh, out, nonlinearity=nonlinearity, scratch=scratch)
+    pack = as_pack("rnn", (w_ih, w_hh, b_ih, b_hh), hidden=w_hh.shape[1], nonlinearity=nonlinearity)
+    rnn_forward(x, pack, out, scratch=scratch)
 
 
 def rnn_train_scratch(in_shape, hidden: int) -> dict[str, tuple]:
@@ -148,70 +129,29 @@ def rnn_backward(x, w_ih, w_hh, out, dy, *, nonlinearity: str = "tanh", dx, dw_i
         R._input_grad(d1, ((0, 0),), w_ih, 1, xs, dx, t0, t1, accumulate_dx, s)
 
 
-def _inner_scratch(kind: str, in_shape, hidden: int) -> dict[str, tuple]:
-    return {"gru": R.gru_scratch, "lstm": R.lstm_scratch, "rnn": rnn_scratch}[kind](in_shape, hidden)
-
-
-def _act(kind: str, nonlinearity: str) -> dict:
-    return {"nonlinearity": nonlinearity} if kind == "rnn" else {}
-
-
 def rnn_stack_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int) -> dict[str, tuple]:
-    """Scratch of `rnn_stack`: the single-layer kernel's and the lower layers' outputs."""
-    b, t, _ = in_shape
-    out = dict(_inner_scratch(kind, in_shape, hidden))
-    for k in range(min(layers - 1, 2)):
-        out[f"mid{k}"] = (b, t, dirs * hidden)
-    return out
-
-
-def _layer_io(x, out, scratch, k: int, layers: int):
-    src = x if k == 0 else scratch[f"mid{(k - 1) % 2}"]
-    dst = out if k == layers - 1 else scratch[f"mid{k % 2}"]
-    return src, dst
+    """Scratch of `rnn_stack`: the recurrent engine's (`recurrent_infer.rnn_scratch`)."""
+    return rnn_scratch_of(kind, in_shape, hidden=hidden, layers=layers, dirs=dirs)
 
 
 def rnn_stack(kind: str, x, weights: Sequence, out, *, hidden: int, layers: int, dirs: int,
               nonlinearity: str = "tanh", scratch=None) -> None:
-    """The stacked (and two-way) GRU, LSTM or RNN over the whole sequence from zero states."""
-    if scratch is None:
-        scratch = {k: np.empty(s, np.float32) for k, s in
-                   rnn_stack_scratch(kind, x.shape, hidden, layers, dirs).items()}
-    kernel = {"gru": R.gru, "lstm": R.lstm, "rnn": rnn}[kind]
-    act = _act(kind, nonlinearity)
-    H = hidden
-    for k in range(layers):
-        src, dst = _layer_io(x, out, scratch, k, layers)
-        for d in range(dirs):
-            w = weights[4 * (k * dirs + d):4 * (k * dirs + d) + 4]
-            t = _REV if d else _FWD
-            kernel(src[:, t], *w, dst[:, t, d * H:(d + 1) * H], scratch=scratch, **act)
+    """The stacked (and two-way) GRU, LSTM or RNN over the whole sequence from
+    zero states, on the recurrent engine (`weights`: PyTorch's flat tuple, or a pack)."""
+    pack = as_pack(kind, weights, hidden=hidden, layers=layers, dirs=dirs, nonlinearity=nonlinearity)
+    rnn_forward(x, pack, out, scratch=scratch)
 
 
 def rnn_stack_chunk_scratch(kind: str, in_shape, hidden: int, layers: int, dirs: int) -> dict[str, tuple]:
-    b, t, _ = in_shape
-    inner = {"gru": R.gru_chunk_scratch, "lstm": R.lstm_chunk_scratch, "rnn": rnn_chunk_scratch}[kind](in_shape, hidden)
-    return {**inner, **{f"mid{k}": (b, t, hidden) for k in range(min(layers - 1, 2))}}
+    return rnn_scratch_of(kind, in_shape, hidden=hidden, layers=layers, dirs=1, streaming=True)
 
 
 def rnn_stack_chunk(kind: str, x, states: Sequence, weights: Sequence, out, *, hidden: int, layers: int,
                     dirs: int = 1, nonlinearity: str = "tanh", scratch=None) -> None:
     """A one-way stack over the chunk x [B, n, F] from its carried states
     (h, and c for the LSTM, each [B, layers * H]); they end as the last step."""
-    if scratch is None:
-        scratch = {k: np.empty(s, np.float32) for k, s in
-                   rnn_stack_chunk_scratch(kind, x.shape, hidden, layers, 1).items()}
-    H = hidden
-    for k in range(layers):
-        src, dst = _layer_io(x, out, scratch, k, layers)
-        w = weights[4 * k:4 * k + 4]
-        layer_states = [s[:, k * H:(k + 1) * H] for s in states]
-        if kind == "gru":
-            R.gru_chunk(src, *layer_states, *w, dst, scratch=scratch)
-        elif kind == "rnn":
-            rnn_chunk(src, *layer_states, *w, dst, nonlinearity=nonlinearity, scratch=scratch)
-        else:
-            R.lstm_chunk(src, *layer_states, *w, dst, scratch=scratch)
+    pack = as_pack(kind, weights, hidden=hidden, layers=layers, dirs=1, nonlinearity=nonlinearity)
+    rnn_forward(x, pack, out, states=states, scratch=scratch)
 
 
 # ------------------------------------------------------------------ training

@@ -48,7 +48,9 @@ def test_training_graphs_of_the_samples_verify(sample, dims):
     tg = differentiate(check(SAMPLES / f"{sample}.nn", dims).graph, "cross_entropy")
     verify_train(tg)
     kinds = [s.kind for s in tg.steps]
-    assert kinds.index(StepKind.LOSS) == len(tg.graph.nodes)
+    forward = [s for s in tg.steps if s.kind is StepKind.FORWARD]
+    assert kinds.index(StepKind.LOSS) == len(forward)           # the forward steps first, then the loss
+    assert [n.label for s in forward for n in s.nodes] == [n.label for n in tg.graph.nodes]   # each node once
     learnable = [k for n in tg.graph.nodes for p in n.params if p.learnable for k in [n.param_key(p.name)]]
     if sample != "wavenet":
         assert sorted(tg.trainable) == sorted(learnable)

@@ -18,8 +18,10 @@ The API still reports inputs and dimensions by their real names (`INPUTS`,
 The skeleton is the template; each step's call comes from `KERNELS`, one
 function per op of the catalog, which names the runtime kernel, its
 arguments and its scratch function (`runtime/kernels.py` pairs every kernel
-`NAME` that needs temporaries with `NAME_scratch`). Output is deterministic:
-the same graph gives the same bytes.
+`NAME` that needs temporaries with `NAME_scratch`). Kernels that tile their
+work get tiles chosen here within a scratch budget from the plan's room
+("scratch budgets" below); recurrent nodes get their weights packed once, in
+`_prepare`. Output is deterministic: the same graph gives the same bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import jinja2
 from ...runtime import kernels as K
 from .. import ops as catalog
 from ..dims import FloorDiv, Sym, Var, evaluate, floordiv, format_shape
+from .. import memory
+from .. import plan as planner
 from ..ir import Graph, Node, integer_limits
 from ..memory import Layout, min_dims
 from .names import Namespace, py_comment, py_doc, py_literal
@@ -55,7 +59,7 @@ BATCH = _Batch()
 class Ref:
     """A value or parameter in a kernel call, rendered by the generator."""
 
-    kind: str          # "value", "param", "none"
+    kind: str          # "value", "param", "pack" (a recurrent node's packed weights), "none"
     key: str = ""
 
 
@@ -106,6 +110,62 @@ def _weight_shape(n: Node) -> tuple[int, ...]:
     return next(p.shape for p in n.params if p.name == "weight")
 
 
+# ------------------------------------------------------------------ scratch budgets
+# A kernel that tiles its work (convolutions, pooling, fused activations,
+# attention, recurrent layers) gets tiles chosen within a budget: the float32
+# elements of scratch per example its tiles may take. A step's budget is a
+# share of the room its live values leave below their peak (the arena's lower
+# bound) plus a share of that peak, so that scratch fills the gaps of the plan
+# instead of growing it, and at most SCRATCH_CAP (a tile that large stays in
+# L2 and its loops are few). The shares are tried from the most generous
+# (`SHARES`): the first whose plan stays within TARGET times the lower bound
+# is kept (larger tiles mean fewer NumPy calls). A kernel's smallest tile may
+# still exceed a tiny budget.
+
+SCRATCH_CAP = 1 << 20      # floats (4 MiB) per example: the largest budget
+SHARES = ((1.0, 0.08), (1.0, 0.05), (0.75, 0.04), (0.5, 0.04), (0.25, 0.02))   # (of the room, of the peak)
+TARGET = 1.095             # the arena the budgets may give, over the lower bound (the goal is 1.10)
+
+_BUDGETS: list[Any] = [None, None]       # the last graph `_budgets` saw, its budgets
+
+
+def _budgets(graph: Graph) -> dict[str, int]:
+    """node label -> its budget (floats per example), computed once per graph
+    (the last one is kept)."""
+    if _BUDGETS[0] is graph:
+        return _BUDGETS[1]
+    lay = memory.layout(graph)
+    values = [b for b in lay.buffers if not memory.is_scratch(b.name)]
+    live = [0] * len(graph.nodes)
+    for b in values:
+        for step in range(b.first, min(b.last, len(live) - 1) + 1):
+            live[step] += b.size
+    peak = planner.lower_bound(values)
+    state = state_bytes(graph)
+    for room_share, peak_share in SHARES:
+        budgets = {n.label: int(min(SCRATCH_CAP, max(1, (room_share * (peak - live[i]) + peak_share * peak) // 4)))
+                   for i, n in enumerate(graph.nodes)}
+        _BUDGETS[:] = [graph, budgets]               # what `budget` reads while this trial is laid out
+        trial = memory.layout(graph, scratch=scratch_bytes, persistent=state)
+        if trial.plan.arena_bytes <= TARGET * peak + sum(state.values()):
+            break
+    return budgets
+
+
+def budget(graph: Graph, n: Node) -> int:
+    """The scratch budget of `n`'s kernel, in float32 elements per example."""
+    return _budgets(graph)[n.label]
+
+
+def tiles(fn: str, graph: Graph, n: Node, *args: Any, **kwargs: Any) -> Any:
+    """The tiles of kernel `fn` for `n` (`K.fn_tiles`), chosen within its
+    budget at the bounds of the named dimensions: kernels whose tiles depend
+    on the sizes get them as `tiles=`, so that a shorter input takes the same
+    tiles or smaller ones and its scratch never outgrows the plan."""
+    fit = getattr(K, f"{fn}_tiles")
+    return fit(*_evaluate(args, graph.bounds), **_evaluate(kwargs, graph.bounds), budget=budget(graph, n))
+
+
 # ------------------------------------------------------------------ one entry per op
 
 def _conv(g: Graph, n: Node) -> Call:
@@ -120,13 +180,14 @@ def _conv(g: Graph, n: Node) -> Call:
     else:
         geo = dict(stride=a["stride"][0], padding=a["pads"][0], dilation=a["dilation"][0], groups=a["groups"])
     fn = f"conv{rank}d"
-    return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), {**geo, "act": _act(n)},
-                (_shape(g, n.inputs[0]), _weight_shape(n)), {**geo, "act": _act(n)})
+    geo["act"] = _act(n)
+    geo["tiles"] = tiles(fn, g, n, _shape(g, n.inputs[0]), _weight_shape(n), **geo)
+    return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), geo, (_shape(g, n.inputs[0]), _weight_shape(n)), geo)
 
 
 def _dense(g: Graph, n: Node) -> Call:
     return Call("dense", (_x(n), _w(n), _bias(n), _out(n)), {"act": _act(n)},
-                (_shape(g, n.inputs[0]), _weight_shape(n)), {"act": _act(n)})
+                (_shape(g, n.inputs[0]), _weight_shape(n)), {"act": _act(n), "budget": budget(g, n)})
 
 
 def _pool(g: Graph, n: Node) -> Call:
@@ -135,6 +196,7 @@ def _pool(g: Graph, n: Node) -> Call:
         geo = dict(kernel=a["kernel"][0], stride=a["stride"][0], padding=a["pads"][0])
     else:
         geo = dict(kernel=a["kernel"], stride=a["stride"], padding=a["pads"])
+    geo["tiles"] = tiles(n.op.name, g, n, _shape(g, n.inputs[0]), **geo)
     return Call(n.op.name, (_x(n), _out(n)), geo, (_shape(g, n.inputs[0]),), geo)
 
 
@@ -149,8 +211,8 @@ def _activation(g: Graph, n: Node) -> Call:
     needs = K.activation_scratch((n.op.name, *params), (1, 1))
     if not needs:
         return Call(n.op.name, (_x(n), _out(n), *params))
-    return Call(n.op.name, (_x(n), _out(n), *params), {}, ((n.op.name, *params), _shape(g, n.label)),
-                scratch_fn="activation_scratch")
+    return Call(n.op.name, (_x(n), _out(n), *params), {}, ((n.op.name, *params), _shape(g, n.label),
+                                                             budget(g, n)), scratch_fn="activation_scratch")
 
 
 def _scratch_fn_for(fn: str) -> Callable[[Graph, Node], Call]:
@@ -177,7 +239,8 @@ def _batchnorm(g: Graph, n: Node) -> Call:
 
 def _add(g: Graph, n: Node) -> Call:
     ins = tuple(Ref("value", v) for v in n.inputs)
-    return Call("add", (ins, _out(n)), {"act": _act(n)}, (_shape(g, n.label),), {"act": _act(n)})
+    return Call("add", (ins, _out(n)), {"act": _act(n)}, (_shape(g, n.label),),
+                {"act": _act(n), "budget": budget(g, n)})
 
 
 def _sub(g: Graph, n: Node) -> Call:
@@ -207,11 +270,6 @@ def _concat(g: Graph, n: Node) -> Call:
     return Call("concat", (tuple(Ref("value", v) for v in n.inputs), n.attrs["axis"], _out(n)))
 
 
-def _stacked(n: Node) -> bool:
-    from ..ops.recurrent import stacked
-    return stacked(n.op.name, n.attrs)
-
-
 def _stack_weights(n: Node) -> tuple:
     """Four per layer and direction, PyTorch's order; Ref("none") for absent biases."""
     from ..ops.recurrent import parts
@@ -222,30 +280,23 @@ def _stack_weights(n: Node) -> tuple:
     return tuple(out)
 
 
-def _recurrent_stack(g: Graph, n: Node) -> Call:
+def _rnn_geometry(n: Node) -> dict[str, Any]:
     a = n.attrs
-    geo = dict(hidden=a["hidden"], layers=a["layers"], dirs=2 if a["bidirectional"] else 1)
-    act = {"nonlinearity": a["nonlinearity"]} if n.op.name == "rnn" else {}
-    shape = _shape(g, n.inputs[0])
-    if not g.streaming:
-        return Call("rnn_stack", (n.op.name, _x(n), _stack_weights(n), _out(n)), {**geo, **act},
-                    (n.op.name, shape), geo)
-    state = tuple(Ref("value", f"{n.label}@{s}") for s in _STATE[n.op.name])
-    return Call("rnn_stack_chunk", (n.op.name, _x(n), state, _stack_weights(n), _out(n)), {**geo, **act},
-                (n.op.name, shape), geo)
+    return dict(hidden=a["hidden"], layers=a["layers"], dirs=2 if a["bidirectional"] else 1)
 
 
 def _recurrent(g: Graph, n: Node) -> Call:
-    if _stacked(n):
-        return _recurrent_stack(g, n)
-    names = ["weight_ih_l0", "weight_hh_l0"]
-    biases = (_w(n, "bias_ih_l0"), _w(n, "bias_hh_l0")) if n.attrs["bias"] else (Ref("none"), Ref("none"))
-    weights = (*(_w(n, p) for p in names), *biases)
-    if not g.streaming:
-        return Call(n.op.name, (_x(n), *weights, _out(n)), {}, (_shape(g, n.inputs[0]), n.attrs["hidden"]))
-    state = tuple(Ref("value", f"{n.label}@{s}") for s in _STATE[n.op.name])
-    return Call(f"{n.op.name}_chunk", (_x(n), *state, *weights, _out(n)), {},
-                (_shape(g, n.inputs[0]), n.attrs["hidden"]))
+    """Every GRU, LSTM and RNN layer (stacked, two-way, streamed) runs on the
+    recurrent engine (runtime/recurrent_infer.py) with its weights packed
+    once when they are loaded (`_prepare`), in chunks of `tiles` steps."""
+    geo = _rnn_geometry(n)
+    shape = _shape(g, n.inputs[0])
+    steps = tiles("rnn", g, n, n.op.name, shape, **geo)
+    kw: dict[str, Any] = {"tiles": steps}
+    if g.streaming:
+        kw["states"] = tuple(Ref("value", f"{n.label}@{s}") for s in _STATE[n.op.name])
+    return Call("rnn_forward", (_x(n), Ref("pack", n.label), _out(n)), kw, (n.op.name, shape),
+                {**geo, "streaming": g.streaming, "tiles": steps}, scratch_fn="rnn_scratch")
 
 
 _STATE = {"gru": ("h",), "lstm": ("h", "c"), "rnn": ("h",)}
@@ -283,6 +334,7 @@ def _conv_transpose(g: Graph, n: Node) -> Call:
     else:
         geo = dict(stride=a["stride"], padding=a["pads"], output_padding=a["output_padding"],
                    dilation=a["dilation"], groups=a["groups"])
+    geo["tiles"] = tiles(n.op.name, g, n, _shape(g, n.inputs[0]), _weight_shape(n), **geo)
     return Call(n.op.name, (_x(n), _w(n), _bias(n), _out(n)), geo, (_shape(g, n.inputs[0]), _weight_shape(n)), geo)
 
 
@@ -344,8 +396,10 @@ def _attention(g: Graph, n: Node) -> Call:
         state = tuple(Ref("value", f"{n.label}@{s}") for s in ("keys", "values", "position"))
         return Call("attention_stream", (_x(n), *weights, *state, _out(n)), {"heads": heads},
                     (_shape(g, n.inputs[0]), heads, cache))
-    return Call("attention", (_x(n), *weights, _out(n)), {"heads": heads, "causal": n.attrs["causal"]},
-                (_shape(g, n.inputs[0]), heads))
+    geo = {"causal": n.attrs["causal"]}
+    geo["tiles"] = tiles("attention", g, n, _shape(g, n.inputs[0]), heads, **geo)
+    return Call("attention", (_x(n), *weights, _out(n)), {"heads": heads, **geo}, (_shape(g, n.inputs[0]), heads),
+                geo)
 
 
 def _binary(fn: str) -> Callable[[Graph, Node], Call]:
@@ -462,6 +516,8 @@ class _Render:
                 return self.inputs.get(x.key) or f"v.{self.values(x.key)}"
             if x.kind == "param":
                 return f"self.{self.params(x.key)}"
+            if x.kind == "pack":
+                return f"self.{self.params(('pack', x.key), x.key + '_pack')}"
             return "None"
         if isinstance(x, tuple) and x and all(isinstance(i, Ref) for i in x):
             return "(" + ", ".join(self.arg(i) for i in x) + ("," if len(x) == 1 else "") + ")"
@@ -472,7 +528,7 @@ class _Render:
 
     def call(self, n: Node, c: Call) -> str:
         parts = [self.arg(a) for a in c.args]
-        parts += [f"{k}={self.code(v)}" for k, v in c.kwargs.items()]
+        parts += [f"{k}={self.arg(v)}" for k, v in c.kwargs.items()]
         if self.layout.scratch.get(n.label):
             parts.append(f"scratch={self.scratch_view(n)}")
         return f"K.{c.fn}({', '.join(parts)})"
@@ -505,7 +561,13 @@ def _prepare(r: _Render, n: Node) -> list[str]:
         w, b = r.arg(_w(n)), r.arg(Ref("param", f"{n.label}.bias"))
         norm = ", ".join(f"s[{py_literal(f'{nl}.{p}')}]" for p in ("weight", "bias", "running_mean", "running_var"))
         return [f"{w}, {b} = fold_norm({key('weight')}, {bias}, {norm}, {py_literal(n.norm.eps)})"]
-    return [f"{r.arg(_w(n, p))} = {key(p)}" for p in names]
+    lines = [f"{r.arg(_w(n, p))} = {key(p)}" for p in names]
+    if n.op.name in _STATE:                 # the recurrent engine's packed weights
+        geo = {**_rnn_geometry(n), "nonlinearity": n.attrs.get("nonlinearity", "tanh")}
+        args = ", ".join(f"{k}={r.code(v)}" for k, v in geo.items())
+        lines.append(f"{r.arg(Ref('pack', n.label))} = K.rnn_pack({py_literal(n.op.name)}, "
+                     f"{r.arg(_stack_weights(n))}, {args})")
+    return lines
 
 
 def _api_shape(shape) -> tuple:

@@ -14,8 +14,19 @@ Each op has two entries, `FORWARD[op]` and `BACKWARD[op]`, a few lines that
 call the op family's kernels in `runtime/` (`K.<op>_train`, `K.<op>_backward`,
 the inference kernels where training changes nothing). They return `KCall`s
 (a kernel call, with its scratch function when it has one, so the planner
-sees the same scratch the code asks for) and plain lines. Output is
-deterministic: the same training graph gives the same bytes.
+sees the same scratch the code asks for) and plain lines. Fused steps (a
+batchnorm with the activation and max pool it takes in) call the
+`batchnorm_chain_*` kernels, recompute steps `batchnorm_chain_recompute`, and
+masked activations `activation_mask` / `activation_backward_masked`.
+
+Chunks. A call whose kernel works example by example offers its scratch per
+chunk of examples (`train_memory.ChunkedScratch`), and the memory plan picks
+the chunk: per-example kernels (the inference kernels, max pooling's
+training forward) then run in a loop over chunks of the batch (`for part,
+scratch in v.chunks_N`, the scratch views made for one chunk), the kernels
+that chunk themselves (convolution backward, the batchnorm chains) get
+`chunk=` in their scratch function. Output is deterministic: the same
+training graph gives the same bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from typing import Any, Callable, Mapping
 from ...runtime import kernels as K
 from ...runtime import losses as L
 from ..autodiff import InputGrad, Step, StepKind, TrainGraph
+from ..train_memory import ChunkedScratch
 from ..dims import Sym, evaluate, format_shape
 from ..ir import Node, integer_limits
 from ..memory import min_dims
@@ -34,7 +46,7 @@ from . import numpy as inference
 from .names import RESERVED, Namespace, py_comment, py_doc, py_literal
 
 LOCALS = frozenset({"v", "s", "y", "loss", "key", "batch", "dims", "arrays", "L", "Trainer",
-                    "TrainerBase", "Spec", "_Views"})
+                    "TrainerBase", "Spec", "_Views", "part", "scratch", "rows"})
 
 VERSION = inference.VERSION
 BATCH = inference.BATCH
@@ -61,12 +73,16 @@ class Raw:
 @dataclass(frozen=True, slots=True)
 class KCall:
     """`K.fn(*args, **kwargs)`; `scratch` is its scratch function's call
-    `(name, args, kwargs)` (shapes with `BATCH`), or None."""
+    `(name, args, kwargs)` (shapes with `BATCH`), or None. `chunks`: how the
+    call takes the batch in chunks of examples, if it can: "loop" (the kernel
+    works per example: called on each chunk) or "kernel" (it chunks itself:
+    its scratch function takes `chunk=`)."""
 
     fn: str
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     scratch: tuple[str, tuple, Mapping[str, Any]] | None = None
+    chunks: str | None = None
 
 
 Item = "KCall | str"
@@ -101,7 +117,7 @@ def _dx(s: Step, index: int = 0) -> T | None:
 
 
 def _dy(s: Step) -> T:
-    return T(f"d:{s.node.label}")
+    return T(f"d:{s.output}")
 
 
 def _scratch_of(fn: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple | None:
@@ -109,14 +125,24 @@ def _scratch_of(fn: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple | None
     return (name, args, kwargs) if hasattr(K, name) else None
 
 
+# What the inference plan passes to bound a kernel's scratch by its own arena (the inference
+# generator's `budget` and `tiles`): the training plan bounds scratch its own way, by chunks of
+# examples, and lets the kernel take its default, fastest, tiles.
+INFERENCE_BOUNDS = ("budget", "tiles")
+
+
 def _from_inference(tg: TrainGraph, n: Node) -> KCall:
-    """The inference kernel's call (the forward of every op training does not change)."""
+    """The inference kernel's call (the forward of every op training does not
+    change); inference kernels work example by example, so a loop over chunks
+    of the batch may bound their scratch."""
     c = inference.KERNELS[n.op.name](tg.graph, n)
     args = tuple(_convert(a) for a in c.args)
+    kwargs = {k: v for k, v in c.kwargs.items() if k not in INFERENCE_BOUNDS}
     scratch = None
     if c.scratch_args is not None:
-        scratch = (c.scratch_name, c.scratch_args, dict(c.scratch_kwargs))
-    return KCall(c.fn, args, dict(c.kwargs), scratch)
+        scratch = (c.scratch_name, c.scratch_args,
+                   {k: v for k, v in c.scratch_kwargs.items() if k not in INFERENCE_BOUNDS})
+    return KCall(c.fn, args, kwargs, scratch, "loop" if scratch is not None else None)
 
 
 def _convert(a: Any) -> Any:
@@ -148,6 +174,22 @@ def _act_tuple(n: Node) -> tuple:
     return (n.op.name, *n.attrs.values())
 
 
+def _chain_args(s: Step) -> dict[str, Any]:
+    """The `act` and `pool` of a fused batchnorm step (2-D pooling geometry;
+    a 1-D pool as 2-D on [B, C, 1, T])."""
+    act = pool = None
+    for n in s.chain:
+        if n.op.name in inference.catalog.ACTIVATIONS:
+            act = _act_tuple(n)
+        else:
+            a = n.attrs
+            if len(a["kernel"]) == 1:
+                pool = dict(kernel=(1, a["kernel"][0]), stride=(1, a["stride"][0]), padding=((0, 0), a["pads"][0]))
+            else:
+                pool = dict(kernel=a["kernel"], stride=a["stride"], padding=a["pads"])
+    return dict(act=act, pool=pool)
+
+
 # ------------------------------------------------------------------ forward, training mode
 
 def _fw_inference(tg: TrainGraph, s: Step, r: "_Render") -> list:
@@ -163,11 +205,27 @@ def _fw_view(tg: TrainGraph, s: Step, r: "_Render") -> list:
 
 def _fw_batchnorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
-    return [KCall("batchnorm_train", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias"),
-                                      _param(n, "running_mean"), _param(n, "running_var")),
-                  dict(eps=n.attrs["eps"], momentum=n.attrs["momentum"], out=T(n.label), mean=T(s.saved["mean"]),
-                       rstd=T(s.saved["rstd"]))),
-            f"s[{py_literal(n.param_key('num_batches_tracked'))}] += 1"]
+    args = (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias"), _param(n, "running_mean"),
+            _param(n, "running_var"))
+    stats = dict(out=T(s.output), mean=T(s.saved["mean"]), rstd=T(s.saved["rstd"]))
+    if s.chain:
+        geo = _chain_args(s)
+        if geo["pool"] is not None:
+            stats["argmax"] = T(s.saved["argmax"])
+        call = KCall("batchnorm_chain_train", args, dict(eps=n.attrs["eps"], momentum=n.attrs["momentum"], **geo,
+                                                         **stats),
+                     ("batchnorm_chain_train_scratch", (_shape(tg, n.inputs[0]),), geo), "kernel")
+    else:
+        call = KCall("batchnorm_train", args, dict(eps=n.attrs["eps"], momentum=n.attrs["momentum"], **stats))
+    return [call, f"s[{py_literal(n.param_key('num_batches_tracked'))}] += 1"]
+
+
+def _fw_activation(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    """The inference kernel, after the one-byte mask of its input when the backward reads that."""
+    call = _from_inference(tg, s.node)
+    if "mask" not in s.saved:
+        return [call]
+    return [KCall("activation_mask", (_act_tuple(s.node), T(s.node.inputs[0]), T(s.saved["mask"]))), call]
 
 
 def _fw_layernorm(tg: TrainGraph, s: Step, r: "_Render") -> list:
@@ -181,7 +239,7 @@ def _fw_maxpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
     fn = f"{n.op.name}_train"
     geo = _geometry(n, conv=False)
     return [KCall(fn, (T(n.inputs[0]), T(n.label), T(s.saved["argmax"])), geo,
-                  _scratch_of(fn, (_shape(tg, n.inputs[0]),), geo))]
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]),), geo), "loop")]
 
 
 def _fw_dropout(tg: TrainGraph, s: Step, r: "_Render") -> list:
@@ -234,6 +292,7 @@ def _fw_recurrent(tg: TrainGraph, s: Step, r: "_Render") -> list:
 FORWARD: dict[str, Callable[[TrainGraph, Step, "_Render"], list]] = {
     **{op: _fw_inference for op in inference.KERNELS},
     "flatten": _fw_view, "reshape": _fw_view, "identity": _fw_view,
+    **{a: _fw_activation for a in inference.catalog.ACTIVATIONS},
     "batchnorm": _fw_batchnorm, "layernorm": _fw_layernorm,
     "maxpool1d": _fw_maxpool, "maxpool2d": _fw_maxpool,
     "dropout": _fw_dropout,
@@ -259,13 +318,14 @@ def _bw_conv(tg: TrainGraph, s: Step, r: "_Render") -> list:
     w_shape = next(p.shape for p in n.params if p.name == "weight")
     kw = dict(geo, dx=_dx(s), dw=_pgrad(s, "weight"), db=_pgrad(s, "bias"))
     return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s)), kw,
-                  _scratch_of(fn, (_shape(tg, n.inputs[0]), w_shape), dict(geo, need_dx=_dx(s) is not None)))]
+                  _scratch_of(fn, (_shape(tg, n.inputs[0]), w_shape), dict(geo, need_dx=_dx(s) is not None)),
+                  "kernel")]
 
 
 def _bw_conv_transpose(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
     fn = f"{n.op.name}_backward"
-    geo = dict(inference.KERNELS[n.op.name](tg.graph, n).kwargs)
+    geo = {k: v for k, v in inference.KERNELS[n.op.name](tg.graph, n).kwargs.items() if k != "tiles"}
     w_shape = next(p.shape for p in n.params if p.name == "weight")
     kw = dict(geo, dx=_dx(s), dw=_pgrad(s, "weight"), db=_pgrad(s, "bias"))
     return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s)), kw,
@@ -320,7 +380,9 @@ def _bw_dense(tg: TrainGraph, s: Step, r: "_Render") -> list:
 
 def _bw_maxpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
     fn = f"{s.node.op.name}_backward"
-    return [KCall(fn, (_dy(s), T(s.saved["argmax"])), dict(dx=_dx(s)),
+    argmax = s.saved["argmax"]
+    geo = _geometry(s.node, conv=False) if tg.tensors[argmax].dtype == "uint8" else {}
+    return [KCall(fn, (_dy(s), T(argmax)), dict(dx=_dx(s), **geo),
                   _scratch_of(fn, (_shape(tg, s.node.label),), {}))]
 
 
@@ -335,6 +397,13 @@ def _bw_global_avgpool(tg: TrainGraph, s: Step, r: "_Render") -> list:
 
 def _bw_norm(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
+    if s.chain:
+        geo = _chain_args(s)
+        kw = dict(geo, argmax=T(s.saved["argmax"])) if geo["pool"] is not None else geo
+        return [KCall("batchnorm_chain_backward", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias"), _dy(s),
+                                                   T(s.saved["mean"]), T(s.saved["rstd"])),
+                      dict(kw, dx=_dx(s), dgamma=_pgrad(s, "weight"), dbeta=_pgrad(s, "bias")),
+                      ("batchnorm_chain_backward_scratch", (_shape(tg, n.inputs[0]),), geo), "kernel")]
     fn = f"{n.op.name}_backward"
     return [KCall(fn, (T(n.inputs[0]), _param(n, "weight"), _dy(s), T(s.saved["mean"]), T(s.saved["rstd"])),
                   dict(dx=_dx(s), dgamma=_pgrad(s, "weight"), dbeta=_pgrad(s, "bias")),
@@ -343,6 +412,10 @@ def _bw_norm(tg: TrainGraph, s: Step, r: "_Render") -> list:
 
 def _bw_activation(tg: TrainGraph, s: Step, r: "_Render") -> list:
     n = s.node
+    if "mask" in s.saved:
+        act = _act_tuple(n)
+        return [KCall("activation_backward_masked", (act, T(s.saved["mask"]), _dy(s)), dict(dx=_dx(s)),
+                      ("activation_backward_masked_scratch", (act, _shape(tg, n.label)), {}))]
     rule = n.op.backward
     x = T(n.inputs[0]) if rule.needs_inputs else None
     y = T(n.label) if rule.needs_output else None
@@ -505,6 +578,16 @@ BACKWARD: dict[str, Callable[[TrainGraph, Step, "_Render"], list]] = {
 }
 
 
+def _recompute(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    """A batchnorm's output (after the activation it takes in) formed again for the backward steps that read it."""
+    n = s.node
+    act = _chain_args(s)["act"]
+    return [KCall("batchnorm_chain_recompute", (T(n.inputs[0]), _param(n, "weight"), _param(n, "bias"),
+                                                T(s.saved["mean"]), T(s.saved["rstd"])),
+                  dict(act=act, out=T(s.writes[0])),
+                  ("batchnorm_chain_recompute_scratch", (_shape(tg, n.inputs[0]),), dict(act=act)), "kernel")]
+
+
 def _loss(tg: TrainGraph, s: Step, r: "_Render") -> list:
     out = tg.output
     return [KCall(f"L.{tg.loss}", (T(out), Raw("y"), T(f"d:{out}")), {},
@@ -512,8 +595,11 @@ def _loss(tg: TrainGraph, s: Step, r: "_Render") -> list:
 
 
 def _items(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    r.step = s
     if s.kind is StepKind.FORWARD:
         return FORWARD[s.node.op.name](tg, s, r)
+    if s.kind is StepKind.RECOMPUTE:
+        return _recompute(tg, s, r)
     if s.kind is StepKind.BACKWARD:
         rule = BACKWARD.get(s.node.op.name)
         if rule is None:
@@ -572,14 +658,34 @@ class _Sizer:
         return ""
 
 
-def scratch_bytes(tg: TrainGraph, step: int, batch: int) -> dict[str, int]:
-    """Scratch name -> bytes at `batch` for one step, for `train_memory.train_layout`."""
+def chunk_sizes(batch: int) -> list[int]:
+    """The examples per chunk worth offering for `batch`: each number of
+    chunks' smallest chunk size, largest first."""
+    return sorted({-(-batch // m) for m in range(1, batch + 1)}, reverse=True)
+
+
+def _scratch_shapes(tg: TrainGraph, call: KCall, batch: int, chunk: int | None) -> dict[str, tuple]:
+    name, args, kwargs = call.scratch
+    rows = batch if chunk is None or call.chunks != "loop" else min(batch, chunk)
+    kwargs = dict(kwargs)
+    if chunk is not None and call.chunks == "kernel":
+        kwargs["chunk"] = chunk
+    return _scratch_fn(name)(*_evaluate(args, tg.graph.bounds, rows), **_evaluate(kwargs, tg.graph.bounds, rows))
+
+
+def scratch_bytes(tg: TrainGraph, step: int, batch: int) -> "dict[str, int] | ChunkedScratch":
+    """Scratch name -> bytes at `batch` for one step, for `train_memory.train_layout`;
+    by chunk of examples (`ChunkedScratch`) for a call that can take the batch in chunks."""
     call = _scratch_call(_items(tg, tg.steps[step], _Sizer()))
     if call is None:
         return {}
-    name, args, kwargs = call.scratch
-    shapes = _scratch_fn(name)(*_evaluate(args, tg.graph.bounds, batch), **_evaluate(dict(kwargs), tg.graph.bounds, batch))
-    return {k: math.prod(s) * 4 for k, s in shapes.items()}
+
+    def nbytes(chunk: int | None) -> dict[str, int]:
+        return {k: math.prod(s) * 4 for k, s in _scratch_shapes(tg, call, batch, chunk).items()}
+
+    if call.chunks is None or batch == 1:
+        return nbytes(None)
+    return ChunkedScratch({k: nbytes(None if k == batch else k) for k in chunk_sizes(batch)})
 
 
 # ------------------------------------------------------------------ rendering
@@ -593,6 +699,7 @@ class _Render:
         self.inputs = {i.name: self.names(("input", i.name), i.name) for i in tg.graph.inputs}
         self.dims = {d: self.names(("dim", d), d) for d in sorted(tg.graph.bounds)}
         self.extra_views: list[str] = []      # views of views (reshaped gradients, concat slices)
+        self.step: Step | None = None         # the step being rendered (its `sources`)
 
     def dim(self, name: str) -> str:
         return self.dims.get(name) or self.names(("dim", name), name)
@@ -600,12 +707,17 @@ class _Render:
     def code(self, x: Any) -> str:
         return inference.code(x, self.dim)
 
+    def code_rows(self, x: Any) -> str:
+        """`code` with the batch written as `rows` (the examples of one chunk)."""
+        return inference.code(_rows(x), lambda name: "rows" if name == _ROWS else self.dim(name))
+
     def ident(self, tensor: str) -> str:
         return self.names(("tensor", tensor), tensor.replace("d:", "d_").replace("~", "_from_"))
 
     def arg(self, x: Any) -> str:
         if isinstance(x, T):
-            return self.inputs.get(x.name) or f"v.{self.ident(x.name)}"
+            name = self.step.sources.get(x.name, x.name) if self.step is not None else x.name
+            return self.inputs.get(name) or f"v.{self.ident(name)}"
         if isinstance(x, P):
             return f"s[{py_literal(x.key)}]"
         if isinstance(x, Raw):
@@ -640,9 +752,17 @@ class _Render:
             self.extra_views.append(line)
         return f"v.{ident}"
 
-    def call(self, c: KCall, scratch: str | None) -> str:
-        parts = [self.arg(a) for a in c.args]
-        parts += [f"{k}={self.arg(v)}" for k, v in c.kwargs.items()]
+    def call(self, c: KCall, scratch: str | None, part: bool = False) -> str:
+        """The call's line; with `part`, every batched tensor is cut to the chunk `part`."""
+        def arg(a: Any) -> str:
+            text = self.arg(a)
+            if part and isinstance(a, T) and self.tg.tensors[a.name].batched:
+                return f"{text}[part]"
+            if part and isinstance(a, tuple) and a and all(isinstance(i, T) for i in a):
+                return "(" + ", ".join(arg(i) for i in a) + ("," if len(a) == 1 else "") + ")"
+            return text
+        parts = [arg(a) for a in c.args]
+        parts += [f"{k}={arg(v)}" for k, v in c.kwargs.items()]
         if scratch:
             parts.append(f"scratch={scratch}")
         fn = c.fn if c.fn.startswith("L.") else f"K.{c.fn}"
@@ -651,7 +771,7 @@ class _Render:
     def view(self, tensor: str) -> str:
         t = self.tg.tensors[tensor]
         shape = (BATCH, *t.shape) if t.batched else tuple(t.shape)
-        region = "_region_int32" if t.dtype == "int32" else "_region"
+        region = {"int32": "_region_int32", "uint8": "_region_uint8"}.get(t.dtype, "_region")
         return (f"v.{self.ident(tensor)} = self.{region}({self.lay.offset(tensor)}, "
                 f"{self.lay.sizes[self.lay.places[tensor]]}, {self.code(shape)})")
 
@@ -662,11 +782,26 @@ def _comment(tg: TrainGraph, s: Step) -> str:
     elif s.kind is StepKind.UPDATE:
         text = f"[{s.index}] update {s.param}"
     else:
-        n = s.node
-        shape = format_shape(n.shape)
-        text = f"[{s.index}] {n.label}: {n.op.name} -> {shape}" if s.kind is StepKind.FORWARD else \
-            f"[{s.index}] backward {n.label}: {n.op.name} {shape}"
+        labels = "+".join(n.label for n in s.nodes)
+        ops = "+".join(n.op.name for n in s.nodes)
+        shape = format_shape(s.nodes[-1].shape)
+        text = {StepKind.FORWARD: f"[{s.index}] {labels}: {ops} -> {shape}",
+                StepKind.BACKWARD: f"[{s.index}] backward {labels}: {ops} {shape}",
+                StepKind.RECOMPUTE: f"[{s.index}] recompute {labels}: {ops} -> {s.writes[0]} {shape}"}[s.kind]
     return "# " + py_comment(text)
+
+
+_ROWS = "@rows"      # the examples of one chunk, in the shapes of a chunked call's scratch
+
+
+def _rows(x: Any) -> Any:
+    if x is BATCH:
+        return Sym.var(_ROWS)
+    if isinstance(x, tuple):
+        return tuple(_rows(i) for i in x)
+    if isinstance(x, dict):
+        return {k: _rows(v) for k, v in x.items()}
+    return x
 
 
 def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
@@ -682,19 +817,32 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
         body.append(_comment(tg, s))
         scratch_call = _scratch_call(items)
         planned = lay.scratch.get(s.index, {})
+        chunk = lay.chunks.get(s.index)
+        loop = chunk is not None and bool(planned) and scratch_call is not None and scratch_call.chunks == "loop"
         scratch_ident = None
         if scratch_call is not None and planned:
             scratch_ident = f"v.{r.names(('scratch', s.index), f'scratch_{s.index}')}"
             fn, args, kwargs = scratch_call.scratch
             where = {k: (lay.plan.offsets[b], lay.sizes[b]) for k, b in sorted(planned.items())}
-            call_args = ", ".join([r.code(a) for a in args] + [f"{k}={r.code(v)}" for k, v in kwargs.items()])
+            if chunk is not None and scratch_call.chunks == "kernel":
+                kwargs = dict(kwargs, chunk=chunk)
+            code = r.code_rows if loop else r.code
+            call_args = ", ".join([code(a) for a in args] + [f"{k}={code(v)}" for k, v in kwargs.items()])
             if fn == "loss_scratch":
                 views.append(f"{scratch_ident} = self._scratch({{'loss': L.scratch_shape({call_args})}}, "
                              f"{r.code(where)})['loss']")
+            elif loop:
+                scratch_ident = f"v.{r.names(('chunks', s.index), f'chunks_{s.index}')}"
+                views.append(f"rows = min(batch, {chunk})")
+                views.append(f"{scratch_ident} = self._chunked(batch, rows, "
+                             f"self._scratch(K.{fn}({call_args}), {r.code(where)}))")
             else:
                 views.append(f"{scratch_ident} = self._scratch(K.{fn}({call_args}), {r.code(where)})")
         for item in items:
-            if isinstance(item, KCall):
+            if isinstance(item, KCall) and loop and item is scratch_call:
+                body.append(f"for part, scratch in {scratch_ident}:")
+                body.append("    " + r.call(item, "scratch", part=True))
+            elif isinstance(item, KCall):
                 line = r.call(item, scratch_ident if item is scratch_call else None)
                 if s.kind is StepKind.LOSS:
                     line = f"loss = {line}"

@@ -111,12 +111,26 @@ class Backward:
     output; `passes_gradient`: each input's gradient is the output's gradient
     itself, up to a view, a slice or a sign (add, sub, concat, flatten,
     reshape, identity), so a second contribution is added straight from it,
-    without a temporary."""
+    without a temporary.
+
+    Smaller saved sets (`autodiff.py` decides where they apply): `mask`: the
+    derivative is piecewise constant, so one byte per element of where the
+    input was stands for the float tensor the backward reads, when no other
+    backward reads that tensor (relu, relu6, leaky_relu, clamp); `recompute`:
+    the output is cheap to form again from what the backward keeps anyway
+    (batchnorm: its input and batch statistics), so a later backward that
+    reads it gets it recomputed instead of kept; `absorbs`: the ops a
+    training step of this op takes in after it, in order, each optional
+    (tests on the next op's entry): the fused step keeps only this op's and
+    their saves, and its backward recomputes the values in between."""
 
     saves: Callable[[Attrs, Sequence[Shape], Shape], Mapping[str, Saved]] = no_saves
     needs_inputs: bool = True
     needs_output: bool = False
     passes_gradient: bool = False
+    mask: bool = False
+    recompute: bool = False
+    absorbs: tuple[Callable[["OpSpec"], bool], ...] = ()
 
 
 class UnitAxis(enum.Enum):

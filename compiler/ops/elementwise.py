@@ -64,10 +64,16 @@ def _softmax_units(u) -> None:
 _KEEP = Units(_keep_units)
 
 
+# The activations whose derivative is piecewise constant: their backward needs one byte per
+# element (where the input was), not the float tensor, unless another backward reads that anyway.
+MASKED = frozenset({"relu", "relu6", "leaky_relu", "clamp"})
+
+
 def _act(name: str, *args: ArgSpec) -> OpSpec:
     from_output = name in FROM_OUTPUT
     return OpSpec(name, args, _same, elementwise=True,
-                  backward=Backward(needs_inputs=not from_output, needs_output=from_output), units=_KEEP)
+                  backward=Backward(needs_inputs=not from_output, needs_output=from_output, mask=name in MASKED),
+                  units=_KEEP)
 
 
 def _clamp_resolve(a: Attrs, ins) -> Attrs:

@@ -39,9 +39,22 @@ def _layernorm_params(a: Attrs, ins) -> tuple[ParamSpec, ...]:
 
 
 # training mode: batch statistics; the forward saves the mean and 1/sqrt(var + eps) per channel
-# (batchnorm, over the batch and every axis after the channels) or per position (layernorm)
+# (batchnorm, over the batch and every axis after the channels) or per position (layernorm).
+# A batchnorm's output is recomputed from its input and statistics where a later backward reads
+# it, and its training step takes in a masked activation and then a max pool after it (conv ->
+# batchnorm -> relu -> maxpool keeps the conv's output, the statistics and one byte per pooled
+# output; in-place activated batchnorm, Rota Bulo et al. 2018)
+def _masked_activation(op) -> bool:
+    return op.elementwise and op.backward is not None and op.backward.mask
+
+
+def _max_pool(op) -> bool:
+    return op.name in ("maxpool1d", "maxpool2d")
+
+
 _BATCHNORM_BACKWARD = Backward(saves=lambda a, ins, out: {"mean": Saved((a["channels"],), batched=False),
-                                                         "rstd": Saved((a["channels"],), batched=False)})
+                                                         "rstd": Saved((a["channels"],), batched=False)},
+                               recompute=True, absorbs=(_masked_activation, _max_pool))
 _LAYERNORM_BACKWARD = Backward(saves=lambda a, ins, out: {"mean": Saved(out[:-1] or (1,)),
                                                          "rstd": Saved(out[:-1] or (1,))})
 

@@ -10,6 +10,8 @@ Out: `ENTRIES`, their catalog entries in catalog order. Resolving turns the
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 from ..dims import Shape, format_shape
@@ -62,9 +64,14 @@ def _pool(kind: str, rank: int) -> OpSpec:
                   units=Units(_pool_units))
 
 
-# max pooling routes the gradient to each window's arg-max (saved by the training forward as an
-# int32 flat index into the input's plane); average pooling spreads it over the window (padding counted)
-_MAX_BACKWARD = Backward(saves=lambda a, ins, out: {"argmax": Saved(out, "int32")}, needs_inputs=False)
+# max pooling routes the gradient to each window's arg-max (saved by the training forward as the
+# winning tap of its window, one byte, or as an int32 flat index into the input's plane for windows
+# of more than 255 taps); average pooling spreads it over the window (padding counted)
+def _argmax_saves(a: Attrs, ins, out) -> dict[str, Saved]:
+    return {"argmax": Saved(out, "uint8" if math.prod(a["kernel"]) <= 255 else "int32")}
+
+
+_MAX_BACKWARD = Backward(saves=_argmax_saves, needs_inputs=False)
 _AVG_BACKWARD = Backward(needs_inputs=False)
 
 
