@@ -5,7 +5,8 @@ In:  `add_parser(subparsers)` registers the three subcommands on `nnc`'s
      each name to its function). `write_plan_svg` is the function behind
      `nnc summary --plan-svg FILE`.
 Out: exit code 0; problems raise `UserError` subclasses (a missing extra
-     says what to install; an unsupported ONNX node list; a corrupt file),
+     says what to install; an unsupported ONNX node list; a corrupt file;
+     an `.onnx` file given to export or graph, a `.nn` file to import),
      which `cli.main` (`cli_common.guarded`) prints as one `error:` line with
      exit 1.
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from .build import OutputError
 from .cli_common import add_dims, positive
+from .diagnostics import UserError
 from .pictures import write_plan_svg
 
 __all__ = ["COMMANDS", "add_parser", "run", "write_plan_svg"]
@@ -48,11 +50,18 @@ def add_parser(subparsers) -> None:
     add_dims(g)
 
 
+class WrongModelFile(UserError, ValueError):
+    """An ONNX file given where a `.nn` model belongs, or the other way round."""
+
+
 def _import(args) -> int:
-    from .onnx_import import from_onnx
+    from .onnx_import import file_stem, from_onnx
+    if Path(args.model).suffix.lower() == ".nn" and Path(args.model).is_file():
+        raise WrongModelFile(f"`{args.model}` is a .nn model; `nnc import` reads ONNX files (`nnc export "
+                             f"{args.model} -o MODEL.onnx` writes one)")
     source, weights = from_onnx(args.model)
     out = Path(args.output)
-    name = Path(args.model).stem.split(".")[0] or "model"
+    name = file_stem(args.model)
     if out.exists() and not out.is_dir():
         raise OutputError(f"cannot write into `{out}`: it is a file, not a folder")
     try:
@@ -66,8 +75,16 @@ def _import(args) -> int:
     return 0
 
 
+def _not_onnx(model: str, command: str) -> None:
+    """An `.onnx` file where a `.nn` model belongs: say which command reads it."""
+    if Path(model).suffix.lower() == ".onnx" and Path(model).is_file():
+        raise WrongModelFile(f"`{model}` is an ONNX file; `nnc {command}` reads a .nn model: convert it first "
+                             f"with `nnc import {model}`")
+
+
 def _export(args) -> int:
     from .onnx_export import to_onnx
+    _not_onnx(args.model, "export")
     path = to_onnx(Path(args.model), args.weights, args.output, opset=args.opset)
     print(f"wrote {path}")
     return 0
@@ -75,6 +92,7 @@ def _export(args) -> int:
 
 def _graph(args) -> int:
     from .pictures import graph_dot, render
+    _not_onnx(args.model, "graph")
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".svg")
     text = graph_dot(Path(args.model), dict(args.dim) or None)
     render(text, out)

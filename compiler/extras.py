@@ -13,7 +13,7 @@ import shutil
 
 from .diagnostics import UserError
 
-ONNX_HINT = 'pip install "nnc[onnx]"'
+ONNX_HINT = 'pip install "nnc[onnx]" (in a checkout of nnc: pip install -e ".[onnx]")'
 DOT_HINT = "apt install graphviz (or brew install graphviz), or write a .dot file instead"
 
 
@@ -26,6 +26,9 @@ def require_onnx():
         import onnx
     except ImportError:
         raise MissingExtra(f"this needs the `onnx` package, which is not installed: {ONNX_HINT}") from None
+    except Exception as e:      # noqa: BLE001 - a broken install (a protobuf mismatch raises TypeError)
+        raise MissingExtra(f"the `onnx` package is installed but fails to import ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); reinstall it: {ONNX_HINT}") from None
     return onnx
 
 
@@ -34,6 +37,9 @@ def require_onnxruntime():
         import onnxruntime
     except ImportError:
         raise MissingExtra(f"this needs the `onnxruntime` package, which is not installed: {ONNX_HINT}") from None
+    except Exception as e:      # noqa: BLE001 - a broken install
+        raise MissingExtra(f"the `onnxruntime` package is installed but fails to import ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); reinstall it: {ONNX_HINT}") from None
     return onnxruntime
 
 

@@ -82,7 +82,13 @@ def to_onnx(model: Any, weights: Any = None, path: str | Path = "model.onnx", op
                                                      ["batch", *map(_dim, graph.shape_of(o.value))]))
     initializers = [numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), k)
                     for k, v in state.items()]
-    g = helper.make_graph(w.nodes, graph.name, inputs, outputs, initializers)
+    # every step's value with its shape (named sizes by name): ONNX's own inference loses a named
+    # size at a Slice whose end is read from Shape (a positional table's rows), and Netron shows these
+    done = {o.name for o in outputs} | {i.name for i in graph.inputs}
+    value_info = [helper.make_tensor_value_info(n.label, TensorProto.INT64 if n.dtype == "int32" else TensorProto.FLOAT,
+                                                ["batch", *map(_dim, n.shape)])
+                  for n in graph.nodes if n.label in w.names and n.label not in done]
+    g = helper.make_graph(w.nodes, graph.name, inputs, outputs, initializers, value_info=value_info)
     ops = [helper.make_opsetid("", opset)]
     m = helper.make_model(g, opset_imports=ops, producer_name="nnc", producer_version=_version())
     # the oldest IR version that carries the opset: the widest range of runtimes loads it

@@ -9,13 +9,17 @@ Out: `from_onnx(path) -> (source_text, weights)`: readable `.nn` text (one
      `OnnxImportError` naming the file.
 
 How it works, in order:
-1. Load the model and infer every value's shape (`onnx.shape_inference`).
-   The first axis of every input is the batch: it is dropped (dynamic or 1).
-   Other named input sizes become named dimensions (`x: [1, T]`).
+1. Load the model, check its structure (a known opset, outputs, every value
+   made once before it is read) and infer every value's shape
+   (`onnx.shape_inference`; again on a copy with constant chains folded when
+   sizes stay unknown). The first axis of every input is the batch: it is
+   dropped (dynamic or 1). Other named input sizes become named dimensions
+   (`x: [1, T]`).
 2. Walk the nodes in order. A node whose inputs are all constant is folded
    with ONNX's reference evaluator (`Shape`, `Gather`, `Unsqueeze`, `Concat`
    chains feeding `Reshape` and `Pad`); `Shape` of a value knows its sizes,
-   the batch as a marker that only `Reshape` may consume.
+   the batch as a marker that only `Reshape` may consume, a named size as a
+   marker that may end a `Reshape` or cut a positional table's rows.
 3. Each other node becomes a step. Every ONNX value maps to an nnc value and
    an axis map (which ONNX axis is the batch, which is nnc's axis i, which
    is a unit axis, which is a bidirectional layer's direction axis):
@@ -25,7 +29,11 @@ How it works, in order:
    of `keepdims` reductions cost no step. A step that reads a value whose
    map is not plain gets an nnc `transpose` and/or `reshape` first. Values
    computed from a model input's shape alone are not "live": they fold.
-4. Exporter patterns become one step: `MatMul` + `Add` with constant weights
+4. Asymmetric padding (uneven `pads`, `auto_pad=SAME_*`, a zero `Pad`
+   before `Conv`, a -inf `Pad` before `MaxPool`) keeps its symmetric part in
+   the op and puts the rest in a `pad` step before it (edge copies for max
+   pools, exact there; a transposed conv's rest is a `slice` after it).
+   Exporter patterns become one step: `MatMul` + `Add` with constant weights
    (dense), `Pad` with zeros before `Conv` (its padding: `causal`, `same` or
    numbers), x * sigmoid(x) (silu), the erf form of gelu, `Unsqueeze` +
    `Concat` + `ReduceSum` (an n-ary add: `torch.stack(...).sum(0)`), `Split`
@@ -48,7 +56,8 @@ How it works, in order:
    op's automatic label. Labels are made unique.
 6. Write the text: a value gets a name only when a later step other than the
    next one reads it (`name = step`, then `name -> step`). An integer model
-   input is declared `int[...]`.
+   input is declared `int[...]`. The text must pass `nnc check`, else the
+   import is an error quoting the first diagnostic.
 
 Weights arrive in PyTorch's layout: ONNX GRU gates z, r, h become r, z, n;
 LSTM gates i, o, f, c become i, f, g, o (both directions, every layer:
@@ -59,6 +68,7 @@ projections become `in_proj_weight`, `in_proj_bias`, `out_proj.*`.
 from __future__ import annotations
 
 import ast
+import heapq
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +81,7 @@ from .extras import require_onnx
 from .ops import CATALOG
 
 BATCH = -(1 << 40)          # the batch size inside folded shape tensors: only Reshape may consume it
+DIM_BASE = -(1 << 42)       # DIM_BASE - k: an input's k-th named size in folded shape tensors
 
 
 class OnnxImportError(UserError, ValueError):
@@ -90,6 +101,15 @@ class _Unsupported(Exception):
 
 class _Zeros:
     """A ConstantOfShape of zeros whose shape involves the batch (an RNN's initial state)."""
+
+
+@dataclass
+class _Rows:
+    """`table[:T]`: the first rows of an initializer, as many as an input's named size T (a positional table)."""
+
+    table: np.ndarray
+    origin: str
+    size: str           # the ONNX name of the size
 
 
 ZEROS = _Zeros()
@@ -134,18 +154,163 @@ def from_onnx(path) -> tuple[str, dict[str, np.ndarray]]:
     """ONNX file -> (`.nn` source text, weights keyed like `state_dict()`)."""
     onnx = require_onnx()
     name = str(path)
+    shown = _shown(name)
     try:
         model = onnx.load(name)
     except FileNotFoundError:
-        raise OnnxImportError(f"no such file: `{name}`") from None
+        raise OnnxImportError(f"no such file: `{shown}`") from None
     except IsADirectoryError:
-        raise OnnxImportError(f"`{name}` is a folder, not an ONNX file") from None
+        raise OnnxImportError(f"`{shown}` is a folder, not an ONNX file") from None
+    except PermissionError:
+        raise OnnxImportError(f"cannot read `{shown}`: permission denied") from None
     except Exception as e:      # noqa: BLE001 - protobuf raises several kinds on corrupt data
-        raise OnnxImportError(f"`{name}` is not a readable ONNX model ({type(e).__name__})") from None
+        detail = _shown(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        detail = f": {detail[:200]}" if detail and type(e).__name__ != "DecodeError" else ""
+        hint = " (truncated, or not an ONNX file)" if type(e).__name__ == "DecodeError" else ""
+        raise OnnxImportError(f"`{shown}` is not a readable ONNX model{hint} ({type(e).__name__}{detail})") from None
     if not model.graph.node and not model.graph.input:
-        raise OnnxImportError(f"`{name}` is not a readable ONNX model (it holds no graph)")
-    model_name = _identifier(Path(name).stem.split(".")[0]) or "model"
-    return _Importer(model, name, model_name).run()
+        raise OnnxImportError(f"`{shown}` is not a readable ONNX model (it holds no graph)")
+    _check_structure(onnx, model, shown)
+    return _Importer(model, shown, model_name(name)).run()
+
+
+def file_stem(path) -> str:
+    """The NAME of `nnc import`'s NAME.nn and NAME.npz: the file name without
+    `.onnx` (`resnet18-v1.7.onnx` -> `resnet18-v1.7`, `.onnx` -> `model`)."""
+    stem = Path(str(path)).name
+    if stem.lower().endswith(".onnx"):
+        stem = stem[:-5]
+    return stem.strip(".") or "model"
+
+
+def model_name(path) -> str:
+    """The `.nn` model's name: the file's stem made an identifier, not a keyword."""
+    base = _identifier(file_stem(path))
+    if not base.strip("_"):
+        return "net"
+    return base + "_" if base in _KEYWORDS else base
+
+
+def _check_structure(onnx, model, path: str) -> None:
+    """What every ONNX graph must be, checked before importing: an opset
+    the installed `onnx` knows, outputs, every value made once and made
+    before it is read (nodes out of order are sorted, as onnxruntime does;
+    a cycle is an error). A hand-edited or truncated graph is one error
+    naming the file, never a crash."""
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and opset > newest:
+        raise OnnxImportError(f"`{path}` uses opset {opset}, newer than the installed onnx {onnx.__version__} knows "
+                              f"({newest}): upgrade it (pip install -U onnx)")
+    if not graph.output:
+        raise OnnxImportError(f"`{path}` is not a valid ONNX model: its graph has no outputs")
+    given = {i.name for i in graph.initializer} | {i.name for i in graph.input}
+    made = set(given)
+    producer: dict[str, int] = {}
+    for k, n in enumerate(graph.node):
+        what = f"node `{_shown(n.name)}`" if n.name else f"node {k} ({_shown(n.op_type)})"
+        for v in n.output:
+            if v and v in made:
+                raise OnnxImportError(f"`{path}` is not a valid ONNX model: {what} makes `{_shown(v)}` again")
+            made.add(v)
+            producer[v] = k
+    unsorted = False
+    for k, n in enumerate(graph.node):
+        what = f"node `{_shown(n.name)}`" if n.name else f"node {k} ({_shown(n.op_type)})"
+        for v in n.input:
+            if v and v not in made:
+                raise OnnxImportError(f"`{path}` is not a valid ONNX model: {what} reads `{_shown(v)}`, which no "
+                                      "input, initializer or node makes")
+            unsorted |= bool(v) and v not in given and producer[v] >= k
+    if unsorted:        # ONNX wants nodes in order; onnxruntime sorts them itself, and so does nnc
+        order = _topological(graph.node, given, producer)
+        if order is None:
+            raise OnnxImportError(f"`{path}` is not a valid ONNX model: its nodes form a cycle")
+        nodes = [graph.node[k] for k in order]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    for o in graph.output:
+        if o.name not in made:
+            raise OnnxImportError(f"`{path}` is not a valid ONNX model: its output `{_shown(o.name)}` is made by "
+                                  "no node")
+
+
+def _topological(nodes, given: set[str], producer: dict[str, int]) -> list[int] | None:
+    """The node indices in an order where each node follows those it reads
+    (the file's order among ready nodes); None for a cycle."""
+    waiting = [{producer[v] for v in n.input if v and v not in given} for n in nodes]
+    readers: dict[int, list[int]] = {}
+    for k, deps in enumerate(waiting):
+        for d in deps:
+            readers.setdefault(d, []).append(k)
+    ready = [k for k, deps in enumerate(waiting) if not deps]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for r in readers.get(k, []):
+            waiting[r].discard(k)
+            if not waiting[r]:
+                heapq.heappush(ready, r)
+    return order if len(order) == len(nodes) else None
+
+
+def _value_shapes(graph) -> dict[str, list]:
+    """Each value's shape as ONNX records it: ints, dimension names, None."""
+    shapes = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return shapes
+
+
+def _shapes_after_folding(model) -> dict[str, list]:
+    """The value shapes ONNX infers once every node of constant inputs is
+    replaced by its value: the TorchScript exporter computes `F.pad`'s
+    amounts with ConstantOfShape, Concat, Slice... chains that ONNX's shape
+    inference does not see through, and every size after such a Pad would
+    be unknown. Best effort: {} when anything fails."""
+    from onnx import helper, numpy_helper, shape_inference
+    from onnx.reference import ReferenceEvaluator
+    try:
+        graph = model.graph
+        inits = {i.name: i for i in graph.initializer}
+        values: dict[str, np.ndarray] = {}
+        inputs = {i.name for i in graph.input} - set(inits)
+        made, kept = [], []
+        for n in graph.node:
+            ins = [v for v in n.input if v]
+            if n.op_type in _NEVER_FOLD - {"ConstantOfShape"} or \
+                    any(v in inputs or (v not in inits and v not in values) for v in ins) or \
+                    (not ins and n.op_type != "Constant") or any(a.type == a.GRAPH for a in n.attribute):
+                kept.append(n)
+                inputs.update(o for o in n.output if o)
+                continue
+            feeds = {v: values[v] if v in values else numpy_helper.to_array(inits[v]) for v in ins}
+            try:
+                outs = ReferenceEvaluator(n).run(None, feeds)
+            except Exception:       # noqa: BLE001 - not foldable: kept as a node
+                kept.append(n)
+                inputs.update(o for o in n.output if o)
+                continue
+            for name, value in zip(n.output, outs):
+                values[name] = np.asarray(value)
+                made.append(numpy_helper.from_array(values[name], name))
+        if not made:
+            return {}
+        g = helper.make_graph(kept, graph.name, graph.input, graph.output, [*graph.initializer, *made])
+        folded = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
+        return _value_shapes(shape_inference.infer_shapes(folded, data_prop=True).graph)
+    except Exception:       # noqa: BLE001 - best effort: the first inference's shapes stay
+        return {}
+
+
+def _shown(text: str) -> str:
+    """A name from the file as one printable line (`\\n` for a line break)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def _identifier(text: str) -> str:
@@ -180,12 +345,16 @@ class _Importer:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         self.consts: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         self.origin: dict[str, str] = {k: k for k in self.consts}      # const -> the initializer it came from
-        self.shapes: dict[str, list] = {}
-        for vi in [*self.graph.input, *self.graph.value_info, *self.graph.output]:
-            t = vi.type.tensor_type
-            if t.HasField("shape"):
-                self.shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                        for d in t.shape.dim]
+        self.reserved = {_param_base(k) for k in self.consts} - {""}     # labels the initializers give
+        self.shapes: dict[str, list] = _value_shapes(self.graph)
+        if any(not all(isinstance(d, int) for d in shape[1:]) for shape in self.shapes.values()):
+            for name, shape in _shapes_after_folding(model).items():     # sizes hidden behind constant chains
+                old = self.shapes.get(name)
+                if old is None or len(old) != len(shape):
+                    self.shapes[name] = shape
+                else:
+                    self.shapes[name] = [a if isinstance(a, int) or not isinstance(b, int) else b
+                                         for a, b in zip(old, shape)]
         self.vals: dict[str, _Val] = {}
         self.failed: set[str] = set()
         self.problems: list[tuple[str, str, str]] = []
@@ -207,6 +376,9 @@ class _Importer:
         self.live = self._liveness()
         self.table_origin: dict[str, str] = {}      # a folded Slice [0:k] of an initializer's rows -> that initializer
         self.stacks: dict[int, _Stack] = {}        # an ONNX GRU/LSTM/RNN node -> the stacked step it went into
+        self.dim_names: dict[Any, str] = {}         # an input's ONNX size name -> its nnc name
+        self.dim_markers: dict[int, str] = {}       # DIM_BASE - k -> the k-th ONNX size name (in folded shapes)
+        self.bounds: dict[str, int] = {}            # an nnc size name -> its bound (a positional table's rows)
 
     # ------------------------------------------------------------------ driver
 
@@ -217,7 +389,8 @@ class _Importer:
                 continue
             shape = self.shapes.get(i.name)
             if not shape or len(shape) < 2:
-                raise OnnxImportError(f"`{self.path}`: input `{i.name}` needs a batch axis and at least one more")
+                raise OnnxImportError(f"`{self.path}`: input `{_shown(i.name)}` needs a batch axis and at least "
+                                      "one more")
             vname = self._value_name(i.name)
             integer = i.type.tensor_type.elem_type in _INTEGER_TYPES
             dims = []
@@ -225,9 +398,10 @@ class _Importer:
                 if isinstance(d, int) and d > 0:
                     dims.append(d)
                 else:
-                    dims.append(_identifier(str(d)) if d else "N")
+                    dims.append(self._dim_name(d, vname))
             self.inputs.append((vname, dims, integer))
             self.vals[i.name] = _Val(vname, ("B", *range(len(shape) - 1)))
+        self.labels.update(v for v, _, _ in self.inputs)       # a step's label is never an input's name
         self._find_patterns()
         for n in self.graph.node:
             self._node(n)
@@ -243,10 +417,37 @@ class _Importer:
             except _Unsupported as e:
                 self.problems.append((o.name, "output", str(e)))
         if self.problems:
-            listed = "; ".join(f"`{name}` ({op}{': ' + why if why else ''})" for name, op, why in self.problems)
+            listed = "; ".join(f"`{_shown(name)}` ({_shown(op)}{': ' + _shown(why) if why else ''})"
+                               for name, op, why in self.problems)
             n = len(self.problems)
             raise OnnxImportError(f"`{self.path}` has {n} node{'s' if n > 1 else ''} nnc cannot express: {listed}")
-        return self._text(outputs), self.weights
+        text = self._text(outputs)
+        self._check(text)
+        return text, self.weights
+
+    def _check(self, text: str) -> None:
+        """The written model must pass `nnc check`: an error here rather than
+        a `.nn` the user cannot compile. An input with two sizes named only at
+        run time is the common cause (nnc plans sizes linear in one name)."""
+        from .diagnostics import CompileError
+        from .frontend import check
+        for v, dims, _ in self.inputs:
+            named = [d for d in dims if isinstance(d, str)]
+            if len(named) > 1:
+                onnx_names = {n: k for k, n in self.dim_names.items() if isinstance(k, str)}
+                shown = ", ".join(f"`{_shown(onnx_names.get(d, d))}`" for d in named)
+                raise OnnxImportError(f"`{self.path}`: input `{v}` has {len(named)} sizes known only at run time "
+                                      f"({shown}); nnc plans at most one named size per tensor: export the model "
+                                      "with fixed sizes for all but one (torch.onnx.export without those "
+                                      "dynamic_axes / dynamic_shapes)")
+        try:
+            check(text)
+        except CompileError as e:
+            first = next((d for d in e.diagnostics if d.severity.name.lower() == "error"), None)
+            what = first.message if first else str(e)
+            if first and first.line:
+                what = f"line {first.line}: {what}"
+            raise OnnxImportError(f"`{self.path}`: the imported model does not pass `nnc check` ({what})") from None
 
     def _node(self, n) -> None:
         key = id(n)
@@ -263,6 +464,8 @@ class _Importer:
             self.failed.update(outputs)
             return
         try:
+            if n.domain not in ("", "ai.onnx"):
+                raise _Unsupported(f"an op of the `{n.domain}` domain (nnc reads the standard ONNX ops)")
             if key in self.patterns:
                 self._pattern(self.patterns[key])
             elif n.op_type in _NEVER_FOLD or not all(v in self.consts for v in ins) or not ins and n.op_type != "Constant":
@@ -292,6 +495,14 @@ class _Importer:
     def _fold(self, n) -> None:
         from onnx.reference import ReferenceEvaluator
         inputs = [self.consts[v] if v else None for v in n.input]
+        size = next((m for m in map(self._marked, inputs) if m), None)
+        if size is not None:        # a named size: it may move through shape tensors, or cut a table's rows
+            if n.op_type == "Slice" and not self._marked(inputs[0]) and n.input[0] in self.origin and \
+                    np.ndim(inputs[0]) == 2 and self._rows_from_zero(n, marked=True):
+                self.consts[n.output[0]] = _Rows(inputs[0], self.origin[n.input[0]], size)
+                return
+            if n.op_type not in _SHAPE_MOVES:
+                raise _Unsupported(f"computes with the size `{size}` of an input, known only when the model runs")
         if any(isinstance(x, _Zeros) for x in inputs):
             if n.op_type in _ZEROS_KEEP and isinstance(inputs[0], _Zeros) and \
                     (n.op_type != "Concat" or all(isinstance(x, _Zeros) for x in inputs)):
@@ -322,15 +533,18 @@ class _Importer:
         elif n.op_type == "Slice" and n.input[0] in self.origin and self._rows_from_zero(n):
             self.table_origin[n.output[0]] = self.origin[n.input[0]]
 
-    def _rows_from_zero(self, n) -> bool:
-        """A Slice taking rows 0..k of axis 0 with step 1 (`table[:T]`)."""
+    def _rows_from_zero(self, n, marked: bool = False) -> bool:
+        """A Slice taking rows 0..k of axis 0 with step 1 (`table[:T]`);
+        `marked`: k is an input's named size."""
         try:
             starts, ends = (self.consts[v].reshape(-1) for v in n.input[1:3])
             axes = self.consts[n.input[3]].reshape(-1) if len(n.input) > 3 and n.input[3] else [0]
             steps = self.consts[n.input[4]].reshape(-1) if len(n.input) > 4 and n.input[4] else [1]
         except (KeyError, AttributeError, ValueError):
             return False
-        return list(axes) == [0] and int(starts[0]) == 0 and int(steps[0]) == 1 and int(ends[0]) > 0
+        if len(starts) != 1 or list(axes) != [0] or int(starts[0]) != 0 or int(steps[0]) != 1:
+            return False
+        return int(ends[0]) <= DIM_BASE if marked else int(ends[0]) > 0
 
     # ------------------------------------------------------------------ values
 
@@ -413,17 +627,19 @@ class _Importer:
         if scope and _valid_label(scope):
             return self._unique(scope)
         k = self.auto.get(auto, 0)
-        while f"{auto}_{k}" in self.labels:
+        while f"{auto}_{k}" in self.labels or f"{auto}_{k}" in self.reserved:
             k += 1
         self.auto[auto] = k + 1
         return self._unique(f"{auto}_{k}")
 
     def _unique(self, label: str) -> str:
+        """`label`, or `label_1`, `label_2`... when taken; never the label
+        an initializer's name gives another step (its state_dict key)."""
         if label not in self.labels:
             self.labels.add(label)
             return label
         k = 1
-        while f"{label}_{k}" in self.labels:
+        while f"{label}_{k}" in self.labels or f"{label}_{k}" in self.reserved:
             k += 1
         self.labels.add(f"{label}_{k}")
         return f"{label}_{k}"
@@ -465,12 +681,18 @@ class _Importer:
         return users[0] if len(users) == 1 and value not in outputs else None
 
     def _pad_pattern(self, n) -> None:
+        """A constant Pad read only by Conv nodes (zeros: their padding) or
+        only by MaxPool nodes (-inf, as timm's `MaxPool2dSame` pads: theirs);
+        a Pad with another value is emitted as its own step when they are."""
         users = self.consumers.get(n.output[0], [])
-        if _attr(n, "mode", "constant") == "constant" and n.output[0] not in self.outputs and users and \
-                all(u.op_type == "Conv" and u.input[0] == n.output[0] and id(u) not in self.patterns for u in users):
-            for u in users:
-                self.patterns[id(u)] = _Pattern(u, kind="conv", data={"pad": n})
-            self.absorbed.add(id(n))
+        if _attr(n, "mode", "constant") != "constant" or n.output[0] in self.outputs or not users or \
+                any(u.input[0] != n.output[0] or id(u) in self.patterns for u in users):
+            return
+        for op, kind in (("Conv", "conv"), ("MaxPool", "maxpool")):
+            if all(u.op_type == op for u in users):
+                for u in users:
+                    self.patterns[id(u)] = _Pattern(u, kind=kind, data={"pad": n})
+                self.absorbed.add(id(n))
 
     def _matmul_pattern(self, n) -> None:
         user = self._only_user(n.output[0])
@@ -877,6 +1099,8 @@ class _Importer:
             self._step(n, "glu", str(axis - 1), src=split.input[0])
         elif p.kind == "conv":
             _conv(self, n, pad=p.data["pad"])
+        elif p.kind == "maxpool":
+            _pool("max")(self, n, pad=p.data["pad"])
         elif p.kind == "dense":
             _matmul(self, n, add=p.data["add"], bias=p.data["bias"])
         elif p.kind == "gelu":
@@ -902,10 +1126,38 @@ class _Importer:
     # ------------------------------------------------------------------ text
 
     def _value_name(self, onnx_name: str) -> str:
+        """A model input's name: the ONNX name made an identifier, unique."""
         base = _identifier(onnx_name) or "x"
         if base in _KEYWORDS or base in CATALOG:
             base += "_"
-        return base
+        taken = {v for v, _, _ in self.inputs} | set(self.dim_names.values()) | self.reserved
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    def _dim_name(self, d, owner: str) -> str:
+        """The nnc name of a named (or unnamed: `N`, `N_1`...) size of input
+        `owner`; the same ONNX name is the same nnc name."""
+        if d and d in self.dim_names:
+            return self.dim_names[d]
+        base = _identifier(str(d)) if d else "N"
+        if base in _KEYWORDS or base in CATALOG:
+            base += "_"
+        taken = {v for v, _, _ in self.inputs} | set(self.dim_names.values()) | {owner}
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        self.dim_names[d if d else object()] = name
+        if d:
+            self.dim_markers[DIM_BASE - len(self.dim_markers)] = d
+        return name
+
+    def _marked(self, x) -> str | None:
+        """The ONNX name of the first named input size a folded shape tensor holds, else None."""
+        if isinstance(x, np.ndarray) and x.dtype.kind == "i" and x.size and np.any(x <= DIM_BASE):
+            return self.dim_markers.get(int(x[x <= DIM_BASE].reshape(-1)[0]), "?")
+        return None
 
     def _text(self, outputs: list[str]) -> str:
         readers: dict[str, list[int]] = {}
@@ -931,9 +1183,10 @@ class _Importer:
                 taken.add(base)
                 names[s.id] = base
         lines = []
-        sig = ", ".join(f"{v}: {'int' if integer else ''}[{', '.join(map(str, dims))}]"
+        sig = ", ".join(f"{v}: {'int' if integer else ''}[{', '.join(_bounded(d, self.bounds) for d in dims)}]"
                         for v, dims, integer in self.inputs)
-        lines.append(f"# imported from {Path(self.path).name} by nnc import")
+        shown = "".join(c if c.isprintable() else "?" for c in Path(self.path).name)
+        lines.append(f"# imported from {shown} by nnc import")
         lines.append(f"model {self.name}({sig}) {{")
         previous = self.inputs[0][0] if self.inputs else None
         for i, s in enumerate(self.steps):
@@ -962,6 +1215,14 @@ _ZEROS_KEEP = frozenset({"Slice", "Reshape", "Squeeze", "Unsqueeze", "Transpose"
 _INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})      # uint8, int8, uint16, int16, int32, int64, uint32, uint64
 _NEVER_FOLD = frozenset({"Shape", "ConstantOfShape", "GRU", "LSTM", "RNN", "RandomNormal", "RandomUniform",
                          "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+
+
+_SHAPE_MOVES = frozenset({"Gather", "Concat", "Unsqueeze", "Squeeze", "Identity", "Cast", "Slice", "Reshape"})
+"""Folded ops that may carry an input's named size (a marker) through a shape tensor."""
+
+
+def _bounded(d, bounds: dict[str, int]) -> str:
+    return f"{d}={bounds[d]}" if isinstance(d, str) and d in bounds else str(d)
 
 
 _LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Identity", "Dropout", "Squeeze", "Unsqueeze"})
@@ -1052,10 +1313,11 @@ def _module_path(n) -> str:
     for prop in n.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes":
             try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
+                scopes = ast.literal_eval(prop.value) if len(prop.value) < 100_000 else None
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 break
-            parts = [s for s in scopes[1:-1] if s]
+            if isinstance(scopes, (list, tuple)):
+                parts = [s for s in scopes[1:-1] if s and isinstance(s, str)]
             break
     else:
         if n.name.startswith("/"):
@@ -1101,25 +1363,20 @@ def _conv(imp: _Importer, n, pad=None) -> None:
     s = list(_attr(n, "strides", [1] * rank))
     d = list(_attr(n, "dilations", [1] * rank))
     g = _attr(n, "group", 1)
-    auto_pad = _attr(n, "auto_pad", "NOTSET")
-    pads = list(_attr(n, "pads", [0] * 2 * rank))
-    if auto_pad not in ("NOTSET", "VALID"):
-        if any(x != 1 for x in s):
-            raise _Unsupported(f"auto_pad={auto_pad} with strides {s}")
-        totals = [dd * (kk - 1) for kk, dd in zip(k, d)]
-        lo = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
-        pads = lo + [t - x for t, x in zip(totals, lo)]
+    pads = _window_pads(imp, n, k, s, d)
     src = n.input[0]
-    padding = _conv_padding(pads, k, s, d)
     if pad is not None:
         extra = _pad_amounts(imp, pad, rank)
-        merged = None if extra is None else _conv_padding([p + e for p, e in zip(pads, extra)], k, s, d)
-        if merged is not None:
-            padding, src = merged, pad.input[0]
-        else:       # a Pad the convolution cannot take: its own step
+        if extra is not None:       # a zero Pad before the convolution: one padding for both
+            pads, src = [p + e for p, e in zip(pads, extra)], pad.input[0]
+        elif pad.output[0] not in imp.vals:     # a Pad the convolution cannot take: its own step
             _pad(imp, pad)
-    if padding is None:
-        raise _Unsupported(f"asymmetric padding {pads}")
+    padding = _conv_padding(pads, k, s, d)
+    if padding is None:         # asymmetric: the remainder is a pad step, the symmetric part stays
+        keep = [min(lo, hi) for lo, hi in zip(pads[:rank], pads[rank:])]
+        src = _pad_before(imp, n, src, [p - x for p, x in zip(pads[:rank], keep)],
+                          [p - x for p, x in zip(pads[rank:], keep)])
+        padding = _conv_padding(keep + keep, k, s, d)
     padding = padding or None
     c_in = imp._shape(src)[1]
     filters = w.shape[0]
@@ -1147,6 +1404,54 @@ def _conv(imp: _Importer, n, pad=None) -> None:
     if b is not None:
         imp._put(label, "bias", b)
     imp._step(n, op, ", ".join(args), label, src=src)
+
+
+def _window_pads(imp: _Importer, n, k, s, d) -> list[int]:
+    """A Conv/ConvTranspose/pool node's padding as ONNX `pads` (begins, then
+    ends), `auto_pad` resolved: SAME_UPPER puts the odd cell at the end,
+    SAME_LOWER at the beginning; with strides the total depends on the input
+    size (output = ceil(size / stride)), which must then be known."""
+    rank = len(k)
+    auto_pad = _attr(n, "auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = [int(p) for p in _attr(n, "pads", [0] * 2 * rank)]
+        if auto_pad == "VALID" or not any(pads):
+            return [0] * 2 * rank
+        if min(pads) < 0:
+            raise _Unsupported(f"negative padding {pads}")
+        return pads
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise _Unsupported(f"auto_pad={auto_pad}")
+    sizes = imp._shape(n.input[0])[2:]
+    totals = []
+    for i in range(rank):
+        span = d[i] * (k[i] - 1) + 1
+        if s[i] == 1:
+            totals.append(span - 1)
+            continue
+        if not (isinstance(sizes[i], int) and sizes[i] > 0):
+            raise _Unsupported(f"auto_pad={auto_pad} with stride {s[i]} on an axis of unknown size "
+                               f"(`{sizes[i] or '?'}`): the padding depends on the size")
+        totals.append(max((-(-sizes[i] // s[i]) - 1) * s[i] + span - sizes[i], 0))
+    small = [t // 2 for t in totals]
+    big = [t - t // 2 for t in totals]
+    return small + big if auto_pad == "SAME_UPPER" else big + small
+
+
+def _pad_before(imp: _Importer, n, src: str, begins: list[int], ends: list[int], mode: str = "constant") -> str:
+    """A `pad` step on the spatial axes of ONNX value `src` (a node's
+    asymmetric padding, taken out of the node); returns the padded value's
+    name for the node to read."""
+    if not any(begins) and not any(ends):
+        return src
+    amounts = [begins[-1], ends[-1]] + ([begins[-2], ends[-2]] if len(begins) == 2 and (begins[-2] or ends[-2]) else [])
+    args = _tuple(amounts) + ("" if mode == "constant" else f", mode={mode}")
+    out = f"{n.output[0]}\0pad"            # a name no ONNX value has
+    shape = imp._shape(src)
+    imp.shapes[out] = [*shape[:2], *[x + lo + hi if isinstance(x, int) and x > 0 else None
+                                     for x, lo, hi in zip(shape[2:], begins, ends)]]
+    imp._set(out, imp._emit("pad", args, [imp._canonical(src)]), len(shape) - 1)
+    return out
 
 
 def _conv_padding(pads: list[int], k, s, d) -> str | None:
@@ -1199,6 +1504,9 @@ def _pad(imp: _Importer, n) -> None:
         raise _Unsupported(f"mode={mode} (nnc pads with constant, reflect or edge)")
     if min(begins + ends, default=0) < 0:
         raise _Unsupported("negative padding (a crop)")
+    if mode == "constant" and not np.isfinite(value) and any(begins + ends):
+        raise _Unsupported(f"a padding value of {value} (nnc's pad takes a finite value; -inf is taken only "
+                           "by the max pools a Pad feeds)")
     rank = len(begins)
     padded = [i for i in range(rank) if begins[i] or ends[i]]
     if not padded:
@@ -1235,23 +1543,22 @@ def _conv_transpose(imp: _Importer, n) -> None:
         raise _Unsupported(f"a {rank}-d transposed convolution")
     if _attr(n, "output_shape") is not None:
         raise _Unsupported("output_shape (nnc takes padding and output_padding)")
-    if _attr(n, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise _Unsupported(f"auto_pad={_attr(n, 'auto_pad')}")
     b = imp._const(n.input[2], "bias") if len(n.input) > 2 and n.input[2] else None
     k = list(_attr(n, "kernel_shape", w.shape[2:]))
     s = list(_attr(n, "strides", [1] * rank))
     d = list(_attr(n, "dilations", [1] * rank))
     g = _attr(n, "group", 1)
-    pads = list(_attr(n, "pads", [0] * 2 * rank))
     out_pad = list(_attr(n, "output_padding", [0] * rank))
-    if pads[:rank] != pads[rank:]:
-        raise _Unsupported(f"asymmetric padding {pads}")
+    pads = _transpose_pads(imp, n, k, s, d, out_pad)
+    # a transposed convolution's pads crop its output: the symmetric part is
+    # nnc's padding, the rest a slice after it
+    keep = [min(lo, hi) for lo, hi in zip(pads[:rank], pads[rank:])]
     label = imp._label(n, n.input[1], auto=f"conv_transpose{rank}d")
     args = [str(w.shape[1] * g), _one(k)]
     if any(x != 1 for x in s):
         args.append(f"stride={_one(s)}")
-    if any(pads):
-        args.append(f"padding={_one(pads[:rank])}")
+    if any(keep):
+        args.append(f"padding={_one(keep)}")
     if any(out_pad):
         args.append(f"output_padding={_one(out_pad)}")
     if any(x != 1 for x in d):
@@ -1263,7 +1570,39 @@ def _conv_transpose(imp: _Importer, n) -> None:
     imp._put(label, "weight", w)
     if b is not None:
         imp._put(label, "bias", b)
-    imp._step(n, f"conv_transpose{rank}d", ", ".join(args), label)
+    ref = imp._emit(f"conv_transpose{rank}d", ", ".join(args), [imp._canonical(n.input[0])], label)
+    for i in range(rank):
+        lo, hi = pads[i] - keep[i], pads[rank + i] - keep[i]
+        if lo or hi:
+            ref = imp._emit("slice", f"{i + 1}, {lo}" + (f", {-hi}" if hi else ""), [ref])
+    imp._set(n.output[0], ref, rank + 1)
+
+
+def _transpose_pads(imp: _Importer, n, k, s, d, out_pad) -> list[int]:
+    """A ConvTranspose's `pads` with `auto_pad` resolved: SAME_* crops the
+    full output to input * stride, the odd cell at the end (SAME_UPPER) or
+    the beginning (SAME_LOWER), as the ONNX specification and onnxruntime do."""
+    rank = len(k)
+    auto_pad = _attr(n, "auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = [int(p) for p in _attr(n, "pads", [0] * 2 * rank)]
+        if auto_pad == "VALID" or not any(pads):
+            return [0] * 2 * rank
+        if min(pads) < 0:
+            raise _Unsupported(f"negative padding {pads}")
+        return pads
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise _Unsupported(f"auto_pad={auto_pad}")
+    totals = []
+    for i in range(rank):
+        full_minus_out = out_pad[i] + d[i] * (k[i] - 1) + 1 - s[i]     # (full output) - size * stride
+        if full_minus_out < 0:
+            raise _Unsupported(f"auto_pad={auto_pad} where the output is longer than the full transposed "
+                               "convolution (a stride larger than the kernel)")
+        totals.append(full_minus_out)
+    small = [t // 2 for t in totals]
+    big = [t - t // 2 for t in totals]
+    return small + big if auto_pad == "SAME_UPPER" else big + small
 
 
 def _gemm(imp: _Importer, n) -> None:
@@ -1333,7 +1672,17 @@ _Importer._fold_chain = _fold_chain
 
 
 def _pool(kind: str):
-    def handler(imp: _Importer, n) -> None:
+    def handler(imp: _Importer, n, pad=None) -> None:
+        src = n.input[0]
+        if pad is not None:         # a Pad before a max pool: its padding when it pads with -inf
+            mode, begins, ends, value = _pad_spec(imp, pad)
+            if not any(begins + ends):
+                imp.vals[pad.output[0]] = imp._value(pad.input[0])
+            elif mode == "constant" and value == -np.inf and not any(begins[:2] + ends[:2]) and \
+                    min(begins + ends) >= 0:
+                src = pad.input[0]
+            elif pad.output[0] not in imp.vals:
+                _pad(imp, pad)
         rank = len(imp._shape(n.input[0])) - 2
         if rank not in (1, 2):
             raise _Unsupported(f"{rank}-d pooling")
@@ -1341,28 +1690,59 @@ def _pool(kind: str):
             raise _Unsupported("its indices are used")
         k = list(_attr(n, "kernel_shape"))
         s = list(_attr(n, "strides", [1] * rank))
-        pads = list(_attr(n, "pads", [0] * 2 * rank))
-        if _attr(n, "ceil_mode", 0):
-            raise _Unsupported("ceil_mode=1")
         if any(x != 1 for x in _attr(n, "dilations", [1] * rank)):
             raise _Unsupported("dilated pooling")
-        if _attr(n, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            raise _Unsupported("auto_pad")
-        if pads[:rank] != pads[rank:]:
-            raise _Unsupported(f"asymmetric padding {pads}")
+        pads = _window_pads(imp, n, k, s, [1] * rank)
+        if src != n.input[0]:
+            pads = [p + e for p, e in zip(pads, begins[2:] + ends[2:])]
+        if kind == "max" and any(p >= kk for p, kk in zip(pads, k + k)):
+            raise _Unsupported(f"padding {pads} not smaller than the kernel {k} (windows of padding alone)")
+        if _attr(n, "ceil_mode", 0):
+            pads = pads[:rank] + [p + e for p, e in zip(pads[rank:], _ceil_extra(imp, src, k, s, pads, kind))]
         if kind == "avg" and any(pads) and not _attr(n, "count_include_pad", 0):
             raise _Unsupported("count_include_pad=0 with padding (nnc's avgpool counts the padding as zeros)")
         if not any(pads) and list(imp._shape(n.input[0])[2:]) == k:    # one window over everything
             _global_pool(kind)(imp, n)
             return
-        one = lambda v: str(v[0]) if rank == 1 or v[0] == v[1] else _tuple(v)      # noqa: E731
-        args = [one(k)]
+        # nnc pools take symmetric padding of at most half the kernel; the rest
+        # is a pad step before: zeros for average pooling (counted, as
+        # count_include_pad=1 counts them), the edge values for max pooling,
+        # which equal -inf there: every window holds a real cell (each side
+        # pads less than the kernel) and, being contiguous, the edge cell that
+        # the copies repeat, so they never change a maximum
+        keep = [min(lo, hi, kk // 2) for lo, hi, kk in zip(pads[:rank], pads[rank:], k)]
+        begins = [p - x for p, x in zip(pads[:rank], keep)]
+        ends = [p - x for p, x in zip(pads[rank:], keep)]
+        if any(begins) or any(ends):
+            src = _pad_before(imp, n, src, begins, ends, "constant" if kind == "avg" else "replicate")
+        args = [_one(k)]
         if s != k:
-            args.append(f"stride={one(s)}")
-        if any(pads):
-            args.append(f"padding={one(pads[:rank])}")
-        imp._step(n, f"{kind}pool{rank}d", ", ".join(args))
+            args.append(f"stride={_one(s)}")
+        if any(keep):
+            args.append(f"padding={_one(keep)}")
+        imp._step(n, f"{kind}pool{rank}d", ", ".join(args), src=src)
     return handler
+
+
+def _ceil_extra(imp: _Importer, src: str, k, s, pads, kind: str) -> list[int]:
+    """ceil_mode=1 as extra padding at the end of each axis: the cells the
+    last, partial window reaches past the input (PyTorch's rule: a window
+    must start inside the input or its left padding). Exact for max pooling
+    only; average pooling divides a partial window by fewer cells."""
+    rank = len(k)
+    sizes = imp._shape(src)[2:]
+    extra = []
+    for i in range(rank):
+        if not (isinstance(sizes[i], int) and sizes[i] > 0):
+            raise _Unsupported(f"ceil_mode=1 on an axis of unknown size (`{sizes[i] or '?'}`)")
+        size = sizes[i] + pads[i] + pads[rank + i]
+        out = -(-(size - k[i]) // s[i]) + 1
+        if (out - 1) * s[i] >= sizes[i] + pads[i]:
+            out -= 1
+        extra.append(max((out - 1) * s[i] + k[i] - size, 0))
+    if any(extra) and kind == "avg":
+        raise _Unsupported("ceil_mode=1 where the last window is partial (nnc's avgpool has no ceil mode)")
+    return extra
 
 
 def _global_pool(kind: str):
@@ -1585,8 +1965,18 @@ def _add(imp: _Importer, n) -> None:
         return
     c = consts[0]
     x = n.input[1] if c == n.input[0] else n.input[0]
-    table = imp._const(c, "added constant")
+    rows = imp.consts.get(c)
     sx = imp._shape(x)
+    if isinstance(rows, _Rows):         # table[:T] + x, T a named size: positional, bounded by the table
+        if len(sx) != 3 or sx[1] != rows.size or sx[2] != rows.table.shape[1]:
+            raise _Unsupported(f"adds rows of `{rows.origin}` to a value of shape {sx}")
+        label = imp._label(n, rows.origin, auto="positional")
+        imp._put(label, "weight", rows.table)
+        name = imp.dim_names[rows.size]
+        imp.bounds[name] = min(imp.bounds.get(name, rows.table.shape[0]), rows.table.shape[0])
+        imp._step(n, "positional", str(rows.table.shape[0]), label, src=x)
+        return
+    table = imp._const(c, "added constant")
     if len(sx) == 3 and all(isinstance(d, int) for d in sx[1:]) and table.shape[-2:] == tuple(sx[1:]) \
             and table.size == sx[1] * sx[2]:
         origin = imp.table_origin.get(c)
@@ -1835,6 +2225,7 @@ def _merge_directions(val: _Val, src: list, dst: list) -> _Val | None:
 
 def _reshape(imp: _Importer, n) -> None:
     target = [int(v) for v in imp._const(n.input[1], "shape").reshape(-1)]
+    target = [imp.dim_markers.get(v, v) if v <= DIM_BASE else v for v in target]   # a named size: its name
     src_shape = imp._shape(n.input[0])
     val = imp._value(n.input[0])
     batch_axis = val.axes.index("B") if "B" in val.axes else None
@@ -1862,6 +2253,10 @@ def _reshape(imp: _Importer, n) -> None:
         raise _Unsupported(f"two unknown sizes in {target}")
     if BATCH in rest:
         raise _Unsupported(f"moves the batch into {target}")
+    if any(isinstance(d, str) for d in rest):       # a named size: the one unknown size of the reshape
+        if -1 in rest or sum(isinstance(d, str) for d in rest) > 1:
+            raise _Unsupported(f"a reshape to {target}, with more than one size known only when the model runs")
+        rest = [-1 if isinstance(d, str) else d for d in rest]
     if len(rest) == 1:
         imp._step(n, "flatten", rank_out=1)
     else:
@@ -2064,6 +2459,8 @@ def _shape_op(imp: _Importer, n) -> None:
             dims.append(BATCH)
         elif isinstance(d, int) and d > 0:
             dims.append(d)
+        elif d in imp.dim_names:
+            dims.append(next(m for m, name in imp.dim_markers.items() if name == d))
         else:
             raise _Unsupported(f"the size {d} is not known when importing")
     start = _attr(n, "start", 0)

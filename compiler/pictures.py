@@ -113,7 +113,7 @@ def graph_dot(model: Any, dims: Mapping[str, int] | None = None) -> str:
              '    node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.12,0.04"];',
              '    edge [arrowsize=0.6, color="#555555"];']
     for i in graph.inputs:
-        text = i.name + "\n" + format_shape(i.shape)
+        text = i.name + "\n" + ("int" if i.dtype == "int32" else "") + format_shape(i.shape)    # as in the summary
         lines.append(f"    {_quote(i.name)} [shape=oval, fillcolor=\"#ffffff\", label={_quote(text)}];")
 
     def box(n, prefix: str) -> str:

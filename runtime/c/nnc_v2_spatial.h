@@ -94,14 +94,17 @@ static inline void nnc_pad(const float *x, float *y, long outer, int h, int w, i
         for (i = 0; i < oh; i++) {
             const int si = nnc_pad_source(i, t, h, mode);
             float *yr = yp + (long)i * ow;
+            const float *xr;
             if (si < 0) {
                 for (j = 0; j < ow; j++) yr[j] = value;
                 continue;
             }
-            for (j = 0; j < ow; j++) {
-                const int sj = nnc_pad_source(j, l, w, mode);
-                yr[j] = sj < 0 ? value : xp[(long)si * w + sj];
-            }
+            /* the row's edges, then its copy: one loop choosing per column between
+             * `value` and a load was miscompiled by GCC 12 at -O3 -march=native */
+            xr = xp + (long)si * w;
+            for (j = 0; j < l; j++) yr[j] = mode == NNC_PAD_CONSTANT ? value : xr[nnc_pad_source(j, l, w, mode)];
+            memcpy(yr + l, xr, (size_t)w * sizeof(float));
+            for (j = l + w; j < ow; j++) yr[j] = mode == NNC_PAD_CONSTANT ? value : xr[nnc_pad_source(j, l, w, mode)];
         }
     }
 }
