@@ -689,7 +689,9 @@ class Lowerer:
             where = self.label_spans.get(label)
             notes = (f"first used at line {where.line}",) if where else ()
             self.err("E0106", f"duplicate label `{label}`", label_span, scope, notes=notes,
-                     help="give each step its own label")
+                     help="give each step its own label" if e.label else
+                     f"an unlabelled `{e.op}` step is labelled `{label}` automatically (spec section 5): "
+                     "label it, or rename the step that took that label")
             return None
         if len(self.nodes) >= MAX_STEPS:
             if not self.too_many_steps:
