@@ -74,6 +74,16 @@ def test_unused_value_is_a_warning_and_check_still_succeeds(tmp_path):
     assert "`h` is never used" in checked.warnings[0].message
 
 
+def test_a_label_taken_by_hand_from_an_automatic_one_says_where_it_came_from():
+    """Spec section 5: an unlabelled step is OP_K whatever labels exist, so
+    `relu_0: dense(4)` then `relu` is a duplicate; the help names the cause."""
+    with pytest.raises(nnc.CompileError) as e:
+        check("model m(x: [4]) {\n    relu_0: dense(4)\n    relu\n}\n")
+    (d,) = e.value.diagnostics
+    assert d.code == "E0106" and d.line == 3
+    assert "labelled `relu_0` automatically" in d.help
+
+
 def test_underscore_names_are_unused_on_purpose():
     assert check("model m(x: [8]) {\n    _h = dense(4)\n    x -> dense(2)\n}\n").warnings == ()
 
