@@ -64,7 +64,8 @@ VB = 16           # NNC_VB: dense and recurrent weight rows are padded to a mult
 KERNELS_HEADER = "nnc_kernels.h"
 WEIGHT_ALIGN = 16  # floats: every tensor of the packed weights starts on a 64-byte boundary of the array
 # the templates' own names (locals, the static `run`) and the kernels' prefixes
-LOCALS = frozenset({"A", "W", "g", "in", "shape", "perm", "work", "n", "m", "k", "done", "run", "nnc", "NNC"})
+LOCALS = frozenset({"A", "W", "g", "in", "shape", "perm", "work", "tile", "n", "m", "k", "done", "run", "nnc",
+                    "NNC"})
 
 
 def _stdint_names() -> set[str]:
@@ -189,7 +190,7 @@ WINO_MIN_TILES = 40   # 2x2 output tiles below which a 3x3 convolution stays a p
 WINO_ROOM = 0.5       # the share of the room beside the live values Winograd's scratch may take (placement is not perfect)
 
 
-_ROOM: list[Any] = [None, None]       # the last graph `_headroom` saw and its answer
+_ROOM: list[Any] = [None, None, 0]    # the last graph `_headroom` saw, its answer and the peak
 
 
 def _headroom(graph: Graph) -> dict[str, int]:
@@ -205,23 +206,47 @@ def _headroom(graph: Graph) -> dict[str, int]:
                 live[step] += b.size
         peak = planner.lower_bound(values)
         _ROOM[0], _ROOM[1] = graph, {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}
+        _ROOM[2] = peak
     return _ROOM[1]
 
 
-def _wino_scratch(n: Node) -> int:
-    """Bytes of nnc_conv3x3_wino's scratch for `n`."""
-    return 16 * (n.attrs["in_channels"] + -(-n.attrs["filters"] // MR) * MR) * NR_MAX * 4
+PANEL_SLACK = 0.05    # the share of the peak a 1-d convolution's panel may add to the arena
+PANEL_MIN = 8         # the shallowest panel of a 1-d convolution; below it, the direct kernel
+
+
+def _panel_room(n: Node, graph: Graph) -> int:
+    """Rows of NR_MAX floats that a 1-d convolution's panel may take: the
+    room the values alive at its step leave below their peak, plus
+    PANEL_SLACK of the peak. A short sequence's panel can otherwise be
+    larger than the values themselves (glu_tcn at 16 steps: 6 KiB of panel
+    beside 4 KiB of values, 2.25x the lower bound)."""
+    room = _headroom(graph).get(n.label, 0) + PANEL_SLACK * _ROOM[2]
+    return int(room) // (NR_MAX * 4)
+
+
+WINO4_MIN_SIDE = 16    # output rows and columns below which F(4x4, 3x3) stays F(2x2, 3x3) (its spare tile a
+                       # row and its blocks of whole tile rows waste too much of a small output)
+WINO_NB = 64           # the most tiles of one block of nnc_winograd (the columns of its matrix multiplies)
+
+
+def _wino_scratch(n: Node, m: int, rows: int) -> int:
+    """Bytes of the scratch of Winograd's F(m x m, 3x3) (nnc_winograd,
+    NNC_WINO_SCRATCH) for `n` in blocks of `rows` tile rows."""
+    tw = -(-n.shape[2] // m)
+    nb = -(-(rows * (tw + 1)) // NR_MAX) * NR_MAX
+    mp = -(-n.attrs["filters"] // MR) * MR
+    return ((m + 2) ** 2 * (n.attrs["in_channels"] + mp) * nb + 40 * (m * (rows + 1) * (tw + 1) + 1) + 40 * nb) * 4
 
 
 def _is_winograd(n: Node, graph: Graph) -> bool:
     """A 2-d 3x3 convolution of stride 1, no dilation, one group, with at
-    least WINO_MIN_TILES output tiles of 2x2, whose scratch fits beside the
-    values alive at its step within half the room below their peak (so the
-    arena stays at the lower bound; else its larger scratch would grow it,
-    as on the U-Net sample, 1.6x): Winograd's F(2x2, 3x3) does 16 multiplies a tile per input
-    channel where the matrix multiply does 36 (its weights are 16/9 larger,
-    so small outputs, which read each weight few times, stay with the
-    matrix multiply)."""
+    least WINO_MIN_TILES output tiles of 2x2, whose scratch (one tile row a
+    block) fits beside the values alive at its step within half the room
+    below their peak (so the arena stays at the lower bound; else its larger
+    scratch would grow it, as on the U-Net sample, 1.6x): Winograd's
+    F(2x2, 3x3) does 16 multiplies a tile per input channel where the
+    matrix multiply does 36 (its weights are 16/9 larger, so small outputs,
+    which read each weight few times, stay with the matrix multiply)."""
     a = n.attrs
     if n.op.name != "conv2d" or n.history or graph.streaming or len(n.shape) != 3:
         return False
@@ -229,19 +254,184 @@ def _is_winograd(n: Node, graph: Graph) -> bool:
     return (tuple(a["kernel"]) == (3, 3) and tuple(a["stride"]) == (1, 1) and tuple(a["dilation"]) == (1, 1)
             and a["groups"] == 1 and isinstance(oh, int) and isinstance(ow, int)
             and -(-oh // 2) * -(-ow // 2) >= WINO_MIN_TILES
-            and _wino_scratch(n) <= WINO_ROOM * _headroom(graph).get(n.label, 0))
+            and _wino_scratch(n, 2, 1) <= WINO_ROOM * _headroom(graph).get(n.label, 0))
+
+
+def wino_rows(n: Node, graph: Graph, m: int) -> int | None:
+    """Tile rows of one block when a 3x3 convolution that Winograd takes
+    (`_is_winograd`) runs by F(m x m, 3x3), else None: blocks of as many
+    tile rows as keep at most WINO_NB tiles and a scratch within the room
+    Winograd may take; F(4x4, 3x3) only for outputs at least
+    WINO4_MIN_SIDE a side."""
+    if not _is_winograd(n, graph) or (m == 4 and min(n.shape[1], n.shape[2]) < WINO4_MIN_SIDE):
+        return None
+    th, tw = -(-n.shape[1] // m), -(-n.shape[2] // m)
+    room = WINO_ROOM * _headroom(graph).get(n.label, 0)
+    rows = max(1, min(th, WINO_NB // (tw + 1)))
+    while rows > 1 and _wino_scratch(n, m, rows) > room:
+        rows -= 1
+    return rows if _wino_scratch(n, m, rows) <= room else None
+
+
+BCAST_CB = 32          # NNC_CB: output channels of one packed weight block of nnc_conv_bcast
+BCAST_PT = (6, 7)      # NNC_PT on the targets: the output pixels of its register tile
+BCAST_TAPS = 1024      # NNC_BCAST_TAPS: the most taps of one depth block
+BCAST_DEPTH = 288      # taps of one depth block: its weights (36 KiB) stay in L1 across the band's tiles
+# the cost model that picks the kernel of a 2-d convolution (`_direct_costs`), in multiply-adds at the
+# peak rate: the share of the peak each reaches, packing one column element (read in one stride or
+# strided), storing one output transposed (nnc_conv_bcast) and copying one out (nnc_conv_planes)
+GEMM_EFF, BCAST_EFF, PLANES_EFF = 0.95, 0.8, 0.72
+PACK_COST, PACK_COST_STRIDED, STORE_COST, COPY_COST, BUILD_COST = 32, 48, 16, 8, 16
+
+
+def _bcast_scratch(n: Node, rows: int, depth: int) -> int:
+    """Bytes of nnc_conv_bcast's scratch for `n` in bands of `rows` output
+    rows and depth blocks of `depth` input channels (on any target)."""
+    a = n.attrs
+    cin, oh, ow = a["in_channels"], n.shape[1], n.shape[2]
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and not any(map(any, a["pads"])) and oh * ow >= max(BCAST_PT):
+        # read in place: the partial sums of its tiles along the flattened plane only
+        return max(-(-(oh * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB * 4 if depth < cin else 4
+    wp = max(-(-ow // pt) * pt for pt in BCAST_PT) * sw + (kw - 1) * dw + 1
+    band = cin * ((rows - 1) * sh + (kh - 1) * dh + 1) * wp
+    parts = rows * max(-(-ow // pt) * pt for pt in BCAST_PT) * BCAST_CB if depth < cin else 0
+    return (band + parts) * 4
+
+
+def _planes_scratch(n: Node, rows: int) -> int:
+    """Bytes of nnc_conv_planes's scratch for `n` in bands of `rows` output
+    rows (NNC_PLANES_SCRATCH)."""
+    a = n.attrs
+    cin, ow = a["in_channels"], n.shape[2]
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    wq = ow + (kw - 1) * dw // sw
+    planes = cin * sh * sw * (rows + (kh - 1) * dh // sh + 1) * wq
+    return (planes + NR_MAX + -(-a["filters"] // MR) * MR * -(-(rows * wq) // NR_MAX) * NR_MAX) * 4
+
+
+def _direct_costs(n: Node) -> dict[str, float]:
+    """The cost model of a 2-d convolution of one group, in multiply-adds at
+    the peak rate: the packed matrix multiply ("gemm") pads the pixels to
+    NNC_NR and packs the columns (a 1x1 convolution of stride 1 reads them
+    in place); nnc_conv_bcast pads the output channels to NNC_CB and each
+    row to whole tiles of NNC_PT pixels, and stores transposed;
+    nnc_conv_planes builds its planes, computes the band's padding columns
+    too and copies its products out."""
+    a = n.attrs
+    m, k = _conv_dims(n)
+    oh, ow = n.shape[1], n.shape[2]
+    N = oh * ow
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    pointwise = (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and not any(map(any, a["pads"]))
+    strided = (sh, sw) != (1, 1) or (dh, dw) != (1, 1)
+    gemm = -(-m // MR) * MR * k * -(-N // NR_MAX) * NR_MAX / GEMM_EFF
+    if not pointwise:
+        gemm += k * N * (PACK_COST_STRIDED if strided else PACK_COST)
+    out = {"gemm": gemm}
+    if pointwise:              # read in place, in tiles along the flattened plane
+        out["bcast"] = -(-m // BCAST_CB) * BCAST_CB * k * N / BCAST_EFF + m * N * STORE_COST
+    else:
+        out["bcast"] = (-(-m // BCAST_CB) * BCAST_CB * k * oh * -(-ow // BCAST_PT[1]) * BCAST_PT[1] / BCAST_EFF
+                        + m * N * STORE_COST)
+    if kh * kw > 1:            # a 1x1 one's packed panel is its one plane
+        wq = ow + (kw - 1) * dw // sw
+        phases = len({(i * dh % sh, j * dw % sw) for i in range(kh) for j in range(kw)})
+        out["planes"] = (-(-m // MR) * MR * k * oh * wq / PLANES_EFF + m * N * COPY_COST
+                         + a["in_channels"] * phases * oh * wq * BUILD_COST)
+    return out
+
+
+def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
+    """(kernel, depth of a block, output rows of a band) when `n` runs as
+    nnc_conv_bcast ("bcast": depth in input channels) or nnc_conv_planes
+    ("planes": depth in taps), else None: a 2-d convolution of one group
+    whose shape is known, that the cost model gives to one of them, and
+    whose scratch (with bands of as many rows as fit) fits beside the values
+    alive at its step (the room Winograd may take) or within the packed
+    panel it replaces."""
+    a = n.attrs
+    if (n.op.name != "conv2d" or n.history or graph.streaming or len(n.shape) != 3 or a["groups"] != 1
+            or not all(isinstance(d, int) for d in n.shape)):
+        return None
+    taps = math.prod(a["kernel"])
+    if taps > BCAST_TAPS:
+        return None
+    room = max(panel_rows(n, graph) * NR_MAX * 4, WINO_ROOM * _headroom(graph).get(n.label, 0))
+    costs = _direct_costs(n)
+    for kind in sorted(costs, key=costs.get):
+        if kind == "gemm":
+            return None
+        depth = (min(a["in_channels"], max(1, BCAST_DEPTH // taps)) if kind == "bcast"
+                 else min(_conv_dims(n)[1], KC))
+        scratch = ((lambda r: _bcast_scratch(n, r, depth)) if kind == "bcast"
+                   else (lambda r: _planes_scratch(n, r)))
+        rows = n.shape[1]
+        while rows > 1 and scratch(rows) > room:
+            rows = -(-rows // 2) if rows > 8 else rows - 1
+        if scratch(rows) <= room:
+            return kind, depth, rows
+    return None
+
+
+DW_SCRATCH = 4096      # floats of nnc_depthwise's scratch (16 KiB: its phase planes stay in L1)
+DW_TAPS = 64           # NNC_DW_TAPS: the most taps its phase planes take (larger kernels run row by row)
+DW_PHASES = 8          # NNC_DW_PHASES: the largest stride they take
+DW_BLOCK = 64          # NNC_DW_BLOCK
+
+
+def _dw_scratch(n: Node, rows: int) -> int:
+    """Floats of nnc_depthwise's scratch (NNC_DW_SCRATCH) for bands of `rows` output rows."""
+    a = n.attrs
+    kh, kw = (1, a["kernel"][0]) if len(n.shape) == 2 else a["kernel"]
+    sh, sw = (1, a["stride"][0]) if len(n.shape) == 2 else a["stride"]
+    dh, dw = (1, a["dilation"][0]) if len(n.shape) == 2 else a["dilation"]
+    wq = n.shape[-1] + (kw - 1) * dw // sw
+    return sh * sw * (rows + (kh - 1) * dh // sh + 1) * wq + rows * wq + 2 * DW_BLOCK
+
+
+def depthwise_rows(n: Node, graph: Graph) -> int | None:
+    """Output rows of one band when a depthwise convolution runs by phase
+    planes (nnc_depthwise with scratch), else None (row by row): its shape
+    is known, its kernel has at most DW_TAPS taps, a band of one row fits in
+    DW_SCRATCH floats, and it is not a 3x3 one of stride 1 keeping rows of
+    32 or more (the row-by-row kernel reads those in place, no copy)."""
+    a = n.attrs
+    if not _is_depthwise(n) or graph.streaming or not all(isinstance(d, int) for d in n.shape):
+        return None
+    if math.prod(a["kernel"]) > DW_TAPS or max(a["stride"]) > DW_PHASES or _dw_scratch(n, 1) > DW_SCRATCH:
+        return None
+    if (len(n.shape) == 3 and tuple(a["kernel"]) == (3, 3) and tuple(a["stride"]) == (1, 1)
+            and tuple(a["dilation"]) == (1, 1) and n.shape[2] >= 32):
+        return None
+    oh = n.shape[1] if len(n.shape) == 3 else 1
+    rows = 1
+    while rows < oh and _dw_scratch(n, rows + 1) <= DW_SCRATCH:
+        rows += 1
+    return rows
 
 
 def _conv_kind(n: Node, graph: Graph) -> str:
-    """The kernel of a convolution: the direct depthwise one, the one-step-
-    at-a-time 1-d one for streaming plans (a call sees a few steps),
-    Winograd's for large 3x3 ones, or the packed matrix multiply."""
+    """The kernel of a convolution: the direct depthwise one, the direct
+    1-d one for streaming plans (nnc_conv1d_stream: the history read where it
+    is kept, no scratch) and for 1-d ones whose packed panel would grow the
+    arena (it needs no scratch),
+    Winograd's F(4x4, 3x3) or F(2x2, 3x3) for large 3x3 ones, the direct one over output channels or
+    the one over shifted input planes (`direct_plan`) for strided or small
+    2-d ones, or the packed matrix multiply."""
+    if graph.streaming and n.op.name == "conv1d":
+        return "direct"          # depthwise ones too: nnc_conv1d_stream reads the history where it is
     if _is_depthwise(n):
         return "depthwise"
-    if graph.streaming and n.op.name == "conv1d":
-        return "direct"
+    if wino_rows(n, graph, 4) is not None:
+        return "winograd4"
     if _is_winograd(n, graph):
         return "winograd"
+    plan = direct_plan(n, graph)
+    if plan is not None:
+        return plan[0]
+    if n.op.name == "conv1d" and not n.history and _panel_room(n, graph) < PANEL_MIN:
+        return "direct"
     return "gemm"
 
 
@@ -250,10 +440,17 @@ def panel_rows(n: Node, graph: Graph) -> int:
     rows of NR_MAX floats): KC, but no more than K, and for a small layer no
     more than a quarter of its output (at least KC_MIN rows), so that the
     panel never dominates the values live beside it and the arena stays near
-    the live-set lower bound (LeNet: 64 rows, not 150)."""
+    the live-set lower bound (LeNet: 64 rows, not 150). A 1-d convolution's
+    panel also fits in the room beside the live values (`_panel_room`, at
+    least PANEL_MIN rows), in passes of equal depth."""
     _, k = _conv_dims(n)
     out_floats = bound_numel(n.shape, graph.bounds)
-    return min(k, KC, max(KC_MIN, out_floats // (4 * NR_MAX)))
+    rows = min(k, KC, max(KC_MIN, out_floats // (4 * NR_MAX)))
+    if n.op.name == "conv1d" and not n.history and not graph.streaming:
+        fit = max(PANEL_MIN, _panel_room(n, graph))
+        if fit < rows:
+            rows = -(-k // -(-k // fit))
+    return rows
 
 
 def _conv_dims(n: Node) -> tuple[int, int]:
@@ -274,36 +471,106 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
         if kind == "gemm":
             out["panel"] = panel_rows(node, graph) * NR_MAX * 4
         elif kind == "winograd":
-            out["panel"] = _wino_scratch(node)
-        if node.history:
-            c, t = graph.shape_of(node.inputs[0])
-            out["wide"] = c * (node.history + evaluate(t, graph.bounds)) * 4
+            out["panel"] = _wino_scratch(node, 2, wino_rows(node, graph, 2))
+        elif kind == "winograd4":
+            out["panel"] = _wino_scratch(node, 4, wino_rows(node, graph, 4))
+        elif kind == "bcast":
+            _, depth, rows = direct_plan(node, graph)
+            out["panel"] = _bcast_scratch(node, rows, depth)
+        elif kind == "planes":
+            out["panel"] = _planes_scratch(node, direct_plan(node, graph)[2])
+        elif kind == "depthwise" and depthwise_rows(node, graph):
+            out["panel"] = _dw_scratch(node, depthwise_rows(node, graph)) * 4
         return out
     if op == "attention":
+        # nnc_attention: every row's key and value, one query row (then its context) and one
+        # head's scores; streaming, the keys and values go straight into the cache (state)
         t, e = graph.shape_of(node.inputs[0])
         rows = evaluate(t, graph.bounds)
-        cache = graph.bounds.get(graph.time_dim, rows) if graph.streaming else rows
-        return {"qkv": rows * 3 * e * 4, "context": rows * e * 4, "row": cache * 4}
+        if graph.streaming:
+            return {"query": e * 4, "row": graph.bounds.get(graph.time_dim, rows) * 4}
+        return {"kv": rows * 2 * e * 4, "query": e * 4, "row": rows * 4}
     if op in ("gru", "lstm", "rnn"):
-        h = node.attrs["hidden"]
-        gates = {"gru": 3, "lstm": 4, "rnn": 1}[op]
-        out = {"gates": 2 * padded(gates * h) * 4}
-        a = node.attrs
-        states = a["layers"] * (2 if a["bidirectional"] else 1)        # stacked / two-way: every layer's
-        if not graph.streaming:
-            out["h"] = states * h * 4
-            if op == "lstm":
-                out["c"] = states * h * 4
-        if states > 1 or op == "rnn":
-            t, f = graph.shape_of(node.inputs[0])
-            rows, wide = evaluate(t, graph.bounds), node.shape[1]
-            out["seq"] = rows * h * 4
-            if a["bidirectional"]:
-                out["rev"] = rows * max(f, wide) * 4
-            if a["layers"] > 1:
-                out["mid"] = 2 * rows * wide * 4
-        return out
+        plan = rnn_plan(node, graph)
+        fixed = {} if plan.on_stack else plan.fixed
+        return {name: floats * 4 for name, floats in {**fixed, **plan.sized}.items()}
     return {}
+
+
+TILE_FLOATS = 2048    # the most floats of fixed-size scratch a recurrent step keeps on the stack (8 KiB)
+RNN_SLACK = 0.05      # the share of the peak a two-way stack's recomputed rows may add to the arena
+RNN_GATES = {"gru": 3, "lstm": 4, "rnn": 1}
+
+
+@dataclass(frozen=True)
+class RnnPlan:
+    """Where a recurrent step's scratch lives. `fixed`: buffers whose size does
+    not depend on the sequence length (name -> floats, in order), on the stack
+    (one local array, `tile`) when `on_stack`, else in the arena; `sized`:
+    buffers that grow with the length, in the arena; `seg`: the block length
+    of a two-way stack's recomputed layer (nnc_rnn_stack), its rows in `seg`
+    (fixed) and `rows` (sized)."""
+
+    fixed: Mapping[str, int]
+    sized: Mapping[str, int]
+    seg: int
+    on_stack: bool
+
+
+def rnn_tile(op: str, a: Mapping[str, Any]) -> int:
+    """Floats of nnc_rnn_stack's `tile` (its nnc_rnn_tile): the two gate
+    vectors, a zero state, two cells and, for two-way layers above the first,
+    one input row."""
+    h = a["hidden"]
+    return 2 * padded(RNN_GATES[op] * h) + 3 * h + (2 * h if a["bidirectional"] and a["layers"] > 1 else 0)
+
+
+def rnn_plan(node: Node, graph: Graph) -> RnnPlan:
+    """The scratch of a recurrent step. One layer (nnc_gru, nnc_lstm): the two
+    gate vectors and, unless streaming, the zero initial state (and cell).
+    A stack (nnc_rnn_stack): its tile and, for two-way layers above the
+    first, a ring of `seg` rows of the recomputed layer (as many as the stack
+    tile holds, `seg`, plus as many as fit with the saved states, `rows`, in
+    the room the live values leave below their peak and RNN_SLACK of the
+    peak: with `seg` + `rows` >= T nothing is recomputed) and its saved
+    states (`ckpt`); for three or more two-way layers one [T, 2H] buffer for
+    the lower layers (`mid`). Fixed-size scratch of at most TILE_FLOATS
+    floats lives on the stack, so it adds nothing to the arena."""
+    from ..ops.recurrent import stacked
+    op, a = node.op.name, node.attrs
+    h = a["hidden"]
+    if not stacked(op, a):
+        fixed = {"gates": 2 * padded(RNN_GATES[op] * h)}
+        if not graph.streaming:
+            fixed["h"] = h
+            if op == "lstm":
+                fixed["c"] = h
+        return RnnPlan(fixed, {}, 0, sum(fixed.values()) <= TILE_FLOATS)
+    fixed = {"tile": rnn_tile(op, a)}
+    if not (a["bidirectional"] and a["layers"] > 1):
+        return RnnPlan(fixed, {}, 0, fixed["tile"] <= TILE_FLOATS)
+    rows = evaluate(graph.shape_of(node.inputs[0])[0], graph.bounds)
+    state = 2 * h if op == "lstm" else h
+
+    def saved(seg: int) -> int:
+        return max(0, -(-rows // seg) - 2) * state
+
+    on_stack = fixed["tile"] + 2 * h <= TILE_FLOATS
+    near = min(rows, (TILE_FLOATS - fixed["tile"]) // h) if on_stack else 0
+    room = int(_headroom(graph).get(node.label, 0) + RNN_SLACK * _ROOM[2]) // 4 - (0 if on_stack else fixed["tile"])
+    far = max(0, min(rows - near, room // h))
+    while far > 0 and far * h + saved(near + far) > room:
+        far -= 1
+    if near + far < 2:      # no stack tile and little room: the block that keeps the fewest floats
+        far = max(2, min(rows, round(math.sqrt(rows * state / h))))
+    if near:
+        fixed["seg"] = near * h
+    sized = {"rows": far * h} if far else {}
+    if saved(near + far):
+        sized["ckpt"] = saved(near + far)
+    if a["layers"] > 2:
+        sized["mid"] = rows * 2 * h
+    return RnnPlan(fixed, sized, near + far, on_stack)
 
 
 state_shapes = numpy_gen.state_shapes
@@ -357,6 +624,28 @@ def pack_winograd(w: np.ndarray) -> np.ndarray:
     return np.concatenate([pack_conv(u[e].astype(np.float32), 1) for e in range(16)])
 
 
+WINO4_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+                    [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+def pack_winograd4(w: np.ndarray) -> np.ndarray:
+    """[C_out, C_in, 3, 3] -> the 36 matrices of G g G^T for F(4x4, 3x3) (in
+    float64, then rounded), each packed as `pack_conv` packs [C_out, C_in]:
+    [36][ceil(C_out/MR)][C_in][MR]."""
+    u = np.einsum("ij,ocjk,lk->iloc", WINO4_G, w.astype(np.float64), WINO4_G).reshape(36, *w.shape[:2])
+    return np.concatenate([pack_conv(u[e].astype(np.float32), 1) for e in range(36)])
+
+
+def pack_bcast(w: np.ndarray) -> np.ndarray:
+    """[C_out, C_in, kh, kw] -> blocks of BCAST_CB output channels, each
+    [K][BCAST_CB] (K = C_in*kh*kw), zeros beyond C_out: [ceil(C_out/CB)][K][CB]."""
+    cout, k = w.shape[0], int(np.prod(w.shape[1:]))
+    cb = -(-cout // BCAST_CB)
+    out = np.zeros((cb * BCAST_CB, k), np.float32)
+    out[:cout] = w.reshape(cout, k)
+    return out.reshape(cb, BCAST_CB, k).transpose(0, 2, 1).reshape(-1)
+
+
 def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays the C file embeds, by parameter key (`label.weight`, ...),
     from PyTorch-layout `state`: batchnorms folded, convolution weights
@@ -372,10 +661,14 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
                                                state[f"{nl}.running_mean"], state[f"{nl}.running_var"], n.norm.eps)
         op = n.op.name
         kind = _conv_kind(n, graph) if op in ("conv1d", "conv2d", "depthwise_conv2d") else None
-        if kind == "gemm":
+        if kind in ("gemm", "planes"):
             p["weight"] = pack_conv(p["weight"], n.attrs["groups"])
         elif kind == "winograd":
             p["weight"] = pack_winograd(p["weight"])
+        elif kind == "winograd4":
+            p["weight"] = pack_winograd4(p["weight"])
+        elif kind == "bcast":
+            p["weight"] = pack_bcast(p["weight"])
         elif kind == "direct":
             w, g = p["weight"], n.attrs["groups"]
             p["weight"] = w.reshape(g, w.shape[0] // g, -1).transpose(0, 2, 1)
@@ -410,12 +703,16 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
             else:                      # the folded bias: one per output channel
                 shape = (specs[n.param_key("weight")].shape[0],)
             size = math.prod(shape)
-            if kind == "gemm" and name == "weight":
+            if kind in ("gemm", "planes") and name == "weight":
                 groups = n.attrs["groups"]
                 m, k = shape[0] // groups, math.prod(shape[1:])
                 size = groups * -(-m // MR) * MR * k
             elif kind == "winograd" and name == "weight":
                 size = 16 * -(-shape[0] // MR) * MR * shape[1]
+            elif kind == "winograd4" and name == "weight":
+                size = 36 * -(-shape[0] // MR) * MR * shape[1]
+            elif kind == "bcast" and name == "weight":
+                size = -(-shape[0] // BCAST_CB) * BCAST_CB * math.prod(shape[1:])
             elif n.op.name in ("dense", "gru", "lstm", "rnn"):
                 size = padded(shape[0]) * (shape[1] if len(shape) == 2 else 1)
             out.append((key, size))
@@ -556,22 +853,37 @@ def _conv_geometry(c: _Ctx, n: Node) -> tuple:
 def _conv(c: _Ctx, n: Node) -> list[str]:
     a = n.attrs
     x, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl = _conv_geometry(c, n)
-    if n.history:
-        iw = n.history + x[1]       # the convolution runs over history + chunk
-        pl = 0
     kind = _conv_kind(n, c.graph)
+    streaming = c.graph.streaming and n.op.name == "conv1d"
+    if streaming:
+        pl = 0                      # its left padding is the history
     geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"],
-           panel_rows(n, c.graph) if kind == "gemm" else 0]
+           panel_rows(n, c.graph) if kind == "gemm" else 0, 0]
+    if kind in ("bcast", "planes"):
+        geo[-2:] = direct_plan(n, c.graph)[1:]
+    dw_rows = depthwise_rows(n, c.graph) if kind == "depthwise" else None
+    if dw_rows:
+        geo[-1] = dw_rows
+    if kind in ("winograd", "winograd4"):
+        geo[-1] = wino_rows(n, c.graph, 4 if kind == "winograd4" else 2)
     lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]
-    panel = c.scratch(n, "panel") if kind in ("gemm", "winograd") else "NULL"
+    panel = (c.scratch(n, "panel") if kind in ("gemm", "winograd", "winograd4", "bcast", "planes") or dw_rows
+             else "NULL")
     w, b = c.p(n, "weight"), _bias(c, n)
-    if n.history:
-        lines.append(f"nnc_conv1d_stream(&g, {c.v(n.inputs[0])}, {c.state(n, 'history')}, {n.history}, {w}, {b}, "
-                     f"{c.v(n.label)}, {_act(n)}, NNC_CONV_{kind.upper()}, {c.scratch(n, 'wide')}, {panel});")
+    if streaming:
+        hist = c.state(n, "history") if n.history else "NULL"
+        lines.append(f"nnc_conv1d_stream(&g, {c.v(n.inputs[0])}, {hist}, {n.history}, {w}, {b}, {c.v(n.label)}, "
+                     f"{_act(n)});")
     elif kind == "depthwise":
-        lines.append(f"nnc_depthwise(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)});")
+        lines.append(f"nnc_depthwise(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "winograd":
         lines.append(f"nnc_conv3x3_wino(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
+    elif kind == "winograd4":
+        lines.append(f"nnc_conv3x3_wino4(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
+    elif kind == "bcast":
+        lines.append(f"nnc_conv_bcast(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
+    elif kind == "planes":
+        lines.append(f"nnc_conv_planes(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "direct":
         lines.append(f"nnc_conv1d_direct(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)});")
     else:
@@ -716,14 +1028,31 @@ def _recurrent_stack(c: _Ctx, n: Node) -> list[str]:
     if c.graph.streaming:
         h, cc, carry = c.state(n, "h"), c.state(n, "c") if lstm else "NULL", 1
     else:
-        h, cc, carry = c.scratch(n, "h"), c.scratch(n, "c") if lstm else "NULL", 0
+        h, cc, carry = "NULL", "NULL", 0
     dirs = 2 if a["bidirectional"] else 1
-    rev = c.scratch(n, "rev") if dirs == 2 else "NULL"
-    mid = c.scratch(n, "mid") if a["layers"] > 1 else "NULL"
-    return [f"const float *const w[{len(ws)}] = {{{', '.join(ws)}}};",
-            f"nnc_rnn_stack({kind}, (int){c.e(x[0])}, {x[1]}, {a['hidden']}, {a['layers']}, {dirs}, "
-            f"{c.v(n.inputs[0])}, w, {h}, {cc}, {carry}, {c.v(n.label)}, {c.scratch(n, 'gates')}, "
-            f"{c.scratch(n, 'seq')}, {rev}, {mid});"]
+    plan = rnn_plan(n, c.graph)
+    lines, buf = _rnn_scratch(c, n, plan)
+    lines.append(f"const float *const w[{len(ws)}] = {{{', '.join(ws)}}};")
+    lines.append(f"nnc_rnn_stack({kind}, (int){c.e(x[0])}, {x[1]}, {a['hidden']}, {a['layers']}, {dirs}, "
+                 f"{c.v(n.inputs[0])}, w, {h}, {cc}, {carry}, {c.v(n.label)}, {buf('tile')}, {buf('seg')}, "
+                 f"{plan.fixed.get('seg', 0) // a['hidden']}, {buf('rows')}, {max(plan.seg, 2)}, {buf('ckpt')}, "
+                 f"{buf('mid')});")
+    return lines
+
+
+def _rnn_scratch(c: _Ctx, n: Node, plan: RnnPlan) -> tuple[list[str], Callable[[str], str]]:
+    """The declaration of a recurrent step's stack tile (if any) and a
+    function from a scratch name to its C pointer (NULL when it has none)."""
+    lines, at, offset = [], {}, 0
+    if plan.on_stack:
+        lines.append(f"float tile[{sum(plan.fixed.values())}];")
+        for name, floats in plan.fixed.items():
+            at[name] = f"tile + {offset}" if offset else "tile"
+            offset += floats
+    else:
+        at.update((name, c.scratch(n, name)) for name in plan.fixed)
+    at.update((name, c.scratch(n, name)) for name in plan.sized)
+    return lines, lambda name: at.get(name, "NULL")
 
 
 def _recurrent(c: _Ctx, n: Node) -> list[str]:
@@ -734,13 +1063,13 @@ def _recurrent(c: _Ctx, n: Node) -> list[str]:
     bias = n.attrs["bias"]
     ws = [c.p(n, "weight_ih_l0"), c.p(n, "weight_hh_l0"),
           c.p(n, "bias_ih_l0") if bias else "NULL", c.p(n, "bias_hh_l0") if bias else "NULL"]
-    lines = []
+    lines, buf = _rnn_scratch(c, n, rnn_plan(n, c.graph))
     if c.graph.streaming:
         state = [c.state(n, "h")] + ([c.state(n, "c")] if n.op.name == "lstm" else [])
     else:
-        state = [c.scratch(n, "h")] + ([c.scratch(n, "c")] if n.op.name == "lstm" else [])
+        state = [buf("h")] + ([buf("c")] if n.op.name == "lstm" else [])
         lines += [f"memset({s}, 0, {h} * sizeof(float));" for s in state]
-    args = [f"(int){c.e(x[0])}", str(x[1]), str(h), c.v(n.inputs[0]), *ws, *state, c.v(n.label), c.scratch(n, "gates")]
+    args = [f"(int){c.e(x[0])}", str(x[1]), str(h), c.v(n.inputs[0]), *ws, *state, c.v(n.label), buf("gates")]
     lines.append(f"nnc_{n.op.name}({', '.join(args)});")
     return lines
 
@@ -789,7 +1118,7 @@ V2_TENSOR_STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
 def _conv_transpose(c: _Ctx, n: Node) -> list[str]:
     a = n.attrs
     x, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl = _conv_geometry(c, n)
-    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"], 0]
+    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"], 0, 0]
     return ["const nnc_conv g = {" + c.ints(geo) + "};",
             f"nnc_conv_transpose(&g, {c.v(n.inputs[0])}, {c.p(n, 'weight')}, {_bias(c, n)}, {c.v(n.label)});"]
 
@@ -849,14 +1178,14 @@ def _attention(c: _Ctx, n: Node) -> list[str]:
     bias = n.attrs["bias"]
     ws = [c.p(n, "in_proj_weight"), c.p(n, "in_proj_bias") if bias else "NULL", c.p(n, "out_proj.weight"),
           c.p(n, "out_proj.bias") if bias else "NULL"]
-    scratch = [c.scratch(n, "qkv"), c.scratch(n, "context"), c.scratch(n, "row")]
+    scratch = [c.scratch(n, "query"), c.scratch(n, "row")]
     if c.graph.streaming:
         limit = c.graph.bounds[c.graph.time_dim]
         state = [c.state(n, "keys"), c.state(n, "values"), c.state(n, "position")]
         return [f"if (nnc_attention_stream({c.v(n.inputs[0])}, (int){c.e(t)}, {e}, {n.attrs['heads']}, "
                 f"{', '.join(ws)}, {', '.join(state)}, {limit}, {c.v(n.label)}, {', '.join(scratch)})) return 2;"]
     return [f"nnc_attention({c.v(n.inputs[0])}, (int){c.e(t)}, {e}, {n.attrs['heads']}, {int(n.attrs['causal'])}, "
-            f"{', '.join(ws)}, {c.v(n.label)}, {', '.join(scratch)});"]
+            f"{', '.join(ws)}, {c.v(n.label)}, {c.scratch(n, 'kv')}, {', '.join(scratch)});"]
 
 
 def _matmul(c: _Ctx, n: Node) -> list[str]:

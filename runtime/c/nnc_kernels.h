@@ -48,6 +48,13 @@
 #define NNC_OMP_FOR_IF
 #endif
 
+/* A hint to fetch the cache line at p (GCC and Clang; nothing elsewhere). */
+#if defined(__GNUC__)
+#define NNC_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define NNC_PREFETCH(p) ((void)(p))
+#endif
+
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
 #define NNC_FMA(a, b, c) fmaf((a), (b), (c))
 #else
@@ -67,12 +74,21 @@ static inline long nnc_floordiv(long a, long b) {
 
 /* ------------------------------------------------------------------ elementwise math */
 
+/* The scalar math below is inlined wherever it is used, so that loops over
+ * it vectorise: GCC's inliner would otherwise keep a call to nnc_expf in
+ * some of them (a scalar call per element). */
+#if defined(__GNUC__)
+#define NNC_INLINE static inline __attribute__((always_inline))
+#else
+#define NNC_INLINE static inline
+#endif
+
 /* a ? x : y on the float's bits, for a comparison result `a` (0 or 1).
  * A conditional expression whose arms the compiler may not evaluate
  * speculatively (floating-point operations can trap) stays a branch at -O2
  * on SSE/AVX2 targets ("control flow in loop"); this select never does, so
  * loops calling nnc_expf, nnc_sigmoidf and nnc_tanhf vectorise everywhere. */
-static inline float nnc_sel(int a, float x, float y) {
+NNC_INLINE float nnc_sel(int a, float x, float y) {
     int32_t m = -(int32_t)a, ix, iy, r;
     float f;
     memcpy(&ix, &x, sizeof ix);
@@ -88,22 +104,22 @@ static inline float nnc_sel(int a, float x, float y) {
  * the float -> int conversion (a NaN or huge value must never reach it:
  * undefined behaviour), and the result is fixed up after it (NaN stays NaN,
  * exp(+inf) = +inf, exp(-inf) = 0). */
-static inline float nnc_expf(float x) {
+NNC_INLINE float nnc_expf(float x) {
     int32_t bits;
     float n, r, p, c, y, scale;
     c = nnc_sel(x < 88.3762626647949f, x, 88.3762626647949f);     /* NaN -> the upper clamp */
     c = nnc_sel(c > -87.3365447505531f, c, -87.3365447505531f);
     /* round to nearest by adding and removing 1.5 * 2^23 (floorf would not vectorise) */
     n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    r = c - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
+    r = NNC_FMA(n, -0.693359375f, c);
+    r = NNC_FMA(n, 2.12194440e-4f, r);
     p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = NNC_FMA(p, r, 1.3981999507e-3f);
+    p = NNC_FMA(p, r, 8.3334519073e-3f);
+    p = NNC_FMA(p, r, 4.1665795894e-2f);
+    p = NNC_FMA(p, r, 1.6666665459e-1f);
+    p = NNC_FMA(p, r, 5.0000001201e-1f);
+    p = NNC_FMA(p * r, r, r) + 1.0f;
     bits = ((int32_t)n + 127) * 8388608;    /* 2^n, built in the exponent bits; n in [-126, 127] */
     memcpy(&scale, &bits, sizeof scale);
     y = p * scale;
@@ -112,17 +128,27 @@ static inline float nnc_expf(float x) {
     return nnc_sel(x == x, y, x);                                  /* NaN in, NaN out */
 }
 
-static inline float nnc_sigmoidf(float x) { return 1.0f / (1.0f + nnc_expf(-x)); }
+NNC_INLINE float nnc_sigmoidf(float x) { return 1.0f / (1.0f + nnc_expf(-x)); }
 
 /* tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|); odd polynomial near 0
  * where that form would lose relative precision. Both are computed and one
  * selected: no branch. */
-static inline float nnc_tanhf(float x) {
+NNC_INLINE float nnc_tanhf(float x) {
     const float a = fabsf(x), e = nnc_expf(-2.0f * a), x2 = x * x;
     const float t = copysignf((1.0f - e) / (1.0f + e), x);
     const float p = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
     return nnc_sel(a < 0.0625f, p, t);
 }
+
+/* 16 elements at b_ = p, each b_[j_] replaced by `expr`: a loop with a
+ * constant trip count, which vectorises at -O2 (a loop over n would need a
+ * remainder, which -O2's cost model does not take). */
+#define NNC_ACT_BLOCK(p, expr)                                                                              \
+    do {                                                                                                    \
+        float *const b_ = (p);                                                                              \
+        int j_;                                                                                             \
+        for (j_ = 0; j_ < 16; j_++) b_[j_] = (expr);                                                        \
+    } while (0)
 
 static inline void nnc_act(float *x, long n, int act, float alpha) {
     long i;
@@ -134,10 +160,12 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         for (i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : (x[i] > 6.0f ? 6.0f : x[i]);
         break;
     case NNC_SIGMOID:
-        for (i = 0; i < n; i++) x[i] = nnc_sigmoidf(x[i]);
+        for (i = 0; i + 16 <= n; i += 16) NNC_ACT_BLOCK(x + i, nnc_sigmoidf(b_[j_]));
+        for (; i < n; i++) x[i] = nnc_sigmoidf(x[i]);
         break;
     case NNC_TANH:
-        for (i = 0; i < n; i++) x[i] = nnc_tanhf(x[i]);
+        for (i = 0; i + 16 <= n; i += 16) NNC_ACT_BLOCK(x + i, nnc_tanhf(b_[j_]));
+        for (; i < n; i++) x[i] = nnc_tanhf(x[i]);
         break;
     case NNC_GELU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
@@ -145,7 +173,8 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         break;
     case NNC_SILU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
-        for (i = 0; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
+        for (i = 0; i + 16 <= n; i += 16) NNC_ACT_BLOCK(x + i, b_[j_] * nnc_sigmoidf(b_[j_]));
+        for (; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
         break;
     case NNC_SELU:
         for (i = 0; i < n; i++)
@@ -243,86 +272,73 @@ static inline nnc_vf nnc_ldv(const float *p) {
  * registers at any optimisation level; the epilogue of a full-width tile
  * (the common case) adds the old C, the bias and applies relu/relu6 in
  * registers too. Other tiles go through a small array on the stack. */
-NNC_CONTRACT static inline void nnc_micro(int kc, const float *restrict a, const float *restrict b, long ldb,
-                                          float *restrict c, long ldc, int mr, int nr, int first, int last,
-                                          const float *restrict bias, int act, float alpha) {
-    nnc_vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}, c40 = {0},
-           c41 = {0}, c50 = {0}, c51 = {0};
-    int k, i;
-    for (k = 0; k < kc; k++) {
-        nnc_vf b0, b1;
-        const float *ak = a + (long)k * NNC_MR;
-        memcpy(&b0, b + (long)k * ldb, sizeof b0);
-        memcpy(&b1, b + (long)k * ldb + NNC_VL, sizeof b1);
-        c00 += ak[0] * b0, c01 += ak[0] * b1;
-        c10 += ak[1] * b0, c11 += ak[1] * b1;
-        c20 += ak[2] * b0, c21 += ak[2] * b1;
-        c30 += ak[3] * b0, c31 += ak[3] * b1;
-        c40 += ak[4] * b0, c41 += ak[4] * b1;
-        c50 += ak[5] * b0, c51 += ak[5] * b1;
-    }
-    {
-        nnc_vf t[NNC_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-        const nnc_vf zero = {0}, six = zero + 6.0f;
-        if (nr == NNC_NR) {
-            for (i = 0; i < mr; i++) {
-                float *row = c + i * ldc;
-                nnc_vf v0 = t[i][0], v1 = t[i][1];
-                if (!first) {
-                    v0 += nnc_ldv(row), v1 += nnc_ldv(row + NNC_VL);
-                }
-                if (last && bias) {
-                    v0 += bias[i], v1 += bias[i];
-                }
-                if (last && (act == NNC_RELU || act == NNC_RELU6)) {
-                    /* x < 0 -> 0 on the bits (NaN compares false and stays) */
-                    v0 = (nnc_vf)((nnc_vi)v0 & ~(v0 < zero)), v1 = (nnc_vf)((nnc_vi)v1 & ~(v1 < zero));
-                    if (act == NNC_RELU6) {
-                        const nnc_vi m0 = v0 > six, m1 = v1 > six;
-                        v0 = (nnc_vf)(((nnc_vi)v0 & ~m0) | ((nnc_vi)six & m0));
-                        v1 = (nnc_vf)(((nnc_vi)v1 & ~m1) | ((nnc_vi)six & m1));
-                    }
-                }
-                memcpy(row, &v0, sizeof v0), memcpy(row + NNC_VL, &v1, sizeof v1);
-                if (last && act && act != NNC_RELU && act != NNC_RELU6) nnc_act(row, nr, act, alpha);
+NNC_CONTRACT static inline void nnc_micro_end(const nnc_vf t[NNC_MR][2], float *restrict c, long ldc, int mr, int nr,
+                                              int first, int last, const float *restrict bias, int act, float alpha) {
+    const nnc_vf zero = {0}, six = zero + 6.0f;
+    int i;
+    if (nr == NNC_NR) {
+        for (i = 0; i < mr; i++) {
+            float *row = c + i * ldc;
+            nnc_vf v0 = t[i][0], v1 = t[i][1];
+            if (!first) {
+                v0 += nnc_ldv(row), v1 += nnc_ldv(row + NNC_VL);
             }
-        } else {
-            float tile[NNC_MR][NNC_NR];
-            int j;
-            memcpy(tile, t, sizeof tile);
-            for (i = 0; i < mr; i++) {
-                float *row = c + i * ldc;
-                if (!first)
-                    for (j = 0; j < nr; j++) tile[i][j] += row[j];
-                if (last && bias)
-                    for (j = 0; j < nr; j++) tile[i][j] += bias[i];
-                for (j = 0; j < nr; j++) row[j] = tile[i][j];
-                if (last && act) nnc_act(row, nr, act, alpha);
+            if (last && bias) {
+                v0 += bias[i], v1 += bias[i];
             }
+            if (last && (act == NNC_RELU || act == NNC_RELU6)) {
+                /* x < 0 -> 0 on the bits (NaN compares false and stays) */
+                v0 = (nnc_vf)((nnc_vi)v0 & ~(v0 < zero)), v1 = (nnc_vf)((nnc_vi)v1 & ~(v1 < zero));
+                if (act == NNC_RELU6) {
+                    const nnc_vi m0 = v0 > six, m1 = v1 > six;
+                    v0 = (nnc_vf)(((nnc_vi)v0 & ~m0) | ((nnc_vi)six & m0));
+                    v1 = (nnc_vf)(((nnc_vi)v1 & ~m1) | ((nnc_vi)six & m1));
+                }
+            }
+            memcpy(row, &v0, sizeof v0), memcpy(row + NNC_VL, &v1, sizeof v1);
+            if (last && act && act != NNC_RELU && act != NNC_RELU6) nnc_act(row, nr, act, alpha);
+        }
+    } else {
+        float tile[NNC_MR][NNC_NR];
+        int j;
+        memcpy(tile, t, sizeof tile);
+        for (i = 0; i < mr; i++) {
+            float *row = c + i * ldc;
+            if (!first)
+                for (j = 0; j < nr; j++) tile[i][j] += row[j];
+            if (last && bias)
+                for (j = 0; j < nr; j++) tile[i][j] += bias[i];
+            for (j = 0; j < nr; j++) row[j] = tile[i][j];
+            if (last && act) nnc_act(row, nr, act, alpha);
         }
     }
 }
-#else
 
-/* C[0:mr, 0:nr] (row stride ldc) = or += A-panel [kc][NNC_MR] x B [kc]
- * rows of NNC_NR floats, ldb apart (a packed panel: ldb = NNC_NR; a 1x1
- * convolution's input read in place: its plane size). On the last depth
- * block (`last`), adds `bias` (per row, may be NULL) and applies the
- * activation to the stored rows. */
-static inline void nnc_micro(int kc, const float *a, const float *b, long ldb, float *c, long ldc, int mr, int nr,
-                             int first, int last, const float *bias, int act, float alpha) {
-    float acc[NNC_MR][NNC_NR];
-    int i, j, k;
-    for (i = 0; i < NNC_MR; i++)
-        for (j = 0; j < NNC_NR; j++) acc[i][j] = 0.0f;
-    for (k = 0; k < kc; k++) {
-        const float *bk = b + (long)k * ldb;
-        const float *ak = a + (long)k * NNC_MR;
-        for (i = 0; i < NNC_MR; i++) {
-            const float av = ak[i];
-            for (j = 0; j < NNC_NR; j++) acc[i][j] = NNC_FMA(av, bk[j], acc[i][j]);
-        }
+/* The tile's multiply-adds over kc rows of B, row k at BROW (an expression in k). */
+#define NNC_MICRO_LOOP(BROW)                                                                                \
+    nnc_vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}, c40 = {0}, \
+           c41 = {0}, c50 = {0}, c51 = {0};                                                                 \
+    int k;                                                                                                  \
+    for (k = 0; k < kc; k++) {                                                                              \
+        nnc_vf b0, b1;                                                                                      \
+        const float *ak = a + (long)k * NNC_MR, *bk = (BROW);                                               \
+        memcpy(&b0, bk, sizeof b0);                                                                         \
+        memcpy(&b1, bk + NNC_VL, sizeof b1);                                                                \
+        c00 += ak[0] * b0, c01 += ak[0] * b1;                                                               \
+        c10 += ak[1] * b0, c11 += ak[1] * b1;                                                               \
+        c20 += ak[2] * b0, c21 += ak[2] * b1;                                                               \
+        c30 += ak[3] * b0, c31 += ak[3] * b1;                                                               \
+        c40 += ak[4] * b0, c41 += ak[4] * b1;                                                               \
+        c50 += ak[5] * b0, c51 += ak[5] * b1;                                                               \
+    }                                                                                                       \
+    {                                                                                                       \
+        const nnc_vf t[NNC_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}}; \
+        nnc_micro_end(t, c, ldc, mr, nr, first, last, bias, act, alpha);                                    \
     }
+#else
+static inline void nnc_micro_end(float acc[NNC_MR][NNC_NR], float *c, long ldc, int mr, int nr, int first, int last,
+                                 const float *bias, int act, float alpha) {
+    int i, j;
     for (i = 0; i < mr; i++) {
         float *row = c + i * ldc;
         if (!first)
@@ -333,7 +349,44 @@ static inline void nnc_micro(int kc, const float *a, const float *b, long ldb, f
         if (last && act) nnc_act(row, nr, act, alpha);
     }
 }
+
+#define NNC_MICRO_LOOP(BROW)                                                                                \
+    float acc[NNC_MR][NNC_NR];                                                                              \
+    int i, j, k;                                                                                            \
+    for (i = 0; i < NNC_MR; i++)                                                                            \
+        for (j = 0; j < NNC_NR; j++) acc[i][j] = 0.0f;                                                      \
+    for (k = 0; k < kc; k++) {                                                                              \
+        const float *bk = (BROW), *ak = a + (long)k * NNC_MR;                                               \
+        for (i = 0; i < NNC_MR; i++) {                                                                      \
+            const float av = ak[i];                                                                         \
+            for (j = 0; j < NNC_NR; j++) acc[i][j] = NNC_FMA(av, bk[j], acc[i][j]);                         \
+        }                                                                                                   \
+    }                                                                                                       \
+    nnc_micro_end(acc, c, ldc, mr, nr, first, last, bias, act, alpha);
 #endif
+
+#if !defined(NNC_CONTRACT)
+#define NNC_CONTRACT
+#endif
+
+/* C[0:mr, 0:nr] (row stride ldc) = or += A-panel [kc][NNC_MR] x B [kc]
+ * rows of NNC_NR floats, ldb apart (a packed panel: ldb = NNC_NR; a 1x1
+ * convolution's input read in place: its plane size). On the last depth
+ * block (`last`), adds `bias` (per row, may be NULL) and applies the
+ * activation to the stored rows. */
+NNC_CONTRACT static inline void nnc_micro(int kc, const float *restrict a, const float *restrict b, long ldb,
+                                          float *restrict c, long ldc, int mr, int nr, int first, int last,
+                                          const float *restrict bias, int act, float alpha) {
+    NNC_MICRO_LOOP(b + (long)k * ldb)
+}
+
+/* The same with B's row k at b + off[k] (shifted input planes). */
+NNC_CONTRACT static inline void nnc_micro_off(int kc, const float *restrict a, const float *restrict b,
+                                              const int *restrict off, float *restrict c, long ldc, int mr, int nr,
+                                              int first, int last, const float *restrict bias, int act,
+                                              float alpha) {
+    NNC_MICRO_LOOP(b + off[k])
+}
 
 /* ------------------------------------------------------------------ convolution */
 
@@ -342,7 +395,9 @@ typedef struct {
     int cin, h, w;          /* input [cin, h, w] */
     int cout, oh, ow;       /* output [cout, oh, ow] */
     int kh, kw, sh, sw, pt, pl, dh, dw, groups;
-    int kc;                 /* rows of a packed panel (the planner sized its scratch); 0: NNC_KC */
+    int kc;                 /* rows of a packed panel (the planner sized its scratch); 0: NNC_KC;
+                             * nnc_conv_bcast: input channels of one depth block (0: all) */
+    int nc;                 /* nnc_conv_bcast: output rows of one band (0: all) */
 } nnc_conv;
 
 /* Pack the B panel of an implicit im2col: rows k0..k0+kc of the column
@@ -437,115 +492,535 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
     }
 }
 
-/* A 3x3 convolution of stride 1 (no dilation, one group) by Winograd's
- * F(2x2, 3x3): each 2x2 block of outputs (a tile) takes 16 multiplies per
- * input channel instead of 36. `u` holds the 16 transformed weight matrices
- * G g G^T (the code generator transforms them), each packed like
- * nnc_conv2d's weights with K = cin: [16][ceil(cout/MR)][cin][MR]. For each
- * block of NNC_NR tiles: the inputs' 4x4 patches are transformed (B^T d B)
- * into `scratch` [16][cin][NNC_NR], 16 packed matrix multiplies give
- * [16][ceil(cout/MR) MR][NNC_NR] (after it in `scratch`), and the output
- * transform (A^T m A), bias and activation write the 2x2 outputs.
- * Scratch: 16 (cin + ceil(cout/MR) MR) NNC_NR_MAX floats. */
-static inline void nnc_conv3x3_wino(const nnc_conv *p, const float *x, const float *u, const float *bias, float *y,
-                                    int act, float alpha, float *scratch) {
-    const int cin = p->cin, cout = p->cout, mb = (cout + NNC_MR - 1) / NNC_MR;
-    const int tw = (p->ow + 1) / 2, th = (p->oh + 1) / 2, T = tw * th;
-    const long us = (long)mb * NNC_MR * cin, vs = (long)cin * NNC_NR, ms = (long)mb * NNC_MR * NNC_NR;
-    float *v = scratch, *m = scratch + 16 * vs;
-    int t0, c, j, e, i;
-    for (t0 = 0; t0 < T; t0 += NNC_NR) {
-        const int nt = T - t0 < NNC_NR ? T - t0 : NNC_NR;
-        int oy[NNC_NR], ox[NNC_NR];
-        for (j = 0; j < NNC_NR; j++) {
-            const int t = t0 + (j < nt ? j : 0);
-            oy[j] = t / tw * 2;
-            ox[j] = t % tw * 2;
+/* ------------------------------------------------------------------ direct convolution over output channels */
+
+/* A direct convolution vectorised along output channels (one group), for
+ * layers whose outputs are few pixels (a tile of NNC_NR pixels would be
+ * mostly padding) or whose input is read with a stride or a large kernel
+ * (packing its columns would cost as much as the multiplies): a register
+ * tile of NNC_PT consecutive output pixels of one row times NNC_CV output
+ * channels (two vectors); each input value is broadcast from where it lies,
+ * each weight vector read once per tile. The weights are packed by the
+ * code generator as [ceil(cout/NNC_CB)][K][NNC_CB] (K = cin*kh*kw in
+ * PyTorch's order, zeros beyond cout). */
+#define NNC_CB 32
+#if defined(__AVX512F__) || defined(__aarch64__)
+#define NNC_PT 7              /* 32 vector registers: 14 accumulators */
+#else
+#define NNC_PT 6
+#endif
+#if defined(NNC_VEC)
+#define NNC_CV (2 * NNC_VL)   /* output channels of one register tile, a divisor of NNC_CB */
+#else
+#define NNC_CV 8
+#endif
+#define NNC_BCAST_TAPS 1024   /* most taps of one depth block (kh*kw must not exceed it) */
+
+/* The end of a tile t[0:NNC_PT][0:NNC_CV] (pixel-major): the bias, the
+ * activation, then written transposed into `out` (channel c of pixel q at
+ * out[c*N + q]) for the first nch channels and npix pixels. */
+static inline void nnc_bcast_store(float *restrict t, const float *restrict bias, int act, float alpha,
+                                   float *restrict out, long N, int nch, int npix) {
+    float b[NNC_CV];
+    int c, q;
+    for (c = 0; c < NNC_CV; c++) b[c] = bias && c < nch ? bias[c] : 0.0f;
+    for (q = 0; q < NNC_PT; q++)
+        for (c = 0; c < NNC_CV; c++) t[q * NNC_CV + c] += b[c];
+    if (act == NNC_RELU || act == NNC_RELU6) {
+        const float hi = act == NNC_RELU6 ? 6.0f : INFINITY;
+        for (c = 0; c < NNC_PT * NNC_CV; c++) {
+            const float v = t[c] < 0.0f ? 0.0f : t[c];     /* NaN stays NaN */
+            t[c] = v > hi ? hi : v;
         }
-        NNC_OMP_FOR
-        for (c = 0; c < cin; c++) {
-            const float *plane = x + (long)c * p->h * p->w;
-            float d[16][NNC_NR], q[16][NNC_NR];
-            int j, e, r;
-            for (j = 0; j < NNC_NR; j++) {
-                const int iy = oy[j] - p->pt, ix = ox[j] - p->pl;
-                if (j < nt && iy >= 0 && ix >= 0 && iy + 4 <= p->h && ix + 4 <= p->w) {
-                    const float *src = plane + (long)iy * p->w + ix;
-                    for (r = 0; r < 4; r++)
-                        for (e = 0; e < 4; e++) d[r * 4 + e][j] = src[(long)r * p->w + e];
-                } else {
-                    for (r = 0; r < 4; r++)
-                        for (e = 0; e < 4; e++) {
-                            const int yy = iy + r, xx = ix + e;
-                            d[r * 4 + e][j] = j < nt && yy >= 0 && yy < p->h && xx >= 0 && xx < p->w
-                                                  ? plane[(long)yy * p->w + xx] : 0.0f;
+    } else if (act) {
+        nnc_act(t, NNC_PT * NNC_CV, act, alpha);
+    }
+    for (c = 0; c < nch; c++)
+        for (q = 0; q < npix; q++) out[c * N + q] = t[q * NNC_CV + c];
+}
+
+#if defined(NNC_VEC)
+/* part[0:NNC_PT][0:NNC_CV] = (first ? 0 : part) + the sums over K taps:
+ * pixel q of tap k reads x0[off[k] + q*s]; the weights w advance NNC_CB
+ * floats a tap. */
+NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, long s, const int *restrict off, int K,
+                                               const float *restrict w, float *restrict part, int first) {
+    nnc_vf a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+#if NNC_PT > 6
+    nnc_vf a60, a61;
+#endif
+    int k;
+    if (first) {
+        a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = a40 = a41 = a50 = a51 = (nnc_vf){0};
+#if NNC_PT > 6
+        a60 = a61 = (nnc_vf){0};
+#endif
+    } else {
+        a00 = nnc_ldv(part), a01 = nnc_ldv(part + NNC_VL), a10 = nnc_ldv(part + 2 * NNC_VL);
+        a11 = nnc_ldv(part + 3 * NNC_VL), a20 = nnc_ldv(part + 4 * NNC_VL), a21 = nnc_ldv(part + 5 * NNC_VL);
+        a30 = nnc_ldv(part + 6 * NNC_VL), a31 = nnc_ldv(part + 7 * NNC_VL), a40 = nnc_ldv(part + 8 * NNC_VL);
+        a41 = nnc_ldv(part + 9 * NNC_VL), a50 = nnc_ldv(part + 10 * NNC_VL), a51 = nnc_ldv(part + 11 * NNC_VL);
+#if NNC_PT > 6
+        a60 = nnc_ldv(part + 12 * NNC_VL), a61 = nnc_ldv(part + 13 * NNC_VL);
+#endif
+    }
+    for (k = 0; k < K; k++, w += NNC_CB) {
+        const nnc_vf w0 = nnc_ldv(w), w1 = nnc_ldv(w + NNC_VL);
+        const float *xq = x0 + off[k];
+        a00 += xq[0] * w0, a01 += xq[0] * w1;
+        a10 += xq[s] * w0, a11 += xq[s] * w1;
+        a20 += xq[2 * s] * w0, a21 += xq[2 * s] * w1;
+        a30 += xq[3 * s] * w0, a31 += xq[3 * s] * w1;
+        a40 += xq[4 * s] * w0, a41 += xq[4 * s] * w1;
+        a50 += xq[5 * s] * w0, a51 += xq[5 * s] * w1;
+#if NNC_PT > 6
+        a60 += xq[6 * s] * w0, a61 += xq[6 * s] * w1;
+#endif
+    }
+    memcpy(part, &a00, sizeof a00), memcpy(part + NNC_VL, &a01, sizeof a01);
+    memcpy(part + 2 * NNC_VL, &a10, sizeof a10), memcpy(part + 3 * NNC_VL, &a11, sizeof a11);
+    memcpy(part + 4 * NNC_VL, &a20, sizeof a20), memcpy(part + 5 * NNC_VL, &a21, sizeof a21);
+    memcpy(part + 6 * NNC_VL, &a30, sizeof a30), memcpy(part + 7 * NNC_VL, &a31, sizeof a31);
+    memcpy(part + 8 * NNC_VL, &a40, sizeof a40), memcpy(part + 9 * NNC_VL, &a41, sizeof a41);
+    memcpy(part + 10 * NNC_VL, &a50, sizeof a50), memcpy(part + 11 * NNC_VL, &a51, sizeof a51);
+#if NNC_PT > 6
+    memcpy(part + 12 * NNC_VL, &a60, sizeof a60), memcpy(part + 13 * NNC_VL, &a61, sizeof a61);
+#endif
+}
+#else
+static inline void nnc_bcast_tile(const float *x0, long s, const int *off, int K, const float *w, float *part,
+                                  int first) {
+    float acc[NNC_PT][NNC_CV];
+    int k, q, o;
+    for (q = 0; q < NNC_PT; q++)
+        for (o = 0; o < NNC_CV; o++) acc[q][o] = first ? 0.0f : part[q * NNC_CV + o];
+    for (k = 0; k < K; k++, w += NNC_CB)
+        for (q = 0; q < NNC_PT; q++) {
+            const float xv = x0[off[k] + q * s];
+            for (o = 0; o < NNC_CV; o++) acc[q][o] = NNC_FMA(xv, w[o], acc[q][o]);
+        }
+    for (q = 0; q < NNC_PT; q++)
+        for (o = 0; o < NNC_CV; o++) part[q * NNC_CV + o] = acc[q][o];
+}
+#endif
+
+/* The convolution. The input is copied with its zero padding into `scratch`
+ * in bands of p->nc output rows (0: all): per input channel
+ * (nc-1)*sh + (kh-1)*dh + 1 rows of ceil(ow/NNC_PT)*NNC_PT*sw + (kw-1)*dw + 1
+ * floats, so that every tile reads inside the band. The depth runs in
+ * blocks of p->kc input channels (0: all; at most NNC_BCAST_TAPS taps);
+ * with more than one block the partial sums of the band's tiles
+ * (NNC_PT*NNC_CV floats each) follow the band in `scratch`. A 1x1
+ * convolution of stride 1 without padding reads its input in place (no
+ * band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
+static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float *wc, const float *bias, float *y,
+                                  int act, float alpha, float *scratch) {
+    const int taps = p->kh * p->kw, K = p->cin * taps, most = NNC_BCAST_TAPS / taps;
+    const int CR = p->kc > 0 && p->kc < p->cin && p->kc < most ? p->kc : (p->cin < most ? p->cin : most);
+    const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh, tiles = (p->ow + NNC_PT - 1) / NNC_PT;
+    const int wp = tiles * NNC_PT * p->sw + (p->kw - 1) * p->dw + 1;
+    const long N = (long)p->oh * p->ow;
+    int r0;
+    if (taps == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 && p->oh == p->h && p->ow == p->w &&
+        N >= NNC_PT) {
+        /* a 1x1 convolution of stride 1 without padding: its pixels are the input's own, read in place
+         * in tiles of NNC_PT along the flattened plane (the last one ends at the last pixel, redoing a
+         * few); no band, the partial sums in `scratch` */
+        const long nt = (N + NNC_PT - 1) / NNC_PT;
+        int c0, kb;
+        for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
+            const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
+            const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+            for (kb = 0; kb < p->cin; kb += CR) {
+                const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
+                int off[NNC_BCAST_TAPS], k;
+                long t;
+                for (k = 0; k < depth; k++) off[k] = (int)(k * N);
+                for (t = 0; t < nt; t++) {
+                    const long n0 = t * NNC_PT < N - NNC_PT ? t * NNC_PT : N - NNC_PT;
+                    float tmp[NNC_PT * NNC_CV];
+                    float *part = CR < p->cin ? scratch + t * NNC_PT * NNC_CV : tmp;
+                    nnc_bcast_tile(x + kb * N + n0, 1, off, depth, wb + (long)kb * NNC_CB, part, kb == 0);
+                    if (last)
+                        nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha, y + (long)c0 * N + n0, N, nch,
+                                        NNC_PT);
+                }
+            }
+        }
+        return;
+    }
+    for (r0 = 0; r0 < p->oh; r0 += R) {
+        const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
+        const long plane = (long)bh * wp;
+        float *band = scratch, *parts = scratch + (long)p->cin * plane;
+        int c, i, c0, kb;
+        /* the band: input rows r0*sh - pt .. + bh, columns -pl .., zeros outside */
+        for (c = 0; c < p->cin; c++)
+            for (i = 0; i < bh; i++) {
+                float *d = band + c * plane + (long)i * wp;
+                const int ih = r0 * p->sh - p->pt + i;
+                int q, lo = p->pl < wp ? p->pl : wp, hi = p->pl + p->w < wp ? p->pl + p->w : wp;
+                if (ih < 0 || ih >= p->h) hi = lo;
+                for (q = 0; q < lo; q++) d[q] = 0.0f;
+                if (hi > lo) memcpy(d + lo, x + ((long)c * p->h + ih) * p->w, (size_t)(hi - lo) * sizeof *d);
+                for (q = hi > lo ? hi : lo; q < wp; q++) d[q] = 0.0f;
+            }
+        for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
+            const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
+            const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+            for (kb = 0; kb < p->cin; kb += CR) {
+                const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
+                /* the next depth block's weights (the next block of channels' first), fetched a share
+                 * per tile while this block's, read by the first tile, stay in L1 for the others */
+                const float *next = last ? wc + (long)((c0 + NNC_CV) / NNC_CB) * K * NNC_CB + (c0 + NNC_CV) % NNC_CB
+                                         : wb + (long)(kb + depth) * taps * NNC_CB;
+                const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;
+                const long share = (lines + (long)rows * tiles - 1) / ((long)rows * tiles);
+                int off[NNC_BCAST_TAPS], t, k = 0, e, j;
+                long fetched = 0, l;
+                for (c = 0; c < depth; c++)
+                    for (e = 0; e < p->kh; e++)
+                        for (j = 0; j < p->kw; j++) off[k++] = (int)(c * plane + (long)e * p->dh * wp + j * p->dw);
+                for (i = 0; i < rows; i++)
+                    for (t = 0; t < tiles; t++) {
+                        float tmp[NNC_PT * NNC_CV];
+                        float *part = CR < p->cin ? parts + ((long)i * tiles + t) * NNC_PT * NNC_CV : tmp;
+                        const float *x0 = band + kb * plane + (long)i * p->sh * wp + (long)t * NNC_PT * p->sw;
+                        for (l = 0; l < share && fetched < lines; l++, fetched++) NNC_PREFETCH(next + fetched * 16);
+                        nnc_bcast_tile(x0, p->sw, off, k, wb + (long)kb * taps * NNC_CB, part, kb == 0);
+                        if (last) {
+                            const int npix = p->ow - t * NNC_PT < NNC_PT ? p->ow - t * NNC_PT : NNC_PT;
+                            nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha,
+                                            y + (long)c0 * N + (long)(r0 + i) * p->ow + t * NNC_PT, N, nch, npix);
                         }
-                }
-            }
-            /* B^T d B over all tiles at once: rows, then columns */
-            for (e = 0; e < 4; e++)
-                for (j = 0; j < NNC_NR; j++) {
-                    q[e][j] = d[e][j] - d[8 + e][j];
-                    q[4 + e][j] = d[4 + e][j] + d[8 + e][j];
-                    q[8 + e][j] = d[8 + e][j] - d[4 + e][j];
-                    q[12 + e][j] = d[4 + e][j] - d[12 + e][j];
-                }
-            for (r = 0; r < 4; r++) {
-                float *o0 = v + (long)(r * 4) * vs + (long)c * NNC_NR, *o1 = o0 + vs, *o2 = o1 + vs, *o3 = o2 + vs;
-                for (j = 0; j < NNC_NR; j++) {
-                    o0[j] = q[r * 4][j] - q[r * 4 + 2][j];
-                    o1[j] = q[r * 4 + 1][j] + q[r * 4 + 2][j];
-                    o2[j] = q[r * 4 + 2][j] - q[r * 4 + 1][j];
-                    o3[j] = q[r * 4 + 1][j] - q[r * 4 + 3][j];
-                }
-            }
-        }
-        /* one transformed input matrix at a time, so that it stays in L1
-         * while every block of output channels reads it */
-        NNC_OMP_FOR
-        for (e = 0; e < 16; e++) {
-            int i;
-            for (i = 0; i < cout; i += NNC_MR)
-                nnc_micro(cin, u + e * us + (long)i * cin, v + e * vs, NNC_NR, m + e * ms + (long)i * NNC_NR, NNC_NR,
-                          NNC_MR, NNC_NR, 1, 1, NULL, NNC_ACT_NONE, 0.0f);
-        }
-        NNC_OMP_FOR
-        for (i = 0; i < cout; i++) {
-            int j, e;
-            {
-                float o[4][NNC_NR];
-                float *out = y + (long)i * p->oh * p->ow;
-                const float b = bias ? bias[i] : 0.0f, *q = m + (long)i * NNC_NR;
-                for (j = 0; j < NNC_NR; j++) {
-                    /* A^T m A: rows 0+1+2 and 1-2-3, then the same on columns */
-                    float s0[4], s1[4];
-                    for (e = 0; e < 4; e++) {
-                        const float a0 = q[e * ms + j], a1 = q[(4 + e) * ms + j], a2 = q[(8 + e) * ms + j];
-                        const float a3 = q[(12 + e) * ms + j];
-                        s0[e] = a0 + a1 + a2;
-                        s1[e] = a1 - a2 - a3;
                     }
-                    o[0][j] = s0[0] + s0[1] + s0[2] + b;
-                    o[1][j] = s0[1] - s0[2] - s0[3] + b;
-                    o[2][j] = s1[0] + s1[1] + s1[2] + b;
-                    o[3][j] = s1[1] - s1[2] - s1[3] + b;
-                }
-                if (act) nnc_act(&o[0][0], 4 * NNC_NR, act, alpha);
-                for (j = 0; j < nt; j++) {
-                    float *at = out + (long)oy[j] * p->ow + ox[j];
-                    const int right = ox[j] + 1 < p->ow, down = oy[j] + 1 < p->oh;
-                    at[0] = o[0][j];
-                    if (right) at[1] = o[1][j];
-                    if (down) at[p->ow] = o[2][j];
-                    if (right && down) at[p->ow + 1] = o[3][j];
-                }
             }
         }
     }
 }
 
+/* A convolution of one group as a matrix multiply over shifted input
+ * planes: for a band of p->nc output rows (0: all), the input of every
+ * channel is split by stride phase into sh*sw zero-padded planes (as
+ * nnc_depthwise does: plane (a, b) holds padded input rows r*sh + a,
+ * columns q*sw + b, rows WQ = ow + (kw-1)*dw/sw wide), so that row k of the
+ * column matrix (channel, tap) is one plane read from a fixed offset:
+ * nnc_micro_off multiplies the packed weights (nnc_conv2d's layout) with it
+ * in place, no packing. The products, for every position r*WQ + q of the
+ * band (the columns q >= ow computed and dropped), go to a staging block
+ * [ceil(M/MR)*MR][NP] (NP: the band's positions rounded up to NNC_NR_MAX)
+ * after the planes in `scratch`, then the valid columns to the output.
+ * The depth runs in blocks of p->kc taps (0: NNC_KC; at most NNC_BCAST_TAPS).
+ * Scratch: NNC_PLANES_SCRATCH floats. */
+#define NNC_PLANES_SCRATCH(cin, cout, sh, sw, kh, kw, dh, dw, ow, rows)                                   \
+    ((long)(cin) * (sh) * (sw) * ((rows) + ((kh) - 1) * (dh) / (sh) + 1) * ((ow) + ((kw) - 1) * (dw) / (sw)) + \
+     NNC_NR_MAX + ((long)(cout) + NNC_MR - 1) / NNC_MR * NNC_MR *                                           \
+                      (((long)(rows) * ((ow) + ((kw) - 1) * (dw) / (sw)) + NNC_NR_MAX - 1) / NNC_NR_MAX * NNC_NR_MAX))
+
+static inline void nnc_conv_planes(const nnc_conv *p, const float *x, const float *wp, const float *bias, float *y,
+                                   int act, float alpha, float *scratch) {
+    const int sh = p->sh, sw = p->sw, taps = p->kh * p->kw, K = p->cin * taps, M = p->cout;
+    const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh, WQ = p->ow + (p->kw - 1) * p->dw / sw;
+    const int KC = p->kc > 0 && p->kc < NNC_BCAST_TAPS ? p->kc : (NNC_KC < NNC_BCAST_TAPS ? NNC_KC : NNC_BCAST_TAPS);
+    const long N = (long)p->oh * p->ow;
+    int r0;
+    for (r0 = 0; r0 < p->oh; r0 += R) {
+        const int rows = p->oh - r0 < R ? p->oh - r0 : R, YP = rows + (p->kh - 1) * p->dh / sh + 1;
+        const long ps = (long)YP * WQ, cs = ps * sh * sw, n = (long)rows * WQ;
+        const long NP = (n + NNC_NR_MAX - 1) / NNC_NR_MAX * NNC_NR_MAX;
+        float *stage = scratch + p->cin * cs + NNC_NR_MAX;
+        int c, a, b, yy, k0, i, r;
+        long n0;
+        /* the planes some tap reads, their padding as zeros, and the block after them that the last tiles read */
+        for (c = 0; c < p->cin; c++) {
+            const float *plane = x + (long)c * p->h * p->w;
+            for (a = 0; a < sh; a++)
+                for (b = 0; b < sw; b++) {
+                    int lo_x, hi_x, used = 0, t;
+                    for (t = 0; t < taps; t++)
+                        used |= (t / p->kw * p->dh) % sh == a && (t % p->kw * p->dw) % sw == b;
+                    if (!used) continue;
+                    lo_x = p->pl - b > 0 ? (p->pl - b + sw - 1) / sw : 0;
+                    hi_x = (p->w + p->pl - b + sw - 1) / sw;
+                    if (hi_x > WQ) hi_x = WQ;
+                    if (lo_x > hi_x) lo_x = hi_x;
+                    for (yy = 0; yy < YP; yy++) {
+                        float *d = scratch + c * cs + (a * sw + b) * ps + (long)yy * WQ;
+                        const int ih = (r0 + yy) * sh + a - p->pt, inside = ih >= 0 && ih < p->h;
+                        const int l = inside ? lo_x : 0, h = inside ? hi_x : 0;
+                        const float *s = plane + (long)ih * p->w + b - p->pl;
+                        int xx;
+                        for (xx = 0; xx < l; xx++) d[xx] = 0.0f;
+                        if (sw == 1)
+                            for (xx = l; xx < h; xx++) d[xx] = s[xx];
+                        else if (sw == 2)
+                            for (xx = l; xx < h; xx++) d[xx] = s[2 * xx];
+                        else
+                            for (xx = l; xx < h; xx++) d[xx] = s[(long)xx * sw];
+                        for (xx = h > l ? h : l; xx < WQ; xx++) d[xx] = 0.0f;
+                    }
+                }
+        }
+        memset(scratch + p->cin * cs, 0, NNC_NR_MAX * sizeof *scratch);
+        for (k0 = 0; k0 < K; k0 += KC) {
+            const int kc = K - k0 < KC ? K - k0 : KC;
+            int off[NNC_BCAST_TAPS], k;
+            for (k = 0; k < kc; k++) {
+                const int kk = k0 + k, t = kk % taps, ti = t / p->kw * p->dh, tj = t % p->kw * p->dw;
+                off[k] = (int)((kk / taps) * cs + ((ti % sh) * sw + tj % sw) * ps + (long)(ti / sh) * WQ + tj / sw);
+            }
+            for (n0 = 0; n0 < NP; n0 += NNC_NR)
+                for (i = 0; i < M; i += NNC_MR)
+                    nnc_micro_off(kc, wp + (long)i * K + (long)k0 * NNC_MR, scratch + n0, off, stage + i * NP + n0, NP,
+                                  M - i < NNC_MR ? M - i : NNC_MR, NNC_NR, k0 == 0, k0 + kc >= K,
+                                  bias ? bias + i : NULL, act, alpha);
+        }
+        for (i = 0; i < M; i++)
+            for (r = 0; r < rows; r++)
+                memcpy(y + i * N + (long)(r0 + r) * p->ow, stage + i * NP + (long)r * WQ, (size_t)p->ow * sizeof *y);
+    }
+}
+
+/* A 3x3 convolution of stride 1 (no dilation, one group) by Winograd's
+ * F(m x m, 3x3), m = 2 or 4: each m x m block of outputs (a tile) takes
+ * (m+2)^2 multiplies per input channel where the direct convolution takes
+ * 9 m^2 (16 for 36 with F(2x2, 3x3); 36 for 144 with F(4x4, 3x3), whose
+ * transforms add rounding, about 1e-5 of the output's magnitude on
+ * ResNet-18's layers, within the 1e-4 the plan promises). `u` holds the
+ * E = (m+2)^2 transformed weight matrices G g G^T (the code generator
+ * transforms them), each packed like nnc_conv2d's weights with K = cin:
+ * [E][ceil(cout/MR)][cin][MR].
+ *
+ * The tiles go in blocks of p->nc whole tile rows (0: one), numbered
+ * f = r*W1 + tx with one spare tile a row (W1 = tw + 1), so that every
+ * transform is a long vectorised loop with each operand at a fixed offset:
+ * the block's input rows are copied, zero-padded, into a band in the order
+ * of their row phase (input row m*r + a of the block at slot a*(nc+1) + r,
+ * each m*W1 wide); split by column phase q (P_q[i] = band[m*i + q]), row
+ * phase a is then P_q[a*(nc+1)*W1 + f], the row transform (B^T along the
+ * row) reads P_q at f and f + 1, the column transform reads row phase k%m
+ * at f + (k/m)*W1. E transformed matrices [cin][NB] (NB = nc*W1 rounded up
+ * to NNC_NR_MAX), E packed matrix multiplies give [ceil(cout/MR) MR][NB],
+ * and the output transform (A^T m A), bias and activation write the
+ * outputs; the spare tiles' values are dropped.
+ * Scratch: NNC_WINO_SCRATCH(m, cin, cout, nc, tw) floats. */
+#define NNC_WINO_NB(nc, tw) (((long)(nc) * ((tw) + 1) + NNC_NR_MAX - 1) / NNC_NR_MAX * NNC_NR_MAX)
+#define NNC_WINO_SCRATCH(m, cin, cout, nc, tw)                                                              \
+    (((long)(m) + 2) * ((m) + 2) * ((long)(cin) + ((cout) + NNC_MR - 1) / NNC_MR * NNC_MR) *                 \
+         NNC_WINO_NB(nc, tw) +                                                                              \
+     40 * ((long)(m) * ((nc) + 1) * ((tw) + 1) + 1) + 40 * NNC_WINO_NB(nc, tw))
+
+/* p_q[i] = band[m*i + q], i < n. */
+static inline void nnc_wino_split2(const float *restrict band, long n, float *restrict p0, float *restrict p1) {
+    long i;
+    for (i = 0; i < n; i++) p0[i] = band[2 * i], p1[i] = band[2 * i + 1];
+}
+
+static inline void nnc_wino_split4(const float *restrict band, long n, float *restrict p0, float *restrict p1,
+                                   float *restrict p2, float *restrict p3) {
+    long i;
+    for (i = 0; i < n; i++) {
+        p0[i] = band[4 * i], p1[i] = band[4 * i + 1], p2[i] = band[4 * i + 2], p3[i] = band[4 * i + 3];
+    }
+}
+
+/* B^T d: o_e[i] = sum_k B^T[e][k] d_k[i], i < n, for F(2x2, 3x3) ... */
+static inline void nnc_wino_bt2(const float *restrict d0, const float *restrict d1, const float *restrict d2,
+                                const float *restrict d3, long n, float *restrict o0, float *restrict o1,
+                                float *restrict o2, float *restrict o3) {
+    long i;
+    for (i = 0; i < n; i++) {
+        const float a0 = d0[i], a1 = d1[i], a2 = d2[i], a3 = d3[i];
+        o0[i] = a0 - a2, o1[i] = a1 + a2, o2[i] = a2 - a1, o3[i] = a1 - a3;
+    }
+}
+
+/* ... and F(4x4, 3x3) */
+static inline void nnc_wino_bt4(const float *restrict d0, const float *restrict d1, const float *restrict d2,
+                                const float *restrict d3, const float *restrict d4, const float *restrict d5, long n,
+                                float *restrict o0, float *restrict o1, float *restrict o2, float *restrict o3,
+                                float *restrict o4, float *restrict o5) {
+    long i;
+    for (i = 0; i < n; i++) {
+        const float a0 = d0[i], a1 = d1[i], a2 = d2[i], a3 = d3[i], a4 = d4[i], a5 = d5[i];
+        o0[i] = 4.0f * a0 - 5.0f * a2 + a4;
+        o1[i] = a3 + a4 - 4.0f * (a1 + a2);
+        o2[i] = 4.0f * (a1 - a2) - a3 + a4;
+        o3[i] = 2.0f * (a3 - a1) - a2 + a4;
+        o4[i] = 2.0f * (a1 - a3) - a2 + a4;
+        o5[i] = 4.0f * a1 - 5.0f * a3 + a5;
+    }
+}
+
+/* A^T q down the columns: s_y[i] = sum_k A^T[y][k] q_k[i], i < n, for F(2x2, 3x3) ... */
+static inline void nnc_wino_at2(const float *restrict q0, const float *restrict q1, const float *restrict q2,
+                                const float *restrict q3, long n, float *restrict s0, float *restrict s1) {
+    long i;
+    for (i = 0; i < n; i++) s0[i] = q0[i] + q1[i] + q2[i], s1[i] = q1[i] - q2[i] - q3[i];
+}
+
+/* ... and F(4x4, 3x3) */
+static inline void nnc_wino_at4(const float *restrict q0, const float *restrict q1, const float *restrict q2,
+                                const float *restrict q3, const float *restrict q4, const float *restrict q5, long n,
+                                float *restrict s0, float *restrict s1, float *restrict s2, float *restrict s3) {
+    long i;
+    for (i = 0; i < n; i++) {
+        const float p12 = q1[i] + q2[i], m12 = q1[i] - q2[i], p34 = q3[i] + q4[i], m34 = q3[i] - q4[i];
+        s0[i] = q0[i] + p12 + p34;
+        s1[i] = m12 + 2.0f * m34;
+        s2[i] = p12 + 4.0f * p34;
+        s3[i] = m12 + 8.0f * m34 + q5[i];
+    }
+}
+
+/* ... and along the rows, interleaved into an output row: row[m*i + x] = (s A)[x] + b */
+static inline void nnc_wino_at2_row(const float *restrict s0, const float *restrict s1, const float *restrict s2,
+                                    const float *restrict s3, long n, float b, float *restrict row) {
+    long i;
+    for (i = 0; i < n; i++) {
+        row[2 * i] = s0[i] + s1[i] + s2[i] + b;
+        row[2 * i + 1] = s1[i] - s2[i] - s3[i] + b;
+    }
+}
+
+static inline void nnc_wino_at4_row(const float *restrict s0, const float *restrict s1, const float *restrict s2,
+                                    const float *restrict s3, const float *restrict s4, const float *restrict s5,
+                                    long n, float b, float *restrict row) {
+    long i;
+    for (i = 0; i < n; i++) {
+        const float p12 = s1[i] + s2[i], m12 = s1[i] - s2[i], p34 = s3[i] + s4[i], m34 = s3[i] - s4[i];
+        row[4 * i] = s0[i] + p12 + p34 + b;
+        row[4 * i + 1] = m12 + 2.0f * m34 + b;
+        row[4 * i + 2] = p12 + 4.0f * p34 + b;
+        row[4 * i + 3] = m12 + 8.0f * m34 + s5[i] + b;
+    }
+}
+
+/* (inlined into each of its two callers, so that m is a constant there) */
+NNC_INLINE void nnc_winograd(int m, const nnc_conv *p, const float *x, const float *u, const float *bias, float *y,
+                             int act, float alpha, float *scratch) {
+    const int a_ = m + 2, E = a_ * a_, cin = p->cin, cout = p->cout, mb = (cout + NNC_MR - 1) / NNC_MR;
+    const int tw = (p->ow + m - 1) / m, th = (p->oh + m - 1) / m, W1 = tw + 1, RB = p->nc > 0 ? p->nc : 1;
+    const long us = (long)mb * NNC_MR * cin;
+    const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
+    const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
+    /* the input columns a band row holds: m*W1 from -pl, the row's [lo_c, hi_c) inside the input */
+    const int lo_c = p->pl < m * W1 ? p->pl : m * W1, hi_c = p->pl + p->w < m * W1 ? p->pl + p->w : m * W1;
+    int ty0;
+    for (ty0 = 0; ty0 < th; ty0 += RB) {
+        const int nty = th - ty0 < RB ? th - ty0 : RB, rows = m * nty + 2;
+        const long F = (long)nty * W1, PH = (long)(nty + 1) * W1, G = m * PH;   /* tiles, a row phase, groups */
+        const long NB = (F + NNC_NR - 1) / NNC_NR * NNC_NR, vs = (long)cin * NB, ms = (long)mb * NNC_MR * NB;
+        float *v = scratch, *mo = v + E * vs, *band = mo + E * ms;        /* band: m G + 4 floats */
+        float *ph = band + m * G + 4, *t = ph + m * (G + 1);              /* ph: m (G + 1), t: (m+2) (G + 1) */
+        long f;
+        int c, i, e, r, yy;
+        /* the input transform: V[e][c][f], zeros beyond F. Where the band holds padding is the same for
+         * every channel: zeroed once, never written */
+        memset(band, 0, ((size_t)m * G + 4) * sizeof *band);
+        for (c = 0; c < cin; c++) {
+            const float *plane = x + (long)c * p->h * p->w;
+            float *o = v + (long)c * NB;
+            for (r = 0; r < rows; r++) {
+                const int iy = ty0 * m - p->pt + r;
+                if (iy >= 0 && iy < p->h && hi_c > lo_c)
+                    memcpy(band + ((r % m) * (nty + 1) + r / m) * (long)m * W1 + lo_c, plane + (long)iy * p->w,
+                           (size_t)(hi_c - lo_c) * sizeof *band);
+            }
+            if (m == 2) {
+                float *p0 = ph, *p1 = ph + (G + 1);
+                nnc_wino_split2(band, G + 1, p0, p1);
+                /* B^T along the rows, every row at once: t[e][i] over the groups i < G */
+                nnc_wino_bt2(p0, p1, p0 + 1, p1 + 1, G, t, t + (G + 1), t + 2 * (G + 1), t + 3 * (G + 1));
+                /* B^T down the columns: row k of a tile is row phase k % 2, k / 2 tile rows on */
+                for (e = 0; e < 4; e++) {
+                    const float *te = t + e * (G + 1);
+                    nnc_wino_bt2(te, te + PH, te + W1, te + PH + W1, F, o + (long)e * vs, o + (long)(4 + e) * vs,
+                                 o + (long)(8 + e) * vs, o + (long)(12 + e) * vs);
+                }
+            } else {
+                float *p0 = ph, *p1 = ph + (G + 1), *p2 = ph + 2 * (G + 1), *p3 = ph + 3 * (G + 1);
+                nnc_wino_split4(band, G + 1, p0, p1, p2, p3);
+                nnc_wino_bt4(p0, p1, p2, p3, p0 + 1, p1 + 1, G, t, t + (G + 1), t + 2 * (G + 1), t + 3 * (G + 1),
+                             t + 4 * (G + 1), t + 5 * (G + 1));
+                /* row k of a tile is row phase k % 4, k / 4 tile rows on */
+                for (e = 0; e < 6; e++) {
+                    const float *te = t + e * (G + 1);
+                    nnc_wino_bt4(te, te + PH, te + 2 * PH, te + 3 * PH, te + W1, te + PH + W1, F, o + (long)e * vs,
+                                 o + (long)(6 + e) * vs, o + (long)(12 + e) * vs, o + (long)(18 + e) * vs,
+                                 o + (long)(24 + e) * vs, o + (long)(30 + e) * vs);
+                }
+            }
+            for (e = 0; e < E; e++)
+                for (f = F; f < NB; f++) o[e * vs + f] = 0.0f;
+        }
+        /* one transformed input matrix at a time, so that it stays in L1 while every block of
+         * output channels reads it; the next one's weights (read from memory otherwise: E of them
+         * outgrow L2) fetched a share per block meanwhile */
+        for (e = 0; e < E; e++) {
+            const float *next = u + (e + 1 < E ? e + 1 : 0) * us;
+            const long share = (us / 16 + mb - 1) / mb;
+            for (i = 0; i < cout; i += NNC_MR) {
+                long l;
+                for (l = 0; l < share; l++) NNC_PREFETCH(next + ((long)(i / NNC_MR) * share + l) * 16);
+                for (f = 0; f < NB; f += NNC_NR)
+                    nnc_micro(cin, u + e * us + (long)i * cin, v + e * vs + f, NB, mo + e * ms + (long)i * NB + f, NB,
+                              NNC_MR, NNC_NR, 1, 1, NULL, NNC_ACT_NONE, 0.0f);
+            }
+        }
+        /* the output transform, bias and activation, one output channel at a time: s[y][e2][f], then
+         * the rows o[y][m*f + x] */
+        for (i = 0; i < cout; i++) {
+            float *s = band, *o = band + 4 * a_ * NB, *out = y + (long)i * p->oh * p->ow;
+            const float b = bias ? bias[i] : 0.0f;
+            for (e = 0; e < a_; e++) {
+                const float *q = mo + (long)e * ms + (long)i * NB;
+                if (m == 2)
+                    nnc_wino_at2(q, q + 4 * ms, q + 8 * ms, q + 12 * ms, F, s + e * NB, s + (4 + e) * NB);
+                else
+                    nnc_wino_at4(q, q + 6 * ms, q + 12 * ms, q + 18 * ms, q + 24 * ms, q + 30 * ms, F, s + e * NB,
+                                 s + (6 + e) * NB, s + (12 + e) * NB, s + (18 + e) * NB);
+            }
+            for (yy = 0; yy < m; yy++) {
+                const float *sy = s + yy * a_ * NB;
+                if (m == 2)
+                    nnc_wino_at2_row(sy, sy + NB, sy + 2 * NB, sy + 3 * NB, F, b, o + yy * 4 * NB);
+                else
+                    nnc_wino_at4_row(sy, sy + NB, sy + 2 * NB, sy + 3 * NB, sy + 4 * NB, sy + 5 * NB, F, b,
+                                     o + yy * 4 * NB);
+            }
+            for (r = 0; r < nty; r++)
+                for (yy = 0; yy < m && (ty0 + r) * m + yy < p->oh; yy++) {
+                    const float *restrict src = o + yy * 4 * NB + (long)m * r * W1;
+                    float *restrict dst = out + (long)((ty0 + r) * m + yy) * p->ow;
+                    if (fused) {
+                        for (f = 0; f < p->ow; f++) {
+                            const float v0 = src[f] < lo ? lo : src[f];
+                            dst[f] = v0 > hi ? hi : v0;
+                        }
+                    } else {
+                        memcpy(dst, src, (size_t)p->ow * sizeof *dst);
+                        nnc_act(dst, p->ow, act, alpha);
+                    }
+                }
+        }
+    }
+}
+
+/* F(2x2, 3x3) and F(4x4, 3x3). */
+static inline void nnc_conv3x3_wino(const nnc_conv *p, const float *x, const float *u, const float *bias, float *y,
+                                    int act, float alpha, float *scratch) {
+    nnc_winograd(2, p, x, u, bias, y, act, alpha, scratch);
+}
+
+static inline void nnc_conv3x3_wino4(const nnc_conv *p, const float *x, const float *u, const float *bias, float *y,
+                                     int act, float alpha, float *scratch) {
+    nnc_winograd(4, p, x, u, bias, y, act, alpha, scratch);
+}
+
 /* A convolution with one input channel per group (depthwise, channel
- * multiplier cout/cin): direct, row by row. `w` is PyTorch's
+ * multiplier cout/cin): direct, row by row (nnc_depthwise_rows, below) or
+ * by phase planes (nnc_depthwise, after it). `w` is PyTorch's
  * [cout, 1, kh, kw]. */
 /* One output row of a 3x3 depthwise convolution (no dilation) whose three
  * input rows x0, x1, x2 all lie inside the input: the nine taps summed in
@@ -634,8 +1109,8 @@ static inline void nnc_dw3x3_plane(const float *restrict x, const float *restric
     }
 }
 
-static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
-                                 int act, float alpha) {
+static inline void nnc_depthwise_rows(const nnc_conv *p, const float *x, const float *w, const float *bias,
+                                      float *y, int act, float alpha) {
     const int mult = p->cout / p->cin;
     const int k3 = p->kh == 3 && p->kw == 3 && p->dh == 1 && p->dw == 1;
     const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
@@ -692,6 +1167,146 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
     }
 }
 
+/* A depthwise convolution by phase planes: for a band of output rows, the
+ * input (with its zero padding) is split by stride phase into sh*sw planes,
+ * plane (a, b) holding padded input rows r*sh + a and columns q*sw + b, each
+ * row WQ = ow + (kw-1)*dw/sw wide. Tap (i, j) then reads plane
+ * (i*dh % sh, j*dw % sw) at one fixed offset (i*dh/sh rows, j*dw/sw
+ * columns) from the output's own position: the whole band is one long
+ * vectorised loop over positions r*WQ + q, whatever the stride, the row
+ * width (MobileNet's 7- and 14-wide rows) or the kernel, the columns
+ * q >= ow computed and dropped. Scratch: NNC_DW_SCRATCH floats. */
+#define NNC_DW_BLOCK 64    /* positions of one register block (four vectors on AVX-512) */
+#define NNC_DW_SCRATCH(sh, sw, kh, kw, dh, dw, ow, rows)                                                \
+    ((long)(sh) * (sw) * ((rows) + ((kh) - 1) * (dh) / (sh) + 1) * ((ow) + ((kw) - 1) * (dw) / (sw)) + \
+     (long)(rows) * ((ow) + ((kw) - 1) * (dw) / (sw)) + 2 * NNC_DW_BLOCK)
+
+#if defined(NNC_VEC)
+/* acc[0:n] (n rounded up to NNC_DW_BLOCK) = b + sum over taps t of
+ * wo[t] * src[t][0:n], clamped to [lo, hi]. */
+NNC_CONTRACT static inline void nnc_dw_sum(const float *const *src, const float *wo, int taps, float b, float lo,
+                                           float hi, float *restrict acc, long n) {
+    const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;
+    long p0;
+    int t;
+    for (p0 = 0; p0 < n; p0 += 4 * NNC_VL) {
+        nnc_vf a0 = (nnc_vf){0} + b, a1 = a0, a2 = a0, a3 = a0;
+        for (t = 0; t < taps; t++) {
+            const float *s = src[t] + p0;
+            const float wv = wo[t];
+            a0 += wv * nnc_ldv(s), a1 += wv * nnc_ldv(s + NNC_VL);
+            a2 += wv * nnc_ldv(s + 2 * NNC_VL), a3 += wv * nnc_ldv(s + 3 * NNC_VL);
+        }
+        /* x < lo -> lo, x > hi -> hi on the bits (NaN compares false and stays) */
+        a0 = (nnc_vf)(((nnc_vi)a0 & ~(a0 < vlo)) | ((nnc_vi)vlo & (a0 < vlo)));
+        a1 = (nnc_vf)(((nnc_vi)a1 & ~(a1 < vlo)) | ((nnc_vi)vlo & (a1 < vlo)));
+        a2 = (nnc_vf)(((nnc_vi)a2 & ~(a2 < vlo)) | ((nnc_vi)vlo & (a2 < vlo)));
+        a3 = (nnc_vf)(((nnc_vi)a3 & ~(a3 < vlo)) | ((nnc_vi)vlo & (a3 < vlo)));
+        a0 = (nnc_vf)(((nnc_vi)a0 & ~(a0 > vhi)) | ((nnc_vi)vhi & (a0 > vhi)));
+        a1 = (nnc_vf)(((nnc_vi)a1 & ~(a1 > vhi)) | ((nnc_vi)vhi & (a1 > vhi)));
+        a2 = (nnc_vf)(((nnc_vi)a2 & ~(a2 > vhi)) | ((nnc_vi)vhi & (a2 > vhi)));
+        a3 = (nnc_vf)(((nnc_vi)a3 & ~(a3 > vhi)) | ((nnc_vi)vhi & (a3 > vhi)));
+        memcpy(acc + p0, &a0, sizeof a0), memcpy(acc + p0 + NNC_VL, &a1, sizeof a1);
+        memcpy(acc + p0 + 2 * NNC_VL, &a2, sizeof a2), memcpy(acc + p0 + 3 * NNC_VL, &a3, sizeof a3);
+    }
+}
+#else
+static inline void nnc_dw_sum(const float *const *src, const float *wo, int taps, float b, float lo, float hi,
+                              float *acc, long n) {
+    float a[NNC_DW_BLOCK];
+    long p0;
+    int t, j;
+    for (p0 = 0; p0 < n; p0 += NNC_DW_BLOCK) {
+        for (j = 0; j < NNC_DW_BLOCK; j++) a[j] = b;
+        for (t = 0; t < taps; t++)
+            for (j = 0; j < NNC_DW_BLOCK; j++) a[j] = NNC_FMA(wo[t], src[t][p0 + j], a[j]);
+        for (j = 0; j < NNC_DW_BLOCK; j++) {
+            const float v = a[j] < lo ? lo : a[j];
+            acc[p0 + j] = v > hi ? hi : v;
+        }
+    }
+}
+#endif
+
+/* The depthwise convolution (channel multiplier cout/cin; `w` is PyTorch's
+ * [cout, 1, kh, kw]) in bands of p->nc output rows, with `scratch` of
+ * NNC_DW_SCRATCH(...) floats for them; without scratch (NULL), or with more
+ * than NNC_DW_TAPS taps or NNC_DW_PHASES phases a side, row by row. Where
+ * the planes hold padding is the same for every channel: it is zeroed once
+ * a band, and each channel only copies its values in. */
+#define NNC_DW_TAPS 64
+#define NNC_DW_PHASES 8
+static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
+                                 int act, float alpha, float *scratch) {
+    const int mult = p->cout / p->cin, taps = p->kh * p->kw, sh = p->sh, sw = p->sw;
+    const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh, WQ = p->ow + (p->kw - 1) * p->dw / sw;
+    const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
+    const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
+    int r0;
+    if (!scratch || taps > NNC_DW_TAPS || sh > NNC_DW_PHASES || sw > NNC_DW_PHASES) {
+        nnc_depthwise_rows(p, x, w, bias, y, act, alpha);
+        return;
+    }
+    for (r0 = 0; r0 < p->oh; r0 += R) {
+        const int rows = p->oh - r0 < R ? p->oh - r0 : R, YP = rows + (p->kh - 1) * p->dh / sh + 1;
+        const long ps = (long)YP * WQ, n = (long)rows * WQ;
+        float *acc = scratch + sh * sw * ps + NNC_DW_BLOCK;
+        const float *src[NNC_DW_TAPS];
+        int x_lo[NNC_DW_PHASES], x_hi[NNC_DW_PHASES], y_lo[NNC_DW_PHASES], y_hi[NNC_DW_PHASES];
+        int a, c, t, o;
+        /* plane (a, c) row yy, column xx holds input row (r0+yy)*sh + a - pt, column xx*sw + c - pl:
+         * the rows [y_lo, y_hi) and columns [x_lo, x_hi) of it lie inside the input */
+        for (a = 0; a < sh; a++) {
+            const int first = (r0 * sh + a - p->pt), need = -first;
+            y_lo[a] = need > 0 ? (need + sh - 1) / sh : 0;
+            y_hi[a] = first >= p->h ? 0 : (p->h - 1 - first) / sh + 1;
+            if (y_hi[a] > YP) y_hi[a] = YP;
+            if (y_lo[a] > y_hi[a]) y_lo[a] = y_hi[a];
+        }
+        for (c = 0; c < sw; c++) {
+            x_lo[c] = p->pl - c > 0 ? (p->pl - c + sw - 1) / sw : 0;
+            x_hi[c] = (p->w + p->pl - c + sw - 1) / sw;
+            if (x_hi[c] > WQ) x_hi[c] = WQ;
+            if (x_lo[c] > x_hi[c]) x_lo[c] = x_hi[c];
+        }
+        for (t = 0; t < taps; t++) {
+            const int i = t / p->kw * p->dh, j = t % p->kw * p->dw;
+            src[t] = scratch + ((i % sh) * sw + j % sw) * ps + (long)(i / sh) * WQ + j / sw;
+        }
+        /* the padding, and the block after the planes that the last block reads (never stores) */
+        memset(scratch, 0, (size_t)(sh * sw * ps + NNC_DW_BLOCK) * sizeof *scratch);
+        for (o = 0; o < p->cout; o++) {
+            const float *plane = x + (long)(o / mult) * p->h * p->w;
+            float *out = y + (long)o * p->oh * p->ow + (long)r0 * p->ow;
+            int yy, xx, r;
+            for (a = 0; a < sh; a++)
+                for (c = 0; c < sw; c++) {
+                    const int len = x_hi[c] - x_lo[c];
+                    const float *s = plane + (long)(r0 * sh + a - p->pt) * p->w + (long)x_lo[c] * sw + c - p->pl;
+                    float *d = scratch + (a * sw + c) * ps + x_lo[c];
+                    for (yy = y_lo[a]; yy < y_hi[a]; yy++) {
+                        const float *sr = s + (long)yy * sh * p->w;
+                        float *dr = d + (long)yy * WQ;
+                        if (sw == 1)
+                            for (xx = 0; xx < len; xx++) dr[xx] = sr[xx];
+                        else if (sw == 2)
+                            for (xx = 0; xx < len; xx++) dr[xx] = sr[2 * xx];
+                        else
+                            for (xx = 0; xx < len; xx++) dr[xx] = sr[(long)xx * sw];
+                    }
+                }
+            nnc_dw_sum(src, w + (long)o * taps, taps, bias ? bias[o] : 0.0f, fused ? lo : -INFINITY,
+                       fused ? hi : INFINITY, acc, n);
+            for (r = 0; r < rows; r++) {
+                float *row = out + (long)r * p->ow;
+                const float *q = acc + (long)r * WQ;
+                for (xx = 0; xx < p->ow; xx++) row[xx] = q[xx];
+                if (!fused) nnc_act(row, p->ow, act, alpha);
+            }
+        }
+    }
+}
+
 /* A 1-d convolution one output step at a time, for the few steps of a
  * streaming call: every input element adds a scaled weight row to the
  * step's outputs. `wt` is each group's weights transposed, [g][K][M]
@@ -725,30 +1340,141 @@ static inline void nnc_conv1d_direct(const nnc_conv *p, const float *x, const fl
     }
 }
 
-enum { NNC_CONV_GEMM, NNC_CONV_DEPTHWISE, NNC_CONV_DIRECT };
+/* Streaming 1-d convolutions (stride 1, the only ones a streaming plan
+ * has): output frame t, tap i reads input frame u = t + i dw - h, from
+ * `hist` (the h = dw (kw - 1) frames before the chunk, kept time-major,
+ * [h][cin], so that moving it on is one memmove) where u < 0 and from the
+ * chunk x [cin][n] otherwise; h = 0 for a pointwise convolution (no
+ * history). `wt` is each group's weights transposed, [g][K][M] (K =
+ * cin/groups kw, row k = c kw + i; M = cout/groups); y is [cout][n].
+ * Every output is bias + the sum over taps i, then channels c, of x w, in
+ * that order on every path, so a frame's result does not depend on how the
+ * stream was cut into chunks. */
 
-/* A streaming causal convolution over a chunk x [cin, n]: `hist` [cin, h]
- * holds the h = dilation*(k-1) steps before the chunk. Runs the convolution
- * (stride 1, no padding) over history + chunk in `wide` [cin, h + n], then
- * keeps the last h steps. `p` describes the convolution over `wide`;
- * `kind` picks the kernel (NNC_CONV_*), `wp` is in that kernel's layout. */
-static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *hist, int h, const float *wp,
-                                     const float *bias, float *y, int act, float alpha, int kind, float *wide,
-                                     float *panel) {
-    const int n = p->w - h;
-    int c;
-    for (c = 0; c < p->cin; c++) {
-        float *row = wide + (long)c * p->w;
-        memcpy(row, hist + (long)c * h, (size_t)h * sizeof *row);
-        memcpy(row + h, x + (long)c * n, (size_t)n * sizeof *row);
+/* The input of tap i of frame t: where channel 0 of the group starting at
+ * channel c0 is, and the distance between channels. */
+static inline const float *nnc_tap(const float *x, int n, const float *hist, int h, int cin, int c0, int u,
+                                   long *stride) {
+    if (u < 0) {
+        *stride = 1;
+        return hist + (long)(h + u) * cin + c0;
     }
-    if (kind == NNC_CONV_DEPTHWISE)
-        nnc_depthwise(p, wide, wp, bias, y, act, alpha);
-    else if (kind == NNC_CONV_DIRECT)
-        nnc_conv1d_direct(p, wide, wp, bias, y, act, alpha);
-    else
-        nnc_conv2d(p, wide, wp, bias, y, act, alpha, panel);
-    for (c = 0; c < p->cin; c++) memcpy(hist + (long)c * h, wide + (long)c * p->w + n, (size_t)h * sizeof *hist);
+    *stride = n;
+    return x + (long)c0 * n + u;
+}
+
+#if defined(NNC_VEC)
+/* NNC_VL outputs o0.. of group g at frame t, one vector (no activation). */
+NNC_CONTRACT static void nnc_conv1d_frame_vec(const nnc_conv *p, const float *x, int n, const float *hist, int h,
+                                              const float *wt, const float *bias, int g, int o0, int t,
+                                              float *out) {
+    const int M = p->cout / p->groups, cg = p->cin / p->groups, kw = p->kw;
+    nnc_vf a;
+    int i, c;
+    if (bias) memcpy(&a, bias + (long)g * M + o0, sizeof a);
+    else a = (nnc_vf){0};
+    for (i = 0; i < kw; i++) {
+        long s;
+        const float *src = nnc_tap(x, n, hist, h, p->cin, g * cg, t + i * p->dw - h, &s);
+        const float *w = wt + ((long)g * cg * kw + i) * M + o0;
+        for (c = 0; c < cg; c++) a = a + nnc_ldv(w + (long)c * kw * M) * src[c * s];
+    }
+    memcpy(out, &a, sizeof a);
+}
+
+/* Outputs o0..o0+3 of group g at frames t0..t0+NNC_VL, every tap inside the
+ * chunk: a register tile of four outputs times a vector of frames. */
+NNC_CONTRACT static void nnc_conv1d_tile(const nnc_conv *p, const float *x, int n, int h, const float *wt,
+                                         const float *bias, int g, int o0, int t0, float *y) {
+    const int M = p->cout / p->groups, cg = p->cin / p->groups, kw = p->kw;
+    const float *b = bias ? bias + (long)g * M + o0 : NULL;
+    nnc_vf a0 = (nnc_vf){0} + (b ? b[0] : 0.0f), a1 = (nnc_vf){0} + (b ? b[1] : 0.0f);
+    nnc_vf a2 = (nnc_vf){0} + (b ? b[2] : 0.0f), a3 = (nnc_vf){0} + (b ? b[3] : 0.0f);
+    float *out = y + (long)(g * M + o0) * n + t0;
+    int i, c;
+    for (i = 0; i < kw; i++) {
+        const float *src = x + (long)g * cg * n + t0 + i * p->dw - h;
+        const float *w = wt + ((long)g * cg * kw + i) * M + o0;
+        for (c = 0; c < cg; c++) {
+            const nnc_vf xv = nnc_ldv(src + (long)c * n);
+            const float *wc = w + (long)c * kw * M;
+            a0 = a0 + xv * wc[0], a1 = a1 + xv * wc[1], a2 = a2 + xv * wc[2], a3 = a3 + xv * wc[3];
+        }
+    }
+    memcpy(out, &a0, sizeof a0), memcpy(out + n, &a1, sizeof a1);
+    memcpy(out + 2 * (long)n, &a2, sizeof a2), memcpy(out + 3 * (long)n, &a3, sizeof a3);
+}
+#endif
+
+/* Outputs o0..o0+m of group g at frame t, one at a time (no activation). */
+static inline void nnc_conv1d_frame_scalar(const nnc_conv *p, const float *x, int n, const float *hist, int h,
+                                           const float *wt, const float *bias, int g, int o0, int m, int t,
+                                           float *y) {
+    const int M = p->cout / p->groups, cg = p->cin / p->groups, kw = p->kw;
+    int i, c, j;
+    for (j = 0; j < m; j++) {
+        float a = bias ? bias[g * M + o0 + j] : 0.0f;
+        for (i = 0; i < kw; i++) {
+            long s;
+            const float *src = nnc_tap(x, n, hist, h, p->cin, g * cg, t + i * p->dw - h, &s);
+            const float *w = wt + ((long)g * cg * kw + i) * M + o0 + j;
+            for (c = 0; c < cg; c++) a = NNC_FMA(src[c * s], w[(long)c * kw * M], a);
+        }
+        y[(long)(g * M + o0 + j) * n + t] = a;
+    }
+}
+
+/* Every output at frame t. */
+static inline void nnc_conv1d_frame(const nnc_conv *p, const float *x, int n, const float *hist, int h,
+                                    const float *wt, const float *bias, int t, float *y) {
+    const int M = p->cout / p->groups;
+    int g, o0 = 0;
+    for (g = 0; g < p->groups; g++) {
+        o0 = 0;
+#if defined(NNC_VEC)
+        for (; o0 + NNC_VL <= M; o0 += NNC_VL) {
+            float v[NNC_VL];
+            int j;
+            nnc_conv1d_frame_vec(p, x, n, hist, h, wt, bias, g, o0, t, v);
+            for (j = 0; j < NNC_VL; j++) y[(long)(g * M + o0 + j) * n + t] = v[j];
+        }
+#endif
+        if (o0 < M) nnc_conv1d_frame_scalar(p, x, n, hist, h, wt, bias, g, o0, M - o0, t, y);
+    }
+}
+
+/* The convolution over a chunk x [cin][n] (n = p->w = p->ow) after the h
+ * frames in `hist`, which then moves on to the last h frames of history +
+ * chunk; the activation last, over all of y. */
+static inline void nnc_conv1d_stream(const nnc_conv *p, const float *x, float *hist, int h, const float *wt,
+                                     const float *bias, float *y, int act, float alpha) {
+    const int n = p->ow, cin = p->cin;
+    int t = 0, c, r;
+#if defined(NNC_VEC)
+    {
+        /* frames h.. read the chunk only: tiles of four outputs by NNC_VL frames */
+        const int M = p->cout / p->groups;
+        int t0, g, o0;
+        for (t = 0; t < h && t < n; t++) nnc_conv1d_frame(p, x, n, hist, h, wt, bias, t, y);
+        for (t0 = t; t0 + NNC_VL <= n; t0 += NNC_VL) {
+            for (g = 0; g < p->groups; g++) {
+                for (o0 = 0; o0 + 4 <= M; o0 += 4) nnc_conv1d_tile(p, x, n, h, wt, bias, g, o0, t0, y);
+                for (t = t0; o0 < M && t < t0 + NNC_VL; t++)
+                    nnc_conv1d_frame_scalar(p, x, n, hist, h, wt, bias, g, o0, M - o0, t, y);
+            }
+        }
+        t = t0;
+    }
+#endif
+    for (; t < n; t++) nnc_conv1d_frame(p, x, n, hist, h, wt, bias, t, y);
+    if (h > 0) {
+        /* the last h frames of history + chunk, time-major */
+        const int keep = n < h ? h - n : 0;
+        if (keep) memmove(hist, hist + (long)n * cin, (size_t)keep * (size_t)cin * sizeof *hist);
+        for (r = keep; r < h; r++)
+            for (c = 0; c < cin; c++) hist[(long)r * cin + c] = x[(long)c * n + n - h + r];
+    }
+    if (act) nnc_act(y, (long)p->cout * n, act, alpha);
 }
 
 /* ------------------------------------------------------------------ dense and recurrent */
@@ -797,21 +1523,54 @@ NNC_CONTRACT static void nnc_gemv_wide(const float *restrict x, int in, int ld, 
     } else {
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = (nnc_vf){0};
     }
+    /* a scalar times a vector splats it without the `+ 0` of a vector literal */
     for (k = 0; k < in; k++) {
         const float *w = wt + (long)k * ld + o0;
-        const nnc_vf xv = (nnc_vf){0} + x[k];
+        const float xk = x[k];
         memcpy(&w0, w, sizeof w0), memcpy(&w1, w + NNC_VL, sizeof w1), memcpy(&w2, w + 2 * NNC_VL, sizeof w2);
         memcpy(&w3, w + 3 * NNC_VL, sizeof w3), memcpy(&w4, w + 4 * NNC_VL, sizeof w4);
         memcpy(&w5, w + 5 * NNC_VL, sizeof w5), memcpy(&w6, w + 6 * NNC_VL, sizeof w6);
         memcpy(&w7, w + 7 * NNC_VL, sizeof w7);
-        a0 = a0 + xv * w0, a1 = a1 + xv * w1, a2 = a2 + xv * w2, a3 = a3 + xv * w3;
-        a4 = a4 + xv * w4, a5 = a5 + xv * w5, a6 = a6 + xv * w6, a7 = a7 + xv * w7;
+        a0 = a0 + w0 * xk, a1 = a1 + w1 * xk, a2 = a2 + w2 * xk, a3 = a3 + w3 * xk;
+        a4 = a4 + w4 * xk, a5 = a5 + w5 * xk, a6 = a6 + w6 * xk, a7 = a7 + w7 * xk;
     }
     memcpy(out, &a0, sizeof a0), memcpy(out + NNC_VL, &a1, sizeof a1), memcpy(out + 2 * NNC_VL, &a2, sizeof a2);
     memcpy(out + 3 * NNC_VL, &a3, sizeof a3), memcpy(out + 4 * NNC_VL, &a4, sizeof a4);
     memcpy(out + 5 * NNC_VL, &a5, sizeof a5), memcpy(out + 6 * NNC_VL, &a6, sizeof a6);
     memcpy(out + 7 * NNC_VL, &a7, sizeof a7);
 }
+#if NNC_VL == 4
+/* With 128-bit vectors (16 registers on SSE): twelve accumulators, 48
+ * outputs, so that the splat and the loop's own instructions are shared by
+ * more multiply-adds (without fused multiply-add, the loop is bound by
+ * instruction issue). */
+#define NNC_GEMV_W12 48
+NNC_CONTRACT static void nnc_gemv_wide12(const float *restrict x, int in, int ld, const float *restrict wt,
+                                         const float *restrict bias, int o0, float *restrict out) {
+    nnc_vf a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11;
+    int k;
+    if (bias) {
+        const float *b = bias + o0;
+        a0 = nnc_ldv(b), a1 = nnc_ldv(b + 4), a2 = nnc_ldv(b + 8), a3 = nnc_ldv(b + 12), a4 = nnc_ldv(b + 16);
+        a5 = nnc_ldv(b + 20), a6 = nnc_ldv(b + 24), a7 = nnc_ldv(b + 28), a8 = nnc_ldv(b + 32);
+        a9 = nnc_ldv(b + 36), a10 = nnc_ldv(b + 40), a11 = nnc_ldv(b + 44);
+    } else {
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = (nnc_vf){0};
+    }
+    for (k = 0; k < in; k++) {
+        const float *w = wt + (long)k * ld + o0;
+        const float xk = x[k];
+        a0 = a0 + nnc_ldv(w) * xk, a1 = a1 + nnc_ldv(w + 4) * xk, a2 = a2 + nnc_ldv(w + 8) * xk;
+        a3 = a3 + nnc_ldv(w + 12) * xk, a4 = a4 + nnc_ldv(w + 16) * xk, a5 = a5 + nnc_ldv(w + 20) * xk;
+        a6 = a6 + nnc_ldv(w + 24) * xk, a7 = a7 + nnc_ldv(w + 28) * xk, a8 = a8 + nnc_ldv(w + 32) * xk;
+        a9 = a9 + nnc_ldv(w + 36) * xk, a10 = a10 + nnc_ldv(w + 40) * xk, a11 = a11 + nnc_ldv(w + 44) * xk;
+    }
+    memcpy(out, &a0, sizeof a0), memcpy(out + 4, &a1, sizeof a1), memcpy(out + 8, &a2, sizeof a2);
+    memcpy(out + 12, &a3, sizeof a3), memcpy(out + 16, &a4, sizeof a4), memcpy(out + 20, &a5, sizeof a5);
+    memcpy(out + 24, &a6, sizeof a6), memcpy(out + 28, &a7, sizeof a7), memcpy(out + 32, &a8, sizeof a8);
+    memcpy(out + 36, &a9, sizeof a9), memcpy(out + 40, &a10, sizeof a10), memcpy(out + 44, &a11, sizeof a11);
+}
+#endif
 #undef NNC_DT
 #define NNC_DT (8 * NNC_VL)
 #define NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, acc) nnc_gemv_wide(x, in, ld, wt, bias, o0, acc)
@@ -822,12 +1581,25 @@ NNC_CONTRACT static void nnc_gemv_wide(const float *restrict x, int in, int ld, 
 /* y[0:out] = bias + x[0:in] W^T for one row; wt [in][ld], ld = padded(out) > 1. */
 static inline void nnc_gemv(const float *restrict x, int in, int out, int ld, const float *restrict wt,
                             const float *restrict bias, float *restrict y) {
-    float acc[NNC_DT];
+    float acc[NNC_DT > 48 ? NNC_DT : 48];
     int o0 = 0, m;
+#if defined(NNC_GEMV_W12)
+    for (; o0 + NNC_GEMV_W12 <= ld; o0 += NNC_GEMV_W12) {
+        if (out - o0 >= NNC_GEMV_W12) {
+            nnc_gemv_wide12(x, in, ld, wt, bias, o0, y + o0);
+            continue;
+        }
+        nnc_gemv_wide12(x, in, ld, wt, bias, o0, acc);
+        memcpy(y + o0, acc, (size_t)(out - o0) * sizeof *y);
+    }
+#endif
     for (; o0 + NNC_DT <= ld; o0 += NNC_DT) {
+        if (out - o0 >= NNC_DT) {          /* a full tile: straight into y */
+            NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, y + o0);
+            continue;
+        }
         NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, acc);
-        m = out - o0 < NNC_DT ? out - o0 : NNC_DT;
-        memcpy(y + o0, acc, (size_t)m * sizeof *y);
+        memcpy(y + o0, acc, (size_t)(out - o0) * sizeof *y);
     }
     for (; o0 < ld; o0 += NNC_VB) {
         NNC_GEMV_TILE(NNC_VB, x, in, ld, wt, bias, o0, acc);
@@ -847,14 +1619,16 @@ static inline void nnc_dense(const float *x, long rows, int in, int out, int ld,
         const float *xr = x + r * in;
         float *yr = y + r * out;
         if (out == 1) {
-            /* one output: a dot product, in 16 independent partial sums */
-            float part[16], sum = bias ? bias[0] : 0.0f;
-            for (j = 0; j < 16; j++) part[j] = 0.0f;
-            for (k = 0; k + 16 <= in; k += 16)
-                for (j = 0; j < 16; j++) part[j] = NNC_FMA(xr[k + j], wt[k + j], part[j]);
+            /* one output: a dot product, in 8 independent partial sums added
+             * up pairwise (a short dependency chain: a GRU-40's output layer
+             * is on the critical path of every streaming step) */
+            float part[8], sum = bias ? bias[0] : 0.0f;
+            for (j = 0; j < 8; j++) part[j] = 0.0f;
+            for (k = 0; k + 8 <= in; k += 8)
+                for (j = 0; j < 8; j++) part[j] = NNC_FMA(xr[k + j], wt[k + j], part[j]);
             for (; k < in; k++) sum = NNC_FMA(xr[k], wt[k], sum);
-            for (j = 0; j < 16; j++) sum += part[j];
-            yr[0] = sum;
+            for (j = 0; j < 4; j++) part[j] += part[j + 4];
+            yr[0] = sum + ((part[0] + part[2]) + (part[1] + part[3]));
         } else {
             nnc_gemv(xr, in, out, ld, wt, bias, yr);
         }
@@ -862,31 +1636,95 @@ static inline void nnc_dense(const float *x, long rows, int in, int out, int ld,
     }
 }
 
-/* The recurrent gate loops run in blocks of NNC_GB units with constant
- * trip counts (they vectorise at -O2), the last H % NNC_GB units one by
- * one; they are functions so that `restrict` tells the compiler the gate
- * arrays and the states do not overlap. */
-#define NNC_GB 8
+/* The gate activations of the recurrent layers. tanh is a rational
+ * function, x P(x^2) / Q(x^2) of degrees 9 and 8 on |x| clamped to 8 (the
+ * coefficients fitted for nnc to the least maximum error on [0, 8]): within
+ * 3.2e-7 of tanh everywhere (a few ulp near 1), |tanh| <= 1, NaN stays NaN,
+ * and one division without exp; sigmoid(x) = (1 + tanh(x / 2)) / 2. Gates
+ * scale bounded states, so absolute accuracy is what they need; an
+ * activation as its own step keeps the exp forms and their relative
+ * accuracy for tiny sigmoids. The clamp of |x| is nnc_sel, not a
+ * conditional expression, which GCC's -O2 vectoriser takes for control flow. */
+NNC_INLINE float nnc_gate_tanh(float x) {
+    const float a = fabsf(x), c = nnc_sel(a > 8.0f, 8.0f, a), s = c * c;
+    const float p = NNC_FMA(s, NNC_FMA(s, NNC_FMA(s, 1.50617474e-8f, 2.17732013e-5f), 3.56415333e-3f), 0.134381890f);
+    const float q = NNC_FMA(s, NNC_FMA(s, NNC_FMA(s, NNC_FMA(s, 8.45363672e-7f, 3.39917489e-4f), 2.61360053e-2f),
+                                       0.467715085f), 1.0f);
+    return copysignf(c * NNC_FMA(s, p, 0.99999994f) / q, x);
+}
 
-/* One GRU step's gates; gi, gh hold the gates r, z, n at 0, H, 2H:
+/* The same rational with x / 2 and the halving folded into its coefficients:
+ * within 1.8e-7 of sigmoid, in [0, 1]. */
+NNC_INLINE float nnc_gate_sigmoid(float x) {
+    const float a = fabsf(x), c = nnc_sel(a > 16.0f, 16.0f, a), s = c * c;
+    const float p = NNC_FMA(s, NNC_FMA(s, NNC_FMA(s, 1.47087377e-11f, 8.50515676e-8f), 5.56898958e-5f), 8.39886814e-3f);
+    const float q = NNC_FMA(s, NNC_FMA(s, NNC_FMA(s, NNC_FMA(s, 3.30220185e-9f, 5.31121077e-6f), 1.63350033e-3f),
+                                       0.116928771f), 1.0f);
+    return 0.5f + copysignf(c * NNC_FMA(s, p, 0.249999985f) / q, x);
+}
+
+/* The gate loops run over blocks of NNC_GB units, a multiple of the vector
+ * width, then blocks of 8, with constant trip counts and no control flow
+ * (they vectorise at -O2, whose cost model takes only loops that need no
+ * remainder); the last H % 8 units go through one block of zero-padded
+ * copies. They are functions so that `restrict` tells the compiler the gate
+ * arrays and the states do not overlap, each running all its blocks, so the
+ * activations' constants are set up once a step. */
+#if defined(NNC_VEC) && NNC_VL >= 16
+#define NNC_GB 16
+#else
+#define NNC_GB 8
+#endif
+
+/* `blocks` blocks of W units of a GRU step's gates: a, b point at the
+ * first unit in gi and gh, whose gates r, z, n are H apart; p at the
+ * previous state, o at the new one:
  * r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z),
  * n = tanh(gi_n + r gh_n), h' = n + z (h - n). */
+#define NNC_GRU_UNITS(W)                                                                                    \
+    for (j0 = 0; j0 < blocks * (W); j0 += (W))                                                              \
+        for (j = j0; j < j0 + (W); j++) {                                                                   \
+            const float r = nnc_gate_sigmoid(a[j] + b[j]), z = nnc_gate_sigmoid(a[H + j] + b[H + j]);       \
+            const float n = nnc_gate_tanh(NNC_FMA(r, b[2 * H + j], a[2 * H + j]));                          \
+            o[j] = NNC_FMA(z, p[j] - n, n);                                                                 \
+        }
+
+static inline void nnc_gru_block(const float *restrict a, const float *restrict b, const float *restrict p,
+                                 float *restrict o, int H, int blocks) {
+    int j0, j;
+    NNC_GRU_UNITS(NNC_GB)
+}
+
+static inline void nnc_gru_block8(const float *restrict a, const float *restrict b, const float *restrict p,
+                                  float *restrict o, int H, int blocks) {
+    int j0, j;
+    NNC_GRU_UNITS(8)
+}
+
+/* Copies m < 8 floats of each of `gates` rows H apart into rows of 8,
+ * zero-padded: the last units of a recurrent step. */
+static inline void nnc_gate_tail(const float *x, int H, int gates, int m, float *out) {
+    int g;
+    memset(out, 0, (size_t)gates * 8 * sizeof *out);
+    for (g = 0; g < gates; g++) memcpy(out + g * 8, x + (long)g * H, (size_t)m * sizeof *out);
+}
+
+/* One GRU step's gates; gi, gh hold the gates r, z, n at 0, H, 2H. */
 static inline void nnc_gru_gates(const float *restrict gi, const float *restrict gh, const float *restrict prev,
                                  float *restrict cur, int H) {
-    int j0 = 0, j;
-    for (; j0 + NNC_GB <= H; j0 += NNC_GB) {
-        const float *restrict a = gi + j0, *restrict b = gh + j0, *restrict p = prev + j0;
-        float *restrict o = cur + j0;
-        for (j = 0; j < NNC_GB; j++) {
-            const float r = nnc_sigmoidf(a[j] + b[j]), z = nnc_sigmoidf(a[H + j] + b[H + j]);
-            const float n = nnc_tanhf(a[2 * H + j] + r * b[2 * H + j]);
-            o[j] = n + z * (p[j] - n);
-        }
+    int j0 = H / NNC_GB * NNC_GB;
+    if (j0) nnc_gru_block(gi, gh, prev, cur, H, H / NNC_GB);
+    if (j0 + 8 <= H) {
+        nnc_gru_block8(gi + j0, gh + j0, prev + j0, cur + j0, H, 1);
+        j0 += 8;
     }
-    for (j = j0; j < H; j++) {
-        const float r = nnc_sigmoidf(gi[j] + gh[j]), z = nnc_sigmoidf(gi[H + j] + gh[H + j]);
-        const float n = nnc_tanhf(gi[2 * H + j] + r * gh[2 * H + j]);
-        cur[j] = n + z * (prev[j] - n);
+    if (j0 < H) {
+        float a[24], b[24], p[8], o[8];
+        nnc_gate_tail(gi + j0, H, 3, H - j0, a);
+        nnc_gate_tail(gh + j0, H, 3, H - j0, b);
+        nnc_gate_tail(prev + j0, H, 1, H - j0, p);
+        nnc_gru_block8(a, b, p, o, 8, 1);
+        memcpy(cur + j0, o, (size_t)(H - j0) * sizeof *o);
     }
 }
 
@@ -908,25 +1746,49 @@ static inline void nnc_gru(int T, int F, int H, const float *x, const float *wih
     if (T > 0) memcpy(h, y + (long)(T - 1) * H, (size_t)H * sizeof *h);
 }
 
+/* `blocks` blocks of W units of an LSTM step's gates (i, f, g, o, H apart
+ * from a and b); the cell state c is updated in place, o gets the new
+ * hidden state. */
+#define NNC_LSTM_UNITS(W)                                                                                   \
+    for (j0 = 0; j0 < blocks * (W); j0 += (W))                                                              \
+        for (j = j0; j < j0 + (W); j++) {                                                                   \
+            const float ig = nnc_gate_sigmoid(a[j] + b[j]), fg = nnc_gate_sigmoid(a[H + j] + b[H + j]);     \
+            const float gg = nnc_gate_tanh(a[2 * H + j] + b[2 * H + j]);                                    \
+            const float og = nnc_gate_sigmoid(a[3 * H + j] + b[3 * H + j]);                                \
+            const float cn = NNC_FMA(fg, c[j], ig * gg);                                                    \
+            c[j] = cn;                                                                                      \
+            o[j] = og * nnc_gate_tanh(cn);                                                                  \
+        }
+
+static inline void nnc_lstm_block(const float *restrict a, const float *restrict b, float *restrict c,
+                                  float *restrict o, int H, int blocks) {
+    int j0, j;
+    NNC_LSTM_UNITS(NNC_GB)
+}
+
+static inline void nnc_lstm_block8(const float *restrict a, const float *restrict b, float *restrict c,
+                                   float *restrict o, int H, int blocks) {
+    int j0, j;
+    NNC_LSTM_UNITS(8)
+}
+
 /* One LSTM step's gates (i, f, g, o at 0, H, 2H, 3H of gi and gh). */
 static inline void nnc_lstm_gates(const float *restrict gi, const float *restrict gh, float *restrict c,
                                   float *restrict cur, int H) {
-    int j0 = 0, j;
-    for (; j0 + NNC_GB <= H; j0 += NNC_GB) {
-        const float *restrict a = gi + j0, *restrict b = gh + j0;
-        float *restrict cc = c + j0, *restrict o = cur + j0;
-        for (j = 0; j < NNC_GB; j++) {
-            const float ig = nnc_sigmoidf(a[j] + b[j]), fg = nnc_sigmoidf(a[H + j] + b[H + j]);
-            const float gg = nnc_tanhf(a[2 * H + j] + b[2 * H + j]), og = nnc_sigmoidf(a[3 * H + j] + b[3 * H + j]);
-            cc[j] = fg * cc[j] + ig * gg;
-            o[j] = og * nnc_tanhf(cc[j]);
-        }
+    int j0 = H / NNC_GB * NNC_GB;
+    if (j0) nnc_lstm_block(gi, gh, c, cur, H, H / NNC_GB);
+    if (j0 + 8 <= H) {
+        nnc_lstm_block8(gi + j0, gh + j0, c + j0, cur + j0, H, 1);
+        j0 += 8;
     }
-    for (j = j0; j < H; j++) {
-        const float ig = nnc_sigmoidf(gi[j] + gh[j]), fg = nnc_sigmoidf(gi[H + j] + gh[H + j]);
-        const float gg = nnc_tanhf(gi[2 * H + j] + gh[2 * H + j]), og = nnc_sigmoidf(gi[3 * H + j] + gh[3 * H + j]);
-        c[j] = fg * c[j] + ig * gg;
-        cur[j] = og * nnc_tanhf(c[j]);
+    if (j0 < H) {
+        float a[32], b[32], cc[8], o[8];
+        nnc_gate_tail(gi + j0, H, 4, H - j0, a);
+        nnc_gate_tail(gh + j0, H, 4, H - j0, b);
+        nnc_gate_tail(c + j0, H, 1, H - j0, cc);
+        nnc_lstm_block8(a, b, cc, o, 8, 1);
+        memcpy(c + j0, cc, (size_t)(H - j0) * sizeof *cc);
+        memcpy(cur + j0, o, (size_t)(H - j0) * sizeof *o);
     }
 }
 
@@ -955,9 +1817,60 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
                               int sw, int pt, int pl, int is_max) {
     /* row by row, one pass per tap over the output row (the taps' order
      * per output is the order of the plain loops): the loops along the
-     * row have no branch and vectorise */
+     * row have no branch and vectorise. A strided pooling first splits each
+     * input row into its sw column phases (padding as -inf or zeros, which
+     * leave the max or the sum as they are), so that every tap reads one
+     * phase contiguously; rows too wide for the phase buffer are read in
+     * place with the stride. */
+    enum { ROW = 1024 };
+    float ph[ROW];
     int ch, r, q, i, j;
-    const float inv = 1.0f / (float)(kh * kw);
+    const float inv = 1.0f / (float)(kh * kw), pad = is_max ? -INFINITY : 0.0f;
+    const int wq = ow + (kw - 1) / (sw > 0 ? sw : 1);
+    if (sw > 1 && (long)sw * wq <= ROW) {
+        for (ch = 0; ch < c; ch++) {
+            const float *plane = x + (long)ch * h * w;
+            float *out = y + (long)ch * oh * ow;
+            for (r = 0; r < oh; r++) {
+                float *row = out + (long)r * ow;
+                for (q = 0; q < ow; q++) row[q] = pad;
+                for (i = 0; i < kh; i++) {
+                    const int ih = r * sh - pt + i;
+                    const float *in;
+                    int b;
+                    if (ih < 0 || ih >= h) continue;
+                    in = plane + (long)ih * w;
+                    for (b = 0; b < sw; b++) {
+                        /* phase b: ph[b*wq + xx] = in[xx*sw + b - pl], inside [lo, hi) */
+                        float *d = ph + b * wq;
+                        int lo = pl - b > 0 ? (pl - b + sw - 1) / sw : 0, hi = (w + pl - b + sw - 1) / sw, xx;
+                        if (hi > wq) hi = wq;
+                        if (lo > hi) lo = hi;
+                        for (xx = 0; xx < lo; xx++) d[xx] = pad;
+                        if (sw == 2)
+                            for (xx = lo; xx < hi; xx++) d[xx] = in[2 * xx + b - pl];
+                        else
+                            for (xx = lo; xx < hi; xx++) d[xx] = in[(long)xx * sw + b - pl];
+                        for (xx = hi; xx < wq; xx++) d[xx] = pad;
+                    }
+                    for (j = 0; j < kw; j++) {
+                        const float *src = ph + (j % sw) * wq + j / sw;
+                        if (is_max) {
+                            for (q = 0; q < ow; q++) {
+                                const float v = src[q];
+                                row[q] = v > row[q] || v != v ? v : row[q];   /* NaN propagates */
+                            }
+                        } else {
+                            for (q = 0; q < ow; q++) row[q] += src[q];
+                        }
+                    }
+                }
+                if (!is_max)
+                    for (q = 0; q < ow; q++) row[q] *= inv;
+            }
+        }
+        return;
+    }
     for (ch = 0; ch < c; ch++) {
         const float *plane = x + (long)ch * h * w;
         float *out = y + (long)ch * oh * ow;

@@ -1,7 +1,9 @@
 /* nnc_v2_attention.h - the transformer family's C kernels (LANGUAGE.md section 9):
  * embedding, positional, attention (multi-head self-attention as
  * nn.MultiheadAttention with q = k = v, a numerically stable softmax, an
- * optional causal mask, and a key/value cache for streaming), matmul, div.
+ * optional causal mask, and a key/value cache for streaming; one query row
+ * at a time, so its scratch is the keys and values and a row of scores),
+ * matmul, div.
  * Parameters are in PyTorch's layout. Included at the end of nnc_kernels.h
  * (inlined into the generated file). */
 #ifndef NNC_V2_ATTENTION_H
@@ -51,69 +53,79 @@ static inline void nnc_attention_linear(const float *x, int t, int in, int outn,
     }
 }
 
-/* The heads' context of `t` queries at positions past .. past + t - 1 over
- * keys/values rows 0 .. (causal ? own position : n - 1): q rows have stride
- * qs, k and v rows stride kvs; ctx [t, e]; row: scratch of n floats. */
-static inline void nnc_attend(const float *q, long qs, const float *k, const float *v, long kvs, int t, int n, int e,
-                       int heads, int causal, long past, float *ctx, float *row)
+/* One query row's context, head by head, in place: q [e] holds the query
+ * and ends holding its context. Keys and values are rows 0 .. n - 1 of k and
+ * v (row stride kvs); row: scratch of n floats, a head's scores, softmaxed in
+ * place (numerically stable: the largest score is subtracted first). A head's
+ * query is read in full before its context overwrites it. */
+static inline void nnc_attend_row(float *q, const float *k, const float *v, long kvs, int n, int e, int heads,
+                                  float *row)
 {
-    int d = e / heads, i, h, j, c;
+    int d = e / heads, h, j, c;
     float scale = 1.0f / sqrtf((float)d);
-    for (i = 0; i < t; i++) {
-        int last = causal ? (int)(past + i) : n - 1;
-        if (last > n - 1) last = n - 1;
-        for (h = 0; h < heads; h++) {
-            const float *qi = q + (long)i * qs + (long)h * d;
-            float *out = ctx + (long)i * e + (long)h * d;
-            float top = -INFINITY, sum = 0.0f;
-            for (j = 0; j <= last; j++) {
-                const float *kj = k + (long)j * kvs + (long)h * d;
-                float acc = 0.0f;
-                for (c = 0; c < d; c++) acc += qi[c] * kj[c];
-                row[j] = acc * scale;
-                if (row[j] > top) top = row[j];
-            }
-            for (j = 0; j <= last; j++) {
-                row[j] = expf(row[j] - top);
-                sum += row[j];
-            }
-            for (c = 0; c < d; c++) out[c] = 0.0f;
-            for (j = 0; j <= last; j++) {
-                const float *vj = v + (long)j * kvs + (long)h * d;
-                float p = row[j] / sum;
-                for (c = 0; c < d; c++) out[c] += p * vj[c];
-            }
+    for (h = 0; h < heads; h++) {
+        float *qh = q + (long)h * d;
+        float top = -INFINITY, sum = 0.0f;
+        for (j = 0; j < n; j++) {
+            const float *kj = k + (long)j * kvs + (long)h * d;
+            float acc = 0.0f;
+            for (c = 0; c < d; c++) acc += qh[c] * kj[c];
+            row[j] = acc * scale;
+            if (row[j] > top) top = row[j];
+        }
+        for (j = 0; j < n; j++) {
+            row[j] = expf(row[j] - top);
+            sum += row[j];
+        }
+        for (c = 0; c < d; c++) qh[c] = 0.0f;
+        for (j = 0; j < n; j++) {
+            const float *vj = v + (long)j * kvs + (long)h * d;
+            float p = row[j] / sum;
+            for (c = 0; c < d; c++) qh[c] += p * vj[c];
         }
     }
 }
 
-/* Self-attention of x [t, e]: qkv [t, 3e], ctx [t, e], row [t] scratch. */
+/* Self-attention of x [t, e] into out [t, e] (out must not overlap x): the
+ * keys and values of every row first, then one query row at a time (its
+ * projection, its context over rows 0 .. t - 1, or 0 .. i when causal, and
+ * the output projection straight into out). Scratch: kv [t, 2e] (each row's
+ * key and value side by side), q [e] (one query, then its context), row [t]
+ * (one head's scores): no [t, t] matrix and no [t, 3e] projection. */
 static inline void nnc_attention(const float *x, int t, int e, int heads, int causal, const float *w_in,
-                          const float *b_in, const float *w_out, const float *b_out, float *out, float *qkv,
-                          float *ctx, float *row)
+                                 const float *b_in, const float *w_out, const float *b_out, float *out, float *kv,
+                                 float *q, float *row)
 {
-    nnc_attention_linear(x, t, e, 3 * e, w_in, b_in, qkv);
-    nnc_attend(qkv, 3L * e, qkv + e, qkv + 2 * e, 3L * e, t, t, e, heads, causal, 0, ctx, row);
-    nnc_attention_linear(ctx, t, e, e, w_out, b_out, out);
+    int i;
+    nnc_attention_linear(x, t, e, 2 * e, w_in + (long)e * e, b_in ? b_in + e : NULL, kv);
+    for (i = 0; i < t; i++) {
+        nnc_attention_linear(x + (long)i * e, 1, e, e, w_in, b_in, q);
+        nnc_attend_row(q, kv, kv + e, 2L * e, causal ? i + 1 : t, e, heads, row);
+        nnc_attention_linear(q, 1, e, e, w_out, b_out, out + (long)i * e);
+    }
 }
 
-/* Causal attention over the next t steps of a stream: their keys and values
- * join the cache (keys, values [limit, e]; *count rows filled). Returns 1,
- * changing nothing, when the stream would pass `limit` steps. */
+/* Causal attention over the next t steps of a stream: each step's key and
+ * value join the cache (keys, values [limit, e]; *count rows filled) and its
+ * query attends over every cached row up to its own. Returns 1, changing
+ * nothing, when the stream would pass `limit` steps. Scratch: q [e] and
+ * row [limit]. */
 static inline int nnc_attention_stream(const float *x, int t, int e, int heads, const float *w_in, const float *b_in,
-                                const float *w_out, const float *b_out, float *keys, float *values,
-                                float *count, int limit, float *out, float *qkv, float *ctx, float *row)
+                                       const float *w_out, const float *b_out, float *keys, float *values,
+                                       float *count, int limit, float *out, float *q, float *row)
 {
     long past = (long)count[0];
     int i;
     if (past + t > limit) return 1;
-    nnc_attention_linear(x, t, e, 3 * e, w_in, b_in, qkv);
     for (i = 0; i < t; i++) {
-        memcpy(keys + (past + i) * e, qkv + (long)i * 3 * e + e, (size_t)e * sizeof(float));
-        memcpy(values + (past + i) * e, qkv + (long)i * 3 * e + 2 * e, (size_t)e * sizeof(float));
+        const float *xi = x + (long)i * e;
+        const long at = past + i;
+        nnc_attention_linear(xi, 1, e, e, w_in + (long)e * e, b_in ? b_in + e : NULL, keys + at * e);
+        nnc_attention_linear(xi, 1, e, e, w_in + 2L * e * e, b_in ? b_in + 2 * e : NULL, values + at * e);
+        nnc_attention_linear(xi, 1, e, e, w_in, b_in, q);
+        nnc_attend_row(q, keys, values, e, (int)(at + 1), e, heads, row);
+        nnc_attention_linear(q, 1, e, e, w_out, b_out, out + (long)i * e);
     }
-    nnc_attend(qkv, 3L * e, keys, values, e, t, (int)(past + t), e, heads, 1, past, ctx, row);
-    nnc_attention_linear(ctx, t, e, e, w_out, b_out, out);
     count[0] = (float)(past + t);
     return 0;
 }

@@ -1,0 +1,297 @@
+"""The C plan's convolution kernels on their own: nnc_conv_bcast (the direct
+convolution vectorised over output channels), nnc_conv_planes (the matrix
+multiply over shifted input planes), nnc_winograd (Winograd's F(2x2, 3x3)
+and F(4x4, 3x3)) and nnc_depthwise (by phase planes, and row by row without
+scratch) against a float64 reference on odd shapes (channels not a multiple of its block, rows not a multiple of its
+tile, strides, dilations, paddings, depth blocks, bands of a few rows),
+built for the widest target and portably (-O2 without -march, plain C), its
+scratch allocated at exactly the size the code generator plans and checked by
+AddressSanitizer; and which layers of the samples it takes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnc.compiler.build import compile_plan
+from nnc.compiler.codegen import c as c_gen
+from nnc.compiler.codegen import cbuild
+
+from conftest import HAS_CC
+
+pytestmark = pytest.mark.skipif(not HAS_CC, reason="no C compiler")
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "runtime" / "c"
+
+HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "nnc_kernels.h"
+
+static float *load(const char *path, long n) {
+    FILE *f = fopen(path, "rb");
+    float *data = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!f || fread(data, sizeof(float), (size_t)n, f) != (size_t)n) exit(3);
+    fclose(f);
+    return data;
+}
+
+/* usage: harness DIR cin h w cout oh ow kh kw sh sw pt pl dh dw kc nc act has_bias scratch_floats kernel
+ * (kernel: 0 nnc_conv_bcast, 1 nnc_conv_planes, 2 nnc_depthwise, 3 nnc_conv3x3_wino4, 4 nnc_conv3x3_wino;
+ * groups: cin for the depthwise one) */
+int main(int argc, char **argv) {
+    int v[18], i, kernel;
+    char path[4096];
+    long nx, nw, ny, ns;
+    float *x, *w, *b, *y, *scratch;
+    nnc_conv g;
+    FILE *out;
+    if (argc != 22) return 2;
+    for (i = 0; i < 18; i++) v[i] = atoi(argv[2 + i]);
+    ns = atol(argv[20]);
+    kernel = atoi(argv[21]);
+    g.cin = v[0], g.h = v[1], g.w = v[2], g.cout = v[3], g.oh = v[4], g.ow = v[5], g.kh = v[6], g.kw = v[7];
+    g.sh = v[8], g.sw = v[9], g.pt = v[10], g.pl = v[11], g.dh = v[12], g.dw = v[13], g.groups = kernel == 2 ? g.cin : 1;
+    g.kc = v[14], g.nc = v[15];
+    nx = (long)g.cin * g.h * g.w;
+    nw = kernel == 0 ? (long)(g.cout + NNC_CB - 1) / NNC_CB * NNC_CB * g.cin * g.kh * g.kw
+       : kernel == 1 ? (long)(g.cout + NNC_MR - 1) / NNC_MR * NNC_MR * g.cin * g.kh * g.kw
+       : kernel == 3 ? 36L * ((g.cout + NNC_MR - 1) / NNC_MR * NNC_MR) * g.cin
+       : kernel == 4 ? 16L * ((g.cout + NNC_MR - 1) / NNC_MR * NNC_MR) * g.cin
+       : (long)g.cout * g.kh * g.kw;
+    ny = (long)g.cout * g.oh * g.ow;
+    sprintf(path, "%s/x.bin", argv[1]), x = load(path, nx);
+    sprintf(path, "%s/w.bin", argv[1]), w = load(path, nw);
+    sprintf(path, "%s/b.bin", argv[1]), b = load(path, g.cout);
+    y = malloc((size_t)ny * sizeof *y);
+    scratch = malloc((size_t)ns * sizeof *scratch);        /* exactly what the planner reserves */
+    if (kernel == 0)
+        nnc_conv_bcast(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
+    else if (kernel == 1)
+        nnc_conv_planes(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
+    else if (kernel == 2)
+        nnc_depthwise(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, ns ? scratch : NULL);
+    else if (kernel == 3)
+        nnc_conv3x3_wino4(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
+    else
+        nnc_conv3x3_wino(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
+    sprintf(path, "%s/y.bin", argv[1]);
+    out = fopen(path, "wb");
+    fwrite(y, sizeof *y, (size_t)ny, out);
+    fclose(out);
+    free(x), free(w), free(b), free(y), free(scratch);
+    return 0;
+}
+"""
+
+ACTS = {"none": 0, "relu": 1, "relu6": 2, "sigmoid": 3, "tanh": 4}
+SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+BUILDS = {"native": ["-O3", "-march=native"], "portable": ["-O2"], "plain": ["-O2", "-DNNC_PLAIN_C"],
+          "native-asan": [*SANITIZE, "-march=native"], "portable-asan": SANITIZE}
+
+
+def sanitizers_work() -> bool:
+    probe = subprocess.run([cbuild.find_compiler(), "-fsanitize=address,undefined", "-x", "c", "-", "-o", "/dev/null"],
+                           input="int main(void){return 0;}", capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def reference(x, w, b, stride, pads, dilation, act, depthwise=False):
+    """PyTorch's convolution (one group, or depthwise with channel multiplier
+    cout/cin) in float64, then the activation."""
+    cin, h, wd = x.shape
+    cout, _, kh, kw = w.shape
+    (sh, sw), (pt, pl), (dh, dw) = stride, pads, dilation
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pt), (pl, pl)))
+    oh = (h + 2 * pt - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pl - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((cout, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            if depthwise:
+                y += w[:, 0, i, j, None, None] * np.repeat(patch, cout // cin, axis=0)
+            else:
+                y += np.einsum("oc,chw->ohw", w[:, :, i, j].astype(np.float64), patch)
+    if b is not None:
+        y += b[:, None, None]
+    return {"none": y, "relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 6), "sigmoid": 1 / (1 + np.exp(-y)),
+            "tanh": np.tanh(y)}[act]
+
+
+class _Node:
+    """What the code generator's scratch sizes read of a graph node."""
+
+    def __init__(self, cin, cout, oh, ow, k, s, d, pads=((1, 1), (1, 1))):
+        self.attrs = {"in_channels": cin, "filters": cout, "kernel": k, "stride": s, "dilation": d, "pads": pads}
+        self.shape = (cout, oh, ow)
+
+
+def run_kernel(tmp_path, kernel, build, x, wt, bias, packed, geometry, act, scratch_floats):
+    """Build the harness for `build`, run kernel 0/1/2 (bcast, planes, depthwise), return its output."""
+    x.tofile(tmp_path / "x.bin")
+    packed.tofile(tmp_path / "w.bin")
+    cout = wt.shape[0]
+    (bias if bias is not None else np.zeros(cout, np.float32)).tofile(tmp_path / "b.bin")
+    (tmp_path / "h.c").write_text(HARNESS)
+    exe = tmp_path / "h"
+    proc = subprocess.run([cbuild.find_compiler(), "-std=c99", *BUILDS[build], "-I", str(KERNELS), str(tmp_path / "h.c"),
+                           "-o", str(exe), "-lm"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = [*geometry, ACTS[act], int(bias is not None), scratch_floats, kernel]
+    proc = subprocess.run([str(exe), str(tmp_path), *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return np.fromfile(tmp_path / "y.bin", np.float32)
+
+
+CASES = [
+    # cin, h, w, cout, kernel, stride, pad, dilation, act, depth (kc), band rows (nc)
+    (5, 13, 17, 37, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0, 0),
+    (7, 20, 9, 70, (5, 5), (2, 2), (2, 2), (1, 1), "relu", 3, 4),
+    (3, 15, 15, 5, (7, 7), (2, 2), (3, 3), (1, 1), "none", 0, 1),
+    (40, 6, 5, 33, (1, 1), (1, 1), (0, 0), (1, 1), "sigmoid", 16, 0),
+    (9, 12, 23, 64, (3, 3), (1, 1), (2, 2), (2, 2), "tanh", 4, 5),
+    (6, 11, 14, 31, (3, 2), (3, 1), (0, 1), (1, 2), "relu", 0, 2),
+    (64, 7, 7, 96, (3, 3), (1, 1), (1, 1), (1, 1), "none", 32, 0),
+    (50, 5, 9, 40, (1, 1), (1, 1), (0, 0), (1, 1), "relu6", 16, 0),      # 1x1 read in place, 45 pixels
+    (20, 2, 3, 33, (1, 1), (1, 1), (0, 0), (1, 1), "relu", 0, 0),        # fewer pixels than a tile: a band
+]
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_bcast_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
+    if "asan" in build and not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    cin, h, w, cout, k, s, p, d, act, depth, rows = CASES[case]
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal((cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin, *k)) / np.sqrt(cin * k[0] * k[1])).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32) if case % 2 == 0 else None
+    want = reference(x, wt, bias, s, p, d, act)
+    oh, ow = want.shape[1:]
+    kc, nc = depth or cin, rows or oh
+    node = _Node(cin, cout, oh, ow, k, s, d, ((p[0], p[0]), (p[1], p[1])))
+    scratch = c_gen._bcast_scratch(node, nc, min(kc, c_gen.BCAST_TAPS // (k[0] * k[1])))
+    got = run_kernel(tmp_path, 0, build, x, wt, bias, c_gen.pack_bcast(wt),
+                     [cin, h, w, cout, oh, ow, *k, *s, *p, *d, depth, rows], act, scratch // 4)
+    assert np.abs(got.reshape(want.shape) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_planes_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
+    if "asan" in build and not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
+    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0)[case]          # taps of a depth block (0: NNC_KC)
+    rng = np.random.default_rng(10 + case)
+    x = rng.standard_normal((cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin, *k)) / np.sqrt(cin * k[0] * k[1])).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32) if case % 2 else None
+    want = reference(x, wt, bias, s, p, d, act)
+    oh, ow = want.shape[1:]
+    scratch = c_gen._planes_scratch(_Node(cin, cout, oh, ow, k, s, d), rows or oh)
+    got = run_kernel(tmp_path, 1, build, x, wt, bias, c_gen.pack_conv(wt, 1),
+                     [cin, h, w, cout, oh, ow, *k, *s, *p, *d, depth, rows], act, scratch // 4)
+    assert np.abs(got.reshape(want.shape) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+WINO4_CASES = [
+    # cin, h, w, cout, pad, act, tile rows of a block
+    (64, 28, 28, 64, 1, "relu", 4),
+    (5, 13, 11, 7, 1, "relu6", 2),     # partial tiles on both sides
+    (3, 17, 9, 13, 0, "none", 1),      # no padding
+    (9, 20, 33, 6, 2, "tanh", 3),      # padding 2: the output outgrows the input
+    (2, 4, 5, 3, 1, "sigmoid", 5),     # fewer tile rows than a block
+]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("case", range(len(WINO4_CASES)))
+def test_winograd_matches_reference_in_exact_scratch(tmp_path, build, case, m):
+    if "asan" in build and not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    cin, h, w, cout, pad, act, rows = WINO4_CASES[case]
+    rng = np.random.default_rng(30 + case)
+    x = rng.standard_normal((cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32) if case % 2 == 0 else None
+    want = reference(x, wt, bias, (1, 1), (pad, pad), (1, 1), act)
+    oh, ow = want.shape[1:]
+    scratch = c_gen._wino_scratch(_Node(cin, cout, oh, ow, (3, 3), (1, 1), (1, 1)), m, rows)
+    packed = c_gen.pack_winograd4(wt) if m == 4 else c_gen.pack_winograd(wt)
+    got = run_kernel(tmp_path, 3 if m == 4 else 4, build, x, wt, bias, packed,
+                     [cin, h, w, cout, oh, ow, 3, 3, 1, 1, pad, pad, 1, 1, 0, rows], act, scratch // 4)
+    # F(4x4, 3x3) rounds more than the direct sum: 1e-4 of the output's magnitude, as the plan promises
+    assert np.abs(got.reshape(want.shape) - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+DW_CASES = [
+    # channels, multiplier, h, w, kernel, stride, pad, dilation, act, band rows (0: all; -1: no scratch, row by row)
+    (6, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0),
+    (5, 2, 14, 13, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 3),
+    (4, 1, 9, 17, (5, 5), (2, 1), (2, 2), (1, 1), "none", 2),
+    (3, 1, 12, 11, (3, 3), (1, 1), (2, 2), (2, 2), "tanh", 5),
+    (7, 1, 4, 1, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0),
+    (2, 3, 10, 10, (3, 3), (3, 3), (0, 0), (1, 1), "sigmoid", 1),
+    (6, 1, 9, 40, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", -1),
+]
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("case", range(len(DW_CASES)))
+def test_depthwise_matches_reference_in_exact_scratch(tmp_path, build, case):
+    if "asan" in build and not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    c, mult, h, w, k, s, p, d, act, rows = DW_CASES[case]
+    rng = np.random.default_rng(20 + case)
+    x = rng.standard_normal((c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c * mult, 1, *k)).astype(np.float32)
+    bias = rng.standard_normal(c * mult).astype(np.float32) if case % 2 == 0 else None
+    want = reference(x, wt, bias, s, p, d, act, depthwise=True)
+    oh, ow = want.shape[1:]
+    node = _Node(c, c * mult, oh, ow, k, s, d)
+    scratch = 0 if rows < 0 else c_gen._dw_scratch(node, rows or oh)
+    got = run_kernel(tmp_path, 2, build, x, wt, bias, wt.reshape(-1),
+                     [c, h, w, c * mult, oh, ow, *k, *s, *p, *d, 0, max(rows, 0)], act, scratch)
+    assert np.abs(got.reshape(want.shape) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def test_bcast_propagates_nan_through_relu(tmp_path):
+    x = np.full((2, 5, 5), np.nan, np.float32)
+    (tmp_path / "h.c").write_text(HARNESS)
+    x.tofile(tmp_path / "x.bin")
+    c_gen.pack_bcast(np.ones((3, 2, 3, 3), np.float32)).tofile(tmp_path / "w.bin")
+    np.zeros(3, np.float32).tofile(tmp_path / "b.bin")
+    exe = tmp_path / "h"
+    subprocess.run([cbuild.find_compiler(), "-std=c99", "-O2", "-I", str(KERNELS), str(tmp_path / "h.c"), "-o",
+                    str(exe), "-lm"], check=True)
+    scratch = c_gen._bcast_scratch(_Node(2, 3, 5, 5, (3, 3), (1, 1), (1, 1)), 5, 2)
+    subprocess.run([str(exe), str(tmp_path), *map(str, [2, 5, 5, 3, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1,
+                                                        scratch // 4, 0])], check=True)
+    assert np.isnan(np.fromfile(tmp_path / "y.bin", np.float32)).all()
+
+
+def test_samples_take_the_kernel_where_the_cost_model_says():
+    plan = compile_plan(ROOT / "samples" / "resnet18.nn", target="c", render=False)
+    kinds = {n.label: c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"}
+    # the 7x7 stem, strided and 7x7-output 3x3 convolutions over output channels; the large stride-1
+    # 3x3 ones by Winograd's F(4x4, 3x3), the 14x14-output ones by F(2x2, 3x3)
+    assert kinds["conv1"] == kinds["layer2.0.conv1"] == kinds["layer4.0.conv2"] == kinds["layer4.1.conv1"] == "bcast"
+    assert kinds["layer1.0.conv1"] == kinds["layer2.1.conv1"] == "winograd4"
+    assert kinds["layer3.1.conv1"] == "winograd"
+    # LeNet's 5x5 ones, one and six input channels: shifted planes, no packing
+    plan = compile_plan(ROOT / "samples" / "lenet.nn", target="c", render=False)
+    assert {c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"} == {"planes"}
+    # a 1x1 convolution of stride 1 on a large output reads its input in place: the matrix multiply
+    plan = compile_plan(ROOT / "samples" / "mobilenetv2.nn", target="c", render=False)
+    kinds = {n.label: c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"}
+    assert kinds["features.2.conv.0.0"] == "gemm"
+    # ... where a small one (7x7 pixels, 960 channels in) reads it in place over output channels
+    assert kinds["features.17.conv.2"] == "bcast"
