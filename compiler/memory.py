@@ -290,6 +290,18 @@ def _concat_slices(graph: Graph, users, inputs) -> dict[str, str]:
     return result
 
 
+def live_profile(graph: Graph) -> tuple[list[int], int]:
+    """The bytes of values (not scratch) alive at each step of `graph`
+    without scratch, and the peak the planner places them in (the live-set
+    lower bound): what a kernel's scratch budget is measured against."""
+    values = [b for b in layout(graph).buffers if not is_scratch(b.name)]
+    live = [0] * len(graph.nodes)
+    for b in values:
+        for step in range(b.first, min(b.last, len(live) - 1) + 1):
+            live[step] += b.size
+    return live, planner.lower_bound(values)
+
+
 def arena_problem(graph: Graph, lay: Layout, batch: int, limits: Limits) -> str | None:
     """The E0208 message when the arena at `batch` is larger than the limit
     (with the largest buffer named), else None. Checked before the plan's

@@ -1406,22 +1406,31 @@ def _conv(imp: _Importer, n, pad=None) -> None:
     imp._step(n, op, ", ".join(args), label, src=src)
 
 
+def _explicit_pads(n, rank: int) -> tuple[str, list[int] | None]:
+    """A node's `auto_pad` and, unless it is SAME_*, its `pads` (begins, then
+    ends; zeros for VALID); other auto_pad values and negative pads are refused."""
+    auto_pad = _attr(n, "auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = [int(p) for p in _attr(n, "pads", [0] * 2 * rank)]
+        if auto_pad == "VALID" or not any(pads):
+            return auto_pad, [0] * 2 * rank
+        if min(pads) < 0:
+            raise _Unsupported(f"negative padding {pads}")
+        return auto_pad, pads
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise _Unsupported(f"auto_pad={auto_pad}")
+    return auto_pad, None
+
+
 def _window_pads(imp: _Importer, n, k, s, d) -> list[int]:
     """A Conv/ConvTranspose/pool node's padding as ONNX `pads` (begins, then
     ends), `auto_pad` resolved: SAME_UPPER puts the odd cell at the end,
     SAME_LOWER at the beginning; with strides the total depends on the input
     size (output = ceil(size / stride)), which must then be known."""
     rank = len(k)
-    auto_pad = _attr(n, "auto_pad", "NOTSET")
-    if auto_pad in ("NOTSET", "VALID"):
-        pads = [int(p) for p in _attr(n, "pads", [0] * 2 * rank)]
-        if auto_pad == "VALID" or not any(pads):
-            return [0] * 2 * rank
-        if min(pads) < 0:
-            raise _Unsupported(f"negative padding {pads}")
+    auto_pad, pads = _explicit_pads(n, rank)
+    if pads is not None:
         return pads
-    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-        raise _Unsupported(f"auto_pad={auto_pad}")
     sizes = imp._shape(n.input[0])[2:]
     totals = []
     for i in range(rank):
@@ -1583,16 +1592,9 @@ def _transpose_pads(imp: _Importer, n, k, s, d, out_pad) -> list[int]:
     full output to input * stride, the odd cell at the end (SAME_UPPER) or
     the beginning (SAME_LOWER), as the ONNX specification and onnxruntime do."""
     rank = len(k)
-    auto_pad = _attr(n, "auto_pad", "NOTSET")
-    if auto_pad in ("NOTSET", "VALID"):
-        pads = [int(p) for p in _attr(n, "pads", [0] * 2 * rank)]
-        if auto_pad == "VALID" or not any(pads):
-            return [0] * 2 * rank
-        if min(pads) < 0:
-            raise _Unsupported(f"negative padding {pads}")
+    auto_pad, pads = _explicit_pads(n, rank)
+    if pads is not None:
         return pads
-    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
-        raise _Unsupported(f"auto_pad={auto_pad}")
     totals = []
     for i in range(rank):
         full_minus_out = out_pad[i] + d[i] * (k[i] - 1) + 1 - s[i]     # (full output) - size * stride

@@ -50,7 +50,6 @@ from .. import ops as catalog
 from ..dims import FloorDiv, Sym, SymbolicError, Var, evaluate, format_shape, product
 from ..ir import Graph, Node
 from .. import memory
-from .. import plan as planner
 from ..memory import Layout
 from . import numpy as numpy_gen
 from .names import RESERVED, Namespace
@@ -198,13 +197,7 @@ def _headroom(graph: Graph) -> dict[str, int]:
     step and stay within the peak of live values (the arena's lower bound).
     Computed once per graph (the last one is kept)."""
     if _ROOM[0] is not graph:
-        lay = memory.layout(graph)
-        values = [b for b in lay.buffers if not memory.is_scratch(b.name)]
-        live = [0] * len(graph.nodes)
-        for b in values:
-            for step in range(b.first, min(b.last, len(live) - 1) + 1):
-                live[step] += b.size
-        peak = planner.lower_bound(values)
+        live, peak = memory.live_profile(graph)
         _ROOM[0], _ROOM[1] = graph, {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}
         _ROOM[2] = peak
     return _ROOM[1]

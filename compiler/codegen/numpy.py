@@ -37,7 +37,6 @@ from ...runtime import kernels as K
 from .. import ops as catalog
 from ..dims import FloorDiv, Sym, Var, evaluate, floordiv, format_shape
 from .. import memory
-from .. import plan as planner
 from ..ir import Graph, Node, integer_limits
 from ..memory import Layout, min_dims
 from .names import Namespace, py_comment, py_doc, py_literal
@@ -134,13 +133,7 @@ def _budgets(graph: Graph) -> dict[str, int]:
     (the last one is kept)."""
     if _BUDGETS[0] is graph:
         return _BUDGETS[1]
-    lay = memory.layout(graph)
-    values = [b for b in lay.buffers if not memory.is_scratch(b.name)]
-    live = [0] * len(graph.nodes)
-    for b in values:
-        for step in range(b.first, min(b.last, len(live) - 1) + 1):
-            live[step] += b.size
-    peak = planner.lower_bound(values)
+    live, peak = memory.live_profile(graph)
     state = state_bytes(graph)
     for room_share, peak_share in SHARES:
         budgets = {n.label: int(min(SCRATCH_CAP, max(1, (room_share * (peak - live[i]) + peak_share * peak) // 4)))
