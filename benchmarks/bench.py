@@ -145,9 +145,9 @@ def openmp_works() -> bool:
 
 
 def c_harness(model: str | Path, state: dict, tmp: Path, *, stream: bool = False, dims=None,
-              flags: tuple[str, ...] = NATIVE, tag: str = "") -> Path:
+              flags: tuple[str, ...] = NATIVE, tag: str = "", vocab: int | None = None) -> Path:
     """The C plan of `model` with `state` embedded, built with harness.c into
-    an executable that times it from C."""
+    an executable that times it from C; `vocab`: the input is token ids below it."""
     from nnc.compiler.build import compile_plan
     from nnc.compiler.codegen import c as c_gen
     from nnc.compiler.codegen.cbuild import find_compiler
@@ -159,7 +159,7 @@ def c_harness(model: str | Path, state: dict, tmp: Path, *, stream: bool = False
             (folder / fname).write_text(text)
     exe = (folder / f"{plan.name}_bench{tag}").resolve()
     defs = [f"-DPREFIX={plan.name}", f"-DUPPER={plan.name.upper()}", f'-DHEADER="{plan.name}.h"',
-            *(["-DSTREAMING"] if stream else [])]
+            *(["-DSTREAMING"] if stream else []), *([f"-DVOCAB={vocab}"] if vocab else [])]
     subprocess.run([find_compiler(), "-std=c99", *flags, *defs, "-I", str(folder),
                     str(ROOT / "benchmarks" / "harness.c"), str(folder / f"{plan.name}.c"), "-o", str(exe), "-lm"],
                    check=True)
@@ -239,10 +239,11 @@ def run_models(args, tmp: Path) -> None:
         path = ROOT / "samples" / f"{name}.nn"
         dims = SAMPLE_DIMS.get(name)
         exes: dict[int, Path] = {}
+        vocab = shapes["x"][1] if isinstance(shapes["x"][0], tuple) else None
         if not args.no_c:
-            exes[1] = c_harness(path, state, tmp, dims=dims)
+            exes[1] = c_harness(path, state, tmp, dims=dims, vocab=vocab)
             if omp:
-                exes[2] = c_harness(path, state, tmp, dims=dims, flags=(*NATIVE, "-fopenmp"), tag="-omp")
+                exes[2] = c_harness(path, state, tmp, dims=dims, flags=(*NATIVE, "-fopenmp"), tag="-omp", vocab=vocab)
         arena = nnc.build(path, target="numpy", dims=dims).ARENA_BYTES if args.no_c else None
         if not args.no_c:
             from nnc.compiler.build import compile_plan

@@ -6,12 +6,17 @@
  *   ./harness step             median ns per NAME_step (one time step)
  *   ./harness stream 64        median ns per NAME_stream of 64 steps
  *
+ * A plan whose input is integer (token ids) is built with -DVOCAB=N: the
+ * input is int32_t, filled with ids below N. A call that returns an error
+ * stops the harness (exit 2) instead of timing the error path.
+ *
  * Used by bench.py; prints one number. The context and the buffers live on
  * the heap here (the plan itself never allocates). An optional third
  * argument is the number of timed blocks (default 31; each lasts ~2 ms).
  */
 #define _POSIX_C_SOURCE 199309L
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,18 +41,25 @@ static int cmp(const void *a, const void *b) {
 }
 
 static GLUE(PREFIX, _ctx) *ctx;
-static float *x, *y;
+#ifdef VOCAB
+typedef int32_t input_t;
+#else
+typedef float input_t;
+#endif
+static input_t *x;
+static float *y;
 static int mode, arg;
 static volatile float sink;
 
-static void once(void) {
-    int b;
+static int once(void) {
+    int b, err = 0;
 #ifdef STREAMING
-    if (mode == 1) { FN(_step)(ctx, x, y); return; }
-    if (mode == 2) { FN(_stream)(ctx, x, arg, y); return; }
+    if (mode == 1) return FN(_step)(ctx, x, y);
+    if (mode == 2) return FN(_stream)(ctx, x, arg, y);
 #endif
     for (b = 0; b < arg; b++)
-        FN(_forward)(ctx, x + (long)b * SIZE(_INPUT_SIZE), y + (long)b * SIZE(_OUTPUT_SIZE));
+        err |= FN(_forward)(ctx, x + (long)b * SIZE(_INPUT_SIZE), y + (long)b * SIZE(_OUTPUT_SIZE));
+    return err;
 }
 
 int main(int argc, char **argv) {
@@ -63,11 +75,19 @@ int main(int argc, char **argv) {
     n_in = (long)SIZE(_INPUT_SIZE) * arg + 64;
     n_out = (long)SIZE(_OUTPUT_SIZE) * arg + 64;
     ctx = malloc(sizeof *ctx);
-    x = malloc(sizeof(float) * (size_t)n_in);
+    x = malloc(sizeof(input_t) * (size_t)n_in);
     y = malloc(sizeof(float) * (size_t)n_out);
     if (!ctx || !x || !y) return 1;
     FN(_init)(ctx);
+#ifdef VOCAB
+    for (i = 0; i < n_in; i++) x[i] = (input_t)((i * 7) % VOCAB);
+#else
     for (i = 0; i < n_in; i++) x[i] = (float)sin(0.01 * (double)i);
+#endif
+    if (once() != 0) {
+        fprintf(stderr, "harness: the plan returned an error\n");
+        return 2;
+    }
     /* calibrate: a block of calls lasts about 2 ms */
     for (;;) {
         start = now();
