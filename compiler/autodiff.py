@@ -41,21 +41,32 @@ batchnorm, Rota Bulo et al. 2018), in three ways, decided in this order:
    tensor no other backward reads (even through a view) saves one byte per
    element instead (`<label>:mask`, uint8), written by its forward from its
    input.
+
+Blocked updates: a parameter in its op's `Backward.row_blocks` (dense's
+weight) with more than `BLOCKED_ABOVE` floats gets no gradient tensor: its
+backward step leaves it out, and its UPDATE step (`blocked`) reads what the
+backward read (the output's gradient and the input) and forms the gradient
+a block of rows at a time, each block applied by the optimizer at once
+(every optimizer's rule is elementwise). The target sizes the blocks; the
+update comes after the backward step, so the input's gradient is formed
+with the weight before the update.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from .diagnostics import UserError
-from .dims import Shape
+from .dims import Shape, evaluate
 from .ir import Graph, Node
 from .memory import VIEW_OPS
 from .ops.base import Saved
 
 LOSSES = ("cross_entropy", "mse", "bce_with_logits")
+BLOCKED_ABOVE = 1 << 16     # floats (256 KB): a larger `row_blocks` parameter is updated by blocks of rows
 
 
 class TrainingError(UserError, ValueError):
@@ -126,6 +137,7 @@ class Step:
     param: str | None = None                                        # UPDATE: the state key
     chain: tuple[Node, ...] = ()                                    # the nodes a fused step takes in after `node`
     sources: Mapping[str, str] = field(default_factory=dict)        # forward value -> tensor read in its place
+    blocked: bool = False                                           # UPDATE: forms its gradient by blocks of rows
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -305,20 +317,30 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
                 reads.append(target)
                 writes += [partial, target]
         param_grads = {}
+        blocked: set[str] = set()
         for p in n.params:
-            if p.learnable:
+            if p.learnable and p.name in rule.row_blocks and len(u) == 1 \
+                    and math.prod(evaluate(d, graph.bounds) for d in p.shape) > BLOCKED_ABOVE:
+                blocked.add(p.name)
+            elif p.learnable:
                 key = n.param_key(p.name)
                 name = f"d:{key}"
                 tensors[name] = Tensor(name, TensorKind.PARAM_GRAD, p.shape, batched=False)
                 param_grads[p.name] = name
                 writes.append(name)
-        steps.append(Step(len(steps), StepKind.BACKWARD, n, reads=_unique(reads), writes=_unique(writes),
-                          saved=fw.saved, input_grads=tuple(grads), param_grads=param_grads, chain=u[1:],
-                          sources={v: t for v, t in sources.items() if v != t}))
-        for p_name, g in param_grads.items():
-            key = n.param_key(p_name)
-            trainable.append(key)
-            steps.append(Step(len(steps), StepKind.UPDATE, n, reads=(g,), param=key))
+        backward = Step(len(steps), StepKind.BACKWARD, n, reads=_unique(reads), writes=_unique(writes),
+                        saved=fw.saved, input_grads=tuple(grads), param_grads=param_grads, chain=u[1:],
+                        sources={v: t for v, t in sources.items() if v != t})
+        steps.append(backward)
+        for p in n.params:
+            key = n.param_key(p.name)
+            if p.name in blocked:
+                trainable.append(key)
+                steps.append(Step(len(steps), StepKind.UPDATE, n, reads=_unique([f"d:{n.label}", *sources.values()]),
+                                  param=key, sources=backward.sources, blocked=True))
+            elif p.name in param_grads:
+                trainable.append(key)
+                steps.append(Step(len(steps), StepKind.UPDATE, n, reads=(param_grads[p.name],), param=key))
 
     counters = tuple(f"{n.label}.num_batches_tracked" for n in graph.nodes if n.op.name == "batchnorm")
     return TrainGraph(graph, loss, output, tensors, tuple(steps), tuple(trainable), counters)

@@ -279,7 +279,9 @@ def train_plan_legend(step_labels: Sequence[str], batch: int) -> str:
                "something the step saves for backward, `d:name` the gradient of a value or parameter, "
                "`d:a~b` the part of `a`'s gradient that its reader `b` adds, `r:label` a value recomputed "
                "in backward for the steps that read it, `forward label#name` and `backward label#name` a "
-               "step's scratch (a fused step's label joins its layers with `+`), `loss#name` the loss's."),
+               "step's scratch (a fused step's label joins its layers with `+`), `loss#name` the loss's, "
+               "`update key#grad` and `update key#update` the gradient tile and optimizer scratch of a weight "
+               "updated block by block of rows."),
         *_wrap(f"steps: {spans}"),
     ])
 

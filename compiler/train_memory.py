@@ -39,6 +39,11 @@ Tensors share a buffer in four ways, decided in schedule order:
    input before they write that chunk's gradient); failing that, a fused
    batchnorm step without a pool writes it over the output's gradient.
 
+A blocked update (`autodiff.py`: a large dense weight formed and applied by
+blocks of rows) has no gradient tensor; it reads the layer's output gradient
+and input, which therefore live until it (so the input's gradient is not
+written over the input), and its scratch is its two tiles.
+
 Scratch is sized last. A step whose kernels can take the batch in chunks of
 examples offers its scratch per chunk size (`ChunkedScratch`). For a peak,
 every step gets the largest chunk that keeps what is alive there plus its

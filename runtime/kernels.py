@@ -110,7 +110,8 @@ may be `x`, the saved input). Backward kernels whose scratch function takes
     conv_transpose2d_backward(x, w, dy, *, stride,  conv_transpose2d_backward_scratch(in_shape,
       padding, output_padding, dilation, groups,        w_shape, *, same, need_dx=True)
       dx, dw, db, scratch), conv_transpose1d_...     conv_transpose1d_backward_scratch(same, 1-D)
-    dense_backward(x, w, dy, *, dx, dw, db)         none
+    dense_backward(x, w, dy, *, dx, dw, db, rows)   none (rows: dw of those output rows only, for
+                                                      a blocked update)
     maxpool2d_train(x, out, argmax, *, kernel,      maxpool2d_train_scratch(in_shape, *, kernel,
       stride, padding, scratch), maxpool1d_train        stride, padding), maxpool1d_train_scratch
     maxpool2d_backward(dy, argmax, *, dx, scratch)  maxpool2d_backward_scratch(out_shape) (= 1d's)

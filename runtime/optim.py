@@ -30,6 +30,14 @@ weak scalar). PyTorch's CPU kernels fuse some multiply-adds (one rounding
 where NumPy rounds twice) and the order of a few products differs, so
 results agree to a few units in the last place per step, not bit for bit.
 
+Every rule is elementwise (the step count enters as a scalar), so
+`update_rows` applies it to a block of a parameter's rows with their
+gradient, the same rows of its state and a scratch array of the block's
+shape: blocks that cover the parameter once give the same numbers as one
+whole update (a training plan forms a large dense weight's gradient that
+way, a block at a time). The step number stays the parameter's: every block
+of one update gets the same one.
+
 State: `state_names` lists the arrays a parameter carries (each of the
 parameter's shape); `state_bytes(param_bytes)` their size. The step count is
 the trainer's (Adam's bias correction; SGD's first step sets the momentum
@@ -238,4 +246,12 @@ class AdamW(Adam):
 
 
 Optimizer = SGD | Adam | AdamW
+
+
+def update_rows(optimizer: Optimizer, param: np.ndarray, grad: np.ndarray, state: Mapping[str, np.ndarray],
+                step: int, scratch: np.ndarray, rows: slice) -> None:
+    """`optimizer.update` of rows `rows` of `param` (and of each state
+    array) with their gradient `grad` and a `scratch` of `grad`'s shape, in
+    place; `step` is the parameter's update number, the same for every block."""
+    optimizer.update(param[rows], grad, {k: a[rows] for k, a in state.items()}, step, scratch)
 OPTIMIZERS: dict[str, type] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

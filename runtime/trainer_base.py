@@ -42,7 +42,8 @@ update take them as they are. `state_dict()` and
 its shape and whose old entries keep their places.
 
 Memory: the optimizer's scratch (one array as large as the largest
-parameter, viewed per parameter) and, with `keep_gradients=True`, one
+parameter that is not updated block by block in the arena, `ROW_BLOCKED`,
+viewed per parameter) and, with `keep_gradients=True`, one
 gradient copy per parameter are allocated when the trainer is built, and
 again after a growth only when they have become too small (the arena
 likewise, `_arena_buffer`); `_apply_update` allocates nothing.
@@ -93,6 +94,7 @@ class TrainerBase:
     MIN_DIMS: Mapping[str, int] = {}
     PARAMS: Mapping[str, W.Spec] = {}         # state_dict key -> spec (parameters and running statistics)
     TRAINABLE: tuple[str, ...] = ()           # the keys of PARAMS the optimizer updates
+    ROW_BLOCKED: tuple[str, ...] = ()         # of those, the ones updated block by block in the arena
     COUNTERS: tuple[str, ...] = ()            # "<batchnorm>.num_batches_tracked" keys
     LOSS: str = "cross_entropy"
 
@@ -315,12 +317,13 @@ class TrainerBase:
         storage with room for parameters that have it), for the current
         parameter shapes; what is large enough already is kept."""
         shapes = {k: self._state[k].shape for k in self.TRAINABLE}
-        need = max((math.prod(s) for s in shapes.values()), default=0)
-        room = max((self._storage[k].size for k in shapes if k in self._storage), default=0)
+        whole = [k for k in shapes if k not in self.ROW_BLOCKED]    # blocked ones update with arena tiles
+        need = max((math.prod(shapes[k]) for k in whole), default=0)
+        room = max((self._storage[k].size for k in whole if k in self._storage), default=0)
         flat = getattr(self, "_update_flat", None)
         if flat is None or flat.size < max(need, room):
             flat = self._update_flat = np.zeros(max(need, room), dtype=np.float32)
-        self._update_scratch = {k: flat[:math.prod(s)].reshape(s) for k, s in shapes.items()}
+        self._update_scratch = {k: flat[:math.prod(shapes[k])].reshape(shapes[k]) for k in whole}
         self._kept = {}
         if not self.keep_gradients:
             return

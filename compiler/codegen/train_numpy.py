@@ -27,6 +27,13 @@ scratch in v.chunks_N`, the scratch views made for one chunk), the kernels
 that chunk themselves (convolution backward, the batchnorm chains) get
 `chunk=` in their scratch function. Output is deterministic: the same
 training graph gives the same bytes.
+
+Blocked updates. An UPDATE step marked `blocked` (a large dense weight, see
+`autodiff.py`) forms the gradient `dense.weight_block_rows` rows at a time
+into a planned tile and applies the optimizer to those rows of the
+parameter and its state at once (`optim.update_rows`, with a tile-sized
+scratch): `for rows, dw, scratch in v.blocks_N`, the tiles cut per block in
+`_views`. Its scratch is the two tiles (`grad`, `update`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ...runtime import kernels as K
+from ...runtime.dense import weight_block_rows
 from ...runtime import losses as L
 from ..autodiff import InputGrad, Step, StepKind, TrainGraph
 from ..train_memory import ChunkedScratch
@@ -46,7 +54,7 @@ from . import numpy as inference
 from .names import RESERVED, Namespace, py_comment, py_doc, py_literal
 
 LOCALS = frozenset({"v", "s", "y", "loss", "key", "batch", "dims", "arrays", "L", "Trainer",
-                    "TrainerBase", "Spec", "_Views", "part", "scratch", "rows"})
+                    "TrainerBase", "Spec", "_Views", "part", "scratch", "rows", "dw", "update_rows"})
 
 VERSION = inference.VERSION
 BATCH = inference.BATCH
@@ -607,7 +615,38 @@ def _items(tg: TrainGraph, s: Step, r: "_Render") -> list:
         return rule(tg, s, r) + _accumulate(s, r)
     if s.kind is StepKind.LOSS:
         return _loss(tg, s, r)
+    if s.blocked:
+        return _blocked_update(tg, s, r)
     return [f"self._apply_update({py_literal(s.param)}, {r.arg(T(s.reads[0]))})"]
+
+
+def _blocked_param(s: Step):
+    return next(p for p in s.node.params if s.node.param_key(p.name) == s.param)
+
+
+def _blocks(tg: TrainGraph, s: Step) -> tuple[int, int, int]:
+    """A blocked update's parameter rows, columns and rows per block."""
+    o, f = (evaluate(d, tg.graph.bounds) for d in _blocked_param(s).shape)
+    return o, f, weight_block_rows((o, f))
+
+
+def _blocked_update(tg: TrainGraph, s: Step, r: "_Render") -> list:
+    """The loop of a blocked update (the blocks are `v.blocks_N`, made in `_views`)."""
+    n = s.node
+    call = KCall("dense_backward", (T(n.inputs[0]), _param(n, _blocked_param(s).name), _dy(s)),
+                 dict(dx=None, dw=Raw("dw"), db=None, rows=Raw("rows")))
+    blocks = r.names(("blocks", s.index), f"blocks_{s.index}")
+    return [f"for rows, dw, scratch in v.{blocks}:",
+            "    " + r.call(call, None),
+            f"    self._apply_update_rows({py_literal(s.param)}, rows, dw, scratch)"]
+
+
+def _blocked_views(tg: TrainGraph, s: Step, r: "_Render", lay) -> str:
+    o, f, rows = _blocks(tg, s)
+    where = {k: (lay.plan.offsets[b], lay.sizes[b]) for k, b in sorted(lay.scratch.get(s.index, {}).items())}
+    shapes = {"grad": (rows, f), "update": (rows, f)}
+    blocks = r.names(("blocks", s.index), f"blocks_{s.index}")
+    return f"v.{blocks} = self._row_blocks({o}, {rows}, self._scratch({r.code(shapes)}, {r.code(where)}))"
 
 
 # ------------------------------------------------------------------ scratch sizes for the planner
@@ -676,7 +715,11 @@ def _scratch_shapes(tg: TrainGraph, call: KCall, batch: int, chunk: int | None) 
 def scratch_bytes(tg: TrainGraph, step: int, batch: int) -> "dict[str, int] | ChunkedScratch":
     """Scratch name -> bytes at `batch` for one step, for `train_memory.train_layout`;
     by chunk of examples (`ChunkedScratch`) for a call that can take the batch in chunks."""
-    call = _scratch_call(_items(tg, tg.steps[step], _Sizer()))
+    s = tg.steps[step]
+    if s.kind is StepKind.UPDATE and s.blocked:
+        _, f, rows = _blocks(tg, s)
+        return {"grad": rows * f * 4, "update": rows * f * 4}
+    call = _scratch_call(_items(tg, s, _Sizer()))
     if call is None:
         return {}
 
@@ -779,6 +822,9 @@ class _Render:
 def _comment(tg: TrainGraph, s: Step) -> str:
     if s.kind is StepKind.LOSS:
         text = f"[{s.index}] loss: {tg.loss} of {tg.output} -> d:{tg.output}"
+    elif s.kind is StepKind.UPDATE and s.blocked:
+        text = (f"[{s.index}] update {s.param}: its gradient formed {_blocks(tg, s)[2]} rows at a time, "
+                "each block applied at once")
     elif s.kind is StepKind.UPDATE:
         text = f"[{s.index}] update {s.param}"
     else:
@@ -815,6 +861,10 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
     for s in tg.steps:
         items = _items(tg, s, r)
         body.append(_comment(tg, s))
+        if s.kind is StepKind.UPDATE and s.blocked:
+            views.append(_blocked_views(tg, s, r, lay))
+            body += items
+            continue
         scratch_call = _scratch_call(items)
         planned = lay.scratch.get(s.index, {})
         chunk = lay.chunks.get(s.index)
@@ -862,6 +912,7 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
         min_dims_repr=py_literal(dict(min_dims(g))),
         params=[(py_literal(k), py_literal(tuple(sp.shape)), py_literal(tuple(sp.init))) for k, sp in specs.items()],
         trainable=py_literal(tuple(tg.trainable)), counters=py_literal(tuple(tg.counters)),
+        row_blocked=py_literal(tuple(s.param for s in tg.steps if s.blocked)),
         arena_bytes=lay.plan.arena_bytes, figures=lay.figures(), layout=_layout_rows(lay),
         input_idents=list(r.inputs.values()),
         views=views + r.extra_views, body=body, steps=len(tg.steps),

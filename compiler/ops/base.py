@@ -122,7 +122,13 @@ class Backward:
     reads it gets it recomputed instead of kept; `absorbs`: the ops a
     training step of this op takes in after it, in order, each optional
     (tests on the next op's entry): the fused step keeps only this op's and
-    their saves, and its backward recomputes the values in between."""
+    their saves, and its backward recomputes the values in between.
+
+    `row_blocks`: the parameters whose gradient the backward can form a
+    block of rows (the layer's own units) at a time from the inputs and the
+    output's gradient alone (dense: dW[r] = dy[:, r].T @ x), so that a large
+    one is formed and applied by the optimizer block by block instead of
+    being held whole (`autodiff.py`)."""
 
     saves: Callable[[Attrs, Sequence[Shape], Shape], Mapping[str, Saved]] = no_saves
     needs_inputs: bool = True
@@ -131,6 +137,7 @@ class Backward:
     mask: bool = False
     recompute: bool = False
     absorbs: tuple[Callable[["OpSpec"], bool], ...] = ()
+    row_blocks: tuple[str, ...] = ()
 
 
 class UnitAxis(enum.Enum):

@@ -56,6 +56,6 @@ _DENSE_UNITS = Units(_dense_units, size=lambda a: a["units"], varies=("units", "
 ENTRIES: tuple[OpSpec, ...] = (
     OpSpec("dense", (ArgSpec("units", Kind.POS_INT), ArgSpec("bias", Kind.BOOL, True)), _dense_infer,
            resolve=_dense_resolve, params=_dense_params, macs=_dense_macs, aliases=("linear",),
-           backward=Backward(),     # reads x and the weight
+           backward=Backward(row_blocks=("weight",)),     # reads x and the weight; dW by rows
            units=_DENSE_UNITS),
 )
