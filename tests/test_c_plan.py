@@ -67,6 +67,29 @@ def test_sample_compiles_without_warnings_and_allocates_nothing(name, tmp_path):
     assert writable == [], f"writable global data: {writable}"
 
 
+def _native_ok() -> bool:
+    probe = subprocess.run([cc(), "-march=native", "-E", "-x", "c", "-"], input="", capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+ALL_SAMPLES = sorted(p.stem for p in (ROOT / "samples").glob("*.nn"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL_SAMPLES)
+def test_every_sample_compiles_without_warnings_at_o3_for_the_native_cpu(name, tmp_path):
+    """Users build plans with -O3 -march=native (the benchmark does): GCC's
+    loop analysis there warned on the activation loops' remainders
+    (-Waggressive-loop-optimizations) where -O2 was clean."""
+    if not _native_ok():
+        pytest.skip("the compiler has no -march=native")
+    signature = next(line for line in (ROOT / "samples" / f"{name}.nn").read_text().splitlines()
+                     if line.startswith("model"))
+    dims = DIMS.get(name) or ({"T": 64} if re.search(r"\bT\b(?!=)", signature) else None)
+    stem = write(name, tmp_path, dims=dims)
+    run([cc(), *STRICT, "-O3", "-march=native", "-c", str(tmp_path / f"{stem}.c"), "-o", str(tmp_path / "x.o")])
+
+
 @pytest.mark.parametrize("name", STREAMING)
 def test_streaming_plan_compiles_without_warnings_and_allocates_nothing(name, tmp_path):
     stem = write(name, tmp_path, stream=True)

@@ -160,12 +160,12 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         for (i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : (x[i] > 6.0f ? 6.0f : x[i]);
         break;
     case NNC_SIGMOID:
-        for (i = 0; i + 16 <= n; i += 16) NNC_ACT_BLOCK(x + i, nnc_sigmoidf(b_[j_]));
-        for (; i < n; i++) x[i] = nnc_sigmoidf(x[i]);
+        for (i = 0; i < (n & ~15L); i += 16) NNC_ACT_BLOCK(x + i, nnc_sigmoidf(b_[j_]));
+        for (i = n & ~15L; i < n; i++) x[i] = nnc_sigmoidf(x[i]);
         break;
     case NNC_TANH:
-        for (i = 0; i + 16 <= n; i += 16) NNC_ACT_BLOCK(x + i, nnc_tanhf(b_[j_]));
-        for (; i < n; i++) x[i] = nnc_tanhf(x[i]);
+        for (i = 0; i < (n & ~15L); i += 16) NNC_ACT_BLOCK(x + i, nnc_tanhf(b_[j_]));
+        for (i = n & ~15L; i < n; i++) x[i] = nnc_tanhf(x[i]);
         break;
     case NNC_GELU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
