@@ -639,6 +639,18 @@ def pack_bcast(w: np.ndarray) -> np.ndarray:
     return out.reshape(cb, BCAST_CB, k).transpose(0, 2, 1).reshape(-1)
 
 
+def pack_attention(name: str, w: np.ndarray) -> np.ndarray:
+    """An attention's parameter in nnc_attention's layout: in_proj_weight
+    [3E, E] -> the query, key and value projections each as `pack_rows`
+    ([3][E][padded(E)]), in_proj_bias [3E] -> each `pad_vector`-ed,
+    out_proj.weight -> `pack_rows`, out_proj.bias -> `pad_vector`."""
+    if name == "in_proj_weight":
+        return np.concatenate([pack_rows(part).reshape(-1) for part in np.split(w, 3)])
+    if name == "in_proj_bias":
+        return np.concatenate([pad_vector(part) for part in np.split(w.reshape(-1), 3)])
+    return pack_rows(w) if name == "out_proj.weight" else pad_vector(w)
+
+
 def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays the C file embeds, by parameter key (`label.weight`, ...),
     from PyTorch-layout `state`: batchnorms folded, convolution weights
@@ -669,6 +681,8 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"] = pack_rows(p["weight"])
             if "bias" in p:
                 p["bias"] = pad_vector(p["bias"])
+        elif op == "attention":
+            p = {key: pack_attention(key, arr) for key, arr in p.items()}
         elif op in ("gru", "lstm", "rnn"):
             for key in p:              # every layer and direction (`_l{k}`, `_l{k}_reverse`)
                 p[key] = pack_rows(p[key]) if key.startswith("weight_") else pad_vector(p[key])
@@ -708,6 +722,10 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
                 size = -(-shape[0] // BCAST_CB) * BCAST_CB * math.prod(shape[1:])
             elif n.op.name in ("dense", "gru", "lstm", "rnn"):
                 size = padded(shape[0]) * (shape[1] if len(shape) == 2 else 1)
+            elif n.op.name == "attention":     # `pack_attention`: one block, or three, of E padded rows
+                parts = 3 if name.startswith("in_proj") else 1
+                e = shape[0] // parts
+                size = parts * padded(e) * (shape[1] if len(shape) == 2 else 1)
             out.append((key, size))
     return out
 

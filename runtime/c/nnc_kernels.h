@@ -140,6 +140,31 @@ NNC_INLINE float nnc_tanhf(float x) {
     return nnc_sel(a < 0.0625f, p, t);
 }
 
+/* erf(x) to about 4e-7 (absolute): x clamped to [-4, 4], then x P(x^2) /
+ * Q(x^2) of degrees 13 and 8 (Eigen's fast erf); exactly +-1 beyond 3.92,
+ * where float's erf is, so gelu(-inf) stays -inf * 0 = NaN. Branch-free:
+ * it vectorises. NaN in, NaN out. */
+NNC_INLINE float nnc_erff(float x) {
+    float c, c2, p, q, e;
+    c = nnc_sel(x > -4.0f, x, -4.0f);
+    c = nnc_sel(c < 4.0f, c, 4.0f);
+    c = nnc_sel(x == x, c, x);
+    c2 = c * c;
+    p = NNC_FMA(c2, -2.72614225801306e-10f, 2.77068142495902e-08f);
+    p = NNC_FMA(p, c2, -2.10102402082508e-06f);
+    p = NNC_FMA(p, c2, -5.69250639462346e-05f);
+    p = NNC_FMA(p, c2, -7.34990630326855e-04f);
+    p = NNC_FMA(p, c2, -2.95459980854025e-03f);
+    p = NNC_FMA(p, c2, -1.60960333262415e-02f);
+    q = NNC_FMA(c2, -1.45660718464996e-05f, -2.13374055278905e-04f);
+    q = NNC_FMA(q, c2, -1.68282697438203e-03f);
+    q = NNC_FMA(q, c2, -7.37332916720468e-03f);
+    q = NNC_FMA(q, c2, -1.42647390514189e-02f);
+    e = c * p / q;
+    e = nnc_sel(c > 3.92f, 1.0f, e);
+    return nnc_sel(c < -3.92f, -1.0f, e);
+}
+
 /* 16 elements at b_ = p, each b_[j_] replaced by `expr`: a loop with a
  * constant trip count, which vectorises at -O2 (a loop over n would need a
  * remainder, which -O2's cost model does not take). */
@@ -169,7 +194,14 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         break;
     case NNC_GELU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
-        for (i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+        for (i = 0; i + 16 <= n; i += 16)
+            NNC_ACT_BLOCK(x + i, 0.5f * b_[j_] * (1.0f + nnc_erff(b_[j_] * 0.70710678118654752f)));
+        if (i < n) {             /* the last n % 16 through a block on the stack */
+            float t[16] = {0.0f};
+            memcpy(t, x + i, (size_t)(n - i) * sizeof *t);
+            NNC_ACT_BLOCK(t, 0.5f * b_[j_] * (1.0f + nnc_erff(b_[j_] * 0.70710678118654752f)));
+            memcpy(x + i, t, (size_t)(n - i) * sizeof *t);
+        }
         break;
     case NNC_SILU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
@@ -1608,14 +1640,56 @@ static inline void nnc_gemv(const float *restrict x, int in, int out, int ld, co
     }
 }
 
+#if defined(NNC_VEC)
+/* Eight rows of y = x W^T + b at columns o0 .. o0 + NNC_VL (rows of x `in`
+ * floats apart, of y `out` apart; no more than out - o0 columns stored):
+ * eight accumulators, independent chains of multiply-adds that share each
+ * weight vector, where one row's matrix-vector product of a narrow layer
+ * (out <= 64) has one chain a tile and waits on its latency. */
+NNC_CONTRACT static void nnc_dense8(const float *restrict x, int in, int out, int ld, const float *restrict wt,
+                                    const float *restrict bias, int o0, float *restrict y) {
+    nnc_vf a0, a1, a2, a3, a4, a5, a6, a7, w;
+    const int m = out - o0 < NNC_VL ? out - o0 : NNC_VL;
+    int k;
+    a0 = bias ? nnc_ldv(bias + o0) : (nnc_vf){0};
+    a1 = a2 = a3 = a4 = a5 = a6 = a7 = a0;
+    for (k = 0; k < in; k++) {
+        w = nnc_ldv(wt + (long)k * ld + o0);
+        a0 = a0 + x[k] * w, a1 = a1 + x[in + k] * w, a2 = a2 + x[2 * in + k] * w, a3 = a3 + x[3 * in + k] * w;
+        a4 = a4 + x[4 * in + k] * w, a5 = a5 + x[5 * in + k] * w, a6 = a6 + x[6 * in + k] * w;
+        a7 = a7 + x[7 * in + k] * w;
+    }
+    y += o0;
+    if (m == NNC_VL) {             /* a full vector: a store of constant size, not a call */
+        memcpy(y, &a0, sizeof a0), memcpy(y + out, &a1, sizeof a1), memcpy(y + 2 * out, &a2, sizeof a2);
+        memcpy(y + 3 * out, &a3, sizeof a3), memcpy(y + 4 * out, &a4, sizeof a4);
+        memcpy(y + 5 * out, &a5, sizeof a5), memcpy(y + 6 * out, &a6, sizeof a6);
+        memcpy(y + 7 * out, &a7, sizeof a7);
+        return;
+    }
+    memcpy(y, &a0, (size_t)m * sizeof *y), memcpy(y + out, &a1, (size_t)m * sizeof *y);
+    memcpy(y + 2 * out, &a2, (size_t)m * sizeof *y), memcpy(y + 3 * out, &a3, (size_t)m * sizeof *y);
+    memcpy(y + 4 * out, &a4, (size_t)m * sizeof *y), memcpy(y + 5 * out, &a5, (size_t)m * sizeof *y);
+    memcpy(y + 6 * out, &a6, (size_t)m * sizeof *y), memcpy(y + 7 * out, &a7, (size_t)m * sizeof *y);
+}
+#endif
+
 /* y[r] = x[r] W^T + b for each of `rows` rows, then the activation; `wt` is
  * W transposed with padded rows, [in][ld] (ld = out for one output, else
- * out rounded up to NNC_VB). y must not overlap x. */
+ * out rounded up to NNC_VB). y must not overlap x. With vector extensions,
+ * a narrow layer (out <= 64) takes its rows eight at a time (nnc_dense8). */
 static inline void nnc_dense(const float *x, long rows, int in, int out, int ld, const float *wt, const float *bias,
                              float *y, int act, float alpha) {
-    long r;
+    long r, r8 = 0;
     int k, j;
-    for (r = 0; r < rows; r++) {
+#if defined(NNC_VEC)
+    if (out > 1 && out <= 64) r8 = rows / 8 * 8;
+    for (r = 0; r < r8; r += 8) {
+        for (j = 0; j < out; j += NNC_VL) nnc_dense8(x + r * in, in, out, ld, wt, bias, j, y + r * out);
+        if (act) nnc_act(y + r * out, 8L * out, act, alpha);
+    }
+#endif
+    for (r = r8; r < rows; r++) {
         const float *xr = x + r * in;
         float *yr = y + r * out;
         if (out == 1) {
@@ -1935,12 +2009,23 @@ static inline void nnc_layernorm(const float *x, float *y, long rows, int n, con
     for (r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *yr = y + r * n;
-        double mean = 0.0, var = 0.0;
+        double mean, var, part[8];  /* sums in 8 lanes of doubles, added pairwise: they vectorise */
         float inv;
-        for (i = 0; i < n; i++) mean += xr[i];
-        mean /= n;
-        for (i = 0; i < n; i++) var += (xr[i] - mean) * (xr[i] - mean);
-        var /= n;
+        int j, w;
+        for (j = 0; j < 8; j++) part[j] = 0.0;
+        for (i = 0; i + 8 <= n; i += 8)
+            for (j = 0; j < 8; j++) part[j] += xr[i + j];
+        for (; i < n; i++) part[0] += xr[i];
+        for (w = 4; w > 0; w /= 2)
+            for (j = 0; j < w; j++) part[j] += part[j + w];
+        mean = part[0] / n;
+        for (j = 0; j < 8; j++) part[j] = 0.0;
+        for (i = 0; i + 8 <= n; i += 8)
+            for (j = 0; j < 8; j++) part[j] += (xr[i + j] - mean) * (xr[i + j] - mean);
+        for (; i < n; i++) part[0] += (xr[i] - mean) * (xr[i] - mean);
+        for (w = 4; w > 0; w /= 2)
+            for (j = 0; j < w; j++) part[j] += part[j + w];
+        var = part[0] / n;
         inv = (float)(1.0 / sqrt(var + eps));
         for (i = 0; i < n; i++) yr[i] = ((float)(xr[i] - mean)) * inv * gamma[i] + beta[i];
     }
