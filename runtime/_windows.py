@@ -76,17 +76,19 @@ def _phase_span(phase: int, stride: int, lo: int, size: int, count: int) -> tupl
     return first, end
 
 
-def _split_phases(x: np.ndarray, phases: np.ndarray, tp: _TapPlan, fill: float) -> None:
-    """Write `x` [B, C, H, W], padded with `fill`, into `phases` [B, C, n, plane]."""
+def _split_phases(x: np.ndarray, phases: np.ndarray, tp: _TapPlan, fill: float, frame: bool = True) -> None:
+    """Write `x` [B, C, H, W], padded with `fill`, into `phases` [B, C, n, plane];
+    with `frame=False` only the input pixels (the padding already holds `fill`)."""
     bsz, c, h, w = x.shape
     (sh, sw), ((top, _), (left, _)), hq, wq = tp.stride, tp.pads, tp.hq, tp.wq
     for k, (p, q) in enumerate(tp.phases):
         plane = phases[:, :, k]
-        plane[:, :, hq * wq:].fill(fill)
         grid = _view(plane[:, :, :hq * wq], (bsz, c, hq, wq))
         u0, u1 = _phase_span(p, sh, top, h, hq)
         v0, v1 = _phase_span(q, sw, left, w, wq)
-        _fill_frame(grid, (u0, u1), (v0, v1), fill)
+        if frame:
+            plane[:, :, hq * wq:].fill(fill)
+            _fill_frame(grid, (u0, u1), (v0, v1), fill)
         r0, c0 = p + u0 * sh - top, q + v0 * sw - left
         np.copyto(grid[:, :, u0:u1, v0:v1], x[:, :, r0:r0 + (u1 - u0) * sh:sh, c0:c0 + (v1 - v0) * sw:sw])
 

@@ -402,9 +402,15 @@ def avgpool2d_backward(dy: np.ndarray, *, kernel: tuple[int, int], stride: tuple
     h, w = dx.shape[2:]
     oh, ow = dy.shape[2:]
     if (kh, kw) == (sh, sw) and top == left == 0 and (h, w) == (oh * kh, ow * kw) and dx.flags.c_contiguous:
-        # windows tile the input: each output gradient broadcast over its window (no strided adds, no buffers)
-        np.copyto(_view(dx, (*dx.shape[:2], oh, kh, ow, kw)), dy[:, :, :, None, :, None])
-        np.divide(dx, kh * kw, out=dx)
+        # windows tile the input: the output gradients divided into each pixel position of the
+        # windows in turn, kh * kw divisions of dy (no strided adds; a broadcast into all the
+        # pixels at once runs NumPy's inner loop over the kw-long last axis, several times
+        # slower, and copying one position to the others within dx would make NumPy copy the
+        # overlapping source first)
+        grid = _view(dx, (*dx.shape[:2], oh, kh, ow, kw))
+        for i in range(kh):
+            for j in range(kw):
+                np.divide(dy, kh * kw, out=grid[:, :, :, i, :, j])
         return
     dx.fill(0)
     for i in range(kh):
