@@ -453,6 +453,23 @@ def _conv_dims(n: Node) -> tuple[int, int]:
     return a["filters"] // g, a["in_channels"] // g * math.prod(a["kernel"])
 
 
+TRANSPOSED = ("conv_transpose1d", "conv_transpose2d")
+
+
+def transpose_panel(n: Node, graph: Graph) -> tuple[int, int]:
+    """(panel depth, rows of NR_MAX floats of scratch) of a transposed
+    convolution as nnc_conv_transpose_gemm: C [cout/g*kh*kw][h*w] per group
+    is a matrix multiply over K = cin/g reading the input in place (MR rows
+    of C at a time on the stack); its panel (min(K, KC) rows) holds a short
+    last tile of input pixels, so there is none when h*w is a known multiple
+    of NR_MAX."""
+    a = n.attrs
+    depth = min(a["in_channels"] // a["groups"], KC)
+    spatial = graph.shape_of(n.inputs[0])[1:]
+    whole = all(isinstance(d, int) for d in spatial) and math.prod(spatial) % NR_MAX == 0
+    return depth, 0 if whole else depth
+
+
 # ------------------------------------------------------------------ scratch and state for the planner
 
 def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
@@ -475,6 +492,9 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
         elif kind == "depthwise" and depthwise_rows(node, graph):
             out["panel"] = _dw_scratch(node, depthwise_rows(node, graph)) * 4
         return out
+    if op in TRANSPOSED:
+        rows = transpose_panel(node, graph)[1]
+        return {"panel": rows * NR_MAX * 4} if rows else {}
     if op == "attention":
         # nnc_attention: every row's key and value, one query row (then its context) and one
         # head's scores; streaming, the keys and values go straight into the cache (state)
@@ -595,6 +615,14 @@ def pad_vector(b: np.ndarray) -> np.ndarray:
     return out
 
 
+def pack_conv_transpose(w: np.ndarray, groups: int) -> np.ndarray:
+    """[C_in, C_out/g, *k] -> `pack_conv` of the matrix per group of rows
+    (output channel, tap) and columns (input channel): nnc_conv_transpose_gemm's weights."""
+    cig, taps = w.shape[0] // groups, int(np.prod(w.shape[2:]))
+    m = w.shape[1] * taps
+    return pack_conv(w.reshape(groups, cig, m).transpose(0, 2, 1).reshape(groups * m, cig), groups)
+
+
 def pack_conv(w: np.ndarray, groups: int) -> np.ndarray:
     """[C_out, C_in/g, *k] -> per group, blocks of MR rows: [g][ceil(M/MR)][K][MR]."""
     cout = w.shape[0]
@@ -674,6 +702,8 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"] = pack_winograd4(p["weight"])
         elif kind == "bcast":
             p["weight"] = pack_bcast(p["weight"])
+        elif op in TRANSPOSED:
+            p["weight"] = pack_conv_transpose(p["weight"], n.attrs["groups"])
         elif kind == "direct":
             w, g = p["weight"], n.attrs["groups"]
             p["weight"] = w.reshape(g, w.shape[0] // g, -1).transpose(0, 2, 1)
@@ -720,6 +750,10 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
                 size = 36 * -(-shape[0] // MR) * MR * shape[1]
             elif kind == "bcast" and name == "weight":
                 size = -(-shape[0] // BCAST_CB) * BCAST_CB * math.prod(shape[1:])
+            elif n.op.name in TRANSPOSED and name == "weight":     # `pack_conv_transpose`
+                groups = n.attrs["groups"]
+                m = shape[1] * math.prod(shape[2:])
+                size = groups * -(-m // MR) * MR * (shape[0] // groups)
             elif n.op.name in ("dense", "gru", "lstm", "rnn"):
                 size = padded(shape[0]) * (shape[1] if len(shape) == 2 else 1)
             elif n.op.name == "attention":     # `pack_attention`: one block, or three, of E padded rows
@@ -1129,9 +1163,11 @@ V2_TENSOR_STEPS: dict[str, Callable[[_Ctx, Node], list[str]]] = {
 def _conv_transpose(c: _Ctx, n: Node) -> list[str]:
     a = n.attrs
     x, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl = _conv_geometry(c, n)
-    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"], 0, 0]
+    depth, rows = transpose_panel(n, c.graph)
+    geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"], depth, 0]
     return ["const nnc_conv g = {" + c.ints(geo) + "};",
-            f"nnc_conv_transpose(&g, {c.v(n.inputs[0])}, {c.p(n, 'weight')}, {_bias(c, n)}, {c.v(n.label)});"]
+            f"nnc_conv_transpose_gemm(&g, {c.v(n.inputs[0])}, {c.p(n, 'weight')}, {_bias(c, n)}, {c.v(n.label)}, "
+            f"{c.scratch(n, 'panel') if rows else 'NULL'});"]
 
 
 def _global_maxpool(c: _Ctx, n: Node) -> list[str]:

@@ -3,7 +3,8 @@
  * normalisation variants).
  *
  * In:  one example at a time, in PyTorch's layout without the batch axis;
- *      weights in PyTorch's layout (nothing is repacked for these kernels).
+ *      weights in PyTorch's layout, except a transposed convolution's
+ *      (packed by the code generator, `pack_conv_transpose` in codegen/c.py).
  * Out: results written to caller-owned memory, as nnc_kernels.h's kernels.
  *
  * Included at the end of nnc_kernels.h (the code generator inlines it into
@@ -25,45 +26,100 @@ static inline void nnc_tap_range(int n, int s, int off, int on, int *lo, int *hi
 }
 
 /* PyTorch's conv_transpose2d of x [cin, h, w] with w [cin][cout/groups][kh][kw]
- * and bias [cout] (or NULL) into y [cout, oh, ow]; `pt`, `pl` are the padding
- * (both sides); output rows past the computed ones (output_padding) get the
- * bias only. 1-d: h = kh = sh = dh = 1, pt = 0. The geometry is nnc_conv's. */
-static inline void nnc_conv_transpose(const nnc_conv *p, const float *x, const float *w, const float *bias,
-                                      float *y) {
-    const int cig = p->cin / p->groups, cog = p->cout / p->groups;
-    const long plane = (long)p->oh * p->ow, iplane = (long)p->h * p->w;
-    int g, ci, co, a, b, i, j;
-    for (co = 0; co < p->cout; co++) {
+ * and bias [cout] (or NULL) into y [cout, oh, ow], `pt`, `pl` the padding
+ * (both sides; output rows past the computed ones, output_padding, get the
+ * bias only; 1-d: h = kh = sh = dh = 1, pt = 0; the geometry is nnc_conv's),
+ * as a packed matrix multiply and a scatter: per group, the
+ * columns C[(co, a, b)][n] = sum_ci W[ci][co][a][b] x[ci][n] of NNC_NR input
+ * pixels at a time (the input read in place; a short last tile copied into
+ * `panel`), NNC_MR rows of C at a time in a register tile's worth of stack,
+ * each row then added to the output positions its tap reaches (stored with
+ * the bias when each output is reached by one tap only). `wp` is packed by
+ * the code generator as nnc_conv2d's weights of a convolution with M =
+ * cout/groups*kh*kw rows and K = cin/groups deep: [groups][ceil(M/MR)][K][MR].
+ * Scratch: `panel`, min(K, kc) * NNC_NR_MAX floats (kc = p->kc, or NNC_KC
+ * when 0); NULL when h*w is a multiple of NNC_NR_MAX (no short tile). */
+static inline void nnc_conv_transpose_gemm(const nnc_conv *p, const float *x, const float *wp, const float *bias,
+                                           float *y, float *panel) {
+    const int cig = p->cin / p->groups, cog = p->cout / p->groups, taps = p->kh * p->kw;
+    const int M = cog * taps, K = cig, mb = (M + NNC_MR - 1) / NNC_MR;
+    const int KC = p->kc > 0 ? p->kc : NNC_KC;
+    const long N = (long)p->h * p->w, plane = (long)p->oh * p->ow;
+    /* kernel = stride, no dilation, padding or output_padding: every output
+     * is one tap of one input, stored once with its bias (no fill first) */
+    const int once = p->kh == p->sh && p->kw == p->sw && p->dh == 1 && p->dw == 1 && p->pt == 0 && p->pl == 0 &&
+                     p->oh == p->h * p->sh && p->ow == p->w * p->sw;
+    int g, co;
+    long n0;
+    for (co = 0; co < (once ? 0 : p->cout); co++) {
         const float v = bias ? bias[co] : 0.0f;
+        float *yc = y + co * plane;
         long q;
-        for (q = 0; q < plane; q++) y[co * plane + q] = v;
+        for (q = 0; q < plane; q++) yc[q] = v;
     }
-    for (g = 0; g < p->groups; g++)
-        for (ci = g * cig; ci < (g + 1) * cig; ci++) {
-            const float *xc = x + ci * iplane;
-            for (co = 0; co < cog; co++) {
-                float *yc = y + (long)(g * cog + co) * plane;
-                const float *wk = w + ((long)ci * cog + co) * p->kh * p->kw;
-                for (a = 0; a < p->kh; a++) {
-                    int i0, i1;
-                    nnc_tap_range(p->h, p->sh, a * p->dh - p->pt, p->oh, &i0, &i1);
-                    for (b = 0; b < p->kw; b++) {
-                        const float wv = wk[a * p->kw + b];
-                        const int off = b * p->dw - p->pl;
-                        int j0, j1;
-                        nnc_tap_range(p->w, p->sw, off, p->ow, &j0, &j1);
-                        for (i = i0; i < i1; i++) {
-                            const float *xr = xc + (long)i * p->w;
-                            float *yr = yc + (long)(i * p->sh + a * p->dh - p->pt) * p->ow + off;
-                            if (p->sw == 1)
-                                for (j = j0; j < j1; j++) yr[j] += wv * xr[j];
+    for (g = 0; g < p->groups; g++) {
+        const float *wg = wp + (long)g * mb * NNC_MR * K, *xg = x + (long)g * K * N;
+        float *yg = y + (long)g * cog * plane;
+        for (n0 = 0; n0 < N; n0 += NNC_NR) {
+            const int nr = (int)(N - n0 < NNC_NR ? N - n0 : NNC_NR);
+            int run_i[NNC_NR], run_j[NNC_NR], run_c[NNC_NR], run_len[NNC_NR];
+            int runs = 0, j, m0;
+            for (j = 0; j < nr; j += run_len[runs++]) {
+                const long n = n0 + j;
+                run_j[runs] = j;
+                run_i[runs] = (int)(n / p->w);
+                run_c[runs] = (int)(n % p->w);
+                run_len[runs] = nr - j < p->w - run_c[runs] ? nr - j : p->w - run_c[runs];
+            }
+            for (m0 = 0; m0 < M; m0 += NNC_MR) {
+                const int mc = M - m0 < NNC_MR ? M - m0 : NNC_MR;
+                float tile[NNC_MR * NNC_NR];
+                int k0, m, r;
+                for (k0 = 0; k0 < K; k0 += KC) {
+                    const int kc = K - k0 < KC ? K - k0 : KC;
+                    const float *b = xg + (long)k0 * N + n0;
+                    long ldb = N;
+                    if (nr < NNC_NR && (m0 == 0 || K > KC)) {   /* the short last tile, zero beyond nr */
+                        int k, q;
+                        for (k = 0; k < kc; k++) {
+                            float *d = panel + (long)k * NNC_NR;
+                            memcpy(d, b + (long)k * N, (size_t)nr * sizeof *d);
+                            for (q = nr; q < NNC_NR; q++) d[q] = 0.0f;
+                        }
+                    }
+                    if (nr < NNC_NR) {
+                        b = panel;
+                        ldb = NNC_NR;
+                    }
+                    nnc_micro(kc, wg + (long)m0 * K + (long)k0 * NNC_MR, b, ldb, tile, NNC_NR, mc, nr, k0 == 0,
+                              k0 + kc >= K, NULL, NNC_ACT_NONE, 0.0f);
+                }
+                for (m = 0; m < mc; m++) {
+                    const int o = (m0 + m) / taps, t = (m0 + m) % taps;
+                    const int dy = (t / p->kw) * p->dh - p->pt, dx = (t % p->kw) * p->dw - p->pl;
+                    const float *row = tile + (long)m * NNC_NR;
+                    const float bv = bias ? bias[g * cog + o] : 0.0f;
+                    float *yo = yg + (long)o * plane;
+                    for (r = 0; r < runs; r++) {
+                        const int oy = run_i[r] * p->sh + dy, ox = run_c[r] * p->sw + dx;
+                        int lo, hi, q;
+                        if (oy < 0 || oy >= p->oh) continue;
+                        nnc_tap_range(run_len[r], p->sw, ox, p->ow, &lo, &hi);
+                        {
+                            const float *src = row + run_j[r];
+                            float *dst = yo + (long)oy * p->ow + ox;
+                            if (once)
+                                for (q = lo; q < hi; q++) dst[(long)q * p->sw] = src[q] + bv;
+                            else if (p->sw == 1)
+                                for (q = lo; q < hi; q++) dst[q] += src[q];
                             else
-                                for (j = j0; j < j1; j++) yr[(long)j * p->sw] += wv * xr[j];
+                                for (q = lo; q < hi; q++) dst[(long)q * p->sw] += src[q];
                         }
                     }
                 }
             }
         }
+    }
 }
 
 /* ------------------------------------------------------------------ pad */
