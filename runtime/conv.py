@@ -540,6 +540,9 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
     else:
         tp = _tap_plan(x.shape[2:], w.shape[2:], stride, dilation, pads)
         if "taps" not in scratch:                   # the gathered layout (`_gathers_taps`): dw only
+            if dx is not None:
+                raise ValueError("conv backward: the scratch was planned without dx (need_dx=False), "
+                                 "but dx was passed")
             if dw is not None:
                 _gathered_dw(x, dy, dw, tp, scratch)
         else:

@@ -210,3 +210,11 @@ def test_the_optimizer_scratch_outside_the_arena_skips_blocked_parameters():
     t = nnc.train(SAMPLES / "mlp.nn", loss="cross_entropy", optimizer=nnc.Adam(0.01), batch=32)
     assert t.ROW_BLOCKED == ("dense_0.weight",)
     assert t._update_flat.size == 128 * 256
+
+
+def test_blocks_hold_at_least_16_rows_of_a_wide_weight():
+    """A 4096-wide layer would take 4 rows a block within the 16K-float tile:
+    1024 matmuls, each re-reading x. Blocks keep 16 rows at least."""
+    assert dense_kernels.weight_block_rows((256, 784)) == 20       # the MLP: the tile decides
+    assert dense_kernels.weight_block_rows((4096, 4096)) == 16
+    assert dense_kernels.weight_block_rows((8, 20000)) == 8          # never more rows than the weight has

@@ -125,3 +125,18 @@ def test_avgpool_backward_overlapping_windows_match_autograd():
     dx = np.full(xs, np.nan, np.float32)
     P.avgpool2d_backward(dy, kernel=(3, 3), stride=(2, 2), padding=((1, 1), (1, 1)), dx=dx)
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_dx_the_gathered_scratch_cannot_form_is_refused_not_left_unwritten():
+    """Scratch planned with need_dx=False on a one-channel input takes the
+    gathered dw-only layout; a dx passed anyway must not stay unwritten."""
+    xs, ws = (3, 1, 12, 9), (5, 1, 3, 4)
+    kw = dict(stride=(2, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1)
+    shapes = C.conv2d_backward_scratch(xs, ws, need_dx=False, **kw)
+    assert "taps" not in shapes
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    dy = rng.standard_normal(C._conv_plan(xs, ws, (2, 1), ((0, 0), (0, 0)), (1, 1), 1).out_shape)
+    scratch = {k: np.zeros(s) for k, s in shapes.items()}
+    with pytest.raises(ValueError, match="need_dx=False"):
+        C.conv2d_backward(x, w, dy, dx=np.zeros(xs), dw=np.zeros(ws), db=None, scratch=scratch, **kw)

@@ -194,7 +194,7 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         break;
     case NNC_GELU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
-        for (i = 0; i + 16 <= n; i += 16)
+        for (i = 0; i < (n & ~15L); i += 16)
             NNC_ACT_BLOCK(x + i, 0.5f * b_[j_] * (1.0f + nnc_erff(b_[j_] * 0.70710678118654752f)));
         if (i < n) {             /* the last n % 16 through a block on the stack */
             float t[16] = {0.0f};
@@ -205,8 +205,8 @@ static inline void nnc_act(float *x, long n, int act, float alpha) {
         break;
     case NNC_SILU:
         /* -inf gives -inf * 0 = NaN, as PyTorch and the NumPy plan do */
-        for (i = 0; i + 16 <= n; i += 16) NNC_ACT_BLOCK(x + i, b_[j_] * nnc_sigmoidf(b_[j_]));
-        for (; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
+        for (i = 0; i < (n & ~15L); i += 16) NNC_ACT_BLOCK(x + i, b_[j_] * nnc_sigmoidf(b_[j_]));
+        for (i = n & ~15L; i < n; i++) x[i] = x[i] * nnc_sigmoidf(x[i]);
         break;
     case NNC_SELU:
         for (i = 0; i < n; i++)
