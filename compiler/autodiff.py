@@ -190,7 +190,6 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
         if n.activation is not None or n.norm is not None:
             raise AssertionError("training graphs are built from the unoptimised graph")
     output = graph.outputs[0].value
-    inputs = {i.name for i in graph.inputs}
     tensors: dict[str, Tensor] = {i.name: Tensor(i.name, TensorKind.INPUT, i.shape) for i in graph.inputs}
 
     # which values carry a gradient: they depend on a trainable parameter and the loss depends on them

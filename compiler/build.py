@@ -18,8 +18,6 @@ before any code allocates it.
 
 from __future__ import annotations
 
-import os
-import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Mapping
 
-from .diagnostics import CompileError, Sink, error
+from .diagnostics import Sink, error
 from .dims import Sym
 from .ir import Graph, Node
 

@@ -589,6 +589,22 @@ def _wide_dy(dy: np.ndarray, buf: np.ndarray, tp: _TapPlan) -> np.ndarray:
     return _view(buf, (bsz, c, tp.run_length))
 
 
+def _chunk_dy(flat: np.ndarray, dy: np.ndarray, plane: int, tp: _TapPlan, fresh: bool) -> np.ndarray:
+    """A chunk's output gradient `dy` [n, C, OH, OW] copied into `flat` as
+    [C, n, plane], each example's plane wide (OH rows of wq) and zero past OW
+    and past OH * wq; the zeros are written only when `fresh` (the chunk's
+    layout changed), since the copy never touches them."""
+    n, c = dy.shape[:2]
+    (oh, ow), wq, length = tp.out_hw, tp.wq, tp.run_length
+    dy_t = _view(flat[:c * n * plane], (c, n, plane))
+    grid = _view(dy_t[:, :, :length], (c, n, oh, wq))
+    np.copyto(grid[..., :ow], dy.transpose(1, 0, 2, 3))
+    if fresh:
+        grid[..., ow:].fill(0)
+        dy_t[:, :, length:].fill(0)
+    return dy_t
+
+
 def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray | None,
                        dw: np.ndarray | None, groups: int, tp: _TapPlan, scratch: Scratch) -> None:
     """Chunk by chunk of examples (the first axis of `dy_t`); the weight
@@ -610,8 +626,7 @@ def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndar
     when a chunk's layout changes (its example count) or dx overwrote them."""
     bsz, c_in = x.shape[:2]
     c_out, cg_in, kh, kw = w.shape
-    cog, k, plane, length = c_out // groups, len(tp.phases), tp.plane, tp.run_length
-    (oh, ow), wq = tp.out_hw, tp.wq
+    cog, k, plane = c_out // groups, len(tp.phases), tp.plane
     nb = scratch["dy_t"].shape[0]
     rows = scratch["phases"].shape[0]
     taps = _view(scratch["taps"], (kh * kw, groups, cog, cg_in))
@@ -625,12 +640,7 @@ def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndar
         bs = slice(b0, min(bsz, b0 + nb))
         n = bs.stop - bs.start
         span, fresh, last = n * plane, n != last, n      # zeros and padding stay while the layout does
-        dy_t = _view(flat_dy[:c_out * span], (c_out, n, plane))
-        grid = _view(dy_t[:, :, :length], (c_out, n, oh, wq))
-        np.copyto(grid[..., :ow], dy[bs].transpose(1, 0, 2, 3))
-        if fresh:
-            grid[..., ow:].fill(0)
-            dy_t[:, :, length:].fill(0)
+        dy_t = _chunk_dy(flat_dy, dy[bs], plane, tp, fresh)
         dy_g = _view(dy_t, (groups, cog, span))
         per_example = _view(phases, (k, c_in, rows, plane))[:, :, :n].transpose(2, 1, 0, 3)    # [n, C, K, plane]
         if dw is not None:
@@ -680,8 +690,7 @@ def _gathered_dw(x: np.ndarray, dy: np.ndarray, dw: np.ndarray, tp: _TapPlan, sc
     then dw [C_out, taps] = dy_t @ cols.T, later chunks added through `dw_part`."""
     bsz = x.shape[0]
     c_out, taps = dw.shape[0], len(tp.runs)
-    k, plane, length = len(tp.phases), tp.plane, tp.run_length
-    (oh, ow), wq = tp.out_hw, tp.wq
+    k, plane = len(tp.phases), tp.plane
     nb, rows = scratch["dy_t"].shape[0], scratch["phases"].shape[0]
     flat_dy, flat_cols = scratch["dy_t"].reshape(-1), scratch["cols"].reshape(-1)
     phases = _view(scratch["phases"], (k, rows * plane))
@@ -699,12 +708,7 @@ def _gathered_dw(x: np.ndarray, dy: np.ndarray, dw: np.ndarray, tp: _TapPlan, sc
         bs = slice(b0, min(bsz, b0 + nb))
         n = bs.stop - bs.start
         span, fresh, last = n * plane, n != last, n      # zeros and padding stay while the layout does
-        dy_t = _view(flat_dy[:c_out * span], (c_out, n, plane))
-        grid = _view(dy_t[:, :, :length], (c_out, n, oh, wq))
-        np.copyto(grid[..., :ow], dy[bs].transpose(1, 0, 2, 3))
-        if fresh:
-            grid[..., ow:].fill(0)
-            dy_t[:, :, length:].fill(0)
+        dy_t = _chunk_dy(flat_dy, dy[bs], plane, tp, fresh)
         _split_phases(x[bs], _view(phases, (1, k, rows, plane))[:, :, :n].transpose(2, 0, 1, 3), tp, 0.0,
                       frame=fresh)
         if fresh:

@@ -260,7 +260,7 @@ def gru_train_scratch(in_shape, hidden: int) -> dict[str, tuple]:
 def gru_train(x, w_ih, w_hh, b_ih, b_hh, out, *, scratch=None) -> None:
     """`gru` over the whole sequence from a zero state into `out` [B, T, H],
     a chunk of steps at a time, with the sigmoid `gru_backward` recomputes."""
-    B, H = x.shape[0], w_hh.shape[1]
+    H = w_hh.shape[1]
     s = _scratch_as(scratch, gru_train_scratch(x.shape, H), x.dtype)
     gh, h = s["gh"], s["h"]
     h.fill(0.0)
@@ -370,7 +370,7 @@ def lstm_train_scratch(in_shape, hidden: int) -> dict[str, tuple]:
 def lstm_train(x, w_ih, w_hh, b_ih, b_hh, out, cells, *, scratch=None) -> None:
     """`lstm` over the whole sequence from zero states into `out` [B, T, H],
     a chunk of steps at a time, saving the cell states `cells` [B, T, H]."""
-    B, H = x.shape[0], w_hh.shape[1]
+    H = w_hh.shape[1]
     s = _scratch_as(scratch, lstm_train_scratch(x.shape, H), x.dtype)
     gh = s["gh"]
     for t0, t1 in reversed(list(_chunks(x.shape[1]))):

@@ -460,7 +460,7 @@ _AUG_STEPS = {"lstm": _lstm_aug, "gru": _gru_aug, "rnn": _rnn_aug}
 
 
 def _two_way(x, pack: RnnPack, out, chunk: int, scratch) -> None:
-    kind, H, L = pack.kind, pack.hidden, pack.layers
+    H, L = pack.hidden, pack.layers
     b, T, _ = x.shape
     src = x
     for k in range(L - 2):                                     # lower layers: whole outputs, ping-pong

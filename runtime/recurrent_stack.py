@@ -70,7 +70,7 @@ def rnn_train_scratch(in_shape, hidden: int) -> dict[str, tuple]:
 
 def rnn_train(x, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scratch=None) -> None:
     """`rnn` from a zero state, a chunk of `recurrent._STEPS` steps at a time (bounded scratch)."""
-    b, hidden = x.shape[0], w_hh.shape[1]
+    hidden = w_hh.shape[1]
     s = R._scratch_as(scratch, rnn_train_scratch(x.shape, hidden), x.dtype)
     gh = s["gh"]
     for t0, t1 in reversed(list(R._chunks(x.shape[1]))):

@@ -51,7 +51,7 @@ from ..dims import Sym, evaluate, format_shape
 from ..ir import Node, integer_limits
 from ..memory import min_dims
 from . import numpy as inference
-from .names import RESERVED, Namespace, py_comment, py_doc, py_literal
+from .names import RESERVED, Namespace, py_comment, py_literal
 
 LOCALS = frozenset({"v", "s", "y", "loss", "key", "batch", "dims", "arrays", "L", "Trainer",
                     "TrainerBase", "Spec", "_Views", "part", "scratch", "rows", "dw", "update_rows"})
