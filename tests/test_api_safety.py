@@ -9,8 +9,6 @@ arguments, inputs named like the API's own parameters, zero steps)."""
 from __future__ import annotations
 
 import importlib.util
-import keyword
-import os
 import statistics
 import subprocess
 import sys

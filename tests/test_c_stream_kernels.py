@@ -11,7 +11,6 @@ against the NumPy plan's whole-sequence run (1e-4)."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
