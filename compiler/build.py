@@ -61,8 +61,8 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                  limits: Limits | int | Mapping[str, int] | None = None, checked: Checked | None = None) -> Plan:
     """`bundle_weights`: the NumPy module loads `NAME.npz` from beside itself by
     default. `state`: the weights the C file embeds (default: seeded init).
-    `render=False` skips writing the C text (the C model renders it with its
-    own weights). `limits`: see the module docstring. `checked`: the front
+    `render=False` skips writing the text (the C model renders it with its
+    own weights; a summary needs the layout only). `limits`: see the module docstring. `checked`: the front
     end's result for `model` with these `dims` and `limits`, when the caller
     already has it (the CLI), so the model is not parsed twice."""
     if target not in TARGETS:
@@ -89,8 +89,9 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
         lay = layout(graph, scratch=numpy_gen.scratch_bytes, share=optimize,
                      persistent=numpy_gen.state_bytes(graph))
         _check_arena(graph, lay, batch, limits, checked)
-        source = str(checked.graph.path)
-        text = numpy_gen.generate(graph, lay, name=name, source=source, batch=batch,
+        if not render:
+            return Plan(checked, graph, lay, name, {})
+        text = numpy_gen.generate(graph, lay, name=name, source=str(checked.graph.path), batch=batch,
                                   weights_file=f"{name}.npz" if bundle_weights else None)
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen

@@ -140,8 +140,8 @@ def _budgets(graph: Graph) -> dict[str, int]:
                    for i, n in enumerate(graph.nodes)}
         _BUDGETS[:] = [graph, budgets]               # what `budget` reads while this trial is laid out
         trial = memory.layout(graph, scratch=scratch_bytes, persistent=state)
-        if trial.plan.arena_bytes <= TARGET * peak + sum(state.values()):
-            break
+        if trial.plan.arena_bytes <= TARGET * peak + sum(state.values()) or not trial.scratch:
+            break          # met, or no kernel took scratch: a smaller share cannot shrink the arena
     return budgets
 
 
