@@ -355,6 +355,11 @@ def test_a_step_after_an_error_gives_no_shape_error_of_its_own():
 
 # ---------------------------------------------------------------- item 16: linear checking
 
+# The quadratic versions these tests caught took 58 s, 118 s and minutes here; the linear ones take
+# 2-4 s here and about twice that on CI's machine (which failed a 10 s budget at 10.5 s).
+LINEAR_BUDGET = 30
+
+
 def cpu_seconds(fn) -> float:
     start = time.process_time()      # CPU time: other processes on the machine do not count
     fn()
@@ -363,7 +368,7 @@ def cpu_seconds(fn) -> float:
 
 def test_checking_20000_lines_is_fast(tmp_path):
     path = write(tmp_path, "long.nn", "model m(x: [10]) {\n" + "    dense(10)\n" * 20000 + "}\n")
-    assert cpu_seconds(lambda: check(path)) < 10
+    assert cpu_seconds(lambda: check(path)) < LINEAR_BUDGET
 
 
 def test_8000_errors_are_collected_and_rendered_fast(tmp_path):
@@ -375,7 +380,7 @@ def test_8000_errors_are_collected_and_rendered_fast(tmp_path):
             check(path)
         assert len(info.value.diagnostics) == 8000
         assert str(info.value).count("error[E0301]") == 8000
-    assert cpu_seconds(run) < 10
+    assert cpu_seconds(run) < LINEAR_BUDGET
 
 
 def test_8000_unknown_names_in_a_large_scope_are_reported_fast(tmp_path):
@@ -387,7 +392,7 @@ def test_8000_unknown_names_in_a_large_scope_are_reported_fast(tmp_path):
         with pytest.raises(nnc.CompileError) as info:
             check(path)
         assert len(info.value.diagnostics) == 8000
-    assert cpu_seconds(run) < 10
+    assert cpu_seconds(run) < LINEAR_BUDGET
 
 
 def test_did_you_mean_still_finds_close_names_in_a_large_scope():
@@ -400,7 +405,7 @@ def test_did_you_mean_still_finds_close_names_in_a_large_scope():
 def test_summary_of_10000_steps_is_fast(tmp_path, capsys):
     # planning looked sizes and nodes up by scanning: 20,000 steps took minutes
     path = write(tmp_path, "long.nn", "model m(x: [10]) {\n" + "    dense(10)\n" * 10000 + "}\n")
-    assert cpu_seconds(lambda: run_cli(capsys, "summary", path)) < 10
+    assert cpu_seconds(lambda: run_cli(capsys, "summary", path)) < LINEAR_BUDGET
 
 
 # ---------------------------------------------------------------- issue 14: every command through `nnc`
