@@ -171,6 +171,20 @@ def _averaging(kernel: tuple[int, int], width: int, ow: int) -> np.ndarray:
     return m
 
 
+@functools.lru_cache(maxsize=256)
+def _spreading(kernel: tuple[int, int], width: int, ow: int, dtype: str) -> np.ndarray:
+    """[OW, kh * W]: the averaging matrix transposed, in `dtype` (the backward
+    kernels also run in float64): an output gradient row times it spreads each
+    gradient, divided by kh*kw, over its window's pixels."""
+    kh, kw = kernel
+    m = np.zeros((ow, kh, width), dtype)
+    for o in range(ow):
+        m[o, :, o * kw:(o + 1) * kw] = 1.0 / (kh * kw)
+    m = m.reshape(ow, kh * width)
+    m.flags.writeable = False
+    return m
+
+
 def _average_by_matmul(x: np.ndarray, out: np.ndarray, kernel: tuple[int, int], oh: int, ow: int) -> None:
     """Average pooling whose windows tile the input as one matmul: each output
     row's kh input rows are contiguous, so x is [..., OH, kh * W] @ a constant
@@ -401,7 +415,15 @@ def avgpool2d_backward(dy: np.ndarray, *, kernel: tuple[int, int], stride: tuple
     (kh, kw), (sh, sw), ((top, _), (left, _)) = _pair(kernel), _pair(stride), _pads2d(padding)
     h, w = dx.shape[2:]
     oh, ow = dy.shape[2:]
-    if (kh, kw) == (sh, sw) and top == left == 0 and (h, w) == (oh * kh, ow * kw) and dx.flags.c_contiguous:
+    tiled = (kh, kw) == (sh, sw) and top == left == 0 and (h, w) == (oh * kh, ow * kw) and dx.flags.c_contiguous
+    area = kh * kw
+    if tiled and area & (area - 1) == 0 and dy.flags.c_contiguous and kh * w * ow <= _AVG_MATRIX:
+        # the forward's matmul transposed: dy [B*C*OH, OW] @ [OW, kh * W] is dx's rows, written
+        # once; for a window of 2^k pixels, whose 1 / area is exact, bit for bit PyTorch's division
+        m = _spreading((kh, kw), w, ow, dx.dtype.str)
+        np.matmul(_view(dy, (-1, ow)), m, out=_view(dx, (-1, kh * w)))
+        return
+    if tiled:
         # windows tile the input: the output gradients divided into each pixel position of the
         # windows in turn, kh * kw divisions of dy (no strided adds; a broadcast into all the
         # pixels at once runs NumPy's inner loop over the kw-long last axis, several times

@@ -103,7 +103,7 @@ def test_conv_backward_single_channel_gathered_taps_and_tap_by_tap_equal_autogra
             a[...] = 7.0
 
 
-@pytest.mark.parametrize("kernel", [(2, 2), (3, 2), (1, 3), (3, 1)])
+@pytest.mark.parametrize("kernel", [(2, 2), (4, 2), (3, 2), (1, 3), (3, 1)])
 def test_avgpool_backward_tiling_windows_bit_for_bit(kernel):
     rng = np.random.default_rng(4)
     dy = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
