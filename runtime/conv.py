@@ -532,7 +532,7 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
     scratch = _provide_as(scratch, lambda: _conv_backward_buffers(x.shape, w.shape, stride, pads, dilation,
                                                                   groups, dx is not None), x.dtype)
     if db is not None:
-        np.add.reduce(dy.reshape(dy.shape[0], dy.shape[1], -1), axis=(0, 2), out=db)
+        _bias_gradient(dy, db, scratch.get("dy_t"))
     if plan.path is _ConvPath.DEPTHWISE:
         _depthwise_backward(x, w, dy, dx, dw, plan.taps, scratch)
     elif plan.path is _ConvPath.POINTWISE:
@@ -547,6 +547,28 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
                 _gathered_dw(x, dy, dw, tp, scratch)
         else:
             _windowed_backward(x, w, dy, dx, dw, groups, tp, scratch)
+
+
+@functools.lru_cache(maxsize=256)
+def _ones(n: int, dtype: str) -> np.ndarray:
+    ones = np.ones(n, dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+def _bias_gradient(dy: np.ndarray, db: np.ndarray, buf: np.ndarray | None) -> None:
+    """db = dy [B, C, ...] summed over examples and pixels: each example's
+    channels times a vector of ones (one BLAS call; NumPy's reduce over axes
+    0 and 2 runs about 2.5x slower), into `buf` (scratch the backward
+    overwrites later), then summed over the examples."""
+    b, c = dy.shape[:2]
+    grid = dy.reshape(b, c, -1)
+    if buf is None or buf.size < b * c or buf.dtype != dy.dtype:
+        np.add.reduce(grid, axis=(0, 2), out=db)
+        return
+    part = _view(buf.reshape(-1)[:b * c], (b, c))
+    np.matmul(grid, _ones(grid.shape[2], dy.dtype.str), out=part)
+    np.add.reduce(part, axis=0, out=db)
 
 
 def _transposed(a: np.ndarray, buf: np.ndarray, groups: int, length: int) -> np.ndarray:
