@@ -47,7 +47,10 @@ How it works, in order:
    pooling). The region is run on a random input with ONNX's reference
    evaluator and compared with nnc's op for each candidate setting (heads,
    causal; mode, size); no match is an error naming the region's softmax or
-   GatherND.
+   GatherND. Some ops become a few steps: a one-way recurrent layer's final
+   state `Y_h` is its output's last step (`select(0, -1)`; that layer ends
+   its stack), `LayerNormalization` over k > 1 trailing axes is a layernorm
+   between two reshapes, `Mish` is softplus, tanh and a mul.
 5. Labels come from the initializer names (`layer1.0.conv1.weight` ->
    `layer1.0.conv1`, `attn.in_proj_bias` -> `attn`), else from the node: its
    module path in the dynamo exporter's metadata
@@ -393,6 +396,9 @@ class _Importer:
                                       "one more")
             vname = self._value_name(i.name)
             integer = i.type.tensor_type.elem_type in _INTEGER_TYPES
+            if 0 in shape[1:]:
+                raise OnnxImportError(f"`{self.path}`: input `{_shown(i.name)}` of shape {shape} is empty (an axis "
+                                      "of size 0)")
             dims = []
             for d in shape[1:]:
                 if isinstance(d, int) and d > 0:
@@ -409,13 +415,19 @@ class _Importer:
         for o in self.graph.output:
             if o.name in self.failed:
                 continue
+            p = self.producer.get(o.name)
+            op = p.op_type if p is not None else "output"      # the node that made the output, to name
             if o.name not in self.vals:
-                self.problems.append((o.name, "output", "the model's output is a constant"))
+                if p is not None and o.name not in self.consts and o.name != p.output[0]:
+                    k = list(p.output).index(o.name) + 1
+                    self.problems.append((o.name, op, f"its output {k} (nnc computes only the first)"))
+                else:
+                    self.problems.append((o.name, op, "the model's output is a constant"))
                 continue
             try:
                 outputs.append(self._canonical(o.name, drop_units=True))
             except _Unsupported as e:
-                self.problems.append((o.name, "output", str(e)))
+                self.problems.append((o.name, op, str(e)))
         if self.problems:
             listed = "; ".join(f"`{_shown(name)}` ({_shown(op)}{': ' + _shown(why) if why else ''})"
                                for name, op, why in self.problems)
@@ -477,7 +489,7 @@ class _Importer:
                 self._fold(n)
         except _Unsupported as e:
             at = e.node or n
-            self.problems.append((at.name or at.output[0], at.op_type, str(e)))
+            self.problems.append((at.name or next((o for o in at.output if o), ""), at.op_type, str(e)))
             self.failed.update(outputs)
 
     def _liveness(self) -> set[str]:
@@ -1617,7 +1629,11 @@ def _gemm(imp: _Importer, n) -> None:
     b = None
     if len(n.input) > 2 and n.input[2]:
         c = imp._const(n.input[2], "bias") * np.float32(_attr(n, "beta", 1.0))
-        b = np.broadcast_to(c.reshape(-1) if c.size == w.shape[0] else c, (w.shape[0],))
+        c = c[0] if c.ndim == 2 and c.shape[0] == 1 else c
+        if c.ndim > 1 or c.size not in (1, w.shape[0]):     # a row per example: C of shape [M, N] or [M, 1]
+            raise _Unsupported(f"a bias C of shape {list(c.shape)} (nnc adds one bias per output, the same for "
+                               "every example)")
+        b = np.broadcast_to(c.reshape(-1), (w.shape[0],))
     label = imp._label(n, n.input[1], n.input[2] if len(n.input) > 2 else "", auto="dense")
     imp._put(label, "weight", w)
     if b is not None:
@@ -1772,6 +1788,8 @@ def _reduce(op: str):
         ref = imp._canonical(n.input[0])
         if 0 in axes:
             raise _Unsupported("reduces the batch axis")
+        if axes == list(range(1, rank)):
+            raise _Unsupported("reduces every axis but the batch (nnc keeps at least one axis per example)")
         if op in ("mean", "max") and rank >= 3 and axes == list(range(2, rank)):
             sid = imp._emit(f"global_{'avg' if op == 'mean' else 'max'}pool", "", [ref])
         else:
@@ -1888,8 +1906,13 @@ def _gather(imp: _Importer, n) -> None:
         index = imp._const(idx, "index")
         rank = imp._rank(data)
         a = axis % rank
-        if imp._value(data).axes[a] == "B":
+        val = imp._value(data)
+        if val.axes[a] == "B":
             raise _Unsupported("indexes the batch axis")
+        if val.axes[a] is None and index.size == 1 and int(index.reshape(-1)[0]) in (0, -1):
+            # the one row of a unit axis (`h_n[-1]` of a one-layer GRU): the axis map alone
+            imp.vals[n.output[0]] = _Val(val.ref, val.axes[:a] + val.axes[a + 1:] if index.ndim == 0 else val.axes)
+            return
         if index.ndim == 0:
             imp._step(n, "select", f"{a - 1}, {int(index)}", rank_out=rank - 2)
         elif index.size == 1 and index.ndim == 1:
@@ -1923,6 +1946,8 @@ def _slice(imp: _Importer, n) -> None:
             continue
         if imp._value(n.input[0]).axes[a] == "B":
             raise _Unsupported("slices the batch axis")
+        if size is not None and not range(*slice(start, end, step).indices(size)):
+            raise _Unsupported(f"an empty slice [{start}:{end}:{step}] of an axis of size {size}")
         cuts.append(f"{a - 1}, {start}" + ("" if to_end else f", {end}") + ("" if step == 1 else f", step={step}"))
     if not cuts:
         imp.vals[n.output[0]] = imp._value(n.input[0])
@@ -2035,18 +2060,34 @@ def _batchnorm(imp: _Importer, n) -> None:
 
 
 def _layernorm(imp: _Importer, n) -> None:
+    """LayerNormalization over the last axis: layernorm. Over the last k > 1
+    axes (PyTorch's `nn.LayerNorm([C, H, W])`): those axes flattened into
+    one, layernorm (its weight and bias flattened too), the shape restored."""
     rank = imp._rank(n.input[0])
-    if _attr(n, "axis", -1) % rank != rank - 1:
-        raise _Unsupported("normalises more than the last axis")
+    axis = _attr(n, "axis", -1) % rank
+    if axis == 0:
+        raise _Unsupported("normalises over the batch axis")
     if any(imp.consumers.get(o) for o in n.output[1:] if o):
         raise _Unsupported("its mean or deviation is used")
+    shape = imp._shape(n.input[0])[1:]
+    inner = shape[axis - 1:]
+    if axis < rank - 1 and not all(isinstance(d, int) and d > 0 for d in shape):
+        raise _Unsupported(f"normalises the last {rank - axis} axes of a value of unknown sizes {shape}")
     scale = imp._const(n.input[1], "weight")
     bias = imp._const(n.input[2], "bias") if len(n.input) > 2 and n.input[2] else np.zeros_like(scale)
+    if axis < rank - 1:
+        scale, bias = (np.broadcast_to(a, inner).reshape(-1) for a in (scale, bias))
     label = imp._label(n, n.input[1], auto="layernorm")
     imp._put(label, "weight", scale)
     imp._put(label, "bias", bias)
     eps = _attr(n, "epsilon", 1e-5)
-    imp._step(n, "layernorm", "" if abs(eps - 1e-5) < 1e-12 else f"eps={_num(eps)}", label)
+    args = "" if abs(eps - 1e-5) < 1e-12 else f"eps={_num(eps)}"
+    if axis == rank - 1:
+        imp._step(n, "layernorm", args, label)
+        return
+    ref = imp._emit("reshape", _tuple([*shape[:axis - 1], int(np.prod(inner))]), [imp._canonical(n.input[0])])
+    ref = imp._emit("layernorm", args, [ref], label)
+    imp._set(n.output[0], imp._emit("reshape", _tuple(shape), [ref]), rank - 1)
 
 
 def _simple(op: str, check: Callable | None = None):
@@ -2076,6 +2117,13 @@ def _clip(imp: _Importer, n) -> None:
         imp.vals[n.output[0]] = imp._value(n.input[0])
     else:
         imp._step(n, "clamp", ", ".join(f"{k}={_f32(v)}" for k, v in (("min", lo), ("max", hi)) if v is not None))
+
+
+def _mish(imp: _Importer, n) -> None:
+    """Mish, x * tanh(softplus(x)): three steps, as nnc has no mish op."""
+    x = imp._canonical(n.input[0])
+    t = imp._emit("tanh", "", [imp._emit("softplus", "", [x])])
+    imp._set(n.output[0], imp._emit("mul", "", [x, t], merge=True), imp._rank(n.input[0]) - 1)
 
 
 def _check_attr(name: str, expected: float, default: float):
@@ -2150,6 +2198,8 @@ def _merge(op: str):
         sa, sb = imp.shapes.get(a), imp.shapes.get(b)
         if sa and sb and len(sa) != len(sb):
             raise _Unsupported("broadcasting between different ranks")
+        if sa and sb and any(isinstance(x, int) and isinstance(y, int) and 0 < x != y > 0 for x, y in zip(sa, sb)):
+            raise _Unsupported(f"broadcasting between shapes {sa} and {sb} (nnc merges values of equal shapes)")
         refs = [imp._canonical(a), imp._canonical(b)]
         imp._set(n.output[0], imp._emit(op, "", refs, merge=True), imp._rank(a) - 1)
     return handler
@@ -2166,7 +2216,7 @@ def _sum(imp: _Importer, n) -> None:
 def _concat(imp: _Importer, n) -> None:
     rank = imp._rank(n.input[0])
     axis = _attr(n, "axis") % rank
-    if axis == 0:
+    if any(v in imp.vals and imp.vals[v].axes[axis] == "B" for v in n.input):
         raise _Unsupported("concatenates along the batch axis")
     refs = [imp._canonical(v) for v in n.input]
     args = "" if axis == 1 else f"axis={axis - 1}"
@@ -2255,6 +2305,9 @@ def _reshape(imp: _Importer, n) -> None:
         raise _Unsupported(f"two unknown sizes in {target}")
     if BATCH in rest:
         raise _Unsupported(f"moves the batch into {target}")
+    if dst[0] == -1 and batch_axis == 0 and all(isinstance(d, int) and d > 0 for d in [*src_shape[1:], *rest]) \
+            and int(np.prod(rest)) != int(np.prod(src_shape[1:])):      # a -1 that is not the batch: [-1, 2, 3, 4]
+        raise _Unsupported(f"reshapes the batch axis ({target})")
     if any(isinstance(d, str) for d in rest):       # a named size: the one unknown size of the reshape
         if -1 in rest or sum(isinstance(d, str) for d in rest) > 1:
             raise _Unsupported(f"a reshape to {target}, with more than one size known only when the model runs")
@@ -2301,40 +2354,79 @@ def _unsqueeze(imp: _Importer, n) -> None:
 def _identity(imp: _Importer, n) -> None:
     imp.vals[n.output[0]] = imp._value(n.input[0])
     for o in n.output[1:]:
-        if o and imp.consumers.get(o):
+        if o and (imp.consumers.get(o) or o in imp.outputs):
             raise _Unsupported("its mask is used")
 
 
+def _dropout(imp: _Importer, n) -> None:
+    """Dropout at inference: the identity. With `training_mode` true it
+    drops at random, which nnc's inference cannot (a ratio of 0 aside)."""
+    if len(n.input) > 2 and n.input[2]:
+        training = imp._const(n.input[2], "training_mode")
+        ratio = imp._const(n.input[1], "ratio") if len(n.input) > 1 and n.input[1] else np.float32(0.5)
+        if np.any(training) and np.any(ratio):
+            raise _Unsupported("training_mode=true (random masks; nnc's dropout is the identity at inference)")
+    _identity(imp, n)
+
+
 def _resize(imp: _Importer, n) -> None:
+    """Resize (opset 11+: scales or sizes, `axes` from 18) and Upsample /
+    Resize-10 (scales only, asymmetric coordinates: nearest equals nnc's,
+    linear does not) with whole scales on the spatial axes -> upsample."""
     mode = _attr(n, "mode", "nearest")
-    if mode not in ("nearest", "linear"):
+    old = n.op_type == "Upsample" or imp.opset < 11      # Upsample and Resize-10: (X, scales), asymmetric
+    if mode not in ("nearest", "linear") and not (old and mode == "bilinear"):
         raise _Unsupported(f"mode={mode} (nnc upsamples nearest, linear or bilinear)")
     shape = imp._shape(n.input[0])
-    if mode == "linear" and len(shape) not in (3, 4):
-        raise _Unsupported(f"linear resizing of {len(shape) - 2} spatial axes (nnc: linear on 1, bilinear on 2)")
-    scales = None
-    if len(n.input) > 2 and n.input[2] and np.asarray(imp.consts.get(n.input[2], [])).size:
-        scales = [float(v) for v in imp._const(n.input[2], "scales")]
+    rank = len(shape)
+    if old and mode != "nearest":
+        raise _Unsupported(f"{n.op_type}-{imp.opset}'s {mode} mode (asymmetric coordinates; nnc interpolates with "
+                           "align_corners=false, half-pixel)")
+    if mode == "linear" and rank not in (3, 4):
+        raise _Unsupported(f"linear resizing of {rank - 2} spatial axes (nnc: linear on 1, bilinear on 2)")
+    axes = [int(a) % rank for a in _attr(n, "axes", range(rank))]
+    given = None
+    if old:
+        given = _attr(n, "scales")          # Upsample-7: an attribute
+        if given is None and len(n.input) > 1 and n.input[1]:
+            given = imp._const(n.input[1], "scales").reshape(-1).tolist()
+    elif len(n.input) > 2 and n.input[2] and np.asarray(imp.consts.get(n.input[2], [])).size:
+        given = imp._const(n.input[2], "scales").reshape(-1).tolist()
     elif len(n.input) > 3 and n.input[3]:
-        sizes = imp._const(n.input[3], "sizes").tolist()
-        scales = [1.0, 1.0] + [o / i for o, i in zip(sizes[2:], shape[2:])]
-    if scales is None:
+        sizes = imp._const(n.input[3], "sizes").reshape(-1).tolist()
+        if any(not (isinstance(shape[a], int) and shape[a] > 0) for a in axes if a > 0):
+            raise _Unsupported("output sizes for an axis of unknown size")
+        given = [o / shape[a] if isinstance(shape[a], int) and shape[a] > 0 else 1.0 for o, a in zip(sizes, axes)]
+        policy = _attr(n, "keep_aspect_ratio_policy", "stretch")
+        if policy in ("not_larger", "not_smaller"):     # one scale for every axis listed
+            one = (min if policy == "not_larger" else max)((g for g, a in zip(given, axes) if a > 1), default=1.0)
+            given = [one if a > 1 else g for g, a in zip(given, axes)]
+    if given is None:
         raise _Unsupported("no constant scales")
+    scales = [1.0] * rank
+    for a, v in zip(axes, given):
+        scales[a] = float(v)
     if scales[:2] != [1.0, 1.0] or any(s != int(s) or s < 1 for s in scales[2:]):
         raise _Unsupported(f"scales {scales} (only whole numbers on the spatial axes)")
-    mode = _attr(n, "coordinate_transformation_mode", "half_pixel")
     ints = [int(s) for s in scales[2:]]
     scale = str(ints[0]) if len(set(ints)) == 1 else _tuple(ints)
-    if _attr(n, "mode", "nearest") == "linear":
-        if mode not in ("half_pixel", "pytorch_half_pixel"):
-            raise _Unsupported(f"coordinate_transformation_mode={mode} (nnc interpolates with align_corners=false)")
-        imp._step(n, "upsample", f"{scale}, mode={'linear' if len(shape) == 3 else 'bilinear'}")
+    if all(s == 1 for s in ints):
+        imp.vals[n.output[0]] = imp._value(n.input[0])
         return
-    nearest = _attr(n, "nearest_mode", "round_prefer_floor")
-    if (mode, nearest) not in (("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
-                               ("pytorch_half_pixel", "round_prefer_floor"), ("asymmetric", "round_prefer_ceil")) \
-            and not (mode == "asymmetric" and nearest == "floor"):
-        raise _Unsupported(f"coordinate_transformation_mode={mode}, nearest_mode={nearest}")
+    coords = "asymmetric" if old else _attr(n, "coordinate_transformation_mode", "half_pixel")
+    if mode == "linear":
+        if coords not in ("half_pixel", "pytorch_half_pixel"):
+            raise _Unsupported(f"coordinate_transformation_mode={coords} (nnc interpolates with align_corners=false)")
+        imp._step(n, "upsample", f"{scale}, mode={'linear' if rank == 3 else 'bilinear'}")
+        return
+    # nearest with a whole scale s is nnc's source index floor(i / s): asymmetric
+    # coordinates (i / s) rounded down, or half-pixel ones ((i + 0.5) / s - 0.5,
+    # never halfway between two cells) rounded either way at a tie
+    nearest = "floor" if old else _attr(n, "nearest_mode", "round_prefer_floor")
+    if (coords, nearest) not in (("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
+                                 ("half_pixel", "round_prefer_ceil"), ("pytorch_half_pixel", "round_prefer_floor"),
+                                 ("pytorch_half_pixel", "round_prefer_ceil")):
+        raise _Unsupported(f"coordinate_transformation_mode={coords}, nearest_mode={nearest}")
     imp._step(n, "upsample", scale)
 
 
@@ -2354,6 +2446,8 @@ def _stack_below(imp: _Importer, n):
         if p is None or len([c for c in imp.consumers.get(v, []) if c.op_type != "Shape"]) != 1:
             return None
         if p.op_type in _RECURRENT:
+            if any(imp.consumers.get(o) or o in imp.outputs for o in p.output[1:] if o):
+                return None         # its final state is read: it stays the last layer of its step
             path = _module_path(p)
             return p if p.op_type == n.op_type and v == p.output[0] and path and path == _module_path(n) else None
         if p.op_type not in _LAYOUT_OPS:
@@ -2370,8 +2464,9 @@ def _recurrent(kind: str):
         if direction not in ("forward", "bidirectional"):
             raise _Unsupported(f"direction={direction} (nnc reads forwards, or both ways)")
         two = direction == "bidirectional"
-        if _attr(n, "layout", 0) != 0:
-            raise _Unsupported("layout=1")
+        layout = _attr(n, "layout", 0)      # 0: X [T, B, F], Y [T, D, B, H]; 1: X [B, T, F], Y [B, T, D, H]
+        if layout not in (0, 1):
+            raise _Unsupported(f"layout={layout}")
         if _attr(n, "clip") is not None or _attr(n, "activation_alpha") is not None or \
                 _attr(n, "activation_beta") is not None:
             raise _Unsupported("clipping or activation parameters")
@@ -2397,8 +2492,12 @@ def _recurrent(kind: str):
                 init = imp.consts.get(n.input[i])
                 if not (isinstance(init, _Zeros) or init is not None and not np.any(init)):
                     raise _Unsupported("a nonzero initial state")
-        if any(imp.consumers.get(o) or o in imp.outputs for o in n.output[1:] if o):
-            raise _Unsupported("its final state is used")
+        def used(i):
+            return len(n.output) > i and n.output[i] and (imp.consumers.get(n.output[i]) or n.output[i] in imp.outputs)
+        if used(2):
+            raise _Unsupported("its final cell state is used")
+        if used(1) and two:
+            raise _Unsupported("the final state of a bidirectional layer is used")
         w = imp._const(n.input[1], "input weights")
         r = imp._const(n.input[2], "recurrent weights")
         hidden = int(_attr(n, "hidden_size", r.shape[-1]))
@@ -2410,10 +2509,11 @@ def _recurrent(kind: str):
         b = imp._const(n.input[3], "bias") if len(n.input) > 3 and n.input[3] else None
         has_bias = b is not None and bool(np.any(b))      # PyTorch's bias=False exports zeros or nothing
         val = imp._value(n.input[0])
-        if val.axes != (0, "B", 1):
+        if val.axes != ((0, "B", 1) if layout == 0 else ("B", 0, 1)):
             if val.axes == ("B", 0, 1):
-                raise _Unsupported("a batch-first input (nnc expects the exporter's time-major transpose)")
-            raise _Unsupported("an input that is not [T, B, F]")
+                raise _Unsupported("a batch-first input with layout=0 (nnc expects the exporter's time-major "
+                                   "transpose)")
+            raise _Unsupported(f"an input that is not {'[T, B, F]' if layout == 0 else '[B, T, F] (layout=1)'}")
         settings = (kind, hidden, two, has_bias, nonlinearity)
         below = _stack_below(imp, n)
         stack = imp.stacks.get(id(below)) if below is not None else None
@@ -2444,7 +2544,11 @@ def _recurrent(kind: str):
             stack.step.args = ", ".join(args)
         stack.layers += 1
         imp.stacks[id(n)] = stack
-        imp.vals[n.output[0]] = _Val(stack.step.id, (0, "D" if two else None, "B", 1))
+        d_axis = "D" if two else None
+        imp.vals[n.output[0]] = _Val(stack.step.id, (0, d_axis, "B", 1) if layout == 0 else ("B", 0, d_axis, 1))
+        if used(1):         # Y_h of a one-way layer: its last time step
+            last = imp._emit("select", "0, -1", [stack.step.id])
+            imp.vals[n.output[1]] = _Val(last, (None, "B", 0) if layout == 0 else ("B", None, 0))
     return handler
 
 
@@ -2516,6 +2620,7 @@ _HANDLERS: dict[str, Callable] = {
     "Gelu": _gelu,
     "Selu": _simple("selu", _selu_check),
     "Softplus": _simple("softplus"),
+    "Mish": _mish,
     "HardSigmoid": _hardsigmoid,
     "HardSwish": _simple("hardswish"),
     "LeakyRelu": _leaky,
@@ -2534,7 +2639,7 @@ _HANDLERS: dict[str, Callable] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Identity": _identity,
-    "Dropout": _identity,
+    "Dropout": _dropout,
     "Resize": _resize,
     "Upsample": _resize,
     "GRU": _recurrent("gru"),
