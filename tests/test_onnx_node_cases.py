@@ -33,6 +33,11 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
+# The case lists below name the node cases of this onnx release; another release adds and renames
+# cases, so the lists would be stale there rather than wrong about nnc.
+LISTED_FOR = "1.23."
+if not onnx.__version__.startswith(LISTED_FOR):
+    pytest.skip(f"the node cases are listed for onnx {LISTED_FOR}x, not {onnx.__version__}", allow_module_level=True)
 
 from onnx import helper, numpy_helper  # noqa: E402
 
