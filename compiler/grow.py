@@ -259,7 +259,7 @@ class UnitContext:
         """An input axis the op reduces away (global_avgpool's spatial axes)."""
         if self.inputs[input][axis] is not None:
             self._an.barriers.append(Barrier(self.label, input, axis,
-                                             f"{self.node.op.name} averages over axis {axis}"))
+                                             f"{self.node.op.name} reduces axis {axis}"))
 
     def opaque(self, input: int, axis: int, size: int, why: str) -> np.ndarray:
         self._an.barriers.append(Barrier(self.label, input, axis, why))
@@ -1162,8 +1162,13 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
             problems.append(f"`{key}` holds NaN or infinite values")
         else:
             out[key] = a.astype(np.float32)
-    missing = [f"{p}.{n}" for n in sorted(names) for p in params if f"{p}.{n}" not in arrays]
-    if names & {"exp_avg", "exp_avg_sq"} and STEP_KEY not in arrays:
+    adam = bool(names & {"exp_avg", "exp_avg_sq"}) or STEP_KEY in arrays
+    if adam and "momentum_buffer" in names:
+        problems.append("it mixes SGD's `momentum_buffer` with Adam's `exp_avg`, `exp_avg_sq` and `step`")
+    # Adam's state is both moments of every parameter, whichever of them the dict names
+    required = {"exp_avg", "exp_avg_sq"} if adam else names
+    missing = [f"{p}.{n}" for n in sorted(required) for p in params if f"{p}.{n}" not in arrays]
+    if adam and STEP_KEY not in arrays:
         missing.append(STEP_KEY)
     if missing:
         problems.append("missing: " + ", ".join(f"`{k}`" for k in missing[:20])

@@ -219,7 +219,15 @@ def _epoch(trainer, x: np.ndarray, y: np.ndarray, order: np.ndarray, xbuf: np.nd
             m = len(idx)
             xb = np.take(x, idx, axis=0, out=xbuf[:m])
             yb = np.take(y, idx, axis=0, out=ybuf[:m])
-            loss = trainer.step(xb, yb)
+            try:
+                loss = trainer.step(xb, yb)
+            except ValueError as e:     # PyTorch's DataLoader(drop_last=False) fails the same way
+                if m != 1 or "more than one value per channel" not in str(e):
+                    raise
+                if n == 1:
+                    raise DataError(f"`x` holds 1 example, and {e}") from None
+                raise DataError(f"the last batch holds 1 example ({n} examples, --batch {batch}), and {e}; "
+                                f"use a --batch that leaves more than one example over") from None
             total += loss * m
             seen += m
             bar.update(m)

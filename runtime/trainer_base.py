@@ -230,8 +230,10 @@ class TrainerBase:
             if step is not None:
                 self._step_count = step
             elif values:
-                # SGD's buffers exist now: the next update decays them (PyTorch after load_state_dict)
-                self._step_count = max(self._step_count, 1)
+                # SGD's buffers exist now: the next update decays them (PyTorch after load_state_dict);
+                # all-zero buffers are a state saved before any update (PyTorch's is empty then), so
+                # the next update starts them as the gradient and a step-0 checkpoint resumes exactly
+                self._step_count = max(self._step_count, 1) if any(np.any(a) for a in values.values()) else 0
 
     def gradients(self) -> dict[str, np.ndarray]:
         """The last step's gradients (PyTorch's `p.grad`: before weight decay
@@ -260,7 +262,8 @@ class TrainerBase:
 
     def check_data(self, x: Any, y: Any, *, x_name: str = "x", y_name: str = "y") -> tuple[np.ndarray, np.ndarray]:
         """A whole data set for the single-input model: `x` [N, *input shape]
-        and `y` as `step` takes them, any N >= 1; returns float32 `x` and the
+        and `y` as `step` takes them, any N >= 1; returns float32 `x` (int32
+        indices, checked against the embedding, for an integer input) and the
         checked targets, or raises `DataError`/`TargetError` naming the array."""
         if len(self.INPUTS) != 1:
             raise DataError(f"the model has {len(self.INPUTS)} inputs ({', '.join(self.INPUTS)}); "
@@ -286,6 +289,18 @@ class TrainerBase:
         n = a.shape[0]
         out_shape = self._output_shapes(n, {k: dims[k] for k in self.DIMS if k in dims})[0][1:]
         target = check_targets(self.LOSS, y, out_shape, n, batch=n, name=y_name)
+        if name in self.INTEGER_INPUTS:     # embedding indices: integers in range, kept integer
+            num = self.INTEGER_INPUTS[name]
+            if a.dtype.kind not in "iu":
+                raise DataError(f"`{x_name}` must hold integer indices for the model's integer input `{name}`, "
+                                f"got dtype {a.dtype} (convert with .astype(np.int64))")
+            low, high = int(a.min()), int(a.max())
+            if low < 0 or high >= num:
+                bad = low if low < 0 else high
+                at = tuple(int(i) for i in np.argwhere(a == bad)[0])
+                raise DataError(f"`{x_name}` holds the index {bad} at {list(at)}, outside [0, {num}) "
+                                f"of the embedding table that input `{name}` indexes")
+            return np.ascontiguousarray(a, dtype=np.int32), target
         return np.ascontiguousarray(a, dtype=np.float32), target
 
     # ------------------------------------------------------------ for the subclass
