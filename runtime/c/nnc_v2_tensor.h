@@ -44,24 +44,32 @@ enum { NNC_REDUCE_SUM, NNC_REDUCE_MEAN, NNC_REDUCE_MAX };
 
 /* y = x reduced over the axes flagged in `reduced` (x of `rank` <= 8 axes
  * `shape`; y holds the others in order): a sum, a mean, or a maximum that
- * propagates NaN (torch.amax). One pass over x in C order. */
+ * propagates NaN (torch.amax). One pass over x in C order; the trailing
+ * reduced axes form contiguous runs, each summed in double before it is
+ * added, so a long reduced last axis keeps float32 accuracy. */
 static inline void nnc_reduce(const float *x, float *y, int rank, const long *shape, const int *reduced, int op) {
-    long idx[8] = {0}, ystride[8], total = 1, count = 1, ysize = 1, i, off = 0;
-    int k;
+    long idx[8] = {0}, ystride[8], total = 1, count = 1, ysize = 1, run = 1, i, j, off = 0;
+    int k, lead = rank;
     for (k = rank - 1; k >= 0; k--) {
         ystride[k] = reduced[k] ? 0 : ysize;
         if (reduced[k]) count *= shape[k]; else ysize *= shape[k];
         total *= shape[k];
     }
+    while (lead > 0 && reduced[lead - 1]) run *= shape[--lead];   /* trailing reduced axes: one run */
     for (i = 0; i < ysize; i++) y[i] = op == NNC_REDUCE_MAX ? -INFINITY : 0.0f;
-    for (i = 0; i < total; i++) {
-        const float v = x[i];
+    for (i = 0; i < total; i += run) {
+        const float *r = x + i;
         if (op == NNC_REDUCE_MAX) {
-            if (v > y[off] || v != v) y[off] = y[off] != y[off] ? y[off] : v;
+            for (j = 0; j < run; j++) {
+                const float v = r[j];
+                if (v > y[off] || v != v) y[off] = y[off] != y[off] ? y[off] : v;
+            }
         } else {
-            y[off] += v;
+            double s = 0.0;
+            for (j = 0; j < run; j++) s += r[j];
+            y[off] = (float)((double)y[off] + s);
         }
-        for (k = rank - 1; k >= 0; k--) {        /* the next index, carrying */
+        for (k = lead - 1; k >= 0; k--) {        /* the next run's index, carrying */
             off += ystride[k];
             if (++idx[k] < shape[k]) break;
             off -= ystride[k] * shape[k];
