@@ -103,8 +103,10 @@ def _rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None
             return "it concatenates along the time axis", None, 0
         return None, a, 0
     if op in ELEMENTWISE:
-        if op in ("batchnorm", "prelu") and a == 0:
+        if op == "batchnorm" and a == 0:
             return "it normalises per channel along axis 0, which is the time axis", None, 0
+        if op == "prelu" and a == 0 and not n.attrs.get("shared"):
+            return "its slope is per channel along axis 0, which is the time axis", None, 0
         return None, a, 0
     if op in ("softmax", "log_softmax"):
         return ("it normalises along the time axis", None, 0) if n.attrs["axis"] == a else (None, a, 0)

@@ -89,6 +89,7 @@ class ModelBase:
         `init="default"`: the seeded default initialisation, also for a
         compiled module whose weights file is missing."""
         self._lock = threading.RLock()
+        self._carried: int | None = None   # the batch whose state a stream carries (None: fresh state)
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         if init not in INITS:
@@ -142,6 +143,7 @@ class ModelBase:
         with self._lock:
             if self.STREAMING:
                 self._reset_state()
+                self._carried = None
                 return self._stream(args, kwargs, out)
             return self._forward(args, kwargs, out)
 
@@ -152,6 +154,7 @@ class ModelBase:
         self._require_streaming("reset")
         with self._lock:
             self._reset_state()
+            self._carried = None
 
     def step(self, /, *args: Any, **kwargs: Any):
         """One time step: each input without its time axis ([B, C] or [B, F]);
@@ -173,6 +176,15 @@ class ModelBase:
 
     def _reset_state(self) -> None:
         self._arena.fill(0.0)      # the state lives in the arena; scratch may be cleared too
+
+    def _carry(self, batch: int) -> None:
+        """The state carried from the last step belongs to its batch of
+        examples: another batch size continues no stream (refused, before
+        anything is computed, until `reset`)."""
+        if self._carried is not None and batch != self._carried:
+            raise ValueError(f"the stream carries the state of {self._carried} example(s); this call has "
+                             f"{batch}: call reset() to start a stream of {batch}")
+        self._carried = batch
 
     def _require_streaming(self, what: str) -> None:
         if not self.STREAMING:
@@ -218,6 +230,7 @@ class ModelBase:
             batch = a.shape[0]
             arrays.append(self._as_float32(name, np.expand_dims(a, 1 + axis)))
         batch, dims = self._check(arrays)
+        self._carry(batch)
         frames = self._frame_shapes(batch)
         dest = self._destination(out, frames)
         outs = self._execute(arrays, batch, dims)
@@ -231,6 +244,7 @@ class ModelBase:
             if a.dtype.kind not in "fiub":
                 raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
         batch, dims = self._check(raw, chunk=True)
+        self._carry(batch)
         (t,) = self.DIMS
         n, limit = dims[t], self.DIMS[t]
         shapes = self._output_shapes(batch, dims)

@@ -123,3 +123,37 @@ def test_random_streamable_models_agree_for_any_chunking(target, layers, k, d, d
     bounds = [0, *cuts, n]
     out = np.concatenate([np.array(model.stream(x[:, :, a:b])) for a, b in zip(bounds, bounds[1:])], axis=2)
     np.testing.assert_allclose(out, whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_shared_prelu_over_the_time_axis_streams(target):
+    # one slope for every channel: elementwise, so streaming [T, F] is allowed (a per-channel one is not)
+    m = nnc.build("model a(x: [T=12, 6]) {\n    dense(4)\n    prelu(shared=true)\n}", target=target,
+                  stream=True, batch=2)
+    w = m.state_dict()
+    w["prelu_0.weight"] = np.array([0.1], np.float32)
+    m.load_weights(w)
+    x = np.random.default_rng(0).standard_normal((2, 12, 6)).astype(np.float32)
+    whole = m(x)
+    assert (whole < 0).any()
+    m.reset()
+    steps = np.stack([m.step(x[:, t]) for t in range(12)], axis=1)
+    np.testing.assert_allclose(steps, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_stream_refuses_another_batch_until_reset(target):
+    """The carried state belongs to the stream's examples: a step with another
+    batch size continues nothing (the NumPy plan read another example's state)."""
+    m = nnc.build("model a(x: [3, T=20]) {\n    conv1d(2, 3, padding=causal)\n}", target=target, batch=3,
+                  stream=True)
+    x = np.random.default_rng(1).standard_normal((3, 3, 20)).astype(np.float32)
+    m.step(x[:, :, 0])
+    with pytest.raises(ValueError, match="carries the state of 3 example"):
+        m.step(x[:1, :, 1])
+    with pytest.raises(ValueError, match="call reset"):
+        m.stream(x[:2, :, 1:4])
+    m.step(x[:, :, 1])                                # the stream of 3 goes on
+    m.reset()
+    first = [m.step(x[:1, :, t]) for t in range(3)]   # a new stream of 1
+    np.testing.assert_allclose(np.stack(first, axis=2), m(x[:1, :, :3]), atol=1e-6)
