@@ -215,7 +215,7 @@ class ModelBase:
             a = x if isinstance(x, np.ndarray) else np.asarray(x)
             axis = self.TIME_AXES[name]
             frame = tuple(d for i, d in enumerate(shape) if i != axis)
-            expected = f"[B, {', '.join(str(d) for d in frame)}] with B <= {self.batch}"
+            expected = f"[{', '.join(['B', *(str(d) for d in frame)])}] with B <= {self.batch}"
             if a.ndim == len(shape) + 1:
                 raise ValueError(f"`step` takes one time step: input `{name}` must have shape {expected}, "
                                  f"got {list(a.shape)}, a chunk of steps; pass chunks to `stream`")

@@ -157,3 +157,9 @@ def test_a_stream_refuses_another_batch_until_reset(target):
     m.reset()
     first = [m.step(x[:1, :, t]) for t in range(3)]   # a new stream of 1
     np.testing.assert_allclose(np.stack(first, axis=2), m(x[:1, :, :3]), atol=1e-6)
+
+
+def test_a_step_shape_error_for_a_token_input_reads_b_alone():
+    m = nnc.build("model a(x: int[T=8]) {\n    embedding(10, 4)\n}", stream=True)
+    with pytest.raises(ValueError, match=r"must have shape \[B\] with B <= 1, got \[1, 2\]"):
+        m.step(np.zeros((1, 2), np.int32))
