@@ -7,11 +7,12 @@
   PyTorch, with NaN-filled scratch (any unzeroed gap shows), several
   channels per group, several stride phases, a last chunk shorter than
   the others.
-- Without dx, a single-channel input (a first layer) gathers every tap's
-  run and takes dw in one matmul a chunk (`_gathers_taps`); with dx, or
-  with more channels, the tap-by-tap path. Both, chunked with a shorter
-  last chunk (the padding and the zeros are written once per layout),
-  against PyTorch in float64 with NaN-filled scratch.
+- Without dx (a first layer), dw from each example's im2col columns in one
+  batched matmul a chunk (`_columns_dw`), when an example's columns fit
+  `_COLS`; with dx, or larger columns, the tap-by-tap path. Both, chunked
+  with a shorter last chunk (the padding and the zeros are written once
+  per layout), strided, dilated, grouped, against PyTorch in float64 with
+  NaN-filled scratch.
 - avgpool2d_backward, when its windows tile the input, divides dy into
   each pixel position of the windows in turn (kh * kw divisions): bit for
   bit PyTorch's in float32, for windows 2x2, 3x2, 1x3 and 3x1, and the
@@ -68,35 +69,40 @@ def test_conv_backward_cols_hold_a_channel_row_per_group_channel():
     assert nb * (shapes["dy_t"][1] + shapes["phases"][1] + shapes["cols"][1]) <= C._COLS
 
 
-DW_CASES = [  # x shape, w shape, stride, padding, dilation, need dx, gathered
-    ((7, 1, 12, 11), (4, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), False, True),
-    ((7, 1, 12, 11), (3, 1, 3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2), False, True),    # 2 phases: tap by tap copies
-    ((7, 1, 10, 9), (2, 1, 1, 3), (1, 1), ((0, 0), (1, 1)), (1, 1), False, True),     # one row of taps
-    ((7, 1, 12, 11), (4, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), True, False),
-    ((7, 3, 12, 11), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), False, False),
+DW_CASES = [  # x shape, w shape, stride, padding, dilation, groups, need dx, columns
+    ((7, 1, 12, 11), (4, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1, False, True),
+    ((7, 1, 12, 11), (3, 1, 3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2), 1, False, True),    # strided, dilated
+    ((7, 1, 10, 9), (2, 1, 1, 3), (1, 1), ((0, 0), (1, 1)), (1, 1), 1, False, True),     # one row of taps
+    ((7, 4, 10, 9), (6, 2, 3, 3), (2, 2), ((1, 0), (0, 1)), (1, 1), 2, False, True),     # grouped, asymmetric pads
+    ((7, 3, 12, 11), (4, 3, 3, 3), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, False, True),    # unpadded: no band
+    ((7, 1, 12, 11), (4, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1, True, False),
+    ((7, 3, 12, 11), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, False),
+    ((7, 3, 32, 31), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),   # columns past _COLS
 ]
 
 
 @pytest.mark.parametrize("case", DW_CASES)
-def test_conv_backward_single_channel_gathered_taps_and_tap_by_tap_equal_autograd(case, monkeypatch):
-    xs, ws, stride, pads, dil, need_dx, gathered = case
-    monkeypatch.setattr(C, "_COLS", 1 << 20)         # chunks of 2 examples whatever the path: 2, 2, 2, 1
-    kw = dict(stride=stride, padding=pads, dilation=dil, groups=1)
+def test_conv_backward_columns_and_tap_by_tap_equal_autograd(case, monkeypatch):
+    xs, ws, stride, pads, dil, groups, need_dx, columns = case
+    monkeypatch.setattr(C, "_COLS", 1 << 14)         # chunks of 2 examples whatever the path: 2, 2, 2, 1
+    kw = dict(stride=stride, padding=pads, dilation=dil, groups=groups)
     rng = np.random.default_rng(6)
     x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-    dy = rng.standard_normal(C._conv_plan(xs, ws, stride, pads, dil, 1).out_shape)
+    dy = rng.standard_normal(C._conv_plan(xs, ws, stride, pads, dil, groups).out_shape)
     shapes = C.conv2d_backward_scratch(xs, ws, need_dx=need_dx, chunk=2, **kw)
-    assert ("taps" not in shapes) == gathered and shapes["dy_t"][0] == 2
+    assert ("taps" not in shapes) == columns and shapes["cols" if columns else "dy_t"][0] == 2
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     (pt, pb), (pl, pr) = pads
-    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (pl, pr, pt, pb)), tw, stride=stride, dilation=dil)
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (pl, pr, pt, pb)), tw, stride=stride, dilation=dil,
+                                    groups=groups)
     ty.backward(torch.tensor(dy))
     scratch = {k: np.full(s, np.nan) for k, s in shapes.items()}
     for _ in range(2):                              # a second call on the same scratch: its zeros are kept
         dx = np.full(xs, np.nan) if need_dx else None
-        dw = np.full(ws, np.nan)
-        C.conv2d_backward(x, w, dy, dx=dx, dw=dw, db=None, scratch=scratch, **kw)
+        dw, db = np.full(ws, np.nan), np.full(ws[0], np.nan)
+        C.conv2d_backward(x, w, dy, dx=dx, dw=dw, db=db, scratch=scratch, **kw)
         np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
         if need_dx:
             np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-10, atol=1e-10)
         for a in scratch.values():                  # another kernel's data in the shared scratch
@@ -127,9 +133,9 @@ def test_avgpool_backward_overlapping_windows_match_autograd():
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_a_dx_the_gathered_scratch_cannot_form_is_refused_not_left_unwritten():
-    """Scratch planned with need_dx=False on a one-channel input takes the
-    gathered dw-only layout; a dx passed anyway must not stay unwritten."""
+def test_a_dx_the_columns_scratch_cannot_form_is_refused_not_left_unwritten():
+    """Scratch planned with need_dx=False takes the columns dw-only layout;
+    a dx passed anyway must not stay unwritten."""
     xs, ws = (3, 1, 12, 9), (5, 1, 3, 4)
     kw = dict(stride=(2, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1)
     shapes = C.conv2d_backward_scratch(xs, ws, need_dx=False, **kw)
