@@ -12,6 +12,7 @@ Out: the aliases `Shape`, `Scratch`, `Act`, `Pads2d`; `_view` (a reshape that
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Mapping, Sequence
 
@@ -96,3 +97,11 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 def _pads2d(padding: Sequence[Sequence[int]]) -> Pads2d:
     (top, bottom), (left, right) = padding
     return ((int(top), int(bottom)), (int(left), int(right)))
+
+
+@functools.lru_cache(maxsize=256)
+def _ones(n: int, dtype: str) -> np.ndarray:
+    """A read-only vector of n ones (a matmul with it sums rows in one BLAS call)."""
+    ones = np.ones(n, dtype)
+    ones.flags.writeable = False
+    return ones

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._common import (Act, Pads2d, Scratch, Shape, _padded_shape, _pads2d, _pair, _provide, _provide_as,
+from ._common import (Act, Pads2d, Scratch, Shape, _ones, _padded_shape, _pads2d, _pair, _provide, _provide_as,
                       _tap_span, _view, _window_out)
 from ._windows import _TapPlan, _narrow, _phase_span, _split_phases, _tap_plan, _tap_run
 from .elementwise import activation_scratch, apply_activation
@@ -539,13 +539,6 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
                 _im2col_dw(x, dy, dw, stride, pads, dilation, groups, scratch)
         else:
             _windowed_backward(x, w, dy, dx, dw, groups, tp, scratch)
-
-
-@functools.lru_cache(maxsize=256)
-def _ones(n: int, dtype: str) -> np.ndarray:
-    ones = np.ones(n, dtype)
-    ones.flags.writeable = False
-    return ones
 
 
 def _bias_gradient(dy: np.ndarray, db: np.ndarray, buf: np.ndarray | None) -> None:

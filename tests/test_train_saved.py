@@ -118,7 +118,8 @@ def test_masked_backward_equals_the_float_backward_at_kinks_and_nan(act):
 
 
 POOLS = [None, dict(kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0))),
-         dict(kernel=(3, 3), stride=(2, 2), padding=((1, 1), (1, 1)))]
+         dict(kernel=(3, 3), stride=(2, 2), padding=((1, 1), (1, 1))),
+         dict(kernel=(2, 4), stride=(1, 2), padding=((1, 1), (1, 1)))]     # kw a power of two, padded
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 7, 6), (4, 3, 9)])
