@@ -37,7 +37,9 @@ class Span:
         return Span(path, line, column, line, column + 1)
 
 
-class Severity(enum.Enum):
+class Severity(str, enum.Enum):
+    """A `str` enum, so `d.severity == "error"` holds as well as `is Severity.ERROR`."""
+
     ERROR = "error"
     WARNING = "warning"
 
@@ -236,8 +238,9 @@ def render(diag: Diagnostic, source: str | list[str] | None) -> str:
                 shift = start - (3 if start else 0)
                 column, end = column - shift, end - shift
             width = max(1, min(end, len(text) + 1) - column)
-            lines.append(f"{' ' * 2}{s.line} | {text}")
-            lines.append(f"{' ' * (2 + gutter)} | {' ' * (column - 1)}{'^' * width}")
+            # INTERFACES.md section 6: three spaces, the line number, ` | `.
+            lines.append(f"{' ' * 3}{s.line} | {text}")
+            lines.append(f"{' ' * (3 + gutter)} | {' ' * (column - 1)}{'^' * width}")
     for note in diag.notes:
         lines.append(f"   = note: {note}")
     if diag.help:
@@ -288,11 +291,17 @@ def did_you_mean(name: str, candidates) -> str | None:
     """A `help` text naming the closest candidate, if one is close enough."""
     import difflib
     pool = set(candidates)
+    if not name:
+        return None
+    key = name.lower()      # case is ignored: `Conv2d` and `ReLU` find `conv2d` and `relu`
     if len(pool) > 64:
         # A close match shares a first or last letter and has about the same
         # length; filtering on that first keeps thousands of errors in a scope
         # of thousands of names linear rather than quadratic.
         n = len(name)
-        pool = {c for c in pool if abs(len(c) - n) <= 2 and c[:1] in (name[:1], name[-1:])} if name else set()
-    match = difflib.get_close_matches(name, sorted(pool), n=1, cutoff=0.6)
-    return f"did you mean `{match[0]}`?" if match else None
+        pool = {c for c in pool if abs(len(c) - n) <= 2 and c[:1].lower() in (key[:1], key[-1:])}
+    folded: dict[str, str] = {}
+    for c in sorted(pool):
+        folded.setdefault(c.lower(), c)
+    match = difflib.get_close_matches(key, sorted(folded), n=1, cutoff=0.6)
+    return f"did you mean `{folded[match[0]]}`?" if match else None

@@ -52,8 +52,8 @@ def test_rendering_matches_the_spec_example(tmp_path, monkeypatch):
         check("models/bad.nn")
     assert str(info.value) == (
         "models/bad.nn:7:5: error[E0203]: dense expects a vector per example, got [16, 6, 6]\n"
-        "  7 |     dense(120)\n"
-        "    |     ^^^^^^^^^^\n"
+        "   7 |     dense(120)\n"
+        "     |     ^^^^^^^^^^\n"
         "   = help: add `flatten` before it")
     d = info.value.diagnostics[0]
     assert (d.path, d.line, d.column, d.code, d.hint) == ("models/bad.nn", 7, 5, "E0203", "add `flatten` before it")

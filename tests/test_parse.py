@@ -484,8 +484,8 @@ def test_compile_error_renders_the_source_line_with_carets():
     assert info.value.sources == {"bad.nn": text}
     assert str(info.value).splitlines()[:3] == [
         "bad.nn:2:15: error[E0001]: expected `)` or `,` after `120`, found `->`",
-        "  2 |     dense(120 -> relu",
-        "    |               ^^",
+        "   2 |     dense(120 -> relu",
+        "     |               ^^",
     ]
 
 
