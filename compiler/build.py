@@ -49,9 +49,17 @@ class Plan:
 
 def module_name(graph: Graph) -> str:
     """The generated module's name and the C prefix: a valid identifier, and
-    never `nnc...` (the C kernels' names)."""
+    never `nnc...` (the C kernels' names). A Python keyword (`class`) or
+    `numpy` (which the generated module imports) gets a `_` after it, so that
+    `import NAME` works; other names are kept as written, standard-library
+    ones too (`test`, `wave`: a file by path imports whatever its name)."""
+    import keyword
     name = sanitize(graph.name, fallback="model").lower() or "model"
-    return "m_" + name if name.startswith("nnc") else name
+    if name.startswith("nnc"):
+        return "m_" + name
+    if keyword.iskeyword(name) or name == "numpy":
+        return name + "_"
+    return name
 
 
 def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,

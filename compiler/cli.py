@@ -284,16 +284,32 @@ def _save_outputs(path: str, outputs: dict) -> None:
             np.save(f, only)
 
 
+def _starts_like_an_array(path: str) -> bool:
+    """True when the file starts as a .npy (`\\x93NUMPY`) or a zip (.npz) file does."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return True
+    return head == b"\x93NUMPY" or head[:2] == b"PK"
+
+
 def _load_array(path: str):
     """One input array from a .npy file, or an .npz holding one array."""
+    import zipfile
+    import zlib
+
     import numpy as np
+    broken = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)    # a corrupt or truncated file
     try:
         a = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"input file `{printable(path)}` does not exist") from None
     except IsADirectoryError:
         raise InputError(f"input `{printable(path)}` is a folder, not a .npy file") from None
-    except (ValueError, OSError, EOFError) as e:
+    except broken as e:
+        if not _starts_like_an_array(path):     # NumPy reads any other file as a pickle and says so
+            raise InputError(f"`{printable(path)}` is not a .npy or .npz file") from None
         raise InputError(f"`{printable(path)}` is not a readable .npy array ({first_line(str(e))[:160]})") from None
     if isinstance(a, np.lib.npyio.NpzFile):
         with a:
@@ -304,7 +320,7 @@ def _load_array(path: str):
                                  "give a .npy file or an .npz with one array")
             try:
                 a = a[keys[0]]
-            except (ValueError, OSError, EOFError) as e:
+            except broken as e:
                 raise InputError(f"`{printable(path)}`: array `{keys[0]}` cannot be read ({first_line(str(e))[:160]})") from None
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         raise InputError(f"`{printable(path)}` does not hold an array")

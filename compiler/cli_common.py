@@ -152,7 +152,7 @@ def guarded(command: Callable[[Any], int], args: Any, subject: str | None = None
 def report(e: CompileError, subject: str) -> int:
     """Every diagnostic with its source line, then `error: SUBJECT failed
     with N errors`; a model file that cannot be read is one line. Returns 1."""
-    if len(e.diagnostics) == 1 and e.diagnostics[0].code == "E0004":
+    if len(e.diagnostics) == 1 and e.diagnostics[0].code == "E0004" and not e.sources:
         error_line(e.diagnostics[0].message)      # the file cannot be read: there is no source to show
         return 1
     print_diagnostics(e.diagnostics, e.sources)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .diagnostics import CompileError, Diagnostic, Sink, Span, UsageError, error, printable
+from .diagnostics import CompileError, Diagnostic, Sink, Span, UsageError, error, printable, split_lines
 from .ir import Graph, verify
 from .lower import lower
 from .memory import Limits
@@ -79,7 +79,12 @@ def read_file(path: str | os.PathLike) -> tuple[str, str]:
     try:
         return name, raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise fail(f"`{shown}` is not UTF-8 text (byte {e.start})") from None
+        # located at the bad byte, with the text around it shown (undecodable bytes as U+FFFD)
+        lines = split_lines(raw[:e.start].decode("utf-8"))
+        line, column = len(lines), len(lines[-1]) + 1
+        diag = error("E0004", f"the file is not UTF-8 text: invalid byte 0x{raw[e.start]:02X}",
+                     Span.point(name, line, column), help="save the file as UTF-8")
+        raise CompileError([diag], {name: raw.decode("utf-8", errors="replace")}) from None
 
 
 def check_dims(dims: Mapping[str, int] | None) -> dict[str, int]:

@@ -286,7 +286,7 @@ class Lowerer:
             if isinstance(stmt, ast.Return):
                 returned = []
                 for chain in stmt.values:
-                    vals = self._chain(chain, scope)
+                    vals = self._chain(chain, scope, returned=True)
                     if vals is None:
                         returned.append((Binding(POISON, chain.span, None, True), chain))
                         continue
@@ -346,11 +346,13 @@ class Lowerer:
 
     # ------------------------------------------------------------ chains
 
-    def _chain(self, chain: ast.Chain, scope: Scope) -> list[Binding] | None:
-        """The value(s) of a chain, or None when it failed (already reported)."""
+    def _chain(self, chain: ast.Chain, scope: Scope, returned: bool = False) -> list[Binding] | None:
+        """The value(s) of a chain, or None when it failed (already reported).
+        A bare name that is returned or starts a longer chain (`return y`,
+        `y -> relu`) is read as a value: unknown, it is an undefined name."""
         elements = list(chain.elements)
         first = elements[0]
-        vals = self._source(first, scope)
+        vals = self._source(first, scope, as_value=returned or len(elements) > 1)
         for e in elements[1:]:
             if vals is None:
                 # An earlier step failed: this one has no input shape, but its
@@ -391,7 +393,7 @@ class Lowerer:
         b.used = True
         return b
 
-    def _source(self, e: ast.Element, scope: Scope) -> list[Binding] | None:
+    def _source(self, e: ast.Element, scope: Scope, as_value: bool = False) -> list[Binding] | None:
         bare = e.args is None and e.inputs is None and e.label is None
         if e.label is not None and e.args is None and e.inputs is None and e.op in scope.names \
                 and e.op not in CATALOG and e.op not in self.blocks:
@@ -433,23 +435,24 @@ class Lowerer:
             # still check what can be checked without an input shape
             self._check_unknown(e, scope)
             return None
-        return self._step(e, current, scope, first=True)
+        return self._step(e, current, scope, first=True, as_value=as_value)
 
-    def _check_op_name(self, e: ast.Element, scope: Scope) -> bool:
+    def _check_op_name(self, e: ast.Element, scope: Scope, as_value: bool = False) -> bool:
         if e.op in CATALOG or e.op in self.blocks:
             return True
         bare = e.args is None and e.label is None
         candidates = list(CATALOG) + list(self.blocks)
         hint = _op_hint(e.op, candidates)
-        if bare and scope.names:
+        if bare and (scope.names or as_value):
             value_hint = did_you_mean(e.op, scope.names)
-            if value_hint and not hint:
+            if (value_hint or as_value) and not hint:
                 self.err("E0104", f"undefined name `{e.op}`", e.op_span, scope, help=value_hint)
                 return False
         self.err("E0105", f"unknown op `{e.op}`", e.op_span, scope, help=hint)
         return False
 
-    def _step(self, e: ast.Element, x: Binding, scope: Scope, first: bool = False) -> list[Binding] | None:
+    def _step(self, e: ast.Element, x: Binding, scope: Scope, first: bool = False,
+              as_value: bool = False) -> list[Binding] | None:
         if e.inputs is not None:
             self.err("E0111", f"`{e.op}` in the middle of a chain takes the chain's value; "
                      "a second argument group is only for a block used as a source", e.span, scope)
@@ -459,7 +462,7 @@ class Lowerer:
             self.err("E0112", f"`{e.op}` is a value, not a step", e.span, scope,
                      help=f"start a new statement from it: `{e.op} -> ...`")
             return None
-        if not self._check_op_name(e, scope):
+        if not self._check_op_name(e, scope, as_value):
             return None
         if e.op in self.blocks:
             return self._call_block(e, self.blocks[e.op], [x], scope)
@@ -590,10 +593,11 @@ class Lowerer:
                 return scope.params[x.name]
             if x.name in WORDS and x.name not in scope.names:
                 return x.name            # a word value: `mode=bilinear`, `end=none` (coerce_arg makes None)
-            candidates = list(scope.params)
+            # a misspelt word (`padding=sam`, `bias=ture`) finds its word too
+            candidates = list(scope.params) + list(_ARGUMENT_WORDS)
             self.err("E0104", f"undefined name `{x.name}`", x.span, scope,
-                     help=did_you_mean(x.name, candidates) or
-                     (f"`{x.name}` is a value; use `{x.name}.shape[i]` for its sizes" if x.name in scope.names else None))
+                     help=(f"`{x.name}` is a value; use `{x.name}.shape[i]` for its sizes" if x.name in scope.names
+                           else did_you_mean(x.name, candidates)))
             return POISON
         if isinstance(x, ast.TupleExpr):
             items = [self._eval_inner(i, scope) for i in x.items]
@@ -798,6 +802,16 @@ class Lowerer:
                           scope: Scope) -> list[Binding] | None:
         params = self._bind_block_params(e, block, scope)
         label = e.label.text if e.label else scope.auto_label(e.op)
+        # A block call is a step too (LANGUAGE.md section 5): its full label is
+        # unique, and a second `layer1.0: basic(...)` is reported at the call.
+        full, label_span = scope.prefix + label, (e.label.span if e.label else e.op_span)
+        if full in self.label_spans or full in self.shapes:
+            where = self.label_spans.get(full)
+            self.err("E0106", f"duplicate label `{full}`", label_span, scope,
+                     notes=(f"first used at line {where.line}",) if where else (),
+                     help="give each step its own label")
+            return None
+        self.label_spans[full] = label_span
         child = Scope(prefix=f"{scope.prefix}{label}.", params=params,
                       call_note=scope.call_note or f"in `{label}: {block.name}(...)` at line {e.span.line}")
         if params is None:
@@ -822,8 +836,11 @@ class Lowerer:
         for a in e.args or ():
             if a.name is None:
                 if position >= len(block.params):
-                    self.err("E0303", f"block `{block.name}` takes {len(block.params)} argument"
-                             f"{'s' if len(block.params) != 1 else ''}", a.span, scope)
+                    takes = f"at most {len(block.params)}" if block.params else "no"
+                    got = sum(1 for g in e.args if g.name is None)
+                    self.err("E0303", f"block `{block.name}` takes {takes} argument"
+                             f"{'s' if len(block.params) != 1 else ''}, got {got}", a.span, scope,
+                             help=_block_signature_help(block))
                     ok = False
                     break
                 target = names[position]
@@ -855,6 +872,9 @@ class Lowerer:
 
 
 # ---------------------------------------------------------------- helpers
+
+# The words an argument may take (LANGUAGE.md sections 2 and 9), for "did you mean".
+_ARGUMENT_WORDS = ("true", "false", "same", "valid", "causal", *sorted(WORDS))
 
 _LIMIT_HELP = "make the model smaller, or raise the limit (`--max-memory SIZE`, or `limits=` in Python)"
 
@@ -947,6 +967,12 @@ def _signature_help(spec: OpSpec) -> str:
     for a in spec.args:
         parts.append(a.name if a.default is REQUIRED else f"{a.name}={_default_text(a.default, a.name)}")
     return f"the signature is `{spec.name}({', '.join(parts)})`"
+
+
+def _block_signature_help(block: ast.Block) -> str:
+    from .format import format_expr
+    parts = [p.name if p.default is None else f"{p.name}={format_expr(p.default)}" for p in block.params]
+    return f"the signature is `{block.name}({', '.join(parts)})`"
 
 
 def _default_text(v: Any, name: str = "") -> str:

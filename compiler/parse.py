@@ -404,7 +404,11 @@ def _expected_words(accepts: set[str], context: _Context) -> list[str]:
         words.append("an expression")
     elif expected == {"NAME", "INT"} and context.previous_type != "DOT":
         expected.clear()
-        words.append("a step" if context.previous_type == "_ARROW" else "a value or a step")
+        opener = context.innermost_open()
+        if opener is not None and opener.type == "LSQB":      # an input's shape: `x: [4, T]`
+            words.append("a dimension (a size or a name)")
+        else:
+            words.append("a step" if context.previous_type == "_ARROW" else "a value or a step")
     optional = set(_OPERATORS) | {"$END", "DOT"}
     if "COLON" in expected:
         optional.add("COMMA")       # `a, b = ...` is rarer than `label: op` here
@@ -500,6 +504,15 @@ def _help(found: Token, accepts: set[str], context: _Context) -> str | None:
         return f"a label is followed by `:`, as in `{context.label_before(found)}: {found.value}`"
     if found.type in ("NAME", "INT") and "_ARROW" in accepts and "_NL" in accepts:
         return "join the steps of a chain with `->`, or put each on its own line"
+    if found.type == "_NL" and context.previous_type == "_ARROW" and _next_code_line(context.text, found.line)[:1] \
+            not in ("", "}"):
+        return "a chain goes on to the next line when that line starts with `->`: move the `->` there"
+    if found.type in ("RPAR", "RSQB") and context.previous_type == "COMMA":
+        return "remove the `,` before it"
+    end = context.previous_end()
+    if found.type == "LPAR" and context.previous_type == "NAME" and end == (found.line, found.column):
+        return (f"`{context.previous.value}(...)` cannot stand inside an argument list: "
+                f"compute it as a step of its own (`v = ... -> {context.previous.value}(...)`), then pass `v`")
     opener = context.closable(accepts)
     if opener is None:
         return None
@@ -510,6 +523,15 @@ def _help(found: Token, accepts: set[str], context: _Context) -> str | None:
     if found.type in _EXPRESSION_START and "COMMA" in accepts and spaced_on_same_line:
         return "separate the items with `,`"
     return _close_help(opener)
+
+
+def _next_code_line(text: str, line: int) -> str:
+    """The first line after `line` (counting from 1) that holds code, stripped; "" at the end."""
+    for rest in text.split("\n")[line:]:
+        code = rest.split("#", 1)[0].strip()
+        if code:
+            return code
+    return ""
 
 
 def _unexpected_end(accepts: set[str], context: _Context, text: str, path: str) -> Diagnostic:
