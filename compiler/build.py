@@ -156,6 +156,8 @@ def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any
     """The Python API: compile `model` and return a model object. `limits`:
     the largest tensor, weights and arena planned (`memory.Limits`);
     `checked`: as for `compile_plan`."""
+    if isinstance(batch, np.integer):
+        batch = int(batch)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     plan = compile_plan(model, target=target, batch=batch, dims=dims, optimize=optimize, stream=stream,

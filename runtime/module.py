@@ -90,6 +90,8 @@ class ModelBase:
         compiled module whose weights file is missing."""
         self._lock = threading.RLock()
         self._carried: int | None = None   # the batch whose state a stream carries (None: fresh state)
+        if isinstance(batch, np.integer):
+            batch = int(batch)
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         if init not in INITS:
@@ -203,6 +205,8 @@ class ModelBase:
         arrays = [self._as_float32(n, given[n]) for n in self.INPUTS]
         batch, dims = self._check(arrays)
         dest = self._destination(out, self._output_shapes(batch, dims))
+        if batch == 0:
+            return self._nothing(self._output_shapes(batch, dims), out, dest)
         outs = self._execute(arrays, batch, dims)
         return self._deliver(outs, out, dest)
 
@@ -222,7 +226,7 @@ class ModelBase:
             if a.ndim != len(frame) + 1 or tuple(a.shape[1:]) != frame:
                 raise ValueError(f"`step` takes one time step: input `{name}` must have shape {expected}, "
                                  f"got {list(a.shape)}")
-            if not 1 <= a.shape[0] <= self.batch:
+            if not 0 <= a.shape[0] <= self.batch:
                 raise ValueError(f"input `{name}` has batch {a.shape[0]}; this model was built for batch <= "
                                  f"{self.batch} (shape {expected})")
             if batch is not None and a.shape[0] != batch:
@@ -230,6 +234,8 @@ class ModelBase:
             batch = a.shape[0]
             arrays.append(self._as_float32(name, np.expand_dims(a, 1 + axis)))
         batch, dims = self._check(arrays)
+        if batch == 0:
+            return self._nothing(self._frame_shapes(batch), out, self._destination(out, self._frame_shapes(batch)))
         self._carry(batch)
         frames = self._frame_shapes(batch)
         dest = self._destination(out, frames)
@@ -244,6 +250,9 @@ class ModelBase:
             if a.dtype.kind not in "fiub":
                 raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
         batch, dims = self._check(raw, chunk=True)
+        if batch == 0:
+            shapes = self._output_shapes(batch, dims)
+            return self._nothing(shapes, out, self._destination(out, shapes))
         self._carry(batch)
         (t,) = self.DIMS
         n, limit = dims[t], self.DIMS[t]
@@ -295,6 +304,11 @@ class ModelBase:
                 if np.may_share_memory(a, b):
                     raise ValueError("out= arrays must not share memory with each other")
         return arrays
+
+    def _nothing(self, shapes: tuple[tuple[int, ...], ...], out: Any, dest: tuple[np.ndarray, ...] | None):
+        """An empty batch (B = 0 is within `B <= batch`): nothing runs and no
+        stream state changes; the outputs are empty, as in NumPy and PyTorch."""
+        return self._deliver(tuple(np.zeros(s, np.float32) for s in shapes), out, dest)
 
     def _deliver(self, outs: tuple, out: Any, dest: tuple[np.ndarray, ...] | None):
         """Copy the plan's output buffers into the caller's arrays."""
@@ -441,7 +455,7 @@ class ModelBase:
             if a.ndim != len(shape) + 1:
                 raise ValueError(f"input `{name}` must have shape {self._expected(name)}, got {list(a.shape)}")
             b = a.shape[0]
-            if not 1 <= b <= self.batch:
+            if not 0 <= b <= self.batch:
                 raise ValueError(f"input `{name}` has batch {b}; this model was built for batch <= {self.batch} "
                                  f"(shape {self._expected(name)})")
             if batch is not None and b != batch:
