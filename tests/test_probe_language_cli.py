@@ -20,27 +20,7 @@ import nnc
 from nnc.compiler.cli import main
 from nnc.compiler.frontend import check
 
-LENET = """\
-# LeNet-5 on 28x28 grey images. Only output sizes are written.
-model lenet(x: [1, 28, 28]) {
-    conv2d(6, 5, padding=same) -> relu
-    avgpool2d(2)
-    conv2d(16, 5) -> relu
-    avgpool2d(2)
-    flatten
-    fc1: dense(120) -> relu      # input size 400 is inferred
-    fc2: dense(84) -> relu
-    fc3: dense(10)
-}
-"""
-
-BASIC = """\
-block basic(c)(x) {
-    h = x -> conv1: conv2d(c, 3, padding=1, bias=false) -> bn1: batchnorm -> relu
-          -> conv2: conv2d(c, 3, padding=1, bias=false) -> bn2: batchnorm
-    return add(h, x) -> relu
-}
-"""
+from test_parse import BASIC, LENET      # the spec's LeNet and ResNet block, as in the parser tests
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
