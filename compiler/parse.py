@@ -2,7 +2,7 @@
 
 In:  the source text of one `.nn` file and the path to name in spans.
 Out: an `ast.File` whose every node carries the exact `Span` of its text, or a
-     `CompileError` holding one syntax diagnostic: E0001 (a token that cannot
+     `CompileError` holding the syntax diagnostics: E0001 (a token that cannot
      stand there), E0002 (the file ends in the middle of something) or E0003
      (a character that is not part of the language). No other exception ever
      leaves `parse`, whatever the input.
@@ -20,8 +20,9 @@ How it works:
 5. Lark's `UnexpectedInput` becomes one friendly diagnostic: what was
    expected in plain words, what was found, and where, with a `help` line for
    the common slips (a missing `)` or `]`, `=` for `:` in an input, a `->`
-   with nothing before it, a `{` never closed). Lark cannot recover reliably
-   after an error, so only the first syntax error of a file is reported.
+   with nothing before it, a `{` never closed). After an error the statement
+   holding it is blanked out and the file parsed again, so that independent
+   errors in other statements are reported too (see `_statement_lines`).
 """
 
 from __future__ import annotations
@@ -46,18 +47,27 @@ MAX_DIGITS = 4000
 
 
 def parse(source: str, path: str = "<input>") -> ast.File:
-    """Parse the text of a `.nn` file; raise `CompileError` on a syntax error."""
+    """Parse the text of a `.nn` file; raise `CompileError` on a syntax error
+    (every independent one, see `_recovered`)."""
     text = _normalise(source)
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedCharacters as e:
-        raise CompileError([_bad_character(e, text, path)], {path: source}) from None
-    except UnexpectedToken as e:
-        raise CompileError([_unexpected_token(e, text, path)], {path: source}) from None
-    except _NumberTooLong as e:
-        diag = error("E0001", f"a number with {len(e.token)} digits is too long",
-                     _token_span(e.token, path), help=f"numbers have at most {MAX_DIGITS} digits")
-        raise CompileError([diag], {path: source}) from None
+    diags: list[Diagnostic] = []
+    work, floor, budget = text, 0, RECOVERY_CHARS
+    while True:
+        try:
+            tree = _parser().parse(work)
+            break
+        except (UnexpectedCharacters, UnexpectedToken, _NumberTooLong) as e:
+            diag = _syntax_error(e, work, path)
+        if diags and diag.span.line <= floor:
+            break                   # a consequence of the statement taken out, not an error of its own
+        diags.append(diag)
+        budget -= len(work)
+        statement = _statement_lines(work, diag) if len(diags) < MAX_SYNTAX_ERRORS and budget >= len(work) else None
+        if statement is None:
+            break
+        work, floor = _blanked(work, *statement), statement[1]
+    if diags:
+        raise CompileError(diags, {path: source}) from None
     builder = _ToAst(path, source)
     file = builder.transform(tree)
     if builder.too_deep is not None:
@@ -72,6 +82,74 @@ def _normalise(source: str) -> str:
     if text.startswith("\ufeff"):
         text = " " + text[1:]       # same length: columns on line 1 stay put
     return text
+
+
+# After a syntax error the statement holding it is blanked out (its lines
+# replaced by spaces, so every position stays put) and the file parsed again,
+# so that the errors of other statements are reported too (LANGUAGE.md
+# section 8: every independent error). Only a statement that can be taken out
+# cleanly is: from the error's line, inside a body at bracket depth 0, with no
+# `{` or `}`, to the end of its `->` continuation lines and of any `( )` or
+# `[ ]` it opens (the lines of its chain above parsed: they stay). An error at or before the statement taken out, or the end of the
+# file, stops the search; so do MAX_SYNTAX_ERRORS errors, or RECOVERY_CHARS
+# characters parsed in all (lark parses about 100 KB a second).
+
+MAX_SYNTAX_ERRORS = 20
+RECOVERY_CHARS = 400_000
+
+
+def _syntax_error(e: Exception, text: str, path: str) -> Diagnostic:
+    if isinstance(e, UnexpectedCharacters):
+        return _bad_character(e, text, path)
+    if isinstance(e, UnexpectedToken):
+        return _unexpected_token(e, text, path)
+    return error("E0001", f"a number with {len(e.token)} digits is too long", _token_span(e.token, path),
+                 help=f"numbers have at most {MAX_DIGITS} digits")
+
+
+def _code(line: str) -> str:
+    return line.split("#", 1)[0]
+
+
+def _depths(code: str) -> tuple[int, int]:
+    """(the change of `( [` depth, the number of `{ }`) over a line's code."""
+    return code.count("(") + code.count("[") - code.count(")") - code.count("]"), code.count("{") + code.count("}")
+
+
+def _statement_lines(text: str, diag: Diagnostic) -> tuple[int, int] | None:
+    """The first and last line (from 1) of the statement holding `diag`, when
+    it can be blanked out cleanly (above), else None."""
+    if diag.code == "E0002":
+        return None
+    lines = text.split("\n")
+    at = diag.span.line
+    depth = braces = 0
+    for line in lines[:at - 1]:
+        code = _code(line)
+        change, _ = _depths(code)
+        depth += change
+        braces += code.count("{") - code.count("}")
+    if depth != 0 or braces < 1:
+        return None                 # inside a bracket opened above, or outside every body
+    first, last, depth = at, at - 1, 0      # from the error's line: a chain's lines above it parsed, they stay
+    while True:
+        last += 1
+        if last > len(lines):
+            return None
+        change, has_braces = _depths(_code(lines[last - 1]))
+        if has_braces:
+            return None
+        depth += change
+        following = next((_code(x).strip() for x in lines[last:] if _code(x).strip()), "")
+        if depth <= 0 and not following.startswith("->"):
+            return first, last
+
+
+def _blanked(text: str, first: int, last: int) -> str:
+    lines = text.split("\n")
+    for i in range(first - 1, last):
+        lines[i] = " " * len(lines[i])
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the parser

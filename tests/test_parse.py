@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from nnc.compiler import ast
 from nnc.compiler.diagnostics import CompileError, Diagnostic, Span
 from nnc.compiler.format import format_expr, format_file
-from nnc.compiler.parse import MAX_DEPTH, parse
+from nnc.compiler.parse import MAX_DEPTH, MAX_SYNTAX_ERRORS, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -588,9 +588,12 @@ def _only_compile_errors(text: str) -> None:
     try:
         parse(text, "fuzz.nn")
     except CompileError as e:
-        (diag,) = e.diagnostics
-        assert diag.code in ("E0001", "E0002", "E0003")
-        assert diag.span.line >= 1 and diag.span.column >= 1
+        assert 1 <= len(e.diagnostics) <= MAX_SYNTAX_ERRORS
+        for diag in e.diagnostics:
+            assert diag.code in ("E0001", "E0002", "E0003")
+            assert diag.span.line >= 1 and diag.span.column >= 1
+        lines = [d.span.line for d in e.diagnostics]
+        assert lines == sorted(set(lines))                  # one a statement, in order
         str(e)
 
 
@@ -640,3 +643,51 @@ def _timed(fn, *args) -> float:
     start = time.process_time()       # CPU time: other processes on the machine do not count
     fn(*args)
     return time.process_time() - start
+
+
+# ---------------------------------------------------------------- every independent syntax error
+
+def syntax_errors(text: str) -> list[tuple[int, str]]:
+    with pytest.raises(CompileError) as info:
+        parse(text, "bad.nn")
+    return [(d.span.line, d.code) for d in info.value.diagnostics]
+
+
+def body(*lines: str, header: str = "model m(x: [4]) {") -> str:
+    return header + "\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+@pytest.mark.parametrize("lines, expected", [
+    # two statements with an error each, a good one between: both reported
+    (("dense(3 4)", "relu", "dense(2;)"), [(2, "E0001"), (4, "E0003")]),
+    # a chain continued on the next lines is taken out whole: its `->` lines make no error of their own
+    (("h = x -> dense(3 4)", "    -> relu", "    -> dense(2)", "dense(5,,)"), [(2, "E0001"), (5, "E0001")]),
+    # an error on the continuation line: the chain from its first line
+    (("h = x -> dense(3)", "    -> relu 7", "    -> dense(2)", "dense(5,,)"), [(3, "E0001"), (5, "E0001")]),
+    # an argument list over several lines is taken out to its `)`
+    (("dense(3 4,", "      bias=false)", "relu", "dense(2;)"), [(2, "E0001"), (5, "E0003")]),
+    # a `(` never closed: the rest cannot be told apart from it, so one error
+    (("dense(3 -> relu", "dense(2;)", "relu"), [(2, "E0001")]),
+])
+def test_every_independent_syntax_error_is_reported_once(lines, expected):
+    assert syntax_errors(body(*lines)) == expected
+
+
+def test_errors_in_a_block_and_in_the_model_are_both_reported():
+    text = body("h = x -> dense(c c)", "return h", header="block b(c)(x) {") + body("b(3) ->", "relu 5 6")
+    assert syntax_errors(text) == [(2, "E0001"), (6, "E0001"), (7, "E0001")]    # a chain never ends in `->`
+
+
+def test_an_error_outside_a_body_or_at_the_end_of_the_file_ends_the_search():
+    assert syntax_errors(body("dense(3 4)", header="model m(x: [4] {")) == [(1, "E0001")]
+    assert syntax_errors(body("dense(3 4)", "relu") + "model n(x: [4]) {\n    relu\n") == [(2, "E0001"), (6, "E0002")]
+    assert syntax_errors(body("dense(3 4)") + "model n(x: [4]) {\n    relu 4\n    relu 5\n") == [
+        (2, "E0001"), (5, "E0001"), (6, "E0001")]      # the end of the file, now at line 4, is not reported again
+
+
+def test_at_most_max_syntax_errors_are_reported_and_a_long_file_stays_fast():
+    assert syntax_errors(body(*["dense(3 4)"] * (MAX_SYNTAX_ERRORS + 10))) == [
+        (line, "E0001") for line in range(2, MAX_SYNTAX_ERRORS + 2)]
+    text = body(*["dense(3 4)"] * 20000)                         # ~270 KB: the budget allows about one reparse
+    parse_errors = _timed(lambda: syntax_errors(text))
+    assert parse_errors < 15, f"{parse_errors:.1f} s"

@@ -219,8 +219,6 @@ def test_every_independent_error_is_reported_in_order(tmp_path, capsys):
     assert code == 1 and err.count("error[") == 3 and err.rstrip().endswith("failed with 3 errors")
 
 
-@pytest.mark.xfail(strict=True, reason="only the first syntax error of a file is reported: lark's LALR parser "
-                                       "does not recover, and recovery was left out (parse.py docstring)")
 def test_independent_syntax_errors_on_different_lines_are_all_reported():
     assert [d.line for d in diagnostics(model("dense(3 4)", "relu", "dense(2;)"))] == [2, 4]
 
