@@ -166,6 +166,8 @@ class TrainerBase:
         examples); returns the loss before the update."""
         with self._lock:
             arrays, batch, dims = self._inputs(x)
+            if batch == 0:
+                raise ValueError("a training step needs at least one example; `x` has batch 0")
             out_shape = self._output_shapes(batch, dims)[0][1:]
             target = check_targets(self.LOSS, y, out_shape, self.batch, batch=batch)
             self._updates = 0
@@ -181,7 +183,10 @@ class TrainerBase:
         """The outputs for `x` with the current weights, in eval mode (new arrays)."""
         with self._lock:
             arrays, batch, dims = self._inputs(x)
-            outs = self._predict(batch, dims, arrays)
+            if batch == 0:                          # B = 0 is within B <= batch: empty outputs, nothing runs
+                outs = tuple(np.zeros(s, np.float32) for s in self._output_shapes(batch, dims))
+            else:
+                outs = self._predict(batch, dims, arrays)
             if isinstance(outs, tuple):
                 copies = tuple(np.array(o, dtype=np.float32) for o in outs)
                 return copies[0] if len(copies) == 1 else copies

@@ -155,3 +155,13 @@ def test_nnc_train_with_bad_indices_for_an_integer_input_names_the_array(overrid
     err = capsys.readouterr().err
     assert rc == 1 and "internal error" not in err and "Traceback" not in err
     assert re.search(pattern, err.strip().splitlines()[-1]), err
+
+
+def test_an_empty_batch_predicts_empty_outputs_and_a_step_refuses_it():
+    t = nnc.train("model m(x: [1, 8, 8]) {\n    c: conv2d(4, 3) -> relu -> flatten -> fc: dense(3)\n}", loss="mse",
+                  optimizer=nnc.SGD(0.1), batch=4)
+    empty = t.predict(np.zeros((0, 1, 8, 8), np.float32))
+    assert empty.shape == (0, 3) and empty.dtype == np.float32
+    with pytest.raises(ValueError, match="at least one example"):
+        t.step(np.zeros((0, 1, 8, 8), np.float32), np.zeros((0, 3), np.float32))
+    assert t.predict(np.ones((2, 1, 8, 8), np.float32)).shape == (2, 3)
