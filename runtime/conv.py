@@ -282,6 +282,20 @@ def _take(buf: np.ndarray, shape: Shape) -> np.ndarray:
     return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
+def _windows_view(src: np.ndarray, groups: int, kernel: tuple[int, int], nr: int, nc: int,
+                  stride: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """The im2col windows of `src` [B, C, H, W] for `nr` x `nc` output pixels
+    as a read-only strided view [B, G, C/G, kh, kw, nr, nc]."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    s0, s1, s2, s3 = src.strides
+    cg = src.shape[1] // groups
+    shape = (src.shape[0], groups, cg, kh, kw, nr, nc)
+    strides = (s0, cg * s1, s1, dh * s2, dw * s3, sh * s2, sw * s3)
+    if src.flags.c_contiguous:                  # a view on its buffer: much cheaper than as_strided
+        return np.ndarray(shape, src.dtype, src, 0, strides)
+    return as_strided(src, shape=shape, strides=strides, writeable=False)
+
+
 def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, int], pads: Pads2d,
             dilation: tuple[int, int], groups: int, tiles: _Tiles, scratch: Scratch) -> None:
     """Group by group of `tiles.examples` examples, tile by tile of output
@@ -297,12 +311,7 @@ def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, in
     w3 = _view(w, (groups, cog, k))
 
     def windows_of(src: np.ndarray, nr: int, nc: int) -> np.ndarray:
-        s0, s1, s2, s3 = src.strides
-        shape = (src.shape[0], groups, cg_in, kh, kw, nr, nc)
-        strides = (s0, cg_in * s1, s1, dh * s2, dw * s3, sh * s2, sw * s3)
-        if src.flags.c_contiguous:                  # a view on its buffer: much cheaper than as_strided
-            return np.ndarray(shape, src.dtype, src, 0, strides)
-        return as_strided(src, shape=shape, strides=strides, writeable=False)
+        return _windows_view(src, groups, (kh, kw), nr, nc, stride, dilation)
 
     # windows read in place: every output pixel's (unpadded), or those whose
     # window lies inside the input, from the first such row and column
@@ -502,9 +511,10 @@ def conv2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[in
     convolution needs `cols` and `dy_t`; other non-depthwise ones `dy_t`,
     `phases` and `taps` (and `cols` with `need_dx`, dx wanted); depthwise
     needs `phases`, `dy_wide`, `dw_parts`, and with `need_dx` also `dphases`
-    and `products`. `chunk` caps the examples the kernel takes at once (the
-    first axis of `dy_t`, `cols` or `dy_wide`); below the batch, `dw_part`
-    (like the weight) too."""
+    and `products`; without dx, where `_columns_dw` takes it, `cols`,
+    `parts` and `padded` (when padded). `chunk` caps the examples the kernel
+    takes at once (the first axis of `dy_t`, `cols` or `dy_wide`); below the
+    batch, `dw_part` (like the weight) too."""
     return _conv_backward_buffers(tuple(in_shape), tuple(w_shape), _pair(stride), _pads2d(padding),
                                   _pair(dilation), groups, need_dx, chunk)
 
@@ -530,7 +540,6 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
     elif plan.path is _ConvPath.POINTWISE:
         _pointwise_backward(x, w, dy, dx, dw, groups, scratch)
     else:
-        tp = _tap_plan(x.shape[2:], w.shape[2:], stride, dilation, pads)
         if "taps" not in scratch:                   # the columns layout (`_columns_dw`): dw only
             if dx is not None:
                 raise ValueError("conv backward: the scratch was planned without dx (need_dx=False), "
@@ -538,7 +547,8 @@ def conv2d_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, *, stride: tup
             if dw is not None:
                 _im2col_dw(x, dy, dw, stride, pads, dilation, groups, scratch)
         else:
-            _windowed_backward(x, w, dy, dx, dw, groups, tp, scratch)
+            _windowed_backward(x, w, dy, dx, dw, groups, _tap_plan(x.shape[2:], w.shape[2:], stride, dilation, pads),
+                               scratch)
 
 
 def _bias_gradient(dy: np.ndarray, db: np.ndarray, buf: np.ndarray | None) -> None:
@@ -691,12 +701,14 @@ def _columns_dw(in_shape: Shape, w_shape: Shape, pads: Pads2d, out_shape: Shape,
     examples as fit `_COLS` (at most `nb`). Its matmuls have the long axis
     inside and every tap on one side, where a tap-by-tap product of a layer
     with few input channels is skinny and each tap another pass over dy
-    (LeNet's first layer: 1.7x faster, in no more scratch at batch 32)."""
+    (LeNet's first layer: 1.7x faster, in no more scratch at batch 32); not
+    where each example's share of dw outweighs its columns (C_out > OH * OW:
+    a 256-channel layer over 3x3 pixels ran 11x slower than tap by tap)."""
     b, c_in = in_shape[:2]
     (kh, kw), (oh, ow) = w_shape[2:], out_shape[2:]
     cols = c_in * kh * kw * oh * ow
-    if cols > _COLS:
-        return None
+    if cols > _COLS or math.prod(w_shape) > cols:
+        return None                 # too large for one example, or dw larger than its columns (C_out > OH * OW)
     padded = _padded_shape(in_shape, pads)
     band = 0 if padded is None else math.prod(padded[1:])
     nb = min(nb, _chunk(b, band + cols + math.prod(w_shape)))
@@ -720,7 +732,7 @@ def _im2col_dw(x: np.ndarray, dy: np.ndarray, dw: np.ndarray, stride: tuple[int,
     bsz, c_in, h, wd = x.shape
     c_out, cg_in, kh, kw = dw.shape
     oh, ow = dy.shape[2:]
-    (sh, sw), (dh, dwl), ((top, bottom), (left, right)) = stride, dilation, pads
+    (top, bottom), (left, right) = pads
     cog, k = c_out // groups, cg_in * kh * kw
     nb = scratch["cols"].shape[0]
     dw3 = _view(dw, (groups, cog, k))
@@ -736,14 +748,8 @@ def _im2col_dw(x: np.ndarray, dy: np.ndarray, dw: np.ndarray, stride: tuple[int,
             np.copyto(band[:, :, top:top + h, left:left + wd], src)
             src = band
         last = n
-        s0, s1, s2, s3 = src.strides
-        shape = (n, groups, cg_in, kh, kw, oh, ow)
-        strides = (s0, cg_in * s1, s1, dh * s2, dwl * s3, sh * s2, sw * s3)
-        if src.flags.c_contiguous:                  # a view on its buffer: much cheaper than as_strided
-            windows = np.ndarray(shape, src.dtype, src, 0, strides)
-        else:
-            windows = as_strided(src, shape=shape, strides=strides, writeable=False)
-        cols = _view(scratch["cols"][:n], shape)
+        windows = _windows_view(src, groups, (kh, kw), oh, ow, stride, dilation)
+        cols = _view(scratch["cols"][:n], windows.shape)
         np.copyto(cols, windows)
         parts = _view(scratch["parts"][:n], (n, groups, cog, k))
         np.matmul(dy[b0:b0 + n].reshape(n, groups, cog, oh * ow),

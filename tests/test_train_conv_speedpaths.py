@@ -78,6 +78,7 @@ DW_CASES = [  # x shape, w shape, stride, padding, dilation, groups, need dx, co
     ((7, 1, 12, 11), (4, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1, True, False),
     ((7, 3, 12, 11), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, False),
     ((7, 3, 32, 31), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),   # columns past _COLS
+    ((7, 8, 3, 3), (32, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),    # dw larger than columns
 ]
 
 
