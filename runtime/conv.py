@@ -693,6 +693,9 @@ def _windowed_backward(x: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndar
         _merge_phases(per_example, dx[bs], tp)
 
 
+_PARTS = 1 << 12     # floats of a weight whose gradient the columns path takes (each example's share)
+
+
 def _columns_dw(in_shape: Shape, w_shape: Shape, pads: Pads2d, out_shape: Shape, nb: int) -> dict[str, Shape] | None:
     """The scratch of dw from each example's im2col columns (`_im2col_dw`,
     for a layer without dx: a first layer), or None when one example's
@@ -702,13 +705,15 @@ def _columns_dw(in_shape: Shape, w_shape: Shape, pads: Pads2d, out_shape: Shape,
     inside and every tap on one side, where a tap-by-tap product of a layer
     with few input channels is skinny and each tap another pass over dy
     (LeNet's first layer: 1.7x faster, in no more scratch at batch 32); not
-    where each example's share of dw outweighs its columns (C_out > OH * OW:
-    a 256-channel layer over 3x3 pixels ran 11x slower than tap by tap)."""
+    for a weight of more than `_PARTS` floats, whose share per example can
+    outweigh the columns (a 256-channel layer over 3x3 pixels ran 11x slower
+    than tap by tap). Both tests hold for every shorter input when they hold
+    at the plan's bound (a plan keeps its scratch layout for shorter inputs)."""
     b, c_in = in_shape[:2]
     (kh, kw), (oh, ow) = w_shape[2:], out_shape[2:]
     cols = c_in * kh * kw * oh * ow
-    if cols > _COLS or math.prod(w_shape) > cols:
-        return None                 # too large for one example, or dw larger than its columns (C_out > OH * OW)
+    if cols > _COLS or math.prod(w_shape) > _PARTS:
+        return None                 # one example's columns too large, or its share of dw
     padded = _padded_shape(in_shape, pads)
     band = 0 if padded is None else math.prod(padded[1:])
     nb = min(nb, _chunk(b, band + cols + math.prod(w_shape)))

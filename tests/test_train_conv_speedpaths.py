@@ -78,7 +78,7 @@ DW_CASES = [  # x shape, w shape, stride, padding, dilation, groups, need dx, co
     ((7, 1, 12, 11), (4, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1, True, False),
     ((7, 3, 12, 11), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, False),
     ((7, 3, 32, 31), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),   # columns past _COLS
-    ((7, 8, 3, 3), (32, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),    # dw larger than columns
+    ((7, 8, 3, 3), (64, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, False, False),    # dw past _PARTS
 ]
 
 
@@ -147,3 +147,17 @@ def test_a_dx_the_columns_scratch_cannot_form_is_refused_not_left_unwritten():
     scratch = {k: np.zeros(s) for k, s in shapes.items()}
     with pytest.raises(ValueError, match="need_dx=False"):
         C.conv2d_backward(x, w, dy, dx=np.zeros(xs), dw=np.zeros(ws), db=None, scratch=scratch, **kw)
+
+
+@pytest.mark.parametrize("xs, ws, pads", [
+    ((4, 3, 1, 64), (16, 3, 1, 5), ((0, 0), (4, 0))),       # a causal conv1d first layer over T = 64
+    ((4, 1, 28, 28), (6, 1, 5, 5), ((2, 2), (2, 2))),       # LeNet's
+    ((4, 8, 9, 9), (64, 8, 3, 3), ((1, 1), (1, 1))),        # a weight past _PARTS: taps
+])
+def test_a_shorter_input_keeps_the_layout_chosen_at_the_bound(xs, ws, pads):
+    """A plan sizes its scratch at the bound of its named dimensions and takes
+    views of it for shorter inputs, by name: the layout may not change."""
+    kw = dict(stride=(1, 1), padding=pads, dilation=(1, 1), groups=1, need_dx=False)
+    names = set(C.conv2d_backward_scratch(xs, ws, **kw))
+    for t in range(ws[3], xs[3]):
+        assert set(C.conv2d_backward_scratch((*xs[:3], t), ws, **kw)) <= names | {"dw_part"}
