@@ -27,6 +27,7 @@ How it works:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import unicodedata
@@ -48,7 +49,7 @@ MAX_DIGITS = 4000
 
 def parse(source: str, path: str = "<input>") -> ast.File:
     """Parse the text of a `.nn` file; raise `CompileError` on a syntax error
-    (every independent one, see `_recovered`)."""
+    (every independent one, see `_statement_lines`)."""
     text = _normalise(source)
     diags: list[Diagnostic] = []
     work, floor, budget = text, 0, RECOVERY_CHARS
@@ -58,10 +59,12 @@ def parse(source: str, path: str = "<input>") -> ast.File:
             break
         except (UnexpectedCharacters, UnexpectedToken, _NumberTooLong) as e:
             diag = _syntax_error(e, work, path)
-        if diags and diag.span.line <= floor:
+        if diag.code == "E0002" and work is not text:
+            diag = dataclasses.replace(diag, span=_end_of_text(text, path))   # a statement taken out ends no file
+        elif diags and diag.span.line <= floor:
             break                   # a consequence of the statement taken out, not an error of its own
         diags.append(diag)
-        budget -= len(work)
+        budget -= _offset(work, diag.span.line)     # lark stopped at the error
         statement = _statement_lines(work, diag) if len(diags) < MAX_SYNTAX_ERRORS and budget >= len(work) else None
         if statement is None:
             break
@@ -88,11 +91,13 @@ def _normalise(source: str) -> str:
 # replaced by spaces, so every position stays put) and the file parsed again,
 # so that the errors of other statements are reported too (LANGUAGE.md
 # section 8: every independent error). Only a statement that can be taken out
-# cleanly is: from the error's line, inside a body at bracket depth 0, with no
-# `{` or `}`, to the end of its `->` continuation lines and of any `( )` or
-# `[ ]` it opens (the lines of its chain above parsed: they stay). An error at or before the statement taken out, or the end of the
-# file, stops the search; so do MAX_SYNTAX_ERRORS errors, or RECOVERY_CHARS
-# characters parsed in all (lark parses about 100 KB a second).
+# cleanly is: from the error's line, inside a body at bracket depth 0 (counted
+# as `_Brackets` does), with no `{` or `}` and no `model` or `block` header, to
+# the end of its `->` continuation lines and of any `( )` or `[ ]` it opens
+# (the lines of its chain above parsed: they stay). An error at or before the
+# statement taken out ends the search, as do MAX_SYNTAX_ERRORS errors and
+# RECOVERY_CHARS characters parsed in all (lark parses about 100 KB a second);
+# the end of the file is reported where it is and ends it too.
 
 MAX_SYNTAX_ERRORS = 20
 RECOVERY_CHARS = 400_000
@@ -111,9 +116,23 @@ def _code(line: str) -> str:
     return line.split("#", 1)[0]
 
 
-def _depths(code: str) -> tuple[int, int]:
-    """(the change of `( [` depth, the number of `{ }`) over a line's code."""
-    return code.count("(") + code.count("[") - code.count(")") - code.count("]"), code.count("{") + code.count("}")
+def _depth(code: str, depth: int) -> int:
+    """The `( [` depth after a line's code, from `depth` before it; a closer
+    with nothing open counts nothing (as in `_Brackets`)."""
+    for ch in code:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth = max(0, depth - 1)
+    return depth
+
+
+def _offset(text: str, line: int) -> int:
+    """The index in `text` where `line` (from 1) starts."""
+    offset = 0
+    for _ in range(line - 1):
+        offset = text.index("\n", offset) + 1
+    return offset
 
 
 def _statement_lines(text: str, diag: Diagnostic) -> tuple[int, int] | None:
@@ -121,28 +140,27 @@ def _statement_lines(text: str, diag: Diagnostic) -> tuple[int, int] | None:
     it can be blanked out cleanly (above), else None."""
     if diag.code == "E0002":
         return None
-    lines = text.split("\n")
+    codes = [_code(line) for line in text.split("\n")]
     at = diag.span.line
     depth = braces = 0
-    for line in lines[:at - 1]:
-        code = _code(line)
-        change, _ = _depths(code)
-        depth += change
+    for code in codes[:at - 1]:
+        depth = _depth(code, depth)
         braces += code.count("{") - code.count("}")
-    if depth != 0 or braces < 1:
-        return None                 # inside a bracket opened above, or outside every body
-    first, last, depth = at, at - 1, 0      # from the error's line: a chain's lines above it parsed, they stay
-    while True:
-        last += 1
-        if last > len(lines):
+    if depth or braces < 1 or codes[at - 1].lstrip().startswith(("model", "block")):
+        return None                 # inside a bracket opened above, outside every body, or a header
+    following = [""] * (len(codes) + 1)      # the next line with code after each line, stripped
+    for i in range(len(codes) - 1, -1, -1):
+        following[i] = codes[i + 1].strip() if i + 1 < len(codes) and codes[i + 1].strip() else following[i + 1]
+    for last in range(at, len(codes) + 1):
+        code = codes[last - 1]
+        if "{" in code or "}" in code:
             return None
-        change, has_braces = _depths(_code(lines[last - 1]))
-        if has_braces:
+        depth = _depth(code, depth)
+        if depth == 0 and not following[last - 1].startswith(("->", "{")):
+            return at, last
+        if depth == 0 and following[last - 1].startswith("{"):
             return None
-        depth += change
-        following = next((_code(x).strip() for x in lines[last:] if _code(x).strip()), "")
-        if depth <= 0 and not following.startswith("->"):
-            return first, last
+    return None
 
 
 def _blanked(text: str, first: int, last: int) -> str:
@@ -588,7 +606,9 @@ def _help(found: Token, accepts: set[str], context: _Context) -> str | None:
     if found.type in ("RPAR", "RSQB") and context.previous_type == "COMMA":
         return "remove the `,` before it"
     end = context.previous_end()
-    if found.type == "LPAR" and context.previous_type == "NAME" and end == (found.line, found.column):
+    opener = context.innermost_open()
+    if found.type == "LPAR" and context.previous_type == "NAME" and end == (found.line, found.column) \
+            and opener is not None and opener.type == "LPAR" and context.definition() is not None:
         return (f"`{context.previous.value}(...)` cannot stand inside an argument list: "
                 f"compute it as a step of its own (`v = ... -> {context.previous.value}(...)`), then pass `v`")
     opener = context.closable(accepts)
