@@ -296,11 +296,10 @@ def _starts_like_an_array(path: str) -> bool:
 
 def _load_array(path: str):
     """One input array from a .npy file, or an .npz holding one array."""
-    import zipfile
-    import zlib
-
     import numpy as np
-    broken = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)    # a corrupt or truncated file
+
+    from ..runtime.weights import _ZIP_ERRORS
+    broken = (ValueError, RuntimeError, *_ZIP_ERRORS)       # a corrupt, truncated or encrypted file
     try:
         a = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -689,13 +689,7 @@ class Lowerer:
                          f"max_len={attrs['max_len']}", spans.get("max_len", e.span), scope,
                          help=f"raise max_len to at least {steps}, or bound the time axis at {attrs['max_len']}")
                 return None
-        if label in self.label_spans or label in self.shapes:
-            where = self.label_spans.get(label)
-            notes = (f"first used at line {where.line}",) if where else ()
-            self.err("E0106", f"duplicate label `{label}`", label_span, scope, notes=notes,
-                     help="give each step its own label" if e.label else
-                     f"an unlabelled `{e.op}` step is labelled `{label}` automatically (spec section 5): "
-                     "label it, or rename the step that took that label")
+        if self._duplicate(label, label_span, e, scope):
             return None
         if len(self.nodes) >= MAX_STEPS:
             if not self.too_many_steps:
@@ -779,6 +773,18 @@ class Lowerer:
             return False
         return True
 
+    def _duplicate(self, label: str, span: Span, e: ast.Element, scope: Scope) -> bool:
+        """Report E0106 when a step's or block call's full label is taken (True)."""
+        if label not in self.label_spans and label not in self.shapes:
+            return False
+        where = self.label_spans.get(label)
+        self.err("E0106", f"duplicate label `{label}`", span, scope,
+                 notes=(f"first used at line {where.line}",) if where else (),
+                 help="give each step its own label" if e.label else
+                 f"an unlabelled `{e.op}` step is labelled `{label}` automatically (spec section 5): "
+                 "label it, or rename the step that took that label")
+        return True
+
     def _call_block(self, e: ast.Element, block: ast.Block, inputs: list[Binding], scope: Scope) -> list[Binding] | None:
         if len(inputs) != len(block.inputs):
             self.err("E0108", f"block `{block.name}` takes {len(block.inputs)} input"
@@ -805,11 +811,7 @@ class Lowerer:
         # A block call is a step too (LANGUAGE.md section 5): its full label is
         # unique, and a second `layer1.0: basic(...)` is reported at the call.
         full, label_span = scope.prefix + label, (e.label.span if e.label else e.op_span)
-        if full in self.label_spans or full in self.shapes:
-            where = self.label_spans.get(full)
-            self.err("E0106", f"duplicate label `{full}`", label_span, scope,
-                     notes=(f"first used at line {where.line}",) if where else (),
-                     help="give each step its own label")
+        if self._duplicate(full, label_span, e, scope):
             return None
         self.label_spans[full] = label_span
         child = Scope(prefix=f"{scope.prefix}{label}.", params=params,
