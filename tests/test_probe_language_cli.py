@@ -359,8 +359,14 @@ def test_run_refuses_bad_input_files_in_one_line_with_exit_1(tmp_path, capsys):
     np.savez(tmp_path / "one.npz", a=np.zeros(4, np.float32))
     (tmp_path / "cut.npz").write_bytes((tmp_path / "one.npz").read_bytes()[:100])
     np.save(tmp_path / "wrong.npy", np.zeros((3, 5), np.float32))
+    raw = bytearray((tmp_path / "one.npz").read_bytes())
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):      # the member marked encrypted (flag bit 0), both headers
+        at = raw.index(header)
+        flags = at + (6 if header == b"PK\x03\x04" else 8)
+        raw[flags] |= 1
+    (tmp_path / "locked.npz").write_bytes(bytes(raw))
     for name, words in (("text.npy", "is not a .npy or .npz file"), ("cut.npz", "not a readable"),
-                        ("wrong.npy", "[B, 4]"), ("absent.npy", "does not exist")):
+                        ("locked.npz", "cannot be read"), ("wrong.npy", "[B, 4]"), ("absent.npy", "does not exist")):
         code, out, err = cli(capsys, "run", src, "--input", tmp_path / name)
         assert (code, out) == (1, ""), name
         assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
