@@ -156,10 +156,8 @@ def _statement_lines(text: str, diag: Diagnostic) -> tuple[int, int] | None:
         if "{" in code or "}" in code:
             return None
         depth = _depth(code, depth)
-        if depth == 0 and not following[last - 1].startswith(("->", "{")):
-            return at, last
-        if depth == 0 and following[last - 1].startswith("{"):
-            return None
+        if depth == 0 and not following[last - 1].startswith("->"):
+            return None if following[last - 1].startswith("{") else (at, last)     # `{`: a header's body
     return None
 
 
@@ -606,9 +604,9 @@ def _help(found: Token, accepts: set[str], context: _Context) -> str | None:
     if found.type in ("RPAR", "RSQB") and context.previous_type == "COMMA":
         return "remove the `,` before it"
     end = context.previous_end()
-    opener = context.innermost_open()
+    inner = context.innermost_open()
     if found.type == "LPAR" and context.previous_type == "NAME" and end == (found.line, found.column) \
-            and opener is not None and opener.type == "LPAR" and context.definition() is not None:
+            and inner is not None and inner.type == "LPAR" and context.definition() is not None:
         return (f"`{context.previous.value}(...)` cannot stand inside an argument list: "
                 f"compute it as a step of its own (`v = ... -> {context.previous.value}(...)`), then pass `v`")
     opener = context.closable(accepts)
@@ -626,7 +624,7 @@ def _help(found: Token, accepts: set[str], context: _Context) -> str | None:
 def _next_code_line(text: str, line: int) -> str:
     """The first line after `line` (counting from 1) that holds code, stripped; "" at the end."""
     for rest in text.split("\n")[line:]:
-        code = rest.split("#", 1)[0].strip()
+        code = _code(rest).strip()
         if code:
             return code
     return ""
