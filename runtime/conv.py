@@ -12,7 +12,10 @@ convolution is one matmul on the input itself. A depthwise convolution
 arrays, reading each tap as one contiguous run per channel (see `_windows.py`,
 "windows as contiguous runs"); pooling reads its windows the same way. Every other
 convolution pads into scratch, copies its im2col columns into scratch
-through an `as_strided` view, and runs one BLAS matmul per example and group.
+through an `as_strided` view, and runs one BLAS matmul per example and group;
+a plan runs a narrow one-channel convolution whose columns it would have to
+tile as one matmul on weights it packed once (`conv2d_pack`, "packed rows"
+below).
 Python loops run over taps, stride phases, groups or inputs, never over
 pixels or channels. `conv2d_backward` and `conv1d_backward` give dx, dw and
 db from dy ("backward" below).
@@ -236,22 +239,34 @@ def _call(in_shape, w_shape, stride, padding, dilation, groups, act, budget, til
 
 def conv2d_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
                    dilation: tuple[int, int], groups: int, act: Act = None, budget: int | None = None,
-                   tiles: tuple[int, int, int] | None = None) -> dict[str, Shape]:
+                   tiles: tuple[int, int, int] | None = None, packed: bool = False) -> dict[str, Shape]:
     """Scratch of `conv2d`, by path, for `tiles` (`conv2d_tiles`; by default
     the largest within `budget` floats per example, default `TILE`): im2col
     needs `cols` (and `padded`, its input band, when padded); depthwise needs
     `phases`, `wide` (and `products` beyond one tap); a 1x1 stride-1 unpadded
-    convolution needs none. Plus the fused activation's."""
+    convolution needs none; packed rows (`packed`) need `rows`. Plus the
+    fused activation's."""
+    if packed:
+        return _packed_scratch(tuple(in_shape), tuple(w_shape), _pads2d(padding), act)
     return dict(_geometry(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles).scratch)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, *,
            stride: tuple[int, int], padding: Pads2d, dilation: tuple[int, int], groups: int,
            act: Act = None, budget: int | None = None, tiles: tuple[int, int, int] | None = None,
-           scratch: Scratch | None = None) -> None:
+           pack: np.ndarray | None = None, scratch: Scratch | None = None) -> None:
     """PyTorch's conv2d of `x` [B, C_in, H, W] with `w` [C_out, C_in/groups, kh, kw]
     and bias `b` [C_out] (or None), then `act`, into `out` [B, C_out, OH, OW];
-    scratch as `conv2d_scratch` names it for the same `budget` and `tiles`."""
+    scratch as `conv2d_scratch` names it for the same `budget` and `tiles`
+    (and `packed=True` when `pack`, `w` packed by `conv2d_pack`, is given)."""
+    if pack is not None:
+        stride, pads = _pair(stride), _pads2d(padding)
+        scratch = _provide(scratch, lambda: _packed_scratch(tuple(x.shape), tuple(w.shape), pads, act))
+        _packed_rows(x, w, pack, out, stride, pads, _pair(dilation), groups, scratch)
+        if b is not None:
+            np.add(out, b[:, None, None], out=out)
+        apply_activation(act, out, scratch)
+        return
     plan, tl, stride, pads, dilation = _call(x.shape, w.shape, stride, padding, dilation, groups, act, budget, tiles)
     if scratch is None:
         scratch = _provide(scratch, lambda: dict(tl.scratch))
@@ -367,6 +382,93 @@ def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, in
                 np.copyto(cols_w, windows)
                 o = ob[:, :, r0:r0 + nr, c0:c0 + nc]
                 np.matmul(w3, cols, out=_view(o, (bsz, groups, cog, nr * nc)))
+
+
+# ------------------------------------------------------------------ packed rows
+# A convolution of one input channel (a first layer) reads kh * kw floats of
+# columns per output pixel against one float of input, so a plan within its
+# arena bound tiles its columns finely, and the tiles cost more in NumPy calls
+# than in arithmetic. A plan runs it instead as one batched matmul on its
+# weights packed once (`conv2d_pack`) into a banded matrix per filter,
+# T [C_out, kh * W, OW] with T[c, i * W + q * sw - left + j * dw, q] =
+# w[c, 0, i, j]: output row r of filter c is input rows r * sh - top ..
+# r * sh - top + kh - 1, read in place as one run of kh * W floats, times
+# T[c]. The width padding is T's missing entries; the height padding is zero
+# rows of scratch (`rows`, the input copied once into [B, top + H + bottom,
+# W]). Each output reads W / kw times the products of im2col, so it is taken
+# for narrow inputs and small packs only (`conv2d_packs`).
+
+_PACK = 1 << 16         # floats of a pack at most
+_PACK_WIDTH = 8         # input columns per kernel column at most (the products read per useful one)
+
+
+def conv2d_packs(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
+                 dilation: tuple[int, int], groups: int, tiles: tuple[int, int, int] | None = None) -> bool:
+    """Whether a plan runs this convolution on packed rows: one input
+    channel, no groups, no dilation along the height (or one kernel row), a
+    narrow input (W at most `_PACK_WIDTH` kernel widths), a pack within
+    `_PACK` floats, and im2col `tiles` that split the output rows (an
+    untiled im2col is as fast)."""
+    b, c_in, h, wd = in_shape
+    c_out, cg_in, kh, kw = w_shape
+    (sh, sw), (dh, dw), pads = _pair(stride), _pair(dilation), _pads2d(padding)
+    if c_in != 1 or groups != 1 or cg_in != 1 or (dh != 1 and kh > 1) or wd > _PACK_WIDTH * kw:
+        return False
+    oh = _window_out(h, kh, sh, dh, *pads[0])
+    ow = _window_out(wd, kw, sw, dw, *pads[1])
+    if min(oh, ow) < 1 or c_out * kh * wd * ow > _PACK:
+        return False
+    return tiles is None or tiles[0] < oh or tiles[1] < ow
+
+
+def conv2d_pack(w: np.ndarray, in_shape: Shape, *, stride: tuple[int, int], padding: Pads2d,
+                dilation: tuple[int, int]) -> np.ndarray:
+    """`w` [C_out, 1, kh, kw] as the banded matrices of packed rows for inputs
+    of `in_shape` (its width decides them): read-only [C_out, kh * W, OW]."""
+    c_out, _, kh, kw = w.shape
+    wd = in_shape[3]
+    sw, dw = _pair(stride)[1], _pair(dilation)[1]
+    left, right = _pads2d(padding)[1]
+    ow = _window_out(wd, kw, sw, dw, left, right)
+    t = np.zeros((c_out, kh, wd, ow), w.dtype)
+    q = np.arange(ow)
+    for j in range(kw):
+        col = q * sw - left + j * dw
+        inside = (col >= 0) & (col < wd)
+        t[:, :, col[inside], q[inside]] = w[:, 0, :, j][:, :, None]
+    t = t.reshape(c_out, kh * wd, ow)
+    t.flags.writeable = False
+    return t
+
+
+def _packed_scratch(in_shape: Shape, w_shape: Shape, pads: Pads2d, act: Act) -> dict[str, Shape]:
+    b, _, h, wd = in_shape
+    c_out = w_shape[0]
+    (top, bottom), _ = pads
+    shapes = {"rows": (b, (top + h + bottom) * wd)}
+    if _act_floats(act):
+        shapes.update(_act_tile(act, b, c_out * wd))
+    return shapes
+
+
+def _packed_rows(x: np.ndarray, w: np.ndarray, pack: np.ndarray, out: np.ndarray, stride: tuple[int, int],
+                 pads: Pads2d, dilation: tuple[int, int], groups: int, scratch: Scratch) -> None:
+    """out = the convolution of one input channel, by packed rows (above)."""
+    bsz, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    sh, ((top, bottom), _) = stride[0], pads
+    oh, ow = out.shape[2:]
+    if (c_in != 1 or groups != 1 or (dilation[0] != 1 and kh > 1) or pack.shape != (c_out, kh * wd, ow)
+            or oh != _window_out(h, kh, sh, dilation[0], top, bottom)):
+        raise ValueError(f"a pack {list(pack.shape)} does not fit a convolution of input {list(x.shape)} "
+                         f"with weight {list(w.shape)}")
+    rows = _take(scratch["rows"], (bsz, top + h + bottom, wd))
+    rows[:, :top].fill(0.0)
+    rows[:, top + h:].fill(0.0)
+    np.copyto(rows[:, top:top + h], x[:, 0])
+    s0, s1, s2 = rows.strides
+    runs = np.ndarray((bsz, 1, oh, kh * wd), rows.dtype, rows, 0, (s0, 0, sh * s1, s2))   # row r: its kh input rows
+    np.matmul(runs, pack, out=out)
 
 
 def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, tp: _TapPlan,

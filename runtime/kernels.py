@@ -44,6 +44,8 @@ where they can (NumPy buffers a ufunc over strided operands).
     conv2d(x, w, b, out, *, stride, padding,        conv2d_scratch(in_shape, w_shape, *, stride,
            dilation, groups, act, tiles, scratch)       padding, dilation, groups, act=None, tiles)
                                                     conv2d_tiles(same, budget) -> (rows, cols, channels)
+    conv2d(..., pack=conv2d_pack(w, in_shape, *,    conv2d_scratch(..., packed=True); a plan packs when
+           stride, padding, dilation))              conv2d_packs(in_shape, w_shape, ..., tiles)
     conv1d(same, 1-D arguments)                     conv1d_scratch, conv1d_tiles(same, 1-D arguments)
     conv_transpose2d(x, w, b, out, *, stride,       conv_transpose2d_scratch(in_shape, w_shape, *,
       padding, output_padding, dilation, groups,        same), conv_transpose2d_tiles(same, budget)
@@ -186,7 +188,8 @@ except in `concat` and `transpose`, whose axes and permutation leave it out.
 """
 
 from .conv import (conv1d, conv1d_backward, conv1d_backward_scratch, conv1d_scratch, conv1d_tiles, conv2d,
-                   conv2d_backward, conv2d_backward_scratch, conv2d_scratch, conv2d_tiles)
+                   conv2d_backward, conv2d_backward_scratch, conv2d_pack, conv2d_packs, conv2d_scratch,
+                   conv2d_tiles)
 from .conv import (conv_transpose1d, conv_transpose1d_backward, conv_transpose1d_backward_scratch,
                    conv_transpose1d_scratch, conv_transpose1d_tiles, conv_transpose2d, conv_transpose2d_backward,
                    conv_transpose2d_backward_scratch, conv_transpose2d_scratch, conv_transpose2d_tiles)

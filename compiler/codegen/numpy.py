@@ -175,7 +175,29 @@ def _conv(g: Graph, n: Node) -> Call:
     fn = f"conv{rank}d"
     geo["act"] = _act(n)
     geo["tiles"] = tiles(fn, g, n, _shape(g, n.inputs[0]), _weight_shape(n), **geo)
+    if _packs(g, n):
+        return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), {**geo, "pack": Ref("pack", n.label)},
+                    (_shape(g, n.inputs[0]), _weight_shape(n)), {**geo, "packed": True})
     return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), geo, (_shape(g, n.inputs[0]), _weight_shape(n)), geo)
+
+
+def _conv_pack_geometry(n: Node) -> dict[str, Any]:
+    a = n.attrs
+    return dict(stride=a["stride"], padding=a["pads"], dilation=a["dilation"])
+
+
+def _packs(g: Graph, n: Node) -> bool:
+    """Whether conv2d `n` runs on weights packed when they are loaded
+    (`K.conv2d_packs`: a narrow one-channel input whose im2col columns the
+    plan tiles); only for an input of fixed size, which the pack is made for."""
+    if n.op.name != "conv2d" or n.history or len(n.shape) != 3:
+        return False
+    shape = g.shape_of(n.inputs[0])
+    if not all(isinstance(d, int) for d in shape):
+        return False
+    geo = _conv_pack_geometry(n)
+    tl = tiles("conv2d", g, n, (1, *shape), _weight_shape(n), **geo, groups=n.attrs["groups"], act=_act(n))
+    return K.conv2d_packs((1, *shape), _weight_shape(n), **geo, groups=n.attrs["groups"], tiles=tl)
 
 
 def _dense(g: Graph, n: Node) -> Call:
@@ -553,14 +575,24 @@ def _prepare(r: _Render, n: Node) -> list[str]:
         bias = key("bias") if "bias" in names else "None"
         w, b = r.arg(_w(n)), r.arg(Ref("param", f"{n.label}.bias"))
         norm = ", ".join(f"s[{py_literal(f'{nl}.{p}')}]" for p in ("weight", "bias", "running_mean", "running_var"))
-        return [f"{w}, {b} = fold_norm({key('weight')}, {bias}, {norm}, {py_literal(n.norm.eps)})"]
+        return [f"{w}, {b} = fold_norm({key('weight')}, {bias}, {norm}, {py_literal(n.norm.eps)})", *_conv_pack(r, n)]
     lines = [f"{r.arg(_w(n, p))} = {key(p)}" for p in names]
     if n.op.name in _STATE:                 # the recurrent engine's packed weights
         geo = {**_rnn_geometry(n), "nonlinearity": n.attrs.get("nonlinearity", "tanh")}
         args = ", ".join(f"{k}={r.code(v)}" for k, v in geo.items())
         lines.append(f"{r.arg(Ref('pack', n.label))} = K.rnn_pack({py_literal(n.op.name)}, "
                      f"{r.arg(_stack_weights(n))}, {args})")
-    return lines
+    return lines + _conv_pack(r, n)
+
+
+def _conv_pack(r: _Render, n: Node) -> list[str]:
+    """The packed-rows weights of conv2d `n` (`_packs`), made from the
+    weight as loaded (batchnorm folded in)."""
+    if not _packs(r.graph, n):
+        return []
+    args = ", ".join(f"{k}={r.code(v)}" for k, v in _conv_pack_geometry(n).items())
+    shape = r.code((1, *r.graph.shape_of(n.inputs[0])))
+    return [f"{r.arg(Ref('pack', n.label))} = K.conv2d_pack({r.arg(_w(n))}, {shape}, {args})"]
 
 
 def _api_shape(shape) -> tuple:

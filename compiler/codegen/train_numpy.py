@@ -134,9 +134,10 @@ def _scratch_of(fn: str, args: tuple, kwargs: Mapping[str, Any]) -> tuple | None
 
 
 # What the inference plan passes to bound a kernel's scratch by its own arena (the inference
-# generator's `budget` and `tiles`): the training plan bounds scratch its own way, by chunks of
-# examples, and lets the kernel take its default, fastest, tiles.
-INFERENCE_BOUNDS = ("budget", "tiles")
+# generator's `budget` and `tiles`, and the packed weights those tiles chose): the training plan
+# bounds scratch its own way, by chunks of examples, and lets the kernel take its default,
+# fastest, tiles (on weights that change every step, so never packed).
+INFERENCE_BOUNDS = ("budget", "tiles", "pack", "packed")
 
 
 def _from_inference(tg: TrainGraph, n: Node) -> KCall:
