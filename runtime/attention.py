@@ -113,9 +113,11 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, causal: boo
 # run in groups of `hg` heads and the queries in blocks of `rb` rows. Per
 # group, the keys and values of every step are one matmul each (`kv`, [2, T,
 # hg * d]; the keys scaled by 1/sqrt(d)); per block of rows, the queries (`q`), the
-# scores of the group's heads (`scores` [hg, rb, keys], only the keys up to
-# the block's last row when causal), the softmax (`stat` holds a row's
-# maximum, then its sum), and the context, written straight into its columns
+# scores of the group's heads (`scores` [hg, keys, rb], key-major, only the
+# keys up to the block's last row when causal), the softmax (`stat` holds a
+# query's maximum, then its sum: reductions across the key rows run as
+# vectorised elementwise passes, where along a row of keys NumPy reduces row by
+# row, 3x slower), and the context, written straight into its columns
 # of `out`. Last, `out` is projected by out_proj in place, a block of rows at
 # a time through a copy in scratch (the group buffers are free by then). The
 # tiles are chosen for the fewest NumPy calls that fit the budget.
@@ -216,7 +218,7 @@ def attention(x: np.ndarray, w_in: np.ndarray, b_in: np.ndarray | None, w_out: n
                     np.add(kv[:, j], b_in[base + g0:base + g0 + w], out=kv[:, j])
             keys, values = kv[:, 0], kv[:, 1]
         np.multiply(keys, scale, out=keys)       # 1/sqrt(d) once per key, not per query block
-        kh = keys.reshape(bsz, t, hg, d).transpose(0, 2, 3, 1)           # [B, hg, d, T]
+        kh = keys.reshape(bsz, t, hg, d).transpose(0, 2, 1, 3)           # [B, hg, T, d]
         vh = values.reshape(bsz, t, hg, d).transpose(0, 2, 1, 3)         # [B, hg, T, d]
         for r0 in range(0, t, rb):
             r1 = min(t, r0 + rb)
@@ -225,19 +227,19 @@ def attention(x: np.ndarray, w_in: np.ndarray, b_in: np.ndarray | None, w_out: n
             np.matmul(x[:, r0:r1], w_in[g0:g0 + w].T, out=q)
             if b_in is not None:
                 np.add(q, b_in[g0:g0 + w], out=q)
-            sc = _take(s["scores"], (bsz, hg, n, keys))
-            np.matmul(q.reshape(bsz, n, hg, d).transpose(0, 2, 1, 3), kh[..., :keys], out=sc)
+            sc = _take(s["scores"], (bsz, hg, keys, n))                   # key-major: a query per column
+            np.matmul(kh[:, :, :keys], q.reshape(bsz, n, hg, d).transpose(0, 2, 3, 1), out=sc)
             if causal:
-                diag = sc[..., r0:r1]
-                np.add(diag, _causal_block(t, r0, r1), out=diag)
-            stat = _take(s["stat"], (bsz, hg, n, 1))
-            np.maximum.reduce(sc, axis=-1, keepdims=True, out=stat)
+                diag = sc[:, :, r0:r1]
+                np.add(diag, _causal_block(t, r0, r1).T, out=diag)
+            stat = _take(s["stat"], (bsz, hg, 1, n))
+            np.maximum.reduce(sc, axis=-2, keepdims=True, out=stat)       # across rows: vectorised
             np.subtract(sc, stat, out=sc)
             np.exp(sc, out=sc)
-            np.add.reduce(sc, axis=-1, keepdims=True, out=stat)
+            np.add.reduce(sc, axis=-2, keepdims=True, out=stat)
             np.divide(sc, stat, out=sc)
             ctx = out[:, r0:r1, g0:g0 + w].reshape(bsz, n, hg, d).transpose(0, 2, 1, 3)
-            np.matmul(sc, vh[:, :, :keys], out=ctx)
+            np.matmul(sc.transpose(0, 1, 3, 2), vh[:, :, :keys], out=ctx)
     for r0 in range(0, t, rows2):
         r1 = min(t, r0 + rows2)
         ctx = _take(s["kv"], (bsz, r1 - r0, e))
