@@ -113,16 +113,19 @@ def _attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, causal: boo
 # run in groups of `hg` heads and the queries in blocks of `rb` rows. Per
 # group, the keys and values of every step are one matmul each (`kv`, [2, T,
 # hg * d]; the keys scaled by 1/sqrt(d)); per block of rows, the queries (`q`), the
-# scores of the group's heads (`scores` [hg, keys, rb], key-major, only the
-# keys up to the block's last row when causal), the softmax (`stat` holds a
-# query's maximum, then its sum: reductions across the key rows run as
-# vectorised elementwise passes, where along a row of keys NumPy reduces row by
-# row, 3x slower), and the context, written straight into its columns
+# scores of the group's heads (`scores`, only the keys up to the block's last
+# row when causal), the softmax (`stat` holds a query's maximum, then its sum),
+# and the context, written straight into its columns
 # of `out`. Last, `out` is projected by out_proj in place, a block of rows at
 # a time through a copy in scratch (the group buffers are free by then). The
 # tiles are chosen for the fewest NumPy calls that fit the budget.
 
 ATTENTION_TILE = 1 << 16     # floats of scratch per example when no budget is given
+# A block of at least this many queries keeps its scores key-major, [hg, keys,
+# rows], so that the softmax reduces across rows in vectorised passes (a whole
+# 64-query layer: 148 -> 124 us); a narrower block keeps them query-major, where
+# NumPy's reduction along each short row of keys is the faster one.
+_KEY_MAJOR = 48
 
 
 @functools.lru_cache(maxsize=1024)
@@ -222,24 +225,35 @@ def attention(x: np.ndarray, w_in: np.ndarray, b_in: np.ndarray | None, w_out: n
         vh = values.reshape(bsz, t, hg, d).transpose(0, 2, 1, 3)         # [B, hg, T, d]
         for r0 in range(0, t, rb):
             r1 = min(t, r0 + rb)
-            n, keys = r1 - r0, (r1 if causal else t)
+            n, nk = r1 - r0, (r1 if causal else t)                        # queries, keys they see
             q = _take(s["q"], (bsz, n, w))
             np.matmul(x[:, r0:r1], w_in[g0:g0 + w].T, out=q)
             if b_in is not None:
                 np.add(q, b_in[g0:g0 + w], out=q)
-            sc = _take(s["scores"], (bsz, hg, keys, n))                   # key-major: a query per column
-            np.matmul(kh[:, :, :keys], q.reshape(bsz, n, hg, d).transpose(0, 2, 3, 1), out=sc)
+            qh = q.reshape(bsz, n, hg, d).transpose(0, 2, 1, 3)           # [B, hg, n, d]
+            mask = _causal_block(t, r0, r1) if causal else None
+            if n >= _KEY_MAJOR:                                           # sc [B, hg, keys, n]
+                sc = _take(s["scores"], (bsz, hg, nk, n))
+                np.matmul(kh[:, :, :nk], qh.transpose(0, 1, 3, 2), out=sc)
+                axis, probs = -2, sc.transpose(0, 1, 3, 2)
+                if causal:
+                    mask, diag = mask.T, sc[:, :, r0:r1]
+            else:                                                         # sc [B, hg, n, keys]
+                sc = _take(s["scores"], (bsz, hg, n, nk))
+                np.matmul(qh, kh[:, :, :nk].transpose(0, 1, 3, 2), out=sc)
+                axis, probs = -1, sc
+                if causal:
+                    diag = sc[..., r0:r1]
             if causal:
-                diag = sc[:, :, r0:r1]
-                np.add(diag, _causal_block(t, r0, r1).T, out=diag)
-            stat = _take(s["stat"], (bsz, hg, 1, n))
-            np.maximum.reduce(sc, axis=-2, keepdims=True, out=stat)       # across rows: vectorised
+                np.add(diag, mask, out=diag)
+            stat = _take(s["stat"], (bsz, hg, 1, n) if axis == -2 else (bsz, hg, n, 1))
+            np.maximum.reduce(sc, axis=axis, keepdims=True, out=stat)
             np.subtract(sc, stat, out=sc)
             np.exp(sc, out=sc)
-            np.add.reduce(sc, axis=-2, keepdims=True, out=stat)
+            np.add.reduce(sc, axis=axis, keepdims=True, out=stat)
             np.divide(sc, stat, out=sc)
             ctx = out[:, r0:r1, g0:g0 + w].reshape(bsz, n, hg, d).transpose(0, 2, 1, 3)
-            np.matmul(sc.transpose(0, 1, 3, 2), vh[:, :, :keys], out=ctx)
+            np.matmul(probs, vh[:, :, :nk], out=ctx)
     for r0 in range(0, t, rows2):
         r1 = min(t, r0 + rows2)
         ctx = _take(s["kv"], (bsz, r1 - r0, e))

@@ -118,3 +118,53 @@ def test_the_training_step_never_packs_but_its_predict_does():
     plan = compile_training(ROOT / "samples" / "lenet.nn", batch=2)
     assert "conv2d_pack" not in plan.text                # its weights change every step
     assert "K.conv2d_pack(" in plan.eval_text            # predict re-prepares the inference plan each call
+
+
+FOLDED = """model m(x: [1, 20, 20]) {
+    c: conv2d(6, 5, padding=2, bias=false) -> bn: batchnorm -> relu
+    flatten
+    fc: dense(10)
+}
+"""
+
+
+def _random_state(model, rng):
+    state = {}
+    for k, v in model.state_dict().items():
+        a = (rng.standard_normal(v.shape) * 0.3).astype(np.float32)
+        state[k] = v if "num_batches" in k else (np.abs(a) + 0.5 if "running_var" in k else a)
+    return state
+
+
+def _folded_reference(state, x):
+    t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in state.items() if "num_batches" not in k}
+    y = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64)), t["c.weight"], padding=2)
+    y = torch.nn.functional.batch_norm(y, t["bn.running_mean"], t["bn.running_var"], t["bn.weight"], t["bn.bias"],
+                                       False, 0.0, 1e-5)
+    return torch.nn.functional.linear(torch.relu(y).flatten(1), t["fc.weight"], t["fc.bias"]).numpy()
+
+
+def test_a_packed_layer_with_a_folded_batchnorm_equals_pytorch():
+    assert "K.conv2d_pack(self.p_c_weight" in compile_plan(FOLDED).files["m.py"]    # packed from the folded weight
+    model = nnc.build(FOLDED, batch=4)
+    rng = np.random.default_rng(4)
+    state = _random_state(model, rng)
+    model.load_weights(state)
+    x = rng.standard_normal((3, 1, 20, 20)).astype(np.float32)
+    want = _folded_reference(state, x)
+    np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_trainers_predict_uses_its_current_weights_on_the_packed_plan():
+    trainer = nnc.train(FOLDED, optimizer=nnc.SGD(0.05), batch=4, seed=1)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 1, 20, 20)).astype(np.float32)
+    y = rng.integers(0, 10, 4)
+    before = trainer.predict(x)
+    for _ in range(3):
+        trainer.step(x, y)
+    state = trainer.state_dict()
+    want = _folded_reference(state, x)
+    after = trainer.predict(x)
+    assert np.abs(after - before).max() > 1e-3                 # the steps changed the function
+    np.testing.assert_allclose(after, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
