@@ -8,11 +8,13 @@ Out: PyTorch's convolution, then the activation, in `out` [B, C_out, OH, OW].
 
 Methods. Convolutions take one of three paths. A 1x1 stride-1 unpadded
 convolution is one matmul on the input itself. A depthwise convolution
-(groups == C_in > 1) is a multiply and an add per kernel tap over whole
-arrays, reading each tap as one contiguous run per channel (see `_windows.py`,
-"windows as contiguous runs"); pooling reads its windows the same way. Every other
+(groups == C_in > 1) reads each kernel tap as one contiguous run per channel
+(see `_windows.py`, "windows as contiguous runs"; pooling reads its windows
+the same way): a block of channels copies every tap's run into columns and
+runs one batched matmul (`_depthwise_columns`), or, when the budget leaves
+room for a few channels only, does a multiply and an add per tap. Every other
 convolution pads into scratch, copies its im2col columns into scratch
-through an `as_strided` view, and runs one BLAS matmul per example and group;
+through a strided view, and runs one BLAS matmul per tile (per group);
 a plan runs a narrow one-channel convolution whose columns it would have to
 tile as one matmul on weights it packed once (`conv2d_pack`, "packed rows"
 below).
@@ -34,7 +36,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from ._common import (Act, Pads2d, Scratch, Shape, _ones, _padded_shape, _pads2d, _pair, _provide, _provide_as,
                       _tap_span, _view, _window_out)
-from ._windows import _TapPlan, _narrow, _phase_span, _split_phases, _tap_plan, _tap_run
+from ._windows import (_TapPlan, _narrow, _phase_span, _phase_writer, _split_phases, _tap_grids, _tap_plan,
+                       _tap_run, _write_phases)
 from .elementwise import activation_scratch, apply_activation
 
 
@@ -84,17 +87,28 @@ def _chunk(bsz: int, per_example: int) -> int:
 # the layer: the im2col path builds the columns of a tile of output rows (a
 # tile of columns of one row when one row is too large, as in 1-d
 # convolutions over long signals) and multiplies them straight into that tile
-# of `out`; the depthwise path works on a block of channels; a fused
+# of `out`; the depthwise path works on a block of channels (its tiles are
+# (1, 0, block) for tap columns, (0, 0, block) for a multiply-add per tap;
+# blocks of one size, so that one set of views serves them all); a fused
 # activation with temporaries runs piece by piece. At batch B a tile covers
 # the same pixels of every example (B times the scratch, as the plan scales).
 # The smallest tile (one row, at least `_MIN_COLS` columns; one channel) may
 # exceed a tiny budget. Elementwise work (bias, activation) runs on whole
 # contiguous arrays, not on strided tiles: NumPy buffers a ufunc over strided
 # operands (allocating up to 8192 elements per operand), copies do not.
+# A tile's loop body is its copies and its matmul: where the tiles fall, the
+# band strips to zero and the views' shapes are worked out once per geometry
+# (`_im2col_schedule`); views drop axes of length 1 (NumPy's per-call cost
+# grows with the axes) and matmul operands have equal rank (2-d at batch 1,
+# one group), which spares NumPy's broadcasting loop. Per-call code uses no
+# generator expressions: each leaves a reference cycle that only the garbage
+# collector frees, which the plan's allocation check counts.
 
 TILE = 1 << 16      # floats of scratch per example when no budget is given
 _DW_BLOCK = 1 << 16  # floats of a depthwise block's accumulator at most (its 9 taps run over it in L2)
+_DW_COLS = 1 << 18   # floats of a depthwise block's tap columns and result at most (they stay in L2)
 _MIN_COLS = 16      # the narrowest tile of output columns (narrower matmuls are mostly call overhead)
+_SMALL_BAND = 1 << 13  # floats of a padded band that one fill zeroes faster than its strips one by one
 _MIN_TILE = 1 << 11  # floats of scratch below which a layer runs whole (its tiles would save a few KB)
 
 
@@ -132,7 +146,11 @@ def _choose(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads
             groups: int, act: Act, budget: int | None) -> tuple[int, int, int]:
     """The largest tiles whose scratch fits `budget`: (output rows, output
     columns, input channels) per tile; the path reads the entries it uses (a
-    1x1 convolution's first entry is the elements of its activation's pieces)."""
+    1x1 convolution's first entry is the elements of its activation's pieces;
+    a depthwise one's is 1 for tap columns, 0 for a multiply-add per tap:
+    columns take up to `_DW_COLS` floats a block, unless the budget leaves
+    fewer than two channels per stride phase, whose calls would cost more
+    than the taps')."""
     plan = _conv_plan(in_shape, w_shape, stride, pads, dilation, groups)
     b, c_in, h, w = in_shape
     c_out, cg_in, kh, kw = w_shape
@@ -143,10 +161,16 @@ def _choose(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads
         return (limit // per_act if per_act else 0), 0, 0
     if plan.path is _ConvPath.DEPTHWISE:
         tp = plan.taps
-        mult = c_out // c_in
-        per = len(tp.phases) * tp.plane + (1 + (kh * kw > 1)) * mult * tp.run_length + per_act * mult * oh * ow
-        cached = _DW_BLOCK // (mult * tp.run_length)        # a block's tap loop stays in cache
-        return 0, 0, max(1, min(c_in, limit // per, cached))
+        mult, taps, run = c_out // c_in, kh * kw, tp.run_length
+        per = len(tp.phases) * tp.plane + (1 + (taps > 1)) * mult * run + per_act * mult * oh * ow
+        cached = _DW_BLOCK // (mult * run)                   # a block's tap loop stays in cache
+        n = max(1, min(c_in, limit // per, cached))
+        if taps > 1:                                         # tap columns: see `_depthwise_columns`
+            per_cols = len(tp.phases) * tp.plane + (taps + mult) * run + per_act * mult * oh * ow
+            m = min(c_in, limit // per_cols, max(1, _DW_COLS // ((taps + mult) * run)))
+            if m >= min(c_in, 2 * len(tp.phases)):           # else blocks so small that their calls cost more
+                return 1, 0, -(-c_in // -(-c_in // m))       # as many blocks, all of one size (one set of views)
+        return 0, 0, -(-c_in // -(-c_in // n))
     (sh, sw), (dh, dw) = stride, dilation
     padded = _padded_shape(in_shape, pads) is not None
 
@@ -188,15 +212,18 @@ def _tiles(in_shape: Shape, w_shape: Shape, stride: tuple[int, int], pads: Pads2
         return _Tiles(0, 0, 0, False, tuple(_act_tile(act, b, piece).items()) if _act_floats(act) else ())
     if plan.path is _ConvPath.DEPTHWISE:
         tp = plan.taps
-        n, mult = max(1, min(c_in, spec[2])), c_out // c_in
-        per = (len(tp.phases) * tp.plane + (1 + (kh * kw > 1)) * mult * tp.run_length
+        n, mult, taps = max(1, min(c_in, spec[2])), c_out // c_in, kh * kw
+        columns = spec[0] == 1 and taps > 1
+        per = (len(tp.phases) * tp.plane + ((taps + mult) if columns else (1 + (taps > 1)) * mult) * tp.run_length
                + _act_floats(act) * mult * oh * ow) * n
         b = max(1, min(bsz, TILE // per))
         scratch = [("phases", tp.phases_shape(b, n)), ("wide", tp.wide_shape(b, n * mult))]
-        if kh * kw > 1:
+        if columns:                        # the taps' columns, whose matmul with the weights is the products
+            scratch.append(("products", (b, n, taps * tp.run_length)))
+        elif taps > 1:
             scratch.append(("products", tp.wide_shape(b, n * mult)))
         scratch += _act_tile(act, b, n * mult * oh * ow).items()
-        return _Tiles(0, 0, n, False, tuple(scratch), b)
+        return _Tiles(int(columns), 0, n, False, tuple(scratch), b)
     (sh, sw), (dh, dw) = stride, dilation
     padded = _padded_shape(in_shape, pads) is not None
     rows, cols = max(1, min(oh, spec[0])), max(1, min(ow, spec[1]))
@@ -218,12 +245,18 @@ def _geometry(in_shape, w_shape, stride, padding, dilation, groups, act, budget,
 
 
 def _call_uncached(in_shape, w_shape, stride, padding, dilation, groups, act, budget, tiles):
-    """(the path, the tiles, stride, padding, dilation normalised) of a call's arguments."""
+    """(the path, the tiles, stride, padding, dilation normalised, the im2col
+    schedule or None) of a call's arguments."""
     stride, pads, dilation = _pair(stride), _pads2d(padding), _pair(dilation)
     if tiles is None:
         tiles = _choose(in_shape, w_shape, stride, pads, dilation, groups, act, None if budget is None else int(budget))
-    return (_conv_plan(in_shape, w_shape, stride, pads, dilation, groups),
-            _tiles(in_shape, w_shape, stride, pads, dilation, groups, act, tuple(tiles)), stride, pads, dilation)
+    plan = _conv_plan(in_shape, w_shape, stride, pads, dilation, groups)
+    tl = _tiles(in_shape, w_shape, stride, pads, dilation, groups, act, tuple(tiles))
+    schedule = None
+    if plan.path is _ConvPath.IM2COL:
+        schedule = _im2col_schedule(tuple(in_shape), tuple(w_shape), plan.out_shape[2:], stride, pads, dilation,
+                                    groups, tl)
+    return plan, tl, stride, pads, dilation, schedule
 
 
 _call_cached = functools.lru_cache(maxsize=4096)(_call_uncached)
@@ -243,7 +276,8 @@ def conv2d_scratch(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], 
     """Scratch of `conv2d`, by path, for `tiles` (`conv2d_tiles`; by default
     the largest within `budget` floats per example, default `TILE`): im2col
     needs `cols` (and `padded`, its input band, when padded); depthwise needs
-    `phases`, `wide` (and `products` beyond one tap); a 1x1 stride-1 unpadded
+    `phases`, `wide` (and `products` beyond one tap: the taps' products, or
+    with tap columns the columns whose matmul gives them); a 1x1 stride-1 unpadded
     convolution needs none; packed rows (`packed`) need `rows`. Plus the
     fused activation's."""
     if packed:
@@ -267,18 +301,20 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, 
             np.add(out, b[:, None, None], out=out)
         apply_activation(act, out, scratch)
         return
-    plan, tl, stride, pads, dilation = _call(x.shape, w.shape, stride, padding, dilation, groups, act, budget, tiles)
+    plan, tl, stride, pads, dilation, schedule = _call(x.shape, w.shape, stride, padding, dilation, groups, act,
+                                                       budget, tiles)
     if scratch is None:
         scratch = _provide(scratch, lambda: dict(tl.scratch))
     bsz, nb = x.shape[0], tl.examples
     if plan.path is _ConvPath.DEPTHWISE:
+        kernel = _depthwise_columns if tl.rows else _depthwise
         for b0 in range(0, bsz, nb):
-            _depthwise(x[b0:b0 + nb], w, b, out[b0:b0 + nb], plan.taps, tl.channels, act, scratch)
+            kernel(x[b0:b0 + nb], w, b, out[b0:b0 + nb], plan.taps, tl.channels, act, scratch)
         return
     if plan.path is _ConvPath.POINTWISE:
         _pointwise(x, w, out, groups)
     else:
-        _im2col(x, w, out, stride, pads, dilation, groups, tl, scratch)
+        _im2col(x, w, out, stride, dilation, groups, tl, schedule, scratch)
     if b is not None:
         np.add(out, b[:, None, None], out=out)
     apply_activation(act, out, scratch)
@@ -298,90 +334,155 @@ def _take(buf: np.ndarray, shape: Shape) -> np.ndarray:
 
 
 def _windows_view(src: np.ndarray, groups: int, kernel: tuple[int, int], nr: int, nc: int,
-                  stride: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+                  stride: tuple[int, int], dilation: tuple[int, int], squeeze: int = 0) -> np.ndarray:
     """The im2col windows of `src` [B, C, H, W] for `nr` x `nc` output pixels
-    as a read-only strided view [B, G, C/G, kh, kw, nr, nc]."""
+    as a read-only strided view [B, G, C/G, kh, kw, nr, nc], without those of
+    its first `squeeze` axes that are 1 long (NumPy copies fewer axes faster)."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     s0, s1, s2, s3 = src.strides
     cg = src.shape[1] // groups
     shape = (src.shape[0], groups, cg, kh, kw, nr, nc)
     strides = (s0, cg * s1, s1, dh * s2, dw * s3, sh * s2, sw * s3)
+    if squeeze:
+        keep = [i for i, n in enumerate(shape) if n != 1 or i >= squeeze]
+        shape, strides = tuple([shape[i] for i in keep]), tuple([strides[i] for i in keep])
     if src.flags.c_contiguous:                  # a view on its buffer: much cheaper than as_strided
         return np.ndarray(shape, src.dtype, src, 0, strides)
     return as_strided(src, shape=shape, strides=strides, writeable=False)
 
 
-def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, int], pads: Pads2d,
-            dilation: tuple[int, int], groups: int, tiles: _Tiles, scratch: Scratch) -> None:
-    """Group by group of `tiles.examples` examples, tile by tile of output
-    pixels (the group's examples at once): the tile's input band
-    (zero-padded in scratch when the convolution pads), its columns copied
-    from the band through an `as_strided` view, one matmul per group
-    straight into the tile of `out`. The scratch views are made once a call."""
-    total, c_in, h, wd = x.shape
-    c_out, cg_in, kh, kw = w.shape
-    oh, ow = out.shape[2:]
+@functools.lru_cache(maxsize=1024)
+def _im2col_schedule(in_shape: Shape, w_shape: Shape, out_hw: tuple[int, int], stride: tuple[int, int],
+                     pads: Pads2d, dilation: tuple[int, int], groups: int, tiles: _Tiles) -> tuple:
+    """The work of `_im2col` for one geometry, worked out once:
+    - per chunk of examples (b0, examples, steps), per tile a step: (its
+      scratch views' key, index tuples of the band's strips to zero, (band,
+      input) indices of the band copy or None, index of the in-place windows
+      or None, index of the output tile, whether that index is on the output
+      viewed [.., cog, OH * OW] (else [.., cog, OH, OW]));
+    - the in-place windows' (rows, columns, first input row, first input
+      column), or None when no tile reads in place;
+    - per key (examples, tile rows, tile columns) the scratch views' shapes
+      (elements): the matmul's columns, the columns as windows (axes of
+      length 1 dropped, like the windows'), the band, the band's windows
+      and their strides."""
+    total, c_in, h, wd = in_shape
+    _, cg_in, kh, kw = w_shape
+    oh, ow = out_hw
     (sh, sw), (dh, dw), ((top, _), (left, _)) = stride, dilation, pads
-    cog, k = c_out // groups, cg_in * kh * kw
-    w3 = _view(w, (groups, cog, k))
-
-    def windows_of(src: np.ndarray, nr: int, nc: int) -> np.ndarray:
-        return _windows_view(src, groups, (kh, kw), nr, nc, stride, dilation)
-
+    k = cg_in * kh * kw
     # windows read in place: every output pixel's (unpadded), or those whose
     # window lies inside the input, from the first such row and column
     r_in, q_in = -(-top // sh), -(-left // sw)
     r_out = max(r_in, min(oh, (h - (kh - 1) * dh - 1 + top) // sh + 1))
     q_out = max(q_in, min(ow, (wd - (kw - 1) * dw - 1 + left) // sw + 1))
-    views: dict[tuple[int, int, int], tuple] = {}                # (examples, tile shape) -> scratch views
-    framed = None                                   # (shape, columns) of the band whose side strips are zero
+
+    def at(a: int, n: int):                       # a tile axis: an index when one long (the view drops it)
+        return a if n == 1 else slice(a, a + n)
+
+    chunks, views, framed, inside_any = [], {}, None, False   # framed: (band, columns) whose side strips are 0
     for b0 in range(0, total, tiles.examples):
-        xb, ob = x[b0:b0 + tiles.examples], out[b0:b0 + tiles.examples]
-        bsz = xb.shape[0]
-        whole = None
-        if not tiles.padded:
-            whole = windows_of(xb, oh, ow)
-        elif r_out > r_in and q_out > q_in:
-            whole = windows_of(xb[:, :, r_in * sh - top:, q_in * sw - left:], r_out - r_in, q_out - q_in)
+        bsz, steps = min(total, b0 + tiles.examples) - b0, []
+        lead = (bsz,) * (bsz > 1) + (groups,) * (groups > 1)
         for r0 in range(0, oh, tiles.rows):
             nr = min(oh, r0 + tiles.rows) - r0
             for c0 in range(0, ow, tiles.cols):
                 nc = min(ow, c0 + tiles.cols) - c0
-                tile = views.get((bsz, nr, nc))
-                if tile is None:
-                    cols = _take(scratch["cols"], (bsz, groups, k, nr * nc))
-                    band = windows = None
-                    if tiles.padded:
-                        br, bc = (nr - 1) * sh + (kh - 1) * dh + 1, (nc - 1) * sw + (kw - 1) * dw + 1
-                        band = _take(scratch["padded"], (bsz, c_in, br, bc))
-                        windows = windows_of(band, nr, nc)
-                    tile = views[(bsz, nr, nc)] = (cols, _view(cols, (bsz, groups, cg_in, kh, kw, nr, nc)), band,
-                                                   windows)
-                cols, cols_w, band, windows = tile
-                if tiles.padded and r_in <= r0 and r0 + nr <= r_out and q_in <= c0 and c0 + nc <= q_out:
-                    windows = whole[..., r0 - r_in:r0 - r_in + nr, c0 - q_in:c0 - q_in + nc]   # inside: no band
-                elif tiles.padded:
+                br, bc = (nr - 1) * sh + (kh - 1) * dh + 1, (nc - 1) * sw + (kw - 1) * dw + 1
+                if (bsz, nr, nc) not in views:
+                    full = (bsz, groups, cg_in, kh, kw, nr, nc)
+                    band = (bsz, c_in, br, bc)
+                    s0, s1, s2 = c_in * br * bc, br * bc, bc
+                    strides = (s0, cg_in * s1, s1, dh * s2, dw, sh * s2, sw)
+                    keep = [i for i, n in enumerate(full) if n != 1]
+                    views[(bsz, nr, nc)] = (lead + (k, nr * nc), tuple(full[i] for i in keep), band,
+                                            tuple(strides[i] for i in keep))
+                fills, copy, window = [], None, None
+                if not tiles.padded:
+                    window = (Ellipsis, at(r0, nr), at(c0, nc))
+                elif r_in <= r0 and r0 + nr <= r_out and q_in <= c0 and c0 + nc <= q_out:   # inside: no band
+                    window, inside_any = (Ellipsis, at(r0 - r_in, nr), at(c0 - q_in, nc)), True
+                else:
                     y0, x0 = r0 * sh - top, c0 * sw - left
-                    br, bc = band.shape[2:]
                     u0, u1 = min(br, max(0, -y0)), max(0, min(br, h - y0))
                     v0, v1 = min(bc, max(0, -x0)), max(0, min(bc, wd - x0))
                     u1, v1 = max(u0, u1), max(v0, v1)
                     if u0:
-                        band[:, :, :u0].fill(0.0)
+                        fills.append((Ellipsis, slice(0, u0), slice(None)))
                     if u1 < br:
-                        band[:, :, u1:].fill(0.0)
-                    if framed != (br, bc, v0, v1):  # else the side strips are still zero
+                        fills.append((Ellipsis, slice(u1, None), slice(None)))
+                    if framed != (br, bc, v0, v1):      # else the side strips are still zero
                         if v0:
-                            band[:, :, u0:u1, :v0].fill(0.0)
+                            fills.append((Ellipsis, slice(u0, u1), slice(0, v0)))
                         if v1 < bc:
-                            band[:, :, u0:u1, v1:].fill(0.0)
+                            fills.append((Ellipsis, slice(u0, u1), slice(v1, None)))
                         framed = (br, bc, v0, v1)
-                    np.copyto(band[:, :, u0:u1, v0:v1], xb[:, :, y0 + u0:y0 + u1, x0 + v0:x0 + v1])
-                else:
-                    windows = whole[..., r0:r0 + nr, c0:c0 + nc]
-                np.copyto(cols_w, windows)
-                o = ob[:, :, r0:r0 + nr, c0:c0 + nc]
-                np.matmul(w3, cols, out=_view(o, (bsz, groups, cog, nr * nc)))
+                    if len(fills) > 1 and bsz * c_in * br * bc <= _SMALL_BAND:
+                        fills = [(Ellipsis,)]           # one call zeroes a small band faster than its strips
+                    copy = ((Ellipsis, slice(u0, u1), slice(v0, v1)),
+                            (Ellipsis, slice(y0 + u0, y0 + u1), slice(x0 + v0, x0 + v1)))
+                flat = nc == ow
+                out = (Ellipsis, slice(r0 * ow, (r0 + nr) * ow)) if flat else (Ellipsis, r0, slice(c0, c0 + nc))
+                steps.append(((bsz, nr, nc), tuple(fills), copy, window, out, flat))
+        chunks.append((b0, bsz, tuple(steps)))
+    if not tiles.padded:
+        origin = (oh, ow, 0, 0)
+    else:
+        origin = (r_out - r_in, q_out - q_in, r_in * sh - top, q_in * sw - left) if inside_any else None
+    return tuple(chunks), origin, tuple(views.items())
+
+
+def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int],
+            groups: int, tiles: _Tiles, schedule: tuple, scratch: Scratch) -> None:
+    """Group by group of `tiles.examples` examples, tile by tile of output
+    pixels (the group's examples at once): the tile's input band
+    (zero-padded in scratch when the convolution pads), its columns copied
+    from the band (or in place from the input, when the tile's windows lie
+    inside it) through a strided view, one matmul per group straight into
+    the tile of `out`. The tiles' slices and the views' shapes are worked
+    out once per geometry (`_im2col_schedule`), the views once a call, so
+    that a tile costs its copies and its matmul."""
+    c_out, cg_in, kh, kw = w.shape
+    oh, ow = out.shape[2:]
+    cog, k = c_out // groups, cg_in * kh * kw
+    chunks, origin, recipes = schedule
+    cols_buf, band_buf = scratch["cols"], scratch.get("padded")
+    views = {}                                       # (examples, tile rows, tile columns) -> scratch views
+    for key, (cols_shape, win_shape, band_shape, win_strides) in recipes:
+        band = windows = None
+        if tiles.padded:
+            dt = band_buf.dtype
+            band = np.ndarray(band_shape, dt, band_buf)
+            windows = np.ndarray(win_shape, dt, band_buf, 0, tuple([s * dt.itemsize for s in win_strides]))
+        views[key] = (np.ndarray(cols_shape, cols_buf.dtype, cols_buf), np.ndarray(win_shape, cols_buf.dtype, cols_buf),
+                      band, windows)
+    copyto, matmul = np.copyto, np.matmul
+    for b0, bsz, steps in chunks:
+        xb, ob = (x, out) if bsz == x.shape[0] else (x[b0:b0 + bsz], out[b0:b0 + bsz])
+        lead = (bsz,) * (bsz > 1) + (groups,) * (groups > 1)
+        w_op = _view(w, (1,) * (bsz > 1) + (groups,) * (groups > 1) + (cog, k))
+        grid = flat = None                           # the output as [.., cog, OH, OW] and [.., cog, OH * OW]
+        whole = None
+        if origin is not None:
+            rows, cols, y0, x0 = origin
+            whole = _windows_view(xb[:, :, y0:, x0:], groups, (kh, kw), rows, cols, stride, dilation, squeeze=5)
+        for key, fills, copy, window, o, on_flat in steps:
+            cols, cols_w, band, windows = views[key]
+            if copy is not None:
+                for f in fills:
+                    band[f].fill(0.0)
+                copyto(band[copy[0]], xb[copy[1]])
+                copyto(cols_w, windows)
+            else:
+                copyto(cols_w, whole[window])
+            if on_flat:
+                if flat is None:
+                    flat = _view(ob, lead + (cog, oh * ow))
+                matmul(w_op, cols, out=flat[o])
+            else:
+                if grid is None:
+                    grid = _view(ob, lead + (cog, oh, ow))
+                matmul(w_op, cols, out=grid[o])
 
 
 # ------------------------------------------------------------------ packed rows
@@ -482,10 +583,17 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarr
     c_out, _, kh, kw = w.shape
     mult = c_out // c_in
     w3 = _view(w, (c_in, mult, kh * kw))
+    writers: dict[int, tuple] = {}
     for c0 in range(0, c_in, block):
         n = min(c_in, c0 + block) - c0
         phases = _take(scratch["phases"], tp.phases_shape(bsz, n))
-        _split_phases(x[:, c0:c0 + n], phases, tp, 0.0)
+        xb = x[:, c0:c0 + n]
+        if c0 == 0:         # a later block's planes are planes the first block framed (the same phase in
+            _split_phases(xb, phases, tp, 0.0)  # each place, shorter blocks included): their padding is still 0
+        else:
+            if n not in writers:
+                writers[n] = _phase_writer(phases, tp, x.shape[2:])
+            _write_phases(xb, writers[n])
         wide = _take(scratch["wide"], tp.wide_shape(bsz, n * mult))
         acc = _view(wide, (bsz, n, mult, tp.run_length))
         if kh * kw > 1:
@@ -502,6 +610,71 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarr
             np.add(acc, b[c0 * mult:(c0 + n) * mult].reshape(n, mult, 1), out=acc)
         o = out[:, c0 * mult:(c0 + n) * mult]
         np.copyto(o, _narrow(wide, tp))
+        apply_activation(act, o, scratch)
+
+
+@functools.lru_cache(maxsize=1024)
+def _columns_copies(tp: _TapPlan, kernel: tuple[int, int], bsz: int, n: int) -> tuple[tuple[Shape, ...], ...]:
+    """The copies of `_depthwise_columns` for a block of `n` channels of `bsz`
+    examples, one per stride phase (`_tap_grids`): (shape, offset and strides
+    in the columns [B, n, kh, kw, run], offset and strides in the phases
+    [B, n, phases, plane]), in elements, without the axes of length 1
+    (NumPy copies fewer axes faster)."""
+    kh, kw = kernel
+    taps, run, k = kh * kw, tp.run_length, len(tp.phases)
+    copies = []
+    for g in _tap_grids(tp, kernel):
+        shape = (bsz, n, g.ni, g.nj, run)
+        dst = (n * taps * run, taps * run, g.di * kw * run, g.dj * run, 1)
+        src = (n * k * tp.plane, k * tp.plane, g.row_step, g.col_step, 1)
+        keep = [i for i, d in enumerate(shape) if d != 1]
+        copies.append((tuple([shape[i] for i in keep]), (g.i0 * kw + g.j0) * run, tuple([dst[i] for i in keep]),
+                       g.phase * tp.plane + g.start, tuple([src[i] for i in keep])))
+    return tuple(copies)
+
+
+def _depthwise_columns(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray, tp: _TapPlan,
+                       block: int, act: Act, scratch: Scratch) -> None:
+    """`_depthwise` by tap columns, a block of `block` channels at a time (all
+    examples): every tap's run copied into `products` [B, n, kh * kw, OH * wq]
+    (one strided copy per stride phase, `_tap_grids`), then one batched
+    matmul, per input channel its multiplier's weights [mult, kh * kw] times
+    its columns, gives the wide result; bias, the copy into `out` without the
+    garbage columns, the activation. Two passes over the columns instead of
+    two ufunc calls per tap."""
+    bsz, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    mult, taps, run = c_out // c_in, kh * kw, tp.run_length
+    (oh, ow), wq = tp.out_hw, tp.wq
+    lead = (bsz,) * (bsz > 1)
+    w3 = _view(w, (1,) * (bsz > 1) + (c_in, mult, taps))
+    views: dict[int, tuple] = {}                     # channels of a block -> its scratch views
+    for c0 in range(0, c_in, block):
+        n = min(c_in, c0 + block) - c0
+        v = views.get(n)
+        if v is None:
+            phases = _take(scratch["phases"], tp.phases_shape(bsz, n))
+            cols = _take(scratch["products"], (bsz, n, taps * run))
+            wide = _take(scratch["wide"], (bsz, n * mult, run))
+            ci, pi = cols.itemsize, phases.itemsize
+            copies = tuple([(np.ndarray(shape, cols.dtype, cols, d0 * ci, tuple([s * ci for s in ds])),
+                             np.ndarray(shape, phases.dtype, phases, s0 * pi, tuple([s * pi for s in ss])))
+                            for shape, d0, ds, s0, ss in _columns_copies(tp, (kh, kw), bsz, n)])
+            v = views[n] = (phases, _phase_writer(phases, tp, (h, wd)), copies, _view(cols, lead + (n, taps, run)),
+                            _view(wide, lead + (n, mult, run)), _view(wide, (bsz, n * mult, oh, wq))[..., :ow])
+        phases, writer, copies, cols, acc, narrow = v
+        xb = x[:, c0:c0 + n]
+        if c0 == 0:         # a later block's planes are planes the first block framed (the same phase in
+            _split_phases(xb, phases, tp, 0.0)  # each place, shorter blocks included): their padding is still 0
+        else:
+            _write_phases(xb, writer)
+        for dst, src in copies:
+            np.copyto(dst, src)
+        np.matmul(w3[..., c0:c0 + n, :, :], cols, out=acc)
+        if b is not None:
+            np.add(acc, b[c0 * mult:(c0 + n) * mult].reshape(n, mult, 1), out=acc)
+        o = out[:, c0 * mult:(c0 + n) * mult]
+        np.copyto(o, narrow)
         apply_activation(act, o, scratch)
 
 
@@ -1066,11 +1239,14 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np
     scratch = _provide_as(scratch, lambda: conv_transpose2d_scratch(
         x.shape, w.shape, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
         groups=groups, tiles=(rows, cols)), x.dtype)
+    wt = _view(w, (groups, c // groups, fg * kh * kw)).transpose(0, 2, 1)       # [G, F/G * kh * kw, C/G]
+    if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1) and (oh, ow) == (h * sh, wd * sw) and pt == pl == 0:
+        _convt_exact(x, wt, b, out, rows, cols, scratch)
+        return
     if b is None:
         out.fill(0)
     else:
         np.copyto(out, b[:, None, None])
-    wt = _view(w, (groups, c // groups, fg * kh * kw)).transpose(0, 2, 1)       # [G, F/G * kh * kw, C/G]
     for y0 in range(0, h, rows):
         nr = min(h, y0 + rows) - y0
         for x0 in range(0, wd, cols):
@@ -1090,6 +1266,36 @@ def conv_transpose2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np
                     oy, ox = (y0 + u0) * sh + i * dh - pt, (x0 + v0) * sw + j * dw - pl
                     o = out[:, :, oy:oy + (u1 - u0 - 1) * sh + 1:sh, ox:ox + (v1 - v0 - 1) * sw + 1:sw]
                     np.add(o, taps[:, :, i, j, u0:u1, v0:v1], out=o)
+
+
+def _convt_exact(x: np.ndarray, wt: np.ndarray, b: np.ndarray | None, out: np.ndarray, rows: int, cols: int,
+                 scratch: Scratch) -> None:
+    """conv_transpose2d whose kernel equals its stride, unpadded (the taps of
+    different input pixels never meet: every output pixel is one product):
+    per tile one matmul and one strided copy of its products into `out`
+    (viewed [B, F, kh, kw, H, W]), then the bias."""
+    bsz, c, h, wd = x.shape
+    groups, fk = wt.shape[0], wt.shape[1]
+    f, kh, kw = out.shape[1], out.shape[2] // h, out.shape[3] // wd
+    lead = (bsz,) * (bsz > 1) + (groups,) * (groups > 1)
+    w_op = wt.reshape((1,) * (bsz > 1) + (groups,) * (groups > 1) + wt.shape[1:])
+    s0, s1, s2, s3 = out.strides
+    spread = np.ndarray((bsz, f, kh, kw, h, wd), out.dtype, out, 0, (s0, s1, s2, s3, kh * s2, kw * s3)) \
+        if out.flags.c_contiguous else as_strided(out, (bsz, f, kh, kw, h, wd), (s0, s1, s2, s3, kh * s2, kw * s3))
+    views: dict[tuple[int, int], tuple] = {}
+    for y0 in range(0, h, rows):
+        nr = min(h, y0 + rows) - y0
+        for x0 in range(0, wd, cols):
+            nc = min(wd, x0 + cols) - x0
+            v = views.get((nr, nc))
+            if v is None:
+                prod = _take(scratch["products"], (bsz, f * kh * kw, nr * nc))
+                v = views[(nr, nc)] = (_view(prod, lead + (fk, nr * nc)), _view(prod, (bsz, f, kh, kw, nr, nc)))
+            prod, taps = v
+            np.matmul(w_op, _view(x[:, :, y0:y0 + nr, x0:x0 + nc], lead + (c // groups, nr * nc)), out=prod)
+            np.copyto(spread[..., y0:y0 + nr, x0:x0 + nc], taps)
+    if b is not None:
+        np.add(out, b[:, None, None], out=out)
 
 
 def conv_transpose2d_backward_scratch(in_shape: Shape, w_shape: Shape, *, stride, padding, output_padding,
