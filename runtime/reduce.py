@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import Scratch, Shape, _provide_as
+from ._common import Scratch, Shape, _clip, _provide_as
 
 
 def _halves(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +31,7 @@ def glu(x: np.ndarray, axis: int, out: np.ndarray) -> None:
     """The first half of `axis` times the sigmoid of the second: F.glu(x, axis)."""
     a, b = _halves(x, axis)
     np.negative(b, out=out)
-    np.clip(out, -np.inf, 88.0, out=out)          # exp(88) is finite: sigmoid(-inf) = 0, never inf/inf
+    _clip(out, -np.inf, 88.0, out=out)          # exp(88) is finite: sigmoid(-inf) = 0, never inf/inf
     np.exp(out, out=out)
     np.add(out, 1.0, out=out)
     np.divide(a, out, out=out)
@@ -75,7 +75,7 @@ def glu_backward(x: np.ndarray, dy: np.ndarray, *, axis: int, dx: np.ndarray, sc
     a, b = _halves(x, axis)
     da, db = _halves(dx, axis)
     np.negative(b, out=s)
-    np.clip(s, -np.inf, 88.0, out=s)
+    _clip(s, -np.inf, 88.0, out=s)
     np.exp(s, out=s)
     np.add(s, 1.0, out=s)
     np.reciprocal(s, out=s)
