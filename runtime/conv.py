@@ -496,8 +496,11 @@ def _im2col(x: np.ndarray, w: np.ndarray, out: np.ndarray, stride: tuple[int, in
 # r * sh - top + kh - 1, read in place as one run of kh * W floats, times
 # T[c]. The width padding is T's missing entries; the height padding is zero
 # rows of scratch (`rows`, the input copied once into [B, top + H + bottom,
-# W]). Each output reads W / kw times the products of im2col, so it is taken
-# for narrow inputs and small packs only (`conv2d_packs`).
+# W]; with a fused activation that takes temporaries, the start of its
+# `act_tmp`, whose pieces are then at least that large: the rows are dead
+# once the matmul has read them). Each output reads W / kw times the products
+# of im2col, so it is taken for narrow inputs and small packs only
+# (`conv2d_packs`).
 
 _PACK = 1 << 16         # floats of a pack at most
 _PACK_WIDTH = 8         # input columns per kernel column at most (the products read per useful one)
@@ -508,8 +511,8 @@ def conv2d_packs(in_shape: Shape, w_shape: Shape, *, stride: tuple[int, int], pa
     """Whether a plan runs this convolution on packed rows: one input
     channel, no groups, no dilation along the height (or one kernel row), a
     narrow input (W at most `_PACK_WIDTH` kernel widths), a pack within
-    `_PACK` floats, and im2col `tiles` that split the output rows (an
-    untiled im2col is as fast)."""
+    `_PACK` floats, and im2col `tiles` that split the output (an untiled
+    im2col is as fast)."""
     b, c_in, h, wd = in_shape
     c_out, cg_in, kh, kw = w_shape
     (sh, sw), (dh, dw), pads = _pair(stride), _pair(dilation), _pads2d(padding)
@@ -546,10 +549,10 @@ def _packed_scratch(in_shape: Shape, w_shape: Shape, pads: Pads2d, act: Act) -> 
     b, _, h, wd = in_shape
     c_out = w_shape[0]
     (top, bottom), _ = pads
-    shapes = {"rows": (b, (top + h + bottom) * wd)}
-    if _act_floats(act):
-        shapes.update(_act_tile(act, b, c_out * wd))
-    return shapes
+    rows, per = (top + h + bottom) * wd, _act_floats(act)
+    if per:                                        # the rows in `act_tmp` (above)
+        return _act_tile(act, b, max(c_out * wd, -(-rows // per)))
+    return {"rows": (b, rows)}
 
 
 def _packed_rows(x: np.ndarray, w: np.ndarray, pack: np.ndarray, out: np.ndarray, stride: tuple[int, int],
@@ -563,7 +566,7 @@ def _packed_rows(x: np.ndarray, w: np.ndarray, pack: np.ndarray, out: np.ndarray
             or oh != _window_out(h, kh, sh, dilation[0], top, bottom)):
         raise ValueError(f"a pack {list(pack.shape)} does not fit a convolution of input {list(x.shape)} "
                          f"with weight {list(w.shape)}")
-    rows = _take(scratch["rows"], (bsz, top + h + bottom, wd))
+    rows = _take(scratch["rows"] if "rows" in scratch else scratch["act_tmp"], (bsz, top + h + bottom, wd))
     rows[:, :top].fill(0.0)
     rows[:, top + h:].fill(0.0)
     np.copyto(rows[:, top:top + h], x[:, 0])
