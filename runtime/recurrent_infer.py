@@ -16,36 +16,61 @@ the input biases where PyTorch adds them unchanged (every LSTM and RNN gate,
 the GRU's r and z; the GRU keeps b_hn, which r multiplies), and the gates
 whose nonlinearity is a sigmoid are scaled by 1/2, so that one tanh serves
 every gate of a step (sigmoid(a) = (1 + tanh(a / 2)) / 2); the LSTM's gates
-are reordered to i, f, o, g so that its three sigmoids are one slice. The
-two directions of a layer sit side by side ([2, ...]), so one matmul runs
-both when they read the same input.
+are reordered to o, i, f, g, so that its three sigmoids are one slice and
+i, f one slice beside g and the cell (see below). The two directions of a
+layer sit side by side ([2, ...]). For a run step by step, `aug` stacks a
+layer's weights for one matmul of the row [h, 1, x] (every bias in it). The
+GRU's n gate takes 1 and x there, and W_hn h + b_hn is a second matmul of
+[h, 1] (`augh`), so that an infinite x meets no zero weight (inf * 0 = NaN
+where PyTorch is finite); its `aug` also gives -z beside z, so that one
+tanh gives 1 - z and z. The chunked GRU's `whh` has columns n | r, z | 0:
+one add of a step's input projections completes r, z and n's input part.
 
-Schedules. A step is one [B, H] @ [H, G*H] matmul and elementwise work over
-[B, G*H] (both directions at once where they run together). The input
-projections of a chunk of steps are one matmul into `gi`.
-- one-way stacks run chunk by chunk, every layer over the chunk before the
-  next chunk (a layer's output chunk feeds the next layer in `mid`, in
-  place), so no layer's whole output is kept: each lower layer carries its
-  state in `h` (and `c`).
+A step. The gates go to a block of scratch per direction: the LSTM's holds
+the cell after its gates, so that at batch 1 [i, f] * [g, c] is one
+multiply; the GRU's row is [n, h, 1, x], n's slot beside h, so that
+h' = (1 - z) * n + z * h is one multiply of [1 - z, z] by [n, h] and one
+add. Constants are 0-d arrays (a ufunc converts a Python float at every
+call), outputs positional, and the products np.dot where it takes the
+operands as they are (its call costs a fraction of np.matmul's at these
+sizes). The views and loops of a run are made once, for the scratch arrays,
+pack, states and sizes of a call, and kept while the scratch lives
+(`_run_for`: a plan passes the same arrays at every call), so that a step
+is only NumPy calls, in one Python function for a direction: at batch 1
+step by step, the LSTM's 10 (the input copied in, one matmul, 7
+elementwise, the state copied out), the GRU's 12 (two matmuls, 8
+elementwise), the RNN's 4; chunked, the LSTM's 9, the GRU's 12, the RNN's
+3. A two-way layer's directions run one after the other at batch 1 (a call
+on contiguous views is quicker than one on both directions' strided ones).
+
+Schedules. Chunks of one step (tiles = 1, the plan's choice when its scratch
+is tight) run step by step on rows [h, 1, x] (`hx`): no input projection is
+kept, the input is copied into the row and the state is the row's h. Longer
+chunks take a chunk's input projections as one matmul into `gi`, and a step
+is then the hidden matmul plus the step's projections.
+- one-way stacks run every layer over a step (or a chunk) before the next
+  (a layer's output feeds the next one in `hx` or in `mid`, in place), so no
+  layer's whole output is kept: each lower layer carries its state in `hx`
+  or `h` (and its cell in its block).
 - a two-way layer runs both directions together, the reverse one stepping
-  from the last step back; layers below the last two write their outputs
-  whole (`mid0`, `mid1`). The last two layers need one direction of the
-  layer below kept whole, not both: the second-to-last layer's forward
-  outputs go to `keep` [B, T, H] and its reverse outputs to the reverse half
-  of `out`; then the last layer runs its forward direction (from `keep` and
-  that half, into the forward half) and last its reverse direction, which
-  overwrites the reverse half step by step after reading it. A lone two-way
-  layer reads x and writes `out` directly.
-Without a carried state the first step skips the hidden matmul (the state is
-zero), and the forward direction of the last layer reads its previous state
-from `out`; no state buffer is needed there.
+  from the last step back (chunked: its chunk of inputs copied in its step
+  order, `xrev`, states in `h`); layers below the last two write their
+  outputs whole (`mid0`, `mid1`), the second-to-last (or a lone layer) into
+  `out`. The last layer then runs its reverse direction into `keep` [B, T, H]
+  (reading `out`), its forward one into out's forward half (reading a step of
+  `out` before writing it), and `keep` is copied to out's reverse half: one
+  direction of the layer below is kept whole beside the output, not both.
+Without a carried state the first step starts from zero (chunked: it skips
+the hidden matmul, and one-way stacks' last layers read their previous state
+from `out`, a two-way stack's last layer from `out` or `keep`).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -63,16 +88,18 @@ class RnnPack:
     dirs: int
     nonlinearity: str
     wih: tuple[np.ndarray, ...]            # per layer: [dirs, F_k, G*H]
-    whh: tuple[np.ndarray, ...]            # per layer: [dirs, H, G*H]
+    whh: tuple[np.ndarray, ...]            # per layer: [dirs, H, G*H] (GRU: [dirs, H, 4H], columns n | r, z | 0)
     bias: tuple[np.ndarray, ...]           # per layer: [dirs, G*H]
     bhn: tuple[np.ndarray | None, ...]     # per layer, GRU with biases: [dirs, 1, H], b_hn
-    aug: tuple[np.ndarray, ...] = ()       # per layer: [dirs, H + F_k + 1, G'] for [h, x, 1] @ aug (see `_one_step`)
+    aug: tuple[np.ndarray, ...] = ()       # per layer: [dirs, H + 1 + F_k, G*H] for [h, 1, x] @ aug
+                                           # (GRU: 4H columns r, -z, z, n; n from 1 and x only)
+    augh: tuple[np.ndarray, ...] = ()      # per layer, GRU: [dirs, H + 1, H] for [h, 1] @ augh = W_hn h + b_hn
 
 
 def _gate_rows(kind: str, h: int) -> tuple[np.ndarray, np.ndarray]:
     """(PyTorch's gate rows in the packed order, their scale)."""
-    if kind == "lstm":                                    # i, f, g, o -> i, f, o, g
-        order = np.r_[0:2 * h, 3 * h:4 * h, 2 * h:3 * h]
+    if kind == "lstm":                                    # i, f, g, o -> o, i, f, g
+        order = np.r_[3 * h:4 * h, 0:2 * h, 2 * h:3 * h]
         scale = np.r_[np.full(3 * h, 0.5), np.ones(h)]
     elif kind == "gru":                                   # r, z scaled; n as is
         order = np.arange(3 * h)
@@ -90,12 +117,12 @@ def rnn_pack(kind: str, weights: Sequence, *, hidden: int, layers: int = 1, dirs
         raise ValueError(f"unknown recurrent kind {kind!r}")
     h = hidden
     order, scale = _gate_rows(kind, h)
-    wih, whh, bias, bhn = [], [], [], []
+    wih, whh, bias, bhn, aug, augh = [], [], [], [], [], []
     for k in range(layers):
         layer = [weights[4 * (k * dirs + d):4 * (k * dirs + d) + 4] for d in range(dirs)]
         dtype = np.result_type(*(np.asarray(w[0]).dtype for w in layer))
-        wih.append(np.stack([np.asarray(w[0])[order].T * scale for w in layer]).astype(dtype))
-        whh.append(np.stack([np.asarray(w[1])[order].T * scale for w in layer]).astype(dtype))
+        wi = np.stack([np.asarray(w[0])[order].T * scale for w in layer]).astype(dtype)
+        wh = np.stack([np.asarray(w[1])[order].T * scale for w in layer]).astype(dtype)
         b = np.zeros((dirs, GATES[kind] * h), dtype)
         n_bias = np.zeros((dirs, 1, h), dtype)
         for d, (_, _, b_ih, b_hh) in enumerate(layer):
@@ -108,30 +135,27 @@ def rnn_pack(kind: str, weights: Sequence, *, hidden: int, layers: int = 1, dirs
                     n_bias[d, 0] = hh[2 * h:]
                 else:
                     b[d] += hh
-        bias.append((b * scale).astype(dtype))
+        b = (b * scale).astype(dtype)
+        a = np.concatenate([wh, b[:, None, :], wi], axis=1)              # rows h, 1, x
+        if kind == "gru":                                               # columns r, -z, z, n
+            a[:, :h, 2 * h:] = 0.0                     # n from 1 and x: W_hn h + b_hn is augh's
+            a = np.concatenate([a[..., :h], -a[..., h:2 * h], a[..., h:]], axis=-1)
+            augh.append(np.concatenate([wh[..., 2 * h:], n_bias], axis=1))
+            w4 = np.zeros((dirs, h, 4 * h), dtype)
+            w4[..., :h], w4[..., h:3 * h] = wh[..., 2 * h:], wh[..., :2 * h]
+            wh = w4
+        wih.append(wi)
+        whh.append(wh)
+        bias.append(b)
         bhn.append(n_bias if kind == "gru" and any(w[3] is not None for w in layer) else None)
-    aug = [_augmented(kind, h, wi, wh, bi, bn) for wi, wh, bi, bn in zip(wih, whh, bias, bhn)]
-    for arrays in (wih, whh, bias, bhn, aug):
-        for a in arrays:
-            if a is not None:
-                a.flags.writeable = False
-    return RnnPack(kind, h, layers, dirs, nonlinearity, tuple(wih), tuple(whh), tuple(bias), tuple(bhn), tuple(aug))
-
-
-def _augmented(kind: str, h: int, wih, whh, bias, bhn) -> np.ndarray:
-    """[dirs, H + F + 1, G']: one matmul of [h, x, 1] gives a step's gates with
-    every bias; the GRU's G' = 4H keeps the n gate's two parts apart: r and z
-    (both inputs), W_hn h + b_hn, W_in x + b_in."""
-    if kind != "gru":
-        return np.concatenate([whh, wih, bias[:, None, :]], axis=1)
-    dirs, f = wih.shape[:2]
-    a = np.zeros((dirs, h + f + 1, 4 * h), wih.dtype)
-    a[:, :h, :2 * h], a[:, h:h + f, :2 * h], a[:, -1, :2 * h] = whh[..., :2 * h], wih[..., :2 * h], bias[:, :2 * h]
-    a[:, :h, 2 * h:3 * h] = whh[..., 2 * h:]
-    if bhn is not None:
-        a[:, -1, 2 * h:3 * h] = bhn[:, 0]
-    a[:, h:h + f, 3 * h:], a[:, -1, 3 * h:] = wih[..., 2 * h:], bias[:, 2 * h:]
-    return a
+        aug.append(a)
+    wih, whh, bias, aug, augh = ([np.ascontiguousarray(a) for a in arrays] for arrays in (wih, whh, bias, aug, augh))
+    for arrays in (wih, whh, bias, bhn, aug, augh):       # (contiguous: np.dot takes them as they are)
+        for arr in arrays:
+            if arr is not None:
+                arr.flags.writeable = False
+    return RnnPack(kind, h, layers, dirs, nonlinearity, tuple(wih), tuple(whh), tuple(bias), tuple(bhn), tuple(aug),
+                   tuple(augh))
 
 
 def as_pack(kind: str, weights, *, hidden: int, layers: int = 1, dirs: int = 1,
@@ -144,22 +168,31 @@ def as_pack(kind: str, weights, *, hidden: int, layers: int = 1, dirs: int = 1,
 
 # ------------------------------------------------------------------ scratch
 
+def _block(kind: str, stepwise: bool) -> int:
+    """A step's gate block per example and direction, in units of H (see "A step")."""
+    return {"lstm": 5, "gru": 5 if stepwise else 4, "rnn": 1}[kind]
+
+
+def _pad(kind: str, hidden: int) -> int:
+    """The GRU's row [n, h, 1, x] has n's slot before h; the others' [h, 1, x] none."""
+    return hidden if kind == "gru" else 0
+
+
+def _rev_width(f: int, hidden: int, layers: int) -> int:
+    """The widest input of a two-way stack's layers run both ways at once (all but the last)."""
+    return max(f, 2 * hidden) if layers > 2 else f
+
+
 def _fixed_and_step(kind: str, f: int, hidden: int, layers: int, dirs: int, steps: int) -> tuple[int, int]:
-    """(floats of scratch that do not grow with the chunk, floats per step of the chunk), per example."""
-    g = GATES[kind] * hidden
-    d = 2 if dirs == 2 else 1
-    fixed = d * g + d * hidden * (2 if kind == "lstm" else 1) * layers
-    per_step = d * g
-    if dirs == 1 and layers > 1:
-        per_step += hidden                                  # mid
-    if dirs == 2:
-        per_step += max(f, 2 * hidden if layers > 1 else f)  # xrev
-    if dirs == 2 and layers > 1:
-        fixed += steps * hidden                             # keep
-        per_step += 2 * hidden                              # the last layer's assembled input
-        if layers > 2:
-            fixed += min(layers - 2, 2) * steps * 2 * hidden
-    return fixed, per_step
+    """(floats of chunked scratch that do not grow with the chunk, floats per step of the chunk), per
+    example (`rnn_scratch`'s, streaming or not alike)."""
+    g, blk = GATES[kind] * hidden, _block(kind, False) * hidden
+    if dirs != 2:
+        fixed = blk * (layers if kind == "lstm" else 1) + hidden * layers
+        return fixed, g + (hidden if layers > 1 else 0)
+    fixed = 2 * blk + 2 * hidden + (steps * hidden if layers > 1 else 0)
+    fixed += max(0, min(layers - 2, 2)) * steps * 2 * hidden
+    return fixed, 2 * g + _rev_width(f, hidden, layers)
 
 
 def rnn_tiles(kind: str, in_shape, *, hidden: int, layers: int = 1, dirs: int = 1,
@@ -167,7 +200,7 @@ def rnn_tiles(kind: str, in_shape, *, hidden: int, layers: int = 1, dirs: int = 
     """Time steps per chunk whose scratch fits `budget` floats per example
     (default `RNN_TILE`), at least one; a plan passes it as `tiles=`, chosen
     at the bound of the time dimension."""
-    b, t, f = in_shape
+    _, t, f = in_shape
     fixed, per_step = _fixed_and_step(kind, f, hidden, layers, dirs, t)
     limit = RNN_TILE if budget is None else int(budget)
     return max(1, min(t, (limit - fixed) // per_step)) if t else 1
@@ -176,48 +209,44 @@ def rnn_tiles(kind: str, in_shape, *, hidden: int, layers: int = 1, dirs: int = 
 def rnn_scratch(kind: str, in_shape, *, hidden: int, layers: int = 1, dirs: int = 1, streaming: bool = False,
                 budget: int | None = None, tiles: int | None = None) -> dict[str, tuple]:
     """Scratch of `rnn_forward` for x `in_shape` and chunks of `tiles` steps
-    (by default within `budget`): `gi` (a chunk's input projections), `gh` (a
-    step's gates), `h`/`c` (states: lower layers' and batched directions'),
-    `mid` (a one-way stack's chunk between layers), `xrev`, `keep`, `inbuf`,
-    `mid0`, `mid1` (two-way stacks, see the schedules)."""
+    (by default within `budget`): `gh` (a step's gate block per direction;
+    the LSTM's holds its cell, one per layer of a one-way stack), `hx` (the
+    rows [h, 1, x] of a run step by step), `gi` (a chunk's input
+    projections), `h` (states: lower layers', streamed ones, both directions
+    of a layer), `mid` (a one-way stack's chunk between layers), `xrev`,
+    `keep`, `mid0`, `mid1` (two-way stacks, see the schedules)."""
     b, t, f = in_shape
     chunk = max(1, min(t, tiles if tiles is not None else rnn_tiles(kind, in_shape, hidden=hidden, layers=layers,
                                                                     dirs=dirs, budget=budget)))
     h, g = hidden, GATES[kind] * hidden
-    d = 2 if dirs == 2 else 1
-    if _stepwise(dirs, tiles, kind, in_shape, hidden, layers, budget):
-        shapes = {"hx": (b, sum(h + (f if k == 0 else h) + 1 for k in range(layers))),
-                  "gh": (b, 4 * h if kind == "gru" else g)}
-        if kind == "lstm" and not streaming:
-            shapes["c"] = (b, layers * h)
-        return shapes
-    shapes = {"gi": (b, d * chunk * g), "gh": (b, d * g)}
-    if dirs == 1:
+    stepwise = _stepwise(dirs, tiles, kind, in_shape, hidden, layers, budget)
+    blk, pad = _block(kind, stepwise) * h, _pad(kind, h)
+    if dirs != 2:
+        gates = (b, layers * blk if kind == "lstm" else blk)
+        if stepwise:
+            return {"hx": (b, sum(pad + h + 1 + (f if k == 0 else h) for k in range(layers))), "gh": gates}
+        shapes = {"gi": (b, chunk * g), "gh": gates}
         states = layers if streaming else layers - 1      # the last layer reads its state from `out`
         if states:
             shapes["h"] = (b, states * h)
-        if kind == "lstm" and not streaming:
-            shapes["c"] = (b, layers * h)
         if layers > 1:
             shapes["mid"] = (b, chunk * h)
         return shapes
-    shapes["h"] = (b, 2 * h)
-    shapes["xrev"] = (b, chunk * max(f, 2 * h if layers > 1 else f))
-    if kind == "lstm":
-        shapes["c"] = (b, 2 * h)
+    shapes = {"gh": (b, 2 * blk)}
+    if stepwise:
+        shapes["hx"] = (b, max(2 * (pad + h + 1 + _rev_width(f, h, layers)), pad + 3 * h + 1 if layers > 1 else 0))
+    else:
+        shapes.update(gi=(b, 2 * chunk * g), h=(b, 2 * h), xrev=(b, chunk * _rev_width(f, h, layers)))
     if layers > 1:
         shapes["keep"] = (b, t * h)
-        shapes["inbuf"] = (b, chunk * 2 * h)
     for k in range(min(layers - 2, 2)):
         shapes[f"mid{k}"] = (b, t * 2 * h)
     return shapes
 
 
 def _stepwise(dirs: int, tiles, kind: str, in_shape, hidden: int, layers: int, budget) -> bool:
-    """One-way stacks with chunks of one step (the planned tiles, not the
-    clamped ones) run step by step on [h, x, 1] (`_one_step`)."""
-    if dirs != 1:
-        return False
+    """Chunks of one step (the planned tiles, not the clamped ones) run step
+    by step on rows [h, 1, x] (`_prep_one_step`, `_prep_both_steps`, `_prep_top_steps`)."""
     if tiles is None:
         tiles = rnn_tiles(kind, in_shape, hidden=hidden, layers=layers, dirs=dirs, budget=budget)
     return tiles == 1
@@ -227,93 +256,707 @@ def _take(buf: np.ndarray, *shape: int) -> np.ndarray:
     return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
-# ------------------------------------------------------------------ one step
-
-def _lstm_step(nl: str, g: np.ndarray, gi: np.ndarray, prev: np.ndarray | None, whh: np.ndarray, bhn,
-               c: np.ndarray, h_out: np.ndarray) -> None:
-    """One LSTM step (leading axes: directions and batch alike in every
-    operand): g [..., 4H] scratch, gi [..., 4H] the input projection with the
-    folded biases, prev [..., H] the previous state (None: zero), whh
-    [..., H, 4H], c [..., H] the cell (updated), h_out [..., H] the new
-    state (it may be `prev`: the matmul reads prev into g first)."""
-    H = h_out.shape[-1]
-    if prev is None:
-        np.tanh(gi, out=g)
-    else:
-        np.matmul(prev, whh, out=g)
-        np.add(g, gi, out=g)
-        np.tanh(g, out=g)
-    s = g[..., :3 * H]                         # i, f, o: sigmoid = (1 + tanh(a/2)) / 2
-    np.multiply(s, 0.5, out=s)
-    np.add(s, 0.5, out=s)
-    i = g[..., :H]
-    np.multiply(i, g[..., 3 * H:], out=i)      # i * g
-    if prev is None:
-        np.copyto(c, i)
-    else:
-        np.multiply(c, g[..., H:2 * H], out=c)
-        np.add(c, i, out=c)
-    np.tanh(c, out=h_out)
-    np.multiply(h_out, g[..., 2 * H:3 * H], out=h_out)
+def _shaped(a: np.ndarray, *shape: int) -> np.ndarray:
+    """A view of `a` in `shape` (never a copy: numpy raises if it would need one)."""
+    v = a.view()
+    v.shape = shape
+    return v
 
 
-def _rnn_step(nl: str, g: np.ndarray, gi: np.ndarray, prev: np.ndarray | None, whh: np.ndarray, bhn, c,
-              h_out: np.ndarray) -> None:
-    """One RNN step: h = act(gi + prev @ whh), act tanh or relu (see `_lstm_step`)."""
-    if prev is None:
-        np.copyto(h_out, gi)
+def _consts(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """0.5 and 0 as 0-d arrays: a ufunc takes them much quicker than Python floats."""
+    half, zero = np.array(0.5, dtype), np.array(0.0, dtype)
+    half.flags.writeable = zero.flags.writeable = False
+    return half, zero
+
+
+def _dot_ok(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> bool:
+    """np.dot takes these as they are (no copy): 2-D, rows of unit stride, w
+    and out contiguous, out of the product's dtype."""
+    s = a.itemsize
+    return (a.ndim == w.ndim == out.ndim == 2 and out.flags.c_contiguous and w.flags.c_contiguous
+            and a.strides[1] == s and a.strides[0] > 0 and a.strides[0] % s == 0 and a.strides[0] >= s * a.shape[1]
+            and np.result_type(a, w) == out.dtype)
+
+
+def _mm(w: np.ndarray, out: np.ndarray, *operands: np.ndarray):
+    """np.dot (a fraction of np.matmul's call cost at these sizes) if it takes every operand as it is, else
+    np.matmul."""
+    return np.dot if all(_dot_ok(a, w, out) for a in operands) else np.matmul
+
+
+# ------------------------------------------------------------------ the elementwise part of a step
+# `finish(prev, h)` completes a step whose pre-activations are in the gate blocks: the new state into h
+# (prev: the old one, which only the chunked GRU reads). Outputs are positional (a keyword costs a little).
+
+def _lstm_cell(gates, c, pair, half):
+    """gates [..., 4H] (o, i, f, g; the sigmoid ones halved: one tanh serves every gate), c [..., H] updated.
+    `pair`: views [i, f] and [g, c] of one block (batch 1: the cell follows the gates), one multiply for both
+    products."""
+    H = c.shape[-1]
+    s, o, i, f, gg = gates[..., :3 * H], gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H], gates[..., 3 * H:]
+    tanh, mul, add = np.tanh, np.multiply, np.add
+    if pair is not None:
+        p, q = pair
+
+        def finish(prev, h):
+            tanh(gates, gates)
+            mul(s, half, s)                    # sigmoid = (1 + tanh(a/2)) / 2
+            add(s, half, s)
+            mul(p, q, p)                       # i * g, f * c
+            add(i, f, c)
+            tanh(c, h)
+            mul(h, o, h)
     else:
-        np.matmul(prev, whh, out=g)
-        np.add(g, gi, out=h_out)
+        def finish(prev, h):
+            tanh(gates, gates)
+            mul(s, half, s)
+            add(s, half, s)
+            mul(i, gg, i)
+            mul(c, f, c)
+            add(c, i, c)
+            tanh(c, h)
+            mul(h, o, h)
+    return finish
+
+
+def _lstm_loop(gates, c, pair, half, m, a, w, h, xin):
+    """`_lstm_cell`'s steps with a pair, as one loop(xs, outs): each step's x copied into xin, the matmul
+    m(a, w) into gates, the state h copied out."""
+    H = c.shape[-1]
+    s, o, i, f = gates[..., :3 * H], gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H]
+    p, q = pair
+
+    def loop(xs, outs):
+        tanh, mul, add, copyto = np.tanh, np.multiply, np.add, np.copyto
+        for xt, ot in zip(xs, outs):
+            copyto(xin, xt)
+            m(a, w, gates)
+            tanh(gates, gates)
+            mul(s, half, s)
+            add(s, half, s)
+            mul(p, q, p)
+            add(i, f, c)
+            tanh(c, h)
+            mul(h, o, h)
+            copyto(ot, h)
+    return loop
+
+
+def _gru_cell(rz, nh, n, half):
+    """Chunked: rz [..., 2H] (halved), nh = W_hn h + b_hn, n the input part of the n gate:
+    n = tanh(n + r * nh); h' = n + z * (h - n)."""
+    H = nh.shape[-1]
+    r, z = rz[..., :H], rz[..., H:]
+    tanh, mul, add, sub = np.tanh, np.multiply, np.add, np.subtract
+
+    def finish(prev, h):
+        tanh(rz, rz)
+        mul(rz, half, rz)
+        add(rz, half, rz)
+        mul(nh, r, nh)
+        add(n, nh, n)
+        tanh(n, n)
+        sub(prev, n, h)
+        mul(h, z, h)
+        add(h, n, h)
+    return finish
+
+
+def _gru_row_cell(g, nh, row, half):
+    """Step by step: g [..., 4H] = r, 1 - z, z (halved, before the nonlinearity) and n's input part;
+    nh = W_hn h + b_hn; row [..., n, h, ...]: n = tanh(n + r * nh) goes to n's slot, beside h, so that
+    h' = (1 - z) * n + z * h is one multiply and one add."""
+    H = nh.shape[-1]
+    rzz, r, zz, nx = g[..., :3 * H], g[..., :H], g[..., H:3 * H], g[..., 3 * H:]
+    n, nh2, h = row[..., :H], row[..., :2 * H], row[..., H:2 * H]
+    tanh, mul, add = np.tanh, np.multiply, np.add
+
+    def finish(prev, h_=None):
+        tanh(rzz, rzz)
+        mul(rzz, half, rzz)
+        add(rzz, half, rzz)
+        mul(nh, r, nh)
+        add(nx, nh, n)
+        tanh(n, n)
+        mul(zz, nh2, nh2)                      # (1 - z) * n, z * h
+        add(n, h, h)
+    return finish
+
+
+def _gru_loop(g, nh, row, half, m0, a0, w0, m1, a1, w1, xin):
+    """`_gru_row_cell`'s steps whole, as `_lstm_loop` (the matmuls m0(a0, w0) into g, m1(a1, w1) into nh)."""
+    H = nh.shape[-1]
+    rzz, r, zz, nx = g[..., :3 * H], g[..., :H], g[..., H:3 * H], g[..., 3 * H:]
+    n, nh2, h = row[..., :H], row[..., :2 * H], row[..., H:2 * H]
+
+    def loop(xs, outs):
+        tanh, mul, add, copyto = np.tanh, np.multiply, np.add, np.copyto
+        for xt, ot in zip(xs, outs):
+            copyto(xin, xt)
+            m0(a0, w0, g)
+            m1(a1, w1, nh)
+            tanh(rzz, rzz)
+            mul(rzz, half, rzz)
+            add(rzz, half, rzz)
+            mul(nh, r, nh)
+            add(nx, nh, n)
+            tanh(n, n)
+            mul(zz, nh2, nh2)
+            add(n, h, h)
+            copyto(ot, h)
+    return loop
+
+
+def _rnn_cell(g, nl, zero):
     if nl == "relu":
-        np.clip(h_out, 0.0, np.inf, out=h_out)
+        def finish(prev, h):
+            np.maximum(g, zero, out=h)
     else:
-        np.tanh(h_out, out=h_out)
+        def finish(prev, h):
+            np.tanh(g, h)
+    return finish
 
 
-def _gru_step(nl: str, g: np.ndarray, gi: np.ndarray, prev: np.ndarray | None, whh: np.ndarray,
-              bhn: np.ndarray | None, c, h_out: np.ndarray) -> None:
-    """One GRU step: r, z = sigmoid; n = tanh(gi_n + r * (h W_hn + b_hn));
-    h' = n + z * (h - n) (see `_lstm_step`; g [..., 3H])."""
-    H = h_out.shape[-1]
-    rz, n = g[..., :2 * H], g[..., 2 * H:]
-    if prev is None:
-        np.tanh(gi[..., :2 * H], out=rz)
+def _blocks(kind: str, blk, b: int, H: int, nl: str, consts, row=None, c=None):
+    """The views of gate blocks blk [D, b * block] and their `finish`, squeezed to [b, ...] for one
+    direction: (dot targets [D, b, ...], cell or None, finish, extra). Step by step (`row`: the rows
+    [D, b, pad + H + 1 + F]), extra is the GRU's W_hn h + b_hn targets; chunked, the GRU's (part of the
+    block that takes a step's projections, W_hn h + b_hn part); the LSTM's, its pair or None. `c`: a cell
+    elsewhere (a streamed LSTM)."""
+    D = blk.shape[0]
+    half, zero = consts
+    sq = (lambda a: a[0]) if D == 1 else (lambda a: a)
+    extra = None
+    if kind == "lstm":
+        targets = _shaped(blk[:, :b * 4 * H], D, b, 4 * H)
+        pair = None
+        if c is None:
+            c = _shaped(blk[:, b * 4 * H:], D, b, H)
+            if b == 1:
+                pair = (sq(blk[:, H:3 * H]), sq(blk[:, 3 * H:5 * H]))
+        c = sq(c)
+        finish = _lstm_cell(sq(targets), c, pair, half)
+        extra = pair
+    elif kind == "gru" and row is not None:
+        targets = _shaped(blk[:, :b * 4 * H], D, b, 4 * H)
+        extra = _shaped(blk[:, b * 4 * H:], D, b, H)
+        finish = _gru_row_cell(sq(targets), sq(extra), sq(row), half)
+    elif kind == "gru":
+        targets = _shaped(blk, D, b, 4 * H)
+        g = sq(targets)
+        finish = _gru_cell(g[..., H:3 * H], g[..., :H], g[..., 3 * H:], half)
+        extra = (g[..., H:], g[..., :H])
     else:
-        np.matmul(prev, whh, out=g)
-        np.add(rz, gi[..., :2 * H], out=rz)
-        np.tanh(rz, out=rz)
-    np.multiply(rz, 0.5, out=rz)
-    np.add(rz, 0.5, out=rz)
-    if prev is None:
-        if bhn is None:
-            n.fill(0.0)
+        targets = _shaped(blk, D, b, H)
+        finish = _rnn_cell(sq(targets), nl, zero)
+    return targets, c, finish, extra
+
+
+# ------------------------------------------------------------------ step by step
+
+def _rows(hx, kind: str, H: int):
+    """The views of rows hx [..., pad + H + 1 + F] (see `_pad`): (x, h, the 1)."""
+    p = _pad(kind, H)
+    return hx[..., p + H + 1:], hx[..., p:p + H], hx[..., p + H]
+
+
+def _aug_cell(kind: str, pack: RnnPack, k: int, dirs: Sequence[int], hx, blk, b: int, consts, c=None):
+    """The steps of layer k's directions `dirs` (run together) on their rows hx [D, b, pad + H + 1 + F]
+    with gate blocks blk [D, b * block]: (step, cell, loop). step() leaves the new state in the rows' h;
+    loop(xs, outs) (one direction) runs a step for each xs[t], copied into the row, and copies its state
+    out to outs[t] (the LSTM with a pair and the GRU in one function: no call but NumPy's per step)."""
+    H, p = pack.hidden, _pad(kind, pack.hidden)
+    targets, c, finish, nh = _blocks(kind, blk, b, H, pack.nonlinearity, consts, hx, c)
+    h = hx[0, :, p:p + H] if len(dirs) == 1 else hx[..., p:p + H]
+    xin = hx[0, :, p + H + 1:]
+    products = [(hx[j, :, p:], pack.aug[k][d], targets[j]) for j, d in enumerate(dirs)]
+    if kind == "gru":
+        products += [(hx[j, :, p:p + H + 1], pack.augh[k][d], nh[j]) for j, d in enumerate(dirs)]
+    products = [(_mm(w, o, a), a, w, o) for a, w, o in products]
+    loop = None
+    if len(products) == 1:
+        (m0, a0, w0, o0), = products
+        if kind == "lstm" and nh is not None:           # (the LSTM's extra: its pair)
+            loop = _lstm_loop(o0, c, nh, consts[0], m0, a0, w0, h, xin)
+
+        def step():
+            m0(a0, w0, o0)
+            finish(h, h)
+    elif len(products) == 2:
+        (m0, a0, w0, o0), (m1, a1, w1, o1) = products
+        if kind == "gru":
+            loop = _gru_loop(o0, o1, hx[0], consts[0], m0, a0, w0, m1, a1, w1, xin)
+
+        def step():
+            m0(a0, w0, o0)
+            m1(a1, w1, o1)
+            finish(h, h)
+    else:
+        def step():
+            for m, a, w, o in products:
+                m(a, w, o)
+            finish(h, h)
+    if loop is None and len(dirs) == 1:
+        def loop(xs, outs):
+            copyto = np.copyto
+            for xt, ot in zip(xs, outs):
+                copyto(xin, xt)
+                step()
+                copyto(ot, h)
+    return step, c, loop
+
+
+def _prep_one_step(pack: RnnPack, scratch, b: int, T: int, f: int, states):
+    """A one-way stack step by step, each layer's state in its row [h, 1, x]
+    (`hx`): the step's gates with every bias are one matmul (the GRU's two),
+    no input projection is kept. Returns run(x, out, states)."""
+    kind, H, L = pack.kind, pack.hidden, pack.layers
+    widths = [_pad(kind, H) + H + 1 + (f if k == 0 else H) for k in range(L)]
+    hx_all = _take(scratch["hx"], b, sum(widths))
+    gh = scratch["gh"].reshape(-1)
+    consts = _consts(gh.dtype)
+    blk_w = b * _block(kind, True) * H
+    carry_cell = kind == "lstm" and states is not None and b == 1 and T >= 3   # the cell in the block (pair)
+    layers, inits, o = [], [], 0
+    for k in range(L):
+        hx = hx_all[:, o:o + widths[k]]
+        o += widths[k]
+        xin, h, one = _rows(hx, kind, H)
+        blk = gh[k * blk_w:(k + 1) * blk_w] if kind == "lstm" else gh[:blk_w]
+        c = None
+        if kind == "lstm" and states is not None and not carry_cell:
+            c = states[1][None, :, k * H:(k + 1) * H]
+        step, c, loop = _aug_cell(kind, pack, k, (0,), hx[None], blk[None], b, consts, c)
+        own = kind == "lstm" and (states is None or carry_cell)
+        inits.append((slice(k * H, (k + 1) * H), one, h, c if own else None))
+        layers.append((xin, step, h))
+    copyto = np.copyto
+
+    def run(x, out, states):
+        for cols, one, h, c in inits:
+            one.fill(1.0)
+            if states is None:
+                h.fill(0.0)
+                if c is not None:
+                    c.fill(0.0)
+            else:
+                copyto(h, states[0][:, cols])
+                if c is not None:
+                    copyto(c, states[1][:, cols])
+        xs, outs = x.swapaxes(0, 1), out.swapaxes(0, 1)
+        if L == 1:
+            loop(xs, outs)
         else:
-            np.copyto(n, np.broadcast_to(bhn, n.shape))
-    elif bhn is not None:
-        np.add(n, bhn, out=n)
-    np.multiply(n, rz[..., :H], out=n)
-    np.add(n, gi[..., 2 * H:], out=n)
-    np.tanh(n, out=n)
-    z = rz[..., H:]
-    if prev is None:                            # h' = n - z * n
-        np.multiply(z, n, out=h_out)
-        np.subtract(n, h_out, out=h_out)
+            for xt, ot in zip(xs, outs):
+                src = xt
+                for xin, step, h in layers:
+                    copyto(xin, src)
+                    step()
+                    src = h
+                copyto(ot, src)
+        if states is not None:
+            for cols, _, h, c in inits:
+                copyto(states[0][:, cols], h)
+                if c is not None:
+                    copyto(states[1][:, cols], c)
+    return run
+
+
+def _prep_both_steps(pack: RnnPack, k: int, scratch, b: int, f: int):
+    """Layer k of a two-way stack, step by step from zero states: run(src,
+    fwd_out, rev_out), the forward direction from the first step into
+    `fwd_out`, the reverse one from the last into `rev_out` (each [B, T, H]).
+    At batch 1 one direction runs after the other (a call on one direction's
+    contiguous views is quicker than one on both directions' strided ones),
+    else both at once."""
+    kind, H = pack.kind, pack.hidden
+    hx = _take(scratch["hx"], 2, b, _pad(kind, H) + H + 1 + f)
+    xin, h, one = _rows(hx, kind, H)
+    blk = _take(scratch["gh"], 2, b * _block(kind, True) * H)
+    consts = _consts(blk.dtype)
+    if b == 1:
+        (_, c0, loop0), (_, c1, loop1) = [_aug_cell(kind, pack, k, (d,), hx[d:d + 1], blk[d:d + 1], b, consts)
+                                          for d in (0, 1)]
+        cells, step = [c0, c1], None
     else:
-        np.subtract(prev, n, out=h_out)
-        np.multiply(h_out, z, out=h_out)
-        np.add(h_out, n, out=h_out)
+        step, c, _ = _aug_cell(kind, pack, k, (0, 1), hx, blk, b, consts)
+        cells = [c]
+    cells = [c for c in cells if c is not None]
+    xf, xr, hf, hr = xin[0], xin[1], h[0], h[1]
+    copyto = np.copyto
+
+    def run(src, fwd_out, rev_out):
+        one.fill(1.0)
+        h.fill(0.0)
+        for c in cells:
+            c.fill(0.0)
+        xs, fo, ro = src.swapaxes(0, 1), fwd_out.swapaxes(0, 1), rev_out.swapaxes(0, 1)
+        if step is None:
+            loop0(xs, fo)
+            loop1(xs[::-1], ro[::-1])
+            return
+        for sf, sr, of, orv in zip(xs, xs[::-1], fo, ro[::-1]):
+            copyto(xf, sf)
+            copyto(xr, sr)
+            step()
+            copyto(of, hf)
+            copyto(orv, hr)
+    return run
 
 
-_STEPS = {"lstm": _lstm_step, "gru": _gru_step, "rnn": _rnn_step}
+def _prep_top_steps(pack: RnnPack, k: int, d: int, scratch, b: int):
+    """The last layer of a two-way stack, direction d, step by step:
+    run(out, dst) from the layer below's outputs in `out` [B, T, 2H], into dst
+    [B, T, H]."""
+    kind, H = pack.kind, pack.hidden
+    hx = _take(scratch["hx"], 1, b, _pad(kind, H) + 3 * H + 1)
+    _, h, one = _rows(hx, kind, H)
+    blk = _take(scratch["gh"], 1, b * _block(kind, True) * H)
+    _, c, loop = _aug_cell(kind, pack, k, (d,), hx, blk, b, _consts(blk.dtype))
+
+    def run(out, dst):
+        one.fill(1.0)
+        h.fill(0.0)
+        if c is not None:
+            c.fill(0.0)
+        xs, ds = out.swapaxes(0, 1), dst.swapaxes(0, 1)
+        if d:
+            xs, ds = xs[::-1], ds[::-1]
+        loop(xs, ds)
+    return run
 
 
-def _step(kind: str, nonlinearity: str, g: np.ndarray, gi: np.ndarray, prev: np.ndarray | None, whh: np.ndarray,
-          bhn: np.ndarray | None, c: np.ndarray | None, h_out: np.ndarray) -> None:
-    _STEPS[kind](nonlinearity, g, gi, prev, whh, bhn, c, h_out)
+# ------------------------------------------------------------------ chunked
+
+def _chunk_cell(kind: str, pack: RnnPack, k: int, dirs: Sequence[int], blk, b: int, consts, samples, c=None):
+    """Layer k's directions `dirs` over a chunk's input projections: (first(g_t), steps, finish, cell).
+    first puts a first step's pre-activations (from a zero state) in the blocks blk [D, b * block] from its
+    projections g_t ([b, G*H]; both directions: [2, b, G*H]), and finish(prev, h) completes it. One
+    direction: steps(gs, rows, prev) runs the steps of projections gs into rows (each [b, H]) from the state
+    prev [b, H] and returns the last (the LSTM with a pair and the GRU in one function: no call but NumPy's
+    per step). Both: steps(g_t) runs one step from the states samples[0] [2, b, H] into them. `samples`:
+    the arrays prev will be (for the choice of matmul)."""
+    H, D = pack.hidden, len(dirs)
+    targets, c, finish, extra = _blocks(kind, blk, b, H, pack.nonlinearity, consts, None, c)
+    acc, nh = extra if kind == "gru" else (targets[0] if D == 1 else targets, None)
+    bhn = pack.bhn[k] if kind == "gru" else None
+    if bhn is not None and D == 1:
+        bhn = bhn[dirs[0]]
+    whh = [pack.whh[k][d] for d in dirs]
+    add, copyto = np.add, np.copyto
+
+    def first(g_t):                            # from a zero state
+        copyto(acc, g_t)
+        if nh is not None:
+            if bhn is None:
+                nh.fill(0.0)
+            else:
+                copyto(nh, bhn)
+    if D == 2:
+        state = samples[0]
+        p0, p1, t0, t1, w0, w1 = state[0], state[1], targets[0], targets[1], whh[0], whh[1]
+        m0, m1 = _mm(w0, t0, p0), _mm(w1, t1, p1)
+
+        def both(g_t):
+            m0(p0, w0, t0)
+            m1(p1, w1, t1)
+            add(acc, g_t, acc)
+            if bhn is not None:
+                add(nh, bhn, nh)
+            finish(state, state)
+        return first, both, finish, c
+    w, g = whh[0], targets[0]
+    m = _mm(w, g, *samples)
+    if kind == "lstm" and extra is not None:
+        steps = _lstm_chunk_loop(g, c, extra, consts[0], m, w)
+    elif kind == "gru":
+        steps = _gru_chunk_loop(g, consts[0], m, w, bhn)
+    else:
+        def steps(gs, rows, prev):
+            for g_t, h in zip(gs, rows):
+                m(prev, w, g)
+                add(acc, g_t, acc)
+                finish(prev, h)
+                prev = h
+            return prev
+    return first, steps, finish, c
+
+
+def _lstm_chunk_loop(gates, c, pair, half, m, w):
+    """`_lstm_cell`'s steps with a pair over a chunk (see `_chunk_cell`)."""
+    H = c.shape[-1]
+    s, o, i, f = gates[..., :3 * H], gates[..., :H], gates[..., H:2 * H], gates[..., 2 * H:3 * H]
+    p, q = pair
+
+    def steps(gs, rows, prev):
+        tanh, mul, add = np.tanh, np.multiply, np.add
+        for g_t, h in zip(gs, rows):
+            m(prev, w, gates)
+            add(gates, g_t, gates)
+            tanh(gates, gates)
+            mul(s, half, s)
+            add(s, half, s)
+            mul(p, q, p)
+            add(i, f, c)
+            tanh(c, h)
+            mul(h, o, h)
+            prev = h
+        return prev
+    return steps
+
+
+def _gru_chunk_loop(g, half, m, w, bhn):
+    """`_gru_cell`'s steps over a chunk (see `_chunk_cell`): g [b, 4H] = W_hn h + b_hn | r, z, n."""
+    H = g.shape[-1] // 4
+    nh, acc, rz, r, z, n = g[..., :H], g[..., H:], g[..., H:3 * H], g[..., H:2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
+
+    def steps(gs, rows, prev):
+        tanh, mul, add, sub = np.tanh, np.multiply, np.add, np.subtract
+        for g_t, h in zip(gs, rows):
+            m(prev, w, g)
+            add(acc, g_t, acc)
+            if bhn is not None:
+                add(nh, bhn, nh)
+            tanh(rz, rz)
+            mul(rz, half, rz)
+            add(rz, half, rz)
+            mul(nh, r, nh)
+            add(n, nh, n)
+            tanh(n, n)
+            sub(prev, n, h)
+            mul(h, z, h)
+            add(h, n, h)
+            prev = h
+        return prev
+    return steps
+
+
+def _gi_steps(gi, axis: int = 1) -> list:
+    """The per-step views of a chunk's projections gi [..., n, G] (step axis `axis`)."""
+    return list(np.moveaxis(gi, axis, 0))
+
+
+def _run_chunk(first, steps, finish, gs, rows, prev, zero) -> np.ndarray:
+    """The steps of one chunk of one direction: projections `gs`, outputs `rows` (each [b, H]), from
+    state prev (None: zero); returns the last state's row."""
+    if prev is None:
+        first(gs[0])
+        finish(zero, rows[0])
+        prev, gs, rows = rows[0], gs[1:], rows[1:]
+    return steps(gs, rows, prev)
+
+
+def _prep_one_way(pack: RnnPack, scratch, b: int, T: int, chunk: int, states, out):
+    """A one-way stack a chunk at a time: run(x, out, states) (`out` here: for the choice of matmul)."""
+    kind, H, L = pack.kind, pack.hidden, pack.layers
+    G = GATES[kind] * H
+    gh = scratch["gh"].reshape(-1)
+    consts = _consts(gh.dtype)
+    zero = consts[1]
+    blk_w = b * _block(kind, False) * H
+    if states is not None:
+        hs = [states[0][:, k * H:(k + 1) * H] for k in range(L)]
+    else:
+        hs = [_take(scratch["h"], L - 1, b, H)[k] for k in range(L - 1)] + [None]
+    carry_cell = kind == "lstm" and states is not None and b == 1 and T >= 3
+    full_gi = _take(scratch["gi"], b, chunk, G)
+    full_steps = _gi_steps(full_gi)
+    full_mid = _take(scratch["mid"], b, chunk, H) if L > 1 else None
+    gi_buf, mid_buf = scratch["gi"], scratch.get("mid")   # (the run keeps no reference to `scratch`: see _run_for)
+    cells, own = [], []
+    for k in range(L):
+        blk = gh[k * blk_w:(k + 1) * blk_w] if kind == "lstm" else gh[:blk_w]
+        c = None
+        if kind == "lstm" and states is not None and not carry_cell:
+            c = states[1][None, :, k * H:(k + 1) * H]
+        samples = [out[:, 0] if k == L - 1 else full_mid[:, 0]] + ([hs[k]] if hs[k] is not None else [])
+        first, steps, finish, c = _chunk_cell(kind, pack, k, (0,), blk[None], b, consts, samples, c)
+        if kind == "lstm" and (states is None or carry_cell):
+            own.append((slice(k * H, (k + 1) * H), c))
+        cells.append((pack.wih[k][0], pack.bias[k][0], first, steps, finish))
+
+    def run(x, out, states):
+        for cols, c in own:
+            if states is None:
+                c.fill(0.0)
+            else:
+                np.copyto(c, states[1][:, cols])
+        T = x.shape[1]
+        for t0 in range(0, T, chunk):
+            n = min(T, t0 + chunk) - t0
+            gi = full_gi if n == chunk else _take(gi_buf, b, n, G)
+            gs = full_steps if n == chunk else _gi_steps(gi)
+            mid = full_mid if n == chunk or L == 1 else _take(mid_buf, b, n, H)
+            for k, (wih, bias, first, steps, finish) in enumerate(cells):
+                src = x[:, t0:t0 + n] if k == 0 else mid
+                dst = out[:, t0:t0 + n] if k == L - 1 else mid
+                np.matmul(src, wih, out=gi)                      # the chunk's input projections
+                np.add(gi, bias, out=gi)
+                if states is not None or t0 > 0:
+                    prev = hs[k] if hs[k] is not None else out[:, t0 - 1]
+                else:
+                    prev = None                                 # a zero state
+                prev = _run_chunk(first, steps, finish, gs, dst.swapaxes(0, 1), prev, zero)
+                if hs[k] is not None:
+                    np.copyto(hs[k], prev)
+        if states is not None:
+            for cols, c in own:
+                np.copyto(states[1][:, cols], c)
+    return run
+
+
+def _prep_both_chunks(pack: RnnPack, k: int, scratch, b: int, f: int, chunk: int, sample):
+    """Layer k of a two-way stack, from zero states, a chunk of steps at a
+    time: run(src, fwd_out, rev_out) as `_prep_both_steps` (`sample`: a row
+    of the outputs, for the choice of matmul). The reverse direction's chunk
+    of inputs is copied in its step order (`xrev`), so that step t of both is
+    gi[:, :, t]. At batch 1 one direction runs its chunk after the other,
+    each from its output before the chunk; else both at once, from the
+    states `h`."""
+    kind, H = pack.kind, pack.hidden
+    G = GATES[kind] * H
+    blk = _take(scratch["gh"], 2, b * _block(kind, False) * H)
+    consts = _consts(blk.dtype)
+    zero = consts[1]
+    hs = _take(scratch["h"], 2, b, H)
+    h0, h1 = hs[0], hs[1]
+    full_gi = _take(scratch["gi"], 2, b, chunk, G)
+    gi_buf, xrev_buf = scratch["gi"], scratch["xrev"]
+    if b == 1:
+        apart = [_chunk_cell(kind, pack, k, (d,), blk[d:d + 1], b, consts, [sample]) for d in (0, 1)]
+        cells = [cell[3] for cell in apart]
+        full_steps = [_gi_steps(full_gi[d]) for d in (0, 1)]
+    else:
+        first, both, finish, c = _chunk_cell(kind, pack, k, (0, 1), blk, b, consts, [hs])
+        cells = [c]
+        full_steps = _gi_steps(full_gi, 2)
+    cells = [c for c in cells if c is not None]
+    bias = pack.bias[k][:, None, None, :]
+    wih0, wih1 = pack.wih[k][0], pack.wih[k][1]
+    copyto = np.copyto
+
+    def run(src, fwd_out, rev_out):
+        for c in cells:
+            c.fill(0.0)
+        T = src.shape[1]
+        for t0 in range(0, T, chunk):
+            n = min(T, t0 + chunk) - t0
+            gi = full_gi if n == chunk else _take(gi_buf, 2, b, n, G)
+            xrev = _take(xrev_buf, b, n, f)
+            copyto(xrev, src[:, T - t0 - n:T - t0][:, ::-1])
+            np.matmul(src[:, t0:t0 + n], wih0, out=gi[0])
+            np.matmul(xrev, wih1, out=gi[1])
+            np.add(gi, bias, out=gi)
+            fo = fwd_out[:, t0:t0 + n].swapaxes(0, 1)
+            ro = rev_out[:, T - t0 - n:T - t0].swapaxes(0, 1)[::-1]
+            if b == 1:
+                for d, (first_d, steps_d, finish_d, _), rows, prev in (
+                        (0, apart[0], fo, None if t0 == 0 else fwd_out[:, t0 - 1]),
+                        (1, apart[1], ro, None if t0 == 0 else rev_out[:, T - t0])):
+                    gs = full_steps[d] if n == chunk else _gi_steps(gi[d])
+                    _run_chunk(first_d, steps_d, finish_d, gs, rows, prev, zero)
+                continue
+            gs = full_steps if n == chunk else _gi_steps(gi, 2)
+            for i, (g_t, of, orv) in enumerate(zip(gs, fo, ro)):
+                if t0 == 0 and i == 0:
+                    first(g_t)
+                    finish(zero, hs)
+                else:
+                    both(g_t)
+                copyto(of, h0)
+                copyto(orv, h1)
+    return run
+
+
+def _prep_top_chunks(pack: RnnPack, k: int, d: int, scratch, b: int, chunk: int, sample):
+    """The last layer of a two-way stack, direction d, a chunk of steps at a
+    time: run(out, dst) as `_prep_top_steps` (`sample`: a row of dst, for the
+    choice of matmul); the reverse direction takes a chunk's projections (in
+    time order) from its last step back."""
+    kind, H = pack.kind, pack.hidden
+    G = GATES[kind] * H
+    blk = _take(scratch["gh"], 1, b * _block(kind, False) * H)
+    consts = _consts(blk.dtype)
+    first, steps, finish, c = _chunk_cell(kind, pack, k, (d,), blk, b, consts, [sample])
+    order = -1 if d else 1
+    full_gi = _take(scratch["gi"], b, chunk, G)
+    gi_buf = scratch["gi"]
+    full_steps = _gi_steps(full_gi)[::order]
+    wih, bias = pack.wih[k][d], pack.bias[k][d]
+
+    def run(out, dst):
+        if c is not None:
+            c.fill(0.0)
+        T = out.shape[1]
+        for j0 in range(0, T, chunk):
+            n = min(T, j0 + chunk) - j0
+            t0 = j0 if d == 0 else T - j0 - n                 # the chunk's steps [t0, t0 + n), in time order
+            gi = full_gi if n == chunk else _take(gi_buf, b, n, G)
+            gs = full_steps if n == chunk else _gi_steps(gi)[::order]
+            np.matmul(out[:, t0:t0 + n], wih, out=gi)
+            np.add(gi, bias, out=gi)
+            rows = dst[:, t0:t0 + n].swapaxes(0, 1)[::order]
+            prev = None if j0 == 0 else dst[:, t0 - 1] if d == 0 else dst[:, t0 + n]
+            _run_chunk(first, steps, finish, gs, rows, prev, consts[1])
+    return run
 
 
 # ------------------------------------------------------------------ schedules
+
+def _prep_two_way(pack: RnnPack, scratch, b: int, T: int, f: int, chunk: int, stepwise: bool, out):
+    """A two-way stack (see the schedules): run(x, out, states)."""
+    H, L = pack.hidden, pack.layers
+    mids = [_take(scratch[f"mid{k % 2}"], b, T, 2 * H) for k in range(min(L - 2, 2))]
+    lower = []
+    for k in range(max(L - 1, 1)):                              # lower layers: whole outputs, ping-pong
+        fk = f if k == 0 else 2 * H
+        sample = (mids[k % 2] if k < L - 2 else out)[:, 0, :H]
+        lower.append(_prep_both_steps(pack, k, scratch, b, fk) if stepwise
+                     else _prep_both_chunks(pack, k, scratch, b, fk, chunk, sample))
+    top = []
+    if L > 1:                                                   # the last layer: reverse (kept), then forward
+        keep = _take(scratch["keep"], b, T, H)
+        for d, dst in ((1, keep), (0, None)):
+            sample = keep[:, 0] if dst is not None else out[:, 0, :H]
+            top.append((d, dst, _prep_top_steps(pack, L - 1, d, scratch, b) if stepwise
+                        else _prep_top_chunks(pack, L - 1, d, scratch, b, chunk, sample)))
+
+    def run(x, out, states):
+        src = x
+        for k, both in enumerate(lower):
+            dst = mids[k % 2] if k < L - 2 else out
+            both(src, dst[..., :H], dst[..., H:])
+            src = dst
+        for d, dst, last in top:
+            last(out, out[..., :H] if dst is None else dst)
+        if top:
+            np.copyto(out[..., H:], top[0][1])
+    return run
+
+
+_RUNS: dict[int, tuple] = {}    # id(scratch["gh"]) -> (a weak reference to it, what the run is for, the run)
+
+
+def _run_for(scratch, objects: tuple, values: tuple, make):
+    """The prepared run for these scratch arrays, pack and states (`objects`,
+    the same objects) and sizes (`values`, equal), made once: a plan passes
+    the same arrays at every call, and the views and steps of a run cost
+    about as much as a few steps. Kept only for scratch that views memory
+    it does not own (a plan's arena): the run's views hold the owner, not
+    scratch["gh"], so that the entry goes when that array goes."""
+    gh = scratch["gh"]
+    if gh.base is None:
+        return make()
+    entry = _RUNS.get(id(gh))
+    if (entry is not None and entry[0]() is gh and entry[2] == values and len(entry[1]) == len(objects)
+            and all(a is b for a, b in zip(entry[1], objects))):
+        return entry[3]
+    run = make()
+    key = id(gh)
+    _RUNS[key] = (weakref.ref(gh, lambda _, key=key, runs=_RUNS: runs.pop(key, None)), objects, values, run)
+    return run
+
 
 def rnn_forward(x: np.ndarray, pack: RnnPack, out: np.ndarray, *, tiles: int | None = None,
                 budget: int | None = None, states: Sequence[np.ndarray] | None = None, scratch=None) -> None:
@@ -321,211 +964,31 @@ def rnn_forward(x: np.ndarray, pack: RnnPack, out: np.ndarray, *, tiles: int | N
     or (one-way stacks) from the carried `states` (h, and c for the LSTM,
     each [B, layers * H]), which end as the last step."""
     kind, H, L, D = pack.kind, pack.hidden, pack.layers, pack.dirs
-    b, T, _ = x.shape
+    b, T, f = x.shape
     streaming = states is not None
     if streaming and D != 1:
         raise ValueError("a two-way recurrent layer cannot stream")
-    chunk = max(1, min(T, tiles if tiles is not None else rnn_tiles(kind, x.shape, hidden=H, layers=L, dirs=D,
-                                                                    budget=budget)))
     planned = tiles if tiles is not None else rnn_tiles(kind, x.shape, hidden=H, layers=L, dirs=D, budget=budget)
+    chunk = max(1, min(T, planned))
+    kept = scratch is not None
     if scratch is None:
         scratch = {k: np.empty(s, x.dtype) for k, s in
                    rnn_scratch(kind, x.shape, hidden=H, layers=L, dirs=D, streaming=streaming, tiles=planned).items()}
     if T == 0:
         return
-    if _stepwise(D, planned, kind, x.shape, H, L, None):
-        _one_step(x, pack, out, states, scratch)
-    elif D == 1:
-        _one_way(x, pack, out, chunk, states, scratch)
+    stepwise = _stepwise(D, planned, kind, x.shape, H, L, None)
+    if D == 2:
+        def make():
+            return _prep_two_way(pack, scratch, b, T, f, chunk, stepwise, out)
+    elif stepwise:
+        def make():
+            return _prep_one_step(pack, scratch, b, T, f, states)
     else:
-        _two_way(x, pack, out, chunk, scratch)
-
-
-def _one_way(x, pack: RnnPack, out, chunk: int, states, scratch) -> None:
-    kind, H, L = pack.kind, pack.hidden, pack.layers
-    b, T, _ = x.shape
-    G = GATES[kind] * H
-    step, nl = _STEPS[kind], pack.nonlinearity
-    gh = _take(scratch["gh"], b, G)
-    if states is not None:
-        hs = [states[0][:, k * H:(k + 1) * H] for k in range(L)]
-        cs = [states[1][:, k * H:(k + 1) * H] for k in range(L)] if kind == "lstm" else [None] * L
+        def make():
+            return _prep_one_way(pack, scratch, b, T, chunk, states, out)
+    if kept:
+        objects = (pack, *(v for k, v in scratch.items() if k != "gh"), *(states or ()))
+        run = _run_for(scratch, objects, (b, T, f, chunk, stepwise, out.strides, out.dtype), make)
     else:
-        hs = [_take(scratch["h"], L - 1, b, H)[k] for k in range(L - 1)] + [None]
-        cs = list(_take(scratch["c"], L, b, H)) if kind == "lstm" else [None] * L
-    layers = [(pack.wih[k][0], pack.bias[k][0], pack.whh[k][0], None if pack.bhn[k] is None else pack.bhn[k][0])
-              for k in range(L)]
-    full_gi = _take(scratch["gi"], b, chunk, G)
-    full_mid = _take(scratch["mid"], b, chunk, H) if L > 1 else None
-    for t0 in range(0, T, chunk):
-        n = min(T, t0 + chunk) - t0
-        gi = full_gi if n == chunk else _take(scratch["gi"], b, n, G)
-        mid = full_mid if n == chunk or L == 1 else _take(scratch["mid"], b, n, H)
-        for k, (wih, bias, whh, bhn) in enumerate(layers):
-            src = x[:, t0:t0 + n] if k == 0 else mid
-            dst = out[:, t0:t0 + n] if k == L - 1 else mid
-            np.matmul(src, wih, out=gi)                          # the chunk's input projections
-            np.add(gi, bias, out=gi)
-            if states is not None or t0 > 0:
-                prev = hs[k] if hs[k] is not None else out[:, t0 - 1]
-            else:
-                prev = None                                     # a zero state
-            for t in range(n):
-                h = dst[:, t]
-                step(nl, gh, gi[:, t], prev, whh, bhn, cs[k], h)
-                prev = h
-            if hs[k] is not None:
-                np.copyto(hs[k], prev)
-
-
-def _one_step(x, pack: RnnPack, out, states, scratch) -> None:
-    """A one-way stack step by step, each layer's state in its [h, x, 1] row
-    (`hx`): one matmul with the augmented weights gives the step's gates with
-    every bias, no input projection is kept."""
-    kind, H, L = pack.kind, pack.hidden, pack.layers
-    b, T, f = x.shape
-    step, nl = _AUG_STEPS[kind], pack.nonlinearity
-    widths = [H + (f if k == 0 else H) + 1 for k in range(L)]
-    hx_all = _take(scratch["hx"], b, sum(widths))
-    g = _take(scratch["gh"], b, pack.aug[0].shape[-1])
-    if kind == "lstm":
-        cs = ([states[1][:, k * H:(k + 1) * H] for k in range(L)] if states is not None
-              else list(_take(scratch["c"], L, b, H)))
-    else:
-        cs = [None] * L
-    rows = []
-    for k in range(L):
-        hx = hx_all[:, sum(widths[:k]):sum(widths[:k + 1])]
-        if states is None:
-            hx[:, :H].fill(0.0)
-            if cs[k] is not None:
-                cs[k].fill(0.0)
-        else:
-            np.copyto(hx[:, :H], states[0][:, k * H:(k + 1) * H])
-        hx[:, -1].fill(1.0)
-        rows.append((hx, hx[:, :H], hx[:, H:-1], pack.aug[k][0], cs[k]))
-    for t in range(T):
-        src = x[:, t]
-        for hx, h, xin, aug, c in rows:
-            np.copyto(xin, src)
-            step(nl, g, hx, aug, c, h)
-            src = h
-        np.copyto(out[:, t], src)
-    if states is not None:
-        for k, (_, h, _, _, _) in enumerate(rows):
-            np.copyto(states[0][:, k * H:(k + 1) * H], h)
-
-
-def _lstm_aug(nl: str, g, hx, aug, c, h) -> None:
-    """An LSTM step from [h, x, 1] (see `_lstm_step`); h is overwritten with the new state."""
-    H = h.shape[-1]
-    np.matmul(hx, aug, out=g)
-    np.tanh(g, out=g)
-    s = g[..., :3 * H]
-    np.multiply(s, 0.5, out=s)
-    np.add(s, 0.5, out=s)
-    i = g[..., :H]
-    np.multiply(i, g[..., 3 * H:], out=i)
-    np.multiply(c, g[..., H:2 * H], out=c)
-    np.add(c, i, out=c)
-    np.tanh(c, out=h)
-    np.multiply(h, g[..., 2 * H:3 * H], out=h)
-
-
-def _gru_aug(nl: str, g, hx, aug, c, h) -> None:
-    """A GRU step from [h, x, 1]: g = [r, z | W_hn h + b_hn | W_in x + b_in]."""
-    H = h.shape[-1]
-    np.matmul(hx, aug, out=g)
-    rz, nh, n = g[..., :2 * H], g[..., 2 * H:3 * H], g[..., 3 * H:]
-    np.tanh(rz, out=rz)
-    np.multiply(rz, 0.5, out=rz)
-    np.add(rz, 0.5, out=rz)
-    np.multiply(nh, rz[..., :H], out=nh)
-    np.add(n, nh, out=n)
-    np.tanh(n, out=n)
-    np.subtract(h, n, out=h)                   # h' = n + z * (h - n)
-    np.multiply(h, rz[..., H:], out=h)
-    np.add(h, n, out=h)
-
-
-def _rnn_aug(nl: str, g, hx, aug, c, h) -> None:
-    np.matmul(hx, aug, out=g)
-    if nl == "relu":
-        np.clip(g, 0.0, np.inf, out=h)
-    else:
-        np.tanh(g, out=h)
-
-
-_AUG_STEPS = {"lstm": _lstm_aug, "gru": _gru_aug, "rnn": _rnn_aug}
-
-
-def _two_way(x, pack: RnnPack, out, chunk: int, scratch) -> None:
-    H, L = pack.hidden, pack.layers
-    b, T, _ = x.shape
-    src = x
-    for k in range(L - 2):                                     # lower layers: whole outputs, ping-pong
-        dst = _take(scratch[f"mid{k % 2}"], b, T, 2 * H)
-        _both(src, pack, k, dst[..., :H], dst[..., H:], chunk, scratch)
-        src = dst
-    if L == 1:
-        _both(src, pack, 0, out[..., :H], out[..., H:], chunk, scratch)
-        return
-    keep = _take(scratch["keep"], b, T, H)
-    _both(src, pack, L - 2, keep, out[..., H:], chunk, scratch)
-    for d in (0, 1):                                            # the last layer: forward, then reverse
-        _last(keep, out, pack, L - 1, d, chunk, scratch)
-
-
-def _both(src, pack: RnnPack, k: int, fwd_out, rev_out, chunk: int, scratch) -> None:
-    """Layer k, both directions at once, from zero states: the forward one
-    from the first step into `fwd_out`, the reverse one from the last into
-    `rev_out` (each [B, T, H]). The reverse direction's chunk of inputs is
-    copied in its step order (`xrev`), so that step t of both is gi[:, :, t]."""
-    kind, H = pack.kind, pack.hidden
-    b, T, f = src.shape
-    G = GATES[kind] * H
-    gh = _take(scratch["gh"], 2, b, G)
-    hs = _take(scratch["h"], 2, b, H)
-    cs = _take(scratch["c"], 2, b, H) if kind == "lstm" else None
-    for t0 in range(0, T, chunk):
-        n = min(T, t0 + chunk) - t0
-        gi = _take(scratch["gi"], 2, b, n, G)
-        xrev = _take(scratch["xrev"], b, n, f)
-        np.copyto(xrev, src[:, T - t0 - n:T - t0][:, ::-1])
-        np.matmul(src[:, t0:t0 + n], pack.wih[k][0], out=gi[0])
-        np.matmul(xrev, pack.wih[k][1], out=gi[1])
-        np.add(gi, pack.bias[k][:, None, None, :], out=gi)
-        for t in range(n):
-            first = t0 == 0 and t == 0
-            _step(kind, pack.nonlinearity, gh, gi[:, :, t], None if first else hs, pack.whh[k], pack.bhn[k], cs, hs)
-            np.copyto(fwd_out[:, t0 + t], hs[0])
-            np.copyto(rev_out[:, T - 1 - t0 - t], hs[1])
-
-
-def _last(keep, out, pack: RnnPack, k: int, d: int, chunk: int, scratch) -> None:
-    """The last layer of a two-way stack, direction d, from the layer below:
-    forward outputs in `keep`, reverse outputs in out's reverse half (which
-    the reverse direction overwrites step by step after reading it). A
-    chunk's inputs are assembled in its step order (`inbuf`)."""
-    kind, H = pack.kind, pack.hidden
-    b, T, _ = keep.shape
-    G = GATES[kind] * H
-    gh = _take(scratch["gh"], b, G)
-    h = _take(scratch["h"], b, H)
-    c = _take(scratch["c"], b, H) if kind == "lstm" else None
-    dst = out[..., d * H:(d + 1) * H]
-    bhn = None if pack.bhn[k] is None else pack.bhn[k][d]
-    for j0 in range(0, T, chunk):
-        n = min(T, j0 + chunk) - j0
-        t0 = j0 if d == 0 else T - j0 - n                     # the chunk's steps [t0, t0 + n), in time order
-        order = slice(None) if d == 0 else slice(None, None, -1)
-        inbuf = _take(scratch["inbuf"], b, n, 2 * H)
-        np.copyto(inbuf[..., :H], keep[:, t0:t0 + n][:, order])
-        np.copyto(inbuf[..., H:], out[:, t0:t0 + n, H:][:, order])
-        gi = _take(scratch["gi"], b, n, G)
-        np.matmul(inbuf, pack.wih[k][d], out=gi)
-        np.add(gi, pack.bias[k][d], out=gi)
-        for j in range(n):
-            _step(kind, pack.nonlinearity, gh, gi[:, j], None if j0 == 0 and j == 0 else h, pack.whh[k][d], bhn, c,
-                  h)
-            np.copyto(dst[:, t0 + j if d == 0 else t0 + n - 1 - j], h)
+        run = make()
+    run(x, out, states)

@@ -655,9 +655,7 @@ def test_steps_take_frames_and_chunks_take_the_input_layout(target):
 
 
 @pytest.mark.parametrize("target_", [
-    pytest.param("numpy", marks=pytest.mark.xfail(strict=True, reason=(
-        "the NumPy GRU engine multiplies [h, x, 1] by augmented weights whose x rows are 0 for the "
-        "h W_hn columns: an infinite input gives inf * 0 = NaN where PyTorch and the C plan are finite"))),
+    "numpy",
     pytest.param("c", marks=needs_cc),
 ])
 def test_an_infinite_input_to_a_gru_gives_pytorchs_answer(torch, target_, tmp_path):
