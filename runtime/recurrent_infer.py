@@ -38,9 +38,9 @@ pack, states and sizes of a call, and kept while the scratch lives
 (`_run_for`: a plan passes the same arrays at every call), so that a step
 is only NumPy calls, in one Python function for a direction: at batch 1
 step by step, the LSTM's 10 (the input copied in, one matmul, 7
-elementwise, the state copied out), the GRU's 12 (two matmuls, 8
-elementwise), the RNN's 4; chunked, the LSTM's 9, the GRU's 12, the RNN's
-3. A two-way layer's directions run one after the other at batch 1 (a call
+elementwise, the state copied out), the GRU's 12 (the same with two
+matmuls and 8 elementwise), the RNN's 4; chunked, the LSTM's 9, the GRU's
+12, the RNN's 3. A two-way layer's directions run one after the other at batch 1 (a call
 on contiguous views is quicker than one on both directions' strided ones).
 
 Schedules. Chunks of one step (tiles = 1, the plan's choice when its scratch
@@ -935,7 +935,8 @@ def _prep_two_way(pack: RnnPack, scratch, b: int, T: int, f: int, chunk: int, st
     return run
 
 
-_RUNS: dict[int, tuple] = {}    # id(scratch["gh"]) -> (a weak reference to it, what the run is for, the run)
+_RUNS: dict[int, tuple] = {}    # id(scratch["gh"]) -> (a weak reference to it, the objects and the sizes
+                                # the run is for, the run)
 
 
 def _run_for(scratch, objects: tuple, values: tuple, make):
