@@ -11,10 +11,13 @@
  * stops the harness (exit 2) instead of timing the error path.
  *
  * Used by bench.py; prints one number. The context and the buffers live on
- * the heap here (the plan itself never allocates). An optional third
+ * the heap here (the plan itself never allocates); the context is aligned to
+ * 64 bytes, as a vector register and a cache line: malloc's large blocks sit
+ * 16 bytes past a page, which made every wide load of the arena straddle two
+ * cache lines (MobileNetV2: 9.2-11.7 ms a call, 8.2-8.7 ms aligned). An optional third
  * argument is the number of timed blocks (default 31; each lasts ~2 ms).
  */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200112L
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,7 +77,7 @@ int main(int argc, char **argv) {
     if (blocks < 1 || blocks > MAX_BLOCKS) blocks = 31;
     n_in = (long)SIZE(_INPUT_SIZE) * arg + 64;
     n_out = (long)SIZE(_OUTPUT_SIZE) * arg + 64;
-    ctx = malloc(sizeof *ctx);
+    if (posix_memalign((void **)&ctx, 64, sizeof *ctx) != 0) return 1;
     x = malloc(sizeof(input_t) * (size_t)n_in);
     y = malloc(sizeof(float) * (size_t)n_out);
     if (!ctx || !x || !y) return 1;

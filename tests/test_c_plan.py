@@ -416,3 +416,14 @@ def test_cli_compile_writes_a_folder_that_builds_alone_and_run_uses_c(tmp_path):
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), nnc.build(ROOT / "samples" / "mlp.nn")(x[None]),
                                rtol=1e-5)
+
+
+def test_every_context_starts_on_a_64_byte_boundary():
+    """A C model's contexts are aligned to a cache line (ctypes' large buffers
+    sit 16 bytes past a page: every wide load of the arena straddled two lines)."""
+    model = nnc.build(ROOT / "samples" / "gru.nn", target="c", batch=3, dims={"T": 8}, stream=True)
+    assert len(model._contexts) == 3 and all(ctx.value % 64 == 0 for ctx in model._contexts)
+    x = np.random.default_rng(0).standard_normal((3, 8, 1)).astype(np.float32)
+    twin = nnc.build(ROOT / "samples" / "gru.nn", batch=3, dims={"T": 8}, stream=True)
+    twin.load_weights(model.state_dict())
+    np.testing.assert_allclose(model(x), twin(x), rtol=1e-5, atol=1e-6)
