@@ -93,8 +93,9 @@ def maxpool2d_scratch(in_shape: Shape, *, kernel: tuple[int, int], stride: tuple
     """Scratch of `maxpool2d`: for a block of `tiles` channels (by default as
     many as fit `budget` floats per example, default `POOL_TILE`), the input
     split into `phases` (padded) and the `wide` result (see "windows as
-    contiguous runs"); none when kernel == stride without padding (every tap
-    is read in place)."""
+    contiguous runs"); for the rows-first method (negative `tiles`, -n: n
+    channels a block) the block's `rows` [n, OH, W]; none when the taps are
+    read in place (kernel == stride without padding, or too little room)."""
     b = in_shape[0]
     tp, n = _pool_block(tuple(in_shape), _pair(kernel), _pair(stride), _pads2d(padding), budget, tiles)
     if n < 0:
