@@ -175,29 +175,25 @@ def _conv(g: Graph, n: Node) -> Call:
     fn = f"conv{rank}d"
     geo["act"] = _act(n)
     geo["tiles"] = tiles(fn, g, n, _shape(g, n.inputs[0]), _weight_shape(n), **geo)
-    if _packs(g, n):
+    if _packs(g, n, geo):
         return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), {**geo, "pack": Ref("pack", n.label)},
                     (_shape(g, n.inputs[0]), _weight_shape(n)), {**geo, "packed": True})
     return Call(fn, (_x(n), _w(n), _bias(n), _out(n)), geo, (_shape(g, n.inputs[0]), _weight_shape(n)), geo)
 
 
-def _conv_pack_geometry(n: Node) -> dict[str, Any]:
-    a = n.attrs
-    return dict(stride=a["stride"], padding=a["pads"], dilation=a["dilation"])
+_PACK_GEOMETRY = ("stride", "padding", "dilation")     # what `K.conv2d_pack` takes of a conv2d call
 
 
-def _packs(g: Graph, n: Node) -> bool:
-    """Whether conv2d `n` runs on weights packed when they are loaded
-    (`K.conv2d_packs`: a narrow one-channel input whose im2col columns the
-    plan tiles); only for an input of fixed size, which the pack is made for."""
-    if n.op.name != "conv2d" or n.history or len(n.shape) != 3:
-        return False
+def _packs(g: Graph, n: Node, geo: Mapping[str, Any]) -> bool:
+    """Whether conv2d `n` (its call's `geo`, tiles chosen) runs on weights
+    packed when they are loaded (`K.conv2d_packs`: a narrow one-channel input
+    whose im2col columns the plan tiles); only for an input of fixed size,
+    which the pack is made for."""
     shape = g.shape_of(n.inputs[0])
-    if not all(isinstance(d, int) for d in shape):
+    if n.op.name != "conv2d" or not all(isinstance(d, int) for d in shape):
         return False
-    geo = _conv_pack_geometry(n)
-    tl = tiles("conv2d", g, n, (1, *shape), _weight_shape(n), **geo, groups=n.attrs["groups"], act=_act(n))
-    return K.conv2d_packs((1, *shape), _weight_shape(n), **geo, groups=n.attrs["groups"], tiles=tl)
+    return K.conv2d_packs((1, *shape), _weight_shape(n), groups=geo["groups"], tiles=geo["tiles"],
+                          **{k: geo[k] for k in _PACK_GEOMETRY})
 
 
 def _dense(g: Graph, n: Node) -> Call:
@@ -588,9 +584,12 @@ def _prepare(r: _Render, n: Node) -> list[str]:
 def _conv_pack(r: _Render, n: Node) -> list[str]:
     """The packed-rows weights of conv2d `n` (`_packs`), made from the
     weight as loaded (batchnorm folded in)."""
-    if not _packs(r.graph, n):
+    if n.op.name != "conv2d":
         return []
-    args = ", ".join(f"{k}={r.code(v)}" for k, v in _conv_pack_geometry(n).items())
+    call = _conv(r.graph, n)
+    if "pack" not in call.kwargs:
+        return []
+    args = ", ".join(f"{k}={r.code(call.kwargs[k])}" for k in _PACK_GEOMETRY)
     shape = r.code((1, *r.graph.shape_of(n.inputs[0])))
     return [f"{r.arg(Ref('pack', n.label))} = K.conv2d_pack({r.arg(_w(n))}, {shape}, {args})"]
 
