@@ -41,7 +41,8 @@ static float *load(const char *path, long n) {
 }
 
 /* usage: harness DIR cin h w cout oh ow kh kw sh sw pt pl dh dw kc nc act has_bias scratch_floats kernel
- * (kernel: 0 nnc_conv_bcast, 1 nnc_conv_planes, 2 nnc_depthwise, 3 nnc_conv3x3_wino4, 4 nnc_conv3x3_wino;
+ * (kernel: 0 nnc_conv_bcast, 1 nnc_conv_planes, 2 nnc_depthwise, 3 nnc_conv3x3_wino4, 4 nnc_conv3x3_wino,
+ * 5 nnc_depthwise_cv;
  * groups: cin for the depthwise one) */
 int main(int argc, char **argv) {
     int v[18], i, kernel;
@@ -55,7 +56,7 @@ int main(int argc, char **argv) {
     ns = atol(argv[20]);
     kernel = atoi(argv[21]);
     g.cin = v[0], g.h = v[1], g.w = v[2], g.cout = v[3], g.oh = v[4], g.ow = v[5], g.kh = v[6], g.kw = v[7];
-    g.sh = v[8], g.sw = v[9], g.pt = v[10], g.pl = v[11], g.dh = v[12], g.dw = v[13], g.groups = kernel == 2 ? g.cin : 1;
+    g.sh = v[8], g.sw = v[9], g.pt = v[10], g.pl = v[11], g.dh = v[12], g.dw = v[13], g.groups = kernel == 2 || kernel == 5 ? g.cin : 1;
     g.kc = v[14], g.nc = v[15];
     nx = (long)g.cin * g.h * g.w;
     nw = kernel == 0 ? (long)(g.cout + NNC_CB - 1) / NNC_CB * NNC_CB * g.cin * g.kh * g.kw
@@ -75,6 +76,8 @@ int main(int argc, char **argv) {
         nnc_conv_planes(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
     else if (kernel == 2)
         nnc_depthwise(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, ns ? scratch : NULL);
+    else if (kernel == 5)
+        nnc_depthwise_cv(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
     else if (kernel == 3)
         nnc_conv3x3_wino4(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
     else
@@ -244,23 +247,100 @@ DW_CASES = [
 ]
 
 
+def _depthwise_case(seed, c, mult, h, w, k, s, p, d, act):
+    """Random input, weights and (even seeds) bias of a depthwise case, and the reference output."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c * mult, 1, *k)).astype(np.float32)
+    bias = rng.standard_normal(c * mult).astype(np.float32) if seed % 2 == 0 else None
+    return x, wt, bias, reference(x, wt, bias, s, p, d, act, depthwise=True)
+
+
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("case", range(len(DW_CASES)))
 def test_depthwise_matches_reference_in_exact_scratch(tmp_path, build, case):
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
     c, mult, h, w, k, s, p, d, act, rows = DW_CASES[case]
-    rng = np.random.default_rng(20 + case)
-    x = rng.standard_normal((c, h, w)).astype(np.float32)
-    wt = rng.standard_normal((c * mult, 1, *k)).astype(np.float32)
-    bias = rng.standard_normal(c * mult).astype(np.float32) if case % 2 == 0 else None
-    want = reference(x, wt, bias, s, p, d, act, depthwise=True)
+    x, wt, bias, want = _depthwise_case(20 + case, c, mult, h, w, k, s, p, d, act)
     oh, ow = want.shape[1:]
     node = _Node(c, c * mult, oh, ow, k, s, d)
     scratch = 0 if rows < 0 else c_gen._dw_scratch(node, rows or oh)
     got = run_kernel(tmp_path, 2, build, x, wt, bias, wt.reshape(-1),
                      [c, h, w, c * mult, oh, ow, *k, *s, *p, *d, 0, max(rows, 0)], act, scratch)
     assert np.abs(got.reshape(want.shape) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+# channels side by side (nnc_depthwise_cv): blocks of 16 channels and a partial one, strides 1 to 3, a
+# multiplier, dilation, rows narrower and wider than a refill of the ring, activations fused or after
+DWC_CASES = [
+    # channels, multiplier, h, w, kernel, stride, pad, dilation, act
+    (16, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1), "relu6"),
+    (33, 1, 14, 14, (3, 3), (2, 2), (1, 1), (1, 1), "relu"),
+    (20, 1, 28, 31, (3, 3), (2, 2), (1, 1), (1, 1), "none"),
+    (6, 3, 9, 17, (5, 5), (2, 1), (2, 2), (1, 1), "sigmoid"),
+    (17, 1, 12, 11, (3, 3), (1, 1), (2, 2), (2, 2), "tanh"),
+    (32, 1, 5, 112, (3, 3), (2, 2), (1, 1), (1, 1), "relu6"),
+    (24, 2, 4, 1, (3, 3), (1, 1), (1, 1), (1, 1), "relu6"),
+    (16, 1, 10, 10, (3, 3), (3, 3), (0, 0), (1, 1), "relu"),
+    (18, 1, 9, 40, (1, 7), (1, 1), (0, 3), (1, 1), "none"),
+]
+
+
+# every build on the new cases; the phase planes' cases once natively and once under the sanitizers
+DWC_RUNS = [(build, case) for build in BUILDS for case in range(len(DWC_CASES))] + \
+    [(build, len(DWC_CASES) + case) for build in ("native", "native-asan") for case in range(len(DW_CASES))]
+
+
+@pytest.mark.parametrize("build,case", DWC_RUNS)
+def test_depthwise_side_by_side_matches_reference_in_exact_scratch(tmp_path, build, case):
+    """nnc_depthwise_cv (on other targets nnc_depthwise in bands of g.nc rows, in the same scratch) in
+    exactly the scratch the code generator plans: the larger of the two methods' needs."""
+    if "asan" in build and not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    cases = DWC_CASES + [row[:-1] for row in DW_CASES]
+    c, mult, h, w, k, s, p, d, act = cases[case]
+    x, wt, bias, want = _depthwise_case(50 + case, c, mult, h, w, k, s, p, d, act)
+    oh, ow = want.shape[1:]
+    node = _Node(c, c * mult, oh, ow, k, s, d, pads=((p[0], p[0]), (p[1], p[1])))
+    rows = max(1, min(oh, 3))
+    scratch = max(c_gen._dw_scratch(node, rows), c_gen._dwc_scratch(node, h, w))
+    got = run_kernel(tmp_path, 5, build, x, wt, bias, wt.reshape(-1),
+                     [c, h, w, c * mult, oh, ow, *k, *s, *p, *d, 0, rows], act, scratch)
+    assert np.abs(got.reshape(want.shape) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+def test_depthwise_side_by_side_keeps_nan_and_infinity_in_their_channel(tmp_path):
+    """A NaN or an infinity in one channel reaches only that channel's outputs near it (the padding and
+    the other lanes of a block are zeros and other channels, never multiplied into it)."""
+    c, h, w = 20, 6, 6
+    x = np.ones((c, h, w), np.float32)
+    x[3, 2, 2], x[17, 0, 5] = np.nan, np.inf
+    wt = np.ones((c, 1, 3, 3), np.float32)
+    node = _Node(c, c, h, w, (3, 3), (1, 1), (1, 1))
+    scratch = max(c_gen._dw_scratch(node, 2), c_gen._dwc_scratch(node, h, w))
+    got = run_kernel(tmp_path, 5, "native", x, wt, None, wt.reshape(-1),
+                     [c, h, w, c, h, w, 3, 3, 1, 1, 1, 1, 1, 1, 0, 2], "none", scratch).reshape(c, h, w)
+    bad = ~np.isfinite(got)
+    assert bad[3, 1:4, 1:4].all() and np.isnan(got[3]).sum() == 9
+    assert np.isinf(got[17, 0:2, 4:6]).all() and bad[17].sum() == 4
+    assert bad.sum() == 13
+
+
+def test_depthwise_side_by_side_where_its_scratch_is_bounded(tmp_path):
+    """MobileNetV2's strided and narrow depthwise layers run with channels side by side, its 56-wide
+    stride-1 ones row by row; a layer whose ring would pass DWC_SCRATCH floats keeps the phase planes."""
+    plan = compile_plan(ROOT / "samples" / "mobilenetv2.nn", target="c", render=False)
+    side = {n.label: c_gen.depthwise_cv(n, plan.graph) for n in plan.graph.nodes if c_gen._is_depthwise(n)}
+    assert side["features.2.conv.1.0"] and side["features.17.conv.1.0"] and side["features.14.conv.1.0"]
+    assert not side["features.3.conv.1.0"] and not side["features.1.conv.0.0"]
+    for size, want in ((600, False), (56, True)):
+        src = tmp_path / f"m{size}.nn"
+        src.write_text(f"model m(x: [8, {size}, {size}]) {{\n    c: depthwise_conv2d(3, stride=2, padding=1) -> relu6\n}}\n")
+        plan = compile_plan(src, target="c", render=False)
+        node = next(n for n in plan.graph.nodes if c_gen._is_depthwise(n))
+        assert c_gen.depthwise_cv(node, plan.graph) is want
+        assert c_gen.scratch_bytes(node, plan.graph)["panel"] <= max(c_gen.DWC_SCRATCH, c_gen.DW_SCRATCH) * 4
 
 
 def test_bcast_propagates_nan_through_relu(tmp_path):

@@ -383,6 +383,45 @@ def _dw_scratch(n: Node, rows: int) -> int:
     return sh * sw * (rows + (kh - 1) * dh // sh + 1) * wq + rows * wq + 2 * DW_BLOCK
 
 
+DWC = 16               # NNC_DWC: output channels side by side in nnc_depthwise_cv
+DWC_STAGE = 4096       # NNC_DWC_STAGE
+DWC_RUN = 96           # NNC_DWC_RUN
+DWC_SCRATCH = 10240    # floats of nnc_depthwise_cv's scratch at most (40 KiB: MobileNetV2's widest takes 9,008)
+
+
+def _dwc_scratch(n: Node, ih: int, iw: int) -> int:
+    """Floats of nnc_depthwise_cv's own scratch (NNC_DWC_SCRATCH) for a 2-d
+    depthwise convolution `n` of input height `ih` and width `iw`: a ring of input rows
+    [width][16] and the staged output rows."""
+    a = n.attrs
+    (kh, kw), (_, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    oh, ow, pl = n.shape[1], n.shape[2], a["pads"][1][0]
+    width = max((ow - 1) * sw + (kw - 1) * dw + 1, iw + pl)
+    batch = min(-(-DWC_RUN // iw), ih)
+    rows = min(max(DWC_STAGE // (ow * DWC), 1), oh)
+    return DWC * ((kh - 1) * dh + batch) * width + DWC * ow * rows
+
+
+def depthwise_cv(n: Node, graph: Graph) -> bool:
+    """Whether a depthwise convolution that runs by phase planes runs with
+    its channels side by side (nnc_depthwise_cv) where the C compiler
+    targets 16-float vectors: every 2-d one whose ring and staging fit in
+    DWC_SCRATCH floats; its scratch then holds what
+    either method needs (the phase planes in bands of depthwise_rows rows
+    elsewhere)."""
+    return (bool(depthwise_rows(n, graph)) and len(n.shape) == 3
+            and _dwc_scratch(n, *graph.shape_of(n.inputs[0])[1:]) <= DWC_SCRATCH)
+
+
+def _depthwise_scratch(n: Node, graph: Graph) -> int:
+    """Floats of a depthwise convolution's scratch (0: row by row)."""
+    rows = depthwise_rows(n, graph)
+    if not rows:
+        return 0
+    planes = _dw_scratch(n, rows)
+    return max(planes, _dwc_scratch(n, *graph.shape_of(n.inputs[0])[1:])) if depthwise_cv(n, graph) else planes
+
+
 def depthwise_rows(n: Node, graph: Graph) -> int | None:
     """Output rows of one band when a depthwise convolution runs by phase
     planes (nnc_depthwise with scratch), else None (row by row): its shape
@@ -490,7 +529,7 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
         elif kind == "planes":
             out["panel"] = _planes_scratch(node, direct_plan(node, graph)[2])
         elif kind == "depthwise" and depthwise_rows(node, graph):
-            out["panel"] = _dw_scratch(node, depthwise_rows(node, graph)) * 4
+            out["panel"] = _depthwise_scratch(node, graph) * 4
         return out
     if op in TRANSPOSED:
         rows = transpose_panel(node, graph)[1]
@@ -920,7 +959,8 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
         lines.append(f"nnc_conv1d_stream(&g, {c.v(n.inputs[0])}, {hist}, {n.history}, {w}, {b}, {c.v(n.label)}, "
                      f"{_act(n)});")
     elif kind == "depthwise":
-        lines.append(f"nnc_depthwise(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
+        fn = "nnc_depthwise_cv" if depthwise_cv(n, c.graph) else "nnc_depthwise"
+        lines.append(f"{fn}(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "winograd":
         lines.append(f"nnc_conv3x3_wino(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "winograd4":

@@ -1339,6 +1339,224 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
     }
 }
 
+/* The depthwise convolution with NNC_DWC = 16 output channels side by side
+ * (for AVX-512 with GCC, whose 16-float vectors it uses; elsewhere it is
+ * nnc_depthwise by phase planes in bands of p->nc rows, in the same
+ * scratch). Each block's input rows are transposed, L at a time as they are
+ * first needed (L = ceil(96 / w), at most h), into a ring of Kr = (kh-1)*dh + L rows of [WP][16] floats
+ * (zero columns for the padding, zero rows above and below the input):
+ * every output position of the block is then kh*kw multiply-adds of
+ * 16-wide rows, whatever the stride or the plane's size, where the phase
+ * planes copy each channel's plane and run loops as short as its rows
+ * (MobileNet's 7- and 14-wide planes, and its stride-2 layers). Output rows
+ * are staged as [ow][16] and transposed back into the block's planes. The
+ * transposes are 16x16 in registers (four butterfly stages of two-source
+ * shuffles). Scratch: NNC_DWC_SCRATCH floats (the code generator's
+ * `_dwc_scratch` mirrors it). */
+#define NNC_DWC 16
+#define NNC_DWC_STAGE 4096    /* floats of the output staging: rows of [ow][16] */
+#define NNC_DWC_RUN 96        /* input positions a ring refill takes at least */
+static inline long nnc_dwc_width(int w, int pl, int ow, int sw, int kw, int dw) {
+    const long need = (long)(ow - 1) * sw + (long)(kw - 1) * dw + 1, have = (long)w + pl;
+    return need > have ? need : have;
+}
+static inline int nnc_dwc_batch(int w, int h) {
+    const int b = (NNC_DWC_RUN + w - 1) / w;
+    return b < h ? b : h;
+}
+static inline int nnc_dwc_rows(int ow, int oh) {
+    const int r = NNC_DWC_STAGE / (ow * NNC_DWC);
+    return r < 1 ? 1 : r > oh ? oh : r;
+}
+#define NNC_DWC_SCRATCH(kh, dh, h, w, pl, ow, oh, sw, kw, dw)                                          \
+    ((long)NNC_DWC * (((kh) - 1) * (dh) + nnc_dwc_batch(w, h)) * nnc_dwc_width(w, pl, ow, sw, kw, dw) + \
+     (long)NNC_DWC * (ow) * nnc_dwc_rows(ow, oh))
+
+#if defined(NNC_VEC) && NNC_VL == 16 && !defined(__clang__)
+#define NNC_DWC_VEC 1
+/* v[0:16] (rows) transposed in registers: stage k swaps bit k of the row
+ * index with bit k of the column index */
+#define NNC_T16_STAGE(k, m_lo, m_hi)                                                         \
+    for (i = 0; i < 16; i++)                                                                 \
+        if (!(i & (k))) {                                                                    \
+            const nnc_vf a = v[i], b = v[i + (k)];                                           \
+            v[i] = __builtin_shuffle(a, b, m_lo), v[i + (k)] = __builtin_shuffle(a, b, m_hi); \
+        }
+static inline void nnc_t16(nnc_vf v[16]) {
+    int i;
+    NNC_T16_STAGE(1, ((nnc_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}),
+                  ((nnc_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}))
+    NNC_T16_STAGE(2, ((nnc_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}),
+                  ((nnc_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}))
+    NNC_T16_STAGE(4, ((nnc_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}),
+                  ((nnc_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}))
+    NNC_T16_STAGE(8, ((nnc_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}),
+                  ((nnc_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}))
+}
+#undef NNC_T16_STAGE
+
+/* Flat positions [p0, p1) of the block's nl input planes (src[l]) into the
+ * ring: position p (row p / w) goes to slot (row mod Kr), column pl + p % w,
+ * lane l; lanes nl .. 15 get zeros. */
+static inline void nnc_dwc_in(const float *const *src, int nl, long p0, long p1, int w, int Kr, long slot, int pl,
+                              float *ring) {
+    long p = p0;
+    int l, c, col = (int)(p % w), s = (int)((p / w) % Kr);
+    float *d = ring + (long)s * slot + (long)(pl + col) * NNC_DWC;
+    for (; p + 16 <= p1; p += 16) {
+        nnc_vf v[16];
+        for (l = 0; l < 16; l++)
+            if (l < nl)
+                memcpy(&v[l], src[l] + p, sizeof v[l]);
+            else
+                v[l] = (nnc_vf){0};
+        nnc_t16(v);
+        for (c = 0; c < 16; c++) {
+            memcpy(d, &v[c], sizeof v[c]);
+            d += NNC_DWC;
+            if (++col == w) {
+                col = 0;
+                if (++s == Kr) s = 0;
+                d = ring + (long)s * slot + (long)pl * NNC_DWC;
+            }
+        }
+    }
+    for (; p < p1; p++) {
+        for (l = 0; l < NNC_DWC; l++) d[l] = l < nl ? src[l][p] : 0.0f;
+        d += NNC_DWC;
+        if (++col == w) {
+            col = 0;
+            if (++s == Kr) s = 0;
+            d = ring + (long)s * slot + (long)pl * NNC_DWC;
+        }
+    }
+}
+
+/* Staged outputs [n][16] to flat positions [0, n) of the nl planes dst[l]. */
+static inline void nnc_dwc_out(const float *stage, long n, int nl, float *const *dst) {
+    long p = 0;
+    int l;
+    for (; p + 16 <= n; p += 16) {
+        nnc_vf v[16];
+        memcpy(v, stage + p * NNC_DWC, sizeof v);
+        nnc_t16(v);
+        for (l = 0; l < nl; l++) memcpy(dst[l] + p, &v[l], sizeof v[l]);
+    }
+    for (; p < n; p++)
+        for (l = 0; l < nl; l++) dst[l][p] = stage[p * NNC_DWC + l];
+}
+
+/* acc clamped to [vlo, vhi] on the bits (NaN compares false and stays) */
+#define NNC_DWC_CLAMP(acc)                                                           \
+    acc = (nnc_vf)(((nnc_vi)acc & ~(acc < vlo)) | ((nnc_vi)vlo & (acc < vlo))),      \
+    acc = (nnc_vf)(((nnc_vi)acc & ~(acc > vhi)) | ((nnc_vi)vhi & (acc > vhi)))
+
+NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const float *w,
+                                                 const float *bias, float *y, int act, float alpha,
+                                                 float *scratch) {
+    const int mult = p->cout / p->cin, taps = p->kh * p->kw, K = (p->kh - 1) * p->dh + 1;
+    const int R = nnc_dwc_rows(p->ow, p->oh), L = nnc_dwc_batch(p->w, p->h), Kr = K - 1 + L;
+    const long WP = nnc_dwc_width(p->w, p->pl, p->ow, p->sw, p->kw, p->dw), slot = WP * NNC_DWC;
+    const long hw = (long)p->h * p->w, ohw = (long)p->oh * p->ow, st = (long)p->sw * NNC_DWC;
+    const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
+    const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
+    const nnc_vf vlo = (nnc_vf){0} + (fused ? lo : -INFINITY), vhi = (nnc_vf){0} + (fused ? hi : INFINITY);
+    float *stage = scratch + Kr * slot;
+    nnc_vf wr[NNC_DW_TAPS], vb;
+    int o0;
+    if (taps > NNC_DW_TAPS || p->kh > NNC_DW_TAPS) {
+        nnc_depthwise_rows(p, x, w, bias, y, act, alpha);
+        return;
+    }
+    for (o0 = 0; o0 < p->cout; o0 += NNC_DWC) {
+        const int nl = p->cout - o0 < NNC_DWC ? p->cout - o0 : NNC_DWC;
+        const float *src[NNC_DWC];
+        float *dst[NNC_DWC];
+        int l, t, r, r0, next = -p->pt;     /* next: the input row the ring takes next */
+        for (l = 0; l < NNC_DWC; l++) {     /* lanes past nl repeat the block's first channel */
+            const int o = o0 + (l < nl ? l : 0);
+            vb[l] = bias ? bias[o] : 0.0f;
+            for (t = 0; t < taps; t++) wr[t][l] = w[(long)o * taps + t];
+            src[l] = x + (long)(o / mult) * hw;
+            dst[l] = y + (long)o * ohw;
+        }
+        memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
+        for (r0 = 0; r0 < p->oh; r0 += R) {
+            const int rows = p->oh - r0 < R ? p->oh - r0 : R;
+            for (r = r0; r < r0 + rows; r++) {
+                const int top = r * p->sh - p->pt;
+                const float *rowp[NNC_DW_TAPS];
+                float *orow = stage + (long)(r - r0) * p->ow * NNC_DWC;
+                int q = 0;
+                /* input rows up to top + K - 1 into the ring, L at a time: padding rows zeroed, the
+                 * rest transposed (a refill overwrites only rows above top: Kr = K - 1 + L) */
+                while (next < top + K) {
+                    const int end = next + L, a = next > 0 ? next : 0, b = end < p->h ? end : p->h;
+                    int z;
+                    for (z = next; z < end; z++)
+                        if (z < a || z >= b)
+                            memset(scratch + (long)(((z % Kr) + Kr) % Kr) * slot + (long)p->pl * NNC_DWC, 0,
+                                   (size_t)p->w * NNC_DWC * sizeof *scratch);
+                    if (a < b) nnc_dwc_in(src, nl, (long)a * p->w, (long)b * p->w, p->w, Kr, slot, p->pl, scratch);
+                    next = end;
+                }
+                for (t = 0; t < p->kh; t++) {
+                    const int ih = top + t * p->dh;
+                    rowp[t] = scratch + (long)(((ih % Kr) + Kr) % Kr) * slot;
+                }
+                if (p->kh == 3 && p->kw == 3 && p->dw == 1) {
+                    /* four positions at a time: independent chains of nine multiply-adds */
+                    const float *a0 = rowp[0], *a1 = rowp[1], *a2 = rowp[2];
+                    const nnc_vf w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
+                    const nnc_vf w6 = wr[6], w7 = wr[7], w8 = wr[8];
+                    long c0 = 0;
+                    nnc_vf e0, e1, e2, e3;
+#define NNC_DWC_POS(acc)                                                                                \
+    acc = vb + w0 * nnc_ldv(a0 + c0), acc += w1 * nnc_ldv(a0 + c0 + 16), acc += w2 * nnc_ldv(a0 + c0 + 32), \
+    acc += w3 * nnc_ldv(a1 + c0), acc += w4 * nnc_ldv(a1 + c0 + 16), acc += w5 * nnc_ldv(a1 + c0 + 32),      \
+    acc += w6 * nnc_ldv(a2 + c0), acc += w7 * nnc_ldv(a2 + c0 + 16), acc += w8 * nnc_ldv(a2 + c0 + 32);      \
+    NNC_DWC_CLAMP(acc);                                                                                 \
+    memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc), q++, c0 += st;
+                    while (q + 4 <= p->ow) {
+                        NNC_DWC_POS(e0)
+                        NNC_DWC_POS(e1)
+                        NNC_DWC_POS(e2)
+                        NNC_DWC_POS(e3)
+                    }
+                    while (q < p->ow) {
+                        NNC_DWC_POS(e0)
+                    }
+#undef NNC_DWC_POS
+                } else {
+                    for (; q < p->ow; q++) {
+                        nnc_vf acc = vb;
+                        int i, j;
+                        for (i = 0; i < p->kh; i++)
+                            for (j = 0; j < p->kw; j++)
+                                acc += wr[i * p->kw + j] * nnc_ldv(rowp[i] + q * st + (long)j * p->dw * NNC_DWC);
+                        NNC_DWC_CLAMP(acc);
+                        memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc);
+                    }
+                }
+            }
+            {
+                float *d[NNC_DWC];
+                for (l = 0; l < nl; l++) d[l] = dst[l] + (long)r0 * p->ow;
+                nnc_dwc_out(stage, (long)rows * p->ow, nl, d);
+                if (!fused)
+                    for (l = 0; l < nl; l++) nnc_act(d[l], (long)rows * p->ow, act, alpha);
+            }
+        }
+    }
+}
+#undef NNC_DWC_CLAMP
+#else
+static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
+                                    int act, float alpha, float *scratch) {
+    nnc_depthwise(p, x, w, bias, y, act, alpha, scratch);
+}
+#endif
+
 /* A 1-d convolution one output step at a time, for the few steps of a
  * streaming call: every input element adds a scaled weight row to the
  * step's outputs. `wt` is each group's weights transposed, [g][K][M]
