@@ -94,11 +94,13 @@ def test_depthwise_3x3_matches_numpy_plan(tmp_path, h, w, stride, pad, act):
     assert re.search(r"nnc_depthwise(_cv)?\(", c_matches_numpy(tmp_path, src, (6, h, w)))
 
 
-@pytest.mark.parametrize("cin,h,w", [(300, 10, 10), (16, 8, 8), (7, 9, 11)])
-def test_pointwise_convolution_read_in_place_matches_numpy_plan(tmp_path, cin, h, w):
+@pytest.mark.parametrize("cin,h,w,filters,groups", [(300, 10, 10, 10, 1), (16, 8, 8, 10, 1), (7, 9, 11, 10, 1),
+                                                    (16, 40, 41, 30, 1), (24, 20, 23, 40, 2)])
+def test_pointwise_convolution_read_in_place_matches_numpy_plan(tmp_path, cin, h, w, filters, groups):
     # 100 pixels: three full tiles read in place and a partial one packed;
-    # 300 channels: more than one panel deep
-    src = f"model m(x: [{cin}, {h}, {w}]) {{\n    c: conv2d(10, 1) -> relu\n}}\n"
+    # 300 channels: more than one panel deep; 16 channels over 1,640 pixels: blocks of
+    # NNC_PW_BLOCK / 16 pixels, the last block short, then a partial tile; two groups of 12
+    src = f"model m(x: [{cin}, {h}, {w}]) {{\n    c: conv2d({filters}, 1, groups={groups}) -> relu6\n}}\n"
     c_matches_numpy(tmp_path, src, (cin, h, w))
 
 
