@@ -94,6 +94,18 @@ def test_depthwise_3x3_matches_numpy_plan(tmp_path, h, w, stride, pad, act):
     assert re.search(r"nnc_depthwise(_cv)?\(", c_matches_numpy(tmp_path, src, (6, h, w)))
 
 
+@pytest.mark.parametrize("c,h,w,layer", [
+    (20, 17, 23, "depthwise_conv2d(5, multiplier=2, stride=2, padding=2) -> relu6"),
+    (33, 14, 14, "depthwise_conv2d(3, stride=2, padding=1) -> sigmoid"),
+    (16, 12, 9, "depthwise_conv2d(3, padding=2, dilation=2)"),
+])
+def test_depthwise_with_channels_side_by_side_matches_numpy_plan(tmp_path, c, h, w, layer):
+    # blocks of 16 channels and a partial one, a multiplier, strides, dilation, an activation after
+    src = f"model m(x: [{c}, {h}, {w}]) {{\n    d: {layer}\n}}\n"
+    text = c_matches_numpy(tmp_path, src, (c, h, w))
+    assert "nnc_depthwise_cv(" in text
+
+
 @pytest.mark.parametrize("cin,h,w,filters,groups", [(300, 10, 10, 10, 1), (16, 8, 8, 10, 1), (7, 9, 11, 10, 1),
                                                     (16, 40, 41, 30, 1), (24, 20, 23, 40, 2)])
 def test_pointwise_convolution_read_in_place_matches_numpy_plan(tmp_path, cin, h, w, filters, groups):
