@@ -178,6 +178,21 @@ def test_maxpool_and_clamps_keep_nan():
     assert np.isnan(got[0, 0, 0])
 
 
+@pytest.mark.parametrize("shape,layer", [((3, 32, 32), "maxpool2d(2)"), ((2, 9, 12), "maxpool2d(3)"),
+                                         ((2, 7, 10), "maxpool2d(2)"), ((2, 8, 9), "maxpool2d(2)"),
+                                         ((1, 6, 1040), "maxpool2d(2)"), ((2, 8, 8), "maxpool2d(2, stride=1)")])
+def test_max_pooling_keeps_nan_and_infinities_where_windows_tile_the_rows(shape, layer):
+    # windows tiling each row (2x2 and 3x3, an odd row left over) run two long passes a chunk of rows;
+    # a width not a multiple of the window, one past the row buffer and an overlapping stride do not
+    cm, npm = both(f"model m(x: [{', '.join(map(str, shape))}]) {{\n    {layer}\n}}\n", batch=2)
+    x = np.random.default_rng(5).standard_normal((2, *shape)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::7], flat[3::11], flat[5::13] = np.nan, np.inf, -np.inf
+    got, want = np.asarray(cm(x)), np.asarray(npm(x))
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got).any() and np.isinf(got).any()
+
+
 # ------------------------------------------------------------------ item 12: shapes C must plan
 
 @pytest.mark.parametrize("shape, perm", [((2, 3, 2, 2, 2, 1), (0, 2, 1, 4, 3, 5)),      # PixelShuffle's permute

@@ -2138,6 +2138,53 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
     int ch, r, q, i, j;
     const float inv = 1.0f / (float)(kh * kw), pad = is_max ? -INFINITY : 0.0f;
     const int wq = ow + (kw - 1) / (sw > 0 ? sw : 1);
+    if (is_max && kh == sh && kw == sw && kh >= 2 && pt == 0 && pl == 0 && (long)ow * kw == w && (long)oh * kh <= h &&
+        w <= ROW) {
+        /* a max over windows that tile each row (2x2 stride 2, no padding): a chunk of output rows
+         * at a time, the kh rows of every window combined into ph (contiguous passes), then each run
+         * of kw neighbours along the flattened chunk (w = ow * kw: no window crosses a row). Two
+         * long loops a chunk, where the passes per tap above run nine short ones an output row. */
+        const int R = ROW / w;
+        for (ch = 0; ch < c; ch++) {
+            const float *plane = x + (long)ch * h * w;
+            float *out = y + (long)ch * oh * ow;
+            int r0;
+            for (r0 = 0; r0 < oh; r0 += R) {
+                const int rows = oh - r0 < R ? oh - r0 : R;
+                const long n = (long)rows * ow;
+                long k;
+                for (r = 0; r < rows; r++) {
+                    const float *in = plane + (long)(r0 + r) * kh * w;
+                    float *m = ph + (long)r * w;
+                    for (q = 0; q < w; q++) {
+                        const float u = in[w + q], v = in[q];
+                        m[q] = u > v || u != u ? u : v;     /* NaN propagates */
+                    }
+                    for (i = 2; i < kh; i++)
+                        for (q = 0; q < w; q++) {
+                            const float u = in[(long)i * w + q];
+                            m[q] = u > m[q] || u != u ? u : m[q];
+                        }
+                }
+                if (kw == 2) {
+                    for (k = 0; k < n; k++) {
+                        const float u = ph[2 * k + 1], v = ph[2 * k];
+                        out[(long)r0 * ow + k] = u > v || u != u ? u : v;
+                    }
+                } else {
+                    for (k = 0; k < n; k++) {
+                        float v = ph[k * kw];
+                        for (j = 1; j < kw; j++) {
+                            const float u = ph[k * kw + j];
+                            v = u > v || u != u ? u : v;
+                        }
+                        out[(long)r0 * ow + k] = v;
+                    }
+                }
+            }
+        }
+        return;
+    }
     if (sw > 1 && (long)sw * wq <= ROW) {
         for (ch = 0; ch < c; ch++) {
             const float *plane = x + (long)ch * h * w;
