@@ -94,6 +94,14 @@ def test_depthwise_3x3_matches_numpy_plan(tmp_path, h, w, stride, pad, act):
     assert re.search(r"nnc_depthwise(_cv)?\(", c_matches_numpy(tmp_path, src, (6, h, w)))
 
 
+@pytest.mark.parametrize("inputs,units", [(3072, 10), (33, 24), (100, 40), (31, 10), (64, 1)])
+def test_narrow_dense_layers_match_numpy_plan(tmp_path, inputs, units):
+    # outputs in 16-wide blocks summed in four chains of inputs (a remainder of one: 33; fewer than 32
+    # inputs: one chain; one output: the dot product)
+    src = f"model m(x: [{inputs}]) {{\n    d: dense({units})\n}}\n"
+    c_matches_numpy(tmp_path, src, (inputs,))
+
+
 @pytest.mark.parametrize("c,h,w,layer", [
     (20, 17, 23, "depthwise_conv2d(5, multiplier=2, stride=2, padding=2) -> relu6"),
     (33, 14, 14, "depthwise_conv2d(3, stride=2, padding=1) -> sigmoid"),

@@ -1847,6 +1847,46 @@ NNC_CONTRACT static void nnc_gemv_wide12(const float *restrict x, int in, int ld
 #define NNC_GEMV_WIDE(x, in, ld, wt, bias, o0, acc) NNC_GEMV_TILE(NNC_DT, x, in, ld, wt, bias, o0, acc)
 #endif
 
+#if defined(NNC_VEC) && NNC_VL >= 8
+/* acc[0:NNC_VB] = bias[o0:] (or 0) + x[0:in] . wt[:, o0:o0 + NNC_VB] in four
+ * chains of rows (k mod 4) added pairwise at the end: in one chain every
+ * multiply-add waits on the last, and a narrow layer's product (a
+ * classifier's 10 outputs over 3,072 inputs) is nothing else. */
+#define NNC_GEMV_NARROW 1
+NNC_CONTRACT static void nnc_gemv_narrow(const float *restrict x, int in, int ld, const float *restrict wt,
+                                         const float *restrict bias, int o0, float *restrict acc) {
+#if NNC_VL == 16
+    nnc_vf a0 = bias ? nnc_ldv(bias + o0) : (nnc_vf){0}, a1 = (nnc_vf){0}, a2 = a1, a3 = a1;
+    int k;
+    for (k = 0; k + 4 <= in; k += 4) {
+        const float *w = wt + (long)k * ld + o0;
+        a0 += x[k] * nnc_ldv(w), a1 += x[k + 1] * nnc_ldv(w + ld);
+        a2 += x[k + 2] * nnc_ldv(w + 2L * ld), a3 += x[k + 3] * nnc_ldv(w + 3L * ld);
+    }
+    for (; k < in; k++) a0 += x[k] * nnc_ldv(wt + (long)k * ld + o0);
+    a0 = (a0 + a1) + (a2 + a3);
+    memcpy(acc, &a0, sizeof a0);
+#else
+    nnc_vf a0 = bias ? nnc_ldv(bias + o0) : (nnc_vf){0}, b0 = bias ? nnc_ldv(bias + o0 + 8) : (nnc_vf){0};
+    nnc_vf a1 = (nnc_vf){0}, b1 = a1, a2 = a1, b2 = a1, a3 = a1, b3 = a1;
+    int k;
+    for (k = 0; k + 4 <= in; k += 4) {
+        const float *w = wt + (long)k * ld + o0;
+        a0 += x[k] * nnc_ldv(w), b0 += x[k] * nnc_ldv(w + 8);
+        a1 += x[k + 1] * nnc_ldv(w + ld), b1 += x[k + 1] * nnc_ldv(w + ld + 8);
+        a2 += x[k + 2] * nnc_ldv(w + 2L * ld), b2 += x[k + 2] * nnc_ldv(w + 2L * ld + 8);
+        a3 += x[k + 3] * nnc_ldv(w + 3L * ld), b3 += x[k + 3] * nnc_ldv(w + 3L * ld + 8);
+    }
+    for (; k < in; k++) {
+        const float *w = wt + (long)k * ld + o0;
+        a0 += x[k] * nnc_ldv(w), b0 += x[k] * nnc_ldv(w + 8);
+    }
+    a0 = (a0 + a1) + (a2 + a3), b0 = (b0 + b1) + (b2 + b3);
+    memcpy(acc, &a0, sizeof a0), memcpy(acc + 8, &b0, sizeof b0);
+#endif
+}
+#endif
+
 /* y[0:out] = bias + x[0:in] W^T for one row; wt [in][ld], ld = padded(out) > 1. */
 static inline void nnc_gemv(const float *restrict x, int in, int out, int ld, const float *restrict wt,
                             const float *restrict bias, float *restrict y) {
@@ -1871,7 +1911,12 @@ static inline void nnc_gemv(const float *restrict x, int in, int out, int ld, co
         memcpy(y + o0, acc, (size_t)(out - o0) * sizeof *y);
     }
     for (; o0 < ld; o0 += NNC_VB) {
-        NNC_GEMV_TILE(NNC_VB, x, in, ld, wt, bias, o0, acc);
+#if defined(NNC_GEMV_NARROW)
+        if (in >= 32)
+            nnc_gemv_narrow(x, in, ld, wt, bias, o0, acc);
+        else
+#endif
+            NNC_GEMV_TILE(NNC_VB, x, in, ld, wt, bias, o0, acc);
         m = out - o0 < NNC_VB ? out - o0 : NNC_VB;
         memcpy(y + o0, acc, (size_t)m * sizeof *y);
     }
