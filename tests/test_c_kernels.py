@@ -115,11 +115,13 @@ def test_depthwise_with_channels_side_by_side_matches_numpy_plan(tmp_path, c, h,
 
 
 @pytest.mark.parametrize("cin,h,w,filters,groups", [(300, 10, 10, 10, 1), (16, 8, 8, 10, 1), (7, 9, 11, 10, 1),
-                                                    (16, 40, 41, 30, 1), (24, 20, 23, 40, 2)])
+                                                    (16, 40, 41, 30, 1), (24, 20, 23, 40, 2), (96, 12, 12, 20, 1),
+                                                    (1, 8, 9, 5, 1)])
 def test_pointwise_convolution_read_in_place_matches_numpy_plan(tmp_path, cin, h, w, filters, groups):
     # 100 pixels: three full tiles read in place and a partial one packed;
     # 300 channels: more than one panel deep; 16 channels over 1,640 pixels: blocks of
-    # NNC_PW_BLOCK / 16 pixels, the last block short, then a partial tile; two groups of 12
+    # NNC_PW_BLOCK / 16 pixels, the last block short, then a partial tile; two groups of 12; the
+    # deepest that takes pixel blocks on AVX-512 (96: two tiles a block); one input channel
     src = f"model m(x: [{cin}, {h}, {w}]) {{\n    c: conv2d({filters}, 1, groups={groups}) -> relu6\n}}\n"
     c_matches_numpy(tmp_path, src, (cin, h, w))
 
