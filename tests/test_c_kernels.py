@@ -94,6 +94,12 @@ def test_depthwise_3x3_matches_numpy_plan(tmp_path, h, w, stride, pad, act):
     assert re.search(r"nnc_depthwise(_cv)?\(", c_matches_numpy(tmp_path, src, (6, h, w)))
 
 
+@pytest.mark.parametrize("shape", [(5, 7, 9), (3, 1, 2), (2, 64, 64)])
+def test_global_average_pooling_matches_numpy_plan(tmp_path, shape):
+    # four chains of the plane (a remainder of 3, of 2 with no full round, none), in double
+    c_matches_numpy(tmp_path, f"model m(x: [{', '.join(map(str, shape))}]) {{\n    global_avgpool\n}}\n", shape)
+
+
 @pytest.mark.parametrize("inputs,units", [(3072, 10), (33, 24), (100, 40), (31, 10), (64, 1)])
 def test_narrow_dense_layers_match_numpy_plan(tmp_path, inputs, units):
     # outputs in 16-wide blocks summed in four chains of inputs (a remainder of one: 33; fewer than 32

@@ -2308,14 +2308,18 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
     }
 }
 
-/* Mean over the `inner` elements of each of `c` channels. */
+/* Mean over the `inner` elements of each of `c` channels, summed in double
+ * in four chains (i mod 4) added pairwise: one chain waited on every
+ * addition's latency (MobileNetV2's 1280 x 49: 28-48 us). */
 static inline void nnc_global_avgpool(const float *x, float *y, int c, long inner) {
     int ch;
     long i;
     for (ch = 0; ch < c; ch++) {
-        double s = 0.0;
-        for (i = 0; i < inner; i++) s += x[(long)ch * inner + i];
-        y[ch] = (float)(s / (double)inner);
+        const float *r = x + (long)ch * inner;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (i = 0; i + 4 <= inner; i += 4) s0 += r[i], s1 += r[i + 1], s2 += r[i + 2], s3 += r[i + 3];
+        for (; i < inner; i++) s0 += r[i];
+        y[ch] = (float)(((s0 + s1) + (s2 + s3)) / (double)inner);
     }
 }
 
