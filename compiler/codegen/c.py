@@ -402,24 +402,29 @@ def _dwc_scratch(n: Node, ih: int, iw: int) -> int:
     return DWC * ((kh - 1) * dh + batch) * width + DWC * ow * rows
 
 
+def _dwc_need(n: Node, graph: Graph) -> int | None:
+    """Floats of nnc_depthwise_cv's ring and staging for a depthwise
+    convolution that runs by phase planes, if it is 2-d and they fit in
+    DWC_SCRATCH floats; else None."""
+    if not depthwise_rows(n, graph) or len(n.shape) != 3:
+        return None
+    need = _dwc_scratch(n, *graph.shape_of(n.inputs[0])[1:])
+    return need if need <= DWC_SCRATCH else None
+
+
 def depthwise_cv(n: Node, graph: Graph) -> bool:
     """Whether a depthwise convolution that runs by phase planes runs with
     its channels side by side (nnc_depthwise_cv) where the C compiler
     targets 16-float vectors: every 2-d one whose ring and staging fit in
-    DWC_SCRATCH floats; its scratch then holds what
-    either method needs (the phase planes in bands of depthwise_rows rows
-    elsewhere)."""
-    return (bool(depthwise_rows(n, graph)) and len(n.shape) == 3
-            and _dwc_scratch(n, *graph.shape_of(n.inputs[0])[1:]) <= DWC_SCRATCH)
+    DWC_SCRATCH floats; its scratch then holds what either method needs
+    (the phase planes in bands of depthwise_rows rows elsewhere)."""
+    return _dwc_need(n, graph) is not None
 
 
 def _depthwise_scratch(n: Node, graph: Graph) -> int:
     """Floats of a depthwise convolution's scratch (0: row by row)."""
     rows = depthwise_rows(n, graph)
-    if not rows:
-        return 0
-    planes = _dw_scratch(n, rows)
-    return max(planes, _dwc_scratch(n, *graph.shape_of(n.inputs[0])[1:])) if depthwise_cv(n, graph) else planes
+    return max(_dw_scratch(n, rows), _dwc_need(n, graph) or 0) if rows else 0
 
 
 def depthwise_rows(n: Node, graph: Graph) -> int | None:
@@ -528,8 +533,8 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
             out["panel"] = _bcast_scratch(node, rows, depth)
         elif kind == "planes":
             out["panel"] = _planes_scratch(node, direct_plan(node, graph)[2])
-        elif kind == "depthwise" and depthwise_rows(node, graph):
-            out["panel"] = _depthwise_scratch(node, graph) * 4
+        elif kind == "depthwise" and (floats := _depthwise_scratch(node, graph)):
+            out["panel"] = floats * 4
         return out
     if op in TRANSPOSED:
         rows = transpose_panel(node, graph)[1]

@@ -497,11 +497,13 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
                           p->oh == p->h && p->ow == p->w;
     const int nnc_par = pointwise;    /* other tiles share the packed panel */
     (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
-    /* a shallow one (K <= KC) reads its input in blocks of NB pixels, K*NB at most NNC_PW_BLOCK floats
-     * (L1), each block once for all output rows: every output row is then written in runs of NB pixels,
-     * not NNC_NR (MobileNetV2's 16 -> 96 expansion at 112x112 wrote 96 rows 128 bytes at a time) */
-    const long NB = K * NNC_NR <= NNC_PW_BLOCK ? NNC_PW_BLOCK / K / NNC_NR * NNC_NR : NNC_NR;
-    const long full = pointwise && K <= KC && NB > NNC_NR ? N / NNC_NR * NNC_NR : 0;
+    /* a shallow one (blocks of at least two tiles in NNC_PW_BLOCK floats: K <= 96 with 32-pixel
+     * tiles) reads its input in blocks of NB pixels (L1), each block once for all output rows, at its
+     * whole depth (the packed weights are K deep; the panel depth KC does not enter): every output row
+     * is then written in runs of NB pixels, not NNC_NR (MobileNetV2's 16 -> 96 expansion at 112x112
+     * wrote 96 rows 128 bytes at a time) */
+    const long NB = NNC_PW_BLOCK / K / NNC_NR * NNC_NR;
+    const long full = pointwise && NB > NNC_NR ? N / NNC_NR * NNC_NR : 0;
     int g;
     long n0;
     for (g = 0; g < p->groups; g++) {
@@ -1233,6 +1235,12 @@ static inline void nnc_depthwise_rows(const nnc_conv *p, const float *x, const f
      (long)(rows) * ((ow) + ((kw) - 1) * (dw) / (sw)) + 2 * NNC_DW_BLOCK)
 
 #if defined(NNC_VEC)
+/* a clamped to [lo, hi] on the bits: a < lo -> lo, a > hi -> hi (NaN compares false and stays) */
+static inline nnc_vf nnc_vclamp(nnc_vf a, nnc_vf lo, nnc_vf hi) {
+    a = (nnc_vf)(((nnc_vi)a & ~(a < lo)) | ((nnc_vi)lo & (a < lo)));
+    return (nnc_vf)(((nnc_vi)a & ~(a > hi)) | ((nnc_vi)hi & (a > hi)));
+}
+
 /* acc[0:n] (n rounded up to NNC_DW_BLOCK) = b + sum over taps t of
  * wo[t] * src[t][0:n], clamped to [lo, hi]. */
 NNC_CONTRACT static inline void nnc_dw_sum(const float *const *src, const float *wo, int taps, float b, float lo,
@@ -1248,15 +1256,8 @@ NNC_CONTRACT static inline void nnc_dw_sum(const float *const *src, const float 
             a0 += wv * nnc_ldv(s), a1 += wv * nnc_ldv(s + NNC_VL);
             a2 += wv * nnc_ldv(s + 2 * NNC_VL), a3 += wv * nnc_ldv(s + 3 * NNC_VL);
         }
-        /* x < lo -> lo, x > hi -> hi on the bits (NaN compares false and stays) */
-        a0 = (nnc_vf)(((nnc_vi)a0 & ~(a0 < vlo)) | ((nnc_vi)vlo & (a0 < vlo)));
-        a1 = (nnc_vf)(((nnc_vi)a1 & ~(a1 < vlo)) | ((nnc_vi)vlo & (a1 < vlo)));
-        a2 = (nnc_vf)(((nnc_vi)a2 & ~(a2 < vlo)) | ((nnc_vi)vlo & (a2 < vlo)));
-        a3 = (nnc_vf)(((nnc_vi)a3 & ~(a3 < vlo)) | ((nnc_vi)vlo & (a3 < vlo)));
-        a0 = (nnc_vf)(((nnc_vi)a0 & ~(a0 > vhi)) | ((nnc_vi)vhi & (a0 > vhi)));
-        a1 = (nnc_vf)(((nnc_vi)a1 & ~(a1 > vhi)) | ((nnc_vi)vhi & (a1 > vhi)));
-        a2 = (nnc_vf)(((nnc_vi)a2 & ~(a2 > vhi)) | ((nnc_vi)vhi & (a2 > vhi)));
-        a3 = (nnc_vf)(((nnc_vi)a3 & ~(a3 > vhi)) | ((nnc_vi)vhi & (a3 > vhi)));
+        a0 = nnc_vclamp(a0, vlo, vhi), a1 = nnc_vclamp(a1, vlo, vhi);
+        a2 = nnc_vclamp(a2, vlo, vhi), a3 = nnc_vclamp(a3, vlo, vhi);
         memcpy(acc + p0, &a0, sizeof a0), memcpy(acc + p0 + NNC_VL, &a1, sizeof a1);
         memcpy(acc + p0 + 2 * NNC_VL, &a2, sizeof a2), memcpy(acc + p0 + 3 * NNC_VL, &a3, sizeof a3);
     }
@@ -1392,7 +1393,6 @@ static inline int nnc_dwc_rows(int ow, int oh) {
      (long)NNC_DWC * (ow) * nnc_dwc_rows(ow, oh))
 
 #if defined(NNC_VEC) && NNC_VL == 16 && !defined(__clang__)
-#define NNC_DWC_VEC 1
 /* v[0:16] (rows) transposed in registers: stage k swaps bit k of the row
  * index with bit k of the column index */
 #define NNC_T16_STAGE(k, m_lo, m_hi)                                                         \
@@ -1465,11 +1465,6 @@ static inline void nnc_dwc_out(const float *stage, long n, int nl, float *const 
         for (l = 0; l < nl; l++) dst[l][p] = stage[p * NNC_DWC + l];
 }
 
-/* acc clamped to [vlo, vhi] on the bits (NaN compares false and stays) */
-#define NNC_DWC_CLAMP(acc)                                                           \
-    acc = (nnc_vf)(((nnc_vi)acc & ~(acc < vlo)) | ((nnc_vi)vlo & (acc < vlo))),      \
-    acc = (nnc_vf)(((nnc_vi)acc & ~(acc > vhi)) | ((nnc_vi)vhi & (acc > vhi)))
-
 NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const float *w,
                                                  const float *bias, float *y, int act, float alpha,
                                                  float *scratch) {
@@ -1479,14 +1474,16 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
     const long hw = (long)p->h * p->w, ohw = (long)p->oh * p->ow, st = (long)p->sw * NNC_DWC;
     const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
     const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
-    const nnc_vf vlo = (nnc_vf){0} + (fused ? lo : -INFINITY), vhi = (nnc_vf){0} + (fused ? hi : INFINITY);
+    const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;     /* +-inf unless relu or relu6 */
     float *stage = scratch + Kr * slot;
     nnc_vf wr[NNC_DW_TAPS], vb;
     int o0;
-    if (taps > NNC_DW_TAPS || p->kh > NNC_DW_TAPS) {
-        nnc_depthwise_rows(p, x, w, bias, y, act, alpha);
+    if (!scratch || taps > NNC_DW_TAPS) {      /* nnc_depthwise runs these row by row */
+        nnc_depthwise(p, x, w, bias, y, act, alpha, scratch);
         return;
     }
+    /* the ring's padding columns, which no refill writes; every row a block reads it refills first */
+    memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
     for (o0 = 0; o0 < p->cout; o0 += NNC_DWC) {
         const int nl = p->cout - o0 < NNC_DWC ? p->cout - o0 : NNC_DWC;
         const float *src[NNC_DWC];
@@ -1499,7 +1496,6 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
             src[l] = x + (long)(o / mult) * hw;
             dst[l] = y + (long)o * ohw;
         }
-        memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
         for (r0 = 0; r0 < p->oh; r0 += R) {
             const int rows = p->oh - r0 < R ? p->oh - r0 : R;
             for (r = r0; r < r0 + rows; r++) {
@@ -1534,7 +1530,7 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
     acc = vb + w0 * nnc_ldv(a0 + c0), acc += w1 * nnc_ldv(a0 + c0 + 16), acc += w2 * nnc_ldv(a0 + c0 + 32), \
     acc += w3 * nnc_ldv(a1 + c0), acc += w4 * nnc_ldv(a1 + c0 + 16), acc += w5 * nnc_ldv(a1 + c0 + 32),      \
     acc += w6 * nnc_ldv(a2 + c0), acc += w7 * nnc_ldv(a2 + c0 + 16), acc += w8 * nnc_ldv(a2 + c0 + 32);      \
-    NNC_DWC_CLAMP(acc);                                                                                 \
+    acc = nnc_vclamp(acc, vlo, vhi);                                                                    \
     memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc), q++, c0 += st;
                     while (q + 4 <= p->ow) {
                         NNC_DWC_POS(e0)
@@ -1553,7 +1549,7 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
                         for (i = 0; i < p->kh; i++)
                             for (j = 0; j < p->kw; j++)
                                 acc += wr[i * p->kw + j] * nnc_ldv(rowp[i] + q * st + (long)j * p->dw * NNC_DWC);
-                        NNC_DWC_CLAMP(acc);
+                        acc = nnc_vclamp(acc, vlo, vhi);
                         memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc);
                     }
                 }
@@ -1568,7 +1564,6 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
         }
     }
 }
-#undef NNC_DWC_CLAMP
 #else
 static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
                                     int act, float alpha, float *scratch) {
@@ -2188,7 +2183,8 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
         /* a max over windows that tile each row (2x2 stride 2, no padding): a chunk of output rows
          * at a time, the kh rows of every window combined into ph (contiguous passes), then each run
          * of kw neighbours along the flattened chunk (w = ow * kw: no window crosses a row). Two
-         * long loops a chunk, where the passes per tap above run nine short ones an output row. */
+         * long loops a chunk, where the passes per tap below run nine short ones an output row. The
+         * same values in another order: a zero's sign and a NaN's payload may differ from theirs. */
         const int R = ROW / w;
         for (ch = 0; ch < c; ch++) {
             const float *plane = x + (long)ch * h * w;
@@ -2310,7 +2306,7 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
 
 /* Mean over the `inner` elements of each of `c` channels, summed in double
  * in four chains (i mod 4) added pairwise: one chain waited on every
- * addition's latency (MobileNetV2's 1280 x 49: 28-48 us). */
+ * addition's latency (MobileNetV2's 1280 x 49: 22-24 -> 18-19 us). */
 static inline void nnc_global_avgpool(const float *x, float *y, int c, long inner) {
     int ch;
     long i;
