@@ -1380,6 +1380,8 @@ static inline long nnc_dwc_width(int w, int pl, int ow, int sw, int kw, int dw) 
     const long need = (long)(ow - 1) * sw + (long)(kw - 1) * dw + 1, have = (long)w + pl;
     return need > have ? need : have;
 }
+/* the ring slot of input row `row` (negative above the input) */
+static inline long nnc_dwc_slot(int row, int Kr) { return ((row % Kr) + Kr) % Kr; }
 static inline int nnc_dwc_batch(int w, int h) {
     const int b = (NNC_DWC_RUN + w - 1) / w;
     return b < h ? b : h;
@@ -1510,14 +1512,14 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
                     int z;
                     for (z = next; z < end; z++)
                         if (z < a || z >= b)
-                            memset(scratch + (long)(((z % Kr) + Kr) % Kr) * slot + (long)p->pl * NNC_DWC, 0,
+                            memset(scratch + nnc_dwc_slot(z, Kr) * slot + (long)p->pl * NNC_DWC, 0,
                                    (size_t)p->w * NNC_DWC * sizeof *scratch);
                     if (a < b) nnc_dwc_in(src, nl, (long)a * p->w, (long)b * p->w, p->w, Kr, slot, p->pl, scratch);
                     next = end;
                 }
                 for (t = 0; t < p->kh; t++) {
                     const int ih = top + t * p->dh;
-                    rowp[t] = scratch + (long)(((ih % Kr) + Kr) % Kr) * slot;
+                    rowp[t] = scratch + nnc_dwc_slot(ih, Kr) * slot;
                 }
                 if (p->kh == 3 && p->kw == 3 && p->dw == 1) {
                     /* four positions at a time: independent chains of nine multiply-adds */
@@ -2164,6 +2166,9 @@ static inline void nnc_lstm(int T, int F, int H, const float *x, const float *wi
 
 /* Max (`is_max`) or average pooling of x [c, h, w]; padding counts as -inf
  * for max and as zeros for the average (PyTorch's count_include_pad=True). */
+/* The larger of a (so far) and b, in PyTorch's rule: b when it is larger or NaN, so a NaN propagates. */
+static inline float nnc_max_nan(float a, float b) { return b > a || b != b ? b : a; }
+
 static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int oh, int ow, int kh, int kw, int sh,
                               int sw, int pt, int pl, int is_max) {
     /* row by row, one pass per tap over the output row (the taps' order
@@ -2199,25 +2204,25 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
                     float *m = ph + (long)r * w;
                     for (q = 0; q < w; q++) {
                         const float u = in[w + q], v = in[q];
-                        m[q] = u > v || u != u ? u : v;     /* NaN propagates */
+                        m[q] = nnc_max_nan(v, u);
                     }
                     for (i = 2; i < kh; i++)
                         for (q = 0; q < w; q++) {
                             const float u = in[(long)i * w + q];
-                            m[q] = u > m[q] || u != u ? u : m[q];
+                            m[q] = nnc_max_nan(m[q], u);
                         }
                 }
                 if (kw == 2) {
                     for (k = 0; k < n; k++) {
                         const float u = ph[2 * k + 1], v = ph[2 * k];
-                        out[(long)r0 * ow + k] = u > v || u != u ? u : v;
+                        out[(long)r0 * ow + k] = nnc_max_nan(v, u);
                     }
                 } else {
                     for (k = 0; k < n; k++) {
                         float v = ph[k * kw];
                         for (j = 1; j < kw; j++) {
                             const float u = ph[k * kw + j];
-                            v = u > v || u != u ? u : v;
+                            v = nnc_max_nan(v, u);
                         }
                         out[(long)r0 * ow + k] = v;
                     }
@@ -2257,7 +2262,7 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
                         if (is_max) {
                             for (q = 0; q < ow; q++) {
                                 const float v = src[q];
-                                row[q] = v > row[q] || v != v ? v : row[q];   /* NaN propagates */
+                                row[q] = nnc_max_nan(row[q], v);
                             }
                         } else {
                             for (q = 0; q < ow; q++) row[q] += src[q];
@@ -2291,7 +2296,7 @@ static inline void nnc_pool2d(const float *x, float *y, int c, int h, int w, int
                     if (is_max) {
                         for (q = lo; q < hi; q++) {
                             const float v = in[(long)q * sw + off];
-                            row[q] = v > row[q] || v != v ? v : row[q];   /* NaN propagates */
+                            row[q] = nnc_max_nan(row[q], v);
                         }
                     } else {
                         for (q = lo; q < hi; q++) row[q] += in[(long)q * sw + off];
