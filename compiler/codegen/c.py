@@ -286,9 +286,9 @@ def _bcast_scratch(n: Node, rows: int, depth: int) -> int:
     if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and not any(map(any, a["pads"])) and oh * ow >= max(BCAST_PT):
         # read in place: the partial sums of its tiles along the flattened plane only
         return max(-(-(oh * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB * 4 if depth < cin else 4
-    wp = max(-(-ow // pt) * pt for pt in BCAST_PT) * sw + (kw - 1) * dw + 1
+    wp = (ow - 1) * sw + (kw - 1) * dw + 1
     band = cin * ((rows - 1) * sh + (kh - 1) * dh + 1) * wp
-    parts = rows * max(-(-ow // pt) * pt for pt in BCAST_PT) * BCAST_CB if depth < cin else 0
+    parts = max(-(-(rows * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB if depth < cin else 0
     return (band + parts) * 4
 
 
@@ -307,8 +307,8 @@ def _direct_costs(n: Node) -> dict[str, float]:
     """The cost model of a 2-d convolution of one group, in multiply-adds at
     the peak rate: the packed matrix multiply ("gemm") pads the pixels to
     NNC_NR and packs the columns (a 1x1 convolution of stride 1 reads them
-    in place); nnc_conv_bcast pads the output channels to NNC_CB and each
-    row to whole tiles of NNC_PT pixels, and stores transposed;
+    in place); nnc_conv_bcast pads the output channels to NNC_CB and the
+    output to whole tiles of NNC_PT pixels, and stores transposed;
     nnc_conv_planes builds its planes, computes the band's padding columns
     too and copies its products out."""
     a = n.attrs
@@ -325,7 +325,7 @@ def _direct_costs(n: Node) -> dict[str, float]:
     if pointwise:              # read in place, in tiles along the flattened plane
         out["bcast"] = -(-m // BCAST_CB) * BCAST_CB * k * N / BCAST_EFF + m * N * STORE_COST
     else:
-        out["bcast"] = (-(-m // BCAST_CB) * BCAST_CB * k * oh * -(-ow // BCAST_PT[1]) * BCAST_PT[1] / BCAST_EFF
+        out["bcast"] = (-(-m // BCAST_CB) * BCAST_CB * k * -(-N // BCAST_PT[1]) * BCAST_PT[1] / BCAST_EFF
                         + m * N * STORE_COST)
     if kh * kw > 1:            # a 1x1 one's packed panel is its one plane
         wq = ow + (kw - 1) * dw // sw

@@ -594,13 +594,17 @@ static inline void nnc_bcast_store(float *restrict t, const float *restrict bias
 
 #if defined(NNC_VEC)
 /* part[0:NNC_PT][0:NNC_CV] = (first ? 0 : part) + the sums over K taps:
- * pixel q of tap k reads x0[off[k] + q*s]; the weights w advance NNC_CB
+ * pixel q of tap k reads x0[pix[q] + off[k]]; the weights w advance NNC_CB
  * floats a tap. */
-NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, long s, const int *restrict off, int K,
-                                               const float *restrict w, float *restrict part, int first) {
+NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, const long *restrict pix,
+                                               const int *restrict off, int K, const float *restrict w,
+                                               float *restrict part, int first) {
     nnc_vf a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+    const float *restrict x_0 = x0 + pix[0], *restrict x_1 = x0 + pix[1], *restrict x_2 = x0 + pix[2];
+    const float *restrict x_3 = x0 + pix[3], *restrict x_4 = x0 + pix[4], *restrict x_5 = x0 + pix[5];
 #if NNC_PT > 6
     nnc_vf a60, a61;
+    const float *restrict x_6 = x0 + pix[6];
 #endif
     int k;
     if (first) {
@@ -619,15 +623,15 @@ NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, long s,
     }
     for (k = 0; k < K; k++, w += NNC_CB) {
         const nnc_vf w0 = nnc_ldv(w), w1 = nnc_ldv(w + NNC_VL);
-        const float *xq = x0 + off[k];
-        a00 += xq[0] * w0, a01 += xq[0] * w1;
-        a10 += xq[s] * w0, a11 += xq[s] * w1;
-        a20 += xq[2 * s] * w0, a21 += xq[2 * s] * w1;
-        a30 += xq[3 * s] * w0, a31 += xq[3 * s] * w1;
-        a40 += xq[4 * s] * w0, a41 += xq[4 * s] * w1;
-        a50 += xq[5 * s] * w0, a51 += xq[5 * s] * w1;
+        const int o = off[k];
+        a00 += x_0[o] * w0, a01 += x_0[o] * w1;
+        a10 += x_1[o] * w0, a11 += x_1[o] * w1;
+        a20 += x_2[o] * w0, a21 += x_2[o] * w1;
+        a30 += x_3[o] * w0, a31 += x_3[o] * w1;
+        a40 += x_4[o] * w0, a41 += x_4[o] * w1;
+        a50 += x_5[o] * w0, a51 += x_5[o] * w1;
 #if NNC_PT > 6
-        a60 += xq[6 * s] * w0, a61 += xq[6 * s] * w1;
+        a60 += x_6[o] * w0, a61 += x_6[o] * w1;
 #endif
     }
     memcpy(part, &a00, sizeof a00), memcpy(part + NNC_VL, &a01, sizeof a01);
@@ -641,15 +645,15 @@ NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, long s,
 #endif
 }
 #else
-static inline void nnc_bcast_tile(const float *x0, long s, const int *off, int K, const float *w, float *part,
-                                  int first) {
+static inline void nnc_bcast_tile(const float *x0, const long *pix, const int *off, int K, const float *w,
+                                  float *part, int first) {
     float acc[NNC_PT][NNC_CV];
     int k, q, o;
     for (q = 0; q < NNC_PT; q++)
         for (o = 0; o < NNC_CV; o++) acc[q][o] = first ? 0.0f : part[q * NNC_CV + o];
     for (k = 0; k < K; k++, w += NNC_CB)
         for (q = 0; q < NNC_PT; q++) {
-            const float xv = x0[off[k] + q * s];
+            const float xv = x0[pix[q] + off[k]];
             for (o = 0; o < NNC_CV; o++) acc[q][o] = NNC_FMA(xv, w[o], acc[q][o]);
         }
     for (q = 0; q < NNC_PT; q++)
@@ -657,21 +661,39 @@ static inline void nnc_bcast_tile(const float *x0, long s, const int *off, int K
 }
 #endif
 
+/* The pixels of tile t of a band of np output pixels, rows ow wide (pixel
+ * n is output row n / ow, column n % ow; the tiles run along the flattened
+ * band, so that a narrow output wastes no part of a tile at the end of each
+ * row): where each reads its first input in the band (rows wp floats,
+ * strides sh, sw), into pix[0:NNC_PT]; returns its first pixel. The last
+ * tile ends at the band's last pixel, redoing a few of the one before; a
+ * band of fewer than NNC_PT pixels repeats its last one. */
+static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, int sw, long *pix) {
+    const long n0 = np > NNC_PT && t * NNC_PT > np - NNC_PT ? np - NNC_PT : t * NNC_PT;
+    int q;
+    for (q = 0; q < NNC_PT; q++) {
+        const long n = n0 + q < np ? n0 + q : np - 1;
+        pix[q] = n / ow * sh * wp + n % ow * sw;
+    }
+    return n0;
+}
+
 /* The convolution. The input is copied with its zero padding into `scratch`
  * in bands of p->nc output rows (0: all): per input channel
- * (nc-1)*sh + (kh-1)*dh + 1 rows of ceil(ow/NNC_PT)*NNC_PT*sw + (kw-1)*dw + 1
- * floats, so that every tile reads inside the band. The depth runs in
- * blocks of p->kc input channels (0: all; at most NNC_BCAST_TAPS taps);
- * with more than one block the partial sums of the band's tiles
- * (NNC_PT*NNC_CV floats each) follow the band in `scratch`. A 1x1
- * convolution of stride 1 without padding reads its input in place (no
- * band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
+ * (nc-1)*sh + (kh-1)*dh + 1 rows of (ow-1)*sw + (kw-1)*dw + 1 floats. The
+ * band's output pixels run in tiles of NNC_PT along the flattened band
+ * (nnc_bcast_pixels). The depth runs in blocks of p->kc input channels (0:
+ * all; at most NNC_BCAST_TAPS taps); with more than one block the partial
+ * sums of the band's tiles (NNC_PT*NNC_CV floats each) follow the band in
+ * `scratch`. A 1x1 convolution of stride 1 without padding reads its input
+ * in place (no band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the
+ * start). */
 static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float *wc, const float *bias, float *y,
                                   int act, float alpha, float *scratch) {
     const int taps = p->kh * p->kw, K = p->cin * taps, most = NNC_BCAST_TAPS / taps;
     const int CR = p->kc > 0 && p->kc < p->cin && p->kc < most ? p->kc : (p->cin < most ? p->cin : most);
-    const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh, tiles = (p->ow + NNC_PT - 1) / NNC_PT;
-    const int wp = tiles * NNC_PT * p->sw + (p->kw - 1) * p->dw + 1;
+    const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh;
+    const long wp = (long)(p->ow - 1) * p->sw + (long)(p->kw - 1) * p->dw + 1;
     const long N = (long)p->oh * p->ow;
     int r0;
     if (taps == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 && p->oh == p->h && p->ow == p->w &&
@@ -680,7 +702,9 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
          * in tiles of NNC_PT along the flattened plane (the last one ends at the last pixel, redoing a
          * few); no band, the partial sums in `scratch` */
         const long nt = (N + NNC_PT - 1) / NNC_PT;
-        int c0, kb;
+        long pix[NNC_PT];
+        int c0, kb, q;
+        for (q = 0; q < NNC_PT; q++) pix[q] = q;
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
@@ -693,7 +717,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                     const long n0 = t * NNC_PT < N - NNC_PT ? t * NNC_PT : N - NNC_PT;
                     float tmp[NNC_PT * NNC_CV];
                     float *part = CR < p->cin ? scratch + t * NNC_PT * NNC_CV : tmp;
-                    nnc_bcast_tile(x + kb * N + n0, 1, off, depth, wb + (long)kb * NNC_CB, part, kb == 0);
+                    nnc_bcast_tile(x + kb * N + n0, pix, off, depth, wb + (long)kb * NNC_CB, part, kb == 0);
                     if (last)
                         nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha, y + (long)c0 * N + n0, N, nch,
                                         NNC_PT);
@@ -704,7 +728,8 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
     }
     for (r0 = 0; r0 < p->oh; r0 += R) {
         const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
-        const long plane = (long)bh * wp;
+        const long plane = (long)bh * wp, np = (long)rows * p->ow, tiles = (np + NNC_PT - 1) / NNC_PT;
+        const int npix = np < NNC_PT ? (int)np : NNC_PT;
         float *band = scratch, *parts = scratch + (long)p->cin * plane;
         int c, i, c0, kb;
         /* the band: input rows r0*sh - pt .. + bh, columns -pl .., zeros outside */
@@ -712,7 +737,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
             for (i = 0; i < bh; i++) {
                 float *d = band + c * plane + (long)i * wp;
                 const int ih = r0 * p->sh - p->pt + i;
-                int q, lo = p->pl < wp ? p->pl : wp, hi = p->pl + p->w < wp ? p->pl + p->w : wp;
+                long q, lo = p->pl < wp ? p->pl : wp, hi = p->pl + p->w < wp ? p->pl + p->w : wp;
                 if (ih < 0 || ih >= p->h) hi = lo;
                 for (q = 0; q < lo; q++) d[q] = 0.0f;
                 if (hi > lo) memcpy(d + lo, x + ((long)c * p->h + ih) * p->w, (size_t)(hi - lo) * sizeof *d);
@@ -728,25 +753,23 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                 const float *next = last ? wc + (long)((c0 + NNC_CV) / NNC_CB) * K * NNC_CB + (c0 + NNC_CV) % NNC_CB
                                          : wb + (long)(kb + depth) * taps * NNC_CB;
                 const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;
-                const long share = (lines + (long)rows * tiles - 1) / ((long)rows * tiles);
-                int off[NNC_BCAST_TAPS], t, k = 0, e, j;
-                long fetched = 0, l;
+                const long share = (lines + tiles - 1) / tiles;
+                int off[NNC_BCAST_TAPS], k = 0, e, j;
+                long fetched = 0, l, t;
                 for (c = 0; c < depth; c++)
                     for (e = 0; e < p->kh; e++)
                         for (j = 0; j < p->kw; j++) off[k++] = (int)(c * plane + (long)e * p->dh * wp + j * p->dw);
-                for (i = 0; i < rows; i++)
-                    for (t = 0; t < tiles; t++) {
-                        float tmp[NNC_PT * NNC_CV];
-                        float *part = CR < p->cin ? parts + ((long)i * tiles + t) * NNC_PT * NNC_CV : tmp;
-                        const float *x0 = band + kb * plane + (long)i * p->sh * wp + (long)t * NNC_PT * p->sw;
-                        for (l = 0; l < share && fetched < lines; l++, fetched++) NNC_PREFETCH(next + fetched * 16);
-                        nnc_bcast_tile(x0, p->sw, off, k, wb + (long)kb * taps * NNC_CB, part, kb == 0);
-                        if (last) {
-                            const int npix = p->ow - t * NNC_PT < NNC_PT ? p->ow - t * NNC_PT : NNC_PT;
-                            nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha,
-                                            y + (long)c0 * N + (long)(r0 + i) * p->ow + t * NNC_PT, N, nch, npix);
-                        }
-                    }
+                for (t = 0; t < tiles; t++) {
+                    float tmp[NNC_PT * NNC_CV];
+                    float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
+                    long pix[NNC_PT];
+                    const long n0 = nnc_bcast_pixels(t, np, p->ow, wp, p->sh, p->sw, pix);
+                    for (l = 0; l < share && fetched < lines; l++, fetched++) NNC_PREFETCH(next + fetched * 16);
+                    nnc_bcast_tile(band + kb * plane, pix, off, k, wb + (long)kb * taps * NNC_CB, part, kb == 0);
+                    if (last)
+                        nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha,
+                                        y + (long)c0 * N + (long)r0 * p->ow + n0, N, nch, npix);
+                }
             }
         }
     }
