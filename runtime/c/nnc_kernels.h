@@ -1355,6 +1355,20 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
             float *out = y + (long)o * p->oh * p->ow + (long)r0 * p->ow;
             int yy, xx, r;
             for (a = 0; a < sh; a++)
+                if (sw == 2) {
+                    /* both column phases of a row in one pass (a vectorised deinterleave); phase 1
+                     * starts and ends no later than phase 0 (x_lo[1] <= x_lo[0] <= x_hi[1] <= x_hi[0]),
+                     * so it has a head and phase 0 a tail of their own */
+                    const float *s = plane + (long)(r0 * sh + a - p->pt) * p->w - p->pl;
+                    float *d0 = scratch + (a * sw) * ps, *d1 = d0 + ps;
+                    for (yy = y_lo[a]; yy < y_hi[a]; yy++) {
+                        const float *restrict sr = s + (long)yy * sh * p->w;
+                        float *restrict e0 = d0 + (long)yy * WQ, *restrict e1 = d1 + (long)yy * WQ;
+                        for (xx = x_lo[1]; xx < x_lo[0]; xx++) e1[xx] = sr[2 * xx + 1];
+                        for (xx = x_lo[0]; xx < x_hi[1]; xx++) e0[xx] = sr[2 * xx], e1[xx] = sr[2 * xx + 1];
+                        for (xx = x_hi[1]; xx < x_hi[0]; xx++) e0[xx] = sr[2 * xx];
+                    }
+                } else
                 for (c = 0; c < sw; c++) {
                     const int len = x_hi[c] - x_lo[c];
                     const float *s = plane + (long)(r0 * sh + a - p->pt) * p->w + (long)x_lo[c] * sw + c - p->pl;
