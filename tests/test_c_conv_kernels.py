@@ -379,3 +379,7 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     assert kinds["features.2.conv.0.0"] == "gemm"
     # ... where a small one (7x7 pixels, 960 channels in) reads it in place over output channels
     assert kinds["features.17.conv.2"] == "bcast"
+    # ... in depth blocks whose input rows and weights stay within half of a 32 KiB L1 (not 288 channels)
+    node = next(n for n in plan.graph.nodes if n.label == "features.17.conv.2")
+    depth = c_gen.direct_plan(node, plan.graph)[1]
+    assert 32 <= depth < 960 and depth * (49 * 4 + 64) <= c_gen.BCAST_L1

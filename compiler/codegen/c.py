@@ -270,11 +270,36 @@ BCAST_CB = 32          # NNC_CB: output channels of one packed weight block of n
 BCAST_PT = (6, 7)      # NNC_PT on the targets: the output pixels of its register tile
 BCAST_TAPS = 1024      # NNC_BCAST_TAPS: the most taps of one depth block
 BCAST_DEPTH = 288      # taps of one depth block: its weights (36 KiB) stay in L1 across the band's tiles
+BCAST_L1 = 16384       # bytes of a depth block of a 1x1 convolution read in place: its input rows (4 bytes a
+                       # pixel) and weights (a 64-byte line per channel) stay in half of a 32 KiB L1
+BCAST_L1_DEPTH = 32    # the shallowest depth block that rule gives (a large plane's rows overflow L1 anyway)
 # the cost model that picks the kernel of a 2-d convolution (`_direct_costs`), in multiply-adds at the
 # peak rate: the share of the peak each reaches, packing one column element (read in one stride or
 # strided), storing one output transposed (nnc_conv_bcast) and copying one out (nnc_conv_planes)
 GEMM_EFF, BCAST_EFF, PLANES_EFF = 0.95, 0.8, 0.72
 PACK_COST, PACK_COST_STRIDED, STORE_COST, COPY_COST, BUILD_COST = 32, 48, 16, 8, 16
+
+
+def _bcast_in_place(n: Node) -> bool:
+    """Whether nnc_conv_bcast reads the input of `n` in place (a 1x1
+    convolution of stride 1 without padding, at least a tile of pixels)."""
+    a = n.attrs
+    return (tuple(a["kernel"]) == (1, 1) and tuple(a["stride"]) == (1, 1) and not any(map(any, a["pads"]))
+            and n.shape[1] * n.shape[2] >= max(BCAST_PT))
+
+
+def _bcast_depth(n: Node) -> int:
+    """Input channels of one depth block of nnc_conv_bcast: BCAST_DEPTH
+    taps; for a 1x1 convolution read in place, as many channels as keep
+    their input rows and weights within BCAST_L1 bytes (at least
+    BCAST_L1_DEPTH): MobileNetV2's 7x7 pointwise layers ran at ~50 GFLOP/s
+    in blocks of 288 channels (56 KiB of input rows), ~75 in blocks of 64
+    (AVX2, one core of ~94 peak)."""
+    a = n.attrs
+    cin = a["in_channels"]
+    if _bcast_in_place(n):
+        return min(cin, max(BCAST_L1_DEPTH, BCAST_L1 // (4 * n.shape[1] * n.shape[2] + 64)))
+    return min(cin, max(1, BCAST_DEPTH // math.prod(a["kernel"])))
 
 
 def _bcast_scratch(n: Node, rows: int, depth: int) -> int:
@@ -283,7 +308,7 @@ def _bcast_scratch(n: Node, rows: int, depth: int) -> int:
     a = n.attrs
     cin, oh, ow = a["in_channels"], n.shape[1], n.shape[2]
     (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
-    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and not any(map(any, a["pads"])) and oh * ow >= max(BCAST_PT):
+    if _bcast_in_place(n):
         # read in place: the partial sums of its tiles along the flattened plane only
         return max(-(-(oh * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB * 4 if depth < cin else 4
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
@@ -355,8 +380,7 @@ def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
     for kind in sorted(costs, key=costs.get):
         if kind == "gemm":
             return None
-        depth = (min(a["in_channels"], max(1, BCAST_DEPTH // taps)) if kind == "bcast"
-                 else min(_conv_dims(n)[1], KC))
+        depth = _bcast_depth(n) if kind == "bcast" else min(_conv_dims(n)[1], KC)
         scratch = ((lambda r: _bcast_scratch(n, r, depth)) if kind == "bcast"
                    else (lambda r: _planes_scratch(n, r)))
         rows = n.shape[1]
