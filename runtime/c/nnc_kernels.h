@@ -569,6 +569,27 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
 #endif
 #define NNC_BCAST_TAPS 1024   /* most taps of one depth block (kh*kw must not exceed it) */
 
+#if defined(NNC_VEC) && NNC_VL == 8 && !defined(__clang__)
+#define NNC_BCAST_T8 1
+/* v[0:8] (rows) transposed in registers: stage k swaps bit k of the row
+ * index with bit k of the column index (as nnc_t16) */
+#define NNC_T8_STAGE(k, m_lo, m_hi)                                                          \
+    for (i = 0; i < 8; i++)                                                                  \
+        if (!(i & (k))) {                                                                    \
+            const nnc_vf a = v[i], b = v[i + (k)];                                           \
+            v[i] = __builtin_shuffle(a, b, m_lo), v[i + (k)] = __builtin_shuffle(a, b, m_hi); \
+        }
+static inline void nnc_t8(nnc_vf v[8]) {
+    int i;
+    NNC_T8_STAGE(1, ((nnc_vi){0, 8, 2, 10, 4, 12, 6, 14}), ((nnc_vi){1, 9, 3, 11, 5, 13, 7, 15}))
+    NNC_T8_STAGE(2, ((nnc_vi){0, 1, 8, 9, 4, 5, 12, 13}), ((nnc_vi){2, 3, 10, 11, 6, 7, 14, 15}))
+    NNC_T8_STAGE(4, ((nnc_vi){0, 1, 2, 3, 8, 9, 10, 11}), ((nnc_vi){4, 5, 6, 7, 12, 13, 14, 15}))
+}
+#undef NNC_T8_STAGE
+#else
+#define NNC_BCAST_T8 0
+#endif
+
 /* The end of a tile t[0:NNC_PT][0:NNC_CV] (pixel-major): the bias, the
  * activation, then written transposed into `out` (channel c of pixel q at
  * out[c*N + q]) for the first nch channels and npix pixels. */
@@ -588,6 +609,20 @@ static inline void nnc_bcast_store(float *restrict t, const float *restrict bias
     } else if (act) {
         nnc_act(t, NNC_PT * NNC_CV, act, alpha);
     }
+#if NNC_BCAST_T8
+    if (npix == NNC_PT) {
+        /* eight channels at a time: their NNC_PT pixels transposed in registers (two zero rows), each
+         * channel's pixels one short store instead of NNC_PT scalar ones */
+        int b;
+        for (b = 0; b < nch; b += 8) {
+            nnc_vf v[8];
+            for (q = 0; q < 8; q++) v[q] = q < NNC_PT ? nnc_ldv(t + q * NNC_CV + b) : (nnc_vf){0};
+            nnc_t8(v);
+            for (c = 0; c < 8 && b + c < nch; c++) memcpy(out + (long)(b + c) * N, &v[c], NNC_PT * sizeof *out);
+        }
+        return;
+    }
+#endif
     for (c = 0; c < nch; c++)
         for (q = 0; q < npix; q++) out[c * N + q] = t[q * NNC_CV + c];
 }
