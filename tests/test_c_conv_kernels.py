@@ -164,6 +164,7 @@ CASES = [
     (20, 2, 3, 33, (1, 1), (1, 1), (0, 0), (1, 1), "relu", 0, 0),        # fewer pixels than a tile: a band
     (16, 14, 13, 40, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 8, 3),     # tiles across rows 7 wide, bands of 3
     (4, 9, 2, 9, (3, 3), (1, 1), (1, 1), (1, 1), "none", 2, 2),         # bands of 4 pixels, fewer than a tile
+    (3, 9, 4, 5, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 0, 1),         # ... one depth block: nothing after the band
 ]
 
 
@@ -193,7 +194,7 @@ def test_planes_convolution_matches_reference_in_exact_scratch(tmp_path, build, 
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
     cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
-    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9)[case]   # taps of a depth block (0: NNC_KC)
+    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0)[case]   # taps of a depth block (0: NNC_KC)
     rng = np.random.default_rng(10 + case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
     wt = (rng.standard_normal((cout, cin, *k)) / np.sqrt(cin * k[0] * k[1])).astype(np.float32)

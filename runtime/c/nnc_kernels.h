@@ -705,10 +705,11 @@ static inline void nnc_bcast_tile(const float *x0, const long *pix, const int *o
  * band of fewer than NNC_PT pixels repeats its last one. */
 static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, int sw, long *pix) {
     const long n0 = np > NNC_PT && t * NNC_PT > np - NNC_PT ? np - NNC_PT : t * NNC_PT;
-    int q;
+    long r = n0 / ow;         /* one division a tile: the row and column step along from here */
+    int q, col = (int)(n0 - r * ow);
     for (q = 0; q < NNC_PT; q++) {
-        const long n = n0 + q < np ? n0 + q : np - 1;
-        pix[q] = n / ow * sh * wp + n % ow * sw;
+        pix[q] = r * sh * wp + (long)col * sw;
+        if (n0 + q + 1 < np && ++col == ow) col = 0, r++;      /* past the band's end: its last pixel again */
     }
     return n0;
 }
