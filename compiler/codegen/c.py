@@ -271,7 +271,7 @@ BCAST_PT = (6, 7)      # NNC_PT on the targets: the output pixels of its registe
 BCAST_TAPS = 1024      # NNC_BCAST_TAPS: the most taps of one depth block
 BCAST_DEPTH = 288      # taps of one depth block: its weights (36 KiB) stay in L1 across the band's tiles
 BCAST_L1 = 16384       # bytes of a depth block of a 1x1 convolution read in place: its input rows (4 bytes a
-                       # pixel) and weights (a 64-byte line per channel) stay in half of a 32 KiB L1
+                       # pixel) and weights (a 64-byte line per channel on AVX2, two on AVX-512) stay in half of a 32 KiB L1
 BCAST_L1_DEPTH = 32    # the shallowest depth block that rule gives (a large plane's rows overflow L1 anyway)
 # the cost model that picks the kernel of a 2-d convolution (`_direct_costs`), in multiply-adds at the
 # peak rate: the share of the peak each reaches, packing one column element (read in one stride or
@@ -293,7 +293,7 @@ def _bcast_depth(n: Node) -> int:
     taps; for a 1x1 convolution read in place, as many channels as keep
     their input rows and weights within BCAST_L1 bytes (at least
     BCAST_L1_DEPTH): MobileNetV2's 7x7 pointwise layers ran at ~50 GFLOP/s
-    in blocks of 288 channels (56 KiB of input rows), ~75 in blocks of 64
+    in blocks of 288 channels (56 KiB of input rows), ~75 in blocks of 63
     (AVX2, one core of ~94 peak)."""
     a = n.attrs
     cin = a["in_channels"]

@@ -551,7 +551,7 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
  * layers whose outputs are few pixels (a tile of NNC_NR pixels would be
  * mostly padding) or whose input is read with a stride or a large kernel
  * (packing its columns would cost as much as the multiplies): a register
- * tile of NNC_PT consecutive output pixels of one row times NNC_CV output
+ * tile of NNC_PT output pixels (consecutive along the flattened band) times NNC_CV output
  * channels (two vectors); each input value is broadcast from where it lies,
  * each weight vector read once per tile. The weights are packed by the
  * code generator as [ceil(cout/NNC_CB)][K][NNC_CB] (K = cin*kh*kw in
@@ -613,12 +613,12 @@ static inline void nnc_bcast_store(float *restrict t, const float *restrict bias
     if (npix == NNC_PT) {
         /* eight channels at a time: their NNC_PT pixels transposed in registers (two zero rows), each
          * channel's pixels one short store instead of NNC_PT scalar ones */
-        int b;
-        for (b = 0; b < nch; b += 8) {
+        int c8;
+        for (c8 = 0; c8 < nch; c8 += 8) {
             nnc_vf v[8];
-            for (q = 0; q < 8; q++) v[q] = q < NNC_PT ? nnc_ldv(t + q * NNC_CV + b) : (nnc_vf){0};
+            for (q = 0; q < 8; q++) v[q] = q < NNC_PT ? nnc_ldv(t + q * NNC_CV + c8) : (nnc_vf){0};
             nnc_t8(v);
-            for (c = 0; c < 8 && b + c < nch; c++) memcpy(out + (long)(b + c) * N, &v[c], NNC_PT * sizeof *out);
+            for (c = 0; c < 8 && c8 + c < nch; c++) memcpy(out + (long)(c8 + c) * N, &v[c], NNC_PT * sizeof *out);
         }
         return;
     }
@@ -1414,8 +1414,6 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
                         float *dr = d + (long)yy * WQ;
                         if (sw == 1)
                             for (xx = 0; xx < len; xx++) dr[xx] = sr[xx];
-                        else if (sw == 2)
-                            for (xx = 0; xx < len; xx++) dr[xx] = sr[2 * xx];
                         else
                             for (xx = 0; xx < len; xx++) dr[xx] = sr[(long)xx * sw];
                     }
