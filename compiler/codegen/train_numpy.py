@@ -832,9 +832,12 @@ def _comment(tg: TrainGraph, s: Step) -> str:
         labels = "+".join(n.label for n in s.nodes)
         ops = "+".join(n.op.name for n in s.nodes)
         shape = format_shape(s.nodes[-1].shape)
-        text = {StepKind.FORWARD: f"[{s.index}] {labels}: {ops} -> {shape}",
-                StepKind.BACKWARD: f"[{s.index}] backward {labels}: {ops} {shape}",
-                StepKind.RECOMPUTE: f"[{s.index}] recompute {labels}: {ops} -> {s.writes[0]} {shape}"}[s.kind]
+        if s.kind is StepKind.FORWARD:
+            text = f"[{s.index}] {labels}: {ops} -> {shape}"
+        elif s.kind is StepKind.BACKWARD:       # may write nothing: a first layer whose weight is blocked
+            text = f"[{s.index}] backward {labels}: {ops} {shape}"
+        else:
+            text = f"[{s.index}] recompute {labels}: {ops} -> {s.writes[0]} {shape}"
     return "# " + py_comment(text)
 
 
@@ -862,6 +865,9 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
     for s in tg.steps:
         items = _items(tg, s, r)
         body.append(_comment(tg, s))
+        if s.kind is StepKind.BACKWARD and not s.writes:
+            body.append("# (no gradient to form here: its weight's is formed by the blocked update below)")
+            continue
         if s.kind is StepKind.UPDATE and s.blocked:
             views.append(_blocked_views(tg, s, r, lay))
             body += items
