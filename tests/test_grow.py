@@ -45,6 +45,15 @@ def plan(old, new):
     return G.plan(frontend.check(old).graph, frontend.check(new).graph)
 
 
+def assert_same_function(y2, y1):
+    """`y2` (the grown model's output) is `y1` (the old one's) up to float32 rounding. The weights
+    themselves are checked bit for bit; the outputs are not, because a BLAS picks its blocking, and
+    with it the order of a sum, by the matrices' shape (OpenBLAS 0.3.31 rounds rows 0..2 of a 5-row
+    product differently from the 3-row one), and the grown model's sums run over extra zero terms."""
+    scale = max(1.0, float(np.abs(y1).max()))
+    np.testing.assert_allclose(y2, y1, rtol=1e-5, atol=1e-6 * scale)
+
+
 def outputs_at_old_positions(old, new, w_old, w_new, x, dims=None):
     """The old model's output and the new model's output at the old units' positions."""
     m1 = nnc.build(old, batch=len(x), weights=w_old, optimize=False, dims=dims)
@@ -92,7 +101,7 @@ def test_two_linear_layers_widening_the_first_matches_pytorch_grown_by_hand():
     torch_out = fc2(fc1(torch.tensor(x))).detach().numpy()
     before = nnc.build(old, batch=4, weights=w)(x)
     np.testing.assert_allclose(torch_out, before, rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(nnc.build(new, batch=4, weights=w2)(x), before)
+    assert_same_function(nnc.build(new, batch=4, weights=w2)(x), before)
 
 
 CONV_CONV = """
@@ -126,7 +135,7 @@ def test_conv_to_conv_widening_places_the_fan_in_at_dim_1_like_pytorch_by_hand()
             assert w2[k][index] == t[index], (k, index)
     x = np.random.default_rng(1).standard_normal((2, 2, 6, 6)).astype(np.float32)
     y1, y2 = outputs_at_old_positions(old, new, w, w2, x)
-    np.testing.assert_array_equal(y1, y2)
+    assert_same_function(y2, y1)
     np.testing.assert_allclose(c2(torch.relu(c1(torch.tensor(x)))).detach().numpy(), y2, rtol=1e-5, atol=1e-5)
 
 
@@ -196,9 +205,7 @@ def test_residual_add_whose_branches_grow_together_keeps_the_function():
     for init in ("zero", "net2net"):
         w2, _ = nnc.grow(old, new, w, init=init, seed=4)
         y1, y2 = outputs_at_old_positions(old, new, w, w2, x)
-        np.testing.assert_allclose(y2, y1, rtol=1e-5, atol=1e-6)
-        if init == "zero":
-            np.testing.assert_array_equal(y2, y1)
+        assert_same_function(y2, y1)
 
 
 def test_residual_add_with_one_branch_grown_names_the_layers_that_must_grow_together():
@@ -344,7 +351,7 @@ model net(x: [4]) {
     m2 = nnc.build(src % 5, batch=2, weights=w2)
     x = np.random.default_rng(6).standard_normal((2, 4)).astype(np.float32)
     for y1, y2 in zip(m1(x), m2(x)):
-        np.testing.assert_array_equal(y1, y2)
+        assert_same_function(y2, y1)
 
 
 def test_layernorm_over_a_grown_axis_is_allowed_with_a_warning_naming_it():

@@ -34,7 +34,6 @@ HEAVY = [
     ("resnet18", ("down(512)", "basic(512)"), ("down({n})", "basic({n})"), 512),  # residual adds grow together
     ("mobilenetv2", "features.16: inverted_res(160)", "features.16: inverted_res(160, t={n})", 6),  # depthwise
 ]
-EXACT = {"mlp", "lenet", "concat", "wavenet"}   # small products: bit-identical sums
 DIMS = {"gru": {"T": 6}, "lstm": {"T": 6}, "wavenet": {"T": 8}}
 
 
@@ -62,11 +61,9 @@ def check_growth(name, old_text, new_text, old_size, grow_by, init, seed):
     where = G.plan(g_old, frontend.check(new).graph).values[g_old.outputs[0].value]
     index = [np.arange(2)] + [np.arange(n) if a is None else a for n, a in zip(y2.shape[1:], where)]
     y2 = y2[np.ix_(*index)]
-    if init == "zero" and name in EXACT:
-        np.testing.assert_array_equal(y2, y1)
-    elif init == "zero":
-        # the same sums with zero terms added, but BLAS may block a product whose inner size
-        # grew differently: equal up to float32 rounding
+    if init == "zero":
+        # the same sums with zero terms added, but a BLAS picks its blocking (and the order of
+        # a sum) by the product's shape: equal up to float32 rounding, never promised bitwise
         assert np.max(np.abs(y2 - y1)) <= 1e-6 * np.max(np.abs(y1))
     else:
         assert np.max(np.abs(y2 - y1)) <= 1e-5 * np.max(np.abs(y1)) + 1e-7

@@ -78,10 +78,12 @@ def test_norm_training_gradients_match_autograd(norm, ref):
     assert abs(loss - value.item()) <= 1e-5 * abs(value.item())
     grads = trainer.gradients()
     assert sorted(grads) == sorted(P)
+    # a conv bias before an instance norm has a zero gradient, which float32 forms as rounding noise
+    # of the sums that cancel: it is compared absolutely, against a hundredth of the largest gradient
+    floor = 1e-2 * max(np.linalg.norm(p.grad.numpy()) for p in P.values())
     for k, p in P.items():
         ref_g = p.grad.numpy()
-        # (a conv bias before an instance norm has a zero gradient: compared absolutely)
-        assert np.linalg.norm(grads[k] - ref_g) / max(np.linalg.norm(ref_g), 1e-3) < 1e-4, k
+        assert np.linalg.norm(grads[k] - ref_g) / max(np.linalg.norm(ref_g), floor) < 1e-4, k
 
 
 def test_batchnorm_momentum_moves_the_running_statistics_as_pytorch():
