@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nnc
 from nnc.compiler.build import compile_plan
 from nnc.compiler.codegen import c as c_gen
 from nnc.compiler.codegen import cbuild
@@ -94,7 +95,20 @@ int main(int argc, char **argv) {
 ACTS = {"none": 0, "relu": 1, "relu6": 2, "sigmoid": 3, "tanh": 4}
 SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 BUILDS = {"native": ["-O3", "-march=native"], "portable": ["-O2"], "plain": ["-O2", "-DNNC_PLAIN_C"],
-          "native-asan": [*SANITIZE, "-march=native"], "portable-asan": SANITIZE}
+          "native-asan": [*SANITIZE, "-march=native"], "portable-asan": SANITIZE,
+          # the 8-lane paths (nnc_t8's transposed tile stores, 6-pixel tiles) on a host whose native build is wider
+          "avx2": ["-O2", "-mavx2", "-mfma"]}
+
+
+def _host_runs(build: str) -> bool:
+    """Whether this machine runs what `build` compiles (the AVX2 build needs an x86-64 CPU with AVX2 and FMA)."""
+    if build != "avx2":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
 
 
 def sanitizers_work() -> bool:
@@ -173,6 +187,8 @@ CASES = [
 def test_bcast_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    if not _host_runs(build):
+        pytest.skip("this CPU does not run AVX2 code")
     cin, h, w, cout, k, s, p, d, act, depth, rows = CASES[case]
     rng = np.random.default_rng(case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
@@ -193,6 +209,8 @@ def test_bcast_convolution_matches_reference_in_exact_scratch(tmp_path, build, c
 def test_planes_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    if not _host_runs(build):
+        pytest.skip("this CPU does not run AVX2 code")
     cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
     depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0)[case]   # taps of a depth block (0: NNC_KC)
     rng = np.random.default_rng(10 + case)
@@ -223,6 +241,8 @@ WINO4_CASES = [
 def test_winograd_matches_reference_in_exact_scratch(tmp_path, build, case, m):
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    if not _host_runs(build):
+        pytest.skip("this CPU does not run AVX2 code")
     cin, h, w, cout, pad, act, rows = WINO4_CASES[case]
     rng = np.random.default_rng(30 + case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
@@ -241,14 +261,14 @@ def test_winograd_matches_reference_in_exact_scratch(tmp_path, build, case, m):
 DW_CASES = [
     # channels, multiplier, h, w, kernel, stride, pad, dilation, act, band rows (0: all; -1: no scratch, row by row)
     (6, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0),
-    (5, 2, 14, 13, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 3),
+    (5, 2, 14, 13, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 3),         # stride 2, odd left pad: phase 1's own head
     (4, 1, 9, 17, (5, 5), (2, 1), (2, 2), (1, 1), "none", 2),
     (3, 1, 12, 11, (3, 3), (1, 1), (2, 2), (2, 2), "tanh", 5),
     (7, 1, 4, 1, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0),
     (2, 3, 10, 10, (3, 3), (3, 3), (0, 0), (1, 1), "sigmoid", 1),
     (6, 1, 9, 40, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", -1),
-    (3, 1, 11, 15, (3, 3), (2, 2), (0, 0), (1, 1), "relu6", 2),        # both column phases in one pass
-    (4, 1, 10, 9, (5, 5), (2, 2), (2, 2), (1, 1), "none", 0),         # ... each with its own ends
+    (3, 1, 11, 15, (3, 3), (2, 2), (0, 0), (1, 1), "relu6", 2),        # stride 2, odd w + left pad: phase 0's own tail
+    (4, 1, 10, 9, (5, 5), (2, 2), (2, 2), (1, 1), "none", 0),         # ... with a 5x5 kernel and an even left pad
 ]
 
 
@@ -266,6 +286,8 @@ def _depthwise_case(seed, c, mult, h, w, k, s, p, d, act):
 def test_depthwise_matches_reference_in_exact_scratch(tmp_path, build, case):
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    if not _host_runs(build):
+        pytest.skip("this CPU does not run AVX2 code")
     c, mult, h, w, k, s, p, d, act, rows = DW_CASES[case]
     x, wt, bias, want = _depthwise_case(20 + case, c, mult, h, w, k, s, p, d, act)
     oh, ow = want.shape[1:]
@@ -303,6 +325,8 @@ def test_depthwise_side_by_side_matches_reference_in_exact_scratch(tmp_path, bui
     exactly the scratch the code generator plans: the larger of the two methods' needs."""
     if "asan" in build and not sanitizers_work():
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    if not _host_runs(build):
+        pytest.skip("this CPU does not run AVX2 code")
     cases = DWC_CASES + [row[:-1] for row in DW_CASES]
     c, mult, h, w, k, s, p, d, act = cases[case]
     x, wt, bias, want = _depthwise_case(50 + case, c, mult, h, w, k, s, p, d, act)
@@ -383,4 +407,21 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     # ... in depth blocks whose input rows and weights stay within half of a 32 KiB L1 (not 288 channels)
     node = next(n for n in plan.graph.nodes if n.label == "features.17.conv.2")
     depth = c_gen.direct_plan(node, plan.graph)[1]
-    assert 32 <= depth < 960 and depth * (49 * 4 + 64) <= c_gen.BCAST_L1
+    assert 32 <= depth < 960 and depth * (49 * 4 + 64) <= c_gen.BCAST_L1 < (depth + 1) * (49 * 4 + 64)
+
+
+def test_a_pointwise_layer_whose_partial_sums_find_no_room_runs_in_one_depth_block(tmp_path):
+    """256 channels of 10x10 in: depth blocks of 35 channels would need 12.5 KiB of partial sums beside
+    the live values, which the plan has not; one block of all 256 needs 4 bytes and still beats the
+    matrix multiply in the cost model, so the layer keeps nnc_conv_bcast (and equals the NumPy plan)."""
+    src = tmp_path / "m.nn"
+    src.write_text("model m(x: [256, 10, 10]) {\n    c: conv2d(32, 1, bias=false)\n}\n")
+    plan = compile_plan(src, target="c", render=False)
+    node = next(n for n in plan.graph.nodes if n.op.name == "conv2d")
+    assert c_gen._bcast_depth(node) < 256 and c_gen._direct_costs(node)["bcast"] < c_gen._direct_costs(node)["gemm"]
+    assert c_gen.direct_plan(node, plan.graph) == ("bcast", 256, 10)
+    x = np.random.default_rng(3).standard_normal((2, 256, 10, 10)).astype(np.float32)
+    weights = {"c.weight": np.random.default_rng(4).standard_normal((32, 256, 1, 1)).astype(np.float32) / 16}
+    got = nnc.build(src, target="c", batch=2, weights=weights)(x)
+    want = nnc.build(src, target="numpy", batch=2, weights=weights)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

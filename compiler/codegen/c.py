@@ -282,7 +282,10 @@ PACK_COST, PACK_COST_STRIDED, STORE_COST, COPY_COST, BUILD_COST = 32, 48, 16, 8,
 
 def _bcast_in_place(n: Node) -> bool:
     """Whether nnc_conv_bcast reads the input of `n` in place (a 1x1
-    convolution of stride 1 without padding, at least a tile of pixels)."""
+    convolution of stride 1 without padding, at least a tile of pixels).
+    The tile is taken at its widest on any target (7 pixels; 6 on AVX2),
+    so a plane of 6 pixels gets the band scratch on every target: the
+    kernel's own test (NNC_PT) is looser, and more scratch is never wrong."""
     a = n.attrs
     return (tuple(a["kernel"]) == (1, 1) and tuple(a["stride"]) == (1, 1) and not any(map(any, a["pads"]))
             and n.shape[1] * n.shape[2] >= max(BCAST_PT))
@@ -380,14 +383,18 @@ def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
     for kind in sorted(costs, key=costs.get):
         if kind == "gemm":
             return None
-        depth = _bcast_depth(n) if kind == "bcast" else min(_conv_dims(n)[1], KC)
-        scratch = ((lambda r: _bcast_scratch(n, r, depth)) if kind == "bcast"
-                   else (lambda r: _planes_scratch(n, r)))
-        rows = n.shape[1]
-        while rows > 1 and scratch(rows) > room:
-            rows = -(-rows // 2) if rows > 8 else rows - 1
-        if scratch(rows) <= room:
-            return kind, depth, rows
+        if kind == "planes":
+            depths = [min(_conv_dims(n)[1], KC)]
+        else:   # a 1x1 layer read in place whose partial sums find no room runs in one block (4 bytes of scratch)
+            depths = list(dict.fromkeys([_bcast_depth(n)] + ([a["in_channels"]] if _bcast_in_place(n) else [])))
+        for depth in depths:
+            scratch = ((lambda r: _bcast_scratch(n, r, depth)) if kind == "bcast"
+                       else (lambda r: _planes_scratch(n, r)))
+            rows = n.shape[1]
+            while rows > 1 and scratch(rows) > room:
+                rows = -(-rows // 2) if rows > 8 else rows - 1
+            if scratch(rows) <= room:
+                return kind, depth, rows
     return None
 
 
