@@ -259,33 +259,40 @@ def gelu(x: np.ndarray, out: np.ndarray, *, scratch: Scratch | None = None) -> N
     form, within 5e-7 (see above); `out` may be `x`."""
     buf = _provide(scratch, lambda: _gelu_tile(x.shape))["act_tmp"]
     cap = buf.size // 2
-    for idx in _pieces(x.shape, cap):
-        xp = x[idx]
-        u = _take(buf, xp.shape)
-        acc = buf.reshape(-1)[cap:cap + xp.size].reshape(xp.shape)
-        _gelu(xp, out[idx], u, acc)
+    # one error state for every piece: x^2 overflows to inf (exp gives 0) and -inf * 0 is NaN, as in PyTorch
+    with np.errstate(over="ignore", invalid="ignore"):
+        for idx in _pieces(x.shape, cap):
+            xp = x[idx]
+            u = _take(buf, xp.shape)
+            acc = buf.reshape(-1)[cap:cap + xp.size].reshape(xp.shape)
+            _gelu(xp, out[idx], u, acc)
+
+
+# the fit's constants as float32 scalars (a Python float operand costs a conversion per call), and the
+# ufuncs called with positional outputs: a gelu piece is ~18 calls, so their fixed cost is the piece's
+_G_INV_P, _G_CP, _G_HALF, _G_NEG_HALF = (np.float32(v) for v in (_AS_INV_P, _AS_C * _AS_INV_P, 0.5, -0.5))
+_G_MONIC = tuple(np.float32(m) for m in _AS_MONIC)
 
 
 def _gelu(x: np.ndarray, out: np.ndarray, u: np.ndarray, acc: np.ndarray) -> None:
-    np.absolute(x, out=u)
-    np.add(u, _AS_INV_P, out=u)
-    np.divide(_AS_C * _AS_INV_P, u, out=u)      # s = c t
-    np.add(u, _AS_MONIC[3], out=acc)
-    for m in reversed(_AS_MONIC[:3]):
-        np.multiply(acc, u, out=acc)
-        np.add(acc, m, out=acc)
-    np.multiply(acc, u, out=acc)                 # t P(t) / 2
-    with np.errstate(over="ignore"):
-        np.square(x, out=u)
-    np.multiply(u, -0.5, out=u)
-    np.exp(u, out=u)
-    np.multiply(acc, u, out=acc)                 # q
-    np.subtract(0.5, acc, out=acc)
-    np.sign(x, out=u)
-    np.multiply(acc, u, out=acc)
-    np.add(acc, 0.5, out=acc)                    # Phi
-    with np.errstate(invalid="ignore"):          # -inf * 0 = NaN, as in PyTorch
-        np.multiply(x, acc, out=out)
+    """One piece of gelu, under the caller's error state; Phi = 1/2 + copysign(1/2 - q, x)."""
+    mul, add = np.multiply, np.add
+    np.absolute(x, u)
+    add(u, _G_INV_P, u)
+    np.divide(_G_CP, u, u)                       # s = c t
+    add(u, _G_MONIC[3], acc)
+    for m in reversed(_G_MONIC[:3]):
+        mul(acc, u, acc)
+        add(acc, m, acc)
+    mul(acc, u, acc)                             # t P(t) / 2
+    np.square(x, u)
+    mul(u, _G_NEG_HALF, u)
+    np.exp(u, u)
+    mul(acc, u, acc)                             # q
+    np.subtract(_G_HALF, acc, acc)
+    np.copysign(acc, x, acc)
+    add(acc, _G_HALF, acc)                       # Phi
+    mul(x, acc, out)
 
 
 def _clamped_z(x: np.ndarray, z: np.ndarray) -> None:
