@@ -1,6 +1,7 @@
 """Function preservation on the sample models: grown at a random layer by a
-random number of units, `zero` gives exactly the old outputs (at the old
-units' positions) and `net2net` the same within 1e-5 relative."""
+random number of units, `zero` gives the old outputs (at the old units'
+positions; the same function in exact arithmetic, within 4e-6 relative in
+float32) and `net2net` the same within 1e-5 relative."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def check_growth(name, old_text, new_text, old_size, grow_by, init, seed):
     if init == "zero":
         # the same sums with zero terms added, but a BLAS picks its blocking (and the order of
         # a sum) by the product's shape: equal up to float32 rounding, never promised bitwise
-        assert np.max(np.abs(y2 - y1)) <= 1e-6 * np.max(np.abs(y1))
+        assert np.max(np.abs(y2 - y1)) <= 4e-6 * np.max(np.abs(y1))
     else:
         assert np.max(np.abs(y2 - y1)) <= 1e-5 * np.max(np.abs(y1)) + 1e-7
 

@@ -308,7 +308,7 @@ def test_growing_within_capacity_keeps_the_weight_buffers_and_allocates_almost_n
     assert a.state_dict()["h.weight"].shape == (2048, 1024)
     assert a.optimizer_state_dict()["out.weight.momentum_buffer"].shape == (10, 2048)
     for x, y in batches[:2]:
-        assert a.step(x, y) == b.step(x, y)
+        assert _rel(a.step(x, y), b.step(x, y)) < 1e-6      # (views into room: a BLAS may round them apart)
     keys = ("h.weight", "h.bias", "out.weight")
     storage = {k: a._storage[k] for k in keys}
     buffers = {k: a._opt_storage[k]["momentum_buffer"] for k in keys}
@@ -354,9 +354,9 @@ def test_capacity_trains_exactly_as_without_and_grows_the_same(opt):
     b = nnc.train(CONV % (3, 4), optimizer=opt, batch=4, weights=a.state_dict(), keep_gradients=True)
     assert not a._state["c2.weight"].flags.c_contiguous
     for x, y in batches[:2]:
-        assert a.step(x, y) == b.step(x, y)
+        assert _rel(a.step(x, y), b.step(x, y)) < 1e-6      # (views into room: a BLAS may round them apart)
     for k, v in b.gradients().items():
-        np.testing.assert_array_equal(a.gradients()[k], v, err_msg=k)
+        assert _rel(a.gradients()[k], v) < 1e-5, k
     arena, scratch = a._arena, a._update_flat
     a.grow(CONV % (5, 6))
     b.grow(CONV % (5, 6))
@@ -383,7 +383,7 @@ def test_capacity_before_and_on_a_recurrent_layer_trains_and_grows_like_without(
     assert ("rnn.weight_ih_l0" in a._storage) == ("rnn" not in room)
     assert "rnn.weight_hh_l0" not in a._storage
     for x, y in batches[:2]:
-        assert a.step(x, y) == b.step(x, y)
+        assert _rel(a.step(x, y), b.step(x, y)) < 1e-6      # (views into room: a BLAS may round them apart)
     a.grow(src % (6, 5))
     b.grow(src % (6, 5))
     for x, y in batches[2:]:
@@ -395,7 +395,7 @@ def test_growing_beyond_capacity_reallocates_and_still_trains_the_same():
     a = nnc.train(MLP % 5, optimizer=nnc.SGD(0.1, momentum=0.5), batch=4, capacity={"l1": 6})
     b = nnc.train(MLP % 5, optimizer=nnc.SGD(0.1, momentum=0.5), batch=4, weights=a.state_dict())
     for x, y in batches[:2]:
-        assert a.step(x, y) == b.step(x, y)
+        assert _rel(a.step(x, y), b.step(x, y)) < 1e-6      # (views into room: a BLAS may round them apart)
     store = a._storage["l1.weight"]
     a.grow(MLP % 9)
     b.grow(MLP % 9)
