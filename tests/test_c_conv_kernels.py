@@ -97,12 +97,15 @@ SANITIZE = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=
 BUILDS = {"native": ["-O3", "-march=native"], "portable": ["-O2"], "plain": ["-O2", "-DNNC_PLAIN_C"],
           "native-asan": [*SANITIZE, "-march=native"], "portable-asan": SANITIZE,
           # the 8-lane paths (nnc_t8's transposed tile stores, 6-pixel tiles) on a host whose native build is wider
-          "avx2": ["-O2", "-mavx2", "-mfma"]}
+          "avx2": ["-O2", "-mavx2", "-mfma"],
+          # the 16-lane paths (32-channel tiles reading two weight blocks, 7-pixel tiles) on an AVX2 host: the
+          # kernels use GNU vector extensions only, which GCC lowers to pairs of AVX2 vectors
+          "avx512-emulated": ["-O2", "-mavx2", "-mfma", "-D__AVX512F__", "-Wno-psabi"]}
 
 
 def _host_runs(build: str) -> bool:
-    """Whether this machine runs what `build` compiles (the AVX2 build needs an x86-64 CPU with AVX2 and FMA)."""
-    if build != "avx2":
+    """Whether this machine runs what `build` compiles (the AVX builds need an x86-64 CPU with AVX2 and FMA)."""
+    if not build.startswith("avx"):
         return True
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
@@ -148,17 +151,30 @@ class _Node:
         self.shape = (cout, oh, ow)
 
 
+_HARNESSES: dict[str, Path] = {}
+
+
+def _harness(build: str, where: Path) -> Path:
+    """The harness built for `build`, once a session (every case of a build runs the same program)."""
+    if build not in _HARNESSES:
+        folder = where / f"harness-{build}"
+        folder.mkdir(exist_ok=True)
+        (folder / "h.c").write_text(HARNESS)
+        exe = folder / "h"
+        proc = subprocess.run([cbuild.find_compiler(), "-std=c99", *BUILDS[build], "-I", str(KERNELS),
+                               str(folder / "h.c"), "-o", str(exe), "-lm"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        _HARNESSES[build] = exe
+    return _HARNESSES[build]
+
+
 def run_kernel(tmp_path, kernel, build, x, wt, bias, packed, geometry, act, scratch_floats):
-    """Build the harness for `build`, run kernel 0/1/2 (bcast, planes, depthwise), return its output."""
+    """Run kernel 0/1/2 (bcast, planes, depthwise) of the harness for `build`, return its output."""
     x.tofile(tmp_path / "x.bin")
     packed.tofile(tmp_path / "w.bin")
     cout = wt.shape[0]
     (bias if bias is not None else np.zeros(cout, np.float32)).tofile(tmp_path / "b.bin")
-    (tmp_path / "h.c").write_text(HARNESS)
-    exe = tmp_path / "h"
-    proc = subprocess.run([cbuild.find_compiler(), "-std=c99", *BUILDS[build], "-I", str(KERNELS), str(tmp_path / "h.c"),
-                           "-o", str(exe), "-lm"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    exe = _harness(build, tmp_path.parent)
     args = [*geometry, ACTS[act], int(bias is not None), scratch_floats, kernel]
     proc = subprocess.run([str(exe), str(tmp_path), *map(str, args)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

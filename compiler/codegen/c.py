@@ -266,7 +266,9 @@ def wino_rows(n: Node, graph: Graph, m: int) -> int | None:
     return rows if _wino_scratch(n, m, rows) <= room else None
 
 
-BCAST_CB = 32          # NNC_CB: output channels of one packed weight block of nnc_conv_bcast
+BCAST_CB = 32          # the most output channels of one register tile of nnc_conv_bcast (AVX-512); the packed
+                       # weights' output channels are padded to a multiple of it
+BCAST_ROW = 16         # NNC_CB: output channels of one packed weight block (a tap's row is one 64-byte line)
 BCAST_PT = (6, 7)      # NNC_PT on the targets: the output pixels of its register tile
 BCAST_TAPS = 1024      # NNC_BCAST_TAPS: the most taps of one depth block
 BCAST_DEPTH = 288      # taps of one depth block: its weights (36 KiB) stay in L1 across the band's tiles
@@ -733,13 +735,14 @@ def pack_winograd4(w: np.ndarray) -> np.ndarray:
 
 
 def pack_bcast(w: np.ndarray) -> np.ndarray:
-    """[C_out, C_in, kh, kw] -> blocks of BCAST_CB output channels, each
-    [K][BCAST_CB] (K = C_in*kh*kw), zeros beyond C_out: [ceil(C_out/CB)][K][CB]."""
+    """[C_out, C_in, kh, kw] -> blocks of BCAST_ROW output channels, each
+    [K][BCAST_ROW] (K = C_in*kh*kw), the channels padded with zeros to a
+    multiple of BCAST_CB: [C_out'/ROW][K][ROW] (nnc_conv_bcast's layout)."""
     cout, k = w.shape[0], int(np.prod(w.shape[1:]))
-    cb = -(-cout // BCAST_CB)
-    out = np.zeros((cb * BCAST_CB, k), np.float32)
+    padded = -(-cout // BCAST_CB) * BCAST_CB
+    out = np.zeros((padded, k), np.float32)
     out[:cout] = w.reshape(cout, k)
-    return out.reshape(cb, BCAST_CB, k).transpose(0, 2, 1).reshape(-1)
+    return out.reshape(padded // BCAST_ROW, BCAST_ROW, k).transpose(0, 2, 1).reshape(-1)
 
 
 def pack_attention(name: str, w: np.ndarray) -> np.ndarray:

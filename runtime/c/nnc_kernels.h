@@ -554,16 +554,20 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
  * tile of NNC_PT output pixels (consecutive along the flattened band) times NNC_CV output
  * channels (two vectors); each input value is broadcast from where it lies,
  * each weight vector read once per tile. The weights are packed by the
- * code generator as [ceil(cout/NNC_CB)][K][NNC_CB] (K = cin*kh*kw in
- * PyTorch's order, zeros beyond cout). */
-#define NNC_CB 32
+ * code generator in blocks of NNC_CB output channels, [cout'/NNC_CB][K][NNC_CB]
+ * (K = cin*kh*kw in PyTorch's order; cout' = cout rounded up to 32, zeros
+ * beyond cout): a tap's row of a block is one 64-byte line, so a tile of
+ * 16 channels (AVX2) reads whole lines, not every other one (its weights
+ * then take all of L1's sets, not half), and a tile of 32 (AVX-512) reads
+ * two blocks side by side, `hi` floats apart. */
+#define NNC_CB 16
 #if defined(__AVX512F__) || defined(__aarch64__)
 #define NNC_PT 7              /* 32 vector registers: 14 accumulators */
 #else
 #define NNC_PT 6
 #endif
 #if defined(NNC_VEC)
-#define NNC_CV (2 * NNC_VL)   /* output channels of one register tile, a divisor of NNC_CB */
+#define NNC_CV (2 * NNC_VL)   /* output channels of one register tile: a divisor of NNC_CB, or 2 * NNC_CB */
 #else
 #define NNC_CV 8
 #endif
@@ -630,10 +634,10 @@ static inline void nnc_bcast_store(float *restrict t, const float *restrict bias
 #if defined(NNC_VEC)
 /* part[0:NNC_PT][0:NNC_CV] = (first ? 0 : part) + the sums over K taps:
  * pixel q of tap k reads x0[pix[q] + off[k]]; the weights w advance NNC_CB
- * floats a tap. */
+ * floats a tap, the tile's second vector of channels at w + hi. */
 NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, const long *restrict pix,
                                                const int *restrict off, int K, const float *restrict w,
-                                               float *restrict part, int first) {
+                                               long hi, float *restrict part, int first) {
     nnc_vf a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
     const float *restrict x_0 = x0 + pix[0], *restrict x_1 = x0 + pix[1], *restrict x_2 = x0 + pix[2];
     const float *restrict x_3 = x0 + pix[3], *restrict x_4 = x0 + pix[4], *restrict x_5 = x0 + pix[5];
@@ -657,7 +661,7 @@ NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, const l
 #endif
     }
     for (k = 0; k < K; k++, w += NNC_CB) {
-        const nnc_vf w0 = nnc_ldv(w), w1 = nnc_ldv(w + NNC_VL);
+        const nnc_vf w0 = nnc_ldv(w), w1 = nnc_ldv(w + hi);
         const int o = off[k];
         a00 += x_0[o] * w0, a01 += x_0[o] * w1;
         a10 += x_1[o] * w0, a11 += x_1[o] * w1;
@@ -681,9 +685,10 @@ NNC_CONTRACT static inline void nnc_bcast_tile(const float *restrict x0, const l
 }
 #else
 static inline void nnc_bcast_tile(const float *x0, const long *pix, const int *off, int K, const float *w,
-                                  float *part, int first) {
-    float acc[NNC_PT][NNC_CV];
+                                  long hi, float *part, int first) {
+    float acc[NNC_PT][NNC_CV];      /* NNC_CV <= NNC_CB here: the tile's channels are one block's */
     int k, q, o;
+    (void)hi;
     for (q = 0; q < NNC_PT; q++)
         for (o = 0; o < NNC_CV; o++) acc[q][o] = first ? 0.0f : part[q * NNC_CV + o];
     for (k = 0; k < K; k++, w += NNC_CB)
@@ -731,6 +736,9 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
     const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh;
     const long wp = (long)(p->ow - 1) * p->sw + (long)(p->kw - 1) * p->dw + 1;
     const long N = (long)p->oh * p->ow;
+    /* where a tile's second vector of weights is: the same row of the next block (a 32-channel tile),
+     * or the second half of the row */
+    const long hi = NNC_CV > NNC_CB ? (long)K * NNC_CB : NNC_CV / 2;
     int r0;
     if (taps == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 && p->oh == p->h && p->ow == p->w &&
         N >= NNC_PT) {
@@ -753,7 +761,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                     const long n0 = t * NNC_PT < N - NNC_PT ? t * NNC_PT : N - NNC_PT;
                     float tmp[NNC_PT * NNC_CV];
                     float *part = CR < p->cin ? scratch + t * NNC_PT * NNC_CV : tmp;
-                    nnc_bcast_tile(x + kb * N + n0, pix, off, depth, wb + (long)kb * NNC_CB, part, kb == 0);
+                    nnc_bcast_tile(x + kb * N + n0, pix, off, depth, wb + (long)kb * NNC_CB, hi, part, kb == 0);
                     if (last)
                         nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha, y + (long)c0 * N + n0, N, nch,
                                         NNC_PT);
@@ -788,7 +796,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                  * per tile while this block's, read by the first tile, stay in L1 for the others */
                 const float *next = last ? wc + (long)((c0 + NNC_CV) / NNC_CB) * K * NNC_CB + (c0 + NNC_CV) % NNC_CB
                                          : wb + (long)(kb + depth) * taps * NNC_CB;
-                const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;
+                const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;   /* a block's */
                 const long share = (lines + tiles - 1) / tiles;
                 int off[NNC_BCAST_TAPS], k = 0, e, j;
                 long fetched = 0, l, t;
@@ -800,8 +808,11 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                     float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
                     long pix[NNC_PT];
                     const long n0 = nnc_bcast_pixels(t, np, p->ow, wp, p->sh, p->sw, pix);
-                    for (l = 0; l < share && fetched < lines; l++, fetched++) NNC_PREFETCH(next + fetched * 16);
-                    nnc_bcast_tile(band + kb * plane, pix, off, k, wb + (long)kb * taps * NNC_CB, part, kb == 0);
+                    for (l = 0; l < share && fetched < lines; l++, fetched++) {
+                        NNC_PREFETCH(next + fetched * 16);
+                        if (NNC_CV > NNC_CB) NNC_PREFETCH(next + hi + fetched * 16);
+                    }
+                    nnc_bcast_tile(band + kb * plane, pix, off, k, wb + (long)kb * taps * NNC_CB, hi, part, kb == 0);
                     if (last)
                         nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha,
                                         y + (long)c0 * N + (long)r0 * p->ow + n0, N, nch, npix);
