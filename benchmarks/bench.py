@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -185,8 +186,10 @@ def onnx_session(twin, example: np.ndarray, tmp: Path, threads: int):
     if not path.exists():
         x = torch.from_numpy(np.zeros_like(example[:1]))
         try:
-            torch.onnx.export(twin, (x,), str(path), input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+            with warnings.catch_warnings():     # the TorchScript exporter's deprecation notice, on every model
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(twin, (x,), str(path), input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
         except Exception as e:                        # noqa: BLE001 (any exporter failure skips the peer)
             return None, f"onnx export failed: {type(e).__name__}: {str(e)[:200]}"
     opts = ort.SessionOptions()
