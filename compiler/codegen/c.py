@@ -313,12 +313,13 @@ def _bcast_scratch(n: Node, rows: int, depth: int) -> int:
     a = n.attrs
     cin, oh, ow = a["in_channels"], n.shape[1], n.shape[2]
     (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    blocks = min(depth, BCAST_TAPS // (kh * kw)) < cin       # the kernel's depth blocks: at most BCAST_TAPS taps
     if _bcast_in_place(n):
         # read in place: the partial sums of its tiles along the flattened plane only
-        return max(-(-(oh * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB * 4 if depth < cin else 4
+        return max(-(-(oh * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB * 4 if blocks else 4
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
     band = cin * ((rows - 1) * sh + (kh - 1) * dh + 1) * wp
-    parts = max(-(-(rows * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB if depth < cin else 0
+    parts = max(-(-(rows * ow) // pt) * pt for pt in BCAST_PT) * BCAST_CB if blocks else 0
     return (band + parts) * 4
 
 
@@ -337,8 +338,8 @@ def _direct_costs(n: Node) -> dict[str, float]:
     """The cost model of a 2-d convolution of one group, in multiply-adds at
     the peak rate: the packed matrix multiply ("gemm") pads the pixels to
     NNC_NR and packs the columns (a 1x1 convolution of stride 1 reads them
-    in place); nnc_conv_bcast pads the output channels to NNC_CB and the
-    output to whole tiles of NNC_PT pixels, and stores transposed;
+    in place); nnc_conv_bcast pads the output channels to BCAST_CB (32)
+    and the output to whole tiles of NNC_PT pixels, and stores transposed;
     nnc_conv_planes builds its planes, computes the band's padding columns
     too and copies its products out."""
     a = n.attrs
@@ -388,7 +389,8 @@ def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
         if kind == "planes":
             depths = [min(_conv_dims(n)[1], KC)]
         else:   # a 1x1 layer read in place whose partial sums find no room runs in one block (4 bytes of scratch)
-            depths = list(dict.fromkeys([_bcast_depth(n)] + ([a["in_channels"]] if _bcast_in_place(n) else [])))
+            whole = _bcast_in_place(n) and a["in_channels"] <= BCAST_TAPS
+            depths = list(dict.fromkeys([_bcast_depth(n)] + ([a["in_channels"]] if whole else [])))
         for depth in depths:
             scratch = ((lambda r: _bcast_scratch(n, r, depth)) if kind == "bcast"
                        else (lambda r: _planes_scratch(n, r)))

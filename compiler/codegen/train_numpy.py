@@ -866,6 +866,9 @@ def generate(tg: TrainGraph, lay, *, name: str, source: str, batch: int) -> str:
         items = _items(tg, s, r)
         body.append(_comment(tg, s))
         if s.kind is StepKind.BACKWARD and not s.writes:
+            # its kernel calls would form nothing (every output None): the blocked update forms the weight's
+            assert all(isinstance(i, KCall) and all(v is None for k, v in i.kwargs.items() if k.startswith("d"))
+                       for i in items), s.label
             body.append("# (no gradient to form here: its weight's is formed by the blocked update below)")
             continue
         if s.kind is StepKind.UPDATE and s.blocked:

@@ -781,11 +781,11 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
             for (i = 0; i < bh; i++) {
                 float *d = band + c * plane + (long)i * wp;
                 const int ih = r0 * p->sh - p->pt + i;
-                long q, lo = p->pl < wp ? p->pl : wp, hi = p->pl + p->w < wp ? p->pl + p->w : wp;
-                if (ih < 0 || ih >= p->h) hi = lo;
+                long q, lo = p->pl < wp ? p->pl : wp, end = p->pl + p->w < wp ? p->pl + p->w : wp;
+                if (ih < 0 || ih >= p->h) end = lo;
                 for (q = 0; q < lo; q++) d[q] = 0.0f;
-                if (hi > lo) memcpy(d + lo, x + ((long)c * p->h + ih) * p->w, (size_t)(hi - lo) * sizeof *d);
-                for (q = hi > lo ? hi : lo; q < wp; q++) d[q] = 0.0f;
+                if (end > lo) memcpy(d + lo, x + ((long)c * p->h + ih) * p->w, (size_t)(end - lo) * sizeof *d);
+                for (q = end > lo ? end : lo; q < wp; q++) d[q] = 0.0f;
             }
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
