@@ -10,6 +10,7 @@ AddressSanitizer; and which layers of the samples it takes."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def _host_runs(build: str) -> bool:
     return "avx2" in flags and "fma" in flags
 
 
+def _skip_unless_runnable(build: str) -> None:
+    """Skip a case of `build` where this machine cannot build or run it."""
+    if "asan" in build and not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    if not _host_runs(build):
+        pytest.skip("this CPU does not run AVX2 code")
+
+
+@functools.cache
 def sanitizers_work() -> bool:
     probe = subprocess.run([cbuild.find_compiler(), "-fsanitize=address,undefined", "-x", "c", "-", "-o", "/dev/null"],
                            input="int main(void){return 0;}", capture_output=True, text=True)
@@ -202,10 +212,7 @@ CASES = [
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_bcast_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
-    if "asan" in build and not sanitizers_work():
-        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
-    if not _host_runs(build):
-        pytest.skip("this CPU does not run AVX2 code")
+    _skip_unless_runnable(build)
     cin, h, w, cout, k, s, p, d, act, depth, rows = CASES[case]
     rng = np.random.default_rng(case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
@@ -224,10 +231,7 @@ def test_bcast_convolution_matches_reference_in_exact_scratch(tmp_path, build, c
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_planes_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
-    if "asan" in build and not sanitizers_work():
-        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
-    if not _host_runs(build):
-        pytest.skip("this CPU does not run AVX2 code")
+    _skip_unless_runnable(build)
     cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
     depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0)[case]   # taps of a depth block (0: NNC_KC)
     rng = np.random.default_rng(10 + case)
@@ -256,10 +260,7 @@ WINO4_CASES = [
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("case", range(len(WINO4_CASES)))
 def test_winograd_matches_reference_in_exact_scratch(tmp_path, build, case, m):
-    if "asan" in build and not sanitizers_work():
-        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
-    if not _host_runs(build):
-        pytest.skip("this CPU does not run AVX2 code")
+    _skip_unless_runnable(build)
     cin, h, w, cout, pad, act, rows = WINO4_CASES[case]
     rng = np.random.default_rng(30 + case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
@@ -301,10 +302,7 @@ def _depthwise_case(seed, c, mult, h, w, k, s, p, d, act):
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("case", range(len(DW_CASES)))
 def test_depthwise_matches_reference_in_exact_scratch(tmp_path, build, case):
-    if "asan" in build and not sanitizers_work():
-        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
-    if not _host_runs(build):
-        pytest.skip("this CPU does not run AVX2 code")
+    _skip_unless_runnable(build)
     c, mult, h, w, k, s, p, d, act, rows = DW_CASES[case]
     x, wt, bias, want = _depthwise_case(20 + case, c, mult, h, w, k, s, p, d, act)
     oh, ow = want.shape[1:]
@@ -340,10 +338,7 @@ DWC_RUNS = [(build, case) for build in BUILDS for case in range(len(DWC_CASES))]
 def test_depthwise_side_by_side_matches_reference_in_exact_scratch(tmp_path, build, case):
     """nnc_depthwise_cv (on other targets nnc_depthwise in bands of g.nc rows, in the same scratch) in
     exactly the scratch the code generator plans: the larger of the two methods' needs."""
-    if "asan" in build and not sanitizers_work():
-        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
-    if not _host_runs(build):
-        pytest.skip("this CPU does not run AVX2 code")
+    _skip_unless_runnable(build)
     cases = DWC_CASES + [row[:-1] for row in DW_CASES]
     c, mult, h, w, k, s, p, d, act = cases[case]
     x, wt, bias, want = _depthwise_case(50 + case, c, mult, h, w, k, s, p, d, act)
