@@ -614,7 +614,7 @@ class Growth:
                 raise CompileError([error(
                     "E0507", f"net2net cannot copy a unit for `{key}`: the copy of "
                     f"{self._describe(int(new_tags[q]))} is not one old position",
-                    self.new.graph.node(key.rsplit('.', 1)[0]).span,
+                    _owner(self.new.graph, key).span,
                     help="merged or concatenated values grow in ways no single copy keeps; use init=\"zero\"")],
                     self.sources)
             count = np.bincount(src, minlength=per_old)[src]
@@ -778,16 +778,27 @@ def plan(old: Graph, new: Graph, sources: Mapping[str, str] | None = None) -> Gr
         raise CompileError(_unique(diags), sources)
     moves: dict[str, list[_AxisMove]] = {}
     for key, spec in new.param_specs().items():
-        node = new.node(key.rsplit(".", 1)[0])
         try:
             moves[key] = _moves(key, a.params[key], b.params[key], old.param_specs()[key].shape, spec.shape)
         except _GroupError as e:
+            node = _owner(new, key)
             diags.append(error("E0506", f"`{node.label}` (groups={e.groups}) cannot take its grown input: "
                                f"its old input channels would move to other groups", node.span,
                                help="grow the layer feeding it with the same groups, or give it groups=1"))
     if diags:
         raise CompileError(_unique(diags), sources)
     return Growth(a, b, moves, warns, sources)
+
+
+def _owner(graph: Graph, key: str) -> Node:
+    """The node whose state_dict holds `key` (a folded batchnorm's: the layer it folds into), as
+    Graph.param_specs names them; not the label before the key's last dot (attention's
+    `a.out_proj.weight`)."""
+    for n in graph.nodes:
+        if any(n.param_key(p.name) == key for p in n.params) or (
+                n.norm is not None and any(f"{n.norm.label}.{p.name}" == key for p in n.norm.params)):
+            return n
+    raise KeyError(key)
 
 
 class _GroupError(Exception):

@@ -506,6 +506,45 @@ model net(x: [2, 4]) {
         np.testing.assert_allclose(y2, y1, rtol=1e-5, atol=1e-6)
 
 
+
+ATTENDED = """
+model net(x: [6, 8]) {
+    a: attention(2)
+    d: dense(%d)
+    o: dense(1)
+}
+"""
+
+
+@pytest.mark.parametrize("init", ["zero", "net2net"])
+def test_a_model_with_attention_grows_a_layer_after_it(init):
+    """attention's out_proj keys (`a.out_proj.weight`) are not the label before their last dot: growth
+    looked their owner up that way and raised KeyError 'a.out_proj' on any model holding attention."""
+    w = random_weights(ATTENDED % 4)
+    w2, _ = nnc.grow(ATTENDED % 4, ATTENDED % 6, w, init=init, seed=2)
+    for k in ("a.in_proj_weight", "a.in_proj_bias", "a.out_proj.weight", "a.out_proj.bias"):
+        np.testing.assert_array_equal(w2[k], w[k])
+    x = np.random.default_rng(4).standard_normal((2, 6, 8)).astype(np.float32)
+    y1, y2 = outputs_at_old_positions(ATTENDED % 4, ATTENDED % 6, w, w2, x)
+    assert_same_function(y2, y1)
+    same, _ = nnc.grow(ATTENDED % 4, ATTENDED % 4, w)         # unchanged text: unchanged weights
+    for k, v in w.items():
+        np.testing.assert_array_equal(same[k], v)
+
+
+def test_a_grouped_conv_error_names_its_layer_when_a_batchnorm_folds_into_the_one_before():
+    src = """
+model net(x: [2, 4]) {
+    c: conv1d(%d, 1) -> bn: batchnorm
+    g: conv1d(4, 1, groups=2)
+}
+"""
+    with pytest.raises(nnc.CompileError) as e:
+        plan(src % 4, src % 6)
+    d = e.value.diagnostics[0]
+    assert d.code == "E0506" and "`g`" in d.message and d.line == 4
+
+
 # ------------------------------------------------------------------ capacity
 
 def test_capacity_places_entries_so_growing_within_it_moves_nothing():
@@ -554,6 +593,16 @@ def test_cli_grows_weights_and_optimizer_state(tmp_path):
             np.testing.assert_array_equal(got[k], v)
     with np.load(tmp_path / "opt2.npz") as got:
         assert got["conv2.weight.momentum_buffer"].shape == (4, 4, 3, 3)
+
+
+def test_cli_grows_a_model_holding_attention(tmp_path):
+    (tmp_path / "old.nn").write_text(ATTENDED % 4)
+    (tmp_path / "new.nn").write_text(ATTENDED % 6)
+    np.savez(tmp_path / "w.npz", **random_weights(ATTENDED % 4))
+    r = nnc_cli("grow", "old.nn", "new.nn", "--weights", "w.npz", "-o", "w2.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "w2.npz") as got:
+        assert got["d.weight"].shape == (6, 8) and got["o.weight"].shape == (1, 6)
 
 
 def test_cli_refuses_a_shrink_and_mismatched_weights_with_exit_1_and_no_traceback(tmp_path):
