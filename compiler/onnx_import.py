@@ -515,6 +515,11 @@ class _Importer:
                 return
             if n.op_type not in _SHAPE_MOVES:
                 raise _Unsupported(f"computes with the size `{size}` of an input, known only when the model runs")
+        if n.op_type == "Expand" and isinstance(inputs[1], np.ndarray) and np.any(inputs[1] == BATCH):
+            if isinstance(inputs[0], np.ndarray) and not np.any(inputs[0]):
+                self.consts[n.output[0]] = ZEROS      # the TorchScript exporter's zero state: zeros expanded to [.., B, H]
+                return
+            raise _Unsupported("a constant of batch-dependent shape")
         if any(isinstance(x, _Zeros) for x in inputs):
             if n.op_type in _ZEROS_KEEP and isinstance(inputs[0], _Zeros) and \
                     (n.op_type != "Concat" or all(isinstance(x, _Zeros) for x in inputs)):

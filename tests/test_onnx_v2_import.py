@@ -152,6 +152,45 @@ def test_torchscript_export_of_op_imports_to_its_op(name, tmp_path):
     assert set(weights) == set(module.state_dict())
 
 
+RECURRENT = [n for n in OPS if n.startswith(("gru", "lstm", "rnn_"))]
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_torchscript_export_with_a_fixed_batch_imports_its_recurrent_layer(name, tmp_path):
+    """`torch.onnx.export(m, (x,), path, dynamo=False)` with no dynamic axes: the exporter writes a
+    layer's zero state as a zero constant Expand-ed to [layers * dirs, B, H] (B read from the input's
+    shape), which the importer refused as a fold it could not do."""
+    factory, shapes, integer = OPS[name]
+    module = _perturbed(factory)
+    xs = _inputs(shapes, integer, 1)
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, xs, str(path), dynamo=False)
+    assert any(n.op_type == "Expand" for n in onnx.load(str(path)).graph.node)
+    text, weights = nnc.from_onnx(path)
+    assert EXPECT[name] in text
+    with torch.no_grad():
+        expected = module(*xs).numpy()
+    assert _rel(nnc.build(text, weights=weights)(*[x.numpy() for x in xs]), expected) < 1e-4
+
+
+def test_an_expanded_constant_of_the_batch_size_that_is_not_zero_is_refused(tmp_path):
+    from onnx import helper
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "ax"], ["bu"]),
+             helper.make_node("Concat", ["bu", "one", "four"], ["shape"], axis=0),
+             helper.make_node("Expand", ["h", "shape"], ["hb"]),
+             helper.make_node("Add", ["x", "hb"], ["y"])]
+    inits = {"h": np.full((1, 1, 4), 0.5, np.float32), "i0": np.array(0, np.int64), "ax": np.array([0]),
+             "one": np.array([1]), "four": np.array([4])}
+    path = _save(nodes, [("x", [1, 4])], inits, tmp_path / "e.onnx")
+    with pytest.raises(OnnxImportError, match="Expand.*batch-dependent shape"):
+        nnc.from_onnx(path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in OPS if n not in DYNAMO_UNROLLS])
 def test_dynamo_export_of_op_imports_to_its_op(name, tmp_path):
