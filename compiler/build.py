@@ -164,9 +164,12 @@ def build(model: str | Path, target: str = "numpy", batch: int = 1, weights: Any
                         render=target == "numpy", limits=limits, checked=checked)
     if target == "numpy":
         module = load_module(plan.name, plan.files[f"{plan.name}.py"])
-        return module.Model(batch=batch, weights=weights)
-    from .codegen.cbuild import CModel
-    return CModel(plan, batch=batch, weights=weights)
+        obj = module.Model(batch=batch, weights=weights)
+    else:
+        from .codegen.cbuild import CModel
+        obj = CModel(plan, batch=batch, weights=weights)
+    obj._source = next(iter(plan.checked.sources.values()))   # its text, for nnc.to_onnx(model, ...)
+    return obj
 
 
 class OutputError(UserError, OSError):

@@ -34,6 +34,7 @@ MatMul/Softmax arithmetic with a Where mask built from Range for `causal`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,7 +53,12 @@ MIN_OPSET = 13
 
 
 def to_onnx(model: Any, weights: Any = None, path: str | Path = "model.onnx", opset: int = 17) -> Path:
-    """Write `model` with `weights` as an ONNX file at `path`; returns the path."""
+    """Write `model` with `weights` as an ONNX file at `path`; returns the path. `model`: a `.nn` path,
+    model text, or a model `nnc.build` returned (then `weights` defaults to its own, `state_dict()`)."""
+    source = getattr(model, "_source", None) if not isinstance(model, (str, os.PathLike)) else None
+    if isinstance(source, str):
+        weights = model.state_dict() if weights is None else weights
+        model = source
     onnx = require_onnx()
     from onnx import TensorProto, helper, numpy_helper
     from ..runtime import weights as W

@@ -60,8 +60,9 @@ def from_onnx(path):
 
 
 def to_onnx(model, weights=None, path="model.onnx", opset=17):
-    """Write a model (a `.nn` path or text) and its weights (a path, a dict,
-    or None: the default initialisation) as an ONNX file; returns its path.
+    """Write a model (a `.nn` path or text, or a model `nnc.build` returned)
+    and its weights (a path, a dict, or None: the default initialisation, or a
+    built model's own) as an ONNX file; returns its path.
     Needs the `onnx` extra. INTERFACES.md section 10."""
     from nnc.compiler.onnx_export import to_onnx as _to_onnx
     return _to_onnx(model, weights, path, opset=opset)

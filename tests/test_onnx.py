@@ -73,6 +73,19 @@ def test_exported_initializers_are_the_state_dict(tmp_path):
         np.testing.assert_array_equal(inits[k], v)
 
 
+def test_a_built_model_exports_with_its_own_weights(target, tmp_path):
+    model = nnc.build(SAMPLES / "lenet.nn", batch=2, target=target)
+    model.load_weights({k: v + 0.25 for k, v in model.state_dict().items()})
+    path = nnc.to_onnx(model, None, tmp_path / "lenet.onnx")
+    xs = _inputs(model, {}, 2)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, xs)[0]
+    assert _rel(theirs, model(**xs)) < 1e-4
+    other = {k: v * 0 for k, v in model.state_dict().items()}       # given weights win over the model's own
+    inits = {i.name: onnx.numpy_helper.to_array(i)
+             for i in onnx.load(str(nnc.to_onnx(model, other, tmp_path / "z.onnx"))).graph.initializer}
+    assert all(not v.any() for v in inits.values())
+
+
 def test_exported_batch_and_named_dims_are_dynamic(tmp_path):
     path = nnc.to_onnx(SAMPLES / "wavenet.nn", None, tmp_path / "w.onnx")
     dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
