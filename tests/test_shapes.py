@@ -471,6 +471,14 @@ def test_symbolic_channel_count_is_refused():
     assert codes(e.value) == ["E0206"]
 
 
+def test_slice_of_a_named_axis_is_refused_with_help_that_fits_the_time_axis():
+    with pytest.raises(CompileError) as e:
+        check(model({"x": (4, "T")}, "slice(1, 2)"))
+    (d,) = e.value.diagnostics
+    assert d.code == "E0206" and "`T` is a named size" in d.hint and "select(1, -1)" in d.hint
+    assert "only the time axis" not in d.hint       # the old help said so of the time axis itself
+
+
 def test_two_pools_match_one_pool_of_their_product_in_a_merge():
     # T // 2 // 3 == T // 6 for every T, so the shapes are equal and add is valid.
     body = "a = x -> maxpool1d(2) -> maxpool1d(3)\nb = x -> maxpool1d(6)\nadd(a, b)"

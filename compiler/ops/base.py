@@ -323,10 +323,11 @@ def _pair(v: int | tuple[int, int], n: int) -> tuple[int, ...]:
     return (v,) * n if isinstance(v, int) else tuple(v)
 
 
-def _known(d: Dim, what: str, op: str, shape: Shape) -> int:
+def _known(d: Dim, what: str, op: str, shape: Shape, help: str | None = None) -> int:
     if isinstance(d, Sym):
         raise ShapeError("E0206", f"{op} needs a known {what}, got {format_shape(shape)}",
-                         help="only the time axis may be a named dimension here")
+                         help=help or f"`{d}` is a named size, known only when the model runs: {op} needs a fixed "
+                                      "size there (a named dimension is an axis the layers keep, such as time)")
     return d
 
 

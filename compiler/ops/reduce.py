@@ -62,7 +62,9 @@ def _slice_resolve(a: Attrs, ins) -> Attrs:
     axis = _axis("slice", a["axis"], x)
     if a["step"] <= 0:
         raise ShapeError("E0306", f"slice takes a positive step, got {a['step']}", arg="step")
-    size = _known(x[axis], f"size on axis {axis}", "slice", x)
+    size = _known(x[axis], f"size on axis {axis}", "slice", x,
+                  help=f"`{x[axis]}` is a named size, known only when the model runs: slice an axis of fixed size "
+                       f"(select({axis}, 0) or select({axis}, -1) takes the first or last step)")
     start, stop, step = slice(a["start"], a["end"], a["step"]).indices(size)
     count = len(range(start, stop, step))
     if count == 0:
