@@ -81,6 +81,8 @@ class ModelBase:
     WEIGHTS_FILE: str | None = None           # the .npz written beside the module, if any
     STREAMING: bool = False                   # a streaming plan: step / stream / reset
     TIME_AXES: Mapping[str, int] = {}         # streaming: per-example time axis of each input and output
+    WARMUP: Mapping[str, int] = {}            # streaming: per output, the steps before its `valid` convolutions'
+                                              # receptive field is full (a whole call drops them)
     INTEGER_INPUTS: Mapping[str, int] = {}    # integer input -> rows of the table it indexes: [0, num)
 
     def __init__(self, batch: int = 1, weights: str | os.PathLike | Mapping[str, Any] | None = None, *,
@@ -126,7 +128,9 @@ class ModelBase:
 
     @property
     def output_shapes(self) -> dict[str, tuple]:
-        return {k: tuple(v) for k, v in self.OUTPUTS.items()}
+        """The outputs of a whole call (a streaming plan's with `valid` convolutions: the offline lengths)."""
+        return {k: tuple(f"{d} - {self.WARMUP[k]}" if self.WARMUP.get(k) and i == self.TIME_AXES[k] else d
+                         for i, d in enumerate(v)) for k, v in self.OUTPUTS.items()}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         with self._lock:
@@ -146,6 +150,8 @@ class ModelBase:
             if self.STREAMING:
                 self._reset_state()
                 self._carried = None
+                if any(self.WARMUP.values()):
+                    return self._whole(args, kwargs, out)
                 return self._stream(args, kwargs, out)
             return self._forward(args, kwargs, out)
 
@@ -274,6 +280,27 @@ class ModelBase:
         if dest is not None:
             return out
         return results[0] if len(results) == 1 else results
+
+    def _whole(self, args: tuple, kwargs: dict, out: Any):
+        """A whole call of a streaming plan whose `valid` convolutions delay an
+        output: the stream of the whole input from a fresh state, less each
+        output's first WARMUP steps (computed against zeros before the start),
+        which is the offline result, of the offline length."""
+        given = self._bind_inputs(args, kwargs)
+        need = max(self.WARMUP.values()) + 1
+        (t,) = self.DIMS
+        for name, shape in self.INPUTS.items():
+            a = given[name] if isinstance(given[name], np.ndarray) else np.asarray(given[name])
+            axis = 1 + self.TIME_AXES[name]
+            if a.ndim == len(shape) + 1 and a.shape[axis] < need:
+                raise ValueError(f"input `{name}` has {t}={a.shape[axis]}; a whole call needs {t} >= {need}, the "
+                                 f"steps its valid convolutions read for their first output (step and stream "
+                                 f"take any length)")
+        full = self._stream((), given, None)
+        full = full if isinstance(full, tuple) else (full,)
+        outs = tuple(f[self._time_slice(name, self.WARMUP.get(name, 0), f.shape[1 + self.TIME_AXES[name]])]
+                     for name, f in zip(self.OUTPUTS, full))
+        return self._deliver(outs, out, self._destination(out, tuple(o.shape for o in outs)))
 
     def _time_slice(self, name: str, start: int, stop: int) -> tuple:
         return (slice(None),) * (1 + self.TIME_AXES[name]) + (slice(start, stop),)

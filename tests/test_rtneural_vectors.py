@@ -181,6 +181,9 @@ def test_step_by_step_and_chunks_match_rtneural(name, target):
     axis, skip = case.time_axis, case.receptive - 1
     n = steps_of(x, axis)
     model = nnc.build(case.source, target=target, weights=weights, stream=True, dims={"T": n})
+    whole = np.array(model(x))                       # a streaming plan's whole call: the offline result
+    assert whole.shape == y.shape, f"{name}: a whole call gives {whole.shape}, RTNeural's vector is {y.shape}"
+    np.testing.assert_allclose(whole, y, rtol=0, atol=ATOL, err_msg=f"{name} ({target}), whole streaming call")
     model.reset()
     steps = np.stack([np.array(model.step(np.take(x, t, axis=axis))) for t in range(n)], axis=axis)
     got = np.take(steps, range(skip, n), axis=axis)

@@ -74,6 +74,33 @@ def test_step_returns_fresh_arrays_and_fills_out_without_allocating(target):
     assert sorted(peaks)[150] < 16 * 1024      # a call's temporaries: small Python objects only
 
 
+VALID = "model v(x: [3, T]) {\n    c: conv1d(8, 5) -> relu\n    c2: conv1d(4, 3, dilation=2)\n}\n"
+
+
+def test_a_whole_call_of_a_streaming_plan_with_valid_convolutions_is_the_offline_result(target):
+    """INTERFACES.md section 9: steps equal the whole-sequence pass from the step where the receptive
+    field (here 9 steps) is full; the streaming plan's own whole call gave all T steps, the first 8
+    against zeros before the start, where the same model built without --stream gives T - 8."""
+    stream = nnc.build(VALID, target=target, batch=2, stream=True, dims={"T": 16})
+    whole = nnc.build(VALID, target=target, batch=2, dims={"T": 40})
+    whole.load_weights(stream.state_dict())
+    assert stream.output_shapes == whole.output_shapes == {"out": (4, "T - 8")}
+    x = np.random.default_rng(5).standard_normal((2, 3, 40)).astype(np.float32)
+    want = whole(x)
+    got = stream(x)
+    assert got.shape == want.shape == (2, 4, 32) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    stream.reset()
+    steps = np.stack([stream.step(x[:, :, t]) for t in range(40)], axis=-1)
+    np.testing.assert_allclose(steps[..., 8:], got, rtol=1e-5, atol=1e-6)
+    y = np.empty((2, 4, 32), np.float32)
+    assert stream(x, out=y) is y
+    np.testing.assert_array_equal(y, got)
+    assert stream(x[:, :, :9]).shape == (2, 4, 1)
+    with pytest.raises(ValueError, match="T >= 9"):
+        stream(x[:, :, :8])
+
+
 @pytest.mark.parametrize("src,layer,why", [
     ("model m(x: [1, T]) {\n    c: conv1d(4, 3, stride=2)\n}", "c", "stride 2"),
     ("model m(x: [1, T]) {\n    c: conv1d(4, 3, padding=same)\n}", "c", "future"),
