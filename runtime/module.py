@@ -84,6 +84,7 @@ class ModelBase:
     WARMUP: Mapping[str, int] = {}            # streaming: per output, the steps before its `valid` convolutions'
                                               # receptive field is full (a whole call drops them)
     INTEGER_INPUTS: Mapping[str, int] = {}    # integer input -> rows of the table it indexes: [0, num)
+    _source: str | None = None                # the model text nnc.build compiled (nnc.to_onnx reads it)
 
     def __init__(self, batch: int = 1, weights: str | os.PathLike | Mapping[str, Any] | None = None, *,
                  init: str | None = None):
