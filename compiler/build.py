@@ -51,15 +51,24 @@ def module_name(graph: Graph) -> str:
     """The generated module's name and the C prefix: a valid identifier, and
     never `nnc...` (the C kernels' names). A Python keyword (`class`) or
     `numpy` (which the generated module imports) gets a `_` after it, so that
-    `import NAME` works; other names are kept as written, standard-library
+    `import NAME` works, and so does the name of a standard C header (`string`,
+    `math`: the C plan's `NAME.h`, found through `-I DIR`, would stand in for
+    `<string.h>`); other names are kept as written, Python standard-library
     ones too (`test`, `wave`: a file by path imports whatever its name)."""
     import keyword
     name = sanitize(graph.name, fallback="model").lower() or "model"
     if name.startswith("nnc"):
         return "m_" + name
-    if keyword.iskeyword(name) or name == "numpy":
+    if keyword.iskeyword(name) or name == "numpy" or name in C_HEADERS:
         return name + "_"
     return name
+
+
+C_HEADERS = frozenset({     # C99/C11's standard headers and the POSIX ones a C plan's user may include
+    "assert", "complex", "ctype", "errno", "fenv", "float", "inttypes", "iso646", "limits", "locale", "math",
+    "setjmp", "signal", "stdalign", "stdarg", "stdatomic", "stdbool", "stddef", "stdint", "stdio", "stdlib",
+    "stdnoreturn", "string", "tgmath", "threads", "time", "uchar", "wchar", "wctype",
+    "alloca", "dirent", "dlfcn", "fcntl", "malloc", "memory", "pthread", "sched", "strings", "unistd"})
 
 
 def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,

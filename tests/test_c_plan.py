@@ -427,3 +427,81 @@ def test_every_context_starts_on_a_64_byte_boundary():
     twin = nnc.build(ROOT / "samples" / "gru.nn", batch=3, dims={"T": 8}, stream=True)
     twin.load_weights(model.state_dict())
     np.testing.assert_allclose(model(x), twin(x), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the streaming API's lengths and return values
+
+LENGTHS_MAIN = r"""
+#include <stdio.h>
+#include <string.h>
+#include "{name}.h"
+int main(void) {{
+    static {name}_ctx ctx;
+    static {xtype} x[{upper}_INPUT_SIZE];
+    static float y[{upper}_OUTPUT_SIZE + 1];
+    int i, rc;
+    for (i = 0; i < {upper}_INPUT_SIZE; i++) x[i] = ({xtype})(i % 7);
+    {name}_init(&ctx);
+    y[{upper}_OUTPUT_SIZE] = 12345.0f;                       /* one float past the output: must stay */
+    for (i = 0; i < {upper}_OUTPUT_SIZE; i++) y[i] = -7.0f;
+    rc = {name}_forward_len(&ctx, x, {upper}_MAX_T + 1, y);  /* longer than the caller's buffers */
+    printf("%d %d\n", rc, y[0] == -7.0f && y[{upper}_OUTPUT_SIZE] == 12345.0f);
+    rc = {name}_forward_len(&ctx, x, 0, y);
+    printf("%d %d\n", rc, y[0] == -7.0f);
+    rc = {name}_forward_len(&ctx, x, {upper}_MAX_T, y);
+    printf("%d %d\n", rc, y[{upper}_OUTPUT_SIZE] == 12345.0f);
+    {bad}
+    return 0;
+}}
+"""
+
+
+@pytest.mark.parametrize("name,xtype", [("gru", "float"), ("charlm", "int32_t")])
+def test_a_streaming_forward_len_refuses_lengths_past_the_bound_and_writes_nothing(name, xtype, tmp_path):
+    """forward_len of a streaming plan was reset + stream(n): stream takes any n (in pieces), so a
+    length past the bound read and wrote past the caller's [bound] buffers (ASan: a heap overflow in
+    gru's stream, a stack read in charlm's) and returned 0. charlm's 3 (a token outside the table)
+    also came back as 1 from a stream cut into pieces."""
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    stem = write(name, tmp_path, stream=True, dims={"T": 16})
+    bad = ""
+    if xtype == "int32_t":       # a bad token in the second piece of a stream longer than the bound
+        bad = ("{ static int32_t long_x[40]; static float long_y[40 * 48]; memset(long_x, 0, sizeof long_x);\n"
+               f"      long_x[30] = 1000; {stem}_reset(&ctx);\n"
+               f"      printf(\"%d\\n\", {stem}_stream(&ctx, long_x, 40, long_y)); }}")
+    (tmp_path / "main.c").write_text(LENGTHS_MAIN.format(name=stem, upper=stem.upper(), xtype=xtype, bad=bad))
+    exe = tmp_path / "main"
+    run([cc(), *SANITIZE, "-I", str(tmp_path), str(tmp_path / "main.c"), str(tmp_path / f"{stem}.c"), "-o",
+         str(exe), "-lm"])
+    lines = run([str(exe)]).stdout.split("\n")
+    assert lines[:3] == ["1 1", "1 1", "0 1"]
+    if xtype == "int32_t":
+        assert lines[3] == "3"
+
+
+def test_the_header_states_lengths_return_values_and_how_to_regenerate(tmp_path):
+    stem = write("charlm", tmp_path, stream=True, dims={"T": 16})
+    header = (tmp_path / f"{stem}.h").read_text()
+    assert "-t c --stream --dim T=16`" in header
+    assert "input  tokens: [T] (16 int32 values at the bound)" in header
+    assert "values (int32 or float) of one example's input" in header
+    assert "2 when a stream passes the time bound" in header and "3 when an integer input" in header
+    src = "model v(x: [2, T]) {\n    a: conv1d(4, 3, dilation=2)\n    b: conv1d(1, 2)\n}\n"
+    stem = write("v", tmp_path, source=src, dims={"T": 32})
+    header = (tmp_path / f"{stem}.h").read_text()
+    assert "T: any length from 6 to 32" in header and "-t c --dim T=32`" in header
+    assert "when a stream passes" not in header and "integer input" not in header
+
+
+@pytest.mark.parametrize("model", ["string", "math", "stdint", "time"])
+def test_a_model_named_like_a_c_header_does_not_shadow_it(model, tmp_path):
+    stem = write(model, tmp_path, source=f"model {model}(x: [4]) {{\n    fc: dense(2)\n}}\n")
+    assert stem == f"{model}_" and not (tmp_path / f"{model}.h").exists()
+    (tmp_path / "main.c").write_text(f'#include <{model}.h>\n#include "{stem}.h"\nint main(void) {{\n'
+                                     f'    static {stem}_ctx ctx;\n    float x[4] = {{0}}, y[2];\n'
+                                     f'    {stem}_init(&ctx);\n    return {stem}_forward(&ctx, x, y);\n}}\n')
+    exe = tmp_path / "main"
+    run([cc(), "-std=c99", "-Wall", "-Werror", "-I", str(tmp_path), str(tmp_path / "main.c"),
+         str(tmp_path / f"{stem}.c"), "-o", str(exe), "-lm"])
+    run([str(exe)])

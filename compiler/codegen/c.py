@@ -50,7 +50,7 @@ from .. import ops as catalog
 from ..dims import FloorDiv, Sym, SymbolicError, Var, evaluate, format_shape, product
 from ..ir import Graph, Node
 from .. import memory
-from ..memory import Layout
+from ..memory import Layout, min_dims
 from . import numpy as numpy_gen
 from .names import RESERVED, Namespace
 
@@ -1475,6 +1475,11 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
         naive_bytes=layout.naive_bytes, lower_bound_bytes=layout.lower_bound_bytes,
         layout=[c_text(r) for r in numpy_gen._layout_rows(layout)],
         dims=[(c_text(d), dims[d], graph.bounds[d], m) for d, m in zip(order, dim_macros)],
+        lows={dims[d]: (1 if graph.streaming else low) for d, low in min_dims(graph).items()},
+        regenerate=c_text(" ".join(["-t c", *(["--stream"] if graph.streaming else []),
+                                    *(f"--dim {d}={graph.bounds[d]}" for d in order)])),
+        positions=graph.streaming and any(n.op.name in ("positional", "attention") for n in graph.nodes),
+        indices=any(i.dtype == "int32" for i in graph.inputs),
         inputs=in_ports, outputs=out_ports, out_values=out_values,
         weights=weights, weight_floats=total, weight_blob=blob, embed=embed_weights,
         pointers=pointers, unused=unused, slices=slices, steps=steps, checks=checks,
