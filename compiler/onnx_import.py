@@ -49,7 +49,9 @@ How it works, in order:
    causal; mode, size); no match is an error naming the region's softmax or
    GatherND. Some ops become a few steps: a one-way recurrent layer's final
    state `Y_h` is its output's last step (`select(0, -1)`; that layer ends
-   its stack), `LayerNormalization` over k > 1 trailing axes is a layernorm
+   its stack), a two-way layer's the forward half of its last step and the
+   reverse half of its first (`[2, H]`), and the layers' states joined into
+   `h_n` (a Concat along their unit axis) are reshaped rows of one concat, `LayerNormalization` over k > 1 trailing axes is a layernorm
    between two reshapes, `Mish` is softplus, tanh and a mul.
 5. Labels come from the initializer names (`layer1.0.conv1.weight` ->
    `layer1.0.conv1`, `attn.in_proj_bias` -> `attn`), else from the node: its
@@ -655,11 +657,13 @@ class _Importer:
         if label not in self.labels:
             self.labels.add(label)
             return label
+        # a label's segments are names or numbers: `mods.0` goes on as `mods.0._1` (`mods.0_1` is neither)
+        more = f"{label}._" if label.rpartition(".")[2].isdigit() else f"{label}_"
         k = 1
-        while f"{label}_{k}" in self.labels or f"{label}_{k}" in self.reserved:
+        while f"{more}{k}" in self.labels or f"{more}{k}" in self.reserved:
             k += 1
-        self.labels.add(f"{label}_{k}")
-        return f"{label}_{k}"
+        self.labels.add(f"{more}{k}")
+        return f"{more}{k}"
 
     def _put(self, label: str, name: str, array) -> None:
         self.weights[f"{label}.{name}"] = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
@@ -1918,6 +1922,13 @@ def _gather(imp: _Importer, n) -> None:
             # the one row of a unit axis (`h_n[-1]` of a one-layer GRU): the axis map alone
             imp.vals[n.output[0]] = _Val(val.ref, val.axes[:a] + val.axes[a + 1:] if index.ndim == 0 else val.axes)
             return
+        if isinstance(val.axes[a], int) and val.axes[0] != "B" and index.ndim == 0:
+            # a row of the layers' (or directions') final states [L, B, H] (`h_n[-1]`): select on its nnc axis
+            j = val.axes[a]
+            ref = imp._emit("select", f"{j}, {int(index)}", [val.ref])
+            imp.vals[n.output[0]] = _Val(ref, tuple(x - 1 if isinstance(x, int) and x > j else x
+                                                    for i, x in enumerate(val.axes) if i != a))
+            return
         if index.ndim == 0:
             imp._step(n, "select", f"{a - 1}, {int(index)}", rank_out=rank - 2)
         elif index.size == 1 and index.ndim == 1:
@@ -2223,9 +2234,36 @@ def _concat(imp: _Importer, n) -> None:
     axis = _attr(n, "axis") % rank
     if any(v in imp.vals and imp.vals[v].axes[axis] == "B" for v in n.input):
         raise _Unsupported("concatenates along the batch axis")
+    if _stack_states(imp, n, axis):
+        return
     refs = [imp._canonical(v) for v in n.input]
     args = "" if axis == 1 else f"axis={axis - 1}"
     imp._set(n.output[0], imp._emit("concat", args, refs, merge=True), rank - 1)
+
+
+def _stack_states(imp: _Importer, n, axis: int) -> bool:
+    """A Concat along a unit axis of values whose batch axis is not first and
+    whose nnc axes are in order (each layer's final state [1, B, H], joined
+    into h_n [L, B, H]): each gets that unit axis in nnc (a reshape), and the
+    result keeps the axis map. False for any other Concat."""
+    vals = [imp.vals.get(v) for v in n.input]
+    if any(v is None for v in vals) or len({v.axes for v in vals}) != 1:
+        return False
+    axes = vals[0].axes
+    ints = [a for a in axes if isinstance(a, int)]
+    if axes[axis] is not None or axes[0] == "B" or "B" not in axes or "D" in axes or ints != list(range(len(ints))):
+        return False
+    shape = imp._shape(n.input[0])
+    inner = [shape[i] for i, a in enumerate(axes) if isinstance(a, int)]
+    if not all(isinstance(d, int) and d > 0 for d in inner):
+        return False
+    k = sum(isinstance(a, int) for a in axes[:axis])            # the new nnc axis
+    target = _tuple(inner[:k] + [1] + inner[k:])
+    refs = [imp._emit("reshape", target, [v.ref]) for v in vals]
+    ref = imp._emit("concat", "" if k == 0 else f"axis={k}", refs, merge=True)
+    imp.vals[n.output[0]] = _Val(ref, tuple(k if i == axis else a + 1 if isinstance(a, int) and a >= k else a
+                                            for i, a in enumerate(axes)))
+    return True
 
 
 def _flatten(imp: _Importer, n) -> None:
@@ -2501,8 +2539,6 @@ def _recurrent(kind: str):
             return len(n.output) > i and n.output[i] and (imp.consumers.get(n.output[i]) or n.output[i] in imp.outputs)
         if used(2):
             raise _Unsupported("its final cell state is used")
-        if used(1) and two:
-            raise _Unsupported("the final state of a bidirectional layer is used")
         w = imp._const(n.input[1], "input weights")
         r = imp._const(n.input[2], "recurrent weights")
         hidden = int(_attr(n, "hidden_size", r.shape[-1]))
@@ -2516,8 +2552,9 @@ def _recurrent(kind: str):
         val = imp._value(n.input[0])
         if val.axes != ((0, "B", 1) if layout == 0 else ("B", 0, 1)):
             if val.axes == ("B", 0, 1):
-                raise _Unsupported("a batch-first input with layout=0 (nnc expects the exporter's time-major "
-                                   "transpose)")
+                raise _Unsupported("an input whose axis 0 it reads as time (layout=0, PyTorch's batch_first=False) "
+                                   "where nnc's batch is axis 0: export a batch_first=True module, or transpose "
+                                   "the input to [B, T, F] in the module")
             raise _Unsupported(f"an input that is not {'[T, B, F]' if layout == 0 else '[B, T, F] (layout=1)'}")
         settings = (kind, hidden, two, has_bias, nonlinearity)
         below = _stack_below(imp, n)
@@ -2551,9 +2588,16 @@ def _recurrent(kind: str):
         imp.stacks[id(n)] = stack
         d_axis = "D" if two else None
         imp.vals[n.output[0]] = _Val(stack.step.id, (0, d_axis, "B", 1) if layout == 0 else ("B", 0, d_axis, 1))
-        if used(1):         # Y_h of a one-way layer: its last time step
+        if used(1) and not two:         # Y_h of a one-way layer: its last time step
             last = imp._emit("select", "0, -1", [stack.step.id])
             imp.vals[n.output[1]] = _Val(last, (None, "B", 0) if layout == 0 else ("B", None, 0))
+        elif used(1):       # Y_h [2, B, H]: the forward half of the last step, the reverse half of the first
+            rows = []
+            for index, cut in (("-1", f"0, 0, {h}"), ("0", f"0, {h}")):
+                row = imp._emit("slice", cut, [imp._emit("select", f"0, {index}", [stack.step.id])])
+                rows.append(imp._emit("reshape", _tuple([1, h]), [row]))
+            both = imp._emit("concat", "", rows, merge=True)
+            imp.vals[n.output[1]] = _Val(both, (0, "B", 1) if layout == 0 else ("B", 0, 1))
     return handler
 
 

@@ -274,7 +274,6 @@ INEXPRESSIBLE = [     # (the op the error names, words of its reason, cases with
     ]),
     ("Pow", 'its exponent is not a constant', ["pow", "pow_example"]),
     ("RNN", 'direction=reverse', ["simple_rnn_reverse"]),
-    ("RNN", 'the final state of a bidirectional layer is used', ["simple_rnn_bidirectional"]),
     ("ReduceMax", 'reduces every axis but the batch', [
         "logsoftmax_example_1_expanded", "logsoftmax_example_1_expanded_ver18", "logsoftmax_large_number_expanded",
         "logsoftmax_large_number_expanded_ver18", "softmax_example_expanded", "softmax_example_expanded_ver18",

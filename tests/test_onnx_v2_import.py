@@ -176,6 +176,78 @@ def test_torchscript_export_with_a_fixed_batch_imports_its_recurrent_layer(name,
     assert _rel(nnc.build(text, weights=weights)(*[x.numpy() for x in xs]), expected) < 1e-4
 
 
+class _BiGruClassifier(torch.nn.Module):
+    """The text classifier's idiom: both directions' final states side by side."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(5, 6, bidirectional=True, batch_first=True)
+        self.fc = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        _, h_n = self.rnn(x)
+        return self.fc(torch.cat((h_n[-2], h_n[-1]), dim=1))
+
+
+class _StackedLstmLast(torch.nn.Module):
+    """h_n[-1] of a two-layer LSTM: the top layer's final state."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(5, 7, num_layers=2, batch_first=True)
+        self.fc = torch.nn.Linear(7, 2)
+
+    def forward(self, x):
+        _, (h_n, _) = self.rnn(x)
+        return self.fc(h_n[-1])
+
+
+@pytest.mark.parametrize("factory", [_BiGruClassifier, _StackedLstmLast])
+@pytest.mark.parametrize("fixed", [True, False])
+def test_final_states_of_two_way_and_stacked_layers_import(factory, fixed, tmp_path):
+    """A two-way layer's Y_h was refused ("the final state of a bidirectional layer is used"), and a
+    stack's h_n (each layer's Y_h joined by a Concat along the layer axis) too ("reads a value whose batch
+    axis is not first"); the label made for the stack's second step, `rnn_1`-like `mods.0_1`, was no label."""
+    module = _perturbed(factory)
+    xs = _inputs([(6, 5)], False, 1 if fixed else 2)
+    path = tmp_path / "m.onnx"
+    if fixed:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, xs, str(path), dynamo=False)
+        text, weights = nnc.from_onnx(path)
+        with torch.no_grad():
+            expected = module(*xs).numpy()
+        assert _rel(nnc.build(text, weights=weights)(xs[0].numpy()), expected) < 1e-4
+    else:
+        _import_and_compare(module, xs, path, "torchscript")
+
+
+def test_a_time_major_recurrent_input_is_refused_saying_so(tmp_path):
+    class TimeMajor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(5, 4)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+    path = tmp_path / "t.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TimeMajor().eval(), (torch.randn(6, 1, 5),), str(path), dynamo=False)
+    with pytest.raises(OnnxImportError, match=r"/rnn/GRU.*batch_first=False.*batch_first=True"):
+        nnc.from_onnx(path)
+
+
+def test_a_label_made_unique_after_a_number_is_still_a_label():
+    from nnc.compiler.onnx_import import _Importer
+    imp = _Importer.__new__(_Importer)
+    imp.labels, imp.reserved = {"mods.0", "fc"}, set()
+    assert imp._unique("mods.0") == "mods.0._1" and imp._unique("fc") == "fc_1"
+
+
 def test_an_expanded_constant_of_the_batch_size_that_is_not_zero_is_refused(tmp_path):
     from onnx import helper
     nodes = [helper.make_node("Shape", ["x"], ["s"]),
