@@ -14,8 +14,9 @@ keep one output step per input step. A causal or `valid` conv1d with stride 1
 does too, with a history of `dilation * (k - 1)` steps: the causal one equals
 the whole-sequence result from the first step, the `valid` one from the step
 where its receptive field is full (the graph's `warmup`: per output, the steps
-before it, which a whole call drops, so that `model(x)` is the offline
-result). Everything else that touches the time axis
+before it, which a whole call drops, so that `model(x)` has the offline
+length and, where no layer with history or state follows a valid convolution,
+the offline values). Everything else that touches the time axis
 (a stride, right padding, pooling, flatten, ...) breaks streaming; glu, slice,
 select and the reductions stream when their axis is not the time axis.
 Embedding and div act per step; positional and causal attention carry a
@@ -83,8 +84,14 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
         nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
     sink.raise_if_errors()
     bound = graph.bounds.get(t, DEFAULT_CHUNK)
-    warmup = tuple((o.name, T - graph.shape_of(o.value)[axis[o.value]]) for o in graph.outputs)
+    warmup = tuple((o.name, _warmup(T - graph.shape_of(o.value)[axis[o.value]])) for o in graph.outputs)
     return replace(graph, nodes=tuple(nodes), bounds={t: bound}, time_dim=t, streaming=True, warmup=warmup)
+
+
+def _warmup(lost) -> int:
+    """The steps an output's `valid` convolutions take from the offline length; 0 where the offline
+    output is longer (a causal `pad` wider than the history after it: a stream cannot add steps)."""
+    return lost if isinstance(lost, int) and lost > 0 else 0
 
 
 def _vars(shape):

@@ -285,23 +285,39 @@ class ModelBase:
     def _whole(self, args: tuple, kwargs: dict, out: Any):
         """A whole call of a streaming plan whose `valid` convolutions delay an
         output: the stream of the whole input from a fresh state, less each
-        output's first WARMUP steps (computed against zeros before the start),
-        which is the offline result, of the offline length."""
+        output's first WARMUP steps (computed against zeros before the start):
+        the offline length, and the offline values where no layer with history
+        or state follows a valid convolution. Within the bound it runs in place
+        and copies only the kept steps (with `out=`, nothing is allocated)."""
         given = self._bind_inputs(args, kwargs)
-        need = max(self.WARMUP.values()) + 1
+        raw = [given[n] if isinstance(given[n], np.ndarray) else np.asarray(given[n]) for n in self.INPUTS]
+        for name, a in zip(self.INPUTS, raw):
+            if a.dtype.kind not in "fiub":
+                raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
+        batch, dims = self._check(raw, chunk=True)
         (t,) = self.DIMS
-        for name, shape in self.INPUTS.items():
-            a = given[name] if isinstance(given[name], np.ndarray) else np.asarray(given[name])
-            axis = 1 + self.TIME_AXES[name]
-            if a.ndim == len(shape) + 1 and a.shape[axis] < need:
-                raise ValueError(f"input `{name}` has {t}={a.shape[axis]}; a whole call needs {t} >= {need}, the "
-                                 f"steps its valid convolutions read for their first output (step and stream "
-                                 f"take any length)")
-        full = self._stream((), given, None)
-        full = full if isinstance(full, tuple) else (full,)
-        outs = tuple(f[self._time_slice(name, self.WARMUP.get(name, 0), f.shape[1 + self.TIME_AXES[name]])]
-                     for name, f in zip(self.OUTPUTS, full))
-        return self._deliver(outs, out, self._destination(out, tuple(o.shape for o in outs)))
+        n, need = dims[t], max(self.WARMUP.values()) + 1
+        if n < need:
+            raise ValueError(f"input `{next(iter(self.INPUTS))}` has {t}={n}; a whole call needs {t} >= {need}, "
+                             f"the steps its valid convolutions read for their first output (step and stream "
+                             f"take any length)")
+        keep = {name: self._time_slice(name, self.WARMUP.get(name, 0), n) for name in self.OUTPUTS}
+        shapes = tuple(self._kept_shape(s, name) for name, s in zip(self.OUTPUTS, self._output_shapes(batch, dims)))
+        dest = self._destination(out, shapes)
+        if batch == 0:
+            return self._nothing(shapes, out, dest)
+        if n > self.DIMS[t]:                     # in pieces: the whole stream, then its kept steps
+            full = self._stream((), given, None)
+            full = full if isinstance(full, tuple) else (full,)
+        else:
+            self._carry(batch)
+            full = self._execute([self._as_float32(name, a) for name, a in zip(self.INPUTS, raw)], batch, dims)
+        return self._deliver(tuple(f[keep[name]] for name, f in zip(self.OUTPUTS, full)), out, dest)
+
+    def _kept_shape(self, shape: tuple, name: str) -> tuple:
+        """An output's shape with its first WARMUP steps dropped."""
+        axis = 1 + self.TIME_AXES[name]
+        return shape[:axis] + (shape[axis] - self.WARMUP.get(name, 0),) + shape[axis + 1:]
 
     def _time_slice(self, name: str, start: int, stop: int) -> tuple:
         return (slice(None),) * (1 + self.TIME_AXES[name]) + (slice(start, stop),)

@@ -99,6 +99,36 @@ def test_a_whole_call_of_a_streaming_plan_with_valid_convolutions_is_the_offline
     assert stream(x[:, :, :9]).shape == (2, 4, 1)
     with pytest.raises(ValueError, match="T >= 9"):
         stream(x[:, :, :8])
+    with pytest.raises(ValueError, match="shape"):                 # out= is checked before anything runs
+        stream(x, out=np.empty((2, 4, 40), np.float32))
+
+    def peak(call) -> int:
+        for _ in range(3):
+            call()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        call()
+        grown = tracemalloc.get_traced_memory()[1] - before
+        tracemalloc.stop()
+        return grown
+    # within the bound a whole call with out= allocates what a stream call does, not a T-step output
+    long = nnc.build(VALID, target=target, batch=2, stream=True, dims={"T": 400})
+    xl = np.random.default_rng(6).standard_normal((2, 3, 400)).astype(np.float32)
+    kept, every = np.empty((2, 4, 392), np.float32), np.empty((2, 4, 400), np.float32)
+    assert peak(lambda: long(xl, out=kept)) < peak(lambda: long.stream(xl, out=every)) + 2 * 4 * 400 * 4 // 2
+
+
+def test_a_causal_pad_wider_than_the_history_after_it_keeps_every_step_of_a_whole_call(target):
+    """The offline output is T + 3 long here (the pad adds steps a stream cannot): no warm-up to drop
+    (it came out as -3, and a whole call returned the last 3 steps)."""
+    src = "model m(x: [2, T]) {\n    p: pad((3, 0))\n    c: conv1d(4, 1)\n}\n"
+    stream = nnc.build(src, target=target, stream=True, dims={"T": 30})
+    assert stream.output_shapes == {"out": (4, "T")}
+    x = np.random.default_rng(2).standard_normal((1, 2, 20)).astype(np.float32)
+    got = stream(x)
+    stream.reset()
+    np.testing.assert_array_equal(got, stream.stream(x))
 
 
 @pytest.mark.parametrize("src,layer,why", [
