@@ -518,7 +518,7 @@ class _Importer:
             if n.op_type not in _SHAPE_MOVES:
                 raise _Unsupported(f"computes with the size `{size}` of an input, known only when the model runs")
         if n.op_type == "Expand" and isinstance(inputs[1], np.ndarray) and np.any(inputs[1] == BATCH):
-            if isinstance(inputs[0], np.ndarray) and not np.any(inputs[0]):
+            if isinstance(inputs[0], _Zeros) or isinstance(inputs[0], np.ndarray) and not np.any(inputs[0]):
                 self.consts[n.output[0]] = ZEROS      # the TorchScript exporter's zero state: zeros expanded to [.., B, H]
                 return
             raise _Unsupported("a constant of batch-dependent shape")
@@ -2242,16 +2242,24 @@ def _concat(imp: _Importer, n) -> None:
 
 
 def _stack_states(imp: _Importer, n, axis: int) -> bool:
-    """A Concat along a unit axis of values whose batch axis is not first and
-    whose nnc axes are in order (each layer's final state [1, B, H], joined
-    into h_n [L, B, H]): each gets that unit axis in nnc (a reshape), and the
-    result keeps the axis map. False for any other Concat."""
+    """A Concat of values whose batch axis is not first and whose nnc axes are
+    in order: the layers' final states joined into h_n. Along a unit axis
+    (one-way layers' [1, B, H]) each gets that axis in nnc (a reshape); along
+    an nnc axis (two-way layers' [2, B, H]) they are concatenated as they
+    are; the result keeps the axis map. False for any other Concat."""
     vals = [imp.vals.get(v) for v in n.input]
     if any(v is None for v in vals) or len({v.axes for v in vals}) != 1:
         return False
     axes = vals[0].axes
     ints = [a for a in axes if isinstance(a, int)]
-    if axes[axis] is not None or axes[0] == "B" or "B" not in axes or "D" in axes or ints != list(range(len(ints))):
+    if axes[0] == "B" or "B" not in axes or "D" in axes or ints != list(range(len(ints))):
+        return False
+    if isinstance(axes[axis], int):     # two-way layers' states [2, B, H] joined into h_n [2L, B, H]
+        j = axes[axis]
+        imp.vals[n.output[0]] = _Val(imp._emit("concat", "" if j == 0 else f"axis={j}", [v.ref for v in vals],
+                                              merge=True), axes)
+        return True
+    if axes[axis] is not None:
         return False
     shape = imp._shape(n.input[0])
     inner = [shape[i] for i, a in enumerate(axes) if isinstance(a, int)]

@@ -202,7 +202,20 @@ class _StackedLstmLast(torch.nn.Module):
         return self.fc(h_n[-1])
 
 
-@pytest.mark.parametrize("factory", [_BiGruClassifier, _StackedLstmLast])
+class _TwoLayerBiGru(torch.nn.Module):
+    """The same idiom on a two-layer two-way stack: h_n is [4, B, H], the top layer's two rows last."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(5, 6, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        _, h_n = self.rnn(x)
+        return self.fc(torch.cat((h_n[-2], h_n[-1]), dim=1))
+
+
+@pytest.mark.parametrize("factory", [_BiGruClassifier, _StackedLstmLast, _TwoLayerBiGru])
 @pytest.mark.parametrize("fixed", [True, False])
 def test_final_states_of_two_way_and_stacked_layers_import(factory, fixed, tmp_path):
     """A two-way layer's Y_h was refused ("the final state of a bidirectional layer is used"), and a
@@ -222,6 +235,32 @@ def test_final_states_of_two_way_and_stacked_layers_import(factory, fixed, tmp_p
         assert _rel(nnc.build(text, weights=weights)(xs[0].numpy()), expected) < 1e-4
     else:
         _import_and_compare(module, xs, path, "torchscript")
+
+
+@pytest.mark.parametrize("expand", [False, True])
+def test_a_zero_state_of_the_batch_size_imports_expanded_or_not(expand, tmp_path):
+    """ConstantOfShape([B, 1, H]) is the layer's zero state; an Expand of it to the same shape stays one
+    (the fixed-batch Expand branch refused it as a constant of batch-dependent shape)."""
+    from onnx import helper
+    h, f, t = 4, 3, 5
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "ax"], ["bu"]),
+             helper.make_node("Concat", ["bu", "one", "hh"], ["shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["shape"], ["z"],
+                              value=onnx.numpy_helper.from_array(np.zeros(1, np.float32)))]
+    h0 = "z"
+    if expand:
+        nodes.append(helper.make_node("Expand", ["z", "shape"], ["ze"]))
+        h0 = "ze"
+    nodes += [helper.make_node("GRU", ["x", "rnn.W", "rnn.R", "", "", h0], ["y", "yh"], hidden_size=h, layout=1,
+                               linear_before_reset=1, name="/rnn/GRU"),
+              helper.make_node("Squeeze", ["y", "ax2"], ["out"])]
+    inits = {"i0": np.array(0, np.int64), "ax": np.array([0]), "ax2": np.array([2]), "one": np.array([1]),
+             "hh": np.array([h]), "rnn.W": rng.standard_normal((1, 3 * h, f)).astype(np.float32),
+             "rnn.R": rng.standard_normal((1, 3 * h, h)).astype(np.float32)}
+    text, _ = nnc.from_onnx(_save(nodes, [("x", [t, f])], inits, tmp_path / "z.onnx"))
+    assert "rnn: gru(4, bias=false)" in text
 
 
 def test_a_time_major_recurrent_input_is_refused_saying_so(tmp_path):
