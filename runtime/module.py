@@ -252,10 +252,7 @@ class ModelBase:
 
     def _stream(self, args: tuple, kwargs: dict, out: Any):
         given = self._bind_inputs(args, kwargs)
-        raw = [given[n] if isinstance(given[n], np.ndarray) else np.asarray(given[n]) for n in self.INPUTS]
-        for name, a in zip(self.INPUTS, raw):
-            if a.dtype.kind not in "fiub":
-                raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
+        raw = self._real_inputs(given)
         batch, dims = self._check(raw, chunk=True)
         if batch == 0:
             shapes = self._output_shapes(batch, dims)
@@ -290,10 +287,7 @@ class ModelBase:
         or state follows a valid convolution. Within the bound it runs in place
         and copies only the kept steps (with `out=`, nothing is allocated)."""
         given = self._bind_inputs(args, kwargs)
-        raw = [given[n] if isinstance(given[n], np.ndarray) else np.asarray(given[n]) for n in self.INPUTS]
-        for name, a in zip(self.INPUTS, raw):
-            if a.dtype.kind not in "fiub":
-                raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
+        raw = self._real_inputs(given)
         batch, dims = self._check(raw, chunk=True)
         (t,) = self.DIMS
         n, need = dims[t], max(self.WARMUP.values()) + 1
@@ -313,6 +307,14 @@ class ModelBase:
             self._carry(batch)
             full = self._execute([self._as_float32(name, a) for name, a in zip(self.INPUTS, raw)], batch, dims)
         return self._deliver(tuple(f[keep[name]] for name, f in zip(self.OUTPUTS, full)), out, dest)
+
+    def _real_inputs(self, given: dict) -> list[np.ndarray]:
+        """The bound inputs as arrays (no copy), each of real numbers (a ValueError names one that is not)."""
+        raw = [given[n] if isinstance(given[n], np.ndarray) else np.asarray(given[n]) for n in self.INPUTS]
+        for name, a in zip(self.INPUTS, raw):
+            if a.dtype.kind not in "fiub":
+                raise ValueError(f"input `{name}` must hold real numbers, got dtype {a.dtype}")
+        return raw
 
     def _kept_shape(self, shape: tuple, name: str) -> tuple:
         """An output's shape with its first WARMUP steps dropped."""
