@@ -106,8 +106,8 @@ class Graph:
     time_dim: str | None = None       # the named dimension a streaming plan steps along
     path: str = "<input>"
     streaming: bool = False           # a chunk of the time axis per call, state carried (stream.py)
-    warmup: tuple[tuple[str, int], ...] = ()   # streaming: output -> its steps before the `valid` convolutions'
-                                               # receptive field is full (a whole call drops them, stream.py)
+    warmup: tuple[tuple[str, int], ...] = ()   # streaming: output -> its steps (> 0) before the `valid`
+                                               # convolutions' receptive field is full (a whole call drops them)
     _by_label: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built on first use
 
     def node(self, label: str) -> Node:

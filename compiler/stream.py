@@ -84,7 +84,8 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
         nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
     sink.raise_if_errors()
     bound = graph.bounds.get(t, DEFAULT_CHUNK)
-    warmup = tuple((o.name, _warmup(T - graph.shape_of(o.value)[axis[o.value]])) for o in graph.outputs)
+    lost = ((o.name, _warmup(T - graph.shape_of(o.value)[axis[o.value]])) for o in graph.outputs)
+    warmup = tuple((name, w) for name, w in lost if w)
     return replace(graph, nodes=tuple(nodes), bounds={t: bound}, time_dim=t, streaming=True, warmup=warmup)
 
 

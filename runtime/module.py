@@ -151,7 +151,7 @@ class ModelBase:
             if self.STREAMING:
                 self._reset_state()
                 self._carried = None
-                if any(self.WARMUP.values()):
+                if self.WARMUP:
                     return self._whole(args, kwargs, out)
                 return self._stream(args, kwargs, out)
             return self._forward(args, kwargs, out)

@@ -1484,7 +1484,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
         weights=weights, weight_floats=total, weight_blob=blob, embed=embed_weights,
         pointers=pointers, unused=unused, slices=slices, steps=steps, checks=checks,
         streaming=graph.streaming, time=(c_text(t) if t else None), state_regions=state_regions,
-        warmup=[(c_text(k), w) for k, w in graph.warmup if w],
+        warmup=[(c_text(k), w) for k, w in graph.warmup],
         chunk=graph.bounds.get(t, 0) if t else 0,
     )
     env = _env()

@@ -230,7 +230,7 @@ class CModel(ModelBase):
             self.TIME_AXES = {name: next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
                               for name, shape in [(i.name, i.shape) for i in g.inputs]
                               + [(o.name, g.shape_of(o.value)) for o in g.outputs]}
-            if any(w for _, w in g.warmup):
+            if g.warmup:
                 self.WARMUP = dict(g.warmup)
         self._lib: ctypes.CDLL | None = None
         self._contexts: list[Any] = []            # aligned pointers into `_buffers`

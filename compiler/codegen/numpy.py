@@ -655,7 +655,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
             time_axes[key] = next(i for i, d in enumerate(shape) if isinstance(d, Sym) and str(d) == t)
     text = _env().get_template("numpy_module.py.j2").render(
         streaming=graph.streaming, time_axes=py_literal(time_axes),
-        warmup=py_literal(dict(graph.warmup)) if any(w for _, w in graph.warmup) else None,
+        warmup=py_literal(dict(graph.warmup)) if graph.warmup else None,
         name=name, source=source, version=VERSION, batch=batch,
         input_names=list(r.inputs), input_idents=list(r.inputs.values()),
         inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},
