@@ -149,7 +149,9 @@ def test_update_allocates_nothing(case):
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    assert peak < 1024, peak
+    # one float32 temporary of the parameter would be 40,000 bytes; the full suite's own small objects (a
+    # collected dict, pytest's bookkeeping) reached 2,068 once, against the 1,024 this allowed before
+    assert peak < param.nbytes // 8, peak
 
 
 @pytest.mark.parametrize("case", list(UPDATE_CASES))
