@@ -104,7 +104,7 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
         _check_linear_sizes(graph, checked)
     if target == "numpy":
         lay = layout(graph, scratch=numpy_gen.scratch_bytes, share=optimize,
-                     persistent=numpy_gen.state_bytes(graph))
+                     persistent=numpy_gen.state_bytes(graph), written=checked.graph)
         _check_arena(graph, lay, batch, limits, checked)
         if not render:
             return Plan(checked, graph, lay, name, {})
@@ -112,7 +112,8 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                                   weights_file=f"{name}.npz" if bundle_weights else None)
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen
-    lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph))
+    lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph),
+                 written=checked.graph)
     _check_arena(graph, lay, batch, limits, checked)
     files = c_gen.generate(graph, lay, name=name, state=state, source=str(checked.graph.path)) if render else {}
     return Plan(checked, graph, lay, name, files)

@@ -200,9 +200,12 @@ class _Buf:
 
 
 def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
-           persistent: Mapping[str, int] | None = None) -> Layout:
+           persistent: Mapping[str, int] | None = None, written: Graph | None = None) -> Layout:
     """Place every value and scratch buffer of `graph` in one arena.
-    `share=False` gives every value a buffer of its own (for `-O0` debugging)."""
+    `share=False` gives every value a buffer of its own (for `-O0` debugging).
+    `written`: the graph as the model states it, before the passes fused or
+    folded steps away; `naive_bytes` counts each of its steps' values (default:
+    `graph`'s), so it does not change with the optimiser."""
     bounds = graph.bounds
     end = len(graph.nodes)
     users = graph.users()
@@ -261,7 +264,7 @@ def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
     for name, nbytes in sorted((persistent or {}).items()):
         # streaming state: alive across every step, so nothing else ever overlaps it
         buffers.append(planner.Buffer(name, nbytes, 0, end))
-    naive = sum(value_bytes(n.shape, bounds) for n in graph.nodes)
+    naive = sum(value_bytes(n.shape, bounds) for n in (written or graph).nodes)
     result = planner.plan(buffers)
     planner.verify_plan(buffers, result)      # every plan is checked, not only in tests
     return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))

@@ -56,6 +56,27 @@ def test_lenet_json_matches_the_spec_example(capsys):
     assert memory["lower_bound_bytes"] <= memory["arena_bytes"]
 
 
+@pytest.mark.parametrize("name", ["lenet", "resnet18", "transformer"])
+@pytest.mark.parametrize("target", ["numpy", "c"])
+def test_naive_bytes_counts_every_listed_layer_whatever_the_optimiser(name, target, capsys):
+    """INTERFACES.md 5: every intermediate value with a buffer of its own. A
+    relu fused into its conv and a batchnorm folded into it are values of the
+    model all the same, so the figure is the sum of the `layers` rows, at -O0
+    as with the passes."""
+    path = str(ROOT / "samples" / f"{name}.nn")
+    _, out, _ = run_cli(capsys, "summary", path, "--json", "-t", target, "--batch", "2")
+    data = json.loads(out)
+    listed = 0
+    for layer in data["layers"]:
+        n = 4
+        for d in layer["shape"]:
+            n *= d
+        listed += n
+    assert data["memory"]["naive_bytes"] == 2 * listed
+    _, plain, _ = run_cli(capsys, "summary", path, "--json", "-t", target, "--batch", "2", "-O0")
+    assert json.loads(plain)["memory"]["naive_bytes"] == 2 * listed
+
+
 @pytest.mark.parametrize("name,params", [("resnet18", 11_689_512), ("mobilenetv2", 3_504_872),
                                          ("lenet", 61_706)])
 def test_published_parameter_counts(name, params, capsys):
