@@ -296,24 +296,26 @@ def differentiate(graph: Graph, loss: str) -> TrainGraph:
         reads = [f"d:{last.label}", *sources.values(), *fw.saved.values()]
         writes: list[str] = []
         grads: list[InputGrad] = []
+        fresh: set[str] = set()       # gradients this step writes first (`add(a, a)`: the second adds in)
         for i, v in enumerate(n.inputs):
             if v not in needs_grad:
                 continue
             target = f"d:{v}"
             if v not in written:
                 written.add(v)
+                fresh.add(target)
                 tensors[target] = Tensor(target, TensorKind.GRAD, graph.shape_of(v))
                 grads.append(InputGrad(i, target))
                 writes.append(target)
             elif rule.passes_gradient:
                 grads.append(InputGrad(i, target, accumulate=True))
-                reads.append(target)
+                reads += [] if target in fresh else [target]
                 writes.append(target)
             else:
                 partial = f"d:{v}~{n.label}" + (f"#{i}" if n.inputs.count(v) > 1 else "")
                 tensors[partial] = Tensor(partial, TensorKind.PARTIAL, graph.shape_of(v))
                 grads.append(InputGrad(i, target, accumulate=True, partial=partial))
-                reads.append(target)
+                reads += [] if target in fresh else [target]
                 writes += [partial, target]
         param_grads = {}
         blocked: set[str] = set()

@@ -233,7 +233,7 @@ def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
         if share and name in VIEW_OPS and src not in inputs:
             places[n.label] = places[src]
         elif share and name in INPLACE_OPS and src not in inputs and _dies_here(places[src].buffer, bufs, i, last_use) \
-                and places[src].within is None:
+                and places[src].within is None and reads_once(n, src, lambda v: places[v].buffer if v in places else v):
             places[n.label] = places[src]
         elif n.label in concat_of:
             continue   # placed with its concat, below
@@ -268,6 +268,13 @@ def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
     result = planner.plan(buffers)
     planner.verify_plan(buffers, result)      # every plan is checked, not only in tests
     return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))
+
+
+def reads_once(node: Node, src: str, buffer_of: Callable[[str], str]) -> bool:
+    """Whether `node` reads the memory of `src` through one input only, so
+    that its result may overwrite it: `add(a, b, a)` summed in place of `a`
+    would read the second `a` after the first pass overwrote it."""
+    return sum(buffer_of(v) == buffer_of(src) for v in node.inputs) == 1
 
 
 def _dies_here(buffer: str, bufs: dict[str, _Buf], step: int, last_use: Mapping[str, int]) -> bool:

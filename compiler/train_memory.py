@@ -66,7 +66,7 @@ from . import plan as planner
 from .autodiff import GRADIENT_KINDS, StepKind, Tensor, TensorKind, TrainGraph
 from .dims import evaluate
 from .ir import ParamSpec
-from .memory import INPLACE_OPS, VIEW_OPS
+from .memory import INPLACE_OPS, VIEW_OPS, reads_once
 from .ops import ACTIVATIONS
 
 ITEM_BYTES = {"float32": 4, "int32": 4, "uint8": 1}
@@ -156,12 +156,14 @@ def train_layout(tg: TrainGraph, batch: int, *, scratch: TrainScratchFn = no_scr
             src = node.inputs[0]
             if op in VIEW_OPS and op != "dropout":
                 join(node.label, src)
-            elif op in FORWARD_INPLACE and dies_at(src, s.index):
+            elif op in FORWARD_INPLACE and dies_at(src, s.index) and reads_once(node, src, lambda v: places.get(v, v)):
                 join(node.label, src)
         if share and s.kind is StepKind.BACKWARD and op in BACKWARD_VIEWS and not s.chain:
             dy = f"d:{node.label}"
             fresh = [g for g in s.input_grads if not g.accumulate]
-            if fresh and (op != "sub" or fresh[0].index == 0) and dies_at(dy, s.index):
+            # `add(a, a, a)`: the gradient it adds in twice must not be the one it reads
+            once = [g.target for g in s.input_grads].count(fresh[0].target) == 1 if fresh else False
+            if once and (op != "sub" or fresh[0].index == 0) and dies_at(dy, s.index):
                 join(fresh[0].target, dy)
         if share and s.kind is StepKind.BACKWARD and op in GRAD_OVER_INPUT:
             fresh = [g for g in s.input_grads if not g.accumulate]

@@ -127,6 +127,54 @@ def test_fanout_merges_views_and_concat_accumulate_gradients_as_autograd():
         assert _rel(grads[k], p.grad.numpy()) < TOL, k
 
 
+# A merge may read one value more than once; autograd sums the gradient of each use.
+_REPEATED = {
+    "add(a, a, a)": lambda a, b: a + a + a,
+    "add(a, b, a)": lambda a, b: a + b + a,
+    "sub(a, a)": lambda a, b: a - a,
+    "mul(a, b, a)": lambda a, b: a * b * a,
+    "div(a, a)": lambda a, b: a / a,
+    "concat(b, a, b)": lambda a, b: __import__("torch").cat([b, a, b], 1),
+}
+
+
+@pytest.mark.parametrize("merge", sorted(_REPEATED))
+def test_a_merge_reading_one_value_twice_trains_as_autograd(merge):
+    """`add(a, a, a)` and the like: the backward step writes the input's
+    gradient first and adds the later uses in (it failed to compile); the
+    forward does not sum in place of a value it reads again."""
+    torch = pytest.importorskip("torch")
+    src = (f"model m(x: [5]) {{\n  a = x -> la: dense(4)\n  b = a -> relu\n  s = {merge}\n"
+           f"  return s -> d: dense(2)\n}}\n")
+    trainer = nnc.train(src, loss="mse", optimizer=nnc.SGD(0.1), batch=3, keep_gradients=True, seed=1)
+    w = {k: torch.from_numpy(v).requires_grad_() for k, v in trainer.state_dict().items()}
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    y = rng.standard_normal((3, 2)).astype(np.float32)
+    assert np.allclose(trainer.predict(x), nnc.build(src, batch=3, weights=trainer.state_dict())(x), atol=1e-6)
+    loss = trainer.step(x, y)
+    a = torch.from_numpy(x) @ w["la.weight"].T + w["la.bias"]
+    out = _REPEATED[merge](a, torch.relu(a)) @ w["d.weight"].T + w["d.bias"]
+    value = torch.nn.functional.mse_loss(out, torch.from_numpy(y))
+    value.backward()
+    assert abs(loss - value.item()) < TOL * abs(value.item())
+    grads = trainer.gradients()
+    for k, p in w.items():      # div(a, a)'s first layer gets a gradient of 0 up to rounding
+        assert np.allclose(grads[k], p.grad.numpy(), rtol=TOL, atol=1e-6), k
+
+
+@pytest.mark.parametrize("target", ["numpy", "c"])
+@pytest.mark.parametrize("merge,ref", [("add(a, b, a)", lambda a, b: a + b + a), ("add(a, a, a)", lambda a, b: 3 * a),
+                                       ("mul(a, b, a)", lambda a, b: a * b * a)])
+def test_a_merge_reading_one_value_twice_is_not_computed_in_its_place(target, merge, ref):
+    src = f"model m(x: [5]) {{\n  a = x -> la: dense(4)\n  b = a -> relu\n  return {merge}\n}}\n"
+    weights = nnc.build(src).state_dict()
+    x = np.random.default_rng(3).standard_normal((2, 5)).astype(np.float32)
+    a = x @ weights["la.weight"].T + weights["la.bias"]
+    got = nnc.build(src, target=target, batch=2, weights=weights)(x)
+    assert np.allclose(got, ref(a, np.maximum(a, 0)), atol=1e-5)
+
+
 # ------------------------------------------------------------------ resume, predict, state
 
 def test_resuming_from_saved_weights_and_optimizer_state_equals_an_uninterrupted_run(tmp_path):
