@@ -79,6 +79,9 @@ class Tags:
       ("gate", unit, k)         the row of gate k of a recurrent unit
       ("flat", (tag, ...))      an element of a flattened (or merged-axes) value
       ("merge", (tag, ...))     a position of add/sub/mul: the inputs' tags there
+      ("cat", label, i, tag)    a tag of input i of concat `label` that an
+                                earlier input already put on the axis
+                                (`concat(a, a)`: each copy its own position)
       ("i", p)                  plain position p of an axis without units
       ("pos", label, axis, p)   position p of an axis an op made opaque
     """
@@ -110,6 +113,8 @@ class Tags:
                 got = frozenset((tag,))
             elif key[0] == "gate":
                 got = self.units_in(key[1], memo)
+            elif key[0] == "cat":
+                got = self.units_in(key[3], memo)
             elif key[0] in ("flat", "merge"):
                 got = frozenset().union(*(self.units_in(p, memo) for p in key[1]))
             else:
@@ -325,10 +330,15 @@ class UnitContext:
         if all(x[axis] is None for x in self.inputs):
             result[axis] = None
         else:
-            result[axis] = np.concatenate([
-                x[axis] if x[axis] is not None
-                else self._tags.ids(("pos", self.label, (i, axis), p) for p in range(int(s[axis])))
-                for i, (x, s) in enumerate(zip(self.inputs, self.shapes))])
+            parts, seen = [], set()
+            for i, (x, s) in enumerate(zip(self.inputs, self.shapes)):
+                part = x[axis] if x[axis] is not None \
+                    else self._tags.ids(("pos", self.label, (i, axis), p) for p in range(int(s[axis])))
+                if seen.intersection(part.tolist()):      # the same units again: a position of their own
+                    part = self._tags.ids(("cat", self.label, i, int(t)) for t in part)
+                seen.update(part.tolist())
+                parts.append(part)
+            result[axis] = np.concatenate(parts)
         return tuple(result)
 
     def _merged(self, axis: int) -> np.ndarray | None:
@@ -660,6 +670,8 @@ class Growth:
                     got = choice.get(t, t)
             elif kind == "gate":
                 got = tags.id(("gate", src(key[1]), key[2]))
+            elif kind == "cat":
+                got = tags.id(("cat", key[1], key[2], src(key[3])))
             elif kind in ("flat", "merge"):
                 got = tags.id((kind, tuple(src(p) for p in key[1])))
             else:

@@ -158,6 +158,31 @@ model net(x: [3, 4, 4]) {
     assert not w2["head.weight"][:, 2:4].any()
 
 
+@pytest.mark.parametrize("init", ["zero", "net2net"])
+@pytest.mark.parametrize("merge", ["concat(a, a, axis=0)", "concat(b, a, b, axis=-1)", "concat(a, r, axis=0)"])
+def test_a_concat_listing_the_same_units_twice_keeps_each_copys_columns(merge, init):
+    """`concat(a, a)` (or `a` beside `relu(a)`): each copy of a unit has its
+    own columns in the consumer, both shift and both keep their weights (the
+    second copy's columns overwrote the first's, and the rest were lost)."""
+    src = ("model net(x: [5]) {\n  a = x -> la: dense(%d)\n  b = x -> lb: dense(3)\n  r = a -> relu\n"
+           f"  c = {merge}\n  return c -> d: dense(2)\n}}\n")
+    old, new = src % 2, src % 3
+    w = random_weights(old)
+    opt = {f"{k}.momentum_buffer": np.random.default_rng(4).standard_normal(v.shape).astype(np.float32)
+           for k, v in w.items()}
+    w2, opt2 = nnc.grow(old, new, w, opt, init=init, seed=2)
+    cols = {"concat(a, a, axis=0)": [0, 1, 3, 4], "concat(b, a, b, axis=-1)": [0, 1, 2, 3, 4, 6, 7, 8],
+            "concat(a, r, axis=0)": [0, 1, 3, 4]}[merge]
+    np.testing.assert_array_equal(opt2["d.weight.momentum_buffer"][:, cols], opt["d.weight.momentum_buffer"])
+    assert not np.delete(opt2["d.weight.momentum_buffer"], cols, axis=1).any()
+    if init == "zero":
+        np.testing.assert_array_equal(w2["d.weight"][:, cols], w["d.weight"])
+        assert not np.delete(w2["d.weight"], cols, axis=1).any()
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    y1, y2 = outputs_at_old_positions(old, new, w, w2, x)
+    assert_same_function(y2, y1)
+
+
 def test_flatten_gives_each_channel_a_block_of_spatial_columns():
     src = """
 model net(x: [1, 3, 3]) {
