@@ -595,14 +595,16 @@ class Growth:
         for k, s in enumerate(scales):
             if s is not None and np.any(s != 1.0):
                 out *= s.reshape((-1,) + (1,) * (out.ndim - k - 1)).astype(np.float32)
-        if grouped is not None:
+        if grouped is not None:     # a grouped conv's fan-in, or a grouped transposed conv's own units
             k, per_group = grouped
-            assert k == 1, f"`{key}`: a grouped fan-in on axis {k}"
+            assert k == 1, f"`{key}`: a grouped axis {k}"
+            fan_in = self._moves[key][k].role is UnitAxis.FAN_IN
             rows = out.shape[0] // len(per_group)
             parts = []
             for g, (src, count) in enumerate(per_group):
                 block = out[g * rows:(g + 1) * rows][:, src]
-                parts.append(block / count.reshape((-1,) + (1,) * (out.ndim - 2)).astype(np.float32))
+                parts.append(block / count.reshape((-1,) + (1,) * (out.ndim - 2)).astype(np.float32) if fan_in
+                             else block)
             out = np.concatenate(parts, axis=0)
         return out
 
@@ -662,7 +664,7 @@ class Growth:
             if kind == "u":
                 if t in old_units:
                     got = t
-                elif isinstance(key[2], tuple) and key[2][1] not in old_tags:
+                elif _of_new_channel(tags, t, old_tags):
                     # a depthwise unit of a new input channel: the same unit of the channel it copies
                     same = tags.id(("u", key[1], ("in", src(key[2][1])), key[3]))
                     got = same if same in old_units else src(same)
@@ -702,6 +704,14 @@ class Growth:
         return out
 
 
+def _of_new_channel(tags: Tags, unit: int, old_tags: set[int]) -> bool:
+    """Whether a unit of a depthwise layer filters an input channel the old
+    model did not have (a grown layer's new unit). A channel of a plain axis
+    (a model input's) is never new: such an axis does not grow."""
+    g = tags.keys[unit][2]
+    return isinstance(g, tuple) and g[1] not in old_tags and bool(tags.units_in(g[1], {}))
+
+
 def _choose_units(old: Analysis, new: Analysis, old_units: set[int], old_tags: set[int],
                   seed: int) -> dict[int, int]:
     """net2net's random choice: each new unit -> the old unit it copies. Units
@@ -712,8 +722,7 @@ def _choose_units(old: Analysis, new: Analysis, old_units: set[int], old_tags: s
     rng = np.random.default_rng(seed)
 
     def is_dependent(t: int) -> bool:        # a depthwise unit of a new input channel
-        g = tags.keys[t][2]
-        return isinstance(g, tuple) and g[1] not in old_tags
+        return _of_new_channel(tags, t, old_tags)
 
     def classes(an: Analysis, wanted) -> list[list[int]]:
         parent: dict[int, int] = {}

@@ -289,6 +289,24 @@ def test_depthwise_growth_keeps_the_function(init, sizes):
     np.testing.assert_allclose(y2, y1, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("init", ["zero", "net2net"])
+@pytest.mark.parametrize("src", [
+    # a depthwise layer on the model's input: its channels are no grown layer's units (net2net recursed forever)
+    "model net(x: [3, 6, 6]) {\n  dw: depthwise_conv2d(3, multiplier=%d, padding=1)\n  pw: conv2d(4, 1)\n}\n",
+    # a grouped transposed convolution: net2net copies its own units within their group and divides
+    # only the consumer's fan-in (it divided the layer's own weights too)
+    "model net(x: [4, 6]) {\n  t: conv_transpose1d(%d, 3, groups=2)\n  c: conv1d(3, 1)\n}\n",
+    "model net(x: [4, 5, 5]) {\n  t: conv_transpose2d(%d, 2, stride=2, groups=2)\n  c: conv2d(2, 1)\n}\n",
+])
+def test_grouped_own_units_grow_and_keep_the_function(src, init):
+    old, new = src % 2, src % 4
+    w = random_weights(old)
+    w2, _ = nnc.grow(old, new, w, init=init, seed=3)
+    x = np.random.default_rng(3).standard_normal((2, *frontend.check(old).graph.inputs[0].shape)).astype(np.float32)
+    y1, y2 = outputs_at_old_positions(old, new, w, w2, x)
+    assert_same_function(y2, y1)
+
+
 BN = """
 model net(x: [2, 4, 4]) {
     c: conv2d(%d, 3, padding=1) -> bn: batchnorm -> relu
