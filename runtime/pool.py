@@ -402,6 +402,14 @@ def maxpool2d_train(x: np.ndarray, out: np.ndarray, argmax: np.ndarray, *, kerne
     np.add(argmax, corners, out=argmax)
 
 
+@functools.lru_cache(maxsize=64)
+def _plane_starts(planes: int, plane: int) -> np.ndarray:
+    """The flat index where each of `planes` planes of `plane` elements starts, as a column."""
+    out = np.arange(0, planes * plane, plane, dtype=np.int32)[:, None]
+    out.flags.writeable = False
+    return out
+
+
 def maxpool_backward_scratch(out_shape: Shape) -> dict[str, Shape]:
     """Scratch of `maxpool2d_backward` and `maxpool1d_backward`: `index`, one
     int32 (in float32 storage) per output element."""
@@ -423,14 +431,19 @@ def maxpool2d_backward(dy: np.ndarray, argmax: np.ndarray, *, dx: np.ndarray, sc
     index = _as_dtype(_provide(scratch, lambda: maxpool_backward_scratch(argmax.shape))["index"], np.int32,
                       (bsz * c, argmax.size // (bsz * c)))
     if argmax.dtype == np.uint8:
+        kw = _pair(kernel)[1]
         offsets, corners = _argmax_offsets(dx.shape[2:], _pair(kernel), _pair(stride), _pads2d(padding))
         grid = _view(index, argmax.shape)
-        np.take(offsets, argmax, out=grid)
+        # tap t = i * kw + j lies at offsets[t] = offsets[0] + t + (t // kw) * (W - kw), worked out in
+        # place: np.take(offsets, argmax) would turn the byte indices into intp, 8 bytes an output
+        np.floor_divide(argmax, kw, out=grid)
+        np.multiply(grid, dx.shape[-1] - kw, out=grid)
+        np.add(grid, argmax, out=grid)
         np.add(grid, corners, out=grid)
-        np.add(index, np.arange(0, bsz * c * plane, plane, dtype=np.int32)[:, None], out=index)
+        np.add(index, int(offsets[0]), out=index)
+        np.add(index, _plane_starts(bsz * c, plane), out=index)
     else:
-        np.add(argmax.reshape(index.shape), np.arange(0, bsz * c * plane, plane, dtype=np.int32)[:, None],
-               out=index)
+        np.add(argmax.reshape(index.shape), _plane_starts(bsz * c, plane), out=index)
     dx.fill(0)
     np.add.at(_view(dx, (dx.size,)), index.reshape(-1), dy.reshape(-1))
 
