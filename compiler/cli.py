@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import bridges_cli, grow_cli, train_cli
-from .cli_common import EXIT_INTERNAL, EXIT_INTERRUPTED, add_batch, add_dims, error_line, first_line, guarded, \
+from .cli_common import EXIT_INTERNAL, EXIT_INTERRUPTED, FlagError, add_batch, add_dims, first_line, guarded, \
     print_diagnostics, size
 from .diagnostics import UserError, printable
 
@@ -145,8 +145,7 @@ def _summary(args) -> int:
     from .memory import memory_report
     from .summary import dumps, plan_legend, summary_dict, summary_table
     if not args.train and (args.optimizer or args.loss):
-        error_line(f"`--{'optimizer' if args.optimizer else 'loss'}` describes a training plan: add `--train`")
-        return 1
+        raise FlagError(f"--{'optimizer' if args.optimizer else 'loss'} describes a training plan: add --train")
     args.optimizer, args.loss = args.optimizer or "sgd", args.loss or "cross_entropy"
     checked = check(_model(args), dict(args.dim), limits=args.limits)
     print_diagnostics(checked.warnings, checked.sources)

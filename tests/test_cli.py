@@ -545,7 +545,7 @@ def test_a_compiler_that_succeeds_without_writing_a_library_is_named(tmp_path, c
 @pytest.mark.parametrize("flag, value", [("--optimizer", "adam"), ("--loss", "mse")])
 def test_summary_training_flags_without_train_are_refused(capsys, flag, value):
     code, out, err = run_cli(capsys, "summary", ROOT / "samples" / "mlp.nn", flag, value)
-    assert code == 1 and out == ""
-    assert err.strip() == f"error: `{flag}` describes a training plan: add `--train`"
+    assert code == 2 and out == ""      # bad command-line use (INTERFACES.md 2)
+    assert err.strip() == f"nnc summary: error: {flag} describes a training plan: add --train"
     code, out, _ = run_cli(capsys, "summary", ROOT / "samples" / "mlp.nn", "--train", flag, value)
     assert code == 0 and "optimizer" in out
