@@ -73,10 +73,14 @@ def parse(source: str, path: str = "<input>") -> ast.File:
         raise CompileError(diags, {path: source}) from None
     builder = _ToAst(path, source)
     file = builder.transform(tree)
+    late = [error("E0001", "a positional argument after a keyword argument", span,
+                  help="put the positional arguments first, as in `dense(64, bias=false)`")
+            for span in builder.late_positional]
     if builder.too_deep is not None:
-        diag = error("E0001", f"this expression nests more than {MAX_DEPTH} levels deep",
-                     builder.too_deep, help="split it into smaller expressions")
-        raise CompileError([diag], {path: source})
+        late.append(error("E0001", f"this expression nests more than {MAX_DEPTH} levels deep",
+                          builder.too_deep, help="split it into smaller expressions"))
+    if late:
+        raise CompileError(late, {path: source})
     return file
 
 
@@ -230,7 +234,8 @@ class _ToAst(Transformer_NonRecursive):
     """Build `ast` nodes from the parse tree. Checks nothing, raises nothing.
 
     Non-recursive, so a pathologically deep tree cannot overflow the stack.
-    It notes the first expression deeper than MAX_DEPTH in `too_deep`, for
+    It notes the first expression deeper than MAX_DEPTH in `too_deep`, and
+    every positional argument after a keyword one in `late_positional`, for
     `parse` to refuse.
     """
 
@@ -239,6 +244,7 @@ class _ToAst(Transformer_NonRecursive):
         self.path = path
         self.source = source
         self.too_deep: Span | None = None
+        self.late_positional: list[Span] = []     # `dense(bias=false, 3)`: LANGUAGE.md 4 puts positional ones first
         # The height of every compound expression built so far, by id: the
         # tree under construction keeps them all alive, so ids are unique.
         self._heights: dict[int, int] = {}
@@ -327,7 +333,13 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Label(tuple(str(c) for c in children), self._span(meta))
 
     def arguments(self, meta, children) -> tuple[ast.Arg, ...]:
-        return tuple(c for c in children if c is not None)
+        args = tuple(c for c in children if c is not None)
+        keyword = False
+        for a in args:
+            if a.name is None and keyword:
+                self.late_positional.append(a.span)
+            keyword = keyword or a.name is not None
+        return args
 
     def positional(self, meta, children) -> ast.Arg:
         (value,) = children

@@ -463,6 +463,16 @@ def test_a_label_without_its_colon_gets_a_help_naming_the_whole_label():
     assert diag.help == "a label is followed by `:`, as in `layer1.0: basic`"
 
 
+@pytest.mark.parametrize("text,position", [("dense(bias=false, 3)", (2, 23)), ("conv1d(4, padding=1, 3)", (2, 26)),
+                                           ("b(k=1, x)", (2, 12))])
+def test_a_positional_argument_after_a_keyword_one_is_refused(text, position):
+    """LANGUAGE.md 4: positional arguments come first (it was taken as the
+    first missing positional one)."""
+    diag = syntax_error("model m(x: [3, 8]) {\n    " + text + "\n}\n")
+    assert (diag.code, at(diag), diag.message) == ("E0001", position, "a positional argument after a keyword argument")
+    assert "first" in diag.help
+
+
 def test_expression_nested_too_deep_is_refused_not_a_recursion_error():
     diag = syntax_error("model m(x: [1]) {\n    f(" + "-" * (MAX_DEPTH + 5) + "1)\n}\n")
     assert diag.code == "E0001" and "nests more than" in diag.message
