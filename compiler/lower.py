@@ -110,6 +110,7 @@ class Lowerer:
         self.integer: dict[str, str] = {}     # integer value -> the model input it comes from
         self.label_spans: dict[str, Span] = {}
         self.recursive: set[str] = set()
+        self.lowered: set[str] = set()        # blocks whose body some call has lowered
         self.stack: list[str] = []
 
     # ------------------------------------------------------------ diagnostics
@@ -251,10 +252,29 @@ class Lowerer:
             scope.current = [scope.names[inputs[0].name]]
         results = self._body(m.body, scope, m.span)
         self._warn_unused(scope, results)
+        self._check_unlowered()
         outputs = self._outputs(m, results)
         names = list(dim_spans)
         return Graph(name=m.name, inputs=tuple(inputs), nodes=tuple(self.nodes), outputs=tuple(outputs),
                      bounds=bounds, time_dim=names[0] if len(names) == 1 else None, path=self.file.path)
+
+    def _check_unlowered(self) -> None:
+        """Check the body of every block no call lowered (one the model never
+        calls, or calls only after an error): LANGUAGE.md 8 reports every
+        error, so its unknown ops, arguments and names are errors too. Its
+        inputs and parameters have no value here, so only what needs no shape
+        is checked, as after an error in a chain; it adds no steps."""
+        for name, block in self.blocks.items():
+            if name in self.lowered or name in self.recursive:
+                continue
+            scope = Scope(prefix=f"{name}.", params={p.name: POISON for p in block.params},
+                          call_note=f"in block `{name}`, which the model does not run")
+            for formal in block.inputs:
+                b = Binding(POISON, formal.span, formal.name, True)
+                scope.names[formal.name] = b
+                scope.bindings.append(b)
+            scope.current = [scope.names[block.inputs[0].name]] if block.inputs else None
+            self._body(block.body, scope, block.span)
 
     def _outputs(self, m: ast.Model, results: list[tuple[Binding, ast.Chain | None]]) -> list[Output]:
         outputs: list[Output] = []
@@ -367,14 +387,15 @@ class Lowerer:
             vals = self._step(e, vals[0], scope)
         return vals
 
-    def _check_unknown(self, e: ast.Element, scope: Scope) -> None:
-        """Check a step whose input failed: what needs no input shape."""
+    def _check_unknown(self, e: ast.Element, scope: Scope, as_value: bool = False) -> None:
+        """Check a step whose input failed: what needs no input shape
+        (`as_value`: a bare name is read as a value, as `_source` says)."""
         if e.args is None and e.label is None and e.op in scope.names and e.op not in CATALOG \
                 and e.op not in self.blocks:
             self.err("E0112", f"`{e.op}` is a value, not a step", e.span, scope,
                      help=f"start a new statement from it: `{e.op} -> ...`")
             return
-        if e.inputs is not None or not self._check_op_name(e, scope):
+        if e.inputs is not None or not self._check_op_name(e, scope, as_value):
             return
         if e.op in self.blocks:
             if e.op not in self.recursive:
@@ -433,7 +454,7 @@ class Lowerer:
         current.used = True
         if current.value is POISON:
             # still check what can be checked without an input shape
-            self._check_unknown(e, scope)
+            self._check_unknown(e, scope, as_value)
             return None
         return self._step(e, current, scope, first=True, as_value=as_value)
 
@@ -806,6 +827,7 @@ class Lowerer:
 
     def _call_block_inner(self, e: ast.Element, block: ast.Block, inputs: list[Binding],
                           scope: Scope) -> list[Binding] | None:
+        self.lowered.add(block.name)
         params = self._bind_block_params(e, block, scope)
         label = e.label.text if e.label else scope.auto_label(e.op)
         # A block call is a step too (LANGUAGE.md section 5): its full label is
