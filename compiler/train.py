@@ -144,7 +144,7 @@ def train(model: str | Path, loss: str = "cross_entropy", optimizer: SGD | Adam 
     arena = 0
     if capacity is not None:
         room = _check_capacity(capacity, plan.checked.graph)
-        reserve = _viewable(G.capacity(plan.checked.graph, room))
+        reserve = _with_room(G.capacity(plan.checked.graph, room))
         arena = _arena_at(model, room, options)
     trainer = trainer_class(plan)(optimizer, batch=batch, weights=weights, seed=seed,
                                   keep_gradients=keep_gradients)
@@ -203,10 +203,17 @@ def grow_trainer(trainer, new_model: str | Path, init: str = "zero", seed: int |
     if room:
         sizes = {label: new.graph.node(label).op.units.size(new.graph.node(label).attrs) for label in room}
         wanted = {label: max(n, sizes[label]) for label, n in room.items()}
-        try:
-            reserve = _viewable(G.capacity(new.graph, wanted))
-        except UserError:             # a room the new model's groups do not divide: no room
-            reserve = {}
+        specs = new.graph.param_specs()
+        if wanted == room and all(k in specs and all(n <= m for n, m in zip(specs[k].shape, store.shape))
+                                  for k, store in trainer._storage.items()):
+            # within capacity, and no layer without room grew into a tensor with room: the storage stays
+            reserve = {k: G.IndexMap(specs[k].shape, store.shape, tuple(np.arange(n) for n in specs[k].shape))
+                       for k, store in trainer._storage.items()}
+        else:
+            try:
+                reserve = _with_room(G.capacity(new.graph, wanted))
+            except UserError:         # a room the new model's groups do not divide: no room
+                reserve = {}
         if wanted != room:            # beyond capacity: the room follows the new sizes
             arena_room = max(arena_room, _arena_at(new_model, wanted, options) // 4)
     growth = G.plan(old.graph, new.graph, {**old.sources, **new.sources})
@@ -257,13 +264,15 @@ class CapacityError(UserError, ValueError):
     without units, fewer units than it has)."""
 
 
-def _viewable(maps: Mapping[str, Any]) -> dict[str, Any]:
-    """The tensors that get room and whose current entries form one block of
-    it (a view): every axis a slice. Others (gate-stacked recurrent weights,
-    grouped filters, a fan-in spread by concat or transpose) keep their own
-    shape, and a growth reallocates them."""
-    return {k: m for k, m in maps.items()
-            if m.new_shape != m.old_shape and all(sl is not None for sl in m.slices())}
+def _with_room(maps: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors that get room, each stored at the start of its storage
+    (every axis from 0: one strided view, whatever its layout): an
+    `IndexMap` from its shape into the storage's, position i at i. A growth
+    within the room moves the entries whose positions change inside the
+    storage (`TrainerBase._grow_state`): gate blocks, groups, a fan-in
+    spread by concat or transpose."""
+    return {k: G.IndexMap(m.old_shape, m.new_shape, tuple(np.arange(n) for n in m.old_shape))
+            for k, m in maps.items() if m.new_shape != m.old_shape}
 
 
 def _arena_at(model: str | Path, room: Mapping[str, int], options: Mapping[str, Any]) -> int:

@@ -38,8 +38,10 @@ shape (`self._room[key]`: the IndexMap from the current shape into the
 storage). Views may be non-contiguous; every kernel and the optimizer
 update take them as they are. `state_dict()` and
 `optimizer_state_dict()` return contiguous copies of the current shapes.
-`_grow_state` writes only the new entries of a tensor whose storage keeps
-its shape and whose old entries keep their places.
+A tensor sits at the start of its storage (every axis from 0); `_grow_state`
+grows one whose storage keeps its shape in place: it moves the old entries
+whose positions change inside the storage (`_move_in_place`), then writes
+only the new entries.
 
 Memory: the optimizer's scratch (one array as large as the largest
 parameter that is not updated block by block in the arena, `ROW_BLOCKED`,
@@ -407,16 +409,18 @@ class TrainerBase:
         opt_storage: dict[str, dict[str, np.ndarray]] = {}
         writes: list[tuple[np.ndarray, np.ndarray]] = []     # in-place net2net copies, done last
         fills: list[tuple[str, np.ndarray, bool]] = []       # in-place new entries, done last
+        moves: list[tuple[np.ndarray, tuple, tuple]] = []    # in-place old entries to their new places, before
         for key, value in self._state.items():
             if key not in growth.maps:                       # num_batches_tracked
                 state[key] = value
                 continue
             r = room.get(key)
-            in_place = r is not None and key in self._storage and self._stays(key, growth.maps[key], r)
+            in_place = r is not None and key in self._storage and r.new_shape == self._storage[key].shape
             if in_place:
                 store = storage[key] = self._storage[key]
                 view = store[r.slices()]
                 if init == "zero":
+                    moves.append((store, value.shape, growth.maps[key].positions))
                     fills.append((key, view, True))
                 else:
                     writes.append((view, growth.tensor(key, value, init, seed, sources)))
@@ -435,6 +439,7 @@ class TrainerBase:
                     if in_place:
                         ostore = opt_storage.setdefault(key, {})[name] = self._opt_storage[key][name]
                         oview = ostore[r.slices()]
+                        moves.append((ostore, a.shape, growth.maps[key].positions))
                         fills.append((key, oview, False))
                     elif r is not None:
                         ostore = opt_storage.setdefault(key, {})[name] = np.zeros(r.new_shape, dtype=np.float32)
@@ -443,6 +448,8 @@ class TrainerBase:
                     else:
                         oview = growth.maps[key].place(a, 0.0)
                     opt_state[key][name] = oview
+        for store, shape, positions in moves:
+            _move_in_place(store, shape, positions)
         for key, out, fresh in fills:
             growth.fill_new(key, out, seed, fresh=fresh)
         for out, new in writes:
@@ -451,14 +458,6 @@ class TrainerBase:
         self._storage, self._opt_storage = storage, opt_storage
         self._room = {k: room[k] for k in storage}
         self._has_gradients = False
-
-    def _stays(self, key: str, moved: Any, r: Any) -> bool:
-        """Whether tensor `key` can grow in its storage: the same storage
-        shape, and every old entry at the same storage position."""
-        old = self._room[key]
-        store = self._storage[key]
-        return r.new_shape == store.shape and all(
-            np.array_equal(rp[mp], op) for rp, mp, op in zip(r.positions, moved.positions, old.positions))
 
     # ------------------------------------------------------------ internals
 
@@ -653,3 +652,19 @@ def _read_members(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 __all__ = ["TrainerBase", "TrainerError", "OptimizerStateError", "DataError", "TargetError"]
+
+
+def _move_in_place(store: np.ndarray, shape: tuple, positions: tuple) -> None:
+    """Move the entries of a tensor of `shape`, held at the start of
+    `store`, to `positions` (per axis, the new index of each old one:
+    increasing, never below it, as growth places units) inside `store`,
+    axis by axis, a hyperplane at a time from the last: a hyperplane moves
+    only to where none waits to move, so nothing is allocated beyond one
+    hyperplane. The entries left behind are new ones, written next."""
+    region = [slice(0, n) for n in shape]
+    for k, pos in enumerate(positions):
+        for i in np.flatnonzero(pos != np.arange(len(pos)))[::-1].tolist():
+            dst, src = list(region), list(region)
+            dst[k], src[k] = int(pos[i]), i
+            store[tuple(dst)] = store[tuple(src)]
+        region[k] = slice(0, int(pos[-1]) + 1 if len(pos) else 0)
