@@ -87,6 +87,8 @@ from .ops import CATALOG
 
 BATCH = -(1 << 40)          # the batch size inside folded shape tensors: only Reshape may consume it
 DIM_BASE = -(1 << 42)       # DIM_BASE - k: an input's k-th named size in folded shape tensors
+UNKNOWN_BASE = -(1 << 44)   # UNKNOWN_BASE - k: the k-th size shape inference could not name (`unk__0`):
+                            # a shape tensor may carry it past, nothing may compute with it
 
 
 class OnnxImportError(UserError, ValueError):
@@ -383,6 +385,7 @@ class _Importer:
         self.stacks: dict[int, _Stack] = {}        # an ONNX GRU/LSTM/RNN node -> the stacked step it went into
         self.dim_names: dict[Any, str] = {}         # an input's ONNX size name -> its nnc name
         self.dim_markers: dict[int, str] = {}       # DIM_BASE - k -> the k-th ONNX size name (in folded shapes)
+        self.unknown_sizes: dict[int, str] = {}     # UNKNOWN_BASE - k -> an unnamed size, for messages
         self.bounds: dict[str, int] = {}            # an nnc size name -> its bound (a positional table's rows)
 
     # ------------------------------------------------------------------ driver
@@ -511,7 +514,8 @@ class _Importer:
         inputs = [self.consts[v] if v else None for v in n.input]
         size = next((m for m in map(self._marked, inputs) if m), None)
         if size is not None:        # a named size: it may move through shape tensors, or cut a table's rows
-            if n.op_type == "Slice" and not self._marked(inputs[0]) and n.input[0] in self.origin and \
+            if n.op_type == "Slice" and size in self.dim_names and not self._marked(inputs[0]) and \
+                    n.input[0] in self.origin and \
                     np.ndim(inputs[0]) == 2 and self._rows_from_zero(n, marked=True):
                 self.consts[n.output[0]] = _Rows(inputs[0], self.origin[n.input[0]], size)
                 return
@@ -1177,8 +1181,19 @@ class _Importer:
     def _marked(self, x) -> str | None:
         """The ONNX name of the first named input size a folded shape tensor holds, else None."""
         if isinstance(x, np.ndarray) and x.dtype.kind == "i" and x.size and np.any(x <= DIM_BASE):
-            return self.dim_markers.get(int(x[x <= DIM_BASE].reshape(-1)[0]), "?")
+            first = int(x[x <= DIM_BASE].reshape(-1)[0])
+            return self.dim_markers.get(first) or self.unknown_sizes.get(first, "?")
         return None
+
+    def _unknown_size(self, d) -> int:
+        """The marker of a size ONNX shape inference left unnamed: the shape
+        tensor folds on (a Gather of its batch), a step that uses the size is refused."""
+        for marker, name in self.unknown_sizes.items():
+            if name == str(d):
+                return marker
+        marker = UNKNOWN_BASE - len(self.unknown_sizes)
+        self.unknown_sizes[marker] = str(d)
+        return marker
 
     def _text(self, outputs: list[str]) -> str:
         readers: dict[str, list[int]] = {}
@@ -2328,6 +2343,9 @@ def _merge_directions(val: _Val, src: list, dst: list) -> _Val | None:
 
 def _reshape(imp: _Importer, n) -> None:
     target = [int(v) for v in imp._const(n.input[1], "shape").reshape(-1)]
+    unknown = [imp.unknown_sizes[v] for v in target if v in imp.unknown_sizes]
+    if unknown:
+        raise _Unsupported(f"the size {unknown[0]} is not known when importing")
     target = [imp.dim_markers.get(v, v) if v <= DIM_BASE else v for v in target]   # a named size: its name
     src_shape = imp._shape(n.input[0])
     val = imp._value(n.input[0])
@@ -2558,7 +2576,12 @@ def _recurrent(kind: str):
         b = imp._const(n.input[3], "bias") if len(n.input) > 3 and n.input[3] else None
         has_bias = b is not None and bool(np.any(b))      # PyTorch's bias=False exports zeros or nothing
         val = imp._value(n.input[0])
-        if val.axes != ((0, "B", 1) if layout == 0 else ("B", 0, 1)):
+        need = (0, "B", 1) if layout == 0 else ("B", 0, 1)
+        if len(val.axes) == 3 and val.axes.index("B") == need.index("B") if "B" in val.axes else False:
+            order = [val.axes[need.index(j)] for j in (0, 1)]     # the nnc axes of time and of features
+            if order == [1, 0]:         # `conv1d(x).transpose(1, 2)` into a batch-first GRU: one Transpose
+                val = _Val(imp._emit("transpose", _tuple(order), [val.ref]), need)
+        if val.axes != need:
             if val.axes == ("B", 0, 1):
                 raise _Unsupported("an input whose axis 0 it reads as time (layout=0, PyTorch's batch_first=False) "
                                    "where nnc's batch is axis 0: export a batch_first=True module, or transpose "
@@ -2625,7 +2648,7 @@ def _shape_op(imp: _Importer, n) -> None:
         elif d in imp.dim_names:
             dims.append(next(m for m, name in imp.dim_markers.items() if name == d))
         else:
-            raise _Unsupported(f"the size {d} is not known when importing")
+            dims.append(imp._unknown_size(d))
     start = _attr(n, "start", 0)
     end = _attr(n, "end", None)
     imp.consts[n.output[0]] = np.array(dims[start:end], dtype=np.int64)

@@ -176,6 +176,40 @@ def test_torchscript_export_with_a_fixed_batch_imports_its_recurrent_layer(name,
     assert _rel(nnc.build(text, weights=weights)(*[x.numpy() for x in xs]), expected) < 1e-4
 
 
+class _ConvRecurrent(torch.nn.Module):
+    """A CRNN front end: conv1d features, `.transpose(1, 2)`, a batch-first recurrent layer. The
+    exporter joins the transpose with the layer's own into one Transpose(perm=[2, 0, 1])."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(2, 3, 3, padding=1)
+        self.rnn = getattr(torch.nn, kind)(3, 5, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(self.conv(x).transpose(1, 2))[0]
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM", "RNN"])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_conv_front_end_transposed_into_a_recurrent_layer_imports(kind, dynamic, tmp_path):
+    """Refused as "an input that is not [T, B, F]"; with dynamic axes the zero state's Shape of
+    the transposed features also held a size shape inference left unnamed (`unk__0`), refused
+    although only the batch is read from it."""
+    module = _perturbed(lambda: _ConvRecurrent(kind))
+    path = tmp_path / "crnn.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(1, 2, 10),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "B", 2: "T"}} if dynamic else None)
+    text, weights = nnc.from_onnx(path)
+    assert "transpose((1, 0))" in text and f"rnn: {kind.lower()}(5)" in text
+    x = torch.randn(2, 2, 10)
+    model = nnc.build(text, weights=weights, batch=2, dims={"T": 10} if dynamic else None)
+    with torch.no_grad():
+        assert _rel(model(x.numpy()), module(x).numpy()) < 1e-4
+
+
 class _BiGruClassifier(torch.nn.Module):
     """The text classifier's idiom: both directions' final states side by side."""
 
