@@ -102,6 +102,15 @@ def test_streaming_plan_compiles_without_warnings_and_allocates_nothing(name, tm
         assert re.search(rf"\bT {stem}_{fn}\b", symbols)
 
 
+@pytest.mark.parametrize("source,stream", [
+    ("model m(x: [T=8, 4]) {\n  dense(3)\n}\n", True),     # streams, but no layer keeps state
+    ("model r(x: [4]) {\n  return x\n}\n", False),         # the plan only copies its input
+])
+def test_degenerate_plans_compile_without_warnings(source, stream, tmp_path):
+    stem = write("", tmp_path, stream=stream, source=source)
+    run([cc(), *STRICT, "-O2", "-c", str(tmp_path / f"{stem}.c"), "-o", str(tmp_path / "x.o")])
+
+
 def test_header_states_sizes_and_the_api(tmp_path):
     write("lenet", tmp_path)
     header = (tmp_path / "lenet.h").read_text()

@@ -1467,6 +1467,8 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
 
     used = "\n".join([line for _, lines in steps for line in lines] + [e for _, e, _ in slices] + out_values)
     unused = [ident for ident, _, _ in pointers + slices if not re.search(rf"\b{ident}\b", used)]
+    if not pointers and not re.search(r"\bA\b", used):   # a plan that only copies its input
+        unused.insert(0, "A")
     state_regions = [(layout.plan.offsets[k] // 4, sz // 4) for k, sz in sorted(state_bytes(graph).items())]
     dim_macros = _upper_names([dims[d][2:] for d in order])
     ctx = dict(
