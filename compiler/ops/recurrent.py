@@ -18,8 +18,13 @@ import numpy as np
 
 from ..dims import Dim, Shape
 from ..ir import ParamSpec
-from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Saved, _expect_rank, _known, _uniform
+from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Saved, ShapeError, _expect_rank, _known, _uniform
 from .base import Units
+
+# Stacked layers nnc plans in one recurrent step. Each layer is listed (its
+# weights, saved tensors, growth units) before any size is checked, so a
+# count past this is refused first (E0306) rather than listed for minutes.
+MAX_LAYERS = 1024
 
 
 def stacked(name: str, a: Attrs) -> bool:
@@ -70,6 +75,10 @@ def _recurrent(name: str, gates: int) -> OpSpec:
                      help="add `transpose((1, 0))` to turn [C, T] into [T, C]" if len(x) == 2 else
                      ("reshape it to [T, 1]" if len(x) == 1 else "add `flatten` or `reshape` to make it [T, F]"))
         f = _known(x[1], "feature size (last axis)", name, x)
+        if a["layers"] > MAX_LAYERS:
+            raise ShapeError("E0306", f"{name}: layers={a['layers']} is more than the {MAX_LAYERS} stacked layers "
+                             "nnc plans in one step", arg="layers",
+                             help="stack fewer layers, or chain several recurrent steps")
         return {**a, "in_features": f}
 
     def infer(a: Attrs, ins) -> Shape:
