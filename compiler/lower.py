@@ -52,6 +52,9 @@ INTEGER_READERS = frozenset({"embedding"})
 MAX_BLOCK_DEPTH = 64
 # A model that expands (through blocks) to more steps is refused (E0115).
 MAX_STEPS = 100_000
+# Axes of one example's value (32 with the batch axis): well within NumPy's
+# 64, leaving room for the axes kernels add (windows, broadcasting).
+MAX_RANK = 31
 # Integers beyond this in an argument expression are refused (E0306).
 MAX_NUMBER = 1 << 63
 
@@ -736,7 +739,14 @@ class Lowerer:
 
     def _fits(self, what: str, shape, span: Span, scope: Scope | None) -> bool:
         """False (and E0208) when one example of a value is larger than the
-        tensor limit at the bounds; True when it fits or a size is unbounded."""
+        tensor limit at the bounds (or E0203 when it has more axes than NumPy
+        arrays take, the batch axis counted); True when it fits or a size is
+        unbounded."""
+        if len(shape) > MAX_RANK:
+            self.err("E0203", f"{what} has {len(shape)} axes, "
+                     f"more than the {MAX_RANK} a value of one example can have", span, scope,
+                     help="merge axes with `reshape` or `flatten`")
+            return False
         sizes = [try_evaluate(d, self.bounds) for d in shape]
         if any(v is None for v in sizes):
             return True
