@@ -293,12 +293,18 @@ def _starts_like_an_array(path: str) -> bool:
     return head == b"\x93NUMPY" or head[:2] == b"PK"
 
 
-def _load_array(path: str):
-    """One input array from a .npy file, or an .npz holding one array."""
+def _load_array(path: str, limits):
+    """One input array from a .npy file, or an .npz holding one array; its
+    header is checked first (no larger than the file, nor than the arena
+    limit)."""
     import numpy as np
 
+    from ..runtime.arrayfile import check_sizes
+    from .memory import Limits
     from ..runtime.weights import _ZIP_ERRORS
     broken = (ValueError, RuntimeError, *_ZIP_ERRORS)       # a corrupt, truncated or encrypted file
+    if os.path.isfile(path):
+        check_sizes(path, InputError, Limits.of(limits).arena, "the memory limit (`--max-memory`)")
     try:
         a = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -349,7 +355,7 @@ def _read_inputs(args, graph) -> dict:
             raise InputError(f"the model has no input `{name}` (inputs: {', '.join(names)})")
         if name in arrays:
             raise InputError(f"input `{name}` is given twice")
-        a = _load_array(path)
+        a = _load_array(path, args.limits)
         if a.ndim == ranks[name]:
             a = a[None]          # one example without its batch axis
         arrays[name] = a

@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.arrayfile import check_sizes, memory_bytes
 from ..runtime.losses import LOSS_FUNCTIONS, LOSSES, accuracy_count
 from ..runtime.optim import OPTIMIZERS, OptimizerError
 from ..runtime.trainer_base import DataError
@@ -266,6 +267,7 @@ def load_data(path: str) -> dict[str, np.ndarray]:
         raise DataError(f"data file `{path}` does not exist")
     if not os.path.isfile(path):
         raise DataError(f"data file `{path}` is not a regular file")
+    check_sizes(path, DataError, memory_bytes(), "this machine's memory")
     try:
         npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:

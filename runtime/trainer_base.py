@@ -66,6 +66,7 @@ import numpy as np
 
 from ..compiler.diagnostics import UserError
 from . import weights as W
+from .arrayfile import check_sizes, memory_bytes
 from .losses import TargetError, check_targets
 from .module import ModelBase
 from .optim import SGD, Adam
@@ -603,7 +604,7 @@ def read_npz(path: str, error: type[Exception], what: str) -> dict[str, np.ndarr
         raise error(f"{what} file `{path}` does not exist" if not os.path.exists(path)
                     else f"{what} file `{path}` is not a regular file")
     try:
-        _check_declared_sizes(path, error)
+        check_sizes(path, error, memory_bytes(), "this machine's memory")
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):
                 raise error(f"`{path}` holds a single array, not a set of named arrays (write it with numpy.savez)")
@@ -613,27 +614,6 @@ def read_npz(path: str, error: type[Exception], what: str) -> dict[str, np.ndarr
             raise
         reason = (str(e).strip() or type(e).__name__).splitlines()[0][:200]
         raise error(f"`{path}` is not a readable .npz {what} file ({reason})") from None
-
-
-def _check_declared_sizes(path: str, error: type[Exception]) -> None:
-    """Before NumPy allocates anything: every `.npy` member's header must
-    declare no more bytes than the member really holds (a 2^36-element header
-    over a few bytes, or a deflate bomb, is refused here, not allocated)."""
-    if not zipfile.is_zipfile(path):
-        return                      # np.load reports what it is
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            if info.file_size > 8 * max(info.compress_size, 1) * 1024 and info.file_size > 1 << 26:
-                raise error(f"`{path}`: member `{info.filename}` unpacks to {info.file_size:,} bytes from "
-                            f"{info.compress_size:,} (refused as a compression bomb)")
-            with zf.open(info) as f:
-                shape, _, dtype = W.npy_header(f)
-                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if declared > info.file_size:
-                    raise error(f"`{path}`: member `{info.filename}` declares {declared:,} bytes of data "
-                                f"but holds {info.file_size:,}")
 
 
 def _read_members(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

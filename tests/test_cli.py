@@ -549,3 +549,41 @@ def test_summary_training_flags_without_train_are_refused(capsys, flag, value):
     assert err.strip() == f"nnc summary: error: {flag} describes a training plan: add --train"
     code, out, _ = run_cli(capsys, "summary", ROOT / "samples" / "mlp.nn", "--train", flag, value)
     assert code == 0 and "optimizer" in out
+
+
+# ---------------------------------------------------------------- input files are checked before they are read
+
+def _npy_header_only(path: Path, shape: tuple) -> None:
+    """A .npy file whose header declares `shape` (float32) over 16 bytes of data."""
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    path.write_bytes(buf.getvalue() + bytes(16))
+
+
+def test_an_input_declaring_more_than_its_file_holds_is_refused_before_allocating(tmp_path, capsys):
+    import tracemalloc
+    model = write(tmp_path, "d.nn", "model d(x: [1]) {\n  dense(2)\n}\n")
+    _npy_header_only(tmp_path / "x.npy", (100_000_000, 1))        # 400 MB declared, 16 bytes held
+    tracemalloc.start()
+    try:
+        code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 1 and err.startswith("error: ") and "truncated" in err, err
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB allocated for a 144-byte file"
+
+
+def test_a_compressed_input_past_the_memory_limit_is_refused_before_unpacking(tmp_path, capsys):
+    import tracemalloc
+    model = write(tmp_path, "d.nn", "model d(x: [1]) {\n  dense(2)\n}\n")
+    np.savez_compressed(tmp_path / "x.npz", x=np.zeros((25_000_000, 1), np.float32))   # 100 MB in ~100 KB
+    tracemalloc.start()
+    try:
+        code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npz", "--max-memory", "50MB")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 1 and "more than the memory limit" in err and err.count("\n") == 1, err
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated before refusing"

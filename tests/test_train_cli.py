@@ -280,3 +280,11 @@ def test_nnc_train_plans_batch_32_by_default():
     trainer = nnc.train("model m(x: [4]) {\n    dense(3)\n}\n", optimizer=nnc.SGD(0.1))
     assert trainer.batch == 32
     trainer.step(np.zeros((32, 4), np.float32), np.zeros(32, np.int64))
+
+
+def test_data_larger_than_the_machine_memory_is_refused_before_unpacking(fake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_cli, "memory_bytes", lambda: 1 << 20)     # a machine with 1 MiB
+    np.savez_compressed(tmp_path / "d.npz", x=np.zeros((1_000_000, 1), np.float32), y=np.zeros(1_000_000))
+    assert main(["m.nn", "--data", tmp_path / "d.npz", "-o", tmp_path / "w.npz"]) == 1
+    err = capsys.readouterr().err
+    assert "more than this machine's memory" in err and "Traceback" not in err, err
