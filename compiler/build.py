@@ -109,7 +109,7 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
         if not render:
             return Plan(checked, graph, lay, name, {})
         text = numpy_gen.generate(graph, lay, name=name, source=str(checked.graph.path), batch=batch,
-                                  weights_file=f"{name}.npz" if bundle_weights else None)
+                                  weights_file=f"{name}.npz" if bundle_weights else None, arena_limit=limits.arena)
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen
     lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph),

@@ -53,6 +53,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..compiler.diagnostics import UserError
+from ..compiler.memory import Limits
 from . import weights as W
 
 INITS = (None, "default")
@@ -78,6 +79,7 @@ class ModelBase:
     MIN_DIMS: Mapping[str, int] = {}          # named dimension -> the shortest length every layer can take
     PARAMS: Mapping[str, W.Spec] = {}         # state_dict key -> spec, schedule order
     ARENA_BYTES: int = 0                      # per example: the plan scales with the batch
+    ARENA_LIMIT: int = Limits().arena         # the arena limit it was compiled with (`--max-memory`)
     WEIGHTS_FILE: str | None = None           # the .npz written beside the module, if any
     STREAMING: bool = False                   # a streaming plan: step / stream / reset
     TIME_AXES: Mapping[str, int] = {}         # streaming: per-example time axis of each input and output
@@ -101,6 +103,12 @@ class ModelBase:
             raise ValueError(f'init must be None or "default", got {init!r}')
         if init is not None and weights is not None:
             raise ValueError('give either weights or init="default", not both')
+        need = batch * (self.ARENA_BYTES + sum(4 * math.prod(self._bound_shape(shape))
+                                               for shape in self.INPUTS.values()))
+        if need > self.ARENA_LIMIT:
+            raise ValueError(f"batch={batch} needs {need:,} bytes for the arena and the inputs, more than the "
+                             f"limit of {self.ARENA_LIMIT:,} this plan was compiled with: use a smaller batch, "
+                             "or compile with a larger limit (`--max-memory`, `limits=`)")
         self.batch = batch
         self._setup()
         self._staging = {name: np.zeros((batch, *self._bound_shape(shape)),

@@ -119,6 +119,9 @@ class TrainerBase:
             raise TypeError(f"optimizer must be nnc.SGD, nnc.Adam or nnc.AdamW, got {type(optimizer).__name__}")
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        planned = getattr(self, "BATCH", None)     # a compiled plan's; refused before staging is allocated
+        if planned is not None and batch > planned:
+            raise ValueError(f"batch {batch} is larger than the planned batch {planned}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         unknown = [k for k in self.TRAINABLE if k not in self.PARAMS]

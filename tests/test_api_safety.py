@@ -452,3 +452,20 @@ def test_stream_of_zero_steps_returns_empty_outputs(target):
     assert empty.shape == (2, 0, 4)
     dest = np.empty((2, 0, 4), np.float32)
     assert lstm.stream(np.zeros((2, 0, 8)), out=dest) is dest
+
+
+def test_a_batch_past_the_arena_limit_is_a_value_error_before_allocating(tmp_path):
+    """Model(batch=10**12) of a generated module raised MemoryError while
+    allocating the inputs' staging; it is refused against the limit the plan
+    was compiled with, as `nnc compile` refuses such a batch (E0208)."""
+    src = "model m(x: [4]) {\n    dense(3)\n}\n"
+    model = nnc.build(src)
+    with pytest.raises(ValueError, match="more than the limit"):
+        type(model)(batch=10**12)
+    assert type(model)(batch=1000).batch == 1000
+    small = nnc.build(src, limits={"arena": 1024})
+    with pytest.raises(ValueError, match="limit of 1,024"):
+        type(small)(batch=100)
+    trainer = nnc.train(src, optimizer=nnc.SGD(0.1), batch=4)
+    with pytest.raises(ValueError, match="larger than the planned batch 4"):
+        type(trainer)(nnc.SGD(0.1), batch=10**12)

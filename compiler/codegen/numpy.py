@@ -600,7 +600,7 @@ def _api_shape(shape) -> tuple:
 
 
 def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int = 1,
-             weights_file: str | None = None) -> str:
+             weights_file: str | None = None, arena_limit: int | None = None) -> str:
     """The module's text. Every identifier comes from one `Namespace`
     (labels, inputs, parameters and named dimensions), and every other string
     goes through `names.py_literal`, `py_doc` or `py_comment`."""
@@ -668,6 +668,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
         dims_repr=py_literal({d: graph.bounds[d] for d in dims}),
         min_dims_repr=py_literal(dict(min_dims(graph))),
         arena_bytes=layout.plan.arena_bytes, naive_bytes=layout.naive_bytes,
+        arena_limit=None if arena_limit in (None, memory.Limits().arena) else arena_limit,
         lower_bound_bytes=layout.lower_bound_bytes, layout=_layout_rows(layout),
         weights_file=weights_file,
         params=[(py_literal(k), py_literal(tuple(s.shape)), py_literal(tuple(s.init)))
