@@ -493,6 +493,7 @@ def test_the_header_states_lengths_return_values_and_how_to_regenerate(tmp_path)
     stem = write("charlm", tmp_path, stream=True, dims={"T": 16})
     header = (tmp_path / f"{stem}.h").read_text()
     assert "-t c --stream --dim T=16`" in header
+    assert "-t c --stream --dim T=16`" in (tmp_path / f"{stem}.c").read_text()
     assert "input  tokens: [T] (16 int32 values at the bound)" in header
     assert "values (int32 or float) of one example's input" in header
     assert "2 when a stream passes the time bound" in header and "3 when an integer input" in header

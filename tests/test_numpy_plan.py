@@ -232,3 +232,11 @@ def test_run_with_a_wrong_input_exits_1_without_traceback(tmp_path):
                            "--input", str(tmp_path / "x.npy")], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "784" in proc.stderr
+
+
+def test_the_module_says_how_to_regenerate_it_with_every_flag_it_was_compiled_with():
+    plan = compile_plan(ROOT / "samples" / "gru.nn", target="numpy", stream=True, dims={"T": 16}, batch=3,
+                        limits={"arena": 1 << 20})
+    text = next(iter(plan.files.values()))
+    assert "-t numpy --stream --dim T=16 --batch 3 --max-memory 1048576`" in text
+    assert "ARENA_LIMIT = 1048576" in text

@@ -647,6 +647,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
         views.append(f"v.{r.values(key)} = self._region(batch, {layout.plan.offsets[key]}, {layout.sizes[key]}, "
                      f"{r.code((BATCH, *shape))})")
     dims = sorted(graph.bounds)
+    limit = None if arena_limit in (None, memory.Limits().arena) else arena_limit
     time_axes = {}
     if graph.streaming:
         t = graph.time_dim
@@ -668,7 +669,11 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
         dims_repr=py_literal({d: graph.bounds[d] for d in dims}),
         min_dims_repr=py_literal(dict(min_dims(graph))),
         arena_bytes=layout.plan.arena_bytes, naive_bytes=layout.naive_bytes,
-        arena_limit=None if arena_limit in (None, memory.Limits().arena) else arena_limit,
+        arena_limit=limit,
+        regenerate=" ".join(["-t numpy", *(["--stream"] if graph.streaming else []),
+                             *(f"--dim {d}={graph.bounds[d]}" for d in dims),
+                             *([f"--batch {batch}"] if batch != 1 else []),
+                             *([f"--max-memory {limit}"] if limit else [])]),
         lower_bound_bytes=layout.lower_bound_bytes, layout=_layout_rows(layout),
         weights_file=weights_file,
         params=[(py_literal(k), py_literal(tuple(s.shape)), py_literal(tuple(s.init)))
