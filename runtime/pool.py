@@ -556,16 +556,95 @@ def global_maxpool_backward(dy: np.ndarray, argmax: np.ndarray, *, dx: np.ndarra
     np.put_along_axis(flat, argmax.astype(np.intp)[:, :, None], dy.reshape(bsz, c, 1), axis=2)
 
 
+def _range_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, axis: int) -> np.ndarray:
+    """Sums of x over positions lo[k] .. hi[k] - 1 of `axis`, one per k, in float64: differences
+    of prefix sums, so O(size of x + number of ranges) whatever the ranges (they may overlap, or
+    be empty). The float64 prefix keeps a float32 sum's error near float32 rounding."""
+    shape = list(x.shape)
+    shape[axis] += 1
+    prefix = np.zeros(shape, np.float64)
+    after_first = [slice(None)] * x.ndim
+    after_first[axis] = slice(1, None)
+    np.cumsum(x, axis=axis, dtype=np.float64, out=prefix[tuple(after_first)])
+    sums = np.take(prefix, hi, axis=axis)
+    sums -= np.take(prefix, lo, axis=axis)
+    return sums
+
+
+def _along(v: np.ndarray, axis: int) -> np.ndarray:
+    """v, one value per position of the (negative) `axis`, shaped to broadcast along it."""
+    return v.reshape((-1,) + (1,) * (-axis - 1))
+
+
 @functools.lru_cache(maxsize=256)
-def _bins(n: int, size: int, dtype=np.float32) -> np.ndarray:
-    """PyTorch's adaptive-average bins as a matrix [size, n] (made once per shape): row i
-    holds 1/len over floor(i * n / size) .. ceil((i + 1) * n / size) - 1."""
-    m = np.zeros((size, n), dtype)
-    for i in range(size):
-        lo, hi = (i * n) // size, -(-((i + 1) * n) // size)
-        m[i, lo:hi] = 1.0 / (hi - lo)
+def _bins(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive-average bins of an axis of n pooled to `size`: (start, end) [size],
+    bin i covering floor(i * n / size) .. ceil((i + 1) * n / size) - 1 (both never decrease)."""
+    i = np.arange(size)
+    bins = ((i * n) // size, -(-((i + 1) * n) // size))
+    for a in bins:
+        a.setflags(write=False)
+    return bins
+
+
+@functools.lru_cache(maxsize=256)
+def _bins_holding(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first, stop) [n]: the bins of `_bins(n, size)` that hold input j are first[j] .. stop[j] - 1
+    (those that end after j and start at or before it)."""
+    start, end = _bins(n, size)
+    j = np.arange(n)
+    holding = (np.searchsorted(end, j, "right"), np.searchsorted(start, j, "right"))
+    for a in holding:
+        a.setflags(write=False)
+    return holding
+
+
+# Up to this many entries (n * size), an axis is pooled as one product with the bins' matrix
+# (cached; 5x faster at the sizes networks use); past it, by prefix sums (the matrix grows
+# with the square of the axis).
+DENSE_BINS = 1 << 16
+
+
+@functools.lru_cache(maxsize=256)
+def _bin_matrix(n: int, size: int, dtype) -> np.ndarray:
+    """[size, n]: row i holds 1 / len over bin i of `_bins(n, size)` (small axes only)."""
+    start, end = _bins(n, size)
+    j = np.arange(n)
+    inside = (j >= start[:, None]) & (j < end[:, None])
+    m = (inside / (end - start)[:, None]).astype(dtype)
     m.setflags(write=False)
     return m
+
+
+def _avg_bins(x: np.ndarray, axis: int, size: int, out: np.ndarray) -> None:
+    """x averaged over the adaptive bins of the (negative) `axis` into `out`."""
+    n = x.shape[axis]
+    if n * size <= DENSE_BINS:
+        m = _bin_matrix(n, size, x.dtype.type)
+        if axis == -1:
+            np.matmul(x, m.T, out=out)
+        else:
+            np.matmul(m, x, out=out)
+        return
+    start, end = _bins(n, size)
+    sums = _range_sums(x, start, end, axis)
+    sums /= _along(end - start, axis)
+    np.copyto(out, sums)
+
+
+def _avg_bins_backward(dy: np.ndarray, axis: int, dx: np.ndarray) -> None:
+    """Gradient of `_avg_bins` along `axis`: input j gathers dy / len of every bin that holds it."""
+    n, size = dx.shape[axis], dy.shape[axis]
+    if n * size <= DENSE_BINS:
+        m = _bin_matrix(n, size, dx.dtype.type)
+        if axis == -1:
+            np.matmul(dy, m, out=dx)
+        else:
+            np.matmul(m.T, dy, out=dx)
+        return
+    start, end = _bins(dx.shape[axis], dy.shape[axis])
+    first, stop = _bins_holding(dx.shape[axis], dy.shape[axis])
+    np.copyto(dx, _range_sums(dy / _along(end - start, axis), first, stop, axis))
 
 
 def adaptive_avgpool2d_scratch(in_shape: Shape, *, size: tuple[int, int]) -> dict[str, Shape]:
@@ -576,13 +655,13 @@ def adaptive_avgpool2d_scratch(in_shape: Shape, *, size: tuple[int, int]) -> dic
 
 def adaptive_avgpool2d(x: np.ndarray, out: np.ndarray, *, size: tuple[int, int],
                        scratch: Scratch | None = None) -> None:
-    """F.adaptive_avg_pool2d of [B, C, H, W] to `size`: the bins are separable, so two
-    matrix products, over the columns then the rows."""
+    """F.adaptive_avg_pool2d of [B, C, H, W] to `size`: the bins are separable, so the columns
+    are pooled, then the rows (each by prefix sums: O(input + output) whatever the sizes)."""
     b, c, h, w = x.shape
     scratch = _provide_as(scratch, lambda: adaptive_avgpool2d_scratch(x.shape, size=size), x.dtype)
     rows = _view(scratch["rows"], (b, c, h, size[1]))
-    np.matmul(x, _bins(w, size[1], x.dtype.type).T, out=rows)
-    np.matmul(_bins(h, size[0], x.dtype.type), rows, out=out)
+    _avg_bins(x, -1, size[1], rows)
+    _avg_bins(rows, -2, size[0], out)
 
 
 def adaptive_avgpool2d_backward_scratch(out_shape: Shape, *, in_hw: tuple[int, int]) -> dict[str, Shape]:
@@ -592,19 +671,19 @@ def adaptive_avgpool2d_backward_scratch(out_shape: Shape, *, in_hw: tuple[int, i
 
 def adaptive_avgpool2d_backward(dy: np.ndarray, *, size: tuple[int, int], dx: np.ndarray,
                                 scratch: Scratch | None = None) -> None:
-    """Gradient of `adaptive_avgpool2d`: dx = Bh.T @ dy @ Bw with the bin matrices."""
+    """Gradient of `adaptive_avgpool2d`: the rows' bins spread back, then the columns'."""
     b, c, h, w = dx.shape
     scratch = _provide_as(scratch, lambda: adaptive_avgpool2d_backward_scratch(dy.shape, in_hw=(h, w)), dx.dtype)
     rows = _view(scratch["rows"], (b, c, h, size[1]))
-    np.matmul(_bins(h, size[0], dx.dtype.type).T, dy, out=rows)
-    np.matmul(rows, _bins(w, size[1], dx.dtype.type), out=dx)
+    _avg_bins_backward(dy, -2, rows)
+    _avg_bins_backward(rows, -1, dx)
 
 
 def adaptive_avgpool1d(x: np.ndarray, out: np.ndarray, *, size: int) -> None:
-    """F.adaptive_avg_pool1d of [B, C, T] to `size`: one matrix product."""
-    np.matmul(x, _bins(x.shape[2], size, x.dtype.type).T, out=out)
+    """F.adaptive_avg_pool1d of [B, C, T] to `size`."""
+    _avg_bins(x, -1, size, out)
 
 
 def adaptive_avgpool1d_backward(dy: np.ndarray, *, size: int, dx: np.ndarray) -> None:
-    """Gradient of `adaptive_avgpool1d`: dx = dy @ B."""
-    np.matmul(dy, _bins(dx.shape[2], size, dx.dtype.type), out=dx)
+    """Gradient of `adaptive_avgpool1d`."""
+    _avg_bins_backward(dy, -1, dx)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ._common import _view
+from .pool import DENSE_BINS, _along, _range_sums
 
 
 def transpose(x: np.ndarray, perm: Sequence[int], out: np.ndarray) -> None:
@@ -155,22 +156,85 @@ def pad_backward(dy: np.ndarray, pads: Sequence[Sequence[int]], mode: str = "con
 # ------------------------------------------------------------------ linear and bilinear upsampling (section 9)
 # F.interpolate(mode="linear"/"bilinear", align_corners=False, scale_factor=s): output position o
 # reads source s = max((o + 0.5) / scale - 0.5, 0) between floor(s) and the next position
-# (clamped to the last). Separable: one interpolation matrix per axis, applied as matmuls.
+# (clamped to the last). Separable: one axis at a time, each output position gathering its two
+# taps, so the work and the memory follow the output (an [n * scale, n] interpolation matrix
+# would take gigabytes for a long axis).
 
 @functools.lru_cache(maxsize=256)
-def _interp(n: int, scale: int, dtype=np.float32) -> np.ndarray:
-    """[n * scale, n]: row o holds the two weights of output position o."""
+def _taps(n: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i0, i1, w0, w1) [n * scale] each: output position o is w0[o] * x[i0[o]] + w1[o] * x[i1[o]]
+    (float64 weights; i0 and i1 never decrease with o)."""
+    src = np.maximum((np.arange(n * scale) + 0.5) / scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.intp), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    lam = src - i0
+    taps = (i0, i1, 1.0 - lam, lam)
+    for a in taps:
+        a.setflags(write=False)
+    return taps
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_ranges(n: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lo0, hi0, lo1, hi1) [n] each: the output positions whose first tap is input j are
+    lo0[j] .. hi0[j] - 1, those whose second tap is j lo1[j] .. hi1[j] - 1 (the taps are sorted)."""
+    i0, i1, _, _ = _taps(n, scale)
+    j = np.arange(n)
+    ranges = (np.searchsorted(i0, j, "left"), np.searchsorted(i0, j, "right"),
+              np.searchsorted(i1, j, "left"), np.searchsorted(i1, j, "right"))
+    for a in ranges:
+        a.setflags(write=False)
+    return ranges
+
+
+@functools.lru_cache(maxsize=256)
+def _interp_matrix(n: int, scale: int, dtype) -> np.ndarray:
+    """[n * scale, n]: row o holds output position o's two weights (small axes only)."""
+    i0, i1, w0, w1 = _taps(n, scale)
     m = np.zeros((n * scale, n), np.float64)
-    for o in range(n * scale):
-        src = max((o + 0.5) / scale - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), n - 1)
-        i1 = min(i0 + 1, n - 1)
-        lam = src - i0
-        m[o, i0] += 1.0 - lam
-        m[o, i1] += lam
+    rows = np.arange(n * scale)
+    np.add.at(m, (rows, i0), w0)
+    np.add.at(m, (rows, i1), w1)
     m = m.astype(dtype)
     m.setflags(write=False)
     return m
+
+
+def _interp_axis(x: np.ndarray, axis: int, scale: int, out: np.ndarray) -> None:
+    """x upsampled along the (negative) `axis` by `scale` into `out`: as one product with the
+    interpolation matrix while it is small (faster), else by gathering each position's taps."""
+    n = x.shape[axis]
+    if n * n * scale <= DENSE_BINS:
+        m = _interp_matrix(n, scale, x.dtype.type)
+        if axis == -1:
+            np.matmul(x, m.T, out=out)
+        else:
+            np.matmul(m, x, out=out)
+        return
+    i0, i1, w0, w1 = _taps(x.shape[axis], scale)
+    t = x.dtype.type
+    np.multiply(np.take(x, i0, axis=axis), _along(w0.astype(t), axis), out=out)
+    second = np.take(x, i1, axis=axis)
+    second *= _along(w1.astype(t), axis)
+    out += second
+
+
+def _interp_axis_backward(dy: np.ndarray, axis: int, scale: int, dx: np.ndarray) -> None:
+    """Gradient of `_interp_axis` along `axis`: input j gathers the weighted dy of the output
+    positions that read it, each tap's a contiguous run (sums of runs as in `_range_sums`)."""
+    n = dx.shape[axis]
+    if n * n * scale <= DENSE_BINS:
+        m = _interp_matrix(n, scale, dx.dtype.type)
+        if axis == -1:
+            np.matmul(dy, m, out=dx)
+        else:
+            np.matmul(m.T, dy, out=dx)
+        return
+    _, _, w0, w1 = _taps(dx.shape[axis], scale)
+    lo0, hi0, lo1, hi1 = _tap_ranges(dx.shape[axis], scale)
+    g = _range_sums(dy * _along(w0, axis), lo0, hi0, axis)
+    g += _range_sums(dy * _along(w1, axis), lo1, hi1, axis)
+    np.copyto(dx, g)
 
 
 def _scales(scale, k: int) -> tuple[int, ...]:
@@ -187,25 +251,23 @@ def upsample_linear_scratch(in_shape: Sequence[int], scale) -> dict[str, tuple]:
 
 def upsample_linear(x: np.ndarray, scale, out: np.ndarray, *, scratch=None) -> None:
     """Linear ([B, C, T]) or bilinear ([B, C, H, W]) upsampling by integer scales, align_corners=False."""
-    t = x.dtype.type
     if x.ndim == 3:
-        np.matmul(x, _interp(x.shape[2], _scales(scale, 1)[0], t).T, out=out)
+        _interp_axis(x, -1, _scales(scale, 1)[0], out)
         return
     sh, sw = _scales(scale, 2)
-    rows = (np.empty(upsample_linear_scratch(x.shape, scale)["rows"], x.dtype) if scratch is None
-            else scratch["rows"].reshape(upsample_linear_scratch(x.shape, scale)["rows"]))
-    np.matmul(x, _interp(x.shape[3], sw, t).T, out=rows)
-    np.matmul(_interp(x.shape[2], sh, t), rows, out=out)
+    shape = upsample_linear_scratch(x.shape, scale)["rows"]
+    rows = np.empty(shape, x.dtype) if scratch is None else scratch["rows"].reshape(shape)
+    _interp_axis(x, -1, sw, rows)
+    _interp_axis(rows, -2, sh, out)
 
 
 def upsample_linear_backward(dy: np.ndarray, scale, *, dx: np.ndarray, scratch=None) -> None:
-    """Gradient of `upsample_linear`: the transposed interpolation matrices."""
-    t = dx.dtype.type
+    """Gradient of `upsample_linear`: each axis's taps transposed, the rows first."""
     if dx.ndim == 3:
-        np.matmul(dy, _interp(dx.shape[2], _scales(scale, 1)[0], t), out=dx)
+        _interp_axis_backward(dy, -1, _scales(scale, 1)[0], dx)
         return
     sh, sw = _scales(scale, 2)
     shape = upsample_linear_scratch(dx.shape, scale)["rows"]
     rows = np.empty(shape, dx.dtype) if scratch is None else scratch["rows"].reshape(shape)
-    np.matmul(_interp(dx.shape[2], sh, t).T, dy, out=rows)
-    np.matmul(rows, _interp(dx.shape[3], sw, t), out=dx)
+    _interp_axis_backward(dy, -2, sh, rows)
+    _interp_axis_backward(rows, -1, sw, dx)

@@ -4,6 +4,8 @@ PyTorch at -O0 and -O1, the training gradient, and the mode diagnostics."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,80 @@ def test_upsample_mode_diagnostics(src, fragment):
     with pytest.raises(CompileError) as e:
         nnc.build(src)
     assert fragment in str(e.value)
+
+
+# ------------------------------------------------------------------ long axes: memory follows the output
+
+# A long axis of n upsampled by 2, then pooled adaptively to 3n/2: an [n * scale, n] interpolation
+# matrix or a [size, n] bin matrix would take hundreds of megabytes here (gigabytes at n = 20000).
+# Each case has its own n, so that no kernel finds its tables made by another case.
+LONG_AXES = {
+    ("linear_then_adaptive1d", "forward"): 4000,
+    ("linear_then_adaptive1d", "training"): 4100,
+    ("bilinear_then_adaptive2d", "forward"): 3000,
+    ("bilinear_then_adaptive2d", "training"): 3100,
+}
+
+
+def _long_axis_model(case: str, n: int) -> tuple[str, tuple[int, ...], int]:
+    """(source, input shape per example, bytes of the upsampled activation at batch 2)."""
+    if case == "linear_then_adaptive1d":
+        return (f"model m(x: [2, {n}]) {{\n    c: conv1d(2, 1) -> upsample(2, mode=linear)\n"
+                f"    adaptive_avgpool1d({3 * n // 2})\n    flatten\n    d: dense(1)\n}}", (2, n), 2 * 2 * 2 * n * 4)
+    return (f"model m(x: [2, 2, {n}]) {{\n    c: conv2d(2, 1) -> upsample(2, mode=bilinear)\n"
+            f"    adaptive_avgpool2d((3, {3 * n // 2}))\n    flatten\n    d: dense(1)\n}}", (2, 2, n), 2 * 2 * 4 * 2 * n * 4)
+
+
+def _peak(run) -> int:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("case, phase", sorted(LONG_AXES))
+def test_long_axis_upsample_and_adaptive_pool_allocate_in_proportion_to_the_output(case, phase):
+    """The forward pass, or a training step (the backward kernels included), on a long axis
+    allocates a small multiple of the upsampled activation, not the square of the axis (the
+    kernels' index tables, 8 bytes a position, and float64 prefix sums make the multiple: 6 to
+    12 here, against some 3000 for the matrices)."""
+    src, shape, upsampled = _long_axis_model(case, LONG_AXES[case, phase])
+    x = np.random.default_rng(3).standard_normal((2, *shape)).astype(np.float32)
+    if phase == "forward":
+        model = nnc.build(src, target="numpy", batch=2)
+        peak = _peak(lambda: model(x))
+    else:
+        trainer = nnc.train(src, loss="mse", optimizer=nnc.SGD(0.1), batch=2)
+        peak = _peak(lambda: trainer.step(x, np.zeros((2, 1), np.float32)))
+    assert peak < 32 * upsampled, peak
+
+
+@pytest.mark.parametrize("n, size", [(7, 5), (9, 13), (40, 3), (33, 33)])
+def test_long_axis_kernels_equal_the_dense_products_they_replace(n, size, monkeypatch):
+    """The prefix-sum and tap-gathering paths (taken past DENSE_BINS) give what the small-axis
+    matrix products give, forward and backward, on both axes of a 4-D value."""
+    from nnc.runtime import pool as P
+    from nnc.runtime import shape as S
+    rng = np.random.default_rng(n * 100 + size)
+    x = rng.standard_normal((2, 3, n, n + 1)).astype(np.float32)
+    dy_pool = rng.standard_normal((2, 3, size, size + 2)).astype(np.float32)
+    dy_up = rng.standard_normal((2, 3, 2 * n, 3 * (n + 1))).astype(np.float32)
+
+    def run():
+        pooled = np.empty((2, 3, size, size + 2), np.float32)
+        P.adaptive_avgpool2d(x, pooled, size=(size, size + 2))
+        dpool = np.empty_like(x)
+        P.adaptive_avgpool2d_backward(dy_pool, size=(size, size + 2), dx=dpool)
+        up = np.empty((2, 3, 2 * n, 3 * (n + 1)), np.float32)
+        S.upsample_linear(x, (2, 3), up)
+        dup = np.empty_like(x)
+        S.upsample_linear_backward(dy_up, (2, 3), dx=dup)
+        return pooled, dpool, up, dup
+
+    dense = run()
+    monkeypatch.setattr(P, "DENSE_BINS", 0)
+    monkeypatch.setattr(S, "DENSE_BINS", 0)
+    for a, b in zip(dense, run()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
