@@ -8,11 +8,20 @@ Out: `from_onnx(path) -> (source_text, weights)`: readable `.nn` text (one
      lists every such node by name and op; a file that is not ONNX is an
      `OnnxImportError` naming the file.
 
+Hostile files are refused before anything large is allocated: every tensor
+the import reads (initializers, a node's tensor attribute) must be of a
+number type with sizes >= 0 and hold the bytes its shape needs (external
+data only from a file inside the model's folder, read no further than it
+needs), and a folded constant is sized before it is computed. One tensor
+and all the constants together stay within `memory.Limits`' defaults for
+one tensor and all weights (they become the weights).
+
 How it works, in order:
 1. Load the model, check its structure (a known opset, outputs, every value
-   made once before it is read) and infer every value's shape
-   (`onnx.shape_inference`; again on a copy with constant chains folded when
-   sizes stay unknown). The first axis of every input is the batch: it is
+   made once before it is read) and its tensors (above), and infer every
+   value's shape (`onnx.shape_inference`, its data propagation only as far
+   as it cannot exhaust memory; again on a copy with constant chains folded
+   when sizes stay unknown). The first axis of every input is the batch: it is
    dropped (dynamic or 1). Other named input sizes become named dimensions
    (`x: [1, T]`).
 2. Walk the nodes in order. A node whose inputs are all constant is folded
@@ -74,6 +83,7 @@ from __future__ import annotations
 
 import ast
 import heapq
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,12 +93,14 @@ import numpy as np
 
 from .diagnostics import UserError
 from .extras import require_onnx
+from .memory import Limits, format_bytes
 from .ops import CATALOG
 
 BATCH = -(1 << 40)          # the batch size inside folded shape tensors: only Reshape may consume it
 DIM_BASE = -(1 << 42)       # DIM_BASE - k: an input's k-th named size in folded shape tensors
 UNKNOWN_BASE = -(1 << 44)   # UNKNOWN_BASE - k: the k-th size shape inference could not name (`unk__0`):
                             # a shape tensor may carry it past, nothing may compute with it
+LIMITS = Limits()           # one constant at most `tensor` bytes, the file's and the folded ones at most `weights`
 
 
 class OnnxImportError(UserError, ValueError):
@@ -163,7 +175,7 @@ def from_onnx(path) -> tuple[str, dict[str, np.ndarray]]:
     name = str(path)
     shown = _shown(name)
     try:
-        model = onnx.load(name)
+        model = onnx.load(name, load_external_data=False)      # read below, checked first
     except FileNotFoundError:
         raise OnnxImportError(f"no such file: `{shown}`") from None
     except IsADirectoryError:
@@ -178,6 +190,7 @@ def from_onnx(path) -> tuple[str, dict[str, np.ndarray]]:
     if not model.graph.node and not model.graph.input:
         raise OnnxImportError(f"`{shown}` is not a readable ONNX model (it holds no graph)")
     _check_structure(onnx, model, shown)
+    _check_tensors(model, shown, Path(name).parent)
     return _Importer(model, shown, model_name(name)).run()
 
 
@@ -243,6 +256,147 @@ def _check_structure(onnx, model, path: str) -> None:
                                   "no node")
 
 
+_READ_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16})
+"""The tensor element types the import reads: float, the integers, bool, float16, double, bfloat16."""
+
+
+def _check_tensors(model, path: str, folder: Path) -> None:
+    """Every tensor the import reads (the initializers, a node's tensor
+    attribute such as Constant's `value`) checked before it becomes an
+    array: a number type, sizes >= 0, the bytes its shape needs, within
+    `LIMITS` (each, and all together); external data is read here, once
+    all of that holds, from a file inside the model's folder. A bad tensor
+    is one `OnnxImportError` naming it."""
+    total = 0
+    for what, t in _graph_tensors(model.graph):
+        nbytes = _tensor_bytes(t, what, path)
+        if nbytes > LIMITS.tensor:
+            raise OnnxImportError(f"`{path}`: {what} of shape {_dims_text(t.dims)} takes {format_bytes(nbytes)}, "
+                                  f"more than the limit of {format_bytes(LIMITS.tensor)} for one tensor")
+        total += nbytes
+        if total > LIMITS.weights:
+            raise OnnxImportError(f"`{path}`: its constants take more than the limit of "
+                                  f"{format_bytes(LIMITS.weights)} for all weights ({what} brings them to "
+                                  f"{format_bytes(total)})")
+        if t.data_location == t.EXTERNAL:
+            _read_external(t, what, nbytes, path, folder)
+
+
+def _graph_tensors(graph):
+    """(what, TensorProto) for each initializer and each tensor attribute of a node."""
+    for t in graph.initializer:
+        yield f"initializer `{_shown(t.name)}`", t
+    for k, n in enumerate(graph.node):
+        node = f"node `{_shown(n.name)}`" if n.name else f"node {k}"
+        for a in n.attribute:
+            if a.type == a.TENSOR:
+                yield f"the `{_shown(a.name)}` of {node} ({_shown(n.op_type)})", a.t
+            elif a.type == a.TENSORS:
+                for t in a.tensors:
+                    yield f"a tensor in the `{_shown(a.name)}` of {node} ({_shown(n.op_type)})", t
+
+
+def _tensor_bytes(t, what: str, path: str) -> int:
+    """The bytes tensor `t` holds, once checked: its type, its sizes and,
+    for data in the file itself, that it is as long as they say (external
+    data is checked by `_read_external`)."""
+    from onnx import helper
+    bad = f"`{path}` is not a valid ONNX model: {what}"
+    if t.data_type not in _READ_TYPES:
+        try:
+            kind = f"`{t.DataType.Name(t.data_type).lower()}`"
+        except ValueError:
+            kind = f"number {t.data_type}"
+        raise OnnxImportError(f"`{path}`: {what} holds elements of type {kind}; nnc reads numbers (float, int, "
+                              "bool tensors)")
+    if any(d < 0 for d in t.dims):
+        raise OnnxImportError(f"{bad} has a negative size in its shape {_dims_text(t.dims)}")
+    if t.HasField("segment"):
+        raise OnnxImportError(f"`{path}`: {what} is a segment of a tensor, which nnc does not read")
+    count = math.prod(t.dims)
+    itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    nbytes = count * itemsize
+    shape = f"of shape {_dims_text(t.dims)} ({t.DataType.Name(t.data_type).lower()})"
+    if t.data_location == t.EXTERNAL:
+        return nbytes
+    if t.HasField("raw_data"):
+        if len(t.raw_data) != nbytes:
+            raise OnnxImportError(f"{bad} {shape} needs {nbytes:,} bytes of data, the file holds "
+                                  f"{len(t.raw_data):,}")
+    else:
+        held = len(getattr(t, helper.tensor_dtype_to_field(t.data_type)))
+        if held != count:
+            raise OnnxImportError(f"{bad} {shape} needs {count:,} numbers, the file holds {held:,}")
+    return nbytes
+
+
+def _external_fields(t, what: str, path: str) -> tuple[str, int, int | None]:
+    """(location, offset, length or None) of a tensor whose data is in another file."""
+    info = {e.key: e.value for e in t.external_data}
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise OnnxImportError(f"`{path}` is not a valid ONNX model: {what} gives its external data an offset or "
+                              "length that is not a number") from None
+    if offset < 0 or (length is not None and length < 0):
+        raise OnnxImportError(f"`{path}` is not a valid ONNX model: {what} gives its external data a negative "
+                              "offset or length")
+    return info.get("location", ""), offset, length
+
+
+def _read_external(t, what: str, nbytes: int, path: str, folder: Path) -> None:
+    """Tensor `t`'s data read in from its external file, once checked: the
+    file is inside the model's folder (no absolute path, no `..` or link
+    leading out) and holds the `nbytes` the tensor's shape needs from the
+    offset on; only those are read."""
+    location, offset, length = _external_fields(t, what, path)
+    where = f"`{path}`: {what} keeps its data in `{_shown(location)}`"
+    if not location:
+        raise OnnxImportError(f"`{path}` is not a valid ONNX model: {what} keeps its data in another file but "
+                              "names none")
+    if Path(location).is_absolute() or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
+        raise OnnxImportError(f"{where}, an absolute path: external data must be a file in the model's folder")
+    try:
+        home = folder.resolve()
+        file = (folder / location).resolve()
+    except (OSError, ValueError, RuntimeError):
+        raise OnnxImportError(f"{where}, which is not a usable path") from None
+    if not file.is_relative_to(home):
+        raise OnnxImportError(f"{where}, outside the model's folder: external data must be a file in the "
+                              "model's folder")
+    if not file.exists():
+        raise OnnxImportError(f"{where}, which does not exist (it belongs beside the model)")
+    if not file.is_file():
+        raise OnnxImportError(f"{where}, which is not a file")
+    if length is not None and length != nbytes:
+        raise OnnxImportError(f"`{path}` is not a valid ONNX model: {what} of shape {_dims_text(t.dims)} needs "
+                              f"{nbytes:,} bytes of data, its external data says {length:,}")
+    size = file.stat().st_size
+    if offset + nbytes > size:
+        held = max(size - offset, 0)
+        raise OnnxImportError(f"{where}, which holds {held:,} bytes from offset {offset:,}; its shape "
+                              f"{_dims_text(t.dims)} needs {nbytes:,}")
+    try:
+        with open(file, "rb") as f:
+            f.seek(offset)
+            data = f.read(nbytes)
+    except OSError as e:
+        raise OnnxImportError(f"`{path}`: cannot read the data of {what} from `{_shown(str(file))}` "
+                              f"({e.strerror or type(e).__name__})") from None
+    if len(data) != nbytes:
+        raise OnnxImportError(f"`{path}`: the data of {what} in `{_shown(str(file))}` ended early")
+    t.raw_data = data
+    del t.external_data[:]
+    t.data_location = t.DEFAULT
+
+
+def _dims_text(dims) -> str:
+    """A tensor's shape for a message, a long one cut short."""
+    shown = ", ".join(str(d) for d in list(dims)[:8])
+    return f"[{shown}{', ...' if len(dims) > 8 else ''}]"
+
+
 def _topological(nodes, given: set[str], producer: dict[str, int]) -> list[int] | None:
     """The node indices in an order where each node follows those it reads
     (the file's order among ready nodes); None for a cycle."""
@@ -274,20 +428,121 @@ def _value_shapes(graph) -> dict[str, list]:
     return shapes
 
 
+_PROPAGATING = frozenset({"Add", "Sub", "Mul", "Cast", "Concat", "Gather", "Slice", "Squeeze", "Unsqueeze"})
+"""The ops whose values ONNX's data propagation computes (besides Shape and Size, which read only a rank)."""
+_PROBE_BYTES = 256 << 20    # the largest random input a pattern is checked on
+_PROPAGATED = 1 << 16       # the longest 1-D value data propagation may read (onnx spends ~140 bytes an element)
+_BARE = 4096                # initializers of more elements are only a shape to inference (never a shape tensor)
+
+
+def _inferred(model) -> None:
+    """Fills in the shapes ONNX infers for `model`'s values (its value_info
+    and outputs), with data propagation (sizes computed by shape arithmetic)
+    as far as it is safe. onnx spends ~140 bytes on each element of a 1-D
+    value of known length that a propagating op reads, so a ConstantOfShape
+    of [10**12] feeding a Cast would exhaust memory: a node that may read a
+    1-D value longer than `_PROPAGATED` (so ONNX's plain inference, which is
+    safe, tells) is checked on a propagation of the nodes before it, and the
+    propagation stops before the first that would. Inference sees the
+    initializers of more than `_BARE` elements as inputs of their shape,
+    without their data. Raises what onnx raises."""
+    from onnx import shape_inference
+    bare = _bare(model)
+    plain = shape_inference.infer_shapes(bare)
+    nodes = list(bare.graph.node)
+    shapes = _inferred_shapes(plain.graph)
+    risky = [k for k, n in enumerate(nodes) if n.op_type in _PROPAGATING and n.domain in ("", "ai.onnx")
+             and not all(_short(shapes.get(v)) for v in n.input if v)]
+    end, checked = len(nodes), set()
+    for k in risky:
+        if k in checked:
+            continue
+        shapes = _inferred_shapes(shape_inference.infer_shapes(_first_nodes(bare, k), data_prop=True).graph)
+        made = set(shapes) | {v for n in nodes[:k] for v in n.output}
+        for j in (j for j in risky if j >= k and j not in checked):
+            ins = [v for v in nodes[j].input if v]
+            if all(v in made for v in ins):
+                if any(_long(shapes.get(v)) for v in ins):
+                    end = j         # reads a long 1-D value: no propagation from here on
+                    break
+                checked.add(j)
+        if end < len(nodes):
+            break
+    if end == len(nodes):
+        done = shape_inference.infer_shapes(bare, data_prop=True).graph
+        infos, outputs = list(done.value_info), list(done.output)
+    else:
+        first = shape_inference.infer_shapes(_first_nodes(bare, end), data_prop=True).graph
+        propagated = {vi.name: vi for vi in first.value_info}
+        infos = list({**{vi.name: vi for vi in plain.graph.value_info}, **propagated}.values())
+        outputs = [propagated.get(o.name, o) for o in plain.graph.output]
+    given = _names(model.graph.input) | _names(model.graph.output)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(vi for vi in infos if vi.name not in given)
+    for o, inferred in zip(model.graph.output, outputs):
+        o.type.CopyFrom(inferred.type)
+
+
+def _names(values) -> set[str]:
+    return {v.name for v in values}
+
+
+def _short(shape) -> bool:
+    """A value shape inference knows is not a long 1-D one (rank known, not 1, or length at most `_PROPAGATED`)."""
+    return shape is not None and (len(shape) != 1 or isinstance(shape[0], int) and shape[0] <= _PROPAGATED)
+
+
+def _long(shape) -> bool:
+    """A 1-D value longer than `_PROPAGATED`."""
+    return shape is not None and len(shape) == 1 and isinstance(shape[0], int) and shape[0] > _PROPAGATED
+
+
+def _inferred_shapes(graph) -> dict[str, list]:
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    shapes.update(_value_shapes(graph))
+    return shapes
+
+
+def _bare(model):
+    """A copy of `model` for shape inference: its initializers of more than
+    `_BARE` elements are inputs of their type and shape, without data."""
+    from onnx import helper
+    g = model.graph
+    big = [t for t in g.initializer if math.prod(t.dims) > _BARE]
+    declared = _names(g.input)
+    inputs = [*g.input, *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big
+                          if t.name not in declared)]
+    small = [t for t in g.initializer if math.prod(t.dims) <= _BARE]
+    graph = helper.make_graph(g.node, g.name, inputs, g.output, small, value_info=g.value_info)
+    return helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version,
+                             functions=model.functions)
+
+
+def _first_nodes(bare, k: int):
+    """`bare` cut to its first `k` nodes (what the outputs declare kept as value_info)."""
+    from onnx import helper
+    g = bare.graph
+    graph = helper.make_graph(g.node[:k], g.name, g.input, [], g.initializer, value_info=[*g.value_info, *g.output])
+    return helper.make_model(graph, opset_imports=bare.opset_import, ir_version=bare.ir_version,
+                             functions=bare.functions)
+
+
 def _shapes_after_folding(model) -> dict[str, list]:
     """The value shapes ONNX infers once every node of constant inputs is
     replaced by its value: the TorchScript exporter computes `F.pad`'s
     amounts with ConstantOfShape, Concat, Slice... chains that ONNX's shape
     inference does not see through, and every size after such a Pad would
     be unknown. Best effort: {} when anything fails."""
-    from onnx import helper, numpy_helper, shape_inference
+    from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
     try:
         graph = model.graph
         inits = {i.name: i for i in graph.initializer}
         values: dict[str, np.ndarray] = {}
         inputs = {i.name for i in graph.input} - set(inits)
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         made, kept = [], []
+        spent = 0       # the bytes of the folded values (LIMITS.weights)
         for n in graph.node:
             ins = [v for v in n.input if v]
             if n.op_type in _NEVER_FOLD - {"ConstantOfShape"} or \
@@ -298,21 +553,100 @@ def _shapes_after_folding(model) -> dict[str, list]:
                 continue
             feeds = {v: values[v] if v in values else numpy_helper.to_array(inits[v]) for v in ins}
             try:
-                outs = ReferenceEvaluator(n).run(None, feeds)
+                size = _fold_size(n, feeds, opset) if n.op_type != "Constant" else None
+                if size is None and n.op_type in _GROWING or size and _too_big(*size, spent):
+                    raise ValueError("too large to fold, or of a size unknown before it is made")
+                outs = [np.asarray(value) for value in ReferenceEvaluator(n).run(None, feeds)]
+                if any(_too_big(value.shape, value.nbytes, spent) for value in outs):
+                    raise ValueError("too large to fold")
             except Exception:       # noqa: BLE001 - not foldable: kept as a node
                 kept.append(n)
                 inputs.update(o for o in n.output if o)
                 continue
             for name, value in zip(n.output, outs):
-                values[name] = np.asarray(value)
+                values[name] = value
+                spent += value.nbytes
                 made.append(numpy_helper.from_array(values[name], name))
         if not made:
             return {}
         g = helper.make_graph(kept, graph.name, graph.input, graph.output, [*graph.initializer, *made])
         folded = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
-        return _value_shapes(shape_inference.infer_shapes(folded, data_prop=True).graph)
+        _inferred(folded)
+        return _value_shapes(folded.graph)
     except Exception:       # noqa: BLE001 - best effort: the first inference's shapes stay
         return {}
+
+
+_GROWING = frozenset({"Expand", "ConstantOfShape", "Tile", "Range", "Pad", "Resize", "Upsample", "OneHot",
+                      "ConvTranspose", "MaxUnpool", "CenterCropPad", "Col2Im", "DFT", "STFT", "MelWeightMatrix",
+                      "HannWindow", "HammingWindow", "BlackmanWindow"})
+"""Ops whose result's size is set by an input's values or an attribute, not
+by their inputs' sizes: folded only when that size is known beforehand."""
+
+
+def _fold_size(n, feeds: dict[str, Any], opset: int) -> tuple[list[int], int] | None:
+    """The shape and bytes of the largest result of folding node `n` on
+    `feeds`, known before computing it (ONNX's shape inference, given the
+    values of the small inputs; Range's count directly); None when they
+    cannot be told."""
+    from onnx import defs, helper, numpy_helper, shape_inference
+    if n.op_type == "Range":
+        try:
+            start, limit, delta = (np.asarray(feeds[v]) for v in n.input)
+        except (KeyError, ValueError):
+            return None
+        count = _range_count(start, limit, delta)
+        return None if count is None else ([count], count * start.dtype.itemsize)
+    try:
+        schema = defs.get_schema(n.op_type, opset, n.domain)
+        types, data = {}, {}
+        for v, x in feeds.items():
+            x = np.asarray(x)
+            types[v] = helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
+            if x.size <= _BARE:
+                data[v] = numpy_helper.from_array(x, v)
+        outs = shape_inference.infer_node_outputs(schema, n, types, data)
+    except Exception:       # noqa: BLE001 - shape inference raises several kinds: the size is unknown
+        return None
+    largest = None
+    for o in n.output:
+        t = outs[o].tensor_type if o in outs else None
+        if t is None or not t.HasField("shape") or not all(d.HasField("dim_value") and d.dim_value >= 0
+                                                           for d in t.shape.dim):
+            return None
+        shape = [d.dim_value for d in t.shape.dim]
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 8
+        nbytes = math.prod(shape) * itemsize
+        if largest is None or nbytes > largest[1]:
+            largest = (shape, nbytes)
+    return largest
+
+
+def _range_count(start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> int | None:
+    """The length of Range(start, limit, delta), without making it; None when it has none."""
+    try:
+        s, lim, d = (x.reshape(-1)[0] for x in (start, limit, delta))
+        if all(x.dtype.kind in "iu" for x in (start, limit, delta)):
+            s, lim, d = int(s), int(lim), int(d)
+            return max(-((s - lim) // d), 0)
+        return max(math.ceil((float(lim) - float(s)) / float(d)), 0)
+    except (ValueError, TypeError, IndexError, OverflowError, ZeroDivisionError, AttributeError):
+        return None
+
+
+def _too_big(shape, nbytes: int, folded: int) -> str | None:
+    """Why a folded value of `shape` and `nbytes` may not be made when the
+    folded ones so far take `folded` bytes: past `LIMITS`; None when it fits."""
+    if nbytes > LIMITS.tensor:
+        return (f"its result of shape {_dims_text(shape)} would take {format_bytes(nbytes)}, more than the limit "
+                f"of {format_bytes(LIMITS.tensor)} for one tensor")
+    if folded + nbytes > LIMITS.weights:
+        return (f"its result of shape {_dims_text(shape)} ({format_bytes(nbytes)}) would bring the folded "
+                f"constants to more than the limit of {format_bytes(LIMITS.weights)} for all weights")
+    return None
 
 
 def _shown(text: str) -> str:
@@ -339,12 +673,12 @@ def _valid_label(text: str) -> bool:
 class _Importer:
     def __init__(self, model, path: str, name: str):
         import onnx
-        from onnx import numpy_helper, shape_inference
+        from onnx import numpy_helper
         self.onnx = onnx
         self.path = path
         self.name = name
         try:
-            model = shape_inference.infer_shapes(model, data_prop=True)
+            _inferred(model)
         except Exception:       # noqa: BLE001 - best effort: the values' own shapes stay
             pass
         self.graph = model.graph
@@ -369,6 +703,7 @@ class _Importer:
         self.labels: set[str] = set()
         self.auto: dict[str, int] = {}
         self.weights: dict[str, np.ndarray] = {}
+        self.folded = 0                             # the bytes of the constants folding made (LIMITS.weights)
         self.consumers: dict[str, list] = {}
         for n in self.graph.node:
             for v in n.input:
@@ -533,6 +868,18 @@ class _Importer:
                     self.consts[o] = ZEROS
                 return
             raise _Unsupported("reads the zero state of a recurrent layer")
+        attr = n.attribute[0] if n.op_type == "Constant" and n.attribute else None
+        if attr is not None and attr.type not in (attr.TENSOR, attr.FLOAT, attr.FLOATS, attr.INT, attr.INTS):
+            raise _Unsupported("a constant that is not numbers (text, or a sparse tensor)")
+        feeds = {v: x for v, x in zip(n.input, inputs) if v}
+        if n.op_type not in ("Constant", "Identity"):      # sized before it is made
+            size = _fold_size(n, feeds, self.opset)
+            if size is None and n.op_type in _GROWING:
+                raise _Unsupported("cannot fold its constant inputs: the size of its result is not known before "
+                                   "computing it")
+            why = size and _too_big(*size, self.folded)
+            if why:
+                self._refuse_fold(n, why)
         try:
             if n.op_type == "Constant":
                 from onnx import helper, numpy_helper
@@ -542,12 +889,18 @@ class _Importer:
             elif n.op_type == "Identity":
                 out = [inputs[0]]
             else:
-                feeds = {v: x for v, x in zip(n.input, inputs) if v}
                 out = ReferenceEvaluator(n).run(None, feeds)
         except Exception as e:      # noqa: BLE001 - the evaluator raises anything
             raise _Unsupported(f"cannot fold its constant inputs: {type(e).__name__}") from None
+        out = [np.asarray(value) for value in out]
+        made = n.op_type not in ("Constant", "Identity")      # a Constant's tensor was checked with the file's
+        for value in out if made else []:
+            why = _too_big(value.shape, value.nbytes, self.folded)
+            if why:
+                self._refuse_fold(n, why)
         for name, value in zip(n.output, out):
-            self.consts[name] = np.asarray(value)
+            self.consts[name] = value
+            self.folded += value.nbytes if made else 0
         if n.op_type == "Identity" and _param_base(n.output[0]):
             self.origin[n.output[0]] = n.output[0]      # the TorchScript exporter's alias of an equal tensor
         elif n.op_type in ("Identity", "Transpose", "Cast", "Reshape", "Squeeze", "Unsqueeze") and \
@@ -555,6 +908,10 @@ class _Importer:
             self.origin[n.output[0]] = self.origin[n.input[0]]
         elif n.op_type == "Slice" and n.input[0] in self.origin and self._rows_from_zero(n):
             self.table_origin[n.output[0]] = self.origin[n.input[0]]
+
+    def _refuse_fold(self, n, why: str):
+        node = f"`{_shown(n.name)}`" if n.name else f"making `{_shown(next((o for o in n.output if o), ''))}`"
+        raise OnnxImportError(f"`{self.path}`: cannot fold the constant node {node} ({_shown(n.op_type)}): {why}")
 
     def _rows_from_zero(self, n, marked: bool = False) -> bool:
         """A Slice taking rows 0..k of axis 0 with step 1 (`table[:T]`);
@@ -670,6 +1027,8 @@ class _Importer:
         return f"{more}{k}"
 
     def _put(self, label: str, name: str, array) -> None:
+        if np.asarray(array).dtype.kind in "OSUc":        # text, objects, complex: not weights
+            raise _Unsupported(f"its weights `{_shown(name)}` are not numbers ({np.asarray(array).dtype})")
         self.weights[f"{label}.{name}"] = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
 
     # ------------------------------------------------------------------ patterns
@@ -1016,6 +1375,9 @@ class _Importer:
         if not shape:
             raise _Unsupported(f"the shape of `{x}` must be known to recognise the pattern")
         dims = [d if isinstance(d, int) and d > 0 else 2 if i == 0 else 5 for i, d in enumerate(shape)]
+        if math.prod(dims) * 4 > _PROBE_BYTES:
+            raise _Unsupported(f"`{_shown(x)}` of shape {_dims_text(dims)} is too large to recognise the pattern on "
+                               f"(at most {format_bytes(_PROBE_BYTES)})")
         return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
 
     def _projection_weights(self, n, add) -> tuple[np.ndarray, np.ndarray | None]:
@@ -2657,6 +3019,8 @@ def _shape_op(imp: _Importer, n) -> None:
 def _constant_of_shape(imp: _Importer, n) -> None:
     from onnx import numpy_helper
     value = _attr(n, "value")
+    if value is not None and numpy_helper.to_array(value).size != 1:
+        raise _Unsupported("its `value` must hold one number")
     v = 0.0 if value is None else float(numpy_helper.to_array(value).reshape(-1)[0])
     if n.input[0] in imp.consts and not np.any(imp.consts[n.input[0]] == BATCH):
         imp._fold(n)

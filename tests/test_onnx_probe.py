@@ -14,6 +14,11 @@
   folder, non-ONNX and invalid-graph files are one `error:` line and exit 1;
   hostile names in a graph import to a valid `.nn` that keeps the state_dict
   keys it can.
+- Hostile tensors: an initializer or Constant whose data is shorter or longer
+  than its shape, of a non-number type or a negative size, external data
+  outside the model's folder, missing or short, and a folded constant past
+  the size limits (Expand, ConstantOfShape, Range, Tile, Pad) are one error
+  line naming it, refused before anything large is allocated.
 """
 
 from __future__ import annotations
@@ -546,3 +551,196 @@ def test_a_step_label_never_takes_an_input_name(tmp_path):
     text, weights = nnc.from_onnx(tmp_path / "m.onnx")
     assert "model m(dense_0: [3])" in text and "dense_1: dense(5, bias=false)" in text and set(weights) == {
         "dense_1.weight"}
+
+
+# ---------------------------------------------------------------------- hostile tensors and constant folding
+
+def _weight_file(path: Path, weight, nodes=None, x_shape=("N", 4)) -> Path:
+    """x @ `weight` (a TensorProto named fc.weight) -> y, or `nodes` reading x and making y."""
+    nodes = nodes or [helper.make_node("MatMul", ["x", "fc.weight"], ["y"], name="/fc/MatMul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [weight] if weight is not None else [])
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+def _tensor(data_type, dims, raw=None, name="fc.weight", **fields) -> onnx.TensorProto:
+    t = TensorProto(name=name, data_type=data_type, dims=dims)
+    if raw is not None:
+        t.raw_data = raw
+    for key, values in fields.items():
+        getattr(t, key).extend(values)
+    return t
+
+
+def _refused(path: Path, says: str | tuple[str, ...], capsys) -> None:
+    """`nnc import` is one error line with exit 1 and `from_onnx` an OnnxImportError, both saying `says`
+    (each of them)."""
+    says = (says,) if isinstance(says, str) else says
+    code, _, err = _run(["import", path, "-o", path.parent / "out"], capsys)
+    assert code == 1, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(part in err for part in says), err
+    with pytest.raises(OnnxImportError) as caught:
+        nnc.from_onnx(path)
+    assert all(part in str(caught.value) for part in says) and "\n" not in str(caught.value)
+    assert not (path.parent / "out").exists()
+
+
+@pytest.mark.parametrize("case,weight,says", [
+    ("short_raw", _tensor(TensorProto.FLOAT, [4, 3], b"\0" * 5),
+     "initializer `fc.weight` of shape [4, 3] (float) needs 48 bytes of data, the file holds 5"),
+    ("short_typed", _tensor(TensorProto.FLOAT, [4, 3], float_data=[1.0] * 5),
+     "initializer `fc.weight` of shape [4, 3] (float) needs 12 numbers, the file holds 5"),
+    ("huge_no_data", _tensor(TensorProto.FLOAT, [100000] * 3, b""),
+     "of shape [100000, 100000, 100000] (float) needs 4,000,000,000,000,000 bytes of data, the file holds 0"),
+    ("huge_no_typed", _tensor(TensorProto.INT64, [100000] * 3),
+     "needs 1,000,000,000,000,000 numbers, the file holds 0"),
+    ("negative", _tensor(TensorProto.FLOAT, [-4, -3], b"\0" * 48),
+     "initializer `fc.weight` has a negative size in its shape [-4, -3]"),
+    ("string", _tensor(TensorProto.STRING, [4, 3], string_data=[b"a"] * 12),
+     "initializer `fc.weight` holds elements of type `string`; nnc reads numbers"),
+    ("complex", _tensor(TensorProto.COMPLEX64, [4, 3], b"\0" * 96),
+     "initializer `fc.weight` holds elements of type `complex64`"),
+    ("undefined", _tensor(TensorProto.UNDEFINED, [4, 3], b"\0" * 48), "elements of type `undefined`"),
+    ("unknown_type", _tensor(99, [4, 3], b"\0" * 48), "elements of type number 99"),
+])
+def test_a_malformed_initializer_is_one_error_line_naming_it(case, weight, says, tmp_path, capsys):
+    _refused(_weight_file(tmp_path / f"{case}.onnx", weight), says, capsys)
+
+
+def test_a_malformed_constant_node_is_one_error_line_naming_it(tmp_path, capsys):
+    nodes = [helper.make_node("Constant", [], ["w"], name="/fc/Constant",
+                              value=_tensor(TensorProto.FLOAT, [4, 3], b"\0" * 7, name="w")),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    _refused(_weight_file(tmp_path / "m.onnx", None, nodes),
+             "the `value` of node `/fc/Constant` (Constant) of shape [4, 3] (float) needs 48 bytes", capsys)
+
+
+def _external(tmp_path: Path, location: str, **info) -> Path:
+    """x @ fc.weight ([4, 3] float) whose data is in `location` (with `offset`, `length`)."""
+    weight = _tensor(TensorProto.FLOAT, [4, 3])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, **info}.items():
+        weight.external_data.add(key=key, value=str(value))
+    (tmp_path / "model").mkdir(exist_ok=True)
+    return _weight_file(tmp_path / "model" / "m.onnx", weight)
+
+
+def test_external_data_beside_the_model_is_read(tmp_path):
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    path = _external(tmp_path, "w.bin", offset=8, length=48)
+    (path.parent / "w.bin").write_bytes(b"\1" * 8 + w.tobytes() + b"\2" * 8)
+    text, weights = nnc.from_onnx(path)
+    np.testing.assert_array_equal(weights["fc.weight"], w.T)
+
+
+@pytest.mark.parametrize("location,info,file_bytes,says", [
+    ("../../etc/passwd", {}, None, "keeps its data in `../../etc/passwd`, outside the model's folder"),
+    ("../outside.bin", {}, None, "keeps its data in `../outside.bin`, outside the model's folder"),
+    ("link.bin", {}, None, "keeps its data in `link.bin`, outside the model's folder"),
+    ("/etc/passwd", {}, None, "keeps its data in `/etc/passwd`, an absolute path"),
+    ("missing.bin", {}, None, "keeps its data in `missing.bin`, which does not exist"),
+    ("w.bin", {}, 5, "keeps its data in `w.bin`, which holds 5 bytes from offset 0; its shape [4, 3] needs 48"),
+    ("w.bin", {"offset": 10 ** 15}, 4096, "which holds 0 bytes from offset 1,000,000,000,000,000"),
+    ("w.bin", {"length": 40}, 48, "needs 48 bytes of data, its external data says 40"),
+    ("w.bin", {"offset": "ten"}, 48, "an offset or length that is not a number"),
+    ("", {}, None, "keeps its data in another file but names none"),
+])
+def test_external_data_outside_the_folder_short_or_missing_is_refused(location, info, file_bytes, says, tmp_path,
+                                                                      capsys):
+    path = _external(tmp_path, location, **info)
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 48)       # a file of the right size, but not in the folder
+    if location == "link.bin":
+        (path.parent / "link.bin").symlink_to(tmp_path / "outside.bin")
+    if file_bytes is not None:
+        (path.parent / location).write_bytes(b"\0" * file_bytes)
+    _refused(path, says, capsys)
+
+
+def _folded(path: Path, op: str, inputs: dict, x_shape=("N", 4), **attrs) -> Path:
+    """`op` on constants (Constant nodes), added to the input x: a constant node the import folds."""
+    nodes = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(v), name))
+             for name, v in inputs.items()]
+    nodes += [helper.make_node(op, list(inputs), ["c"], name=f"/big/{op}", **attrs),
+              helper.make_node("Add", ["x", "c"], ["y"])]
+    return _weight_file(path, None, nodes, x_shape)
+
+
+@pytest.mark.parametrize("op,inputs,attrs,says", [
+    ("Expand", {"v": np.ones((1, 1, 1), np.float32), "s": np.array([1, 1 << 20, 1 << 20, 1 << 20])}, {},
+     "its result of shape [1, 1048576, 1048576, 1048576] would take 4 EiB"),
+    ("ConstantOfShape", {"s": np.array([100000] * 3)}, {},
+     "its result of shape [100000, 100000, 100000] would take 3.6 PiB"),
+    ("Range", {"a": np.array(0), "b": np.array(1 << 62), "d": np.array(1)}, {},
+     "its result of shape [4611686018427387904] would take 32 EiB"),
+    ("Range", {"a": np.array(0.0, np.float32), "b": np.array(1e30, np.float32), "d": np.array(1e-30, np.float32)},
+     {}, "would take about 10^60 bytes"),
+    ("Tile", {"v": np.ones((1, 4), np.float32), "r": np.array([1 << 40, 1 << 20])}, {},
+     "its result of shape [1099511627776, 4194304] would take 16 EiB"),
+    ("Pad", {"v": np.ones((1, 4), np.float32), "p": np.array([0, 0, 1 << 40, 1 << 40])}, {},
+     "its result of shape [1099511627777, 1099511627780] would take about 10^24 bytes"),
+])
+def test_folding_a_constant_larger_than_the_tensor_limit_is_refused_before_computing_it(op, inputs, attrs, says,
+                                                                                      tmp_path, capsys):
+    path = _folded(tmp_path / "m.onnx", op, inputs, **attrs)
+    _refused(path, (f"cannot fold the constant node `/big/{op}` ({op}): its result of shape", says,
+                    "more than the limit of 2 GiB (2,147,483,648 B) for one tensor"), capsys)
+
+
+def test_the_reported_expand_of_four_gib_is_refused_before_allocating(tmp_path, capsys):
+    """The probe's case: Expand of a constant to [1, 32768, 32768] (4 GiB of float32). Refused at
+    once, before the evaluator makes it (old code made the array)."""
+    path = _folded(tmp_path / "m.onnx", "Expand", {"v": np.ones((1, 1, 1), np.float32),
+                                                   "s": np.array([1, 32768, 32768])}, x_shape=("N", 32768, 32768))
+    _refused(path, "`/big/Expand` (Expand): its result of shape [1, 32768, 32768] would take 4 GiB "
+             "(4,294,967,296 B), more than the limit of 2 GiB", capsys)
+
+
+def test_constants_together_beyond_the_weights_limit_are_refused(tmp_path, capsys, monkeypatch):
+    from nnc.compiler import onnx_import
+    from nnc.compiler.memory import Limits
+    monkeypatch.setattr(onnx_import, "LIMITS", Limits(tensor=1 << 20, weights=3 << 19))     # 1 MiB, 1.5 MiB
+    big = np.ones((1, 200_000), np.float32)                                                  # 800 KB each
+    inits = [numpy_helper.from_array(big, f"b{k}.weight") for k in range(2)]
+    nodes = [helper.make_node("Add", ["x", "b0.weight"], ["h"]), helper.make_node("Add", ["h", "b1.weight"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 200_000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "inits.onnx"))
+    _refused(tmp_path / "inits.onnx", "its constants take more than the limit of 1.5 MiB (1,572,864 B) for all "
+             "weights (initializer `b1.weight` brings them to 1.5 MiB (1,600,000 B))", capsys)
+    path = _folded(tmp_path / "one.onnx", "Expand", {"v": np.ones((1, 1), np.float32),
+                                                     "s": np.array([1, 300_000])}, x_shape=("N", 300_000))
+    _refused(path, "`/big/Expand` (Expand): its result of shape [1, 300000] would take 1.1 MiB (1,200,000 B), "
+             "more than the limit of 1 MiB (1,048,576 B) for one tensor", capsys)
+    nodes = [helper.make_node("Constant", [], ["v"], value=numpy_helper.from_array(np.ones((1, 1), np.float32), "v")),
+             helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(np.array([1, 200_000]), "s"))]
+    nodes += [helper.make_node("Expand", ["v", "s"], [f"e{k}"], name=f"/e{k}/Expand") for k in range(2)]
+    nodes += [helper.make_node("Add", ["x", "e0"], ["h"]), helper.make_node("Add", ["h", "e1"], ["y"])]
+    _refused(_weight_file(tmp_path / "two.onnx", None, nodes, ("N", 200_000)),
+             "`/e1/Expand` (Expand): its result of shape [1, 200000] (781.2 KiB (800,000 B)) would bring the folded "
+             "constants to more than the limit of 1.5 MiB (1,572,864 B) for all weights", capsys)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss in KiB is Linux's")
+def test_shape_inference_never_spends_memory_on_each_element_of_a_long_1d_value(tmp_path):
+    """ONNX's data propagation spends ~140 bytes on each element of a 1-D value of known
+    length that Cast, Add, Concat... read, even without its data: a value_info claiming
+    10**7 elements for a shape tensor made 1.4 GB. The import reads such a model (the
+    claim is false; nothing uses the value) with no more memory than a plain one."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", ["x"], ["y"])]
+    claim = helper.make_tensor_value_info("s", TensorProto.INT64, [10 ** 7])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], value_info=[claim])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "claim.onnx"))
+    plain = _graph_file(tmp_path / "plain.onnx", [helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 4])], ["y"])
+    script = ("import resource, sys, nnc; text, _ = nnc.from_onnx(sys.argv[1]); assert 'relu' in text, text; "
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = []
+    for path in (plain, tmp_path / "claim.onnx"):
+        done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        peaks.append(int(done.stdout.split()[-1]))
+    assert peaks[1] - peaks[0] < 300_000, peaks        # KiB: old code peaked 1.4 GB higher
