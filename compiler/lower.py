@@ -698,7 +698,7 @@ class Lowerer:
             attrs = dict(spec.resolve(args, in_shapes)) if spec.resolve else dict(args)
             shape = spec.infer(attrs, in_shapes)
             params = spec.params(attrs, in_shapes)
-            macs = spec.macs(attrs, in_shapes, shape)
+            macs = spec.macs(attrs, *self._at_bounds(in_shapes, shape))
         except ShapeError as err:
             span = spans.get(err.arg, e.span) if err.arg else e.span
             self.err(err.code, err.message, span, scope, help=err.help)
@@ -736,6 +736,16 @@ class Lowerer:
         return label
 
     # ------------------------------------------------------------ sizes
+
+    def _at_bounds(self, in_shapes, shape):
+        """The shapes with every size at its bound, when all are bounded (so
+        that a count with a product of two sizes, attention's T*T, is exact;
+        linear symbolic sizes cannot hold it); else as they are."""
+        sizes = [try_evaluate(d, self.bounds) for s in (*in_shapes, shape) for d in s]
+        if any(v is None for v in sizes):
+            return in_shapes, shape
+        it = iter(sizes)
+        return [tuple(next(it) for _ in s) for s in in_shapes], tuple(next(it) for _ in shape)
 
     def _fits(self, what: str, shape, span: Span, scope: Scope | None) -> bool:
         """False (and E0208) when one example of a value is larger than the

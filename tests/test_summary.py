@@ -276,3 +276,11 @@ def test_plan_svg_needs_a_bound_and_a_writable_path(tmp_path, capsys):
 def test_version_command():
     proc = subprocess.run([sys.executable, "-m", "nnc", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "nnc 0.1.0\n"
+
+
+@pytest.mark.parametrize("signature, dims", [("x: [16, 8]", []), ("x: [T=16, 8]", []), ("x: [T, 8]", ["--dim", "T=16"])])
+def test_attention_macs_count_the_square_of_a_bounded_length(signature, dims, capsys, tmp_path):
+    """4*T*E^2 + 2*T^2*E (choices.md): a bounded T counted T^2 as T (4352 for 8192)."""
+    (tmp_path / "a.nn").write_text(f"model m({signature}) {{\n    a: attention(2)\n}}\n")
+    code, out, _ = run_cli(capsys, "summary", str(tmp_path / "a.nn"), "--json", *dims)
+    assert code == 0 and json.loads(out)["macs"] == 4 * 16 * 8 * 8 + 2 * 16 * 16 * 8
