@@ -293,7 +293,7 @@ def test_hostile_text_is_a_located_diagnostic_on_the_cli(tmp_path, capsys, raw, 
     "model m(x: [4]) {\n    dense(3)\n}",                                      # no final newline
     "model m(x: [4]) { # \u00fcber \u202e \U0001f600\n    dense(3)\n}\n",      # unicode in comments
     "model " + "a" * 3000 + "(x: [4]) {\n    " + ".".join(["l" * 500] * 6) + ": dense(3)\n}\n",
-    "model m(x: [" + ", ".join(["1"] * 200) + "]) {\n    flatten\n}\n",
+    "model m(x: [" + ", ".join(["1"] * 31) + "]) {\n    flatten\n}\n",      # the most axes a value has
     "model m(x: [4]) {\n    dense(" + "(" * 300 + "3" + ")" * 300 + ")\n}\n",
     "model m(x: [4]) {\n    layer1.0.fc: dense(3)\n    7: relu\n    a.0.1: dense(2)\n}\n",
     "model m(x: [4]) {\n    leaky_relu(slope=-0.0) -> layernorm(eps=1E-3) -> dropout(.5)\n}\n",
