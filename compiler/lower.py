@@ -112,6 +112,7 @@ class Lowerer:
         self.shapes: dict[str, tuple] = {}
         self.integer: dict[str, str] = {}     # integer value -> the model input it comes from
         self.label_spans: dict[str, Span] = {}
+        self.duplicates: set[tuple[str, Span]] = set()   # (label, span) already reported as E0106
         self.recursive: set[str] = set()
         self.lowered: set[str] = set()        # blocks whose body some call has lowered
         self.stack: list[str] = []
@@ -393,6 +394,7 @@ class Lowerer:
     def _check_unknown(self, e: ast.Element, scope: Scope, as_value: bool = False) -> None:
         """Check a step whose input failed: what needs no input shape
         (`as_value`: a bare name is read as a value, as `_source` says)."""
+        self._claim(e, scope)
         if e.args is None and e.label is None and e.op in scope.names and e.op not in CATALOG \
                 and e.op not in self.blocks:
             self.err("E0112", f"`{e.op}` is a value, not a step", e.span, scope,
@@ -477,6 +479,23 @@ class Lowerer:
 
     def _step(self, e: ast.Element, x: Binding, scope: Scope, first: bool = False,
               as_value: bool = False) -> list[Binding] | None:
+        made = self._step_inner(e, x, scope, as_value)
+        if made is None:
+            self._claim(e, scope)
+        return made
+
+    def _claim(self, e: ast.Element, scope: Scope) -> None:
+        """A labelled step that failed still takes its label, so that another
+        step with it is reported (E0106) as if the first had worked."""
+        if e.label is None or e.op in self.blocks:
+            return
+        label = scope.prefix + e.label.text
+        if self.label_spans.get(label) is e.label.span or (label, e.label.span) in self.duplicates:
+            return
+        if not self._duplicate(label, e.label.span, e, scope):
+            self.label_spans[label] = e.label.span
+
+    def _step_inner(self, e: ast.Element, x: Binding, scope: Scope, as_value: bool) -> list[Binding] | None:
         if e.inputs is not None:
             self.err("E0111", f"`{e.op}` in the middle of a chain takes the chain's value; "
                      "a second argument group is only for a block used as a source", e.span, scope)
@@ -502,6 +521,12 @@ class Lowerer:
         return None if node is None else [Binding(node, e.span, None)]
 
     def _merge(self, e: ast.Element, spec: OpSpec, scope: Scope) -> list[Binding] | None:
+        made = self._merge_inner(e, spec, scope)
+        if made is None:
+            self._claim(e, scope)
+        return made
+
+    def _merge_inner(self, e: ast.Element, spec: OpSpec, scope: Scope) -> list[Binding] | None:
         positional = [a for a in (e.args or ()) if a.name is None]
         keywords = [a for a in (e.args or ()) if a.name is not None]
         values: list[Binding] = []
@@ -819,6 +844,7 @@ class Lowerer:
         if label not in self.label_spans and label not in self.shapes:
             return False
         where = self.label_spans.get(label)
+        self.duplicates.add((label, span))
         self.err("E0106", f"duplicate label `{label}`", span, scope,
                  notes=(f"first used at line {where.line}",) if where else (),
                  help="give each step its own label" if e.label else
