@@ -267,7 +267,7 @@ def layout(graph: Graph, *, scratch: ScratchFn = no_scratch, share: bool = True,
     naive = sum(value_bytes(n.shape, bounds) for n in (written or graph).nodes)
     result = planner.plan(buffers)
     planner.verify_plan(buffers, result)      # every plan is checked, not only in tests
-    return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(graph))
+    return Layout(places, tuple(buffers), scratch_names, result, naive, weights_bytes(written or graph))
 
 
 def reads_once(node: Node, src: str, buffer_of: Callable[[str], str]) -> bool:

@@ -284,3 +284,14 @@ def test_attention_macs_count_the_square_of_a_bounded_length(signature, dims, ca
     (tmp_path / "a.nn").write_text(f"model m({signature}) {{\n    a: attention(2)\n}}\n")
     code, out, _ = run_cli(capsys, "summary", str(tmp_path / "a.nn"), "--json", *dims)
     assert code == 0 and json.loads(out)["macs"] == 4 * 16 * 8 * 8 + 2 * 16 * 16 * 8
+
+
+def test_weights_bytes_count_every_tensor_of_the_state_dict_at_every_level(capsys, tmp_path):
+    """choices.md: every tensor the model stores, batchnorm's running statistics included; the
+    optimised graph (batchnorm folded into the convolution) once counted only the conv weights."""
+    src = tmp_path / "b.nn"
+    src.write_text("model m(x: [4, 8, 8]) {\n    conv2d(8, 3, bias=false) -> batchnorm -> relu\n}\n")
+    state = 8 * 4 * 9 + 4 * 8          # conv weight; weight, bias, running mean and variance
+    for level in ([], ["-O0"]):
+        code, out, _ = run_cli(capsys, "summary", str(src), "--json", *level)
+        assert code == 0 and json.loads(out)["memory"]["weights_bytes"] == 4 * state
