@@ -281,8 +281,11 @@ def plan_svg(graph, layout, batch: int = 1, title: str | None = None) -> str:
 
 def write_plan_svg(model: Any, path: str | Path, batch: int = 1, dims: Mapping[str, int] | None = None,
                    target: str = "numpy") -> Path:
-    """Compile `model` for `target` and write its memory plan as SVG at `path`."""
+    """Compile `model` for `target` and write its memory plan as SVG at `path`
+    (a `.svg` file: the plan is drawn here, not by Graphviz)."""
     from .build import compile_plan
+    if Path(path).suffix.lower() != ".svg":
+        raise PictureError(f"cannot write `{Path(path)}`: the memory plan is an SVG picture, name it FILE.svg")
     plan = compile_plan(model, target=target, batch=batch, dims=dims, render=False)
     text = plan_svg(plan.graph, plan.layout, batch)
     out = Path(path)

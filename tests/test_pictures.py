@@ -19,7 +19,7 @@ from nnc.compiler.bridges_cli import main as bridges_main
 from nnc.compiler.build import compile_plan
 from nnc.compiler.extras import MissingExtra
 from nnc.compiler.frontend import check
-from nnc.compiler.pictures import graph_dot, plan_svg, render, write_plan_svg
+from nnc.compiler.pictures import PictureError, graph_dot, plan_svg, render, write_plan_svg
 
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
@@ -106,6 +106,14 @@ def test_plan_svg_bars_are_the_plans_buffers_at_their_offsets(sample, batch):
     for n in plan.graph.nodes:                      # every step labels its column
         assert f">{n.label}</text>" in text
     assert plan_svg(plan.graph, plan.layout, batch) == text
+
+
+@pytest.mark.parametrize("name", ["plan.png", "plan.dot", "plan"])
+def test_the_plan_picture_is_refused_under_another_suffix_before_writing(name, tmp_path):
+    """SVG text was written into `p.png` without a word."""
+    with pytest.raises(PictureError, match="name it FILE.svg"):
+        write_plan_svg(SAMPLES / "lenet.nn", tmp_path / name)
+    assert not (tmp_path / name).exists()
 
 
 def test_write_plan_svg_draws_the_chosen_targets_plan(tmp_path):
