@@ -1062,7 +1062,14 @@ def _names(values) -> str:
 
 
 def _value(v: Any) -> str:
-    return "(none)" if v is None else f"`{v}`"
+    """An argument's value as a `.nn` file writes it (`true`, `(3, 3)`)."""
+    def text(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (tuple, list)):
+            return "(" + ", ".join(map(text, v)) + ("," if len(v) == 1 else "") + ")"
+        return str(v)
+    return "(none)" if v is None else f"`{text(v)}`"
 
 
 # ------------------------------------------------------------------ capacity

@@ -493,6 +493,9 @@ def test_a_changed_argument_or_input_is_refused():
     with pytest.raises(nnc.CompileError) as e:
         plan(CONV_CONV % 3, (CONV_CONV % 3).replace("conv2d(4, 3)", "conv2d(4, 1)"))
     assert e.value.diagnostics[0].code == "E0503" and "`kernel`" in e.value.diagnostics[0].message
+    with pytest.raises(nnc.CompileError) as e:       # told as the model text writes it, not as Python
+        plan(TWO_LINEAR % 2, (TWO_LINEAR % 2).replace("dense(2)", "dense(2, bias=false)"))
+    assert "`bias` changed from `true` to `false`" in e.value.diagnostics[0].message
     with pytest.raises(nnc.CompileError) as e:
         plan(TWO_LINEAR % 2, (TWO_LINEAR % 2).replace("[2]", "[3]"))
     assert e.value.diagnostics[0].code == "E0504"
