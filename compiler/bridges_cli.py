@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from .build import OutputError
-from .cli_common import add_dims, positive
-from .diagnostics import UserError
-from .pictures import write_plan_svg
+from .cli_common import FlagError, add_dims, positive
+from .diagnostics import UserError, printable
+from .pictures import PICTURE_SUFFIXES, write_plan_svg
 
 __all__ = ["COMMANDS", "add_parser", "run", "write_plan_svg"]
 
@@ -94,6 +94,8 @@ def _graph(args) -> int:
     from .pictures import graph_dot, render
     _not_onnx(args.model, "graph")
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".svg")
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise FlagError(f"-o {printable(str(out))}: choose a .svg, .png or .dot file")
     text = graph_dot(Path(args.model), dict(args.dim) or None)
     render(text, out)
     print(f"wrote {out}")

@@ -146,6 +146,8 @@ def _summary(args) -> int:
     from .summary import dumps, plan_legend, summary_dict, summary_table
     if not args.train and (args.optimizer or args.loss):
         raise FlagError(f"--{'optimizer' if args.optimizer else 'loss'} describes a training plan: add --train")
+    if args.plan_svg and Path(args.plan_svg).suffix.lower() != ".svg":
+        raise FlagError(f"--plan-svg {printable(args.plan_svg)}: the memory plan is an SVG picture, name it FILE.svg")
     args.optimizer, args.loss = args.optimizer or "sgd", args.loss or "cross_entropy"
     checked = check(_model(args), dict(args.dim), limits=args.limits)
     print_diagnostics(checked.warnings, checked.sources)
@@ -347,14 +349,14 @@ def _read_inputs(args, graph) -> dict:
     ranks = {i.name: len(i.shape) for i in graph.inputs}
     given = _parse_inputs(args)
     if len(given) != len(names):
-        raise InputError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(given)} --input")
+        raise FlagError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(given)} --input")
     arrays = {}
     for i, (name, path) in enumerate(given):
         name = name or names[i]
         if name not in ranks:
-            raise InputError(f"the model has no input `{name}` (inputs: {', '.join(names)})")
+            raise FlagError(f"--input {name}=...: the model has no input `{name}` (inputs: {', '.join(names)})")
         if name in arrays:
-            raise InputError(f"input `{name}` is given twice")
+            raise FlagError(f"--input: input `{name}` is given twice")
         a = _load_array(path, args.limits)
         if a.ndim == ranks[name]:
             a = a[None]          # one example without its batch axis

@@ -44,6 +44,9 @@ _FAMILY_COLOURS = {
 }
 
 
+PICTURE_SUFFIXES = (".dot", ".gv", ".svg", ".png")     # what `render` writes
+
+
 class PictureError(UserError, OSError):
     """A picture cannot be written (an unknown suffix, `dot` failed, an unwritable path)."""
 
@@ -181,7 +184,7 @@ def render(dot_text: str, path: str | Path) -> Path:
     """Write DOT text as `.dot`, or render it to `.svg` / `.png` with `dot`."""
     out = Path(path)
     suffix = out.suffix.lower()
-    if suffix not in (".dot", ".gv", ".svg", ".png"):
+    if suffix not in PICTURE_SUFFIXES:
         raise PictureError(f"cannot write `{out}`: choose a .svg, .png or .dot file")
     try:
         if suffix in (".dot", ".gv"):

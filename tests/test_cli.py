@@ -516,7 +516,7 @@ def test_graph_through_nnc_writes_dot_text(tmp_path, capsys):
 
 def test_graph_through_nnc_refuses_an_unknown_picture_type(tmp_path, capsys):
     code, _, err = run_cli(capsys, "graph", LENET, "-o", tmp_path / "lenet.txt")
-    assert code == 1 and err.startswith("error: ") and ".svg, .png or .dot" in err
+    assert code == 2 and "error: " in err and ".svg, .png or .dot" in err     # the command line's fault
     code, _, err = run_cli(capsys, "graph", tmp_path / "missing.nn", "-o", tmp_path / "m.dot")
     assert code == 1 and err.count("\n") == 1
 
@@ -587,3 +587,17 @@ def test_a_compressed_input_past_the_memory_limit_is_refused_before_unpacking(tm
         tracemalloc.stop()
     assert code == 1 and "more than the memory limit" in err and err.count("\n") == 1, err
     assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated before refusing"
+
+
+def test_command_line_misuse_of_inputs_and_picture_names_exits_2(tmp_path, capsys):
+    """INTERFACES.md 2: exit 2 is bad command-line use: too few --input flags, an input named twice
+    or not in the model, a picture name the command cannot write (they exited 1, as bad files do)."""
+    model = write(tmp_path, "mm.nn", "model m(a: [2], b: [2]) {\n  add(a, b)\n}\n")
+    np.save(tmp_path / "a.npy", np.ones((1, 2), np.float32))
+    a = f"a={tmp_path / 'a.npy'}"
+    for args in (["run", model, "--input", a], ["run", model, "--input", a, "--input", a],
+                 ["run", model, "--input", a, "--input", f"c={tmp_path / 'a.npy'}"],
+                 ["graph", model, "-o", tmp_path / "g.jpg"], ["summary", model, "--plan-svg", tmp_path / "p.png"]):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 2 and out == "" and "error:" in err, (args, err)
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "g.jpg").exists()
