@@ -84,7 +84,7 @@ CODES: dict[str, str] = {
     "E0202": "`groups` does not divide the channels",
     "E0203": "an input rank the op cannot take",
     "E0204": "merged values whose shapes disagree",
-    "E0205": "a reshape that changes the element count",
+    "E0205": "a size that cannot be split as asked: a reshape that changes the element count, glu on an odd axis",
     "E0206": "a symbolic dimension where a known size is needed",
     "E0207": "a bad dimension bound",
     "E0208": "a tensor, the weights or the memory plan larger than the memory limit",
