@@ -129,11 +129,19 @@ def batchnorm_backward(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, mean: n
     np.multiply(dx3, (gamma * rstd)[:, None], out=dx3)
 
 
+def _rows(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A per-row array of layernorm (one number per position of x.shape[:-1])
+    viewed as x.shape[:-1], whatever shape its buffer was planned with."""
+    return _view(a, x.shape[:-1])
+
+
 def layernorm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float, out: np.ndarray,
                     mean: np.ndarray, rstd: np.ndarray) -> None:
     """`layernorm` over the last axis, saving `mean` and `rstd` =
-    1/sqrt(var + eps), both shaped x.shape[:-1]."""
+    1/sqrt(var + eps), one number per row: shaped x.shape[:-1], or any shape
+    of that size (the training plan saves [B, 1] for a one-axis x [B, F])."""
     n = x.shape[-1]
+    mean, rstd = _rows(mean, x), _rows(rstd, x)
     np.add.reduce(x, axis=-1, out=mean)
     np.divide(mean, n, out=mean)
     np.subtract(x, mean[..., None], out=out)
@@ -160,9 +168,10 @@ def layernorm_backward(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, mean: n
     """Gradients of `layernorm_train`: with xhat = (x - mean) * rstd, g = dy *
     gamma and means over the normalised axis, dx = rstd * (g - mean(g) - xhat *
     mean(g * xhat)); dgamma = sum(dy * xhat), dbeta = sum(dy) over all other
-    axes. `dx` may be `dy`."""
+    axes. `dx` may be `dy`; `mean` and `rstd` as `layernorm_train` takes them."""
     scratch = _provide_as(scratch, lambda: layernorm_backward_scratch(x.shape), x.dtype)
     xhat, row_g, row_gx = scratch["xhat"], scratch["row_g"], scratch["row_gx"]
+    mean, rstd = _rows(mean, x), _rows(rstd, x)
     n = x.shape[-1]
     np.subtract(x, mean[..., None], out=xhat)
     np.multiply(xhat, rstd[..., None], out=xhat)

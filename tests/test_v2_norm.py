@@ -1,5 +1,6 @@
 """groupnorm, instancenorm and batchnorm's momentum (LANGUAGE.md section 9):
-both targets against PyTorch at -O0 and -O1, training gradients vs autograd,
+both targets against PyTorch at -O0 and -O1, training gradients vs autograd
+(and layernorm's training step on values of one, two and three axes),
 the running statistics with a non-default momentum, growth, streaming and
 diagnostics."""
 
@@ -84,6 +85,64 @@ def test_norm_training_gradients_match_autograd(norm, ref):
     for k, p in P.items():
         ref_g = p.grad.numpy()
         assert np.linalg.norm(grads[k] - ref_g) / max(np.linalg.norm(ref_g), floor) < 1e-4, k
+
+
+def _layernorm(y, P, label, eps=1e-5):
+    return F.layer_norm(y, (y.shape[-1],), P[f"{label}.weight"], P[f"{label}.bias"], eps)
+
+
+def _dense(y, P, label):
+    return F.linear(y, P[f"{label}.weight"], P[f"{label}.bias"])
+
+
+# layernorm in training on values of one, two and three axes (a one-axis value saves its
+# statistics as [B, 1], which the kernels once refused), with eps, first in the model (no dx),
+# chained, and at batch 1
+LAYERNORM_TRAINING = {
+    "one_axis": ("model m(x: [4]) {\n    d: dense(5) -> n: layernorm\n    o: dense(3)\n}", (4,),
+                 lambda x, P: _dense(_layernorm(_dense(x, P, "d"), P, "n"), P, "o")),
+    "one_axis_last": ("model m(x: [4]) {\n    d: dense(5) -> n: layernorm\n}", (4,),
+                      lambda x, P: _layernorm(_dense(x, P, "d"), P, "n")),
+    "one_axis_first_with_eps": ("model m(x: [6]) {\n    n: layernorm(eps=0.01)\n    o: dense(3)\n}", (6,),
+                                lambda x, P: _dense(_layernorm(x, P, "n", 0.01), P, "o")),
+    "one_axis_twice": ("model m(x: [4]) {\n    d: dense(5) -> a: layernorm -> relu -> b: layernorm\n"
+                       "    o: dense(2)\n}", (4,),
+                       lambda x, P: _dense(_layernorm(F.relu(_layernorm(_dense(x, P, "d"), P, "a")), P, "b"), P, "o")),
+    "two_axes": ("model m(x: [3, 4]) {\n    d: dense(5) -> n: layernorm(eps=0.001)\n    flatten\n    o: dense(2)\n}",
+                 (3, 4), lambda x, P: _dense(_layernorm(_dense(x, P, "d"), P, "n", 0.001).flatten(1), P, "o")),
+    # (the relu keeps the conv's bias, constant along the normalised axis, from a zero gradient)
+    "three_axes": ("model m(x: [2, 5, 6]) {\n    c: conv2d(3, 2) -> relu -> n: layernorm\n    flatten\n"
+                   "    o: dense(2)\n}", (2, 5, 6),
+                   lambda x, P: _dense(_layernorm(F.relu(F.conv2d(x, P["c.weight"], P["c.bias"])), P, "n").flatten(1),
+                                       P, "o")),
+}
+
+
+@pytest.mark.parametrize("batch", [3, 1])
+@pytest.mark.parametrize("case", sorted(LAYERNORM_TRAINING))
+def test_layernorm_training_step_matches_autograd_on_every_rank(case, batch):
+    src, shape, ref = LAYERNORM_TRAINING[case]
+    rng = np.random.default_rng(7)
+    # random weights, the layernorms' gains around 1 (not 1 and 0, so that gamma and beta take
+    # part in every gradient)
+    weights = {}
+    for k, v in nnc.build(src).state_dict().items():
+        gain = 1.0 if v.ndim == 1 and k.endswith(".weight") else 0.0
+        weights[k] = (rng.standard_normal(v.shape) * 0.5 + gain).astype(np.float32)
+    trainer = nnc.train(src, loss="mse", optimizer=nnc.SGD(0.1), batch=batch, weights=weights, keep_gradients=True)
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in weights.items()}
+    x = (rng.standard_normal((batch, *shape)) * 2 + 0.5).astype(np.float32)
+    out = ref(torch.tensor(x, dtype=torch.float64), P)
+    y = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+    loss = trainer.step(x, y)
+    value = F.mse_loss(out, torch.tensor(y, dtype=torch.float64))
+    value.backward()
+    assert abs(loss - value.item()) <= 1e-5 * abs(value.item())
+    grads, after = trainer.gradients(), trainer.state_dict()
+    assert sorted(grads) == sorted(P)
+    for k, p in P.items():
+        assert rel_err(grads[k], p.grad) < 1e-4, k
+        assert rel_err(after[k], p.detach() - 0.1 * p.grad) < 1e-5, k
 
 
 def test_batchnorm_momentum_moves_the_running_statistics_as_pytorch():
