@@ -38,6 +38,10 @@ How it works, in order:
    of `keepdims` reductions cost no step. A step that reads a value whose
    map is not plain gets an nnc `transpose` and/or `reshape` first. Values
    computed from a model input's shape alone are not "live": they fold.
+   A node that reads a value nnc could not make is named too when it is
+   refused whatever it reads (an op without a handler, an attribute its
+   handler never takes: `_check_op`), and left out otherwise: a node nnc
+   can express, or one that might have folded, is no second error.
 4. Asymmetric padding (uneven `pads`, `auto_pad=SAME_*`, a zero `Pad`
    before `Conv`, a -inf `Pad` before `MaxPool`) keeps its symmetric part in
    the op and puts the rest in a `pad` step before it (edge copies for max
@@ -812,25 +816,35 @@ class _Importer:
             inside = [m for m in self.graph.node if id(m) in pattern.absorbed]
             outputs += [o for m in inside for o in m.output]
             ins += [v for m in inside for v in m.input if v]
-        if any(v in self.failed for v in ins):
+        blocked = any(v in self.failed for v in ins)      # reads a value nnc could not make
+        if blocked:
             self.failed.update(outputs)
-            return
         try:
             if n.domain not in ("", "ai.onnx"):
                 raise _Unsupported(f"an op of the `{n.domain}` domain (nnc reads the standard ONNX ops)")
-            if key in self.patterns:
-                self._pattern(self.patterns[key])
-            elif n.op_type in _NEVER_FOLD or not all(v in self.consts for v in ins) or not ins and n.op_type != "Constant":
-                handler = _HANDLERS.get(n.op_type)
-                if handler is None:
-                    raise _Unsupported("")
-                handler(self, n)
+            if blocked:     # named only if refused whatever it reads; a pattern or a fold needs its inputs
+                if pattern is None and self._translated(n, ins):
+                    _check_op(self, n)
+            elif pattern is not None:
+                self._pattern(pattern)
+            elif self._translated(n, ins):
+                _check_op(self, n)
+                _HANDLERS[n.op_type](self, n)
             else:
                 self._fold(n)
         except _Unsupported as e:
             at = e.node or n
             self.problems.append((at.name or next((o for o in at.output if o), ""), at.op_type, str(e)))
             self.failed.update(outputs)
+
+    def _translated(self, n, ins: list[str]) -> bool:
+        """Whether the node becomes steps rather than being folded (folding
+        needs every input constant). An input that failed counts as one that
+        might have been constant unless it is live: the node might have
+        folded, so nothing is said about it."""
+        if n.op_type in _NEVER_FOLD or not ins and n.op_type != "Constant":
+            return True
+        return any(v in self.live if v in self.failed else v not in self.consts for v in ins)
 
     def _liveness(self) -> set[str]:
         """The values that depend on a model input through more than its
@@ -2005,9 +2019,12 @@ def _transpose_pads(imp: _Importer, n, k, s, d, out_pad) -> list[int]:
     return small + big if auto_pad == "SAME_UPPER" else big + small
 
 
-def _gemm(imp: _Importer, n) -> None:
+def _gemm_check(imp: _Importer, n) -> None:
     if _attr(n, "transA", 0):
         raise _Unsupported("transA=1")
+
+
+def _gemm(imp: _Importer, n) -> None:
     w = imp._const(n.input[1], "weight").astype(np.float32)
     if not _attr(n, "transB", 0):
         w = w.T
@@ -2439,9 +2456,12 @@ def _div(imp: _Importer, n) -> None:
     _merge("div")(imp, n)
 
 
-def _batchnorm(imp: _Importer, n) -> None:
+def _batchnorm_check(imp: _Importer, n) -> None:
     if _attr(n, "training_mode", 0):
         raise _Unsupported("training_mode=1")
+
+
+def _batchnorm(imp: _Importer, n) -> None:
     names = ["weight", "bias", "running_mean", "running_var"]
     arrays = [imp._const(v, names[i]) for i, v in enumerate(n.input[1:5])]
     label = imp._label(n, n.input[1], n.input[3], auto="batchnorm")
@@ -2483,19 +2503,21 @@ def _layernorm(imp: _Importer, n) -> None:
     imp._set(n.output[0], imp._emit("reshape", _tuple(shape), [ref]), rank - 1)
 
 
-def _simple(op: str, check: Callable | None = None):
+def _simple(op: str):
     def handler(imp: _Importer, n) -> None:
-        args = check(imp, n) if check else ""
-        imp._step(n, op, args or "")
+        imp._step(n, op)
     return handler
+
+
+def _clip_check(imp: _Importer, n) -> None:
+    if imp.opset >= 11 and (_attr(n, "min") is not None or _attr(n, "max") is not None):
+        raise _Unsupported(f"min and max as attributes, which Clip has only before opset 11 (this model is opset "
+                           f"{imp.opset})")
 
 
 def _clip(imp: _Importer, n) -> None:
     lo = _attr(n, "min")
     hi = _attr(n, "max")
-    if imp.opset >= 11 and (lo is not None or hi is not None):
-        raise _Unsupported(f"min and max as attributes, which Clip has only before opset 11 (this model is opset "
-                           f"{imp.opset})")
     if len(n.input) > 1 and n.input[1]:
         lo = float(imp._const(n.input[1], "minimum").reshape(-1)[0])
     if len(n.input) > 2 and n.input[2]:
@@ -2520,30 +2542,26 @@ def _mish(imp: _Importer, n) -> None:
 
 
 def _check_attr(name: str, expected: float, default: float):
-    def check(imp: _Importer, n) -> str:
+    def check(imp: _Importer, n) -> None:
         v = _attr(n, name, default)
         if abs(v - expected) > 1e-6:
             raise _Unsupported(f"{name}={v} (PyTorch's is {expected})")
-        return ""
     return check
 
 
-def _selu_check(imp: _Importer, n) -> str:
+def _selu_check(imp: _Importer, n) -> None:
     _check_attr("alpha", 1.6732632423543772, 1.67326319217681884765625)(imp, n)
     _check_attr("gamma", 1.0507009873554805, 1.05070102214813232421875)(imp, n)
-    return ""
 
 
-def _hardsigmoid(imp: _Importer, n) -> None:
+def _hardsigmoid_check(imp: _Importer, n) -> None:
     if abs(_attr(n, "alpha", 0.2) - 1 / 6) > 1e-6 or abs(_attr(n, "beta", 0.5) - 0.5) > 1e-6:
         raise _Unsupported("alpha/beta other than PyTorch's 1/6 and 0.5")
-    imp._step(n, "hardsigmoid")
 
 
-def _gelu(imp: _Importer, n) -> None:
+def _gelu_check(imp: _Importer, n) -> None:
     if _attr(n, "approximate", "none") != "none":
         raise _Unsupported("the tanh approximation (nnc's gelu is the exact one)")
-    imp._step(n, "gelu")
 
 
 def _leaky(imp: _Importer, n) -> None:
@@ -2651,10 +2669,13 @@ def _stack_states(imp: _Importer, n, axis: int) -> bool:
     return True
 
 
-def _flatten(imp: _Importer, n) -> None:
-    rank = imp._rank(n.input[0])
+def _flatten_check(imp: _Importer, n) -> None:
     if _attr(n, "axis", 1) != 1:
         raise _Unsupported(f"axis={_attr(n, 'axis', 1)} (only 1: keep the batch)")
+
+
+def _flatten(imp: _Importer, n) -> None:
+    rank = imp._rank(n.input[0])
     val = imp._value(n.input[0])
     real = [a for a in val.axes[1:] if a is not None]
     if val.axes[0] == "B" and len(real) <= 1:
@@ -2800,19 +2821,24 @@ def _dropout(imp: _Importer, n) -> None:
     _identity(imp, n)
 
 
+def _resize_check(imp: _Importer, n) -> None:
+    mode = _attr(n, "mode", "nearest")
+    old = n.op_type == "Upsample" or imp.opset < 11      # Upsample and Resize-10: (X, scales), asymmetric
+    if mode not in ("nearest", "linear") and not (old and mode == "bilinear"):
+        raise _Unsupported(f"mode={mode} (nnc upsamples nearest, linear or bilinear)")
+    if old and mode != "nearest":
+        raise _Unsupported(f"{n.op_type}-{imp.opset}'s {mode} mode (asymmetric coordinates; nnc interpolates with "
+                           "align_corners=false, half-pixel)")
+
+
 def _resize(imp: _Importer, n) -> None:
     """Resize (opset 11+: scales or sizes, `axes` from 18) and Upsample /
     Resize-10 (scales only, asymmetric coordinates: nearest equals nnc's,
     linear does not) with whole scales on the spatial axes -> upsample."""
     mode = _attr(n, "mode", "nearest")
     old = n.op_type == "Upsample" or imp.opset < 11      # Upsample and Resize-10: (X, scales), asymmetric
-    if mode not in ("nearest", "linear") and not (old and mode == "bilinear"):
-        raise _Unsupported(f"mode={mode} (nnc upsamples nearest, linear or bilinear)")
     shape = imp._shape(n.input[0])
     rank = len(shape)
-    if old and mode != "nearest":
-        raise _Unsupported(f"{n.op_type}-{imp.opset}'s {mode} mode (asymmetric coordinates; nnc interpolates with "
-                           "align_corners=false, half-pixel)")
     if mode == "linear" and rank not in (3, 4):
         raise _Unsupported(f"linear resizing of {rank - 2} spatial axes (nnc: linear on 1, bilinear on 2)")
     axes = [int(a) % rank for a in _attr(n, "axes", range(rank))]
@@ -2887,30 +2913,29 @@ def _stack_below(imp: _Importer, n):
     return None
 
 
-def _recurrent(kind: str):
-    gates = _GATES[kind]
+def _activations(n) -> list[str] | None:
+    """A recurrent node's `activations`, lowercase, both directions' in a row."""
+    acts = _attr(n, "activations")
+    return None if acts is None else [(a.decode() if isinstance(a, bytes) else a).lower() for a in acts]
 
-    def handler(imp: _Importer, n) -> None:
+
+def _recurrent_check(kind: str):
+    def check(imp: _Importer, n) -> None:
         direction = _attr(n, "direction", "forward")
         if direction not in ("forward", "bidirectional"):
             raise _Unsupported(f"direction={direction} (nnc reads forwards, or both ways)")
-        two = direction == "bidirectional"
-        layout = _attr(n, "layout", 0)      # 0: X [T, B, F], Y [T, D, B, H]; 1: X [B, T, F], Y [B, T, D, H]
+        layout = _attr(n, "layout", 0)
         if layout not in (0, 1):
             raise _Unsupported(f"layout={layout}")
         if _attr(n, "clip") is not None or _attr(n, "activation_alpha") is not None or \
                 _attr(n, "activation_beta") is not None:
             raise _Unsupported("clipping or activation parameters")
-        nonlinearity = "tanh"
-        acts = _attr(n, "activations")
+        acts = _activations(n)
         if acts is not None:
-            acts = [(a.decode() if isinstance(a, bytes) else a).lower() for a in acts]
-            per = len(acts) // (2 if two else 1)
-            if two and acts[:per] != acts[per:]:
+            per = len(acts) // (2 if direction == "bidirectional" else 1)
+            if direction == "bidirectional" and acts[:per] != acts[per:]:
                 raise _Unsupported("different activations in the two directions")
-            if kind == "rnn" and acts[:per] in (["tanh"], ["relu"]):
-                nonlinearity = acts[0]
-            elif acts[:per] != _DEFAULT_ACTIVATIONS[kind]:
+            if acts[:per] != _DEFAULT_ACTIVATIONS[kind] and not (kind == "rnn" and acts[:per] == ["relu"]):
                 raise _Unsupported(f"activations {acts[:per]} (PyTorch's are {_DEFAULT_ACTIVATIONS[kind]})")
         if kind == "gru" and not _attr(n, "linear_before_reset", 0):
             raise _Unsupported("linear_before_reset=0 (PyTorch's GRU is linear_before_reset=1)")
@@ -2918,6 +2943,17 @@ def _recurrent(kind: str):
             raise _Unsupported("peepholes or coupled gates")
         if len(n.input) > 4 and n.input[4]:
             raise _Unsupported("sequence lengths")
+    return check
+
+
+def _recurrent(kind: str):
+    gates = _GATES[kind]
+
+    def handler(imp: _Importer, n) -> None:
+        two = _attr(n, "direction", "forward") == "bidirectional"
+        layout = _attr(n, "layout", 0)      # 0: X [T, B, F], Y [T, D, B, H]; 1: X [B, T, F], Y [B, T, D, H]
+        acts = _activations(n)
+        nonlinearity = acts[0] if kind == "rnn" and acts else "tanh"      # tanh or relu (_recurrent_check)
         for i in (5, 6):
             if len(n.input) > i and n.input[i]:
                 init = imp.consts.get(n.input[i])
@@ -3061,11 +3097,11 @@ _HANDLERS: dict[str, Callable] = {
     "Clip": _clip,
     "Sigmoid": _simple("sigmoid"),
     "Tanh": _simple("tanh"),
-    "Gelu": _gelu,
-    "Selu": _simple("selu", _selu_check),
+    "Gelu": _simple("gelu"),
+    "Selu": _simple("selu"),
     "Softplus": _simple("softplus"),
     "Mish": _mish,
-    "HardSigmoid": _hardsigmoid,
+    "HardSigmoid": _simple("hardsigmoid"),
     "HardSwish": _simple("hardswish"),
     "LeakyRelu": _leaky,
     "Elu": _elu,
@@ -3093,3 +3129,32 @@ _HANDLERS: dict[str, Callable] = {
     "ConstantOfShape": _constant_of_shape,
 }
 
+
+# What `_check_op` refuses from a node's attributes alone, whatever its inputs;
+# each handler runs after its check.
+_ATTRIBUTE_CHECKS: dict[str, Callable] = {
+    "Gemm": _gemm_check,
+    "BatchNormalization": _batchnorm_check,
+    "Clip": _clip_check,
+    "Gelu": _gelu_check,
+    "Selu": _selu_check,
+    "HardSigmoid": _hardsigmoid_check,
+    "Flatten": _flatten_check,
+    "Resize": _resize_check,
+    "Upsample": _resize_check,
+    "GRU": _recurrent_check("gru"),
+    "LSTM": _recurrent_check("lstm"),
+    "RNN": _recurrent_check("rnn"),
+}
+
+
+def _check_op(imp: _Importer, n) -> None:
+    """Refuse what nnc cannot express whatever the node reads: an op it has
+    no handler for, or an attribute the handler never takes. Run before the
+    handler, and alone for a node that reads a value nnc could not make, so
+    such a node is named too (and one nnc can express is not)."""
+    if n.op_type not in _HANDLERS:
+        raise _Unsupported("")
+    check = _ATTRIBUTE_CHECKS.get(n.op_type)
+    if check is not None:
+        check(imp, n)

@@ -224,6 +224,50 @@ def test_unsupported_nodes_are_one_error_listing_each_by_name_and_op(tmp_path, m
     golden.check("onnx/unsupported_error.txt", message + "\n")
 
 
+def test_unsupported_ops_after_an_unsupported_node_are_listed_too(tmp_path):
+    """Gemm -> Sin -> Relu -> CumSum -> Cos: CumSum and Cos read values nnc
+    could not make, yet are ops it has no translation for whatever they read,
+    so they are named with Sin; Relu, which nnc translates, is not."""
+    from onnx import TensorProto, helper, numpy_helper
+    inits = [numpy_helper.from_array(np.ones((4, 4), np.float32), "fc.weight"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "fc.bias"),
+             numpy_helper.from_array(np.array(1, np.int64), "axis")]
+    nodes = [
+        helper.make_node("Gemm", ["x", "fc.weight", "fc.bias"], ["h"], name="/fc/Gemm", transB=1),
+        helper.make_node("Sin", ["h"], ["s"], name="/Sin"),
+        helper.make_node("Relu", ["s"], ["r"], name="/Relu"),
+        helper.make_node("CumSum", ["r", "axis"], ["c"], name="/CumSum"),
+        helper.make_node("Cos", ["c"], ["y"], name="/Cos"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    path = _save(helper.make_graph(nodes, "chain", [x], [y], inits), tmp_path / "chain.onnx")
+    with pytest.raises(OnnxImportError) as e:
+        nnc.from_onnx(path)
+    message = str(e.value)
+    assert message.endswith("has 3 nodes nnc cannot express: `/Sin` (Sin); `/CumSum` (CumSum); `/Cos` (Cos)")
+    assert "/Relu" not in message and "/fc/Gemm" not in message
+
+
+def test_an_attribute_refused_alone_is_named_after_an_unsupported_node(tmp_path):
+    """Sin -> Gelu(tanh) -> Gelu: the first Gelu's attribute is refused
+    whatever it reads, so it is named with Sin; the exact Gelu is not."""
+    from onnx import TensorProto, helper
+    nodes = [
+        helper.make_node("Sin", ["x"], ["s"], name="/Sin"),
+        helper.make_node("Gelu", ["s"], ["g"], name="/tanh/Gelu", approximate="tanh"),
+        helper.make_node("Gelu", ["g"], ["y"], name="/exact/Gelu"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    path = _save(helper.make_graph(nodes, "gelus", [x], [y]), tmp_path / "gelus.onnx", opset=20)
+    with pytest.raises(OnnxImportError) as e:
+        nnc.from_onnx(path)
+    message = str(e.value)
+    assert message.endswith("has 2 nodes nnc cannot express: `/Sin` (Sin); `/tanh/Gelu` (Gelu: the tanh "
+                            "approximation (nnc's gelu is the exact one))")
+
+
 def test_corrupt_onnx_file_is_a_clear_error_naming_the_file(tmp_path):
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xfe")
