@@ -580,8 +580,8 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarr
     """A block of `block` channels at a time (all examples): output channel o
     reads input channel o // multiplier, the wide result is viewed as
     [B, n, multiplier, OH * wq], and each tap is one broadcast multiply (into
-    `products`) and one add; the bias is added to the wide block, which is
-    copied into `out` without its garbage columns, then the activation."""
+    `products`) and one add; the wide block without its garbage columns,
+    plus the bias, goes into `out` in one pass (`_finish`), then the activation."""
     bsz, c_in = x.shape[:2]
     c_out, _, kh, kw = w.shape
     mult = c_out // c_in
@@ -609,11 +609,18 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarr
             else:
                 np.multiply(run, weight, out=products)
                 np.add(acc, products, out=acc)
-        if b is not None:
-            np.add(acc, b[c0 * mult:(c0 + n) * mult].reshape(n, mult, 1), out=acc)
         o = out[:, c0 * mult:(c0 + n) * mult]
-        np.copyto(o, _narrow(wide, tp))
+        _finish(_narrow(wide, tp), b, c0 * mult, o)
         apply_activation(act, o, scratch)
+
+
+def _finish(narrow: np.ndarray, b: np.ndarray | None, start: int, o: np.ndarray) -> None:
+    """o = the wide result without its garbage columns (`narrow`, [B, n, OH,
+    OW]) plus the bias of channels start.. (one pass: the add writes `o`)."""
+    if b is None:
+        np.copyto(o, narrow)
+    else:
+        np.add(narrow, b[start:start + o.shape[1]].reshape(-1, 1, 1), out=o)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -642,9 +649,9 @@ def _depthwise_columns(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: 
     examples): every tap's run copied into `products` [B, n, kh * kw, OH * wq]
     (one strided copy per stride phase, `_tap_grids`), then one batched
     matmul, per input channel its multiplier's weights [mult, kh * kw] times
-    its columns, gives the wide result; bias, the copy into `out` without the
-    garbage columns, the activation. Two passes over the columns instead of
-    two ufunc calls per tap."""
+    its columns, gives the wide result; it goes into `out` without the
+    garbage columns, plus the bias, in one pass (`_finish`); the activation.
+    Two passes over the columns instead of two ufunc calls per tap."""
     bsz, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     mult, taps, run = c_out // c_in, kh * kw, tp.run_length
@@ -674,10 +681,8 @@ def _depthwise_columns(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: 
         for dst, src in copies:
             np.copyto(dst, src)
         np.matmul(w3[..., c0:c0 + n, :, :], cols, out=acc)
-        if b is not None:
-            np.add(acc, b[c0 * mult:(c0 + n) * mult].reshape(n, mult, 1), out=acc)
         o = out[:, c0 * mult:(c0 + n) * mult]
-        np.copyto(o, narrow)
+        _finish(narrow, b, c0 * mult, o)
         apply_activation(act, o, scratch)
 
 
