@@ -287,6 +287,11 @@ DW_CASES = [
     (6, 1, 9, 40, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", -1),
     (3, 1, 11, 15, (3, 3), (2, 2), (0, 0), (1, 1), "relu6", 2),        # stride 2, odd w + left pad: phase 0's own tail
     (4, 1, 10, 9, (5, 5), (2, 2), (2, 2), (1, 1), "none", 0),         # ... with a 5x5 kernel and an even left pad
+    # stride 2 on rows long enough for the deinterleave in vectors of 8 (nnc_deint2): 19 column pairs (two
+    # chunks and one ending at the last pair), exactly 8 pairs, 15 pairs of a 5x5 kernel without padding
+    (3, 1, 9, 40, (3, 3), (2, 2), (1, 1), (1, 1), "relu6", 3),
+    (2, 2, 6, 18, (3, 3), (2, 2), (1, 1), (1, 1), "none", 0),
+    (4, 1, 11, 34, (5, 5), (2, 2), (0, 0), (1, 1), "relu", 2),
 ]
 
 
