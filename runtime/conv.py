@@ -12,7 +12,7 @@ convolution is one matmul on the input itself. A depthwise convolution
 (see `_windows.py`, "windows as contiguous runs"; pooling reads its windows
 the same way): a block of channels copies every tap's run into columns and
 runs one batched matmul (`_depthwise_columns`), or, when the budget leaves
-room for a few channels only, does a multiply and an add per tap. Every other
+room for one channel only, does a multiply and an add per tap. Every other
 convolution pads into scratch, copies its im2col columns into scratch
 through a strided view, and runs one BLAS matmul per tile (per group);
 a plan runs a narrow one-channel convolution whose columns it would have to
@@ -95,7 +95,10 @@ def _chunk(bsz: int, per_example: int) -> int:
 # The smallest tile (one row, at least `_MIN_COLS` columns; one channel) may
 # exceed a tiny budget. Elementwise work (bias, activation) runs on whole
 # contiguous arrays, not on strided tiles: NumPy buffers a ufunc over strided
-# operands (allocating up to 8192 elements per operand), copies do not.
+# operands (allocating up to 8192 elements per operand), copies do not. One
+# exception: a depthwise block's bias is added as its wide result is narrowed
+# into `out` (`_finish`), one strided pass instead of a whole add and a copy;
+# its buffer is NumPy's fixed one (`np.getbufsize()`), whatever the layer.
 # A tile's loop body is its copies and its matmul: where the tiles fall, the
 # band strips to zero and the views' shapes are worked out once per geometry
 # (`_im2col_schedule`); views drop axes of length 1 (NumPy's per-call cost
@@ -616,8 +619,9 @@ def _depthwise(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarr
 
 
 def _finish(narrow: np.ndarray, b: np.ndarray | None, start: int, o: np.ndarray) -> None:
-    """o = the wide result without its garbage columns (`narrow`, [B, n, OH,
-    OW]) plus the bias of channels start.. (one pass: the add writes `o`)."""
+    """o = the wide result without its garbage columns (`narrow`, [B, n * mult,
+    OH, OW]) plus the bias of output channels start.. (one pass: the add
+    writes `o`; NumPy buffers it in its fixed ufunc buffer, see above)."""
     if b is None:
         np.copyto(o, narrow)
     else:

@@ -13,7 +13,7 @@ Pins:
 - conv_transpose2d whose kernel equals its stride (one copy of a tile's
   products), tiled, grouped, batched, with and without bias;
 - `conv2d_tiles` takes tap columns where their blocks are large enough and
-  the taps where the budget leaves only a few channels; tap columns chosen
+  the taps where the budget leaves one channel only; tap columns chosen
   at a length bound fit a shorter input (a named dimension);
 - a planned call of each path allocates nothing but NumPy's bookkeeping.
 """
