@@ -108,6 +108,16 @@ def test_narrow_dense_layers_match_numpy_plan(tmp_path, inputs, units):
     c_matches_numpy(tmp_path, src, (inputs,))
 
 
+@pytest.mark.parametrize("inputs,units,bias", [(1283, 1000, "true"), (520, 512, "false"), (2049, 130, "true")])
+def test_dense_layers_past_l2_match_numpy_plan(tmp_path, inputs, units, bias):
+    # 256K weights or more: rows streamed eight at a time across all columns (nnc_gemv_rows), with a
+    # partial last block of rows (1283, 2049) and of columns (1000, 130), and without a bias
+    src = f"model m(x: [{inputs}]) {{\n    d: dense({units}, bias={bias}) -> relu\n}}\n"
+    c_matches_numpy(tmp_path, src, (inputs,))
+    rows = f"model m(x: [3, {inputs}]) {{\n    d: dense({units}, bias={bias})\n}}\n"
+    c_matches_numpy(tmp_path, rows, (3, inputs))
+
+
 @pytest.mark.parametrize("c,h,w,layer", [
     (20, 17, 23, "depthwise_conv2d(5, multiplier=2, stride=2, padding=2) -> relu6"),
     (33, 14, 14, "depthwise_conv2d(3, stride=2, padding=1) -> sigmoid"),

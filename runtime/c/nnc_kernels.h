@@ -1994,11 +1994,75 @@ NNC_CONTRACT static void nnc_gemv_narrow(const float *restrict x, int in, int ld
 }
 #endif
 
+/* A matrix of NNC_GEMV_STREAM floats or more (past L2): y[0:out] = bias +
+ * x[0:in] . wt, NNC_GEMV_ROWS rows of wt at a time across all its columns,
+ * the sums kept in y, 16 columns at a time (the last partial block in
+ * `tail`). The tiled kernels below read a matrix by column tiles, a short
+ * piece of every row in turn: each row of a wide matrix starts a new page
+ * (4 KB for a 1,000-way classifier), where the hardware prefetcher stops;
+ * here a few rows stream whole, in order. Each output's sum is taken as in
+ * the wide tiles (the bias, then k = 0, 1, ...). ld: a multiple of 16. */
+#define NNC_GEMV_STREAM (1L << 18)
+#define NNC_GEMV_ROWS 8
+#if defined(NNC_VEC)
+/* s[0:16] += x[0:kn] . w rows (ld apart), in 16 / NNC_VL vectors */
+#define NNC_ROWS_BLOCK(kn)                                                                          \
+    do {                                                                                            \
+        nnc_vf a0 = nnc_ldv(s), a1 = NNC_VL < 16 ? nnc_ldv(s + NNC_VL % 16) : a0;                  \
+        nnc_vf a2 = NNC_VL < 8 ? nnc_ldv(s + 2 * NNC_VL % 16) : a0;                                 \
+        nnc_vf a3 = NNC_VL < 8 ? nnc_ldv(s + 3 * NNC_VL % 16) : a0;                                 \
+        for (j = 0; j < (kn); j++) {                                                                \
+            const float xk = x[k + j], *w = wt + (long)(k + j) * ld + o;                            \
+            a0 += xk * nnc_ldv(w);                                                                  \
+            if (NNC_VL < 16) a1 += xk * nnc_ldv(w + NNC_VL % 16);                                   \
+            if (NNC_VL < 8) a2 += xk * nnc_ldv(w + 2 * NNC_VL % 16), a3 += xk * nnc_ldv(w + 3 * NNC_VL % 16); \
+        }                                                                                           \
+        memcpy(s, &a0, sizeof a0);                                                                  \
+        if (NNC_VL < 16) memcpy(s + NNC_VL % 16, &a1, sizeof a1);                                  \
+        if (NNC_VL < 8) memcpy(s + 2 * NNC_VL % 16, &a2, sizeof a2), memcpy(s + 3 * NNC_VL % 16, &a3, sizeof a3); \
+    } while (0)
+#else
+#define NNC_ROWS_BLOCK(kn)                                                                          \
+    do {                                                                                            \
+        float a[16];                                                                                \
+        for (i = 0; i < 16; i++) a[i] = s[i];                                                       \
+        for (j = 0; j < (kn); j++) {                                                                \
+            const float xk = x[k + j], *w = wt + (long)(k + j) * ld + o;                            \
+            for (i = 0; i < 16; i++) a[i] = NNC_FMA(xk, w[i], a[i]);                                \
+        }                                                                                           \
+        for (i = 0; i < 16; i++) s[i] = a[i];                                                       \
+    } while (0)
+#endif
+NNC_CONTRACT static void nnc_gemv_rows(const float *restrict x, int in, int out, int ld, const float *restrict wt,
+                                       const float *restrict bias, float *restrict y) {
+    float tail[16];
+    const int full = out / 16 * 16;
+    int k, o, i, j;
+    for (o = 0; o < out; o++) y[o] = bias ? bias[o] : 0.0f;
+    for (i = 0; i < 16; i++) tail[i] = bias && full + i < out ? bias[full + i] : 0.0f;
+    for (k = 0; k < in; k += NNC_GEMV_ROWS) {
+        const int kn = in - k < NNC_GEMV_ROWS ? in - k : NNC_GEMV_ROWS;
+        for (o = 0; o < ld; o += 16) {
+            float *restrict s = o < full ? y + o : tail;
+            if (kn == NNC_GEMV_ROWS)           /* a constant trip count: the loop unrolls */
+                NNC_ROWS_BLOCK(NNC_GEMV_ROWS);
+            else
+                NNC_ROWS_BLOCK(kn);
+        }
+    }
+    for (i = 0; full + i < out; i++) y[full + i] = tail[i];
+}
+#undef NNC_ROWS_BLOCK
+
 /* y[0:out] = bias + x[0:in] W^T for one row; wt [in][ld], ld = padded(out) > 1. */
 static inline void nnc_gemv(const float *restrict x, int in, int out, int ld, const float *restrict wt,
                             const float *restrict bias, float *restrict y) {
     float acc[NNC_DT > 48 ? NNC_DT : 48];
     int o0 = 0, m;
+    if ((long)in * ld >= NNC_GEMV_STREAM && ld % 16 == 0 && out <= ld) {
+        nnc_gemv_rows(x, in, out, ld, wt, bias, y);
+        return;
+    }
 #if defined(NNC_GEMV_W12)
     for (; o0 + NNC_GEMV_W12 <= ld; o0 += NNC_GEMV_W12) {
         if (out - o0 >= NNC_GEMV_W12) {
