@@ -94,6 +94,19 @@ def test_depthwise_3x3_matches_numpy_plan(tmp_path, h, w, stride, pad, act):
     assert re.search(r"nnc_depthwise(_cv)?\(", c_matches_numpy(tmp_path, src, (6, h, w)))
 
 
+@pytest.mark.parametrize("pool", ["global_avgpool", "global_maxpool"])
+@pytest.mark.parametrize("t", [8, 5])
+def test_global_pooling_over_a_named_axis_matches_numpy_plan(tmp_path, pool, t):
+    # [C, ...] -> [C] with C the named dimension: the channel count is the call's (d_T), at the bound and below
+    path = tmp_path / "m.nn"
+    path.write_text(f"model m(x: [T=8, 6]) {{\n    {pool}\n}}\n")
+    ref, fast = nnc.build(path, target="numpy", batch=2), nnc.build(path, target="c", batch=2)
+    x = np.random.default_rng(t).standard_normal((2, t, 6)).astype(np.float32)
+    want = x.mean(axis=2) if pool == "global_avgpool" else x.max(axis=2)
+    np.testing.assert_allclose(ref(x), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fast(x), want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(5, 7, 9), (3, 1, 2), (2, 64, 64)])
 def test_global_average_pooling_matches_numpy_plan(tmp_path, shape):
     # four chains of the plane (a remainder of 3, of 2 with no full round, none), in double

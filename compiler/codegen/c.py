@@ -1045,7 +1045,7 @@ def _inner(c: _Ctx, value: str) -> str:
 
 def _global_avgpool(c: _Ctx, n: Node) -> list[str]:
     x = n.inputs[0]
-    return [f"nnc_global_avgpool({c.v(x)}, {c.v(n.label)}, {c.graph.shape_of(x)[0]}, {_inner(c, x)});"]
+    return [f"nnc_global_avgpool({c.v(x)}, {c.v(n.label)}, {c.size(c.graph.shape_of(x)[:1])}, {_inner(c, x)});"]
 
 
 def _batchnorm(c: _Ctx, n: Node) -> list[str]:
@@ -1253,7 +1253,7 @@ def _conv_transpose(c: _Ctx, n: Node) -> list[str]:
 
 def _global_maxpool(c: _Ctx, n: Node) -> list[str]:
     x = n.inputs[0]
-    return [f"nnc_global_maxpool({c.v(x)}, {c.v(n.label)}, {c.graph.shape_of(x)[0]}, {_inner(c, x)});"]
+    return [f"nnc_global_maxpool({c.v(x)}, {c.v(n.label)}, {c.size(c.graph.shape_of(x)[:1])}, {_inner(c, x)});"]
 
 
 def _adaptive(c: _Ctx, n: Node) -> list[str]:

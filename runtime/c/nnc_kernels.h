@@ -2492,8 +2492,11 @@ static inline void nnc_global_avgpool(const float *x, float *y, int c, long inne
     for (ch = 0; ch < c; ch++) {
         const float *r = x + (long)ch * inner;
         double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-        for (i = 0; i + 4 <= inner; i += 4) s0 += r[i], s1 += r[i + 1], s2 += r[i + 2], s3 += r[i + 3];
-        for (; i < inner; i++) s0 += r[i];
+        /* the bound of the quads computed first: GCC 12's -O2 took `i + 4 <= inner` then `i < inner`, with
+         * inner a constant multiple of 4, for a loop of 2^62 iterations (-Waggressive-loop-optimizations) */
+        const long quads = inner / 4 * 4;
+        for (i = 0; i < quads; i += 4) s0 += r[i], s1 += r[i + 1], s2 += r[i + 2], s3 += r[i + 3];
+        for (i = quads; i < inner; i++) s0 += r[i];
         y[ch] = (float)(((s0 + s1) + (s2 + s3)) / (double)inner);
     }
 }
