@@ -240,7 +240,7 @@ def _run(args) -> int:
     graph = checked.graph
     _check_output_path(args, [o.name for o in graph.outputs])
     arrays = _read_inputs(args, graph)
-    batch = max((a.shape[0] for a in arrays.values()), default=1) or 1
+    batch = max((a.shape[0] for a in arrays.values() if a.ndim), default=1) or 1   # (a 0-d one: the model refuses it)
     dims = {**_dims_from_inputs(graph, arrays), **dict(args.dim)}
     model = build(_model(args), target=args.target, dims=dims or None, weights=args.weights, batch=batch,
                   limits=args.limits)

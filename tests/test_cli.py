@@ -334,6 +334,9 @@ def test_run_with_a_bad_input_shape_is_one_error_line(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.ones((3, 5, 50), np.float32))
     code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy")
     assert code == 1 and err.startswith("error: ")
+    np.save(tmp_path / "s.npy", np.float32(3))                 # 0-d: no batch axis to read (was exit 70)
+    code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "s.npy")
+    assert code == 1 and err.startswith("error: input `x` must have shape") and len(err.splitlines()) == 1
 
 
 # ---------------------------------------------------------------- item 15: errors within a chain
