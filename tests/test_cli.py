@@ -335,7 +335,8 @@ def test_run_with_a_bad_input_shape_is_one_error_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "x.npy")
     assert code == 1 and err.startswith("error: ")
     np.save(tmp_path / "s.npy", np.float32(3))                 # 0-d: no batch axis to read (was exit 70)
-    code, _, err = run_cli(capsys, "run", model, "--input", tmp_path / "s.npy")
+    fixed = write(tmp_path, "fixed.nn", "model two(x: [4]) {\n    dense(2)\n}\n")
+    code, _, err = run_cli(capsys, "run", fixed, "--input", tmp_path / "s.npy")
     assert code == 1 and err.startswith("error: input `x` must have shape") and len(err.splitlines()) == 1
 
 
