@@ -4,7 +4,8 @@ In:  a subclass that sets the class attributes below and provides the plan:
      the generated NumPy module defines `_views(batch, *dims)` (the planned
      views of the arena for one batch size and the named-dimension sizes, in
      `DIMS` order) and `_run(views, *inputs)` (the kernel calls); the C model
-     (`codegen/cbuild.py`) overrides `_setup`, `_execute` and `_reset_state`.
+     (`codegen/cbuild.py`) overrides `_setup`, `_execute`, `_reset_state`,
+     `_save_state` and `_restore_state`.
 Out: the Python API of INTERFACES.md section 3: `Model(batch=N, weights=...)`,
      `model(x)`, `model(x=x)`, `model(x, out=y)`, `input_shapes`,
      `output_shapes`, `load_weights`, `state_dict`, and for streaming plans
@@ -152,17 +153,33 @@ class ModelBase:
             self._prepare()
 
     def __call__(self, /, *args: Any, **kwargs: Any):
-        """The outputs for whole inputs (a streaming plan starts from a fresh
-        state: the offline result); `out=` takes the caller's arrays."""
+        """The outputs for whole inputs (a streaming plan runs from a fresh
+        state: the offline result, and leaves the state of a stream as it
+        was); `out=` takes the caller's arrays."""
         out = kwargs.pop(self._out_keyword(), None)
         with self._lock:
             if self.STREAMING:
-                self._reset_state()
-                self._carried = None
-                if self.WARMUP:
-                    return self._whole(args, kwargs, out)
-                return self._stream(args, kwargs, out)
+                return self._whole_call(args, kwargs, out)
             return self._forward(args, kwargs, out)
+
+    def _whole_call(self, args: tuple, kwargs: dict, out: Any):
+        """A whole call of a streaming plan is a forward pass, not part of the
+        stream: the state a stream carries is put aside and back (a fresh
+        one is cleared again), so `step`/`stream` go on as if it had not run."""
+        carried = self._carried
+        saved = self._save_state() if carried is not None else None
+        self._reset_state()
+        self._carried = None
+        try:
+            if self.WARMUP:
+                return self._whole(args, kwargs, out)
+            return self._stream(args, kwargs, out)
+        finally:
+            if saved is None:
+                self._reset_state()
+            else:
+                self._restore_state(saved)
+            self._carried = carried
 
     # ------------------------------------------------------------ streaming
 
@@ -193,6 +210,12 @@ class ModelBase:
 
     def _reset_state(self) -> None:
         self._arena.fill(0.0)      # the state lives in the arena; scratch may be cleared too
+
+    def _save_state(self) -> Any:
+        return self._arena.copy()
+
+    def _restore_state(self, saved: Any) -> None:
+        np.copyto(self._arena, saved)
 
     def _carry(self, batch: int) -> None:
         """The state carried from the last step belongs to its batch of

@@ -51,6 +51,26 @@ def test_reset_clears_the_carried_state(target):
     np.testing.assert_array_equal(np.array(model.step(frame)), first)
 
 
+@pytest.mark.parametrize("source", [ROOT / "samples" / "gru.nn", "VALID"])
+def test_a_whole_call_leaves_the_stream_as_it_was(target, source):
+    """A whole call is a forward pass, not part of the stream (INTERFACES.md 9: steps carry state across
+    calls, reset clears it): steps after it start fresh, and a stream it interrupts goes on. It left the
+    state at the end of its input (steps after `model(x)` were off by 0.03)."""
+    src = VALID if source == "VALID" else source
+    model = nnc.build(src, target=target, batch=2, stream=True, dims={"T": 16})
+    channels = model.input_shapes["x"][0] if source == "VALID" else None
+    x = np.random.default_rng(4).standard_normal((2, channels, 20) if channels else (2, 20, 1)).astype(np.float32)
+    frame = (lambda t: x[:, :, t]) if channels else (lambda t: x[:, t])
+    model(x)                                                  # first of all: the steps still start fresh
+    steps = [np.array(model.step(frame(t))) for t in range(20)]
+    model.reset()
+    first = [np.array(model.step(frame(t))) for t in range(9)]
+    model(x[:1])                                              # another batch, mid-stream, in pieces (20 > 16)
+    model(x, out=model(x))
+    rest = [np.array(model.step(frame(t))) for t in range(9, 20)]
+    np.testing.assert_array_equal(np.stack(first + rest), np.stack(steps))
+
+
 def test_step_returns_fresh_arrays_and_fills_out_without_allocating(target):
     model = nnc.build(ROOT / "samples" / "wavenet.nn", target=target, stream=True)
     frame = np.zeros((1, 1), np.float32)

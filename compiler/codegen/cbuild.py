@@ -283,6 +283,13 @@ class CModel(ModelBase):
         for ctx in self._contexts:
             self._lib_reset(ctx)
 
+    def _save_state(self) -> list[bytes]:
+        return [ctypes.string_at(ctx, self._ctx_size) for ctx in self._contexts]
+
+    def _restore_state(self, saved: list[bytes]) -> None:
+        for ctx, data in zip(self._contexts, saved):
+            ctypes.memmove(ctx, data, self._ctx_size)
+
     # ------------------------------------------------------------ the library
 
     def _load_library(self) -> None:
@@ -294,7 +301,7 @@ class CModel(ModelBase):
         name = self.NAME
         size_fn = getattr(lib, f"{name}_ctx_size")
         size_fn.restype = ctypes.c_size_t
-        size = int(size_fn())
+        size = self._ctx_size = int(size_fn())
         init = getattr(lib, f"{name}_init")
         init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         init.restype = None
