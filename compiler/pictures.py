@@ -14,7 +14,7 @@ The graph: a box per step (its label, op and output shape), an oval per
 model input and output, merges (`add`, `sub`, `mul`, `concat`) as ellipses
 with an edge from each input, and each block instance as a cluster titled
 `label: block` (a step belongs to the instance its span lies in: the block's
-definition). Steps inside a cluster show their label relative to it.
+definition). Every box shows the step's whole label, as the summary does.
 
 The plan: x is the schedule (one column per step, labelled with the step's
 label), y the arena offset; every buffer is a bar from the step that first
@@ -119,15 +119,12 @@ def graph_dot(model: Any, dims: Mapping[str, int] | None = None) -> str:
         text = i.name + "\n" + ("int" if i.dtype == "int32" else "") + format_shape(i.shape)    # as in the summary
         lines.append(f"    {_quote(i.name)} [shape=oval, fillcolor=\"#ffffff\", label={_quote(text)}];")
 
-    def box(n, prefix: str) -> str:
-        local = n.label[len(prefix) + 1:] if prefix else n.label
+    def box(n) -> str:
         op = n.op.name
-        shape = format_shape(n.shape)
+        text = "\n".join([n.label, op, format_shape(n.shape)])      # the label the summary and errors use
         colour = _FAMILY_COLOURS[_family(op)]
         if op in MERGES:
-            text = "\n".join([op, shape] if local.startswith(f"{op}_") else [local, op, shape])
             return f"{_quote(n.label)} [shape=ellipse, fillcolor=\"{colour}\", label={_quote(text)}];"
-        text = "\n".join([local, op, shape])
         return f"{_quote(n.label)} [fillcolor=\"{colour}\", label={_quote(text)}];"
 
     # clusters, nested by label prefix, in order of first appearance
@@ -161,7 +158,7 @@ def graph_dot(model: Any, dims: Mapping[str, int] | None = None) -> str:
                          "color=\"#888888\"; fontsize=10;")
         inner = pad + ("    " if inst else "")
         for n in members.get(inst, []):
-            lines.append(inner + box(n, inst))
+            lines.append(inner + box(n))
         for child in children.get(inst, []):
             emit(child, depth + 1 if inst else depth)
         if inst:

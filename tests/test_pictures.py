@@ -50,8 +50,11 @@ def test_blocks_are_clusters_titled_with_their_block():
     titles = re.findall(r'subgraph "cluster_([^"]+)"', text)
     assert titles == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1"]
     assert 'label="layer2.0: down"' in text and 'label="layer1.0: basic"' in text
-    # a step inside a cluster shows its label relative to the block instance
-    assert '"layer2.0.downsample.0" [fillcolor="#cfe2ff", label="downsample.0\\nconv2d\\n[128, 28, 28]"]' in text
+    # a step inside a cluster shows its whole label (the summary's), a merge its label too
+    assert '"layer2.0.downsample.0" [fillcolor="#cfe2ff", label="layer2.0.downsample.0\\nconv2d\\n[128, 28, 28]"]' in text
+    assert re.search(r'"layer1\.0\.add_0" \[shape=ellipse, [^\]]*label="layer1\.0\.add_0\\nadd\\n', text)
+    labels = re.findall(r'label="([^"\\]+)\\n', text)
+    assert {n.label for n in check(SAMPLES / "resnet18.nn").graph.nodes} <= set(labels)
 
 
 @needs_dot
