@@ -48,18 +48,20 @@ class Plan:
 
 
 def module_name(graph: Graph) -> str:
-    """The generated module's name and the C prefix: a valid identifier, and
-    never `nnc...` (the C kernels' names). A Python keyword (`class`) or
+    """The generated module's name and the C prefix: the model's name as
+    written (INTERFACES.md: NAME.py, NAME_forward), made a valid identifier,
+    and never `nnc...` (the C kernels' names, in any case). A Python keyword (`class`) or
     `numpy` (which the generated module imports) gets a `_` after it, so that
     `import NAME` works, and so does the name of a standard C header (`string`,
     `math`: the C plan's `NAME.h`, found through `-I DIR`, would stand in for
     `<string.h>`); other names are kept as written, Python standard-library
     ones too (`test`, `wave`: a file by path imports whatever its name)."""
     import keyword
-    name = sanitize(graph.name, fallback="model").lower() or "model"
-    if name.startswith("nnc"):
+    name = sanitize(graph.name, fallback="model") or "model"
+    folded = name.lower()           # (a file system may ignore case: `Math.h` would stand in for <math.h>)
+    if folded.startswith("nnc"):
         return "m_" + name
-    if keyword.iskeyword(name) or name == "numpy" or name in C_HEADERS:
+    if keyword.iskeyword(name) or folded == "numpy" or folded in C_HEADERS:
         return name + "_"
     return name
 
