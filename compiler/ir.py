@@ -108,6 +108,8 @@ class Graph:
     streaming: bool = False           # a chunk of the time axis per call, state carried (stream.py)
     warmup: tuple[tuple[str, int], ...] = ()   # streaming: output -> its steps (> 0) before the `valid`
                                                # convolutions' receptive field is full (a whole call drops them)
+    gates: tuple[tuple[str, int], ...] = ()    # streaming: layer -> the steps (> 0) its input starts late by,
+                                               # after valid convolutions: its state is cleared until then
     _by_label: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built on first use
 
     def node(self, label: str) -> Node:

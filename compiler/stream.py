@@ -16,7 +16,11 @@ the whole-sequence result from the first step, the `valid` one from the step
 where its receptive field is full (the graph's `warmup`: per output, the steps
 before it, which a whole call drops, so that `model(x)` has the offline
 length and, where no layer with history or state follows a valid convolution,
-the offline values). Everything else that touches the time axis
+the offline values). A layer with history or state whose input starts `w`
+steps late (after valid convolutions) is *gated* (the graph's `gates`): its
+state stays clear for the first `w` steps after a reset, so a causal
+convolution, a recurrent layer or a position counter after a valid
+convolution starts where the offline pass starts it. Everything else that touches the time axis
 (a stride, right padding, pooling, flatten, ...) breaks streaming; glu, slice,
 select and the reductions stream when their axis is not the time axis.
 Embedding and div act per step; positional and causal attention carry a
@@ -38,6 +42,7 @@ ELEMENTWISE = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "se
                          "hardswish", "leaky_relu", "elu", "dropout", "identity", "batchnorm", "prelu",
                          "neg", "abs", "exp", "log", "sqrt", "square", "clamp"})
 DEFAULT_CHUNK = 512
+STATEFUL = frozenset({"gru", "lstm", "rnn", "positional", "attention"})   # state other than a conv's history
 
 
 def _time_axis(shape, name: str) -> int | None:
@@ -62,6 +67,7 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
         if axis[i.name] is None or i.shape[axis[i.name]] != T:
             sink.add(error("E0402", f"input `{i.name}` must have `{t}` as one of its axes to stream", i.span))
     nodes: list[Node] = []
+    gates: list[tuple[str, int]] = []
     for n in graph.nodes:
         ins = [axis.get(v) for v in n.inputs]
         if any(a is None for a in ins):
@@ -82,11 +88,22 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
         if n.op.name == "pad" and axis[n.label] == len(n.shape) - 1:
             attrs["pads"] = (*n.attrs["pads"][:-1], (0, 0))     # a causal pad streams as a copy
         nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
+        late = _late(graph, n.inputs[0], axis, T) if n.inputs else 0
+        if late > 0 and (n.op.name in STATEFUL or history and _late(graph, n.label, axis, T) < late + history):
+            gates.append((n.label, late))     # a valid convolution's own warm-up covers a late input
     sink.raise_if_errors()
     bound = graph.bounds.get(t, DEFAULT_CHUNK)
     lost = ((o.name, _warmup(T - graph.shape_of(o.value)[axis[o.value]])) for o in graph.outputs)
     warmup = tuple((name, w) for name, w in lost if w)
-    return replace(graph, nodes=tuple(nodes), bounds={t: bound}, time_dim=t, streaming=True, warmup=warmup)
+    return replace(graph, nodes=tuple(nodes), bounds={t: bound}, time_dim=t, streaming=True, warmup=warmup,
+                   gates=tuple(gates))
+
+
+def _late(graph: Graph, value: str, axis: Mapping[str, int | None], T: Sym) -> int:
+    """How many steps a value starts after the input in the offline pass (its valid convolutions'
+    steps; < 0 where a causal pad makes it longer): stream step s is its offline step s - late."""
+    lost = T - graph.shape_of(value)[axis[value]]
+    return lost if isinstance(lost, int) else 0
 
 
 def _warmup(lost) -> int:

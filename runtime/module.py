@@ -86,6 +86,9 @@ class ModelBase:
     TIME_AXES: Mapping[str, int] = {}         # streaming: per-example time axis of each input and output
     WARMUP: Mapping[str, int] = {}            # streaming: per output, the steps before its `valid` convolutions'
                                               # receptive field is full (a whole call drops them)
+    GATES: tuple = ()                         # streaming, NumPy: (w, ((offset, bytes), ...)) per w ascending, the
+                                              # state a layer after valid convolutions keeps clear for w steps
+    _steps: int = 0                           # NumPy streaming: steps since reset, counted up to the last gate
     INTEGER_INPUTS: Mapping[str, int] = {}    # integer input -> rows of the table it indexes: [0, num)
     _source: str | None = None                # the model text nnc.build compiled (nnc.to_onnx reads it)
 
@@ -210,12 +213,14 @@ class ModelBase:
 
     def _reset_state(self) -> None:
         self._arena.fill(0.0)      # the state lives in the arena; scratch may be cleared too
+        self._steps = 0
 
     def _save_state(self) -> Any:
-        return self._arena.copy()
+        return self._arena.copy(), self._steps
 
     def _restore_state(self, saved: Any) -> None:
-        np.copyto(self._arena, saved)
+        np.copyto(self._arena, saved[0])
+        self._steps = saved[1]
 
     def _carry(self, batch: int) -> None:
         """The state carried from the last step belongs to its batch of
@@ -314,8 +319,7 @@ class ModelBase:
         """A whole call of a streaming plan whose `valid` convolutions delay an
         output: the stream of the whole input from a fresh state, less each
         output's first WARMUP steps (computed against zeros before the start):
-        the offline length, and the offline values where no layer with history
-        or state follows a valid convolution. Within the bound it runs in place
+        the offline length and values. Within the bound it runs in place
         and copies only the kept steps (with `out=`, nothing is allocated)."""
         given = self._bind_inputs(args, kwargs)
         raw = self._real_inputs(given)
@@ -404,11 +408,40 @@ class ModelBase:
 
     def _execute(self, arrays: list[np.ndarray], batch: int, dims: dict[str, int]) -> tuple:
         """Run the plan; returns its output buffers (the caller copies them)."""
+        if self.GATES and self._steps < self.GATES[-1][0]:
+            return self._execute_gated(arrays, batch, dims)
+        return self._run_plan(arrays, batch, dims)
+
+    def _run_plan(self, arrays: list[np.ndarray], batch: int, dims: dict[str, int]) -> tuple:
         key = (batch, *dims.values())
         views = self._view_cache.get(key)
         if views is None:
             views = self._view_cache[key] = self._views(batch, *map(dims.get, self.DIMS))
         return self._run(views, *arrays)
+
+    def _execute_gated(self, arrays: list[np.ndarray], batch: int, dims: dict[str, int]) -> tuple:
+        """The first steps of a stream whose gates are not all open run one at
+        a time (so every way of cutting a sequence gives the same steps), and
+        a gated layer's state is cleared after each step up to its gate: its
+        input starts there, where the offline pass begins it."""
+        (t,) = self.DIMS
+        n = dims[t]
+        outs = tuple(np.empty(s, np.float32) for s in self._output_shapes(batch, dims))
+        start = 0
+        while start < n:
+            stop = start + 1 if self._steps < self.GATES[-1][0] else n
+            pieces = [np.ascontiguousarray(a[self._time_slice(name, start, stop)])
+                      for name, a in zip(self.INPUTS, arrays)]
+            got = self._run_plan(pieces, batch, {t: stop - start})
+            for name, o, g in zip(self.OUTPUTS, outs, got):
+                np.copyto(o[self._time_slice(name, start, stop)], g)
+            self._steps += stop - start
+            for w, regions in self.GATES:
+                if self._steps <= w:
+                    for offset, size in regions:
+                        self._arena[batch * offset // 4:batch * (offset + size) // 4] = 0.0
+            start = stop
+        return outs
 
     def _prepare(self) -> None:
         """Compute the kernels' effective tensors from `self._state`."""

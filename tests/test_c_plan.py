@@ -274,6 +274,28 @@ def test_step_and_stream_are_clean_under_sanitizers_and_match_numpy(name, tmp_pa
     np.testing.assert_allclose(call(exe, "stream", x, tmp_path, f, g, 40), want, rtol=1e-4, atol=1e-5)
 
 
+GATED = ("model q(x: [1, T]) {\n    v: conv1d(4, 3) -> tanh\n    transpose((1, 0))\n    r: gru(5)\n"
+         "    d: dense(1)\n    transpose((1, 0))\n    c: conv1d(1, 2, padding=causal)\n}\n")
+
+
+def test_a_gated_stream_is_clean_under_sanitizers_and_matches_numpy(tmp_path):
+    """Layers after a valid convolution keep their state clear for its warm-up (the context's step
+    count, NAME_stream cutting a chunk there): strict at every level, clean under the sanitizers,
+    and step by step and in chunks across the gates as the NumPy plan."""
+    stem = write("", tmp_path, stream=True, source=GATED, dims={"T": 16})
+    for level in ("-O0", "-O2", "-Os"):
+        run([cc(), *STRICT, level, "-c", str(tmp_path / f"{stem}.c"), "-o", str(tmp_path / "x.o")])
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    exe = build_harness("", tmp_path, SANITIZE, stream=True, dims={"T": 16}, source=GATED)
+    model = nnc.build(GATED, stream=True, dims={"T": 16})
+    x = np.random.default_rng(6).standard_normal((50, 1)).astype(np.float32)
+    want = np.stack([np.array(model.step(fr[None])).reshape(-1) for fr in x]).reshape(-1)
+    np.testing.assert_allclose(call(exe, "step", x, tmp_path, 1, 1), want, rtol=1e-4, atol=1e-5)
+    for chunk in (1, 3, 40):
+        np.testing.assert_allclose(call(exe, "stream", x, tmp_path, 1, 1, chunk), want, rtol=1e-4, atol=1e-5)
+
+
 ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid", "hardswish",
                "leaky_relu", "elu"]
 EVERY_ACTIVATION = "model acts(x: [6]) {\n" + "".join(f"    a{i} = x -> {a}\n" for i, a in enumerate(ACTIVATIONS)) \

@@ -63,8 +63,8 @@ VB = 16           # NNC_VB: dense and recurrent weight rows are padded to a mult
 KERNELS_HEADER = "nnc_kernels.h"
 WEIGHT_ALIGN = 16  # floats: every tensor of the packed weights starts on a 64-byte boundary of the array
 # the templates' own names (locals, the static `run`) and the kernels' prefixes
-LOCALS = frozenset({"A", "W", "g", "in", "shape", "perm", "work", "tile", "n", "m", "k", "done", "run", "nnc",
-                    "NNC"})
+LOCALS = frozenset({"A", "W", "g", "in", "shape", "perm", "work", "tile", "n", "m", "k", "done", "run", "piece",
+                    "gate", "nnc", "NNC"})
 
 
 def _stdint_names() -> set[str]:
@@ -1487,6 +1487,8 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
         pointers=pointers, unused=unused, slices=slices, steps=steps, checks=checks,
         streaming=graph.streaming, time=(c_text(t) if t else None), state_regions=state_regions,
         warmup=[(c_text(k), w) for k, w in graph.warmup],
+        gates=[(w, [(off // 4, size // 4) for off, size in regions])
+               for w, regions in numpy_gen.gate_regions(graph, layout)],
         chunk=graph.bounds.get(t, 0) if t else 0,
     )
     env = _env()

@@ -337,6 +337,18 @@ def state_bytes(graph: Graph) -> dict[str, int]:
     return {k: math.prod(s) * 4 for k, s in state_shapes(graph).items()}
 
 
+def gate_regions(graph: Graph, layout: Layout) -> list[tuple[int, tuple[tuple[int, int], ...]]]:
+    """The graph's gates as arena regions: per number of steps w (ascending),
+    the (offset, bytes) per example of the state that stays clear until a
+    stream has run w steps since its reset (stream.py)."""
+    sizes = state_bytes(graph)
+    by: dict[int, list[tuple[int, int]]] = {}
+    for label, w in graph.gates:
+        by.setdefault(w, []).extend((layout.plan.offsets[k], b) for k, b in sizes.items()
+                                    if k.rpartition("@")[0] == label)
+    return [(w, tuple(sorted(r))) for w, r in sorted(by.items()) if r]
+
+
 def _conv_transpose(g: Graph, n: Node) -> Call:
     a = n.attrs
     if len(n.shape) == 2:
@@ -657,6 +669,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
     text = _env().get_template("numpy_module.py.j2").render(
         streaming=graph.streaming, time_axes=py_literal(time_axes),
         warmup=py_literal(dict(graph.warmup)) if graph.warmup else None,
+        gates=py_literal(tuple(gate_regions(graph, layout))) if graph.gates else None,
         name=name, source=source, version=VERSION, batch=batch,
         input_names=list(r.inputs), input_idents=list(r.inputs.values()),
         inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},
