@@ -139,10 +139,11 @@ class ParamAxis:
     tags: np.ndarray
     groups: int = 1
     bias: bool = False
+    whole: bool = False     # a grouped axis that holds every group (a transposed conv's input channels)
 
     @property
     def size(self) -> int:
-        return len(self.tags) // self.groups
+        return len(self.tags) if self.whole else len(self.tags) // self.groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +487,8 @@ class Growth:
         self.warnings = warns
         self.sources = dict(sources)
         self.maps: dict[str, IndexMap] = {
-            k: IndexMap(tuple(len(m.positions) if m.axis is None or m.axis.groups == 1 else m.old_axis.size
+            k: IndexMap(tuple(len(m.positions) if m.axis is None or m.axis.groups == 1 or m.axis.whole
+                              else m.old_axis.size
                               for m in axes),
                         tuple(m.new_size for m in axes), tuple(m.positions for m in axes))
             for k, axes in moves.items()}
@@ -613,7 +615,7 @@ class Growth:
         many new indices copy the same old one; one pair per group of a
         grouped fan-in, else one."""
         a, b = m.axis, m.old_axis
-        g = a.groups
+        g = 1 if a.whole else a.groups      # a whole axis keeps each channel in its group (`_moves`)
         per_new, per_old = len(a.tags) // g, len(b.tags) // g
         result = []
         for group in range(g):
@@ -843,10 +845,11 @@ def _moves(key: str, old_axes, new_axes, old_shape, new_shape) -> list[_AxisMove
             old_group = np.arange(len(oa.tags)) // per_old
             if np.any(pos // per_new != old_group):
                 raise _GroupError(g)
-            within = (pos % per_new).reshape(g, per_old)
-            if np.any(within != within[0]):
-                raise _GroupError(g)
-            pos = within[0]
+            if not na.whole:       # one group's worth on the axis: every group must move alike
+                within = (pos % per_new).reshape(g, per_old)
+                if np.any(within != within[0]):
+                    raise _GroupError(g)
+                pos = within[0]
         result.append(_AxisMove(na.role, pos, na.size, na, oa))
     return result
 

@@ -307,6 +307,32 @@ def test_grouped_own_units_grow_and_keep_the_function(src, init):
     assert_same_function(y2, y1)
 
 
+AFTER = "model net(x: [4, 6]) {\n  g: conv1d(%d, 1, groups=%d)\n  t: conv_transpose1d(%d, 2, stride=2, groups=2)\n" \
+        "  c: conv1d(3, 1)\n}\n"
+
+
+@pytest.mark.parametrize("init", ["zero", "net2net"])
+@pytest.mark.parametrize("sizes", [((6, 2, 4), (6, 2, 6)), ((6, 2, 4), (10, 2, 4)), ((6, 2, 4), (8, 2, 6))],
+                         ids=["own", "input", "both"])
+def test_a_grouped_transposed_convolution_after_a_weighted_layer_grows(sizes, init):
+    """A transposed convolution's weight holds every group's input channels on axis 0 (its filters
+    one group's worth on axis 1): growth read axis 0 as one group's worth and crashed (exit 70) as
+    soon as its input was a layer's units."""
+    old, new = AFTER % sizes[0], AFTER % sizes[1]
+    w = random_weights(old)
+    w2, _ = nnc.grow(old, new, w, init=init, seed=3)
+    assert w2["t.weight"].shape == (sizes[1][0], sizes[1][2] // 2, 2)
+    x = np.random.default_rng(3).standard_normal((2, 4, 6)).astype(np.float32)
+    y1, y2 = outputs_at_old_positions(old, new, w, w2, x)
+    assert_same_function(y2, y1)
+
+
+def test_a_grouped_transposed_convolution_refuses_an_input_that_moves_channels_across_groups():
+    old, new = AFTER % (6, 1, 4), AFTER % (8, 1, 4)      # g's units 3, 4, 5 would land in group 0
+    with pytest.raises(nnc.CompileError, match="E0506"):
+        nnc.grow(old, new, random_weights(old))
+
+
 BN = """
 model net(x: [2, 4, 4]) {
     c: conv2d(%d, 3, padding=1) -> bn: batchnorm -> relu
