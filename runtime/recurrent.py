@@ -153,12 +153,23 @@ def _time_major(flat, src, t0: int, t1: int, shift: bool = False) -> np.ndarray:
     return dst
 
 
+def _dot(a, b, *, out) -> None:
+    """out = a @ b for 2-D operands: np.dot (the least overhead on small
+    operands), or np.matmul when the weight `b` is a strided view of storage
+    with room (`capacity=`): np.dot would copy the whole weight every call,
+    matmul hands its row stride to BLAS."""
+    if b.flags.c_contiguous or b.flags.f_contiguous:
+        np.dot(a, b, out=out)
+    else:
+        np.matmul(a, b, out=out)
+
+
 def _recompute(F, slots: slice, rows, w, blocks: slice, gates: int, b) -> None:
     """F[slots] = rows @ W^T + b for the gate blocks `blocks` of w [G*H, W]
     (np.dot per block: NumPy's matmul is slow when W is 1)."""
     wb = _blocks(w, gates)
     for i, k in enumerate(range(blocks.start, blocks.stop)):
-        np.dot(rows, wb[k].T, out=F[slots.start + i])
+        _dot(rows, wb[k].T, out=F[slots.start + i])
     if b is not None:
         np.add(F[slots], _blocks(b, gates)[blocks, None, :], out=F[slots])
 
@@ -169,7 +180,7 @@ def _project(flat_x, flat_g, x, t0: int, t1: int, w, b) -> np.ndarray:
     xs = _time_major(flat_x, x, t0, t1)
     n, batch = xs.shape[0], xs.shape[1]
     g = _take(flat_g, n * batch, w.shape[0])
-    np.dot(xs.reshape(n * batch, -1), w.T, out=g)
+    _dot(xs.reshape(n * batch, -1), w.T, out=g)
     _bias(g, b)
     return g.reshape(n, batch, w.shape[0])
 
@@ -207,10 +218,10 @@ def _input_grad(F, order, w_ih, gates: int, xs, dx, t0: int, t1: int, accumulate
     wb = _blocks(w_ih, gates)
     for i, (slot, block) in enumerate(order):
         if i == 0:
-            np.dot(F[slot], wb[block], out=xs)
+            _dot(F[slot], wb[block], out=xs)
         else:
             part = _take(s["dx"], *xs.shape)
-            np.dot(F[slot], wb[block], out=part)
+            _dot(F[slot], wb[block], out=part)
             np.add(xs, part, out=xs)
     chunk = xs.reshape(t1 - t0, dx.shape[0], dx.shape[2]).transpose(1, 0, 2)
     if accumulate:
@@ -270,7 +281,7 @@ def gru_train(x, w_ih, w_hh, b_ih, b_hh, out, *, scratch=None) -> None:
             if t == 0:
                 gh.fill(0.0)
             else:
-                np.dot(h, w_hh.T, out=gh)
+                _dot(h, w_hh.T, out=gh)
             _bias(gh, b_hh)
             g = gi[t - t0]
             rz, n = g[:, :2 * H], g[:, 2 * H:]
@@ -348,7 +359,7 @@ def gru_backward(x, w_ih, w_hh, b_ih, b_hh, out, dy, *, dx, dw_ih, dw_hh, db_ih,
             ft = F4[:, t]
             np.multiply(ft, dh, out=ft)
             np.copyto(rows, ft[1:4])
-            np.dot(row, w_hh, out=dhw)
+            _dot(row, w_hh, out=dhw)
             np.add(ft[4], dhw, out=dh)
         _grad(first, dw_ih, 3, slice(0, 2), S[1:3], xs, s)
         _grad(first, dw_ih, 3, slice(2, 3), S[0:1], xs, s)
@@ -378,7 +389,7 @@ def lstm_train(x, w_ih, w_hh, b_ih, b_hh, out, cells, *, scratch=None) -> None:
         for t in range(t0, t1):
             g = gates[t - t0]
             if t > 0:
-                np.dot(out[:, t - 1], w_hh.T, out=gh)
+                _dot(out[:, t - 1], w_hh.T, out=gh)
                 np.add(g, gh, out=g)
             _bias(g, b_hh)
             _sigmoid_safe(g[:, :2 * H])             # i, f
@@ -461,7 +472,7 @@ def lstm_backward(x, w_ih, w_hh, b_ih, b_hh, out, cells, dy, *, dx, dw_ih, dw_hh
             np.multiply(ft[3], dh, out=ft[3])
             np.multiply(dc, ft[5], out=dc)
             np.copyto(rows, ft[0:4])
-            np.dot(row, w_hh, out=dh)
+            _dot(row, w_hh, out=dh)
         d = S[0:4]
         _grad(first, dw_ih, 4, slice(0, 4), d, xs, s)
         _grad(first, dw_hh, 4, slice(0, 4), d, ps, s)

@@ -80,7 +80,7 @@ def rnn_train(x, w_ih, w_hh, b_ih, b_hh, out, *, nonlinearity: str = "tanh", scr
             if t == 0:
                 gh.fill(0.0)
             else:
-                np.dot(out[:, t - 1], w_hh.T, out=gh)
+                R._dot(out[:, t - 1], w_hh.T, out=gh)
             R._bias(gh, b_hh)
             np.add(gi[t - t0], gh, out=ht)
             if nonlinearity == "relu":
@@ -120,7 +120,7 @@ def rnn_backward(x, w_ih, w_hh, out, dy, *, nonlinearity: str = "tanh", dx, dw_i
         for t in reversed(range(n)):
             np.add(dh, dy[:, t0 + t], out=dh)
             np.multiply(d[t], dh, out=d[t])
-            np.dot(d[t], w_hh, out=dh)
+            R._dot(d[t], w_hh, out=dh)
         d1 = d.reshape(1, m, hidden)
         R._grad(first, dw_ih, 1, slice(0, 1), d1, xs, s)
         R._grad(first, dw_hh, 1, slice(0, 1), d1, ps, s)

@@ -418,6 +418,12 @@ class TrainerBase:
             if key not in growth.maps:                       # num_batches_tracked
                 state[key] = value
                 continue
+            m = growth.maps[key]
+            if key not in self._storage and m.old_shape == m.new_shape and not m.moves:
+                state[key] = value                           # untouched by the growth: kept where it is
+                if key in self._opt_state:
+                    opt_state[key] = self._opt_state[key]
+                continue
             r = room.get(key)
             in_place = r is not None and key in self._storage and r.new_shape == self._storage[key].shape
             if in_place:

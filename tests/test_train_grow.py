@@ -238,6 +238,57 @@ def test_a_grown_conv_batchnorm_net_trains_on_as_pytorch_grown_by_hand(opt):
                 lambda w, new: grow_conv(w, new, 3, 4, 5, 6), opt, (2, 6, 6), 3)
 
 
+def test_growing_within_capacity_leaves_the_tensors_it_does_not_reach_where_they_are():
+    """TRAINING.md 2: within capacity growth moves no entry that keeps its position and allocates
+    nothing in proportion to the parameters. The layers before the grown one and the consumer's bias
+    (no tensor with room) were copied to new arrays, their Adam moments too: 6.8 MB at the peak for
+    2.4 MB of parameters."""
+    src = "model m(x: [512]) {\n    big: dense(1024) -> relu\n    h: dense(%d) -> relu\n    o: dense(10)\n}\n"
+    a = nnc.train(src % 64, optimizer=nnc.Adam(1e-3), batch=4, capacity={"h": 128})
+    x, y = _batches((512,), 10, 1, 4, seed=2)[0]
+    a.step(x, y)
+    untouched = ("big.weight", "big.bias", "o.bias")
+    arrays = {k: a._state[k] for k in untouched}
+    moments = {k: dict(a._opt_state[k]) for k in untouched}
+    weight_bytes = sum(v.nbytes for v in a._state.values())
+    tracemalloc.start()
+    try:
+        a.grow(src % 100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.4 * weight_bytes, (peak, weight_bytes)     # the compiler's objects, h's 36 new rows
+    for k in untouched:
+        assert a._state[k] is arrays[k]
+        assert all(a._opt_state[k][name] is m for name, m in moments[k].items())
+    b = nnc.train(src % 100, optimizer=nnc.Adam(1e-3), batch=4, weights=a.state_dict())
+    b.load_optimizer_state(a.optimizer_state_dict())
+    assert _rel(a.step(x, y), b.step(x, y)) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn"])
+def test_a_step_with_capacity_allocates_what_one_without_does(kind):
+    """TRAINING.md: a step allocates nothing the plan could have preallocated. With room, the
+    recurrent weight is a strided view of its storage, and np.dot copied it on every call (789 KB a
+    step against 65 KB for gru(256))."""
+    src = f"model m(x: [5, 128]) {{\n    h: {kind}(256)\n    select(0, -1)\n    o: dense(10)\n}}\n"
+    x, y = _batches((5, 128), 10, 1, 4, seed=3)[0]
+    peaks = []
+    for room in (None, {"h": 512}):
+        a = nnc.train(src, optimizer=nnc.Adam(1e-3), batch=4, capacity=room)
+        a.step(x, y)
+        a.step(x, y)
+        tracemalloc.start()
+        try:
+            a.step(x, y)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    # NumPy's ufuncs take an iteration buffer (8192 elements an operand, freed after the call) over
+    # the strided views: a constant, not a copy of the weights
+    assert peaks[1] < max(peaks[0], 2 * 8192 * 4) + 16 * 1024, peaks
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 @pytest.mark.parametrize("opt", OPTIMIZERS)
 def test_a_grown_recurrent_net_trains_on_as_pytorch_grown_by_hand(opt, kind):
