@@ -689,6 +689,20 @@ def _as_bool(mask: np.ndarray) -> np.ndarray:
     return mask if mask.dtype == np.bool_ else mask.view(np.bool_)
 
 
+_PIECE = 8192
+
+
+def _and_compare(compare, x: np.ndarray, bound: float, m: np.ndarray) -> None:
+    """m &= compare(x, bound) in place, in pieces of the flattened arrays: a
+    masked ufunc (`where=m`) takes a temporary as large as its operands."""
+    if not (x.flags.c_contiguous and m.flags.c_contiguous):
+        compare(x, bound, where=m, out=m)
+        return
+    xf, mf = x.reshape(-1), m.reshape(-1)
+    for i in range(0, xf.size, _PIECE):
+        compare(xf[i:i + _PIECE], bound, where=mf[i:i + _PIECE], out=mf[i:i + _PIECE])
+
+
 def activation_mask(act: Act, x: np.ndarray, mask: np.ndarray) -> None:
     """The one-byte mask of `act` = (name, *params) at its input `x`, into
     `mask` (bool or uint8, like x): True where the derivative is 1."""
@@ -698,14 +712,14 @@ def activation_mask(act: Act, x: np.ndarray, mask: np.ndarray) -> None:
         np.greater(x, 0, out=m)
     elif name == "relu6":
         np.greater(x, 0, out=m)
-        np.less(x, 6.0, where=m, out=m)
+        _and_compare(np.less, x, 6.0, m)
     elif name == "clamp":
         lo, hi = params
         m.fill(True)
         if lo is not None:
             np.greater_equal(x, lo, out=m)
         if hi is not None:
-            np.less_equal(x, hi, where=m, out=m)
+            _and_compare(np.less_equal, x, hi, m)
     else:
         raise ValueError(f"{name} has no one-byte mask: its derivative is not piecewise constant")
 

@@ -72,7 +72,7 @@ def cross_entropy(output: np.ndarray, target: np.ndarray, grad_out: np.ndarray |
     np.subtract(x, row_max[:, None], out=g)                  # shifted logits
     flat = np.arange(rows) * k + t                            # the target's position in each row
     gf = grad_out.reshape(-1)
-    np.take(gf, flat, out=picked)                             # x[y] - max
+    np.take(gf, flat, out=picked, mode="clip")                # x[y] - max (targets checked)
     np.exp(g, out=g)
     np.sum(g, axis=1, out=row_sum)
     g /= row_sum[:, None]                                     # softmax

@@ -535,7 +535,7 @@ def batchnorm_chain_backward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
             src = x3[b0:b0 + m]
         else:
             index = _winners(argmax[b0:b0 + m], offsets, corners, plane, s["z"][:m], row)
-            np.take(x3[b0:b0 + m].reshape(-1), index.reshape(-1), out=xh.reshape(-1))
+            _gather(x3[b0:b0 + m].reshape(-1), index.reshape(-1), xh.reshape(-1))
             src = xh
         dz = dy3[b0:b0 + m]
         if act is not None:
@@ -573,7 +573,24 @@ def batchnorm_chain_backward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
             np.add(h, shift[:, None], out=h)
             index = _winners(argmax[b0:b0 + m], offsets, corners, plane, s["z"][:m], row)
             np.multiply(dz, scale[:, None], out=dz)
-            np.add.at(h.reshape(-1), index.reshape(-1), dz.reshape(-1))
+            _scatter_add(h.reshape(-1), index.reshape(-1), dz.reshape(-1))
+
+
+_PIECE = 4096     # indices at a time: NumPy turns int32 indices into an intp copy (8 bytes each)
+
+
+def _gather(src: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """out = src[index] (int32 indices, all valid) in pieces: np.take's copy
+    of the indices as intp, and its buffer of `out` under mode="raise", would
+    grow with the batch."""
+    for i in range(0, index.size, _PIECE):
+        np.take(src, index[i:i + _PIECE], out=out[i:i + _PIECE], mode="clip")
+
+
+def _scatter_add(dst: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """dst[index] += values, repeated indices summed (np.add.at), in pieces."""
+    for i in range(0, index.size, _PIECE):
+        np.add.at(dst, index[i:i + _PIECE], values[i:i + _PIECE])
 
 
 def _winners(taps: np.ndarray, offsets: np.ndarray, corners: np.ndarray, plane: int, buf: np.ndarray,
@@ -595,7 +612,7 @@ def _winners(taps: np.ndarray, offsets: np.ndarray, corners: np.ndarray, plane: 
         if offsets[0]:
             np.add(grid, offsets[0], out=grid)
     else:
-        np.take(offsets, taps, out=grid)
+        np.take(offsets, taps, out=grid, mode="clip")    # mode="raise" would buffer all of out
     np.add(grid, corners, out=grid)
     np.add(index, np.arange(0, m * c * plane, plane, dtype=np.int32)[:, None], out=index)
     return index

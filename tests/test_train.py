@@ -286,8 +286,16 @@ _MAXPOOLS = ("model m(x: [4, 16, 16]) {\n  conv2d(8, 3, padding=1) -> relu\n  ma
              "  maxpool2d(2)\n  flatten\n  dense(10)\n}\n")
 
 
+# batchnorm with an activation and a max pool after it (one fused kernel), relu6 and clamp masks
+_NORM_POOL = ("model m(x: [3, 16, 16]) {\n  c: conv2d(8, 3, padding=1) -> bn: batchnorm -> relu\n  maxpool2d(2)\n"
+              "  c2: conv2d(8, 3, padding=1, groups=2) -> relu6\n  clamp(-1, 2)\n  flatten\n  o: dense(10)\n}\n")
+_DW_RELU6 = ("model m(x: [8, 16, 16]) {\n  d: depthwise_conv2d(3, multiplier=2, padding=1) -> bn: batchnorm -> relu6\n"
+             "  p: conv2d(16, 1) -> silu\n  global_avgpool\n  o: dense(10)\n}\n")
+
+
 @pytest.mark.parametrize("model,shape", [(SAMPLES / "lenet.nn", (1, 28, 28)), (_MAXPOOLS, (4, 16, 16)),
-                                         (_MAXPOOLS.replace("2d", "1d").replace("16, 16", "256"), (4, 256))])
+                                         (_MAXPOOLS.replace("2d", "1d").replace("16, 16", "256"), (4, 256)),
+                                         (_NORM_POOL, (3, 16, 16)), (_DW_RELU6, (8, 16, 16))])
 def test_a_step_allocates_almost_nothing(model, shape):
     """What a step allocates is NumPy's own ufunc buffers (bounded, whatever the batch) and a few
     small objects: nothing that grows with the batch or the model (max pooling's backward turned
