@@ -16,7 +16,10 @@ the whole-sequence result from the first step, the `valid` one from the step
 where its receptive field is full (the graph's `warmup`: per output, the steps
 before it, which a whole call drops, so that `model(x)` has the offline
 length and, where no layer with history or state follows a valid convolution,
-the offline values). A layer with history or state whose input starts `w`
+the offline values). A causal `pad` streams as a copy whose zeros are the
+history of the convolution right after it; a layer with history or state
+further on would need the steps the pad adds before the first input step,
+and is refused. A layer with history or state whose input starts `w`
 steps late (after valid convolutions) is *gated* (the graph's `gates`): its
 state stays clear for the first `w` steps after a reset, so a causal
 convolution, a recurrent layer or a position counter after a valid
@@ -74,6 +77,11 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
             axis[n.label] = None          # already reported upstream
             continue
         problem, out_axis, history = _rule(n, ins, graph)
+        early = -_late(graph, n.inputs[0], axis, T) if n.inputs and not problem else 0
+        if early > 0 and (n.op.name in STATEFUL or history and graph.node(n.inputs[0]).op.name != "pad"):
+            problem = (f"it reads {early} step{'s' if early > 1 else ''} made of a causal pad's zeros before "
+                       f"the first input step, which a stream cannot give it (a pad streams only into the "
+                       f"convolution right after it)")
         if problem:
             sink.add(error("E0401", f"`{n.label}` ({n.op.name}) cannot stream: {problem}", n.span,
                            help="a streaming plan keeps one output step per input step: use causal or valid "

@@ -186,11 +186,40 @@ def test_a_causal_pad_wider_than_the_history_after_it_keeps_every_step_of_a_whol
     np.testing.assert_array_equal(got, stream.stream(x))
 
 
+@pytest.mark.parametrize("src", [
+    "model m(x: [2, T]) {\n  p: pad((2, 0))\n  c: conv1d(3, 3, padding=causal)\n}\n",
+    "model m(x: [2, T]) {\n  p: pad((1, 0))\n  c: conv1d(3, 3)\n}\n",
+    "model m(x: [2, T]) {\n  p: pad((2, 0))\n  c: conv1d(3, 3)\n  c2: conv1d(3, 2, padding=causal)\n}\n",
+])
+def test_a_causal_pad_into_a_convolution_streams_the_offline_steps(src, target):
+    """The pad's zeros are the history of the convolution right after it: stream step k is offline step
+    k + (the steps the pad adds beyond that history), from the first step the field is full."""
+    stream = nnc.build(src, target=target, stream=True, dims={"T": 32})
+    whole = nnc.build(src, target=target, dims={"T": 20})
+    w = {k: v + 0.5 for k, v in stream.state_dict().items()}      # biases far from zero
+    stream.load_weights(w)
+    whole.load_weights(w)
+    x = np.random.default_rng(7).standard_normal((1, 2, 20)).astype(np.float32)
+    want = whole(x)
+    steps = np.stack([stream.step(x[:, :, t]) for t in range(20)], axis=-1)
+    extra = want.shape[-1] - 20                 # > 0: offline steps before the first input step
+    late = max(0, -extra)
+    np.testing.assert_allclose(steps[..., late:], want[..., max(0, extra):], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("src,layer,why", [
     ("model m(x: [1, T]) {\n    c: conv1d(4, 3, stride=2)\n}", "c", "stride 2"),
     ("model m(x: [1, T]) {\n    c: conv1d(4, 3, padding=same)\n}", "c", "future"),
     ("model m(x: [1, T]) {\n    conv1d(4, 3, padding=causal)\n    p: maxpool1d(2)\n}", "p", "several time steps"),
     ("model m(x: [T, 4]) {\n    s: softmax(axis=0)\n}", "s", "along the time axis"),
+    # a layer with state or history after the steps a causal pad adds before the input (the offline
+    # pass feeds it those zeros, or a bias computed from them: the stream gave other values, off by 0.2)
+    ("model m(x: [2, T]) {\n  p: pad((2, 0))\n  transpose((1, 0))\n  g: gru(3)\n}", "g", "causal pad"),
+    ("model m(x: [2, T]) {\n  p: pad((2, 0))\n  c: conv1d(3, 1)\n  transpose((1, 0))\n  q: positional(40)\n}",
+     "q", "causal pad"),
+    ("model m(x: [4, T]) {\n  p: pad((2, 0))\n  transpose((1, 0))\n  a: attention(2, causal=true)\n}", "a",
+     "causal pad"),
+    ("model m(x: [2, T]) {\n  p: pad((4, 0))\n  c: conv1d(3, 3)\n  c2: conv1d(3, 2)\n}", "c2", "causal pad"),
 ])
 def test_layer_that_breaks_streaming_is_named(src, layer, why):
     with pytest.raises(nnc.CompileError) as info:
