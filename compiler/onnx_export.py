@@ -248,9 +248,22 @@ class _Writer:
         a = n.attrs
         inputs = [x, f"{n.label}.weight"] + ([f"{n.label}.bias"] if a["bias"] else [])
         pads = [p[0] for p in a["pads"]] + [p[1] for p in a["pads"]]
+        output_padding = list(a["output_padding"])
+        if any(op >= st for op, st in zip(output_padding, a["stride"])):
+            # PyTorch allows output_padding up to the dilation, onnxruntime only below the stride. It
+            # only crops less at the end: a smaller end pad, and past the padding by a stride or more,
+            # zero input steps appended (they add only the bias) with the surplus cropped
+            ends = [p[1] - op for p, op in zip(a["pads"], output_padding)]
+            extra = [max(0, -e) for e in ends]
+            more = [0 if e < st else -(-e // st) for e, st in zip(extra, a["stride"])]   # input steps
+            if any(more):
+                grow = self.ints(f"{n.label}/pads", [0] * (2 + len(more)) + [0, 0] + more)
+                inputs[0] = self.step("Pad", [x, grow], f"{n.label}/padded", mode="constant")
+            pads = [p[0] for p in a["pads"]] + [st * q - e if q else max(0, end)
+                                                for st, q, e, end in zip(a["stride"], more, extra, ends)]
+            output_padding = [0 if q else e for q, e in zip(more, extra)]
         self.add("ConvTranspose", inputs, [out], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-                 dilations=list(a["dilation"]), group=a["groups"], pads=pads,
-                 output_padding=list(a["output_padding"]))
+                 dilations=list(a["dilation"]), group=a["groups"], pads=pads, output_padding=output_padding)
 
     _conv_transpose1d = _conv_transpose2d = _conv_transpose
 

@@ -182,6 +182,12 @@ CASES = {
     "conv_transpose2d": (IMG, "conv_transpose2d(6, (3, 2), stride=(2, 1), padding=(1, 0), output_padding=(1, 0), "
                               "dilation=(1, 2), groups=2)"),
     "conv_transpose2d_square": (IMG, "conv_transpose2d(3, 2, stride=2)"),
+    # output_padding at or past the stride (PyTorch allows it below the dilation; onnxruntime refused it)
+    "conv_transpose1d_output_padding_dilation": (SIG, "conv_transpose1d(2, 3, dilation=2, output_padding=1)"),
+    "conv_transpose2d_output_padding_dilation": (IMG, "conv_transpose2d(2, 3, stride=(2, 1), dilation=(1, 3), "
+                                                      "output_padding=(1, 2), padding=(0, 1))"),
+    "conv_transpose1d_output_padding_no_bias": (SIG, "conv_transpose1d(2, 2, stride=2, dilation=4, padding=1, "
+                                                     "output_padding=3, bias=false)"),
     # upsample: nearest (1-d, 2-d, a pair), linear, bilinear
     "upsample_nearest1d": (SIG, "upsample(3)"),
     "upsample_nearest2d": (IMG, "upsample((2, 3))"),
