@@ -54,6 +54,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..runtime.weights import DRAWN, draw
 from .diagnostics import CompileError, Diagnostic, UsageError, error, warning
 from .ir import Graph, Node
 from .ops.base import UnitAxis
@@ -544,28 +545,28 @@ class Growth:
             if not len(idx) or m.role not in (UnitAxis.OWN, UnitAxis.CHANNEL) or m.axis.bias:
                 continue
             where = (slice(None),) * k
-            if kind != "uniform":
+            if kind not in DRAWN:
                 out[where + (idx,)] = value
             elif k == 0:
-                self._draw_rows(key, out, idx, value, seed)
-            else:     # an own axis after the first: draw the whole tensor (no op has one today)
-                whole = self._stream(key, seed).uniform(-value, value, size=spec.shape).astype(np.float32)
+                self._draw_rows(key, out, idx, kind, value, seed)
+            else:     # an own axis after the first (an embedding's dim): draw the whole tensor
+                whole = draw(self._stream(key, seed), kind, value, spec.shape)
                 out[where + (idx,)] = whole[where + (idx,)]
 
     def _stream(self, key: str, seed: int, skip: int = 0) -> np.random.Generator:
         """`default_init`'s generator positioned at element `skip` of tensor
-        `key` (uniform tensors draw one double per element, in key order)."""
+        `key` (drawn tensors take DRAWN[kind] doubles an element, in key order)."""
         offset = 0
         for k, p in self.new.graph.param_specs().items():
             if k == key:
+                skip *= DRAWN[p.init[0]]
                 break
-            if p.init[0] == "uniform":
-                offset += int(np.prod(p.shape, dtype=np.int64))
+            offset += DRAWN.get(p.init[0], 0) * int(np.prod(p.shape, dtype=np.int64))
         bits = np.random.PCG64(seed)
         bits.advance(offset + skip)
         return np.random.Generator(bits)
 
-    def _draw_rows(self, key: str, out: np.ndarray, rows: np.ndarray, bound: float, seed: int) -> None:
+    def _draw_rows(self, key: str, out: np.ndarray, rows: np.ndarray, kind: str, value: float, seed: int) -> None:
         """Rows `rows` of `key`'s default initialisation into `out`, in chunks."""
         row = int(np.prod(out.shape[1:], dtype=np.int64))
         per = max(1, _CHUNK // max(row, 1))
@@ -575,7 +576,7 @@ class Growth:
             rng = self._stream(key, seed, r0 * row)
             for a in range(r0, r1, per):
                 b = min(r1, a + per)
-                out[a:b] = rng.uniform(-bound, bound, size=(b - a, *out.shape[1:])).astype(np.float32)
+                out[a:b] = draw(rng, kind, value, (b - a, *out.shape[1:]))
 
     def _copy(self, key: str, old: np.ndarray, sources: dict[int, int]) -> np.ndarray:
         gather, scales, grouped = [], [], None

@@ -22,8 +22,8 @@ from .dims import Dim, Shape, format_shape
 @dataclass(frozen=True, slots=True)
 class ParamSpec:
     """One tensor a node owns. `learnable` is False for batchnorm's running
-    statistics. `init` is the default initialisation: ("uniform", bound) or
-    ("const", value), PyTorch's defaults."""
+    statistics. `init` is the default initialisation: ("uniform", bound),
+    ("normal", std) or ("const", value), PyTorch's defaults."""
 
     name: str
     shape: tuple[int, ...]

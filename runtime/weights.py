@@ -76,7 +76,7 @@ class WeightsError(UserError, ValueError):
 @dataclass(frozen=True, slots=True)
 class Spec:
     shape: tuple[int, ...]
-    init: tuple[str, float]           # ("uniform", bound) or ("const", value)
+    init: tuple[str, float]           # ("uniform", bound), ("normal", std) or ("const", value)
 
 
 # ------------------------------------------------------------------ the API
@@ -122,16 +122,31 @@ def check(arrays: Mapping[Any, object], specs: Mapping[str, Spec],
 def default_init(specs: Mapping[str, Spec], seed: int = 0) -> dict[str, np.ndarray]:
     """PyTorch's default distributions, drawn in key order from one seeded generator:
     uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for layer weights and biases
-    (recurrent layers: 1/sqrt(hidden)); batchnorm weight 1, bias 0, mean 0, var 1."""
+    (recurrent layers: 1/sqrt(hidden)); N(0, 1) for embedding tables; batchnorm
+    weight 1, bias 0, mean 0, var 1."""
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for k, spec in specs.items():
         kind, value = spec.init
-        if kind == "uniform":
-            out[k] = rng.uniform(-value, value, size=spec.shape).astype(np.float32)
+        if kind in DRAWN:
+            out[k] = draw(rng, kind, value, spec.shape)
         else:
             out[k] = np.full(spec.shape, value, dtype=np.float32)
     return out
+
+
+DRAWN = {"uniform": 1, "normal": 2}     # drawn kinds -> doubles of the generator each element takes
+
+
+def draw(rng: np.random.Generator, kind: str, value: float, shape: tuple[int, ...]) -> np.ndarray:
+    """`shape` elements of a drawn kind, each from its own DRAWN[kind] doubles in
+    order (so a generator advanced past k elements draws element k on: growth
+    draws new units' entries alone). Normal: Box-Muller on two uniforms."""
+    if kind == "uniform":
+        return rng.uniform(-value, value, size=shape).astype(np.float32)
+    u = rng.random((*shape, 2))
+    r = np.sqrt(-2.0 * np.log1p(-u[..., 0]))         # 1 - u in (0, 1]
+    return (value * r * np.cos(2.0 * np.pi * u[..., 1])).astype(np.float32)
 
 
 def fold_norm(weight: np.ndarray, bias: np.ndarray | None, gamma: np.ndarray, beta: np.ndarray,

@@ -707,3 +707,17 @@ def test_new_rows_drawn_in_chunks_equal_the_default_initialisation_of_the_new_mo
     out = np.full((15, 5), np.nan, np.float32)
     growth.fill_new("rnn.weight_hh_l0", out, 11, fresh=False)
     assert np.all(out[rows] == 0) and np.all(out[:, [3, 4]] == 0) and np.isnan(out[0, 0])
+
+
+def test_new_entries_of_normal_tables_and_after_them_equal_the_default_initialisation():
+    """Embedding and positional tables draw N(0, 1) as nn.Embedding does (two doubles an element,
+    Box-Muller): their new columns, and a dense layer's new rows after them, are the new model's."""
+    src = "model e(t: int[T=6]) {\n    emb: embedding(20, %d)\n    pos: positional(8)\n    head: dense(%d)\n}\n"
+    old, new = frontend.check(src % (4, 3)).graph, frontend.check(src % (6, 5)).graph
+    growth = G.plan(old, new)
+    fresh = W.default_init({k: W.Spec(p.shape, p.init) for k, p in new.param_specs().items()}, 5)
+    assert abs(float(fresh["emb.weight"].std()) - 1) < 0.15 and np.abs(fresh["emb.weight"]).max() > 1.8
+    for key, index in (("emb.weight", np.s_[:, 4:]), ("pos.weight", np.s_[:, 4:]), ("head.weight", np.s_[3:])):
+        out = np.full(growth.maps[key].new_shape, np.nan, np.float32)
+        growth.fill_new(key, out, 5)
+        np.testing.assert_array_equal(out[index], fresh[key][index], err_msg=key)

@@ -13,12 +13,9 @@ Out: `ENTRIES` (steps) and `SOURCES` (merges), their catalog entries.
     matmul(a, b)              [..., n, k] @ [..., k, m] -> [..., n, m], leading axes equal
     div(a, b)                 a / b, equal shapes
 
-Initialisation follows PyTorch where it is uniform or constant: attention's
-in_proj_weight is xavier-uniform, out_proj.weight kaiming-uniform (1/sqrt(E)),
-both biases 0. `nn.Embedding` draws N(0, 1); here embedding and positional
-tables draw uniform(-sqrt(3), sqrt(3)), the same mean and variance, so the
-seeded default initialisation stays one uniform draw per element (growth
-relies on it).
+Initialisation follows PyTorch: attention's in_proj_weight is xavier-uniform,
+out_proj.weight kaiming-uniform (1/sqrt(E)), both biases 0; embedding and
+positional tables draw N(0, 1), as `nn.Embedding` does.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from ..dims import Dim, Shape, Sym, format_shape, product
 from ..ir import ParamSpec
 from .base import ArgSpec, Attrs, Backward, Kind, OpSpec, Role, ShapeError, Units, _known
 
-TABLE_INIT = ("uniform", math.sqrt(3.0))
+TABLE_INIT = ("normal", 1.0)
 
 
 # ------------------------------------------------------------------ embedding
