@@ -28,6 +28,10 @@ CASES = {
     "groupnorm_after_conv_relu": (
         "model m(x: [3, 6, 6]) {\n    c: conv2d(8, 3) -> n: groupnorm(4) -> relu\n}", (3, 6, 6),
         lambda x, w: F.relu(F.group_norm(F.conv2d(x, w["c.weight"], w["c.bias"]), 4, w["n.weight"], w["n.bias"]))),
+    # nn.GroupNorm takes (N, C): a group's values are its channels (it was E0203)
+    "groupnorm_features": ("model m(x: [12]) {\n    d: dense(6)\n    n: groupnorm(2)\n}", (12,),
+                           lambda x, w: F.group_norm(F.linear(x, w["d.weight"], w["d.bias"]), 2, w["n.weight"],
+                                                     w["n.bias"])),
     "instancenorm_plain": ("model m(x: [3, 5, 6]) {\n    instancenorm\n}", (3, 5, 6),
                            lambda x, w: F.instance_norm(x)),
     "instancenorm_affine_1d": ("model m(x: [4, 11]) {\n    n: instancenorm(eps=0.01, affine=true)\n}", (4, 11),
@@ -85,6 +89,32 @@ def test_norm_training_gradients_match_autograd(norm, ref):
     for k, p in P.items():
         ref_g = p.grad.numpy()
         assert np.linalg.norm(grads[k] - ref_g) / max(np.linalg.norm(ref_g), floor) < 1e-4, k
+
+
+def test_groupnorm_of_features_trains_as_autograd_and_exports():
+    """groupnorm on [C] (nn.GroupNorm's (N, C)): the training step's gradients equal autograd's and the
+    ONNX export runs in onnxruntime with nnc's output."""
+    src = "model m(x: [5]) {\n    h: dense(6)\n    n: groupnorm(3)\n    o: dense(2)\n}"
+    trainer = nnc.train(src, loss="mse", optimizer=nnc.SGD(0.1), batch=4, keep_gradients=True, seed=3)
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in trainer.state_dict().items()}
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32)
+    h = F.group_norm(F.linear(torch.tensor(x, dtype=torch.float64), P["h.weight"], P["h.bias"]), 3, P["n.weight"],
+                     P["n.bias"])
+    value = F.mse_loss(F.linear(h, P["o.weight"], P["o.bias"]), torch.tensor(y, dtype=torch.float64))
+    value.backward()
+    assert abs(trainer.step(x, y) - value.item()) <= 1e-5 * abs(value.item())
+    grads = trainer.gradients()
+    for k, p in P.items():
+        assert rel_err(grads[k], p.grad.numpy()) < 1e-4, k
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import tempfile
+    weights = trainer.state_dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        nnc.to_onnx(src, weights, f"{tmp}/m.onnx")
+        got = ort.InferenceSession(f"{tmp}/m.onnx").run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, nnc.build(src, batch=4, weights=weights)(x), rtol=1e-4, atol=1e-5)
 
 
 def _layernorm(y, P, label, eps=1e-5):
@@ -167,7 +197,6 @@ def test_batchnorm_momentum_must_be_a_fraction():
 
 @pytest.mark.parametrize("src, fragment", [
     ("model m(x: [6, 4]) {\n    groupnorm(4)\n}", "groups=4 does not divide the 6 channels"),
-    ("model m(x: [6]) {\n    groupnorm(2)\n}", "groupnorm expects [C, ...]"),
     ("model m(x: [6]) {\n    instancenorm\n}", "instancenorm expects [C, T] or [C, H, W]"),
 ])
 def test_norm_diagnostics(src, fragment):

@@ -95,10 +95,7 @@ ENTRIES: tuple[OpSpec, ...] = (
 # and 1/sqrt(var + eps) per example and group.
 
 def _groupnorm_resolve(a: Attrs, ins) -> Attrs:
-    (x,) = ins
-    if len(x) < 2:
-        raise ShapeError("E0203", f"groupnorm expects [C, ...] with at least one axis after the channels, got "
-                         f"{format_shape(x)}")
+    (x,) = ins          # [C] too, as nn.GroupNorm takes (N, C): a group's channels are its values
     c = _known(x[0], "channel count (axis 0)", "groupnorm", x)
     g = a["groups"]
     if c % g:
