@@ -176,7 +176,7 @@ def verify(graph: Graph) -> None:
         assert n.label not in seen, f"value `{n.label}` defined twice"
         for v in n.inputs:
             assert v in seen, f"`{n.label}` reads `{v}` before it is defined"
-        assert isinstance(n.shape, tuple) and n.shape, f"`{n.label}` has no shape"
+        assert isinstance(n.shape, tuple), f"`{n.label}` has no shape"
         seen.add(n.label)
     for o in graph.outputs:
         assert o.value in seen, f"output `{o.name}` names unknown value `{o.value}`"

@@ -47,6 +47,8 @@ from .ops import CATALOG, MAX_SIZE, REQUIRED, WORDS, ArgError, Kind, OpSpec, Rol
 # Integer values (an `int[...]` input) pass only these ops and must reach `embedding` (LANGUAGE.md section 9).
 INTEGER_PASSES = frozenset({"slice", "select", "reshape", "transpose", "flatten"})
 INTEGER_READERS = frozenset({"embedding"})
+ON_NUMBERS = frozenset({"add", "sub", "mul", "div", "dropout", "identity", "reshape"})   # besides activations: ops
+# that take a value of one number per example (a reduction over every axis)
 
 # Block calls nested deeper are refused (E0115): lowering walks them recursively.
 MAX_BLOCK_DEPTH = 64
@@ -718,6 +720,11 @@ class Lowerer:
         if spec.name in INTEGER_READERS and len(integer) != len(inputs):
             self.err("E0209", f"{spec.name} reads integer indices, but its input holds numbers", e.span, scope,
                      help="declare the model input as integer: `tokens: int[T]`")
+            return None
+        if any(s == () for s in in_shapes) and not (spec.elementwise or spec.name in ON_NUMBERS):
+            self.err("E0203", f"{spec.name} needs at least one axis per example, and its input is one number per "
+                     "example ([])", e.span, scope,
+                     help="reduce over fewer axes, or reshape((1,)) to give the number an axis")
             return None
         try:
             attrs = dict(spec.resolve(args, in_shapes)) if spec.resolve else dict(args)

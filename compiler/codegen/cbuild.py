@@ -265,7 +265,7 @@ class CModel(ModelBase):
         for b in range(batch):
             ctx = self._contexts[b if self.STREAMING else 0]
             ins = [ctypes.c_void_p(a[b].ctypes.data) for a in arrays]
-            ys = [ctypes.c_void_p(o[b].ctypes.data) for o in outs]
+            ys = [ctypes.c_void_p(o.ctypes.data + b * o.strides[0]) for o in outs]   # o[b] may be one number
             rc = self._run(ctx, *ins, *lengths, *ys)
             if rc == 2:      # positional / causal attention of a streaming plan (runtime/c/nnc_v2_attention.h)
                 raise ValueError(f"{self.NAME}: the stream is longer than the time bound "

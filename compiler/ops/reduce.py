@@ -83,9 +83,6 @@ def _slice_infer(a: Attrs, ins) -> Shape:
 def _select_resolve(a: Attrs, ins) -> Attrs:
     (x,) = ins
     axis = _axis("select", a["axis"], x)
-    if len(x) == 1:
-        raise ShapeError("E0306", f"select drops the only axis of {format_shape(x)}, which would leave nothing "
-                         "per example", help="use slice(axis, i, i + 1) to keep one position", arg="axis")
     index = a["index"]
     if isinstance(x[axis], Sym):
         # a named size (the time axis): its first and last step exist at every size
@@ -136,9 +133,6 @@ def _reduce_resolve(op: str):
             raise ShapeError("E0306", f"{op} names an axis twice: {describe(a['axis'])}", arg="axis")
         if not axes:
             raise ShapeError("E0306", f"{op} needs at least one axis", arg="axis")
-        if len(axes) == len(x):
-            raise ShapeError("E0306", f"{op} over every axis of {format_shape(x)} would leave nothing per example",
-                             help="keep one axis, or reshape to [1, ...] first and reduce the others", arg="axis")
         return {**a, "axes": tuple(axes)}
     return resolve
 
