@@ -49,6 +49,9 @@ CASES = {
     "conv1d_causal_dilated_grouped": (
         "model m(x: [4, 30]) {\n    c: conv1d(8, 3, padding=causal, dilation=2, groups=2)\n}", (4, 30),
         lambda x, w: F.conv1d(F.pad(x, (4, 0)), w["c.weight"], w["c.bias"], dilation=2, groups=2)),
+    "conv1d_causal_strided": (      # causal is a left pad at any stride (it was E0306 past stride 1)
+        "model m(x: [4, 30]) {\n    c: conv1d(6, 3, stride=3, padding=causal, dilation=2)\n}", (4, 30),
+        lambda x, w: F.conv1d(F.pad(x, (4, 0)), w["c.weight"], w["c.bias"], stride=3, dilation=2)),
     "conv1d_stride_same_valid": (
         "model m(x: [3, 31]) {\n    a = conv1d(6, 4, padding=same)\n    a -> c: conv1d(4, 3, stride=2)\n}", (3, 31),
         lambda x, w: F.conv1d(F.conv1d(x, w["conv1d_0.weight"], w["conv1d_0.bias"], padding="same"),

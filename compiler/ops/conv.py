@@ -73,7 +73,7 @@ def _resolve_padding(op: str, p: Any, rank: int, k, s, d) -> tuple[tuple[int, in
     if p == "valid":
         return ((0, 0),) * rank
     if p in ("same", "causal"):
-        if any(x != 1 for x in s):
+        if p == "same" and any(x != 1 for x in s):       # causal is a left pad at any stride
             raise ShapeError("E0306", f"padding={p} needs stride 1, got stride {s[0] if rank == 1 else s}",
                              help="give the padding as a number", arg="padding")
         totals = [dd * (kk - 1) for kk, dd in zip(k, d)]
