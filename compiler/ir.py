@@ -110,6 +110,8 @@ class Graph:
                                                # convolutions' receptive field is full (a whole call drops them)
     gates: tuple[tuple[str, int], ...] = ()    # streaming: layer -> the steps (> 0) its input starts late by,
                                                # after valid convolutions: its state is cleared until then
+    silent: tuple[tuple[str, int], ...] = ()   # streaming: a causal pad after valid convolutions -> the steps
+                                               # (> 0) its output is zeros for (the offline pad's zeros)
     _by_label: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # built on first use
 
     def node(self, label: str) -> Node:

@@ -23,7 +23,10 @@ and is refused. A layer with history or state whose input starts `w`
 steps late (after valid convolutions) is *gated* (the graph's `gates`): its
 state stays clear for the first `w` steps after a reset, so a causal
 convolution, a recurrent layer or a position counter after a valid
-convolution starts where the offline pass starts it. Everything else that touches the time axis
+convolution starts where the offline pass starts it. A causal pad after valid
+convolutions is *silent* (the graph's `silent`) for its input's first `w`
+steps: it gives zeros, the offline pad's zeros, not the copied warm-up.
+Everything else that touches the time axis
 (a stride, right padding, pooling, flatten, ...) breaks streaming; glu, slice,
 select and the reductions stream when their axis is not the time axis.
 Embedding and div act per step; positional and causal attention carry a
@@ -71,6 +74,7 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
             sink.add(error("E0402", f"input `{i.name}` must have `{t}` as one of its axes to stream", i.span))
     nodes: list[Node] = []
     gates: list[tuple[str, int]] = []
+    silent: list[tuple[str, int]] = []
     for n in graph.nodes:
         ins = [axis.get(v) for v in n.inputs]
         if any(a is None for a in ins):
@@ -93,8 +97,11 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
         attrs = dict(n.attrs)
         if n.op.name == "conv1d":
             attrs["pads"] = ((0, 0),)
-        if n.op.name == "pad" and axis[n.label] == len(n.shape) - 1:
+        if n.op.name == "pad" and axis[n.label] == len(n.shape) - 1 and any(n.attrs["pads"][-1]):
             attrs["pads"] = (*n.attrs["pads"][:-1], (0, 0))     # a causal pad streams as a copy
+            late = _late(graph, n.inputs[0], axis, T)
+            if late > 0:            # the copy of a warm-up step stands where the offline pass has a zero
+                silent.append((n.label, late))
         nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
         late = _late(graph, n.inputs[0], axis, T) if n.inputs else 0
         if late > 0 and (n.op.name in STATEFUL or history and _late(graph, n.label, axis, T) < late + history):
@@ -104,7 +111,7 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
     lost = ((o.name, _warmup(T - graph.shape_of(o.value)[axis[o.value]])) for o in graph.outputs)
     warmup = tuple((name, w) for name, w in lost if w)
     return replace(graph, nodes=tuple(nodes), bounds={t: bound}, time_dim=t, streaming=True, warmup=warmup,
-                   gates=tuple(gates))
+                   gates=tuple(gates), silent=tuple(silent))
 
 
 def _late(graph: Graph, value: str, axis: Mapping[str, int | None], T: Sym) -> int:

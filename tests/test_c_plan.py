@@ -274,7 +274,7 @@ def test_step_and_stream_are_clean_under_sanitizers_and_match_numpy(name, tmp_pa
     np.testing.assert_allclose(call(exe, "stream", x, tmp_path, f, g, 40), want, rtol=1e-4, atol=1e-5)
 
 
-GATED = ("model q(x: [1, T]) {\n    v: conv1d(4, 3) -> tanh\n    transpose((1, 0))\n    r: gru(5)\n"
+GATED = ("model q(x: [1, T]) {\n    v: conv1d(4, 3) -> tanh\n    p: pad((1, 0))\n    transpose((1, 0))\n    r: gru(5)\n"
          "    d: dense(1)\n    transpose((1, 0))\n    c: conv1d(1, 2, padding=causal)\n}\n")
 
 

@@ -104,6 +104,13 @@ LATE = {   # a layer with history or state after valid convolutions: its input s
              "    transpose((1, 0))\n    c: conv1d(3, 2, dilation=2, padding=causal)\n    c2: conv1d(2, 2)\n}\n",
     "attention": "model p(x: [2, T]) {\n    v: conv1d(8, 3)\n    transpose((1, 0))\n    pos: positional(64)\n"
                  "    att: attention(2, causal=true)\n    d: dense(2)\n}\n",
+    # a causal pad after the valid convolution: its first steps are the offline pad's zeros, not copies of
+    # the warm-up (a gru or attention after it never rejoined the offline output)
+    "pad_gru": "model q(x: [2, T]) {\n    v: conv1d(4, 3)\n    p: pad((2, 0))\n    transpose((1, 0))\n"
+               "    r: gru(3)\n}\n",
+    "pad_valid": "model q(x: [2, T]) {\n    v: conv1d(3, 3)\n    p: pad((1, 0))\n    c: conv1d(2, 2, dilation=2)\n}\n",
+    "pad_residual": "model q(x: [2, T]) {\n    a = x -> v: conv1d(2, 5) -> p: pad((4, 0))\n    add(a, x)\n"
+                    "    c: conv1d(2, 3, padding=causal)\n}\n",
 }
 
 

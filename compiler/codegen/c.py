@@ -1441,8 +1441,13 @@ def generate(graph: Graph, layout: Layout, *, name: str, state: Mapping[str, np.
         pointers.append((values(key), layout.plan.offsets[key] // 4, c_text(key)))
 
     steps = []
+    silent = dict(graph.silent)
     for n in graph.nodes:
-        steps.append((_comment(n), STEPS[n.op.name](c, n)))
+        lines = STEPS[n.op.name](c, n)
+        if n.label in silent:      # the offline pad's zeros, not the copied warm-up (stream.py)
+            lines = [*lines, f"if (ctx->steps < {silent[n.label]}) memset({c.v(n.label)}, 0, "
+                             f"(size_t)({c.numel(n.label)}) * sizeof(float));"]
+        steps.append((_comment(n), lines))
 
     t = graph.time_dim if graph.streaming else None
 

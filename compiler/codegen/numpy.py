@@ -342,11 +342,11 @@ def gate_regions(graph: Graph, layout: Layout) -> list[tuple[int, tuple[tuple[in
     the (offset, bytes) per example of the state that stays clear until a
     stream has run w steps since its reset (stream.py)."""
     sizes = state_bytes(graph)
-    by: dict[int, list[tuple[int, int]]] = {}
+    by: dict[int, list[tuple[int, int]]] = {w: [] for _, w in graph.silent}     # steps run one at a time too
     for label, w in graph.gates:
         by.setdefault(w, []).extend((layout.plan.offsets[k], b) for k, b in sizes.items()
                                     if k.rpartition("@")[0] == label)
-    return [(w, tuple(sorted(r))) for w, r in sorted(by.items()) if r]
+    return [(w, tuple(sorted(r))) for w, r in sorted(by.items())]
 
 
 def _conv_transpose(g: Graph, n: Node) -> Call:
@@ -654,6 +654,10 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
                 run += lines
         else:
             run.append(r.call(n, c))
+        quiet = dict(graph.silent).get(n.label)
+        if quiet:
+            run.append(f"if self._steps < {quiet}:   # the offline pad's zeros, not the copied warm-up")
+            run.append(f"    {ident}.fill(0.0)")
 
     for key, shape in state_shapes(graph).items():
         views.append(f"v.{r.values(key)} = self._region(batch, {layout.plan.offsets[key]}, {layout.sizes[key]}, "
@@ -669,7 +673,7 @@ def generate(graph: Graph, layout: Layout, *, name: str, source: str, batch: int
     text = _env().get_template("numpy_module.py.j2").render(
         streaming=graph.streaming, time_axes=py_literal(time_axes),
         warmup=py_literal(dict(graph.warmup)) if graph.warmup else None,
-        gates=py_literal(tuple(gate_regions(graph, layout))) if graph.gates else None,
+        gates=py_literal(tuple(gate_regions(graph, layout))) if graph.gates or graph.silent else None,
         name=name, source=source, version=VERSION, batch=batch,
         input_names=list(r.inputs), input_idents=list(r.inputs.values()),
         inputs={i.name: [str(d) for d in i.shape] for i in graph.inputs},
