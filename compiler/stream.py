@@ -9,8 +9,8 @@ Out: `to_stream(graph)`: the graph of one chunk of T steps, in which every
      layer that breaks streaming (E0401) or a model with no time axis (E0402).
 
 The time axis is followed through every op: elementwise ops, `dense` (on
-another axis), `gru`/`lstm` (axis 0), merges and `transpose` (which moves it)
-keep one output step per input step. A causal or `valid` conv1d with stride 1
+another axis), `gru`/`lstm` (axis 0), merges, `transpose` (which moves it) and
+a `reshape` that keeps it whole as axis 0 keep one output step per input step. A causal or `valid` conv1d with stride 1
 does too, with a history of `dilation * (k - 1)` steps: the causal one equals
 the whole-sequence result from the first step, the `valid` one from the step
 where its receptive field is full (the graph's `warmup`: per output, the steps
@@ -166,6 +166,11 @@ def _rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None
         return (None, 0, 0) if a == 0 else ("its time axis must be axis 0 of [T, F]", None, 0)
     if op == "transpose":
         return None, list(n.attrs["perm"]).index(a), 0
+    if op == "reshape":       # [T, ...] -> [T, ...]: each step's values rearranged, a per-step op
+        x = graph.shape_of(n.inputs[0])
+        if a == 0 and n.shape and n.shape[0] == x[0]:
+            return None, 0, 0
+        return "it reshapes the time axis (a streaming reshape keeps it whole as axis 0)", None, 0
     if op == "conv1d":
         if a != 1:
             return "its time axis must be axis 1 of [C, T]", None, 0
