@@ -54,17 +54,28 @@ def module_name(graph: Graph) -> str:
     `numpy` (which the generated module imports) gets a `_` after it, so that
     `import NAME` works, and so does the name of a standard C header (`string`,
     `math`: the C plan's `NAME.h`, found through `-I DIR`, would stand in for
-    `<string.h>`); other names are kept as written, Python standard-library
-    ones too (`test`, `wave`: a file by path imports whatever its name)."""
+    `<string.h>`) or of a standard-library module that a Python process using
+    the plan has already imported (`os`, `sys`, `json`: `import os` would give
+    that one); other names are kept as written, other standard-library ones too
+    (`test`, `wave`: a file beside the caller is found first)."""
     import keyword
     name = sanitize(graph.name, fallback="model") or "model"
     folded = name.lower()           # (a file system may ignore case: `Math.h` would stand in for <math.h>)
     if folded.startswith("nnc"):
         return "m_" + name
-    if keyword.iskeyword(name) or folded == "numpy" or folded in C_HEADERS:
+    if keyword.iskeyword(name) or folded == "numpy" or folded in C_HEADERS or folded in PRELOADED:
         return name + "_"
     return name
 
+
+# Python's built-in modules and the standard-library ones that CPython 3.11's start-up, NumPy and
+# nnc's runtime import (a fixed list, so that generated names do not depend on the machine)
+PRELOADED = frozenset("""
+abc ast atexit binascii bisect builtins bz2 codecs collections contextlib contextvars copy copyreg ctypes
+dataclasses datetime dis encodings enum errno faulthandler fnmatch functools gc genericpath importlib inspect io
+ipaddress itertools json keyword linecache lzma marshal math ntpath numbers opcode operator os pathlib pickle
+platform posix posixpath pwd random re reprlib shutil site stat struct sys tempfile textwrap threading time token
+tokenize types typing urllib warnings weakref xxsubtype zipfile zipimport zlib""".split())
 
 C_HEADERS = frozenset({     # C99/C11's standard headers and the POSIX ones a C plan's user may include
     "assert", "complex", "ctype", "errno", "fenv", "float", "inttypes", "iso646", "limits", "locale", "math",

@@ -323,7 +323,9 @@ def test_compile_writes_the_numpy_module_and_its_weights_and_it_imports(tmp_path
 
 
 @pytest.mark.parametrize("name, module", [("class", "class_"), ("lambda", "lambda_"), ("numpy", "numpy_"),
-                                          ("wave", "wave"), ("LeNet", "LeNet"), ("Numpy", "Numpy_")])
+                                          ("wave", "wave"), ("LeNet", "LeNet"), ("Numpy", "Numpy_"),
+                                          # imported before the plan is: `import os` gave the standard one
+                                          ("os", "os_"), ("sys", "sys_"), ("json", "json_"), ("Random", "Random_")])
 def test_a_model_name_that_is_a_keyword_or_numpy_gives_an_importable_module(tmp_path, capsys, name, module):
     src = write(tmp_path, model("dense(3)").replace("model m", f"model {name}"))
     code, _, _ = cli(capsys, "compile", src, "-o", tmp_path / "b")
