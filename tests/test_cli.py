@@ -117,6 +117,22 @@ def test_blocks_that_multiply_steps_are_refused_at_the_step_limit():
     assert codes(info) == ["E0115"]
 
 
+def test_doubling_blocks_stop_expanding_at_the_step_limit(monkeypatch):
+    """20 blocks that each call the next twice in parallel: 2^20 calls. After E0115 the rest was still
+    expanded (a hostile file took 20-40 s to refuse); the expansion now stops there."""
+    from nnc.compiler import lower
+    calls = []
+    inner = lower.Lowerer._call_block_inner
+    monkeypatch.setattr(lower.Lowerer, "_call_block_inner", lambda self, *a: calls.append(1) or inner(self, *a))
+    fan = "".join(f"block b{i}()(x) {{\n    a = x -> b{i + 1}()\n    c = x -> b{i + 1}()\n    return add(a, c)\n}}\n"
+                  for i in range(20))
+    fan += "block b20()(x) {\n    relu\n}\nmodel m(x: [4]) {\n    b0()\n}\n"
+    with pytest.raises(nnc.CompileError) as info:
+        check(fan)
+    assert codes(info) == ["E0115"]
+    assert len(calls) < 2 * lower.MAX_STEPS, len(calls)
+
+
 @pytest.mark.parametrize("number", ["9" * 400, str(2 ** 64), f"{2 ** 40} * {2 ** 40}"],
                          ids=["400_digits", "2**64", "a_product_past_2**63"])
 def test_a_huge_number_is_a_diagnostic_not_an_overflow_error(number):
