@@ -374,7 +374,8 @@ def test_growing_within_capacity_keeps_the_weight_buffers_and_allocates_almost_n
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 0.10 * weight_bytes, peak          # about 0.85 MB of compiler objects, whatever the layer
+    # about 0.85-1.0 MB of compiler objects, whatever the layer (more after a long test run: caches)
+    assert peak < 0.15 * weight_bytes, peak
 
     for k in keys:
         assert a._storage[k] is storage[k] and a._opt_storage[k]["momentum_buffer"] is buffers[k]
