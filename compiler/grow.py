@@ -1183,7 +1183,7 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
         if key == STEP_KEY:
             step = count_value(value)
             if step is None:
-                problems.append(f"`{STEP_KEY}` must be a non-negative integer (the number of updates done)")
+                problems.append(f"`{STEP_KEY}` must be an integer from 0 to 2^62 (the number of updates done)")
             else:
                 out[key] = np.array(step, dtype=np.int64)
             continue

@@ -521,7 +521,7 @@ class TrainerBase:
         for k, v in raw.items():
             value = count_value(v)
             if value is None:
-                problems.append(f"`{k}` must be a non-negative integer (PyTorch's int64 scalar)")
+                problems.append(f"`{k}` must be an integer from 0 to 2^62 (PyTorch's int64 scalar)")
             else:
                 out[k] = value
         if problems:
@@ -553,7 +553,7 @@ class TrainerBase:
         if self.optimizer.counts_steps and STEP_KEY in arrays:
             step = count_value(arrays[STEP_KEY])
             if step is None:
-                problems.append(f"`{STEP_KEY}` must be a non-negative integer (the number of updates done)")
+                problems.append(f"`{STEP_KEY}` must be an integer from 0 to 2^62 (the number of updates done)")
         missing = [k for k in expected if k not in arrays]
         if self.optimizer.counts_steps and STEP_KEY not in arrays:
             missing.append(STEP_KEY)
@@ -590,10 +590,13 @@ def _saved_by(keys: list[str]) -> str | None:
     return None
 
 
+MAX_COUNT = 2 ** 62      # a count a step can still add to in int64 (2^64 - 1 overflowed: exit 70)
+
+
 def count_value(v: Any) -> int | None:
-    """A non-negative integer from a 0-d (or one-element) array of an
-    integer, or of a float with an integral value (torch keeps Adam's step
-    as a float tensor); None otherwise."""
+    """A non-negative integer up to MAX_COUNT from a 0-d (or one-element)
+    array of an integer, or of a float with an integral value (torch keeps
+    Adam's step as a float tensor); None otherwise."""
     try:
         a = np.asarray(v)
     except Exception:
@@ -604,7 +607,7 @@ def count_value(v: Any) -> int | None:
     if isinstance(value, float) and not (math.isfinite(value) and value == int(value)):
         return None
     value = int(value)
-    return value if value >= 0 else None
+    return value if 0 <= value <= MAX_COUNT else None
 
 
 def read_npz(path: str, error: type[Exception], what: str) -> dict[str, np.ndarray]:

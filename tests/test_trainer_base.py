@@ -174,9 +174,20 @@ def test_load_optimizer_state_reports_every_problem_at_once():
         t.load_optimizer_state(state)
     text = str(e.value)
     for part in ("`fc.weight.exp_avg` has shape [5, 5]", "missing: `fc.bias.exp_avg_sq`", "unexpected: `junk`",
-                 "`step` must be a non-negative integer", "`fc.bias.exp_avg` holds NaN"):
+                 "`step` must be an integer from 0 to 2^62", "`fc.bias.exp_avg` holds NaN"):
         assert part in text
     assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)
+
+
+@pytest.mark.parametrize("step", [np.uint64(2 ** 64 - 1), np.int64(2 ** 63 - 1), np.float64(1e30)])
+def test_a_step_count_past_int64_is_refused_not_an_overflow(step):
+    """A hostile optimizer state's step of 2^64 - 1 was accepted, and the next update's int64 store
+    overflowed (an internal error, exit 70, after training)."""
+    t = trainer_class()(Adam(), batch=2)
+    state = t.optimizer_state_dict()
+    state["step"] = np.array(step)
+    with pytest.raises(OptimizerStateError, match="`step` must be an integer from 0 to 2\\^62"):
+        t.load_optimizer_state(state)
 
 
 def test_load_optimizer_state_names_the_optimizer_that_saved_it(tmp_path):
