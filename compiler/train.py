@@ -112,10 +112,12 @@ def compile_training(model: str | Path, *, loss: str = "cross_entropy", batch: i
     _check_target(target)
     _check_batch(batch)
     checked, tg = train_graph(model, loss=loss, dims=dims, limits=limits)
+    # the inference plan first: its arena at this batch (E0208 past the limit) is a quick lower bound of
+    # the training plan's, refused before the training layout weighs every chunking of the batch
+    inference = compile_plan(model, target="numpy", batch=batch, dims=dims, limits=limits)
     lay = train_layout(tg, batch, scratch=train_numpy.scratch_bytes)
     name = module_name(tg.graph)
     text = train_numpy.generate(tg, lay, name=name, source=str(tg.graph.path), batch=batch)
-    inference = compile_plan(model, target="numpy", batch=batch, dims=dims, limits=limits)
     return TrainingPlan(checked, tg, lay, name, text, inference.name, inference.files[f"{inference.name}.py"])
 
 

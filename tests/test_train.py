@@ -404,3 +404,21 @@ def test_inputs_and_labels_named_like_the_steps_locals_still_train():
     x = np.ones((2, 3), np.float32)
     first = trainer.step(x, np.zeros((2, 2), np.float32))
     assert np.isfinite(first) and trainer.step(x, np.zeros((2, 2), np.float32)) < first
+
+
+def test_a_batch_past_the_arena_limit_is_refused_before_the_training_layout(monkeypatch):
+    """nnc.train(..., batch=10**12) hung: the training layout weighed every chunking of the batch
+    (a loop over 10^12 chunk counts) before the arena limit was checked. The inference plan's arena,
+    a lower bound, is checked first; the chunk sizes take O(sqrt(batch)) steps."""
+    import nnc.compiler.train as T
+    from nnc.compiler.codegen.train_numpy import chunk_sizes
+
+    def layout(*a, **k):
+        raise AssertionError("the training layout ran")
+    monkeypatch.setattr(T, "train_layout", layout)
+    with pytest.raises(nnc.CompileError) as info:
+        nnc.train("model m(x: [4]) {\n    fc: dense(3)\n}\n", loss="mse", optimizer=nnc.SGD(0.1), batch=10 ** 12)
+    assert info.value.diagnostics[0].code == "E0208"
+    for b in [*range(1, 200), 4097]:
+        assert chunk_sizes(b) == sorted({-(-b // m) for m in range(1, b + 1)}, reverse=True)
+    assert len(chunk_sizes(10 ** 12)) < 2 * 10 ** 6 + 1

@@ -700,8 +700,14 @@ class _Sizer:
 
 def chunk_sizes(batch: int) -> list[int]:
     """The examples per chunk worth offering for `batch`: each number of
-    chunks' smallest chunk size, largest first."""
-    return sorted({-(-batch // m) for m in range(1, batch + 1)}, reverse=True)
+    chunks' smallest chunk size, largest first. ceil(batch / m) takes about
+    2 sqrt(batch) values: one per run of m with the same floor((batch - 1) / m)."""
+    n, m, sizes = batch - 1, 1, {1}
+    while m <= n:
+        q = n // m
+        sizes.add(q + 1)
+        m = n // q + 1
+    return sorted(sizes, reverse=True)
 
 
 def _scratch_shapes(tg: TrainGraph, call: KCall, batch: int, chunk: int | None) -> dict[str, tuple]:
