@@ -1203,6 +1203,8 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
             problems.append(f"`{key}` has shape {list(a.shape)}, the old model's `{param}` has {list(params[param])}")
         elif not np.isfinite(a).all():
             problems.append(f"`{key}` holds NaN or infinite values")
+        elif name == "exp_avg_sq" and (a < 0).any():
+            problems.append(f"`{key}` holds negative values (Adam's average of squared gradients)")
         else:
             out[key] = a.astype(np.float32)
     adam = bool(names & {"exp_avg", "exp_avg_sq"}) or STEP_KEY in arrays

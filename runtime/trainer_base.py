@@ -547,6 +547,8 @@ class TrainerBase:
                 problems.append(f"`{key}` has shape {list(a.shape)}, the parameter has {list(shape)}")
             elif not np.isfinite(a).all():
                 problems.append(f"`{key}` holds NaN or infinite values")
+            elif key.endswith(".exp_avg_sq") and (a < 0).any():     # its square root is the next update's divisor
+                problems.append(f"`{key}` holds negative values (Adam's average of squared gradients)")
             else:
                 values[key] = a
         step = None

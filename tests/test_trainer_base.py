@@ -179,6 +179,16 @@ def test_load_optimizer_state_reports_every_problem_at_once():
     assert isinstance(e.value, UserError) and isinstance(e.value, ValueError)
 
 
+def test_a_negative_average_of_squares_is_refused():
+    """exp_avg_sq < 0 (a hostile file) made the next Adam update's square root NaN: the weights
+    became NaN with exit 0."""
+    t = trainer_class()(Adam(), batch=2)
+    state = t.optimizer_state_dict()
+    state["fc.weight.exp_avg_sq"] = np.full_like(state["fc.weight.exp_avg_sq"], -1.0)
+    with pytest.raises(OptimizerStateError, match="`fc.weight.exp_avg_sq` holds negative values"):
+        t.load_optimizer_state(state)
+
+
 @pytest.mark.parametrize("step", [np.uint64(2 ** 64 - 1), np.int64(2 ** 63 - 1), np.float64(1e30)])
 def test_a_step_count_past_int64_is_refused_not_an_overflow(step):
     """A hostile optimizer state's step of 2^64 - 1 was accepted, and the next update's int64 store
