@@ -277,12 +277,15 @@ def _save_outputs(path: str, outputs: dict) -> None:
     """`.npz`: every output by name; otherwise the one output as `.npy`.
     Written at exactly `path` (NumPy would add a suffix to a bare name)."""
     import numpy as np
-    with open(path, "wb") as f:
-        if _is_npz(path):
-            np.savez(f, **outputs)
-        else:
-            (only,) = outputs.values()
-            np.save(f, only)
+    try:
+        with open(path, "wb") as f:
+            if _is_npz(path):
+                np.savez(f, **outputs)
+            else:
+                (only,) = outputs.values()
+                np.save(f, only)
+    except OSError as e:      # a full disk names no file: say which one
+        raise OSError(f"cannot write `{printable(path)}`: {e.strerror or e}") from None
 
 
 def _starts_like_an_array(path: str) -> bool:

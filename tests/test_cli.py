@@ -70,6 +70,15 @@ def test_unwritable_output_folder_is_one_error_line(tmp_path, capsys, monkeypatc
     assert code == 1 and "Permission denied" in err and err.count("\n") == 1
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_an_output_file_that_cannot_be_written_is_named(tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), np.float32))
+    src = write(tmp_path, "m.nn", "model m(x: [4]) {\n    relu\n}\n")
+    code, _, err = run_cli(capsys, "run", src, "--input", x, "-o", "/dev/full")
+    assert code == 1 and err == "error: cannot write `/dev/full`: No space left on device\n"
+
+
 @pytest.mark.parametrize("size", ["abc", 2.5, True, 0, -3, None])
 def test_python_dims_that_are_not_positive_integers_raise_value_error_naming_the_dimension(size):
     with pytest.raises(ValueError, match="'T'") as info:
