@@ -10,13 +10,12 @@ Out: `to_stream(graph)`: the graph of one chunk of T steps, in which every
 
 The time axis is followed through every op: elementwise ops, `dense` (on
 another axis), `gru`/`lstm` (axis 0), merges, `transpose` (which moves it) and
-a `reshape` that keeps it whole as axis 0 keep one output step per input step. A causal or `valid` conv1d with stride 1
-does too, with a history of `dilation * (k - 1)` steps: the causal one equals
-the whole-sequence result from the first step, the `valid` one from the step
-where its receptive field is full (the graph's `warmup`: per output, the steps
-before it, which a whole call drops, so that `model(x)` has the offline
-length and, where no layer with history or state follows a valid convolution,
-the offline values). A causal `pad` streams as a copy whose zeros are the
+a `reshape` that keeps it whole as axis 0 keep one output step per input step.
+A causal or `valid` conv1d with stride 1 does too, with a history of
+`dilation * (k - 1)` steps: the causal one equals the whole-sequence result
+from the first step, the `valid` one from the step where its receptive field
+is full (the graph's `warmup`: per output, the steps before it, which a whole
+call drops, so that `model(x)` has the offline length and values). A causal `pad` streams as a copy whose zeros are the
 history of the convolution right after it; a layer with history or state
 further on would need the steps the pad adds before the first input step,
 and is refused. A layer with history or state whose input starts `w`
@@ -81,9 +80,9 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
             axis[n.label] = None          # already reported upstream
             continue
         problem, out_axis, history = _rule(n, ins, graph)
-        early = -_late(graph, n.inputs[0], axis, T) if n.inputs and not problem else 0
-        if early > 0 and (n.op.name in STATEFUL or history and graph.node(n.inputs[0]).op.name != "pad"):
-            problem = (f"it reads {early} step{'s' if early > 1 else ''} made of a causal pad's zeros before "
+        late = _late(graph, n.inputs[0], axis, T) if n.inputs and not problem else 0   # < 0: a pad's steps
+        if late < 0 and (n.op.name in STATEFUL or history and graph.node(n.inputs[0]).op.name != "pad"):
+            problem = (f"it reads {-late} step{'s' if late < -1 else ''} made of a causal pad's zeros before "
                        f"the first input step, which a stream cannot give it (a pad streams only into the "
                        f"convolution right after it)")
         if problem:
@@ -99,11 +98,9 @@ def to_stream(graph: Graph, sources: Mapping[str, str] | None = None) -> Graph:
             attrs["pads"] = ((0, 0),)
         if n.op.name == "pad" and axis[n.label] == len(n.shape) - 1 and any(n.attrs["pads"][-1]):
             attrs["pads"] = (*n.attrs["pads"][:-1], (0, 0))     # a causal pad streams as a copy
-            late = _late(graph, n.inputs[0], axis, T)
             if late > 0:            # the copy of a warm-up step stands where the offline pass has a zero
                 silent.append((n.label, late))
         nodes.append(replace(n, shape=shape, attrs=attrs, history=history))
-        late = _late(graph, n.inputs[0], axis, T) if n.inputs else 0
         if late > 0 and (n.op.name in STATEFUL or history and _late(graph, n.label, axis, T) < late + history):
             gates.append((n.label, late))     # a valid convolution's own warm-up covers a late input
     sink.raise_if_errors()
