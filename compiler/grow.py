@@ -549,9 +549,14 @@ class Growth:
                 out[where + (idx,)] = value
             elif k == 0:
                 self._draw_rows(key, out, idx, kind, value, seed)
-            else:     # an own axis after the first (an embedding's dim): draw the whole tensor
-                whole = draw(self._stream(key, seed), kind, value, spec.shape)
-                out[where + (idx,)] = whole[where + (idx,)]
+            else:     # an own axis after the first (an embedding's dim): every row's draw, in chunks
+                row = int(np.prod(spec.shape[1:], dtype=np.int64))
+                per = max(1, _CHUNK // max(row, 1))
+                rest = where + (idx,)
+                rng = self._stream(key, seed)
+                for a in range(0, spec.shape[0], per):
+                    b = min(spec.shape[0], a + per)
+                    out[a:b][rest] = draw(rng, kind, value, (b - a, *spec.shape[1:]))[rest]
 
     def _stream(self, key: str, seed: int, skip: int = 0) -> np.random.Generator:
         """`default_init`'s generator positioned at element `skip` of tensor

@@ -709,6 +709,23 @@ def test_new_rows_drawn_in_chunks_equal_the_default_initialisation_of_the_new_mo
     assert np.all(out[rows] == 0) and np.all(out[:, [3, 4]] == 0) and np.isnan(out[0, 0])
 
 
+def test_widening_an_embedding_draws_its_new_columns_in_chunks():
+    """New columns of a table draw every row's values (the generator runs row by row), in chunks:
+    drawing the whole 16 MB table at once took ten times its size."""
+    import tracemalloc
+    src = "model e(t: int[T=6]) {\n    emb: embedding(50000, %d)\n    head: dense(3)\n}\n"
+    growth = G.plan(frontend.check(src % 64).graph, frontend.check(src % 80).graph)
+    out = np.zeros(growth.maps["emb.weight"].new_shape, np.float32)
+    tracemalloc.start()
+    try:
+        growth.fill_new("emb.weight", out, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.2 * out.nbytes, peak
+    assert np.all(out[:, 64:] != 0) and np.all(out[:, :64] == 0)
+
+
 def test_new_entries_of_normal_tables_and_after_them_equal_the_default_initialisation():
     """Embedding and positional tables draw N(0, 1) as nn.Embedding does (two doubles an element,
     Box-Muller): their new columns, and a dense layer's new rows after them, are the new model's."""
