@@ -320,7 +320,8 @@ class ModelBase:
         output: the stream of the whole input from a fresh state, less each
         output's first WARMUP steps (computed against zeros before the start):
         the offline length and values. Within the bound it runs in place
-        and copies only the kept steps (with `out=`, nothing is allocated)."""
+        and copies only the kept steps (with `out=`, nothing is allocated but
+        the pieces of the first steps of a gated plan, `_execute_gated`)."""
         given = self._bind_inputs(args, kwargs)
         raw = self._real_inputs(given)
         batch, dims = self._check(raw, chunk=True)

@@ -419,7 +419,7 @@ class TrainerBase:
                 state[key] = value
                 continue
             m = growth.maps[key]
-            if key not in self._storage and m.old_shape == m.new_shape and not m.moves:
+            if key not in self._storage and key not in room and m.old_shape == m.new_shape and not m.moves:
                 state[key] = value                           # untouched by the growth: kept where it is
                 if key in self._opt_state:
                     opt_state[key] = self._opt_state[key]

@@ -344,8 +344,9 @@ def gate_regions(graph: Graph, layout: Layout) -> list[tuple[int, tuple[tuple[in
     sizes = state_bytes(graph)
     by: dict[int, list[tuple[int, int]]] = {w: [] for _, w in graph.silent}     # steps run one at a time too
     for label, w in graph.gates:
-        by.setdefault(w, []).extend((layout.plan.offsets[k], b) for k, b in sizes.items()
-                                    if k.rpartition("@")[0] == label)
+        regions = [(layout.plan.offsets[k], b) for k, b in sizes.items() if k.rpartition("@")[0] == label]
+        assert regions, f"gated `{label}` has no state (stream.STATEFUL and state_shapes disagree)"
+        by.setdefault(w, []).extend(regions)
     return [(w, tuple(sorted(r))) for w, r in sorted(by.items())]
 
 

@@ -236,8 +236,8 @@ def _convt_units(u) -> None:
     u.output(own, *(u.window(0, 1 + i) for i in range(len(spatial))))
     # axis 1 holds one group's filters, as a grouped fan-in axis holds one group's channels
     fan_in = u.fan_in(c, a["groups"])    # axis 0 holds every group's input channels
-    u.param("weight", None if fan_in is None else replace(fan_in, whole=True), replace(u.own_axis(own), groups=a["groups"]),
-            *(None,) * len(spatial))
+    u.param("weight", None if fan_in is None else replace(fan_in, whole=True),
+            replace(u.own_axis(own), groups=a["groups"]), *(None,) * len(spatial))
     u.param("bias", u.bias_axis(own))
 
 
