@@ -10,7 +10,8 @@ Out: `to_stream(graph)`: the graph of one chunk of T steps, in which every
 
 The time axis is followed through every op: elementwise ops, `dense` (on
 another axis), `gru`/`lstm` (axis 0), merges, `transpose` (which moves it) and
-a `reshape` that keeps it whole as axis 0 keep one output step per input step.
+a `reshape` that keeps it whole (with as many values before it) keep one
+output step per input step.
 A causal or `valid` conv1d with stride 1 does too, with a history of
 `dilation * (k - 1)` steps: the causal one equals the whole-sequence result
 from the first step, the `valid` one from the step where its receptive field
@@ -36,6 +37,7 @@ cannot stream.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Mapping
 
@@ -163,11 +165,15 @@ def _rule(n: Node, ins: list[int], graph: Graph) -> tuple[str | None, int | None
         return (None, 0, 0) if a == 0 else ("its time axis must be axis 0 of [T, F]", None, 0)
     if op == "transpose":
         return None, list(n.attrs["perm"]).index(a), 0
-    if op == "reshape":       # [T, ...] -> [T, ...]: each step's values rearranged, a per-step op
-        x = graph.shape_of(n.inputs[0])
-        if a == 0 and n.shape and n.shape[0] == x[0]:
-            return None, 0, 0
-        return "it reshapes the time axis (a streaming reshape keeps it whole as axis 0)", None, 0
+    if op == "reshape":       # [T, 6] -> [T, 2, 3], [6, T] -> [2, 3, T]: each step's values rearranged
+        x, y = graph.shape_of(n.inputs[0]), n.shape
+        at = [i for i, d in enumerate(y) if d == x[a]]
+        sizes = [*x[:a], *x[a + 1:], *(d for i, d in enumerate(y) if i not in at)]
+        if len(at) == 1 and all(isinstance(d, int) for d in sizes) \
+                and math.prod(x[:a]) == math.prod(y[:at[0]]) and math.prod(x[a + 1:]) == math.prod(y[at[0] + 1:]):
+            return None, at[0], 0
+        return "it reshapes across the time axis (a streaming reshape keeps the time axis whole, with the " \
+               "same number of values before it)", None, 0
     if op == "conv1d":
         if a != 1:
             return "its time axis must be axis 1 of [C, T]", None, 0

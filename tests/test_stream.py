@@ -193,18 +193,23 @@ def test_a_causal_pad_wider_than_the_history_after_it_keeps_every_step_of_a_whol
     np.testing.assert_array_equal(got, stream.stream(x))
 
 
-def test_a_reshape_of_each_step_streams(target):
-    """[T, 6] -> [T, 2, 3] -> [T, 6] rearranges each step's values: a per-step op (it was refused as one
-    that "combines several time steps")."""
-    src = ("model m(x: [T, 6]) {\n    d: dense(6)\n    reshape((-1, 2, 3))\n    softmax(axis=2)\n"
-           "    reshape((-1, 6))\n    g: gru(4)\n}\n")
+@pytest.mark.parametrize("src", [
+    "model m(x: [T, 6]) {\n    d: dense(6)\n    reshape((-1, 2, 3))\n    softmax(axis=2)\n"
+    "    reshape((-1, 6))\n    g: gru(4)\n}\n",
+    "model m(x: [6, T]) {\n    reshape((2, 3, -1))\n    softmax(axis=1)\n    reshape((6, -1))\n"
+    "    c: conv1d(4, 3, padding=causal)\n}\n",
+], ids=["time_first", "time_last"])
+def test_a_reshape_of_each_step_streams(target, src):
+    """[T, 6] -> [T, 2, 3] -> [T, 6] (or [6, T] -> [2, 3, T]) rearranges each step's values: a per-step
+    op (it was refused as one that "combines several time steps")."""
     stream = nnc.build(src, target=target, stream=True, batch=2, dims={"T": 16})
     whole = nnc.build(src, target=target, batch=2, dims={"T": 30})
     whole.load_weights(stream.state_dict())
-    x = np.random.default_rng(0).standard_normal((2, 30, 6)).astype(np.float32)
+    axis = 1 + stream.TIME_AXES["x"]
+    x = np.random.default_rng(0).standard_normal((2, 30, 6) if axis == 1 else (2, 6, 30)).astype(np.float32)
     want = whole(x)
-    np.testing.assert_allclose(np.stack([stream.step(x[:, t]) for t in range(30)], axis=1), want, rtol=1e-4,
-                               atol=1e-5)
+    steps = [stream.step(np.take(x, t, axis=axis)) for t in range(30)]
+    np.testing.assert_allclose(np.stack(steps, axis=1 + stream.TIME_AXES["out"]), want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stream(x), want, rtol=1e-4, atol=1e-5)
 
 
@@ -242,7 +247,8 @@ def test_a_causal_pad_into_a_convolution_streams_the_offline_steps(src, target):
     ("model m(x: [4, T]) {\n  p: pad((2, 0))\n  transpose((1, 0))\n  a: attention(2, causal=true)\n}", "a",
      "causal pad"),
     ("model m(x: [2, T]) {\n  p: pad((4, 0))\n  c: conv1d(3, 3)\n  c2: conv1d(3, 2)\n}", "c2", "causal pad"),
-    ("model m(x: [T, 6]) {\n  r: reshape((2, -1))\n}", "r", "reshapes the time axis"),
+    ("model m(x: [T, 6]) {\n  r: reshape((2, -1))\n}", "r", "reshapes across the time axis"),
+    ("model m(x: [6, T]) {\n  r: reshape((3, -1))\n}", "r", "reshapes across the time axis"),
 ])
 def test_layer_that_breaks_streaming_is_named(src, layer, why):
     with pytest.raises(nnc.CompileError) as info:
