@@ -1174,7 +1174,7 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
     """An optimizer state (path or dict) checked against the old model's
     parameters: `"<param>.momentum_buffer"` (SGD) or `.exp_avg`,
     `.exp_avg_sq` and `"step"` (Adam, AdamW), every parameter alike."""
-    from ..runtime.trainer_base import OptimizerStateError, count_value, read_npz
+    from ..runtime.trainer_base import STEP_PROBLEM, OptimizerStateError, count_value, read_npz, state_tensor
     if isinstance(state, Mapping):
         arrays, source = dict(state), "the optimizer state"
     else:
@@ -1188,7 +1188,7 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
         if key == STEP_KEY:
             step = count_value(value)
             if step is None:
-                problems.append(f"`{STEP_KEY}` must be an integer from 0 to 2^62 (the number of updates done)")
+                problems.append(STEP_PROBLEM)
             else:
                 out[key] = np.array(step, dtype=np.int64)
             continue
@@ -1197,20 +1197,8 @@ def read_optimizer_state(state, graph: Graph) -> dict[str, np.ndarray]:
             unexpected.append(str(key))
             continue
         names.add(name)
-        try:
-            a = np.asarray(value)
-        except Exception as e:  # any object may be passed
-            problems.append(f"`{key}` is not an array of numbers ({str(e).splitlines()[0][:120]})")
-            continue
-        if a.dtype.kind != "f":
-            problems.append(f"`{key}` has dtype {a.dtype}, expected floating-point values")
-        elif a.shape != params[param]:
-            problems.append(f"`{key}` has shape {list(a.shape)}, the old model's `{param}` has {list(params[param])}")
-        elif not np.isfinite(a).all():
-            problems.append(f"`{key}` holds NaN or infinite values")
-        elif name == "exp_avg_sq" and (a < 0).any():
-            problems.append(f"`{key}` holds negative values (Adam's average of squared gradients)")
-        else:
+        a = state_tensor(key, value, params[param], f"the old model's `{param}` has", problems)
+        if a is not None:
             out[key] = a.astype(np.float32)
     adam = bool(names & {"exp_avg", "exp_avg_sq"}) or STEP_KEY in arrays
     if adam and "momentum_buffer" in names:

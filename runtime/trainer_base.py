@@ -536,26 +536,14 @@ class TrainerBase:
         for key, shape in expected.items():
             if key not in arrays:
                 continue
-            try:
-                a = np.asarray(arrays[key])
-            except Exception as e:  # any object may be passed
-                problems.append(f"`{key}` is not an array of numbers ({str(e).splitlines()[0][:120]})")
-                continue
-            if a.dtype.kind != "f":
-                problems.append(f"`{key}` has dtype {a.dtype}, expected floating-point values")
-            elif a.shape != shape:
-                problems.append(f"`{key}` has shape {list(a.shape)}, the parameter has {list(shape)}")
-            elif not np.isfinite(a).all():
-                problems.append(f"`{key}` holds NaN or infinite values")
-            elif key.endswith(".exp_avg_sq") and (a < 0).any():     # its square root is the next update's divisor
-                problems.append(f"`{key}` holds negative values (Adam's average of squared gradients)")
-            else:
+            a = state_tensor(key, arrays[key], shape, "the parameter has", problems)
+            if a is not None:
                 values[key] = a
         step = None
         if self.optimizer.counts_steps and STEP_KEY in arrays:
             step = count_value(arrays[STEP_KEY])
             if step is None:
-                problems.append(f"`{STEP_KEY}` must be an integer from 0 to 2^62 (the number of updates done)")
+                problems.append(STEP_PROBLEM)
         missing = [k for k in expected if k not in arrays]
         if self.optimizer.counts_steps and STEP_KEY not in arrays:
             missing.append(STEP_KEY)
@@ -592,6 +580,29 @@ def _saved_by(keys: list[str]) -> str | None:
     return None
 
 
+def state_tensor(key: str, value: Any, shape: tuple, owner: str, problems: list[str]) -> np.ndarray | None:
+    """One optimizer-state tensor, checked: an array of finite floats of
+    `shape` (and no negative average of squares); None with the problem
+    appended (`owner`: how the message names where the shape comes from)."""
+    try:
+        a = np.asarray(value)
+    except Exception as e:  # any object may be passed
+        problems.append(f"`{key}` is not an array of numbers ({str(e).splitlines()[0][:120]})")
+        return None
+    if a.dtype.kind != "f":
+        problems.append(f"`{key}` has dtype {a.dtype}, expected floating-point values")
+    elif a.shape != tuple(shape):
+        problems.append(f"`{key}` has shape {list(a.shape)}, {owner} {list(shape)}")
+    elif not np.isfinite(a).all():
+        problems.append(f"`{key}` holds NaN or infinite values")
+    elif key.endswith(".exp_avg_sq") and (a < 0).any():     # its square root is the next update's divisor
+        problems.append(f"`{key}` holds negative values (Adam's average of squared gradients)")
+    else:
+        return a
+    return None
+
+
+STEP_PROBLEM = f"`{STEP_KEY}` must be an integer from 0 to 2^62 (the number of updates done)"
 MAX_COUNT = 2 ** 62      # a count a step can still add to in int64 (2^64 - 1 overflowed: exit 70)
 
 
