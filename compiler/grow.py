@@ -549,14 +549,8 @@ class Growth:
                 out[where + (idx,)] = value
             elif k == 0:
                 self._draw_rows(key, out, idx, kind, value, seed)
-            else:     # an own axis after the first (an embedding's dim): every row's draw, in chunks
-                row = int(np.prod(spec.shape[1:], dtype=np.int64))
-                per = max(1, _CHUNK // max(row, 1))
-                rest = where + (idx,)
-                rng = self._stream(key, seed)
-                for a in range(0, spec.shape[0], per):
-                    b = min(spec.shape[0], a + per)
-                    out[a:b][rest] = draw(rng, kind, value, (b - a, *spec.shape[1:]))[rest]
+            else:     # an own axis after the first (an embedding's dim): every row drawn, its new columns kept
+                self._draw_rows(key, out, np.arange(out.shape[0]), kind, value, seed, keep=where + (idx,))
 
     def _stream(self, key: str, seed: int, skip: int = 0) -> np.random.Generator:
         """`default_init`'s generator positioned at element `skip` of tensor
@@ -571,8 +565,10 @@ class Growth:
         bits.advance(offset + skip)
         return np.random.Generator(bits)
 
-    def _draw_rows(self, key: str, out: np.ndarray, rows: np.ndarray, kind: str, value: float, seed: int) -> None:
-        """Rows `rows` of `key`'s default initialisation into `out`, in chunks."""
+    def _draw_rows(self, key: str, out: np.ndarray, rows: np.ndarray, kind: str, value: float, seed: int,
+                   keep: tuple | None = None) -> None:
+        """Rows `rows` of `key`'s default initialisation into `out`, in chunks
+        (`keep`: only those entries of each chunk, an index of its axes)."""
         row = int(np.prod(out.shape[1:], dtype=np.int64))
         per = max(1, _CHUNK // max(row, 1))
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
@@ -581,7 +577,11 @@ class Growth:
             rng = self._stream(key, seed, r0 * row)
             for a in range(r0, r1, per):
                 b = min(r1, a + per)
-                out[a:b] = draw(rng, kind, value, (b - a, *out.shape[1:]))
+                block = draw(rng, kind, value, (b - a, *out.shape[1:]))
+                if keep is None:
+                    out[a:b] = block
+                else:
+                    out[a:b][keep] = block[keep]
 
     def _copy(self, key: str, old: np.ndarray, sources: dict[int, int]) -> np.ndarray:
         gather, scales, grouped = [], [], None
