@@ -412,6 +412,17 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     assert kinds["conv1"] == kinds["layer2.0.conv1"] == kinds["layer4.0.conv2"] == kinds["layer4.1.conv1"] == "bcast"
     assert kinds["layer1.0.conv1"] == kinds["layer2.1.conv1"] == "winograd4"
     assert kinds["layer3.1.conv1"] == "winograd"
+    # Winograd and the bands take the whole room beside the live values where the arena stays at its
+    # bound (half of it gave layer2.0.conv2 F(2x2) and the 56x56 layers blocks of two tile rows)
+    assert kinds["layer2.0.conv2"] == "winograd4"
+    node = {n.label: n for n in plan.graph.nodes}
+    assert c_gen.wino_rows(node["layer1.0.conv1"], plan.graph, 4) >= 4
+    assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes
+    # the 7x7 3x3 layers in depth blocks of 8 channels (9 KiB of weights a 32-channel tile: L1), the
+    # 7x7 stem of 3 channels (147 taps) in one block, without partial sums
+    assert c_gen.direct_plan(node["layer4.1.conv1"], plan.graph)[1] == 8
+    assert c_gen.direct_plan(node["layer4.0.conv1"], plan.graph)[1] == 8
+    assert c_gen.direct_plan(node["conv1"], plan.graph)[1] == 3
     # LeNet's 5x5 ones, one and six input channels: shifted planes, no packing
     plan = compile_plan(ROOT / "samples" / "lenet.nn", target="c", render=False)
     assert {c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"} == {"planes"}
@@ -421,6 +432,8 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     assert kinds["features.2.conv.0.0"] == "gemm"
     # ... where a small one (7x7 pixels, 960 channels in) reads it in place over output channels
     assert kinds["features.17.conv.2"] == "bcast"
+    # ... and so does a 14x14 projection, whose last matrix-multiply tile of 32 pixels would hold 4
+    assert kinds["features.13.conv.2"] == "bcast" and kinds["features.13.conv.0.0"] == "gemm"
     # ... in depth blocks whose input rows and weights stay within half of a 32 KiB L1 (not 288 channels)
     node = next(n for n in plan.graph.nodes if n.label == "features.17.conv.2")
     depth = c_gen.direct_plan(node, plan.graph)[1]

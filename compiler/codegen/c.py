@@ -186,21 +186,37 @@ def _is_depthwise(n: Node) -> bool:
 
 
 WINO_MIN_TILES = 40   # 2x2 output tiles below which a 3x3 convolution stays a packed matrix multiply
-WINO_ROOM = 0.5       # the share of the room beside the live values Winograd's scratch may take (placement is not perfect)
+WINO_ROOMS = (1.0, 0.5)   # the shares of the room beside the live values that Winograd's and the direct kernels'
+                          # scratch may take: the first unless its placement grows the arena past the second's
+                          # (placement is not perfect: the whole room grew the U-Net's arena 1.15x)
 
 
-_ROOM: list[Any] = [None, None, 0]    # the last graph `_headroom` saw, its answer and the peak
+_ROOM: list[Any] = [None, None, 0, WINO_ROOMS[-1]]   # the last graph `_headroom` saw, its answer, the peak, the share
 
 
 def _headroom(graph: Graph) -> dict[str, int]:
     """node label -> bytes its scratch may take with the values alive at its
     step and stay within the peak of live values (the arena's lower bound).
-    Computed once per graph (the last one is kept)."""
+    Computed once per graph (the last one is kept), with the share of it
+    that the kernels' scratch takes (`_kernel_room`): the largest of
+    WINO_ROOMS whose layout is no larger than the smallest share's (two
+    trial layouts; ResNet-18's Winograd layers ran 10-30% faster in the
+    larger blocks of the whole room)."""
     if _ROOM[0] is not graph:
         live, peak = memory.live_profile(graph)
-        _ROOM[0], _ROOM[1] = graph, {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}
-        _ROOM[2] = peak
+        _ROOM[:] = [graph, {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}, peak, WINO_ROOMS[-1]]
+        if any(n.op.name == "conv2d" for n in graph.nodes):    # the kernels that take a share of the room
+            arena = {}
+            for share in reversed(WINO_ROOMS):
+                _ROOM[3] = share
+                arena[share] = memory.layout(graph, scratch=scratch_bytes, persistent=state_bytes(graph)).plan.arena_bytes
+            _ROOM[3] = next(s for s in WINO_ROOMS if arena[s] <= arena[WINO_ROOMS[-1]])
     return _ROOM[1]
+
+
+def _kernel_room(n: Node, graph: Graph) -> float:
+    """Bytes Winograd's or a direct kernel's scratch may take at `n`'s step."""
+    return _headroom(graph).get(n.label, 0) * _ROOM[3]
 
 
 PANEL_SLACK = 0.05    # the share of the peak a 1-d convolution's panel may add to the arena
@@ -234,9 +250,10 @@ def _wino_scratch(n: Node, m: int, rows: int) -> int:
 def _is_winograd(n: Node, graph: Graph) -> bool:
     """A 2-d 3x3 convolution of stride 1, no dilation, one group, with at
     least WINO_MIN_TILES output tiles of 2x2, whose scratch (one tile row a
-    block) fits beside the values alive at its step within half the room
-    below their peak (so the arena stays at the lower bound; else its larger
-    scratch would grow it, as on the U-Net sample, 1.6x): Winograd's
+    block) fits beside the values alive at its step within the share of the
+    room below their peak that `_kernel_room` gives (so the arena stays at
+    the lower bound; the whole room at every step grew the U-Net sample's
+    arena 1.15x, no share at all 1.6x): Winograd's
     F(2x2, 3x3) does 16 multiplies a tile per input channel where the
     matrix multiply does 36 (its weights are 16/9 larger, so small outputs,
     which read each weight few times, stay with the matrix multiply)."""
@@ -247,7 +264,7 @@ def _is_winograd(n: Node, graph: Graph) -> bool:
     return (tuple(a["kernel"]) == (3, 3) and tuple(a["stride"]) == (1, 1) and tuple(a["dilation"]) == (1, 1)
             and a["groups"] == 1 and isinstance(oh, int) and isinstance(ow, int)
             and -(-oh // 2) * -(-ow // 2) >= WINO_MIN_TILES
-            and _wino_scratch(n, 2, 1) <= WINO_ROOM * _headroom(graph).get(n.label, 0))
+            and _wino_scratch(n, 2, 1) <= _kernel_room(n, graph))
 
 
 def wino_rows(n: Node, graph: Graph, m: int) -> int | None:
@@ -259,7 +276,7 @@ def wino_rows(n: Node, graph: Graph, m: int) -> int | None:
     if not _is_winograd(n, graph) or (m == 4 and min(n.shape[1], n.shape[2]) < WINO4_MIN_SIDE):
         return None
     th, tw = -(-n.shape[1] // m), -(-n.shape[2] // m)
-    room = WINO_ROOM * _headroom(graph).get(n.label, 0)
+    room = _kernel_room(n, graph)
     rows = max(1, min(th, WINO_NB // (tw + 1)))
     while rows > 1 and _wino_scratch(n, m, rows) > room:
         rows -= 1
@@ -271,14 +288,16 @@ BCAST_CB = 32          # the most output channels of one register tile of nnc_co
 BCAST_ROW = 16         # NNC_CB: output channels of one packed weight block (a tap's row is one 64-byte line)
 BCAST_PT = (6, 7)      # NNC_PT on the targets: the output pixels of its register tile
 BCAST_TAPS = 1024      # NNC_BCAST_TAPS: the most taps of one depth block
-BCAST_DEPTH = 288      # taps of one depth block: its weights (36 KiB) stay in L1 across the band's tiles
+BCAST_DEPTH = 72       # taps of one depth block: its weights (9 KiB for a tile of 32 channels) stay in L1 across
+                       # the band's tiles, beside their partial sums
+BCAST_WHOLE = 288      # taps of a layer that runs in one depth block (no partial sums: a stem's few channels)
 BCAST_L1 = 16384       # bytes of a depth block of a 1x1 convolution read in place: its input rows (4 bytes a
                        # pixel) and weights (a 64-byte line per channel on AVX2, two on AVX-512) stay in half of a 32 KiB L1
 BCAST_L1_DEPTH = 32    # the shallowest depth block that rule gives (a large plane's rows overflow L1 anyway)
 # the cost model that picks the kernel of a 2-d convolution (`_direct_costs`), in multiply-adds at the
 # peak rate: the share of the peak each reaches, packing one column element (read in one stride or
 # strided), storing one output transposed (nnc_conv_bcast) and copying one out (nnc_conv_planes)
-GEMM_EFF, BCAST_EFF, PLANES_EFF = 0.95, 0.8, 0.72
+GEMM_EFF, BCAST_EFF, PLANES_EFF = 0.95, 0.9, 0.72
 PACK_COST, PACK_COST_STRIDED, STORE_COST, COPY_COST, BUILD_COST = 32, 48, 16, 8, 16
 
 
@@ -294,17 +313,22 @@ def _bcast_in_place(n: Node) -> bool:
 
 
 def _bcast_depth(n: Node) -> int:
-    """Input channels of one depth block of nnc_conv_bcast: BCAST_DEPTH
-    taps; for a 1x1 convolution read in place, as many channels as keep
+    """Input channels of one depth block of nnc_conv_bcast: all of them when
+    the layer has at most BCAST_WHOLE taps, else BCAST_DEPTH taps' worth
+    (ResNet-18's 7x7 3x3 layers on AVX-512: 2.83 ms in blocks of 32
+    channels, 36 KiB of weights a tile, 2.66 in 16, 2.30 in 8, 2.42 in 4);
+    for a 1x1 convolution read in place, as many channels as keep
     their input rows and weights within BCAST_L1 bytes (at least
     BCAST_L1_DEPTH): MobileNetV2's 7x7 pointwise layers ran at ~50 GFLOP/s
     in blocks of 288 channels (56 KiB of input rows), ~75 in blocks of 63
     (AVX2, one core of ~94 peak)."""
     a = n.attrs
-    cin = a["in_channels"]
+    cin, taps = a["in_channels"], math.prod(a["kernel"])
     if _bcast_in_place(n):
         return min(cin, max(BCAST_L1_DEPTH, BCAST_L1 // (4 * n.shape[1] * n.shape[2] + 64)))
-    return min(cin, max(1, BCAST_DEPTH // math.prod(a["kernel"])))
+    if cin * taps <= BCAST_WHOLE:
+        return cin
+    return min(cin, max(1, BCAST_DEPTH // taps))
 
 
 def _bcast_scratch(n: Node, rows: int, depth: int) -> int:
@@ -381,7 +405,7 @@ def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
     taps = math.prod(a["kernel"])
     if taps > BCAST_TAPS:
         return None
-    room = max(panel_rows(n, graph) * NR_MAX * 4, WINO_ROOM * _headroom(graph).get(n.label, 0))
+    room = max(panel_rows(n, graph) * NR_MAX * 4, _kernel_room(n, graph))
     costs = _direct_costs(n)
     for kind in sorted(costs, key=costs.get):
         if kind == "gemm":
