@@ -28,7 +28,6 @@ import numpy as np
 from .codegen import numpy as numpy_gen
 from .codegen.names import sanitize
 from .diagnostics import CompileError, UserError, error, printable
-from .dims import SymbolicError, product
 from .frontend import Checked, check
 from .ir import Graph
 from .memory import Layout, Limits, arena_problem, format_bytes, largest_buffer, layout, unbounded
@@ -113,8 +112,6 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
             help=f"give the largest size with `--dim {first}=N` (`dims={{'{first}': N}}` in Python) "
                  f"or in the model: `[{first}=N]`")], checked.sources)
     name = module_name(graph)
-    if target == "c":
-        _check_linear_sizes(graph, checked)
     if target == "numpy":
         lay = layout(graph, scratch=numpy_gen.scratch_bytes, share=optimize,
                      persistent=numpy_gen.state_bytes(graph), written=checked.graph)
@@ -144,23 +141,6 @@ def _check_arena(graph: Graph, lay: Layout, batch: int, limits: Limits, checked:
     raise CompileError([error("E0208", message, span, notes=notes,
                               help="plan for a smaller batch or bound, or raise the limit (`--max-memory SIZE`, "
                                    "or `limits=` in Python)")], checked.sources)
-
-
-def _check_linear_sizes(graph: Graph, checked: Checked) -> None:
-    """The C plan computes element counts as linear expressions of the named
-    dimensions: a value with two named sizes (`[Z, A]`) cannot be planned."""
-    values = [(i.shape, i.span, f"input `{i.name}`") for i in graph.inputs]
-    values += [(n.shape, n.span, f"`{n.label}`") for n in graph.nodes]
-    for shape, span, what in values:
-        try:
-            product(shape)
-        except SymbolicError:
-            from .dims import format_shape
-            raise CompileError([error(
-                "E0206", f"{what} has the shape {format_shape(shape)}: the C target needs element counts "
-                         "that grow with one named dimension at most", span,
-                help="give all but one of its named dimensions a fixed size, or use the numpy target")],
-                checked.sources) from None
 
 
 def load_module(name: str, text: str) -> types.ModuleType:

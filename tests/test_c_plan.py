@@ -363,6 +363,37 @@ def test_two_named_dimensions_are_clean_under_sanitizers_and_match_numpy(tmp_pat
     np.testing.assert_allclose(nnc.build(TWO_DIMS, target="c")(x, y), model(x, y), rtol=1e-4, atol=1e-5)
 
 
+SELF_ATTENTION = """model selfsim(x: [T=24, 16]) {
+    xt = x -> transpose((1, 0))
+    s = matmul(x, xt) -> softmax
+    return matmul(s, x)
+}
+"""
+
+SELF_ATTENTION_CALL = """        long t = atol(argv[4]);
+        y = malloc((size_t)(16 * t) * sizeof(float));
+        if (selfsim_forward_len(ctx, x, (int)t, y)) return 5;
+        fwrite(y, sizeof(float), (size_t)(16 * t), out);
+"""
+
+
+def test_values_of_t_by_t_elements_are_clean_under_sanitizers_and_match_torch(tmp_path):
+    """Attention written with matmul: the scores are [T, T], planned at the bound (T = 24), and every
+    shorter sequence runs in the same arena, without a read or write outside it."""
+    if not sanitizers_work():
+        pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
+    torch = pytest.importorskip("torch")
+    exe = build_harness("selfsim", tmp_path, SANITIZE, source=SELF_ATTENTION, forward_len=SELF_ATTENTION_CALL)
+    for t in (24, 23, 7, 1):
+        x = np.random.default_rng(t).standard_normal((1, t, 16)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        want = (torch.softmax(xt @ xt.transpose(1, 2), -1) @ xt).numpy()
+        np.testing.assert_allclose(call(exe, "len", x, tmp_path, t), want.reshape(-1), rtol=1e-4, atol=1e-5)
+    x = np.random.default_rng(1).standard_normal((2, 9, 16)).astype(np.float32)
+    np.testing.assert_allclose(nnc.build(SELF_ATTENTION, target="c", batch=2)(x), nnc.build(SELF_ATTENTION, batch=2)(x),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_a_million_gru_steps_stay_finite_and_equal_the_numpy_plan(tmp_path):
     exe = build_harness("gru", tmp_path, ["-std=c99", "-O2"], stream=True, dims={"T": 4096})
     n = 1_000_000
