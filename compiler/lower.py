@@ -579,6 +579,9 @@ class Lowerer:
                     ok = False
                     break
                 target = spec.args[position].name
+                for at, kind, name in spec.earlier:     # an earlier signature's argument at this place
+                    if at == position and kind is Kind.BOOL and isinstance(a.value, ast.Bool):
+                        target = name
                 position += 1
             else:
                 if a.name not in names:

@@ -193,6 +193,11 @@ OP_CASES: list[OpCase] = [
     step("gru_without_bias", "gru", (9, 6), "gru(5, bias=false)", (9, 5), rnn(3, 5, 6, bias=False),
          lambda t: t.nn.GRU(6, 5, bias=False, batch_first=True)),
     step("lstm", "lstm", (9, 6), "lstm(4)", (9, 4), rnn(4, 4, 6), lambda t: t.nn.LSTM(6, 4, batch_first=True)),
+    # section 6's signature, gru(hidden, bias): a true/false second argument is the bias, not v2's `layers`
+    step("gru_v1_positional_bias", "gru", (9, 6), "gru(5, false)", (9, 5), rnn(3, 5, 6, bias=False),
+         lambda t: t.nn.GRU(6, 5, bias=False, batch_first=True)),
+    step("lstm_v1_positional_bias", "lstm", (9, 6), "lstm(4, true)", (9, 4), rnn(4, 4, 6),
+         lambda t: t.nn.LSTM(6, 4, batch_first=True)),
     # section 9: stacked and two-way layers, and nn.RNN (helper 13C)
     step("lstm_two_layers_bidirectional", "lstm", (9, 6), "lstm(4, layers=2, bidirectional=true)", (9, 8),
          {f"{w}_l{k}{d}": s for k in range(2) for d in ("", "_reverse")
