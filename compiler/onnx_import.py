@@ -670,7 +670,7 @@ _LABEL_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)(\.([A-Za-z_][A-Za-z0-9
 
 
 def _valid_label(text: str) -> bool:
-    return bool(text) and bool(_LABEL_RE.match(text)) and not text[0].isdigit() \
+    return bool(text) and bool(_LABEL_RE.match(text)) \
         and not any(part in _KEYWORDS for part in text.split("."))
 
 

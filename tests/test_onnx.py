@@ -149,6 +149,25 @@ def test_torchscript_export_of_twin_imports_to_the_same_function(sample, tmp_pat
     assert set(weights) == twin_keys
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_sequentials_integer_labels_survive_import_and_its_state_dict_loads(exporter, tmp_path):
+    """nn.Sequential's keys are `0.weight`, `2.bias`...: labels of integer segments (LANGUAGE.md 5), which
+    the importer keeps (INTERFACES.md 10: PyTorch module paths survive), so its state_dict loads as is."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Linear(4, 10), torch.nn.ReLU(), torch.nn.Linear(10, 3)).eval()
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((1, 4)).astype(np.float32))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(seq, (x,), str(tmp_path / "seq.onnx"), dynamo=exporter == "dynamo",
+                          **({} if exporter == "dynamo" else {"input_names": ["x"]}))
+    text, weights = nnc.from_onnx(tmp_path / "seq.onnx")
+    assert set(weights) == set(seq.state_dict())
+    model = nnc.build(text, weights={k: v.numpy() for k, v in seq.state_dict().items()})
+    with torch.no_grad():
+        assert _rel(model(x.numpy()), seq(x).numpy()) < 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sample", SMALL)
 def test_dynamo_export_of_twin_imports_to_the_same_function(sample, tmp_path):
