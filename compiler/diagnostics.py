@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..runtime.errors import UsageError, UserError  # noqa: F401  (re-exported: defined with the runtime)
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
@@ -146,19 +148,6 @@ def warning(code: str, message: str, span: Span | None, *, help: str | None = No
             notes: tuple[str, ...] = ()) -> Diagnostic:
     assert code in CODES, code
     return Diagnostic(Severity.WARNING, code, message, span, notes, help)
-
-
-class UserError(Exception):
-    """A problem the user can fix that is not located in model text (a missing
-    C compiler, an unwritable folder, a bad weights file): the CLI prints its
-    message as one line and exits 1; Python callers see the exception itself.
-    Subclasses also derive from the built-in class that fits (`ValueError`,
-    `OSError`, `RuntimeError`) so existing `except` clauses keep working."""
-
-
-class UsageError(UserError, ValueError):
-    """A bad argument to the Python API (a dimension size that is not an
-    integer, a bad `limits=`): the message names the argument."""
 
 
 class CompileError(Exception):

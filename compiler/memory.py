@@ -40,60 +40,10 @@ from typing import Callable, Mapping
 from . import plan as planner
 from .dims import evaluate, free_symbols, is_symbolic
 from .ir import Graph, Node
+from ..runtime.limits import GiB, Limits, format_bytes  # noqa: F401  (re-exported: the runtime checks its arena too)
 
 FLOAT_BYTES = 4
-GiB = 1 << 30
 
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The largest sizes nnc plans, in bytes: one tensor (a value of one
-    example, or one weight tensor), all the weights together, and the arena
-    at the plan's batch. Past them, `nnc check` and `compile_plan` give E0208
-    instead of allocating. The defaults keep every element index within
-    C's `int`; `limits=` (Python) and `--max-memory` (CLI) change them."""
-
-    tensor: int = 2 * GiB
-    weights: int = 4 * GiB
-    arena: int = 4 * GiB
-
-    @staticmethod
-    def of(value: "Limits | int | Mapping[str, int] | None") -> "Limits":
-        """`None`: the defaults; an int: that many bytes for each of the
-        three; a mapping with any of `tensor`, `weights`, `arena`."""
-        from .diagnostics import UsageError
-        if value is None:
-            return Limits()
-        if isinstance(value, Limits):
-            return value
-        if isinstance(value, Mapping):
-            unknown = set(value) - {"tensor", "weights", "arena"}
-            if unknown:
-                raise UsageError(f"limits has no key {', '.join(map(repr, sorted(unknown)))}: "
-                                 "use 'tensor', 'weights' and 'arena'")
-            fields = {k: _positive_bytes(f"limits[{k!r}]", v) for k, v in value.items()}
-            return Limits(**fields)
-        n = _positive_bytes("limits", value)
-        return Limits(n, n, n)
-
-
-def _positive_bytes(what: str, value) -> int:
-    from .diagnostics import UsageError
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UsageError(f"{what} must be a positive number of bytes, got {value!r}")
-    return value
-
-
-def format_bytes(n: int) -> str:
-    """`1.5 GiB (1,610,612,736 B)`; sizes past exbibytes by their digits."""
-    if n >= 1 << 70:
-        return f"about 10^{int(n.bit_length() * 0.30103)} bytes"
-    for unit, size in (("EiB", 1 << 60), ("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
-                       ("KiB", 1 << 10)):
-        if n >= size:
-            text = f"{n / size:,.1f}".removesuffix(".0")
-            return f"{text} {unit} ({n:,} B)"
-    return f"{n:,} B"
 
 VIEW_OPS = frozenset({"flatten", "reshape", "dropout", "identity"})
 INPLACE_OPS = frozenset({"relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "selu", "softplus", "hardsigmoid",

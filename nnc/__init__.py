@@ -5,10 +5,18 @@ The stages live in the subpackages `nnc.compiler` (parse, IR, shapes, passes,
 planner, code generators) and `nnc.runtime` (kernels the generated code calls).
 """
 
-from nnc.compiler.diagnostics import CompileError, Diagnostic, Severity, Span
-
 __all__ = ["CompileError", "Diagnostic", "Severity", "Span"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """`nnc.CompileError` and the other diagnostic types, imported on first use:
+    a generated NumPy module imports `nnc.runtime` and NumPy only (INTERFACES.md
+    section 7), not the compiler."""
+    if name in ("CompileError", "Diagnostic", "Severity", "Span"):
+        from nnc.compiler import diagnostics
+        return getattr(diagnostics, name)
+    raise AttributeError(f"module 'nnc' has no attribute {name!r}")
 
 
 def build(model, target="numpy", batch=1, weights=None, dims=None, stream=False, optimize=True, limits=None):

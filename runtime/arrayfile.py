@@ -20,7 +20,7 @@ import zipfile
 
 import numpy as np
 
-from ..compiler.memory import format_bytes
+from .limits import format_bytes
 from .weights import npy_header
 
 # Deflate reaches about 1:1032; a member declaring far more than that over

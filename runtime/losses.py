@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..compiler.diagnostics import UserError
+from .errors import UserError
 
 LOSSES = ("cross_entropy", "mse", "bce_with_logits")
 

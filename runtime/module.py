@@ -53,8 +53,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..compiler.diagnostics import UserError
-from ..compiler.memory import Limits
+from .errors import UserError
+from .limits import Limits
 from . import weights as W
 
 INITS = (None, "default")

@@ -53,7 +53,7 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..compiler.diagnostics import UserError
+from .errors import UserError
 
 
 class OptimizerError(UserError, ValueError):

@@ -64,7 +64,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..compiler.diagnostics import UserError
+from .errors import UserError
 from . import weights as W
 from .arrayfile import check_sizes, memory_bytes
 from .losses import TargetError, check_targets

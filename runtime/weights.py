@@ -50,7 +50,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..compiler.diagnostics import UserError
+from .errors import UserError
 
 # Keys PyTorch writes that inference never reads.
 IGNORED_SUFFIXES = (".num_batches_tracked",)

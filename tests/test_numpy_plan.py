@@ -240,3 +240,43 @@ def test_the_module_says_how_to_regenerate_it_with_every_flag_it_was_compiled_wi
     text = next(iter(plan.files.values()))
     assert "-t numpy --stream --dim T=16 --batch 3 --max-memory 1048576`" in text
     assert "ARENA_LIMIT = 1048576" in text
+
+
+RUNTIME_ONLY = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "nnc.compiler" or name.startswith("nnc.compiler.") or name in ("lark", "jinja2"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import {name}
+model = {name}.Model(batch=2)
+np.save(sys.argv[2], model(np.load(sys.argv[3])))
+try:
+    model(np.zeros((3, 1), np.float32))
+except ValueError as e:
+    print("refused:", e)
+"""
+
+
+@pytest.mark.parametrize("name", ["lenet", "gru"])
+def test_a_generated_module_needs_only_numpy_and_the_runtime(name, tmp_path):
+    """INTERFACES.md 7: the module imports NumPy and nnc's runtime package only; with the compiler
+    (and lark, jinja2) unimportable it loads its weights, runs and refuses a bad input."""
+    dims = DIMS.get(name)
+    nnc_args = [f"--dim={k}={v}" for k, v in (dims or {}).items()]
+    subprocess.run([sys.executable, "-m", "nnc", "compile", str(ROOT / "samples" / f"{name}.nn"), "-o", str(tmp_path),
+                    *nnc_args], check=True, capture_output=True)
+    stem = next(tmp_path.glob("*.py")).stem
+    model = nnc.build(ROOT / "samples" / f"{name}.nn", batch=2, dims=dims, weights=tmp_path / f"{stem}.npz")
+    shape = tuple(d if isinstance(d, int) else dims[d] for d in model.input_shapes["x"])
+    x = np.random.default_rng(5).standard_normal((2, *shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "runtime_only.py").write_text(RUNTIME_ONLY.replace("{name}", stem))
+    proc = subprocess.run([sys.executable, str(tmp_path / "runtime_only.py"), str(tmp_path), str(tmp_path / "y.npy"),
+                           str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refused:")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model(x), rtol=1e-6, atol=1e-7)
