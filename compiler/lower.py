@@ -569,8 +569,15 @@ class Lowerer:
         ok = True
         names = [a.name for a in spec.args]
         position = 0
+        earlier = None          # the earlier signature's argument a positional one took (its last)
         for a in given:
+            value = _UNSET
             if a.name is None:
+                if earlier is not None:
+                    self.err("E0303", f"{spec.name} takes no positional argument after `{earlier}` given by "
+                             f"position", a.span, scope, help=_signature_help(spec))
+                    ok = False
+                    break
                 if position >= len(spec.args):
                     takes = f"at most {len(spec.args)}" if spec.args else "no"
                     self.err("E0303", f"{spec.name} takes {takes} argument{'s' if len(spec.args) != 1 else ''}, "
@@ -579,9 +586,12 @@ class Lowerer:
                     ok = False
                     break
                 target = spec.args[position].name
-                for at, kind, name in spec.earlier:     # an earlier signature's argument at this place
-                    if at == position and kind is Kind.BOOL and isinstance(a.value, ast.Bool):
-                        target = name
+                for at, name in spec.earlier:       # a value only the earlier signature's argument takes
+                    if at == position:
+                        value = self._eval(a.value, scope)
+                        if value is not POISON and _takes(spec.args[names.index(name)], value) \
+                                and not _takes(spec.args[position], value):
+                            target = earlier = name
                 position += 1
             else:
                 if a.name not in names:
@@ -595,7 +605,9 @@ class Lowerer:
                 ok = False
                 continue
             argspec = spec.args[names.index(target)]
-            if argspec.kind is Kind.WORD and isinstance(a.value, ast.Name) and a.value.name not in scope.params \
+            if value is not _UNSET:
+                pass                        # evaluated above
+            elif argspec.kind is Kind.WORD and isinstance(a.value, ast.Name) and a.value.name not in scope.params \
                     and a.value.name not in scope.names:
                 value = a.value.name        # any bare word: a wrong one gets "one of ..., did you mean"
             else:
@@ -1042,6 +1054,18 @@ def _kind_of(v: Any) -> str:
     if isinstance(v, tuple):
         return "a tuple"
     return str(v)
+
+
+_UNSET = object()      # an argument not evaluated yet
+
+
+def _takes(arg, value) -> bool:
+    """Whether argument `arg` accepts `value`."""
+    try:
+        coerce_arg(arg, value)
+    except ArgError:
+        return False
+    return True
 
 
 def _signature_help(spec: OpSpec) -> str:

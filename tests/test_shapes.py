@@ -628,3 +628,19 @@ def test_sample_matches_its_pytorch_twin_in_parameters_and_output_shape(torch, s
         y = twin(*(torch.randn(1, *shape) for shape in input_shapes.values()))
     ours = tuple(evaluate(d, DIMS.get(sample, {})) for d in output_shape(graph))
     assert tuple(y.shape) == (1, *ours)
+
+
+def test_the_earlier_recurrent_signature_takes_a_bias_and_nothing_after_it():
+    """gru(hidden, bias) of LANGUAGE.md 6 beside v2's gru(hidden, layers, bidirectional, bias): a
+    true/false second argument is the bias (also through a block parameter); a number is `layers`; a
+    positional argument after the earlier form's bias is an error, not v2's `bidirectional`."""
+    def params(body: str, block: str = "") -> set[str]:
+        return set(param_shapes(check(f"{block}model m(x: [T=10, 4]) {{\n    {body}\n}}\n").graph))
+
+    assert params("r: gru(8, false)") == {"r.weight_ih_l0", "r.weight_hh_l0"}
+    assert params("r: gru(8, 2)") >= {"r.weight_ih_l1", "r.bias_ih_l1"}
+    assert params("r: b(false)", "block b(flag)(x) {\n    return x -> gru(8, flag)\n}\n") == \
+        {"r.gru_0.weight_ih_l0", "r.gru_0.weight_hh_l0"}
+    with pytest.raises(CompileError) as info:
+        check("model m(x: [T=10, 4]) {\n    r: gru(8, false, true)\n}\n")
+    assert codes(info.value) == ["E0303"] and "after `bias`" in str(info.value)

@@ -178,10 +178,10 @@ class OpSpec:
     macs: Callable[[Attrs, Sequence[Shape], Shape], Dim] = lambda a, ins, out: 0
     elementwise: bool = False                  # an activation: same shape, fusable
     aliases: tuple[str, ...] = ()
-    # an earlier signature's positional argument that a literal of another kind still reaches:
-    # (position, kind of literal, argument), e.g. v1's `gru(hidden, bias)` under v2's
-    # `gru(hidden, layers, ...)`: a `true`/`false` second argument is the bias, a number the layers
-    earlier: tuple[tuple[int, "Kind", str], ...] = ()
+    # an earlier signature's positional argument that a value the current one refuses still reaches:
+    # (position, argument), e.g. v1's `gru(hidden, bias)` under v2's `gru(hidden, layers, ...)`: a
+    # true/false second argument is the bias, a number the layers; no positional argument follows it
+    earlier: tuple[tuple[int, str], ...] = ()
     # Slots for the coming stages, None until an op's rule is written there:
     # `backward`, the training stage's reverse-mode rule (TRAINING.md): the
     #   gradients of the op's inputs and parameters from its output's;

@@ -120,7 +120,7 @@ def _recurrent(name: str, gates: int) -> OpSpec:
     return OpSpec(name, (ArgSpec("hidden", Kind.POS_INT), *act, ArgSpec("layers", Kind.POS_INT, 1),
                          ArgSpec("bidirectional", Kind.BOOL, False), ArgSpec("bias", Kind.BOOL, True)),
                   infer, resolve=resolve, params=params, macs=macs,
-                  earlier=((1, Kind.BOOL, "bias"),) if name != "rnn" else (),   # LANGUAGE.md 6: gru(hidden, bias)
+                  earlier=((1, "bias"),) if name != "rnn" else (),   # LANGUAGE.md 6: gru(hidden, bias)
                   backward=Backward(saves=saves, needs_output=True), units=_recurrent_units(gates))
 
 
