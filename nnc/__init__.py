@@ -10,13 +10,20 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """`nnc.CompileError` and the other diagnostic types, imported on first use:
-    a generated NumPy module imports `nnc.runtime` and NumPy only (INTERFACES.md
-    section 7), not the compiler."""
+    """`nnc.CompileError` and the other diagnostic types, and `nnc.compiler`,
+    imported on first use: a generated NumPy module imports `nnc.runtime` and
+    NumPy only (INTERFACES.md section 7), not the compiler."""
     if name in ("CompileError", "Diagnostic", "Severity", "Span"):
         from nnc.compiler import diagnostics
         return getattr(diagnostics, name)
+    if name == "compiler":
+        import importlib
+        return importlib.import_module("nnc.compiler")
     raise AttributeError(f"module 'nnc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), "CompileError", "Diagnostic", "Severity", "Span", "compiler"})
 
 
 def build(model, target="numpy", batch=1, weights=None, dims=None, stream=False, optimize=True, limits=None):

@@ -201,3 +201,24 @@ def test_recurrent_stacks_and_attention_are_clean_under_sanitizers(monkeypatch, 
         x = np.random.default_rng(3).standard_normal((3, 10, model.input_shapes["x"][1])).astype(np.float32)
         np.testing.assert_allclose(call(exe, "forward", x, folder), np.asarray(model(x)).reshape(-1),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_the_room_of_a_graph_is_kept_per_thread(monkeypatch):
+    """The room a kernel's scratch may take (and the share of it, from two trial layouts) is worked
+    out once per graph and kept for the layout and the code generated for it. Another thread
+    compiling another model must not replace it: a kernel could then take more scratch than the
+    layout gave it. Here the other thread's graph leaves this thread's entry in place (no recount)."""
+    import threading
+    from nnc.compiler import memory
+    a = check(ROOT / "samples" / "unet.nn", {}).graph
+    b = check(ROOT / "samples" / "resnet18.nn", {}).graph
+    conv = next(n for n in a.nodes if n.op.name == "conv2d")
+    before = c_gen._kernel_room(conv, a)
+    counted = []
+    profile = memory.live_profile
+    monkeypatch.setattr(memory, "live_profile", lambda g: counted.append(g) or profile(g))
+    other = threading.Thread(target=lambda: c_gen._kernel_room(next(iter(b.nodes)), b))
+    other.start()
+    other.join()
+    assert counted == [b]                        # the other thread worked out its own graph's room ...
+    assert c_gen._kernel_room(conv, a) == before and counted == [b]      # ... and this one kept its own

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
@@ -191,32 +192,46 @@ WINO_ROOMS = (1.0, 0.5)   # the shares of the room beside the live values that W
                           # (placement is not perfect: the whole room grew the U-Net's arena 1.15x)
 
 
-_ROOM: list[Any] = [None, None, 0, WINO_ROOMS[-1]]   # the last graph `_headroom` saw, its answer, the peak, the share
+_ROOM = threading.local()    # per thread: (graph, its headroom, its peak, the share) of the last graph seen
 
 
-def _headroom(graph: Graph) -> dict[str, int]:
-    """node label -> bytes its scratch may take with the values alive at its
-    step and stay within the peak of live values (the arena's lower bound).
-    Computed once per graph (the last one is kept), with the share of it
-    that the kernels' scratch takes (`_kernel_room`): the largest of
+def _room(graph: Graph) -> tuple[dict[str, int], int, float]:
+    """(node label -> bytes its scratch may take with the values alive at its
+    step and stay within the peak of live values (the arena's lower bound),
+    that peak, the share of the room the kernels' scratch takes). Computed
+    once per graph and thread (the last graph is kept, so a layout and the
+    code generated for it see the same answer). The share is the largest of
     WINO_ROOMS whose layout is no larger than the smallest share's (two
     trial layouts; ResNet-18's Winograd layers ran 10-30% faster in the
     larger blocks of the whole room)."""
-    if _ROOM[0] is not graph:
+    entry = getattr(_ROOM, "entry", None)
+    if entry is None or entry[0] is not graph:
         live, peak = memory.live_profile(graph)
-        _ROOM[:] = [graph, {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}, peak, WINO_ROOMS[-1]]
+        room = {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}
+        share = WINO_ROOMS[-1]
         if any(n.op.name == "conv2d" for n in graph.nodes):    # the kernels that take a share of the room
             arena = {}
-            for share in reversed(WINO_ROOMS):
-                _ROOM[3] = share
-                arena[share] = memory.layout(graph, scratch=scratch_bytes, persistent=state_bytes(graph)).plan.arena_bytes
-            _ROOM[3] = next(s for s in WINO_ROOMS if arena[s] <= arena[WINO_ROOMS[-1]])
-    return _ROOM[1]
+            try:
+                for trial in reversed(WINO_ROOMS):
+                    _ROOM.entry = (graph, room, peak, trial)  # what the trial's scratch_bytes reads
+                    arena[trial] = memory.layout(graph, scratch=scratch_bytes,
+                                                 persistent=state_bytes(graph)).plan.arena_bytes
+            finally:
+                _ROOM.entry = None
+            share = next(s for s in WINO_ROOMS if arena[s] <= arena[WINO_ROOMS[-1]])
+        entry = _ROOM.entry = (graph, room, peak, share)
+    return entry[1], entry[2], entry[3]
+
+
+def _headroom(graph: Graph) -> dict[str, int]:
+    """node label -> bytes its scratch may take beside the values alive at its step (`_room`)."""
+    return _room(graph)[0]
 
 
 def _kernel_room(n: Node, graph: Graph) -> float:
     """Bytes Winograd's or a direct kernel's scratch may take at `n`'s step."""
-    return _headroom(graph).get(n.label, 0) * _ROOM[3]
+    room, _, share = _room(graph)
+    return room.get(n.label, 0) * share
 
 
 PANEL_SLACK = 0.05    # the share of the peak a 1-d convolution's panel may add to the arena
@@ -229,7 +244,8 @@ def _panel_room(n: Node, graph: Graph) -> int:
     PANEL_SLACK of the peak. A short sequence's panel can otherwise be
     larger than the values themselves (glu_tcn at 16 steps: 6 KiB of panel
     beside 4 KiB of values, 2.25x the lower bound)."""
-    room = _headroom(graph).get(n.label, 0) + PANEL_SLACK * _ROOM[2]
+    headroom, peak, _ = _room(graph)
+    room = headroom.get(n.label, 0) + PANEL_SLACK * peak
     return int(room) // (NR_MAX * 4)
 
 
@@ -673,7 +689,8 @@ def rnn_plan(node: Node, graph: Graph) -> RnnPlan:
 
     on_stack = fixed["tile"] + 2 * h <= TILE_FLOATS
     near = min(rows, (TILE_FLOATS - fixed["tile"]) // h) if on_stack else 0
-    room = int(_headroom(graph).get(node.label, 0) + RNN_SLACK * _ROOM[2]) // 4 - (0 if on_stack else fixed["tile"])
+    headroom, peak, _ = _room(graph)
+    room = int(headroom.get(node.label, 0) + RNN_SLACK * peak) // 4 - (0 if on_stack else fixed["tile"])
     far = max(0, min(rows - near, room // h))
     while far > 0 and far * h + saved(near + far) > room:
         far -= 1
