@@ -250,3 +250,24 @@ def test_activation_pieces_change_nothing(act):
         got = x.copy()
         K.apply_activation(act, got, _stale(K.activation_scratch(act, x.shape, budget)))
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_budgets_of_a_graph_are_kept_per_thread(monkeypatch):
+    """A step's scratch budget is worked out once per graph (trial layouts) and kept for the layout
+    and the code generated for it; another thread compiling another model must not replace it."""
+    import threading
+    from nnc.compiler import memory
+    from nnc.compiler.codegen import numpy as numpy_gen
+    from nnc.compiler.frontend import check
+    a = check(SAMPLES / "unet.nn", {}).graph
+    b = check(SAMPLES / "lenet.nn", {}).graph
+    node = next(n for n in a.nodes if n.op.name == "conv2d")
+    before = numpy_gen.budget(a, node)
+    counted = []
+    profile = memory.live_profile
+    monkeypatch.setattr(memory, "live_profile", lambda g: counted.append(g) or profile(g))
+    other = threading.Thread(target=lambda: numpy_gen.budget(b, next(iter(b.nodes))))
+    other.start()
+    other.join()
+    assert counted == [b]
+    assert numpy_gen.budget(a, node) == before and counted == [b]
