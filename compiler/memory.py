@@ -4,7 +4,9 @@ In:  a checked (usually optimised) `ir.Graph` (its bounds size the named
      dimensions), and a function that names each node's scratch buffers.
 Out: `Layout`: every value's place (a buffer, a byte offset, and for a concat
      input the slice of the concat it lives in), every buffer's place in the
-     arena (from `plan.plan`), and the figures `nnc summary` reports.
+     arena (from `plan.plan`), and the figures `nnc summary` reports; also
+     `LastGraph`, where a code generator keeps the scratch sizes it derived
+     from trial layouts of a graph (one per thread).
 
 The plan is made for one example: every size scales with the batch, so at
 batch B each buffer sits at B times its planned offset (a kernel's scratch at
@@ -34,6 +36,7 @@ at the plan's batch); the front end checks the first two (`lower.py`),
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -43,6 +46,25 @@ from .ir import Graph, Node
 from ..runtime.limits import GiB, Limits, format_bytes  # noqa: F401  (re-exported: the runtime checks its arena too)
 
 FLOAT_BYTES = 4
+
+
+class LastGraph:
+    """A planner's answer for the last graph it worked one out for, one per
+    thread: code generators derive scratch sizes from trial layouts of a graph,
+    and the layout and the code generated for it must read the same answer,
+    whatever another thread compiles meanwhile."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, graph: Graph):
+        """The answer kept for `graph`, or None."""
+        entry = getattr(self._local, "entry", None)
+        return entry[1] if entry is not None and entry[0] is graph else None
+
+    def put(self, graph: Graph | None, answer) -> None:
+        """Keep `answer` for `graph` (None: forget, as after a failed trial)."""
+        self._local.entry = None if graph is None else (graph, answer)
 
 
 VIEW_OPS = frozenset({"flatten", "reshape", "dropout", "identity"})

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Mapping
@@ -192,20 +191,20 @@ WINO_ROOMS = (1.0, 0.5)   # the shares of the room beside the live values that W
                           # (placement is not perfect: the whole room grew the U-Net's arena 1.15x)
 
 
-_ROOM = threading.local()    # per thread: (graph, its headroom, its peak, the share) of the last graph seen
+_ROOM = memory.LastGraph()    # per thread: (headroom, peak, share) of the last graph seen
 
 
 def _room(graph: Graph) -> tuple[dict[str, int], int, float]:
     """(node label -> bytes its scratch may take with the values alive at its
     step and stay within the peak of live values (the arena's lower bound),
     that peak, the share of the room the kernels' scratch takes). Computed
-    once per graph and thread (the last graph is kept, so a layout and the
-    code generated for it see the same answer). The share is the largest of
+    once per graph and thread (`memory.LastGraph`, so a layout and the code
+    generated for it see the same answer). The share is the largest of
     WINO_ROOMS whose layout is no larger than the smallest share's (two
     trial layouts; ResNet-18's Winograd layers ran 10-30% faster in the
     larger blocks of the whole room)."""
-    entry = getattr(_ROOM, "entry", None)
-    if entry is None or entry[0] is not graph:
+    got = _ROOM.get(graph)
+    if got is None:
         live, peak = memory.live_profile(graph)
         room = {n.label: peak - live[i] for i, n in enumerate(graph.nodes)}
         share = WINO_ROOMS[-1]
@@ -213,14 +212,16 @@ def _room(graph: Graph) -> tuple[dict[str, int], int, float]:
             arena = {}
             try:
                 for trial in reversed(WINO_ROOMS):
-                    _ROOM.entry = (graph, room, peak, trial)  # what the trial's scratch_bytes reads
+                    _ROOM.put(graph, (room, peak, trial))     # what the trial's scratch_bytes reads
                     arena[trial] = memory.layout(graph, scratch=scratch_bytes,
                                                  persistent=state_bytes(graph)).plan.arena_bytes
-            finally:
-                _ROOM.entry = None
+            except BaseException:
+                _ROOM.put(None, None)
+                raise
             share = next(s for s in WINO_ROOMS if arena[s] <= arena[WINO_ROOMS[-1]])
-        entry = _ROOM.entry = (graph, room, peak, share)
-    return entry[1], entry[2], entry[3]
+        got = (room, peak, share)
+        _ROOM.put(graph, got)
+    return got
 
 
 def _headroom(graph: Graph) -> dict[str, int]:

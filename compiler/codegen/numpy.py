@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -126,28 +125,28 @@ SCRATCH_CAP = 1 << 20      # floats (4 MiB) per example: the largest budget
 SHARES = ((1.0, 0.08), (1.0, 0.05), (0.75, 0.04), (0.5, 0.04), (0.25, 0.02))   # (of the room, of the peak)
 TARGET = 1.095             # the arena the budgets may give, over the lower bound (the goal is 1.10)
 
-_BUDGETS = threading.local()     # per thread: (graph, its budgets) of the last graph `_budgets` saw
+_BUDGETS = memory.LastGraph()     # per thread: the budgets of the last graph `_budgets` saw
 
 
 def _budgets(graph: Graph) -> dict[str, int]:
     """node label -> its budget (floats per example), computed once per graph
-    and thread (the last graph is kept: a layout and the code generated for it
+    and thread (`memory.LastGraph`: a layout and the code generated for it
     read the same budgets, whatever another thread compiles meanwhile)."""
-    entry = getattr(_BUDGETS, "entry", None)
-    if entry is not None and entry[0] is graph:
-        return entry[1]
+    got = _BUDGETS.get(graph)
+    if got is not None:
+        return got
     live, peak = memory.live_profile(graph)
     state = state_bytes(graph)
     try:
         for room_share, peak_share in SHARES:
             budgets = {n.label: int(min(SCRATCH_CAP, max(1, (room_share * (peak - live[i]) + peak_share * peak) // 4)))
                        for i, n in enumerate(graph.nodes)}
-            _BUDGETS.entry = (graph, budgets)        # what `budget` reads while this trial is laid out
+            _BUDGETS.put(graph, budgets)               # what `budget` reads while this trial is laid out
             trial = memory.layout(graph, scratch=scratch_bytes, persistent=state)
             if trial.plan.arena_bytes <= TARGET * peak + sum(state.values()) or not trial.scratch:
                 break          # met, or no kernel took scratch: a smaller share cannot shrink the arena
     except BaseException:
-        _BUDGETS.entry = None                        # no half-chosen budgets left for this graph
+        _BUDGETS.put(None, None)                       # no half-chosen budgets left for this graph
         raise
     return budgets
 
