@@ -122,6 +122,8 @@ def compile_plan(model: str | Path, *, target: str = "numpy", batch: int = 1,
                                   weights_file=f"{name}.npz" if bundle_weights else None, arena_limit=limits.arena)
         return Plan(checked, graph, lay, name, {f"{name}.py": text})
     from .codegen import c as c_gen
+    if optimize:
+        graph = c_gen.fuse_blocks(graph)
     lay = layout(graph, scratch=c_gen.scratch_bytes, share=optimize, persistent=c_gen.state_bytes(graph),
                  written=checked.graph)
     _check_arena(graph, lay, batch, limits, checked)

@@ -65,6 +65,13 @@ class Node:
     norm: FoldedNorm | None = None         # set by the batchnorm folding pass
     history: int = 0                       # streaming: time steps of input a conv1d keeps between calls
     dtype: str = "float32"                 # "int32" for integer values (an integer input through slice/select/...)
+    pre: "Node | None" = None              # set by the C plan's block fusion: a 1x1 convolution whose output only
+                                           # this depthwise one reads, computed inside its kernel (never stored);
+                                           # the node then reads that convolution's input
+
+    def parts(self) -> tuple["Node", ...]:
+        """The nodes this one computes: its `pre` (if any), then itself."""
+        return (self.pre, self) if self.pre is not None else (self,)
 
     @property
     def params_count(self) -> int:
@@ -137,13 +144,13 @@ class Graph:
 
     @property
     def params_count(self) -> int:
-        return sum(n.params_count for n in self.nodes)
+        return sum(part.params_count for n in self.nodes for part in n.parts())
 
     def param_specs(self) -> dict[str, ParamSpec]:
         """Every tensor of the model's state_dict, keyed by its full name, in
         schedule order; folded batchnorms keep their own keys."""
         specs: dict[str, ParamSpec] = {}
-        for n in self.nodes:
+        for n in (part for node in self.nodes for part in node.parts()):
             for p in n.params:
                 specs[n.param_key(p.name)] = p
             if n.norm is not None:
@@ -193,6 +200,9 @@ def dump(graph: Graph) -> str:
         args = ", ".join(f"{k}={v}" for k, v in n.attrs.items())
         act = f" +{n.activation.op}" if n.activation else ""
         act = (f" +{n.norm.label}" if n.norm else "") + act
+        if n.pre is not None:
+            act = f" <{n.pre.label}: {n.pre.op.name}" + (f" +{n.pre.norm.label}" if n.pre.norm else "") + \
+                (f" +{n.pre.activation.op}" if n.pre.activation else "") + ">" + act
         lines.append(f"  {n.label} = {n.op.name}{act}({', '.join(n.inputs)}; {args}) -> {format_shape(n.shape)}")
     lines.append("  return " + ", ".join(f"{o.name}={o.value}" for o in graph.outputs))
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """The C code generator: an optimised graph and its memory layout -> C99.
 
-In:  an `ir.Graph` (after `passes.optimize`, and `stream.to_stream` for a
-     streaming plan), its `memory.Layout` (made with `scratch_bytes` and
-     `state_bytes` below) and, to embed them, the weights.
+In:  an `ir.Graph` (after `passes.optimize`, then `fuse_blocks` below, and
+     `stream.to_stream` for a streaming plan), its `memory.Layout` (made with
+     `scratch_bytes` and `state_bytes` below) and, to embed them, the weights.
 Out: `generate(...)` -> {file name: text}: `NAME.h` (the context type with
      the arena, the API, the sizes as `#define`s, the arena layout),
      `NAME.c` (one commented kernel call per step) and `nnc_kernels.h` (the
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Callable, Mapping
 
@@ -51,6 +51,7 @@ from ..dims import FloorDiv, Sym, SymbolicError, Var, evaluate, format_shape, pr
 from ..ir import Graph, Node
 from .. import memory
 from ..memory import Layout, min_dims
+from ..passes.rewrite import bypass, single_reader
 from . import numpy as numpy_gen
 from .names import RESERVED, Namespace
 
@@ -497,6 +498,59 @@ def depthwise_cv(n: Node, graph: Graph) -> bool:
     return _dwc_need(n, graph) is not None
 
 
+PW_DEPTH = 256         # the most input channels of a 1x1 convolution fused into its depthwise reader (each block of
+                       # 16 channels reads its whole input again)
+PW_ACTS = frozenset({"relu", "relu6"})   # the activations nnc_pw applies (besides none)
+
+
+def fuse_blocks(graph: Graph) -> Graph:
+    """The C plan's block fusion: a 1x1 convolution (stride 1, no padding,
+    one group, at most PW_DEPTH input channels, no activation or relu or
+    relu6) whose output only a 2-d depthwise convolution of one output
+    channel per input channel reads, with at most DW_TAPS taps and its ring
+    within DWC_SCRATCH floats, becomes that convolution's `pre`: computed
+    inside its kernel (nnc_pw_depthwise), its output never stored
+    (MobileNetV2's expansions: 4.8 MB of its 6 MB arena at 112x112).
+    In: an optimised graph; out: the graph the C plan lays out and emits."""
+    if graph.streaming:
+        return graph
+    reader = single_reader(graph)
+    removed: dict[str, str] = {}
+    replaced: dict[str, Node] = {}
+    for d in graph.nodes:
+        a = d.attrs
+        if (not _is_depthwise(d) or len(d.shape) != 3 or a["filters"] != a["in_channels"] or d.pre is not None
+                or math.prod(a["kernel"]) > DW_TAPS or not all(isinstance(v, int) for v in d.shape)):
+            continue
+        e = graph.node(d.inputs[0]) if d.inputs[0] not in {i.name for i in graph.inputs} else None
+        if e is None or reader.get(e.label) != d.label or not _fusable_pointwise(e):
+            continue
+        if _dwc_scratch(d, *e.shape[1:]) > DWC_SCRATCH:
+            continue
+        removed[e.label] = e.inputs[0]
+        replaced[d.label] = replace(d, pre=e)
+    return bypass(graph, removed, replaced) if removed else graph
+
+
+def _fusable_pointwise(e: Node) -> bool:
+    a = e.attrs
+    return (e.op.name == "conv2d" and a["groups"] == 1 and tuple(a["kernel"]) == (1, 1)
+            and tuple(a["stride"]) == (1, 1) and not any(map(any, a["pads"])) and not e.history
+            and a["in_channels"] <= PW_DEPTH and len(e.shape) == 3 and all(isinstance(v, int) for v in e.shape)
+            and (e.activation is None or e.activation.op in PW_ACTS) and e.pre is None)
+
+
+def _fused_scratch(n: Node, graph: Graph) -> int:
+    """Floats of nnc_pw_depthwise's scratch: with AVX-512 the ring of
+    nnc_depthwise_cv, elsewhere (NNC_PW_PLANES) a block's 16 planes of the
+    1x1 convolution, its weights as matrix-multiply panels and a zero-padded
+    column panel, then nnc_depthwise's phase planes (none row by row)."""
+    cin, ih, iw = n.pre.attrs["in_channels"], *n.pre.shape[1:]
+    rows = depthwise_rows(n, graph)
+    planes = min(n.shape[0], DWC) * ih * iw + (-(-DWC // MR) * MR + NR_MAX) * cin
+    return max(_dwc_scratch(n, ih, iw), planes + (_dw_scratch(n, rows) if rows else 0))
+
+
 def _depthwise_scratch(n: Node, graph: Graph) -> int:
     """Floats of a depthwise convolution's scratch (0: row by row)."""
     rows = depthwise_rows(n, graph)
@@ -609,6 +663,8 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
             out["panel"] = _bcast_scratch(node, rows, depth)
         elif kind == "planes":
             out["panel"] = _planes_scratch(node, direct_plan(node, graph)[2])
+        elif kind == "depthwise" and node.pre is not None:
+            out["panel"] = _fused_scratch(node, graph) * 4
         elif kind == "depthwise" and (floats := _depthwise_scratch(node, graph)):
             out["panel"] = floats * 4
         return out
@@ -801,12 +857,24 @@ def pack_attention(name: str, w: np.ndarray) -> np.ndarray:
     return pack_rows(w) if name == "out_proj.weight" else pad_vector(w)
 
 
+def _kernel_nodes(graph: Graph):
+    """(node, its convolution kernel or None) of every node whose weights the
+    C file holds, in schedule order: a fused block's 1x1 convolution (`pre`,
+    in nnc_conv_bcast's layout, which nnc_pw_depthwise reads) before it."""
+    for node in graph.nodes:
+        for n in node.parts():
+            if n is not node:
+                yield n, "bcast"
+            else:
+                yield n, (_conv_kind(n, graph) if n.op.name in ("conv1d", "conv2d", "depthwise_conv2d") else None)
+
+
 def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays the C file embeds, by parameter key (`label.weight`, ...),
     from PyTorch-layout `state`: batchnorms folded, convolution weights
     packed, dense and recurrent weights transposed and padded (`pack_rows`)."""
     arrays: dict[str, np.ndarray] = {}
-    for n in graph.nodes:
+    for n, kind in _kernel_nodes(graph):
         if not n.params:
             continue
         p = {q.name: np.asarray(state[n.param_key(q.name)], np.float32) for q in n.params}
@@ -815,7 +883,6 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"], p["bias"] = fold_norm(p["weight"], p.get("bias"), state[f"{nl}.weight"], state[f"{nl}.bias"],
                                                state[f"{nl}.running_mean"], state[f"{nl}.running_var"], n.norm.eps)
         op = n.op.name
-        kind = _conv_kind(n, graph) if op in ("conv1d", "conv2d", "depthwise_conv2d") else None
         if kind in ("gemm", "planes"):
             p["weight"] = pack_conv(p["weight"], n.attrs["groups"])
         elif kind == "winograd":
@@ -848,13 +915,12 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
     order, from the graph's structure alone."""
     specs = graph.param_specs()
     out = []
-    for n in graph.nodes:
+    for n, kind in _kernel_nodes(graph):
         if not n.params:
             continue
         names = [q.name for q in n.params]
         if n.norm is not None and "bias" not in names:
             names.append("bias")       # folding a norm gives a bias
-        kind = _conv_kind(n, graph) if n.op.name in ("conv1d", "conv2d", "depthwise_conv2d") else None
         for name in names:
             key = n.param_key(name)
             if key in specs:
@@ -1009,7 +1075,7 @@ def _conv_geometry(c: _Ctx, n: Node) -> tuple:
     """A 1-d or 2-d (transposed) convolution as 2-d: input and output sizes,
     kernel, stride, dilation and the top/left padding."""
     a = n.attrs
-    x = c.graph.shape_of(n.inputs[0])
+    x = n.pre.shape if n.pre is not None else c.graph.shape_of(n.inputs[0])
     if len(x) == 2:
         return (x, 1, x[1], 1, n.shape[1], 1, a["kernel"][0], 1, a["stride"][0], 1, a["dilation"][0],
                 0, a["pads"][0][0])
@@ -1035,12 +1101,17 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
         geo[-1] = wino_rows(n, c.graph, 4 if kind == "winograd4" else 2)
     lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]
     panel = (c.scratch(n, "panel") if kind in ("gemm", "winograd", "winograd4", "bcast", "planes") or dw_rows
-             else "NULL")
+             or n.pre is not None else "NULL")
     w, b = c.p(n, "weight"), _bias(c, n)
     if streaming:
         hist = c.state(n, "history") if n.history else "NULL"
         lines.append(f"nnc_conv1d_stream(&g, {c.v(n.inputs[0])}, {hist}, {n.history}, {w}, {b}, {c.v(n.label)}, "
                      f"{_act(n)});")
+    elif kind == "depthwise" and n.pre is not None:
+        e = n.pre
+        lines.append(f"const nnc_pw e = {{{c.v(n.inputs[0])}, {e.attrs['in_channels']}, {c.p(e, 'weight')}, "
+                     f"{_bias(c, e)}, {ACT_CODES[e.activation.op] if e.activation else 'NNC_ACT_NONE'}}};")
+        lines.append(f"nnc_pw_depthwise(&g, &e, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "depthwise":
         fn = "nnc_depthwise_cv" if depthwise_cv(n, c.graph) else "nnc_depthwise"
         lines.append(f"{fn}(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
@@ -1069,7 +1140,7 @@ def _dense(c: _Ctx, n: Node) -> list[str]:
 
 def _pool(c: _Ctx, n: Node) -> list[str]:
     a = n.attrs
-    x = c.graph.shape_of(n.inputs[0])
+    x = n.pre.shape if n.pre is not None else c.graph.shape_of(n.inputs[0])
     if len(x) == 2:
         dims = [x[0], 1, x[1], 1, n.shape[1], 1, a["kernel"][0], 1, a["stride"][0], 0, a["pads"][0][0]]
     else:

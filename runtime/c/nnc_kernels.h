@@ -1470,19 +1470,31 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
 }
 
 /* The depthwise convolution with NNC_DWC = 16 output channels side by side
- * (for AVX-512 with GCC, whose 16-float vectors it uses; elsewhere it is
- * nnc_depthwise by phase planes in bands of p->nc rows, in the same
- * scratch). Each block's input rows are transposed, L at a time as they are
- * first needed (L = ceil(96 / w), at most h), into a ring of Kr = (kh-1)*dh + L rows of [WP][16] floats
- * (zero columns for the padding, zero rows above and below the input):
- * every output position of the block is then kh*kw multiply-adds of
- * 16-wide rows, whatever the stride or the plane's size, where the phase
- * planes copy each channel's plane and run loops as short as its rows
- * (MobileNet's 7- and 14-wide planes, and its stride-2 layers). Output rows
- * are staged as [ow][16] and transposed back into the block's planes. The
- * transposes are 16x16 in registers (four butterfly stages of two-source
- * shuffles). Scratch: NNC_DWC_SCRATCH floats (the code generator's
- * `_dwc_scratch` mirrors it). */
+ * (nnc_depthwise_cv: for AVX-512 with GCC, whose 16-float vectors it uses;
+ * elsewhere it is nnc_depthwise by phase planes in bands of p->nc rows, in
+ * the same scratch). Each block's input rows are transposed, L at a time as
+ * they are first needed (L = ceil(96 / w), at most h), into a ring of
+ * Kr = (kh-1)*dh + L rows of [WP][16] floats (zero columns for the padding,
+ * zero rows above and below the input): every output position of the block
+ * is then kh*kw multiply-adds of 16-wide rows, whatever the stride or the
+ * plane's size, where the phase planes copy each channel's plane and run
+ * loops as short as its rows (MobileNet's 7- and 14-wide planes, and its
+ * stride-2 layers). Output rows are staged as [ow][16] and transposed back
+ * into the block's planes. The transposes are 16x16 in registers (four
+ * butterfly stages of two-source shuffles; one lane at a time on other
+ * targets). Scratch: NNC_DWC_SCRATCH floats (the code generator's
+ * `_dwc_scratch` mirrors it).
+ *
+ * nnc_pw_depthwise is the same convolution of a 1x1 one's output that is
+ * never stored (MobileNetV2's expansion and depthwise layers): a refill of
+ * the ring computes the 1x1 convolution's rows of the block's 16 channels
+ * there, each position one 16-wide row of multiply-adds over the input
+ * channels, where the unfused plan writes the whole expanded tensor (4.8 MB
+ * for MobileNetV2's 96 channels of 112x112) and reads it back to transpose
+ * it (MobileNetV2 block by block, AVX-512: 16 -> 96 channels at 112x112
+ * and the stride-2 depthwise layer 0.73 -> 0.56 ms, 96 -> 576 at 14x14
+ * 0.31 -> 0.28). Other targets compute a block's planes by the matrix
+ * multiply instead (nnc_pw_depthwise below). */
 #define NNC_DWC 16
 #define NNC_DWC_STAGE 4096    /* floats of the output staging: rows of [ow][16] */
 #define NNC_DWC_RUN 96        /* input positions a ring refill takes at least */
@@ -1504,25 +1516,49 @@ static inline int nnc_dwc_rows(int ow, int oh) {
     ((long)NNC_DWC * (((kh) - 1) * (dh) + nnc_dwc_batch(w, h)) * nnc_dwc_width(w, pl, ow, sw, kw, dw) + \
      (long)NNC_DWC * (ow) * nnc_dwc_rows(ow, oh))
 
+/* The 1x1 convolution (stride 1, no padding) whose output only a depthwise
+ * convolution reads, computed inside it (nnc_pw_depthwise). */
+typedef struct {
+    const float *x;     /* its input [cin][h][w] (h, w: the depthwise convolution's input size) */
+    int cin;
+    const float *w;     /* weights in nnc_conv_bcast's layout: blocks of 16 output channels, [K][16] each */
+    const float *b;     /* bias [cout], or NULL */
+    int act;            /* NNC_ACT_NONE, NNC_RELU or NNC_RELU6 */
+} nnc_pw;
+
 #if defined(NNC_VEC) && NNC_VL == 16 && !defined(__clang__)
+#define NNC_DWC_T16 1
+typedef float nnc_v16 __attribute__((vector_size(16 * sizeof(float))));
+typedef int32_t nnc_i16 __attribute__((vector_size(16 * sizeof(float))));
+NNC_INLINE nnc_v16 nnc_ld16(const float *p) {
+    nnc_v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+/* a clamped to [lo, hi] on the bits: a < lo -> lo, a > hi -> hi (NaN compares false and stays) */
+NNC_INLINE nnc_v16 nnc_clamp16(nnc_v16 a, nnc_v16 lo, nnc_v16 hi) {
+    a = (nnc_v16)(((nnc_i16)a & ~(a < lo)) | ((nnc_i16)lo & (a < lo)));
+    return (nnc_v16)(((nnc_i16)a & ~(a > hi)) | ((nnc_i16)hi & (a > hi)));
+}
+
 /* v[0:16] (rows) transposed in registers: stage k swaps bit k of the row
  * index with bit k of the column index */
 #define NNC_T16_STAGE(k, m_lo, m_hi)                                                         \
     for (i = 0; i < 16; i++)                                                                 \
         if (!(i & (k))) {                                                                    \
-            const nnc_vf a = v[i], b = v[i + (k)];                                           \
+            const nnc_v16 a = v[i], b = v[i + (k)];                                          \
             v[i] = __builtin_shuffle(a, b, m_lo), v[i + (k)] = __builtin_shuffle(a, b, m_hi); \
         }
-static inline void nnc_t16(nnc_vf v[16]) {
+static inline void nnc_t16(nnc_v16 v[16]) {
     int i;
-    NNC_T16_STAGE(1, ((nnc_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}),
-                  ((nnc_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}))
-    NNC_T16_STAGE(2, ((nnc_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}),
-                  ((nnc_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}))
-    NNC_T16_STAGE(4, ((nnc_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}),
-                  ((nnc_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}))
-    NNC_T16_STAGE(8, ((nnc_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}),
-                  ((nnc_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}))
+    NNC_T16_STAGE(1, ((nnc_i16){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}),
+                  ((nnc_i16){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}))
+    NNC_T16_STAGE(2, ((nnc_i16){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}),
+                  ((nnc_i16){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}))
+    NNC_T16_STAGE(4, ((nnc_i16){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}),
+                  ((nnc_i16){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}))
+    NNC_T16_STAGE(8, ((nnc_i16){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}),
+                  ((nnc_i16){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}))
 }
 #undef NNC_T16_STAGE
 
@@ -1532,15 +1568,16 @@ static inline void nnc_t16(nnc_vf v[16]) {
 static inline void nnc_dwc_in(const float *const *src, int nl, long p0, long p1, int w, int Kr, long slot, int pl,
                               float *ring) {
     long p = p0;
-    int l, c, col = (int)(p % w), s = (int)((p / w) % Kr);
+    int l, col = (int)(p % w), s = (int)((p / w) % Kr);
     float *d = ring + (long)s * slot + (long)(pl + col) * NNC_DWC;
+    int c;
     for (; p + 16 <= p1; p += 16) {
-        nnc_vf v[16];
+        nnc_v16 v[16];
         for (l = 0; l < 16; l++)
             if (l < nl)
                 memcpy(&v[l], src[l] + p, sizeof v[l]);
             else
-                v[l] = (nnc_vf){0};
+                v[l] = (nnc_v16){0};
         nnc_t16(v);
         for (c = 0; c < 16; c++) {
             memcpy(d, &v[c], sizeof v[c]);
@@ -1563,37 +1600,105 @@ static inline void nnc_dwc_in(const float *const *src, int nl, long p0, long p1,
     }
 }
 
+/* Input rows [r0, r1) of the block of 16 channels from o0 into the ring,
+ * computed: position q of row r is e->b + sum over k of x[k][r][q] times
+ * the channels' weights of input k, clamped for e->act; NNC_PWT positions
+ * of the rows' flattened run at a time (named accumulators stay in
+ * registers at any optimisation level; a tile may span rows, as
+ * MobileNetV2's 7- and 14-wide ones do). Lanes past the layer's channels
+ * get the zero weights' 0. */
+#define NNC_PWT 8
+NNC_CONTRACT static inline void nnc_dwc_pw(const nnc_pw *e, int o0, int nl, int r0, int r1, int w, long hw, int Kr,
+                                           long slot, int pl, float *ring) {
+    const float *wb = e->w + (long)(o0 / NNC_DWC) * e->cin * NNC_DWC, *x = e->x;
+    const float lo = e->act == NNC_RELU || e->act == NNC_RELU6 ? 0.0f : -INFINITY;
+    const nnc_v16 vlo = (nnc_v16){0} + lo, vhi = (nnc_v16){0} + (e->act == NNC_RELU6 ? 6.0f : INFINITY);
+    const long p1 = (long)r1 * w;
+    nnc_v16 vb = {0};
+    long p = (long)r0 * w;
+    int l, k, col = 0, s = (int)nnc_dwc_slot(r0, Kr);
+    float *d = ring + (long)s * slot + (long)pl * NNC_DWC;
+    for (l = 0; l < nl; l++) vb[l] = e->b ? e->b[o0 + l] : 0.0f;
+    while (p < p1) {
+        nnc_v16 acc[NNC_PWT];
+        int n = p1 - p < NNC_PWT ? (int)(p1 - p) : NNC_PWT, t;
+        if (n == NNC_PWT) {
+            nnc_v16 a0 = vb, a1 = vb, a2 = vb, a3 = vb, a4 = vb, a5 = vb, a6 = vb, a7 = vb;
+            for (k = 0; k < e->cin; k++) {
+                const nnc_v16 wv = nnc_ld16(wb + (long)k * NNC_DWC);
+                const float *xk = x + k * hw + p;
+                a0 += xk[0] * wv, a1 += xk[1] * wv, a2 += xk[2] * wv, a3 += xk[3] * wv;
+                a4 += xk[4] * wv, a5 += xk[5] * wv, a6 += xk[6] * wv, a7 += xk[7] * wv;
+            }
+            if (col + NNC_PWT <= w) {         /* within the row: stored from the registers */
+                a0 = nnc_clamp16(a0, vlo, vhi), a1 = nnc_clamp16(a1, vlo, vhi);
+                a2 = nnc_clamp16(a2, vlo, vhi), a3 = nnc_clamp16(a3, vlo, vhi);
+                memcpy(d, &a0, sizeof a0), memcpy(d + NNC_DWC, &a1, sizeof a1);
+                memcpy(d + 2 * NNC_DWC, &a2, sizeof a2), memcpy(d + 3 * NNC_DWC, &a3, sizeof a3);
+                a4 = nnc_clamp16(a4, vlo, vhi), a5 = nnc_clamp16(a5, vlo, vhi);
+                a6 = nnc_clamp16(a6, vlo, vhi), a7 = nnc_clamp16(a7, vlo, vhi);
+                memcpy(d + 4 * NNC_DWC, &a4, sizeof a4), memcpy(d + 5 * NNC_DWC, &a5, sizeof a5);
+                memcpy(d + 6 * NNC_DWC, &a6, sizeof a6), memcpy(d + 7 * NNC_DWC, &a7, sizeof a7);
+                d += NNC_PWT * NNC_DWC, col += NNC_PWT, p += NNC_PWT;
+                if (col == w) {
+                    col = 0;
+                    if (++s == Kr) s = 0;
+                    d = ring + (long)s * slot + (long)pl * NNC_DWC;
+                }
+                continue;
+            }
+            acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
+        } else {
+            for (t = 0; t < n; t++) {
+                nnc_v16 a0 = vb;
+                for (k = 0; k < e->cin; k++) a0 += x[k * hw + p + t] * nnc_ld16(wb + (long)k * NNC_DWC);
+                acc[t] = a0;
+            }
+        }
+        for (t = 0; t < n; t++) {
+            const nnc_v16 v = nnc_clamp16(acc[t], vlo, vhi);
+            memcpy(d, &v, sizeof v);
+            d += NNC_DWC;
+            if (++col == w) {
+                col = 0;
+                if (++s == Kr) s = 0;
+                d = ring + (long)s * slot + (long)pl * NNC_DWC;
+            }
+        }
+        p += n;
+    }
+}
+
 /* Staged outputs [n][16] to flat positions [0, n) of the nl planes dst[l]. */
 static inline void nnc_dwc_out(const float *stage, long n, int nl, float *const *dst) {
     long p = 0;
     int l;
     for (; p + 16 <= n; p += 16) {
-        nnc_vf v[16];
+        nnc_v16 v[16];
         memcpy(v, stage + p * NNC_DWC, sizeof v);
         nnc_t16(v);
         for (l = 0; l < nl; l++) memcpy(dst[l] + p, &v[l], sizeof v[l]);
     }
-    for (; p < n; p++)
-        for (l = 0; l < nl; l++) dst[l][p] = stage[p * NNC_DWC + l];
+    for (l = 0; l < nl; l++) {
+        float *d = dst[l];
+        long q;
+        for (q = p; q < n; q++) d[q] = stage[q * NNC_DWC + l];
+    }
 }
 
-NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const float *w,
-                                                 const float *bias, float *y, int act, float alpha,
-                                                 float *scratch) {
+/* The ring method, of the input planes x (pre NULL) or of the 1x1 convolution pre computes. */
+NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre, const float *x, const float *w,
+                                            const float *bias, float *y, int act, float alpha, float *scratch) {
     const int mult = p->cout / p->cin, taps = p->kh * p->kw, K = (p->kh - 1) * p->dh + 1;
     const int R = nnc_dwc_rows(p->ow, p->oh), L = nnc_dwc_batch(p->w, p->h), Kr = K - 1 + L;
     const long WP = nnc_dwc_width(p->w, p->pl, p->ow, p->sw, p->kw, p->dw), slot = WP * NNC_DWC;
     const long hw = (long)p->h * p->w, ohw = (long)p->oh * p->ow, st = (long)p->sw * NNC_DWC;
     const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
     const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
-    const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;     /* +-inf unless relu or relu6 */
+    const nnc_v16 vlo = (nnc_v16){0} + lo, vhi = (nnc_v16){0} + hi;     /* +-inf unless relu or relu6 */
     float *stage = scratch + Kr * slot;
-    nnc_vf wr[NNC_DW_TAPS], vb;
+    nnc_v16 wr[NNC_DW_TAPS], vb;
     int o0;
-    if (!scratch || taps > NNC_DW_TAPS) {      /* nnc_depthwise runs these row by row */
-        nnc_depthwise(p, x, w, bias, y, act, alpha, scratch);
-        return;
-    }
     /* the ring's padding columns, which no refill writes; every row a block reads it refills first */
     memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
     for (o0 = 0; o0 < p->cout; o0 += NNC_DWC) {
@@ -1616,7 +1721,7 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
                 float *orow = stage + (long)(r - r0) * p->ow * NNC_DWC;
                 int q = 0;
                 /* input rows up to top + K - 1 into the ring, L at a time: padding rows zeroed, the
-                 * rest transposed (a refill overwrites only rows above top: Kr = K - 1 + L) */
+                 * rest transposed or computed (a refill overwrites only rows above top: Kr = K - 1 + L) */
                 while (next < top + K) {
                     const int end = next + L, a = next > 0 ? next : 0, b = end < p->h ? end : p->h;
                     int z;
@@ -1624,7 +1729,10 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
                         if (z < a || z >= b)
                             memset(scratch + nnc_dwc_slot(z, Kr) * slot + (long)p->pl * NNC_DWC, 0,
                                    (size_t)p->w * NNC_DWC * sizeof *scratch);
-                    if (a < b) nnc_dwc_in(src, nl, (long)a * p->w, (long)b * p->w, p->w, Kr, slot, p->pl, scratch);
+                    if (a < b && pre)
+                        nnc_dwc_pw(pre, o0, nl, a, b, p->w, hw, Kr, slot, p->pl, scratch);
+                    else if (a < b)
+                        nnc_dwc_in(src, nl, (long)a * p->w, (long)b * p->w, p->w, Kr, slot, p->pl, scratch);
                     next = end;
                 }
                 for (t = 0; t < p->kh; t++) {
@@ -1634,15 +1742,15 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
                 if (p->kh == 3 && p->kw == 3 && p->dw == 1) {
                     /* four positions at a time: independent chains of nine multiply-adds */
                     const float *a0 = rowp[0], *a1 = rowp[1], *a2 = rowp[2];
-                    const nnc_vf w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
-                    const nnc_vf w6 = wr[6], w7 = wr[7], w8 = wr[8];
+                    const nnc_v16 w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
+                    const nnc_v16 w6 = wr[6], w7 = wr[7], w8 = wr[8];
                     long c0 = 0;
-                    nnc_vf e0, e1, e2, e3;
+                    nnc_v16 e0, e1, e2, e3;
 #define NNC_DWC_POS(acc)                                                                                \
-    acc = vb + w0 * nnc_ldv(a0 + c0), acc += w1 * nnc_ldv(a0 + c0 + 16), acc += w2 * nnc_ldv(a0 + c0 + 32), \
-    acc += w3 * nnc_ldv(a1 + c0), acc += w4 * nnc_ldv(a1 + c0 + 16), acc += w5 * nnc_ldv(a1 + c0 + 32),      \
-    acc += w6 * nnc_ldv(a2 + c0), acc += w7 * nnc_ldv(a2 + c0 + 16), acc += w8 * nnc_ldv(a2 + c0 + 32);      \
-    acc = nnc_vclamp(acc, vlo, vhi);                                                                    \
+    acc = vb + w0 * nnc_ld16(a0 + c0), acc += w1 * nnc_ld16(a0 + c0 + 16), acc += w2 * nnc_ld16(a0 + c0 + 32), \
+    acc += w3 * nnc_ld16(a1 + c0), acc += w4 * nnc_ld16(a1 + c0 + 16), acc += w5 * nnc_ld16(a1 + c0 + 32),      \
+    acc += w6 * nnc_ld16(a2 + c0), acc += w7 * nnc_ld16(a2 + c0 + 16), acc += w8 * nnc_ld16(a2 + c0 + 32);      \
+    acc = nnc_clamp16(acc, vlo, vhi);                                                                   \
     memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc), q++, c0 += st;
                     while (q + 4 <= p->ow) {
                         NNC_DWC_POS(e0)
@@ -1656,12 +1764,12 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
 #undef NNC_DWC_POS
                 } else {
                     for (; q < p->ow; q++) {
-                        nnc_vf acc = vb;
+                        nnc_v16 acc = vb;
                         int i, j;
                         for (i = 0; i < p->kh; i++)
                             for (j = 0; j < p->kw; j++)
-                                acc += wr[i * p->kw + j] * nnc_ldv(rowp[i] + q * st + (long)j * p->dw * NNC_DWC);
-                        acc = nnc_vclamp(acc, vlo, vhi);
+                                acc += wr[i * p->kw + j] * nnc_ld16(rowp[i] + q * st + (long)j * p->dw * NNC_DWC);
+                        acc = nnc_clamp16(acc, vlo, vhi);
                         memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc);
                     }
                 }
@@ -1676,12 +1784,88 @@ NNC_CONTRACT static inline void nnc_depthwise_cv(const nnc_conv *p, const float 
         }
     }
 }
-#else
+#endif
+
 static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const float *w, const float *bias, float *y,
                                     int act, float alpha, float *scratch) {
-    nnc_depthwise(p, x, w, bias, y, act, alpha, scratch);
-}
+#if defined(NNC_DWC_T16)
+    if (scratch && p->kh * p->kw <= NNC_DW_TAPS) {
+        nnc_dwc_run(p, NULL, x, w, bias, y, act, alpha, scratch);
+        return;
+    }
 #endif
+    nnc_depthwise(p, x, w, bias, y, act, alpha, scratch);   /* by phase planes, or row by row without scratch */
+}
+
+/* The depthwise convolution `p` (one output channel per input channel) of
+ * the 1x1 convolution `pre`, in NNC_PW_SCRATCH floats of scratch: the ring
+ * method above with AVX-512 and GCC; elsewhere block by block of 16
+ * channels, the block's planes of the 1x1 convolution computed whole into
+ * the scratch (16 h w floats, at most the 1x1 convolution's output the plan
+ * does not keep), then nnc_depthwise on them in the rest (its phase planes
+ * in bands of p->nc rows). */
+#define NNC_PW_PLANES(cout, h, w, cin)                                \
+    ((long)((cout) < NNC_DWC ? (cout) : NNC_DWC) * (h) * (w) +         \
+     (long)(((NNC_DWC + NNC_MR - 1) / NNC_MR) * NNC_MR + NNC_NR_MAX) * (cin))
+
+/* planes[l] = the 1x1 convolution's output channel o0 + l, l < nl, by the
+ * matrix multiply's register tile: the block's weights repacked as its
+ * panels ([ceil(nl/MR)][K][MR] in `ap`), the input read in place, its last
+ * columns through `bp` ([K][NNC_NR], zero-padded). */
+static inline void nnc_pw_planes(const nnc_pw *e, int o0, int nl, long hw, float *planes, float *ap, float *bp) {
+    const int K = e->cin, mb = (nl + NNC_MR - 1) / NNC_MR;
+    const float *wb = e->w + (long)(o0 / NNC_DWC) * K * NNC_DWC;
+    long n0;
+    int i, j, k, k0;
+    for (i = 0; i < mb; i++)
+        for (k = 0; k < K; k++)
+            for (j = 0; j < NNC_MR; j++) {
+                const int l = i * NNC_MR + j;
+                ap[((long)i * K + k) * NNC_MR + j] = l < nl ? wb[(long)k * NNC_DWC + l] : 0.0f;
+            }
+    for (n0 = 0; n0 < hw; n0 += NNC_NR) {
+        const int nr = hw - n0 < NNC_NR ? (int)(hw - n0) : NNC_NR;
+        const float *b = e->x + n0;
+        long ldb = hw;
+        if (nr < NNC_NR) {
+            for (k = 0; k < K; k++)
+                for (j = 0; j < NNC_NR; j++) bp[(long)k * NNC_NR + j] = j < nr ? e->x[k * hw + n0 + j] : 0.0f;
+            b = bp, ldb = NNC_NR;
+        }
+        for (i = 0; i < mb; i++) {
+            const int mr = nl - i * NNC_MR < NNC_MR ? nl - i * NNC_MR : NNC_MR;
+            for (k0 = 0; k0 < K; k0 += NNC_KC) {
+                const int kc = K - k0 < NNC_KC ? K - k0 : NNC_KC;
+                nnc_micro(kc, ap + ((long)i * K + k0) * NNC_MR, b + k0 * ldb, ldb, planes + (long)i * NNC_MR * hw + n0,
+                          hw, mr, nr, k0 == 0, k0 + kc >= K, e->b ? e->b + o0 + i * NNC_MR : NULL, e->act, 0.0f);
+            }
+        }
+    }
+}
+
+static inline void nnc_pw_depthwise(const nnc_conv *p, const nnc_pw *pre, const float *w, const float *bias, float *y,
+                                    int act, float alpha, float *scratch) {
+#if defined(NNC_DWC_T16)
+    if (p->kh * p->kw <= NNC_DW_TAPS) {
+        nnc_dwc_run(p, pre, NULL, w, bias, y, act, alpha, scratch);
+        return;
+    }
+#endif
+    {
+        const long hw = (long)p->h * p->w, ohw = (long)p->oh * p->ow, taps = (long)p->kh * p->kw;
+        float *planes = scratch, *ap = planes + (p->cout < NNC_DWC ? p->cout : NNC_DWC) * hw;
+        float *bp = ap + ((NNC_DWC + NNC_MR - 1) / NNC_MR) * NNC_MR * pre->cin;
+        float *rest = scratch + NNC_PW_PLANES(p->cout, p->h, p->w, pre->cin);
+        int o0;
+        for (o0 = 0; o0 < p->cout; o0 += NNC_DWC) {
+            nnc_conv g = *p;
+            g.cin = g.cout = g.groups = p->cout - o0 < NNC_DWC ? p->cout - o0 : NNC_DWC;
+            nnc_pw_planes(pre, o0, g.cout, hw, planes, ap, bp);
+            nnc_depthwise(&g, planes, w + o0 * taps, bias ? bias + o0 : NULL, y + o0 * ohw, act, alpha,
+                          p->nc > 0 ? rest : NULL);
+        }
+    }
+}
 
 /* A 1-d convolution one output step at a time, for the few steps of a
  * streaming call: every input element adds a scaled weight row to the

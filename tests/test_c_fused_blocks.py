@@ -1,0 +1,160 @@
+"""The C plan's block fusion: a 1x1 convolution whose output only a depthwise
+convolution reads is computed inside that convolution's kernel
+(`c.fuse_blocks`, nnc_pw_depthwise) and never stored. Fused plans match the
+NumPy plan (which keeps the two steps apart) on every build the kernels
+have (AVX-512's ring of channels side by side, the matrix-multiply planes
+elsewhere, plain C), under the sanitizers in exactly the scratch the planner
+reserves; the fusion takes only the pairs it can compute; MobileNetV2's
+arena halves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnc
+from nnc.compiler.build import compile_plan, write_plan
+from nnc.compiler.codegen import c as c_gen
+
+from conftest import HAS_CC
+from test_c_conv_kernels import BUILDS, _skip_unless_runnable
+from test_c_plan import FORWARD, HARNESS, call, cc, run
+
+pytestmark = pytest.mark.skipif(not HAS_CC, reason="no C compiler")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# inverted residual blocks at odd sizes: channels not a multiple of 16 (a partial block), strides 1 and 2,
+# planes narrower than a register tile of pixels and rows of 32 or more (the depthwise kernel reads those
+# row by row elsewhere), a 5x5 and a dilated depthwise kernel, folded batchnorms, relu6 / relu / none
+# on either convolution, an expansion deeper than a tile, a bias on both
+BLOCKS = {
+    "strided": """model strided(x: [5, 13, 11]) {
+    e: conv2d(20, 1, bias=false) -> en: batchnorm -> relu6
+    d: depthwise_conv2d(3, stride=2, padding=1, bias=false) -> dn: batchnorm -> relu6
+    p: conv2d(7, 1)
+}""",
+    "wide": """model wide(x: [3, 6, 40]) {
+    e: conv2d(33, 1) -> relu
+    d: depthwise_conv2d(3, padding=1) -> relu
+}""",
+    "plain": """model plain(x: [40, 7, 7]) {
+    e: conv2d(17, 1)
+    d: depthwise_conv2d(5, padding=2) -> sigmoid
+}""",
+    "dilated": """model dilated(x: [8, 9, 10]) {
+    e: conv2d(16, 1, bias=false) -> en: batchnorm -> relu6
+    d: depthwise_conv2d(3, padding=2, dilation=2, bias=false) -> dn: batchnorm
+}""",
+}
+
+
+def _state(model, seed: int) -> dict[str, np.ndarray]:
+    """Random weights, batchnorms with real statistics (a fold that changes both weights and biases)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, value in model.state_dict().items():
+        v = rng.standard_normal(value.shape).astype(np.float32) * 0.5
+        out[key] = np.abs(v) + 0.5 if key.endswith("running_var") else v
+    return out
+
+
+def _fused(plan) -> list[str]:
+    return [n.label for n in plan.graph.nodes if n.pre is not None]
+
+
+def _build(source: str, tmp: Path, flags: list[str], state) -> Path:
+    plan = compile_plan(source, target="c", state=state)
+    assert _fused(plan) == ["d"]
+    write_plan(plan, tmp, None)
+    stem = plan.name
+    text = HARNESS.format(name=stem, upper=stem.upper(), forward_len="        return 2;",
+                          forward=FORWARD.format(name=stem, upper=stem.upper()), streaming="    else return 2;")
+    (tmp / "harness.c").write_text(text)
+    exe = tmp / "harness"
+    run([cc(), "-std=c99", *flags, "-I", str(tmp), str(tmp / "harness.c"), str(tmp / f"{stem}.c"), "-o", str(exe),
+         "-lm"])
+    return exe
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_fused_block_matches_the_numpy_plan(block, build, tmp_path):
+    _skip_unless_runnable(build)
+    source = BLOCKS[block]
+    model = nnc.build(source, batch=2)
+    state = _state(model, 3)
+    model.load_weights(state)
+    exe = _build(source, tmp_path, BUILDS[build], state)
+    x = np.random.default_rng(4).standard_normal((2, *model.input_shapes["x"])).astype(np.float32) * 2
+    got = call(exe, "forward", x, tmp_path)
+    want = np.asarray(model(x)).reshape(-1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_block_through_the_python_api_keeps_nan_in_its_pixel():
+    """nnc.build(target="c") on a fused plan: the same numbers as NumPy's, and a NaN in one input pixel
+    reaches only the outputs whose taps cover it (the padding and the other lanes are zeros)."""
+    source = BLOCKS["wide"]
+    ref = nnc.build(source)
+    state = _state(ref, 5)
+    ref.load_weights(state)
+    model = nnc.build(source, target="c")
+    model.load_weights(state)
+    x = np.random.default_rng(6).standard_normal((1, 3, 6, 40)).astype(np.float32)
+    np.testing.assert_allclose(model(x), ref(x), rtol=1e-4, atol=1e-5)
+    x[0, 1, 2, 20] = np.nan
+    bad = np.isnan(np.asarray(model(x)))[0]
+    assert bad[:, 1:4, 19:22].all() and bad.sum() == 33 * 9
+
+
+def _plan(source: str, **kw):
+    return compile_plan(source, target="c", render=False, **kw)
+
+
+@pytest.mark.parametrize("source", [
+    # the expansion's output is read twice (a shortcut from it)
+    "model m(x: [4, 8, 8]) {\n    e = x -> e1: conv2d(16, 1)\n    d = e -> d1: depthwise_conv2d(3, padding=1)\n"
+    "    add(e, d)\n}",
+    # a 3x3 convolution, a strided 1x1 one, a padded 1x1 one: not pointwise
+    "model m(x: [4, 8, 8]) {\n    conv2d(16, 3, padding=1)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [4, 8, 8]) {\n    conv2d(16, 1, stride=2)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [4, 8, 8]) {\n    conv2d(16, 1, padding=1)\n    depthwise_conv2d(3, padding=1)\n}",
+    # an activation nnc_pw does not apply
+    "model m(x: [4, 8, 8]) {\n    conv2d(16, 1) -> sigmoid\n    depthwise_conv2d(3, padding=1)\n}",
+    # a channel multiplier of 2; a grouped convolution that is not depthwise
+    "model m(x: [4, 8, 8]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1, multiplier=2)\n}",
+    "model m(x: [4, 8, 8]) {\n    conv2d(16, 1)\n    conv2d(16, 3, padding=1, groups=8)\n}",
+    # deeper than PW_DEPTH input channels
+    "model m(x: [300, 4, 4]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    # a 1-d pair
+    "model m(x: [4, 32]) {\n    conv1d(16, 1)\n    conv1d(16, 3, padding=1, groups=16)\n}",
+])
+def test_fusion_takes_only_the_pairs_it_computes(source):
+    assert _fused(_plan(source)) == []
+
+
+def test_fusion_needs_the_optimiser_and_is_not_numpy():
+    source = BLOCKS["strided"]
+    assert _fused(_plan(source)) == ["d"]
+    assert _fused(_plan(source, optimize=False)) == []
+    assert all(n.pre is None for n in compile_plan(source, target="numpy", render=False).graph.nodes)
+
+
+def test_mobilenetv2_expansions_are_fused_and_its_arena_halves():
+    """Every inverted block's expansion is computed inside its depthwise convolution, so the largest value
+    (the 96 x 112 x 112 expansion, 4.8 MB) is never stored: the arena falls from 6,057,152 bytes to the
+    two 32 x 112 x 112 values of the first block (3,211,264), which is its live-set lower bound."""
+    plan = _plan(ROOT / "samples" / "mobilenetv2.nn")
+    fused = _fused(plan)
+    assert len(fused) == 16 and "features.2.conv.1.0" in fused and "features.17.conv.1.0" in fused
+    node = plan.graph.node("features.2.conv.1.0")
+    assert node.pre.label == "features.2.conv.0.0" and node.inputs == ("features.1.conv.1",)
+    assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes == 2 * 32 * 112 * 112 * 4
+    keys = set(plan.graph.param_specs())
+    assert "features.2.conv.0.0.weight" in keys and "features.2.conv.0.1.running_var" in keys
+    # the weights in nnc_pw's layout (nnc_conv_bcast's blocks of 16 channels), at their planned slots
+    slots, _ = c_gen.weight_slots(plan.graph)
+    assert slots["features.2.conv.0.0.weight"][1] == 96 * 16
