@@ -3,9 +3,10 @@ convolution reads is computed inside that convolution's kernel
 (`c.fuse_blocks`, nnc_pw_depthwise) and never stored. Fused plans match the
 NumPy plan (which keeps the two steps apart) on every build the kernels
 have (AVX-512's ring of channels side by side, the matrix-multiply planes
-elsewhere, plain C), under the sanitizers in exactly the scratch the planner
-reserves; the fusion takes only the pairs it can compute; MobileNetV2's
-arena halves."""
+elsewhere in blocks of 16 or of multiples of 48 channels, plain C), and
+under the sanitizers; the fusion takes only the pairs it can compute,
+keeps the weights' order and never grows an arena; MobileNetV2's arena
+halves."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.skipif(not HAS_CC, reason="no C compiler")
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# inverted residual blocks at odd sizes: channels not a multiple of 16 (a partial block), strides 1 and 2,
+# inverted residual blocks at odd sizes: channels not a multiple of 16 (a partial block), blocks of 16 whose
+# register tiles stop at a block of 48 weights (large), of 48 and of 192 (deep) elsewhere, strides 1 and 2,
 # planes narrower than a register tile of pixels and rows of 32 or more (the depthwise kernel reads those
 # row by row elsewhere), a 5x5 and a dilated depthwise kernel, folded batchnorms, relu6 / relu / none
 # on either convolution, an expansion deeper than a tile, a bias on both
@@ -43,6 +45,14 @@ BLOCKS = {
     "plain": """model plain(x: [40, 7, 7]) {
     e: conv2d(17, 1)
     d: depthwise_conv2d(5, padding=2) -> sigmoid
+}""",
+    "deep": """model deep(x: [24, 14, 14]) {
+    e: conv2d(200, 1) -> relu6
+    d: depthwise_conv2d(3, padding=1) -> relu6
+}""",
+    "large": """model large(x: [4, 30, 30]) {
+    e: conv2d(50, 1) -> relu6
+    d: depthwise_conv2d(3, stride=2, padding=1) -> relu
 }""",
     "dilated": """model dilated(x: [8, 9, 10]) {
     e: conv2d(16, 1, bias=false) -> en: batchnorm -> relu6
@@ -136,6 +146,35 @@ def test_fusion_takes_only_the_pairs_it_computes(source):
     assert _fused(_plan(source)) == []
 
 
+def test_fused_plan_draws_the_default_weights_in_the_models_order():
+    """Default initialisation draws the weights in the model's order: a 1x1 convolution with another
+    layer scheduled between it and its depthwise reader is not fused (fusing it moved its weights after
+    that layer's, so the C plan's default weights were not the NumPy plan's)."""
+    source = """model m(x: [4, 6, 6]) {
+    a = x -> e: conv2d(24, 1) -> relu6
+    b = x -> c: conv2d(24, 1)
+    d = a -> dw: depthwise_conv2d(3, padding=1)
+    add(d, b)
+}"""
+    assert _fused(_plan(source)) == []
+    x = np.random.default_rng(0).standard_normal((1, 4, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(nnc.build(source, target="c")(x), nnc.build(source)(x), rtol=1e-4, atol=1e-5)
+    assert list(compile_plan(source, target="c", render=False).graph.param_specs()) == \
+        list(compile_plan(source, target="numpy", render=False).graph.param_specs())
+
+
+@pytest.mark.parametrize("source", [
+    "model m(x: [256, 5, 5]) {\n    conv2d(32, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [256, 2, 2]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [8, 6, 40]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    BLOCKS["strided"], BLOCKS["deep"], BLOCKS["wide"],
+])
+def test_fusion_never_grows_the_arena(source, monkeypatch):
+    fused = _plan(source).layout.plan.arena_bytes
+    monkeypatch.setattr(c_gen, "fuse_blocks", lambda graph: graph)
+    assert fused <= _plan(source).layout.plan.arena_bytes
+
+
 def test_fusion_needs_the_optimiser_and_is_not_numpy():
     source = BLOCKS["strided"]
     assert _fused(_plan(source)) == ["d"]
@@ -155,6 +194,6 @@ def test_mobilenetv2_expansions_are_fused_and_its_arena_halves():
     assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes == 2 * 32 * 112 * 112 * 4
     keys = set(plan.graph.param_specs())
     assert "features.2.conv.0.0.weight" in keys and "features.2.conv.0.1.running_var" in keys
-    # the weights in nnc_pw's layout (nnc_conv_bcast's blocks of 16 channels), at their planned slots
+    # the weights in nnc_pw's layout (`pack_pw`: blocks of 48 channels), at their planned slots
     slots, _ = c_gen.weight_slots(plan.graph)
     assert slots["features.2.conv.0.0.weight"][1] == 96 * 16

@@ -501,6 +501,9 @@ def depthwise_cv(n: Node, graph: Graph) -> bool:
 PW_DEPTH = 256         # the most input channels of a 1x1 convolution fused into its depthwise reader (each block of
                        # 16 channels reads its whole input again)
 PW_ACTS = frozenset({"relu", "relu6"})   # the activations nnc_pw applies (besides none)
+PW_ROW = 48            # NNC_PWB: output channels of a block of a fused 1x1 convolution's weights
+PW_PLANES = 40960      # floats of a block's planes beyond which nnc_pw_depthwise's other targets take 16 channels at
+                       # a time, not multiples of 48 (whole tiles of MR = 6 rows: 16 wasted 2 of 18, +10-35% on AVX2)
 
 
 def fuse_blocks(graph: Graph) -> Graph:
@@ -511,24 +514,29 @@ def fuse_blocks(graph: Graph) -> Graph:
     within DWC_SCRATCH floats, becomes that convolution's `pre`: computed
     inside its kernel (nnc_pw_depthwise), its output never stored
     (MobileNetV2's expansions: 4.8 MB of its 6 MB arena at 112x112).
+    The two must be neighbours in the schedule (so the weights keep their
+    order, in which default initialisation draws them), and the fused
+    kernel's scratch no larger than the expansion and the depthwise
+    convolution's own scratch, so the arena never grows.
     In: an optimised graph; out: the graph the C plan lays out and emits."""
     if graph.streaming:
         return graph
     reader = single_reader(graph)
     removed: dict[str, str] = {}
     replaced: dict[str, Node] = {}
-    for d in graph.nodes:
+    for e, d in zip(graph.nodes, graph.nodes[1:]):
         a = d.attrs
         if (not _is_depthwise(d) or len(d.shape) != 3 or a["filters"] != a["in_channels"] or d.pre is not None
                 or math.prod(a["kernel"]) > DW_TAPS or not all(isinstance(v, int) for v in d.shape)):
             continue
-        e = graph.node(d.inputs[0]) if d.inputs[0] not in {i.name for i in graph.inputs} else None
-        if e is None or reader.get(e.label) != d.label or not _fusable_pointwise(e):
+        if d.inputs[0] != e.label or reader.get(e.label) != d.label or not _fusable_pointwise(e):
             continue
-        if _dwc_scratch(d, *e.shape[1:]) > DWC_SCRATCH:
+        fused = replace(d, pre=e)
+        if (_dwc_scratch(d, *e.shape[1:]) > DWC_SCRATCH
+                or _fused_scratch(fused, graph) > math.prod(e.shape) + _depthwise_scratch(d, graph)):
             continue
         removed[e.label] = e.inputs[0]
-        replaced[d.label] = replace(d, pre=e)
+        replaced[d.label] = fused
     return bypass(graph, removed, replaced) if removed else graph
 
 
@@ -545,10 +553,27 @@ def _fused_scratch(n: Node, graph: Graph) -> int:
     nnc_depthwise_cv, elsewhere (NNC_PW_PLANES) a block's 16 planes of the
     1x1 convolution, its weights as matrix-multiply panels and a zero-padded
     column panel, then nnc_depthwise's phase planes (none row by row)."""
-    cin, ih, iw = n.pre.attrs["in_channels"], *n.pre.shape[1:]
-    rows = depthwise_rows(n, graph)
-    planes = min(n.shape[0], DWC) * ih * iw + (-(-DWC // MR) * MR + NR_MAX) * cin
-    return max(_dwc_scratch(n, ih, iw), planes + (_dw_scratch(n, rows) if rows else 0))
+    ih, iw = n.pre.shape[1:]
+    return max(_dwc_scratch(n, ih, iw), min(n.shape[0], pw_block(n, graph)) * ih * iw + _pw_extra(n, graph))
+
+
+def _pw_extra(n: Node, graph: Graph) -> int:
+    """Floats of nnc_pw_depthwise's scratch beside its planes (NNC_PW_PLANES):
+    the zero-padded last columns where the plane is not whole tiles, then
+    nnc_depthwise's phase planes (none row by row)."""
+    cin, hw, rows = n.pre.attrs["in_channels"], n.pre.shape[1] * n.pre.shape[2], depthwise_rows(n, graph)
+    return (NR_MAX * cin if hw % NR_MAX else 0) + (_dw_scratch(n, rows) if rows else 0)
+
+
+def pw_block(n: Node, graph: Graph) -> int:
+    """Channels of one block of nnc_pw_depthwise on targets without the
+    16-float ring (`nnc_conv.kc`): the largest multiple of PW_ROW (whole
+    blocks of weights and register tiles) whose planes fit in PW_PLANES
+    floats and leave the scratch no larger than the unfused pair's (the
+    expansion and the depthwise convolution's scratch), else 16."""
+    hw, c = n.pre.shape[1] * n.pre.shape[2], n.shape[0]
+    room = min(PW_PLANES, c * hw + _depthwise_scratch(n, graph) - _pw_extra(n, graph))
+    return next((PW_ROW * k for k in range(-(-c // PW_ROW), 0, -1) if min(c, PW_ROW * k) * hw <= room), DWC)
 
 
 def _depthwise_scratch(n: Node, graph: Graph) -> int:
@@ -845,6 +870,17 @@ def pack_bcast(w: np.ndarray) -> np.ndarray:
     return out.reshape(padded // BCAST_ROW, BCAST_ROW, k).transpose(0, 2, 1).reshape(-1)
 
 
+def pack_pw(w: np.ndarray) -> np.ndarray:
+    """[C_out, C_in, 1, 1] -> blocks of PW_ROW output channels, each
+    [C_in][PW_ROW], zeros past C_out (nnc_pw's layout: a 16-lane row of the
+    AVX-512 ring and the matrix multiply's tiles of MR rows read in place)."""
+    cout, k = w.shape[0], int(np.prod(w.shape[1:]))
+    padded = -(-cout // PW_ROW) * PW_ROW
+    out = np.zeros((padded, k), np.float32)
+    out[:cout] = w.reshape(cout, k)
+    return out.reshape(padded // PW_ROW, PW_ROW, k).transpose(0, 2, 1).reshape(-1)
+
+
 def pack_attention(name: str, w: np.ndarray) -> np.ndarray:
     """An attention's parameter in nnc_attention's layout: in_proj_weight
     [3E, E] -> the query, key and value projections each as `pack_rows`
@@ -860,11 +896,11 @@ def pack_attention(name: str, w: np.ndarray) -> np.ndarray:
 def _kernel_nodes(graph: Graph):
     """(node, its convolution kernel or None) of every node whose weights the
     C file holds, in schedule order: a fused block's 1x1 convolution (`pre`,
-    in nnc_conv_bcast's layout, which nnc_pw_depthwise reads) before it."""
+    "pw": `pack_pw`'s layout, which nnc_pw_depthwise reads) before it."""
     for node in graph.nodes:
         for n in node.parts():
             if n is not node:
-                yield n, "bcast"
+                yield n, "pw"
             else:
                 yield n, (_conv_kind(n, graph) if n.op.name in ("conv1d", "conv2d", "depthwise_conv2d") else None)
 
@@ -891,6 +927,8 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"] = pack_winograd4(p["weight"])
         elif kind == "bcast":
             p["weight"] = pack_bcast(p["weight"])
+        elif kind == "pw":
+            p["weight"] = pack_pw(p["weight"])
         elif op in TRANSPOSED:
             p["weight"] = pack_conv_transpose(p["weight"], n.attrs["groups"])
         elif kind == "direct":
@@ -938,6 +976,8 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
                 size = 36 * -(-shape[0] // MR) * MR * shape[1]
             elif kind == "bcast" and name == "weight":
                 size = -(-shape[0] // BCAST_CB) * BCAST_CB * math.prod(shape[1:])
+            elif kind == "pw" and name == "weight":
+                size = -(-shape[0] // PW_ROW) * PW_ROW * math.prod(shape[1:])
             elif n.op.name in TRANSPOSED and name == "weight":     # `pack_conv_transpose`
                 groups = n.attrs["groups"]
                 m = shape[1] * math.prod(shape[2:])
@@ -1097,6 +1137,8 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
     dw_rows = depthwise_rows(n, c.graph) if kind == "depthwise" else None
     if dw_rows:
         geo[-1] = dw_rows
+    if kind == "depthwise" and n.pre is not None:
+        geo[-2] = pw_block(n, c.graph)
     if kind in ("winograd", "winograd4"):
         geo[-1] = wino_rows(n, c.graph, 4 if kind == "winograd4" else 2)
     lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]

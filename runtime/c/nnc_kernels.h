@@ -353,7 +353,7 @@ NNC_CONTRACT static inline void nnc_micro_end(const nnc_vf t[NNC_MR][2], float *
     int k;                                                                                                  \
     for (k = 0; k < kc; k++) {                                                                              \
         nnc_vf b0, b1;                                                                                      \
-        const float *ak = a + (long)k * NNC_MR, *bk = (BROW);                                               \
+        const float *ak = a + (long)k * lda, *bk = (BROW);                                                  \
         memcpy(&b0, bk, sizeof b0);                                                                         \
         memcpy(&b1, bk + NNC_VL, sizeof b1);                                                                \
         c00 += ak[0] * b0, c01 += ak[0] * b1;                                                               \
@@ -388,7 +388,7 @@ static inline void nnc_micro_end(float acc[NNC_MR][NNC_NR], float *c, long ldc, 
     for (i = 0; i < NNC_MR; i++)                                                                            \
         for (j = 0; j < NNC_NR; j++) acc[i][j] = 0.0f;                                                      \
     for (k = 0; k < kc; k++) {                                                                              \
-        const float *bk = (BROW), *ak = a + (long)k * NNC_MR;                                               \
+        const float *bk = (BROW), *ak = a + (long)k * lda;                                                  \
         for (i = 0; i < NNC_MR; i++) {                                                                      \
             const float av = ak[i];                                                                         \
             for (j = 0; j < NNC_NR; j++) acc[i][j] = NNC_FMA(av, bk[j], acc[i][j]);                         \
@@ -409,6 +409,14 @@ static inline void nnc_micro_end(float acc[NNC_MR][NNC_NR], float *c, long ldc, 
 NNC_CONTRACT static inline void nnc_micro(int kc, const float *restrict a, const float *restrict b, long ldb,
                                           float *restrict c, long ldc, int mr, int nr, int first, int last,
                                           const float *restrict bias, int act, float alpha) {
+    const long lda = NNC_MR;
+    NNC_MICRO_LOOP(b + (long)k * ldb)
+}
+
+/* The same with A's row k at a + k * lda (the rows of a wider weight block: nnc_pw_planes). */
+NNC_CONTRACT static inline void nnc_micro_lda(int kc, const float *restrict a, long lda, const float *restrict b,
+                                              long ldb, float *restrict c, long ldc, int mr, int nr, int first,
+                                              int last, const float *restrict bias, int act, float alpha) {
     NNC_MICRO_LOOP(b + (long)k * ldb)
 }
 
@@ -417,6 +425,7 @@ NNC_CONTRACT static inline void nnc_micro_off(int kc, const float *restrict a, c
                                               const int *restrict off, float *restrict c, long ldc, int mr, int nr,
                                               int first, int last, const float *restrict bias, int act,
                                               float alpha) {
+    const long lda = NNC_MR;
     NNC_MICRO_LOOP(b + off[k])
 }
 
@@ -1521,10 +1530,11 @@ static inline int nnc_dwc_rows(int ow, int oh) {
 typedef struct {
     const float *x;     /* its input [cin][h][w] (h, w: the depthwise convolution's input size) */
     int cin;
-    const float *w;     /* weights in nnc_conv_bcast's layout: blocks of 16 output channels, [K][16] each */
+    const float *w;     /* weights in blocks of NNC_PWB output channels, [K][NNC_PWB] each, zeros past cout */
     const float *b;     /* bias [cout], or NULL */
     int act;            /* NNC_ACT_NONE, NNC_RELU or NNC_RELU6 */
 } nnc_pw;
+#define NNC_PWB 48          /* output channels of a block of nnc_pw's weights: whole 16-lane rows and MR-row tiles */
 
 #if defined(NNC_VEC) && NNC_VL == 16 && !defined(__clang__)
 #define NNC_DWC_T16 1
@@ -1610,7 +1620,7 @@ static inline void nnc_dwc_in(const float *const *src, int nl, long p0, long p1,
 #define NNC_PWT 8
 NNC_CONTRACT static inline void nnc_dwc_pw(const nnc_pw *e, int o0, int nl, int r0, int r1, int w, long hw, int Kr,
                                            long slot, int pl, float *ring) {
-    const float *wb = e->w + (long)(o0 / NNC_DWC) * e->cin * NNC_DWC, *x = e->x;
+    const float *wb = e->w + (long)(o0 / NNC_PWB) * e->cin * NNC_PWB + o0 % NNC_PWB, *x = e->x;
     const float lo = e->act == NNC_RELU || e->act == NNC_RELU6 ? 0.0f : -INFINITY;
     const nnc_v16 vlo = (nnc_v16){0} + lo, vhi = (nnc_v16){0} + (e->act == NNC_RELU6 ? 6.0f : INFINITY);
     const long p1 = (long)r1 * w;
@@ -1625,7 +1635,7 @@ NNC_CONTRACT static inline void nnc_dwc_pw(const nnc_pw *e, int o0, int nl, int 
         if (n == NNC_PWT) {
             nnc_v16 a0 = vb, a1 = vb, a2 = vb, a3 = vb, a4 = vb, a5 = vb, a6 = vb, a7 = vb;
             for (k = 0; k < e->cin; k++) {
-                const nnc_v16 wv = nnc_ld16(wb + (long)k * NNC_DWC);
+                const nnc_v16 wv = nnc_ld16(wb + (long)k * NNC_PWB);
                 const float *xk = x + k * hw + p;
                 a0 += xk[0] * wv, a1 += xk[1] * wv, a2 += xk[2] * wv, a3 += xk[3] * wv;
                 a4 += xk[4] * wv, a5 += xk[5] * wv, a6 += xk[6] * wv, a7 += xk[7] * wv;
@@ -1651,7 +1661,7 @@ NNC_CONTRACT static inline void nnc_dwc_pw(const nnc_pw *e, int o0, int nl, int 
         } else {
             for (t = 0; t < n; t++) {
                 nnc_v16 a0 = vb;
-                for (k = 0; k < e->cin; k++) a0 += x[k * hw + p + t] * nnc_ld16(wb + (long)k * NNC_DWC);
+                for (k = 0; k < e->cin; k++) a0 += x[k * hw + p + t] * nnc_ld16(wb + (long)k * NNC_PWB);
                 acc[t] = a0;
             }
         }
@@ -1710,7 +1720,7 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
             const int o = o0 + (l < nl ? l : 0);
             vb[l] = bias ? bias[o] : 0.0f;
             for (t = 0; t < taps; t++) wr[t][l] = w[(long)o * taps + t];
-            src[l] = x + (long)(o / mult) * hw;
+            src[l] = x ? x + (long)(o / mult) * hw : NULL;
             dst[l] = y + (long)o * ohw;
         }
         for (r0 = 0; r0 < p->oh; r0 += R) {
@@ -1798,48 +1808,50 @@ static inline void nnc_depthwise_cv(const nnc_conv *p, const float *x, const flo
 }
 
 /* The depthwise convolution `p` (one output channel per input channel) of
- * the 1x1 convolution `pre`, in NNC_PW_SCRATCH floats of scratch: the ring
- * method above with AVX-512 and GCC; elsewhere block by block of 16
- * channels, the block's planes of the 1x1 convolution computed whole into
- * the scratch (16 h w floats, at most the 1x1 convolution's output the plan
- * does not keep), then nnc_depthwise on them in the rest (its phase planes
- * in bands of p->nc rows). */
-#define NNC_PW_PLANES(cout, h, w, cin)                                \
-    ((long)((cout) < NNC_DWC ? (cout) : NNC_DWC) * (h) * (w) +         \
-     (long)(((NNC_DWC + NNC_MR - 1) / NNC_MR) * NNC_MR + NNC_NR_MAX) * (cin))
+ * the 1x1 convolution `pre`: the ring method above with AVX-512 and GCC
+ * (NNC_DWC_SCRATCH floats of scratch); elsewhere block by block of fb =
+ * p->kc channels (16 or a multiple of NNC_PWB), the block's planes of the
+ * 1x1 convolution computed whole into the scratch (fb h w floats, never more
+ * than the 1x1 convolution's output the plan does not keep), its last
+ * columns zero-padded after them where h w is not whole tiles, then
+ * nnc_depthwise on the planes in the rest (its phase planes in bands of
+ * p->nc rows; none: row by row): NNC_PW_PLANES floats and that. */
+#define NNC_PW_PLANES(cout, h, w, cin, fb, tail) \
+    ((long)((cout) < (fb) ? (cout) : (fb)) * (h) * (w) + ((tail) ? (long)NNC_NR_MAX * (cin) : 0))
+
+/* One register tile of columns c[0:nr] of mr rows of the block's planes (row stride hw), their weights at
+ * a (row k at a + k NNC_PWB). */
+static inline void nnc_pw_tile(const nnc_pw *e, int mr, long hw, const float *a, const float *b, long ldb, float *c,
+                               int nr, const float *bias) {
+    const int K = e->cin;
+    int k0;
+    for (k0 = 0; k0 < K; k0 += NNC_KC) {
+        const int kc = K - k0 < NNC_KC ? K - k0 : NNC_KC;
+        nnc_micro_lda(kc, a + (long)k0 * NNC_PWB, NNC_PWB, b + k0 * ldb, ldb, c, hw, mr, nr, k0 == 0, k0 + kc >= K,
+                      bias, e->act, 0.0f);
+    }
+}
 
 /* planes[l] = the 1x1 convolution's output channel o0 + l, l < nl, by the
- * matrix multiply's register tile: the block's weights repacked as its
- * panels ([ceil(nl/MR)][K][MR] in `ap`), the input read in place, its last
- * columns through `bp` ([K][NNC_NR], zero-padded). */
-static inline void nnc_pw_planes(const nnc_pw *e, int o0, int nl, long hw, float *planes, float *ap, float *bp) {
-    const int K = e->cin, mb = (nl + NNC_MR - 1) / NNC_MR;
-    const float *wb = e->w + (long)(o0 / NNC_DWC) * K * NNC_DWC;
+ * matrix multiply's register tile, up to MR rows at a time within a block
+ * of the weights (read in place, NNC_PWB floats a row), the input read in
+ * place (its full tiles over threads with OpenMP), its last columns from
+ * `bp` ([K][NNC_NR], zero-padded: packed once for every block). */
+static inline void nnc_pw_planes(const nnc_pw *e, int o0, int nl, long hw, float *planes, const float *bp) {
+    const int K = e->cin;
+    const long full = hw / NNC_NR * NNC_NR;
     long n0;
-    int i, j, k, k0;
-    for (i = 0; i < mb; i++)
-        for (k = 0; k < K; k++)
-            for (j = 0; j < NNC_MR; j++) {
-                const int l = i * NNC_MR + j;
-                ap[((long)i * K + k) * NNC_MR + j] = l < nl ? wb[(long)k * NNC_DWC + l] : 0.0f;
-            }
-    for (n0 = 0; n0 < hw; n0 += NNC_NR) {
-        const int nr = hw - n0 < NNC_NR ? (int)(hw - n0) : NNC_NR;
-        const float *b = e->x + n0;
-        long ldb = hw;
-        if (nr < NNC_NR) {
-            for (k = 0; k < K; k++)
-                for (j = 0; j < NNC_NR; j++) bp[(long)k * NNC_NR + j] = j < nr ? e->x[k * hw + n0 + j] : 0.0f;
-            b = bp, ldb = NNC_NR;
-        }
-        for (i = 0; i < mb; i++) {
-            const int mr = nl - i * NNC_MR < NNC_MR ? nl - i * NNC_MR : NNC_MR;
-            for (k0 = 0; k0 < K; k0 += NNC_KC) {
-                const int kc = K - k0 < NNC_KC ? K - k0 : NNC_KC;
-                nnc_micro(kc, ap + ((long)i * K + k0) * NNC_MR, b + k0 * ldb, ldb, planes + (long)i * NNC_MR * hw + n0,
-                          hw, mr, nr, k0 == 0, k0 + kc >= K, e->b ? e->b + o0 + i * NNC_MR : NULL, e->act, 0.0f);
-            }
-        }
+    int i, mr;
+    /* a block starts at a multiple of 16 and holds 16 or a multiple of 48 channels, so no tile of 6 rows
+     * crosses a block of the weights (its last tile of a 16-channel block is 4 rows) */
+    for (i = 0; i < nl; i += mr) {
+        const int r = o0 + i;
+        const float *a = e->w + (long)(r / NNC_PWB) * K * NNC_PWB + r % NNC_PWB, *bias = e->b ? e->b + r : NULL;
+        float *rows = planes + (long)i * hw;
+        mr = nl - i < NNC_MR ? nl - i : NNC_MR;
+        NNC_OMP_FOR
+        for (n0 = 0; n0 < full; n0 += NNC_NR) nnc_pw_tile(e, mr, hw, a, e->x + n0, hw, rows + n0, NNC_NR, bias);
+        if (full < hw) nnc_pw_tile(e, mr, hw, a, bp, NNC_NR, rows + full, (int)(hw - full), bias);
     }
 }
 
@@ -1853,14 +1865,18 @@ static inline void nnc_pw_depthwise(const nnc_conv *p, const nnc_pw *pre, const 
 #endif
     {
         const long hw = (long)p->h * p->w, ohw = (long)p->oh * p->ow, taps = (long)p->kh * p->kw;
-        float *planes = scratch, *ap = planes + (p->cout < NNC_DWC ? p->cout : NNC_DWC) * hw;
-        float *bp = ap + ((NNC_DWC + NNC_MR - 1) / NNC_MR) * NNC_MR * pre->cin;
-        float *rest = scratch + NNC_PW_PLANES(p->cout, p->h, p->w, pre->cin);
-        int o0;
-        for (o0 = 0; o0 < p->cout; o0 += NNC_DWC) {
+        const int fb = p->kc > 0 ? p->kc : NNC_DWC;    /* channels of a block */
+        const long full = hw / NNC_NR * NNC_NR;
+        float *planes = scratch, *bp = planes + (p->cout < fb ? p->cout : fb) * hw;
+        float *rest = scratch + NNC_PW_PLANES(p->cout, p->h, p->w, pre->cin, fb, hw % NNC_NR_MAX);
+        int o0, k, j;
+        for (k = 0; full < hw && k < pre->cin; k++)
+            for (j = 0; j < NNC_NR; j++) bp[(long)k * NNC_NR + j] = full + j < hw ? pre->x[k * hw + full + j] : 0.0f;
+        for (o0 = 0; o0 < p->cout; o0 += fb) {
             nnc_conv g = *p;
-            g.cin = g.cout = g.groups = p->cout - o0 < NNC_DWC ? p->cout - o0 : NNC_DWC;
-            nnc_pw_planes(pre, o0, g.cout, hw, planes, ap, bp);
+            g.cin = g.cout = g.groups = p->cout - o0 < fb ? p->cout - o0 : fb;
+            g.kc = 0;
+            nnc_pw_planes(pre, o0, g.cout, hw, planes, bp);
             nnc_depthwise(&g, planes, w + o0 * taps, bias ? bias + o0 : NULL, y + o0 * ohw, act, alpha,
                           p->nc > 0 ? rest : NULL);
         }
