@@ -42,7 +42,7 @@ BLOCKS = {
     e: conv2d(33, 1) -> relu
     d: depthwise_conv2d(3, padding=1) -> relu
 }""",
-    "plain": """model plain(x: [40, 7, 7]) {
+    "plain": """model plain(x: [40, 8, 9]) {
     e: conv2d(17, 1)
     d: depthwise_conv2d(5, padding=2) -> sigmoid
 }""",
@@ -137,8 +137,9 @@ def _plan(source: str, **kw):
     # a channel multiplier of 2; a grouped convolution that is not depthwise
     "model m(x: [4, 8, 8]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1, multiplier=2)\n}",
     "model m(x: [4, 8, 8]) {\n    conv2d(16, 1)\n    conv2d(16, 3, padding=1, groups=8)\n}",
-    # deeper than PW_DEPTH input channels
-    "model m(x: [300, 4, 4]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    # deeper than PW_DEPTH input channels; a plane of fewer than PW_MIN_PIXELS
+    "model m(x: [300, 8, 8]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [16, 7, 7]) {\n    conv2d(96, 1) -> relu6\n    depthwise_conv2d(3, padding=1) -> relu6\n}",
     # a 1-d pair
     "model m(x: [4, 32]) {\n    conv1d(16, 1)\n    conv1d(16, 3, padding=1, groups=16)\n}",
 ])
@@ -150,22 +151,22 @@ def test_fused_plan_draws_the_default_weights_in_the_models_order():
     """Default initialisation draws the weights in the model's order: a 1x1 convolution with another
     layer scheduled between it and its depthwise reader is not fused (fusing it moved its weights after
     that layer's, so the C plan's default weights were not the NumPy plan's)."""
-    source = """model m(x: [4, 6, 6]) {
+    source = """model m(x: [4, 8, 8]) {
     a = x -> e: conv2d(24, 1) -> relu6
     b = x -> c: conv2d(24, 1)
     d = a -> dw: depthwise_conv2d(3, padding=1)
     add(d, b)
 }"""
     assert _fused(_plan(source)) == []
-    x = np.random.default_rng(0).standard_normal((1, 4, 6, 6)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(nnc.build(source, target="c")(x), nnc.build(source)(x), rtol=1e-4, atol=1e-5)
     assert list(compile_plan(source, target="c", render=False).graph.param_specs()) == \
         list(compile_plan(source, target="numpy", render=False).graph.param_specs())
 
 
 @pytest.mark.parametrize("source", [
-    "model m(x: [256, 5, 5]) {\n    conv2d(32, 1)\n    depthwise_conv2d(3, padding=1)\n}",
-    "model m(x: [256, 2, 2]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [256, 9, 9]) {\n    conv2d(32, 1)\n    depthwise_conv2d(3, padding=1)\n}",
+    "model m(x: [256, 8, 8]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
     "model m(x: [8, 6, 40]) {\n    conv2d(16, 1)\n    depthwise_conv2d(3, padding=1)\n}",
     BLOCKS["strided"], BLOCKS["deep"], BLOCKS["wide"],
 ])
@@ -188,7 +189,9 @@ def test_mobilenetv2_expansions_are_fused_and_its_arena_halves():
     two 32 x 112 x 112 values of the first block (3,211,264), which is its live-set lower bound."""
     plan = _plan(ROOT / "samples" / "mobilenetv2.nn")
     fused = _fused(plan)
-    assert len(fused) == 16 and "features.2.conv.1.0" in fused and "features.17.conv.1.0" in fused
+    # ... but the 7x7 ones (fewer than PW_MIN_PIXELS), where the whole matrix multiply is faster
+    assert len(fused) == 13 and "features.2.conv.1.0" in fused and "features.14.conv.1.0" in fused
+    assert "features.15.conv.1.0" not in fused and "features.17.conv.1.0" not in fused
     node = plan.graph.node("features.2.conv.1.0")
     assert node.pre.label == "features.2.conv.0.0" and node.inputs == ("features.1.conv.1",)
     assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes == 2 * 32 * 112 * 112 * 4

@@ -501,6 +501,9 @@ def depthwise_cv(n: Node, graph: Graph) -> bool:
 PW_DEPTH = 256         # the most input channels of a 1x1 convolution fused into its depthwise reader (each block of
                        # 16 channels reads its whole input again)
 PW_ACTS = frozenset({"relu", "relu6"})   # the activations nnc_pw applies (besides none)
+PW_MIN_PIXELS = 64     # the smallest plane a fused 1x1 convolution takes: on MobileNetV2's 7x7 ones the ring's 60
+                       # blocks of 16 channels (each reading the 31 KB input again) lost to the whole matrix multiply
+                       # in the plan, 211 -> 268 us a block (its 14x14 ones gain, 311 -> 280)
 PW_ROW = 48            # NNC_PWB: output channels of a block of a fused 1x1 convolution's weights
 PW_PLANES = 40960      # floats of a block's planes beyond which nnc_pw_depthwise's other targets take 16 channels at
                        # a time, not multiples of 48 (whole tiles of MR = 6 rows: 16 wasted 2 of 18, +10-35% on AVX2)
@@ -509,7 +512,7 @@ PW_PLANES = 40960      # floats of a block's planes beyond which nnc_pw_depthwis
 def fuse_blocks(graph: Graph) -> Graph:
     """The C plan's block fusion: a 1x1 convolution (stride 1, no padding,
     one group, at most PW_DEPTH input channels, no activation or relu or
-    relu6) whose output only a 2-d depthwise convolution of one output
+    relu6, a plane of at least PW_MIN_PIXELS) whose output only a 2-d depthwise convolution of one output
     channel per input channel reads, with at most DW_TAPS taps and its ring
     within DWC_SCRATCH floats, becomes that convolution's `pre`: computed
     inside its kernel (nnc_pw_depthwise), its output never stored
@@ -545,6 +548,7 @@ def _fusable_pointwise(e: Node) -> bool:
     return (e.op.name == "conv2d" and a["groups"] == 1 and tuple(a["kernel"]) == (1, 1)
             and tuple(a["stride"]) == (1, 1) and not any(map(any, a["pads"])) and not e.history
             and a["in_channels"] <= PW_DEPTH and len(e.shape) == 3 and all(isinstance(v, int) for v in e.shape)
+            and e.shape[1] * e.shape[2] >= PW_MIN_PIXELS
             and (e.activation is None or e.activation.op in PW_ACTS) and e.pre is None)
 
 
