@@ -503,7 +503,7 @@ PW_DEPTH = 256         # the most input channels of a 1x1 convolution fused into
 PW_ACTS = frozenset({"relu", "relu6"})   # the activations nnc_pw applies (besides none)
 PW_MIN_PIXELS = 64     # the smallest plane a fused 1x1 convolution takes: on MobileNetV2's 7x7 ones the ring's 60
                        # blocks of 16 channels (each reading the 31 KB input again) lost to the whole matrix multiply
-                       # in the plan, 211 -> 268 us a block (its 14x14 ones gain, 311 -> 280)
+                       # in the plan, 227 -> 275 us a block (its 14x14 ones gain, 311/311/275 -> 295/286/253)
 PW_ROW = 48            # NNC_PWB: output channels of a block of a fused 1x1 convolution's weights
 PW_PLANES = 40960      # floats of a block's planes beyond which nnc_pw_depthwise's other targets take 16 channels at
                        # a time, not multiples of 48 (whole tiles of MR = 6 rows: 16 wasted 2 of 18, +10-35% on AVX2)
@@ -520,13 +520,15 @@ def fuse_blocks(graph: Graph) -> Graph:
     The two must be neighbours in the schedule (so the weights keep their
     order, in which default initialisation draws them), and the fused
     kernel's scratch no larger than the expansion and the depthwise
-    convolution's own scratch, so the arena never grows.
+    convolution's own scratch. The arena must not grow: the fused step
+    keeps the 1x1 convolution's input alive beside the depthwise output,
+    so where fusing every pair grows the trial layout's arena, pairs are
+    taken one by one in schedule order while it does not.
     In: an optimised graph; out: the graph the C plan lays out and emits."""
     if graph.streaming:
         return graph
     reader = single_reader(graph)
-    removed: dict[str, str] = {}
-    replaced: dict[str, Node] = {}
+    pairs: dict[str, tuple[str, Node]] = {}       # depthwise label -> (1x1 label, the fused node)
     for e, d in zip(graph.nodes, graph.nodes[1:]):
         a = d.attrs
         if (not _is_depthwise(d) or len(d.shape) != 3 or a["filters"] != a["in_channels"] or d.pre is not None
@@ -538,9 +540,25 @@ def fuse_blocks(graph: Graph) -> Graph:
         if (_dwc_scratch(d, *e.shape[1:]) > DWC_SCRATCH
                 or _fused_scratch(fused, graph) > math.prod(e.shape) + _depthwise_scratch(d, graph)):
             continue
-        removed[e.label] = e.inputs[0]
-        replaced[d.label] = fused
-    return bypass(graph, removed, replaced) if removed else graph
+        pairs[d.label] = (e.label, fused)
+    if not pairs:
+        return graph
+
+    def fuse(chosen: Mapping[str, tuple[str, Node]]) -> tuple[Graph, int]:
+        g = bypass(graph, {e: graph.node(e).inputs[0] for e, _ in chosen.values()},
+                   {d: fused for d, (_, fused) in chosen.items()})
+        lay = memory.layout(g, scratch=scratch_bytes, persistent=state_bytes(g))
+        return g, lay.plan.arena_bytes
+
+    base = fuse({})[1]
+    fused_graph, arena = fuse(pairs)
+    if arena <= base:
+        return fused_graph
+    kept: dict[str, tuple[str, Node]] = {}          # the fused step keeps the 1x1 input alive: pair by pair
+    for d, pair in pairs.items():
+        if fuse({**kept, d: pair})[1] <= base:
+            kept[d] = pair
+    return fuse(kept)[0]
 
 
 def _fusable_pointwise(e: Node) -> bool:
@@ -554,9 +572,8 @@ def _fusable_pointwise(e: Node) -> bool:
 
 def _fused_scratch(n: Node, graph: Graph) -> int:
     """Floats of nnc_pw_depthwise's scratch: with AVX-512 the ring of
-    nnc_depthwise_cv, elsewhere (NNC_PW_PLANES) a block's 16 planes of the
-    1x1 convolution, its weights as matrix-multiply panels and a zero-padded
-    column panel, then nnc_depthwise's phase planes (none row by row)."""
+    nnc_depthwise_cv, elsewhere (NNC_PW_PLANES) a block's planes of the 1x1
+    convolution (`pw_block` channels) and `_pw_extra`."""
     ih, iw = n.pre.shape[1:]
     return max(_dwc_scratch(n, ih, iw), min(n.shape[0], pw_block(n, graph)) * ih * iw + _pw_extra(n, graph))
 
@@ -877,12 +894,14 @@ def pack_bcast(w: np.ndarray) -> np.ndarray:
 def pack_pw(w: np.ndarray) -> np.ndarray:
     """[C_out, C_in, 1, 1] -> blocks of PW_ROW output channels, each
     [C_in][PW_ROW], zeros past C_out (nnc_pw's layout: a 16-lane row of the
-    AVX-512 ring and the matrix multiply's tiles of MR rows read in place)."""
+    AVX-512 ring and the matrix multiply's tiles of MR rows read in place),
+    then MR zeros: a tile of fewer rows at a block's end still reads MR."""
     cout, k = w.shape[0], int(np.prod(w.shape[1:]))
     padded = -(-cout // PW_ROW) * PW_ROW
     out = np.zeros((padded, k), np.float32)
     out[:cout] = w.reshape(cout, k)
-    return out.reshape(padded // PW_ROW, PW_ROW, k).transpose(0, 2, 1).reshape(-1)
+    return np.concatenate([out.reshape(padded // PW_ROW, PW_ROW, k).transpose(0, 2, 1).reshape(-1),
+                           np.zeros(MR, np.float32)])
 
 
 def pack_attention(name: str, w: np.ndarray) -> np.ndarray:
@@ -981,7 +1000,7 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
             elif kind == "bcast" and name == "weight":
                 size = -(-shape[0] // BCAST_CB) * BCAST_CB * math.prod(shape[1:])
             elif kind == "pw" and name == "weight":
-                size = -(-shape[0] // PW_ROW) * PW_ROW * math.prod(shape[1:])
+                size = -(-shape[0] // PW_ROW) * PW_ROW * math.prod(shape[1:]) + MR
             elif n.op.name in TRANSPOSED and name == "weight":     # `pack_conv_transpose`
                 groups = n.attrs["groups"]
                 m = shape[1] * math.prod(shape[2:])
