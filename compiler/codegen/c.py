@@ -1205,7 +1205,7 @@ def _dense(c: _Ctx, n: Node) -> list[str]:
 
 def _pool(c: _Ctx, n: Node) -> list[str]:
     a = n.attrs
-    x = n.pre.shape if n.pre is not None else c.graph.shape_of(n.inputs[0])
+    x = c.graph.shape_of(n.inputs[0])
     if len(x) == 2:
         dims = [x[0], 1, x[1], 1, n.shape[1], 1, a["kernel"][0], 1, a["stride"][0], 0, a["pads"][0][0]]
     else:
