@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 import nnc
-from nnc.compiler.build import compile_plan, write_plan
+from nnc.compiler.build import compile_plan
 from nnc.compiler.codegen import c as c_gen
 
 from conftest import HAS_CC
 from test_c_conv_kernels import BUILDS, _skip_unless_runnable
-from test_c_plan import FORWARD, HARNESS, call, cc, run
+from test_c_plan import build_harness, call, cc, run
 
 pytestmark = pytest.mark.skipif(not HAS_CC, reason="no C compiler")
 
@@ -75,20 +75,6 @@ def _fused(plan) -> list[str]:
     return [n.label for n in plan.graph.nodes if n.pre is not None]
 
 
-def _build(source: str, tmp: Path, flags: list[str], state) -> Path:
-    plan = compile_plan(source, target="c", state=state)
-    assert _fused(plan) == ["d"]
-    write_plan(plan, tmp, None)
-    stem = plan.name
-    text = HARNESS.format(name=stem, upper=stem.upper(), forward_len="        return 2;",
-                          forward=FORWARD.format(name=stem, upper=stem.upper()), streaming="    else return 2;")
-    (tmp / "harness.c").write_text(text)
-    exe = tmp / "harness"
-    run([cc(), "-std=c99", *flags, "-I", str(tmp), str(tmp / "harness.c"), str(tmp / f"{stem}.c"), "-o", str(exe),
-         "-lm"])
-    return exe
-
-
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("block", list(BLOCKS))
 def test_fused_block_matches_the_numpy_plan(block, build, tmp_path):
@@ -97,7 +83,8 @@ def test_fused_block_matches_the_numpy_plan(block, build, tmp_path):
     model = nnc.build(source, batch=2)
     state = _state(model, 3)
     model.load_weights(state)
-    exe = _build(source, tmp_path, BUILDS[build], state)
+    assert _fused(_plan(source)) == ["d"]
+    exe = build_harness(block, tmp_path, ["-std=c99", *BUILDS[build]], source=source, state=state)
     x = np.random.default_rng(4).standard_normal((2, *model.input_shapes["x"])).astype(np.float32) * 2
     got = call(exe, "forward", x, tmp_path)
     want = np.asarray(model(x)).reshape(-1)

@@ -40,9 +40,9 @@ def cc() -> str:
     return cbuild.find_compiler()
 
 
-def write(name: str, tmp: Path, *, stream: bool = False, dims=None, source: str | None = None) -> str:
+def write(name: str, tmp: Path, *, stream: bool = False, dims=None, source: str | None = None, state=None) -> str:
     plan = compile_plan(source if source is not None else ROOT / "samples" / f"{name}.nn", target="c",
-                        dims=dims or DIMS.get(name), stream=stream)
+                        dims=dims or DIMS.get(name), stream=stream, state=state)
     write_plan(plan, tmp, None)
     return plan.name
 
@@ -221,8 +221,8 @@ def sanitizers_work() -> bool:
 
 
 def build_harness(name: str, tmp: Path, flags: list[str], *, stream: bool = False, dims=None,
-                  source: str | None = None, forward_len: str | None = None) -> Path:
-    stem = write(name, tmp, stream=stream, dims=dims, source=source)
+                  source: str | None = None, forward_len: str | None = None, state=None) -> Path:
+    stem = write(name, tmp, stream=stream, dims=dims, source=source, state=state)
     forward = "        return 2;" if forward_len else FORWARD.format(name=stem, upper=stem.upper())
     text = HARNESS.format(name=stem, upper=stem.upper(), forward_len=forward_len or "        return 2;", forward=forward,
                           streaming=STREAM_HARNESS.format(name=stem) if stream else "    else return 2;")

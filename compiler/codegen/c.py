@@ -528,7 +528,7 @@ def fuse_blocks(graph: Graph) -> Graph:
     if graph.streaming:
         return graph
     reader = single_reader(graph)
-    pairs: dict[str, tuple[str, Node]] = {}       # depthwise label -> (1x1 label, the fused node)
+    pairs: dict[str, Node] = {}                   # depthwise label -> the fused node
     for e, d in zip(graph.nodes, graph.nodes[1:]):
         a = d.attrs
         if (not _is_depthwise(d) or len(d.shape) != 3 or a["filters"] != a["in_channels"] or d.pre is not None
@@ -540,13 +540,12 @@ def fuse_blocks(graph: Graph) -> Graph:
         if (_dwc_scratch(d, *e.shape[1:]) > DWC_SCRATCH
                 or _fused_scratch(fused, graph) > math.prod(e.shape) + _depthwise_scratch(d, graph)):
             continue
-        pairs[d.label] = (e.label, fused)
+        pairs[d.label] = fused
     if not pairs:
         return graph
 
-    def fuse(chosen: Mapping[str, tuple[str, Node]]) -> tuple[Graph, int]:
-        g = bypass(graph, {e: graph.node(e).inputs[0] for e, _ in chosen.values()},
-                   {d: fused for d, (_, fused) in chosen.items()})
+    def fuse(chosen: Mapping[str, Node]) -> tuple[Graph, int]:
+        g = bypass(graph, {n.pre.label: n.pre.inputs[0] for n in chosen.values()}, dict(chosen))
         lay = memory.layout(g, scratch=scratch_bytes, persistent=state_bytes(g))
         return g, lay.plan.arena_bytes
 
@@ -554,10 +553,10 @@ def fuse_blocks(graph: Graph) -> Graph:
     fused_graph, arena = fuse(pairs)
     if arena <= base:
         return fused_graph
-    kept: dict[str, tuple[str, Node]] = {}          # the fused step keeps the 1x1 input alive: pair by pair
-    for d, pair in pairs.items():
-        if fuse({**kept, d: pair})[1] <= base:
-            kept[d] = pair
+    kept: dict[str, Node] = {}                    # the fused step keeps the 1x1 input alive: pair by pair
+    for d, fused in pairs.items():
+        if fuse({**kept, d: fused})[1] <= base:
+            kept[d] = fused
     return fuse(kept)[0]
 
 

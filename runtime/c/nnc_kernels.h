@@ -1490,8 +1490,7 @@ static inline void nnc_depthwise(const nnc_conv *p, const float *x, const float 
  * loops as short as its rows (MobileNet's 7- and 14-wide planes, and its
  * stride-2 layers). Output rows are staged as [ow][16] and transposed back
  * into the block's planes. The transposes are 16x16 in registers (four
- * butterfly stages of two-source shuffles; one lane at a time on other
- * targets). Scratch: NNC_DWC_SCRATCH floats (the code generator's
+ * butterfly stages of two-source shuffles). Scratch: NNC_DWC_SCRATCH floats (the code generator's
  * `_dwc_scratch` mirrors it).
  *
  * nnc_pw_depthwise is the same convolution of a 1x1 one's output that is
@@ -1538,37 +1537,24 @@ typedef struct {
 
 #if defined(NNC_VEC) && NNC_VL == 16 && !defined(__clang__)
 #define NNC_DWC_T16 1
-typedef float nnc_v16 __attribute__((vector_size(16 * sizeof(float))));
-typedef int32_t nnc_i16 __attribute__((vector_size(16 * sizeof(float))));
-NNC_INLINE nnc_v16 nnc_ld16(const float *p) {
-    nnc_v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-/* a clamped to [lo, hi] on the bits: a < lo -> lo, a > hi -> hi (NaN compares false and stays) */
-NNC_INLINE nnc_v16 nnc_clamp16(nnc_v16 a, nnc_v16 lo, nnc_v16 hi) {
-    a = (nnc_v16)(((nnc_i16)a & ~(a < lo)) | ((nnc_i16)lo & (a < lo)));
-    return (nnc_v16)(((nnc_i16)a & ~(a > hi)) | ((nnc_i16)hi & (a > hi)));
-}
-
 /* v[0:16] (rows) transposed in registers: stage k swaps bit k of the row
  * index with bit k of the column index */
 #define NNC_T16_STAGE(k, m_lo, m_hi)                                                         \
     for (i = 0; i < 16; i++)                                                                 \
         if (!(i & (k))) {                                                                    \
-            const nnc_v16 a = v[i], b = v[i + (k)];                                          \
+            const nnc_vf a = v[i], b = v[i + (k)];                                          \
             v[i] = __builtin_shuffle(a, b, m_lo), v[i + (k)] = __builtin_shuffle(a, b, m_hi); \
         }
-static inline void nnc_t16(nnc_v16 v[16]) {
+static inline void nnc_t16(nnc_vf v[16]) {
     int i;
-    NNC_T16_STAGE(1, ((nnc_i16){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}),
-                  ((nnc_i16){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}))
-    NNC_T16_STAGE(2, ((nnc_i16){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}),
-                  ((nnc_i16){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}))
-    NNC_T16_STAGE(4, ((nnc_i16){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}),
-                  ((nnc_i16){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}))
-    NNC_T16_STAGE(8, ((nnc_i16){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}),
-                  ((nnc_i16){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}))
+    NNC_T16_STAGE(1, ((nnc_vi){0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}),
+                  ((nnc_vi){1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}))
+    NNC_T16_STAGE(2, ((nnc_vi){0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}),
+                  ((nnc_vi){2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}))
+    NNC_T16_STAGE(4, ((nnc_vi){0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}),
+                  ((nnc_vi){4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}))
+    NNC_T16_STAGE(8, ((nnc_vi){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}),
+                  ((nnc_vi){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}))
 }
 #undef NNC_T16_STAGE
 
@@ -1582,12 +1568,12 @@ static inline void nnc_dwc_in(const float *const *src, int nl, long p0, long p1,
     float *d = ring + (long)s * slot + (long)(pl + col) * NNC_DWC;
     int c;
     for (; p + 16 <= p1; p += 16) {
-        nnc_v16 v[16];
+        nnc_vf v[16];
         for (l = 0; l < 16; l++)
             if (l < nl)
                 memcpy(&v[l], src[l] + p, sizeof v[l]);
             else
-                v[l] = (nnc_v16){0};
+                v[l] = (nnc_vf){0};
         nnc_t16(v);
         for (c = 0; c < 16; c++) {
             memcpy(d, &v[c], sizeof v[c]);
@@ -1622,31 +1608,31 @@ NNC_CONTRACT static inline void nnc_dwc_pw(const nnc_pw *e, int o0, int nl, int 
                                            long slot, int pl, float *ring) {
     const float *wb = e->w + (long)(o0 / NNC_PWB) * e->cin * NNC_PWB + o0 % NNC_PWB, *x = e->x;
     const float lo = e->act == NNC_RELU || e->act == NNC_RELU6 ? 0.0f : -INFINITY;
-    const nnc_v16 vlo = (nnc_v16){0} + lo, vhi = (nnc_v16){0} + (e->act == NNC_RELU6 ? 6.0f : INFINITY);
+    const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + (e->act == NNC_RELU6 ? 6.0f : INFINITY);
     const long p1 = (long)r1 * w;
-    nnc_v16 vb = {0};
+    nnc_vf vb = {0};
     long p = (long)r0 * w;
     int l, k, col = 0, s = (int)nnc_dwc_slot(r0, Kr);
     float *d = ring + (long)s * slot + (long)pl * NNC_DWC;
     for (l = 0; l < nl; l++) vb[l] = e->b ? e->b[o0 + l] : 0.0f;
     while (p < p1) {
-        nnc_v16 acc[NNC_PWT];
+        nnc_vf acc[NNC_PWT];
         int n = p1 - p < NNC_PWT ? (int)(p1 - p) : NNC_PWT, t;
         if (n == NNC_PWT) {
-            nnc_v16 a0 = vb, a1 = vb, a2 = vb, a3 = vb, a4 = vb, a5 = vb, a6 = vb, a7 = vb;
+            nnc_vf a0 = vb, a1 = vb, a2 = vb, a3 = vb, a4 = vb, a5 = vb, a6 = vb, a7 = vb;
             for (k = 0; k < e->cin; k++) {
-                const nnc_v16 wv = nnc_ld16(wb + (long)k * NNC_PWB);
+                const nnc_vf wv = nnc_ldv(wb + (long)k * NNC_PWB);
                 const float *xk = x + k * hw + p;
                 a0 += xk[0] * wv, a1 += xk[1] * wv, a2 += xk[2] * wv, a3 += xk[3] * wv;
                 a4 += xk[4] * wv, a5 += xk[5] * wv, a6 += xk[6] * wv, a7 += xk[7] * wv;
             }
             if (col + NNC_PWT <= w) {         /* within the row: stored from the registers */
-                a0 = nnc_clamp16(a0, vlo, vhi), a1 = nnc_clamp16(a1, vlo, vhi);
-                a2 = nnc_clamp16(a2, vlo, vhi), a3 = nnc_clamp16(a3, vlo, vhi);
+                a0 = nnc_vclamp(a0, vlo, vhi), a1 = nnc_vclamp(a1, vlo, vhi);
+                a2 = nnc_vclamp(a2, vlo, vhi), a3 = nnc_vclamp(a3, vlo, vhi);
                 memcpy(d, &a0, sizeof a0), memcpy(d + NNC_DWC, &a1, sizeof a1);
                 memcpy(d + 2 * NNC_DWC, &a2, sizeof a2), memcpy(d + 3 * NNC_DWC, &a3, sizeof a3);
-                a4 = nnc_clamp16(a4, vlo, vhi), a5 = nnc_clamp16(a5, vlo, vhi);
-                a6 = nnc_clamp16(a6, vlo, vhi), a7 = nnc_clamp16(a7, vlo, vhi);
+                a4 = nnc_vclamp(a4, vlo, vhi), a5 = nnc_vclamp(a5, vlo, vhi);
+                a6 = nnc_vclamp(a6, vlo, vhi), a7 = nnc_vclamp(a7, vlo, vhi);
                 memcpy(d + 4 * NNC_DWC, &a4, sizeof a4), memcpy(d + 5 * NNC_DWC, &a5, sizeof a5);
                 memcpy(d + 6 * NNC_DWC, &a6, sizeof a6), memcpy(d + 7 * NNC_DWC, &a7, sizeof a7);
                 d += NNC_PWT * NNC_DWC, col += NNC_PWT, p += NNC_PWT;
@@ -1660,13 +1646,13 @@ NNC_CONTRACT static inline void nnc_dwc_pw(const nnc_pw *e, int o0, int nl, int 
             acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5, acc[6] = a6, acc[7] = a7;
         } else {
             for (t = 0; t < n; t++) {
-                nnc_v16 a0 = vb;
-                for (k = 0; k < e->cin; k++) a0 += x[k * hw + p + t] * nnc_ld16(wb + (long)k * NNC_PWB);
+                nnc_vf a0 = vb;
+                for (k = 0; k < e->cin; k++) a0 += x[k * hw + p + t] * nnc_ldv(wb + (long)k * NNC_PWB);
                 acc[t] = a0;
             }
         }
         for (t = 0; t < n; t++) {
-            const nnc_v16 v = nnc_clamp16(acc[t], vlo, vhi);
+            const nnc_vf v = nnc_vclamp(acc[t], vlo, vhi);
             memcpy(d, &v, sizeof v);
             d += NNC_DWC;
             if (++col == w) {
@@ -1684,7 +1670,7 @@ static inline void nnc_dwc_out(const float *stage, long n, int nl, float *const 
     long p = 0;
     int l;
     for (; p + 16 <= n; p += 16) {
-        nnc_v16 v[16];
+        nnc_vf v[16];
         memcpy(v, stage + p * NNC_DWC, sizeof v);
         nnc_t16(v);
         for (l = 0; l < nl; l++) memcpy(dst[l] + p, &v[l], sizeof v[l]);
@@ -1705,9 +1691,9 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
     const long hw = (long)p->h * p->w, ohw = (long)p->oh * p->ow, st = (long)p->sw * NNC_DWC;
     const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
     const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
-    const nnc_v16 vlo = (nnc_v16){0} + lo, vhi = (nnc_v16){0} + hi;     /* +-inf unless relu or relu6 */
+    const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;     /* +-inf unless relu or relu6 */
     float *stage = scratch + Kr * slot;
-    nnc_v16 wr[NNC_DW_TAPS], vb;
+    nnc_vf wr[NNC_DW_TAPS], vb;
     int o0;
     /* the ring's padding columns, which no refill writes; every row a block reads it refills first */
     memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
@@ -1752,15 +1738,15 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
                 if (p->kh == 3 && p->kw == 3 && p->dw == 1) {
                     /* four positions at a time: independent chains of nine multiply-adds */
                     const float *a0 = rowp[0], *a1 = rowp[1], *a2 = rowp[2];
-                    const nnc_v16 w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
-                    const nnc_v16 w6 = wr[6], w7 = wr[7], w8 = wr[8];
+                    const nnc_vf w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
+                    const nnc_vf w6 = wr[6], w7 = wr[7], w8 = wr[8];
                     long c0 = 0;
-                    nnc_v16 e0, e1, e2, e3;
+                    nnc_vf e0, e1, e2, e3;
 #define NNC_DWC_POS(acc)                                                                                \
-    acc = vb + w0 * nnc_ld16(a0 + c0), acc += w1 * nnc_ld16(a0 + c0 + 16), acc += w2 * nnc_ld16(a0 + c0 + 32), \
-    acc += w3 * nnc_ld16(a1 + c0), acc += w4 * nnc_ld16(a1 + c0 + 16), acc += w5 * nnc_ld16(a1 + c0 + 32),      \
-    acc += w6 * nnc_ld16(a2 + c0), acc += w7 * nnc_ld16(a2 + c0 + 16), acc += w8 * nnc_ld16(a2 + c0 + 32);      \
-    acc = nnc_clamp16(acc, vlo, vhi);                                                                   \
+    acc = vb + w0 * nnc_ldv(a0 + c0), acc += w1 * nnc_ldv(a0 + c0 + 16), acc += w2 * nnc_ldv(a0 + c0 + 32), \
+    acc += w3 * nnc_ldv(a1 + c0), acc += w4 * nnc_ldv(a1 + c0 + 16), acc += w5 * nnc_ldv(a1 + c0 + 32),      \
+    acc += w6 * nnc_ldv(a2 + c0), acc += w7 * nnc_ldv(a2 + c0 + 16), acc += w8 * nnc_ldv(a2 + c0 + 32);      \
+    acc = nnc_vclamp(acc, vlo, vhi);                                                                   \
     memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc), q++, c0 += st;
                     while (q + 4 <= p->ow) {
                         NNC_DWC_POS(e0)
@@ -1774,12 +1760,12 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
 #undef NNC_DWC_POS
                 } else {
                     for (; q < p->ow; q++) {
-                        nnc_v16 acc = vb;
+                        nnc_vf acc = vb;
                         int i, j;
                         for (i = 0; i < p->kh; i++)
                             for (j = 0; j < p->kw; j++)
-                                acc += wr[i * p->kw + j] * nnc_ld16(rowp[i] + q * st + (long)j * p->dw * NNC_DWC);
-                        acc = nnc_clamp16(acc, vlo, vhi);
+                                acc += wr[i * p->kw + j] * nnc_ldv(rowp[i] + q * st + (long)j * p->dw * NNC_DWC);
+                        acc = nnc_vclamp(acc, vlo, vhi);
                         memcpy(orow + (long)q * NNC_DWC, &acc, sizeof acc);
                     }
                 }
