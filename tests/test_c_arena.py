@@ -140,6 +140,36 @@ def test_two_way_stacks_recompute_their_blocks_exactly(monkeypatch, kind, layers
 
 
 @needs_cc
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("kind,hidden,layers,bi", [("lstm", 20, 2, True), ("gru", 28, 3, False),
+                                                   ("rnn", 24, 1, True), ("gru", 20, 3, True)])
+def test_input_projections_in_blocks_of_steps_match_pytorch_at_every_remainder(monkeypatch, block, kind, hidden,
+                                                                             layers, bi):
+    # nnc_rnn_proj: a stack's input projections for `block` steps in one pass over the weights, in
+    # place (one-way), backwards, and from two parts (the ring row and the reverse row above two-way
+    # layers); gate widths of 80-112 floats take both of its column blocks
+    torch = _torch()
+    monkeypatch.setattr(c_gen, "RNN_BLOCK", block)
+    kw = {"nonlinearity": "relu"} if kind == "rnn" else {}
+    torch.manual_seed(hidden)
+    twin = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn": torch.nn.RNN}[kind](
+        7, hidden, num_layers=layers, bidirectional=bi, batch_first=True, **kw)
+    word = ", nonlinearity=relu" if kind == "rnn" else ""
+    src = (f"model m(x: [T, 7]) {{\n    return x -> r: {kind}({hidden}{word}, layers={layers}, "
+           f"bidirectional={str(bi).lower()})\n}}\n")
+    code = compile_plan(src, target="c", dims={"T": 13}).files["m.c"]
+    assert f"w, NULL, NULL, 0, v_r, tile, {block}, " in code      # the blocks this test asks for
+    model = nnc.build(src, target="c", batch=2, dims={"T": 13})
+    model.load_weights({f"r.{k}": v.detach().numpy() for k, v in twin.state_dict().items()})
+    for t in (13, 9, 8, 7, 6, 5, 3, 2, 1):
+        x = np.random.default_rng(t).standard_normal((2, t, 7)).astype(np.float32)
+        with torch.no_grad():
+            want = twin(torch.from_numpy(x))[0].numpy()
+        got = model(x)
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), (t, np.abs(got - want).max())
+
+
+@needs_cc
 @pytest.mark.parametrize("kind", ["gru", "lstm", "rnn"])
 @pytest.mark.parametrize("bi", [False, True])
 def test_stacks_with_one_hidden_unit_match_pytorch(kind, bi):

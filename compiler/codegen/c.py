@@ -734,6 +734,7 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
 TILE_FLOATS = 2048    # the most floats of fixed-size scratch a recurrent step keeps on the stack (8 KiB)
 RNN_SLACK = 0.05      # the share of the peak a two-way stack's recomputed rows may add to the arena
 RNN_GATES = {"gru": 3, "lstm": 4, "rnn": 1}
+RNN_BLOCK = 4         # NNC_RNN_KB: the most steps whose input projections one pass over the weights makes
 
 
 @dataclass(frozen=True)
@@ -751,12 +752,25 @@ class RnnPlan:
     on_stack: bool
 
 
-def rnn_tile(op: str, a: Mapping[str, Any]) -> int:
-    """Floats of nnc_rnn_stack's `tile` (its nnc_rnn_tile): the two gate
-    vectors, a zero state, two cells and, for two-way layers above the first,
-    one input row."""
+def rnn_block(op: str, a: Mapping[str, Any]) -> int:
+    """Steps of one block of a stack's input projections (nnc_rnn_proj, at
+    most RNN_BLOCK): the most whose tile (and, for two-way layers above the
+    first, two rows of the ring) fits in TILE_FLOATS; 1 when none does (the
+    tile is in the arena then, and a larger block would only grow it)."""
+    ring = 2 * a["hidden"] if a["bidirectional"] and a["layers"] > 1 else 0
+    return next((kb for kb in (RNN_BLOCK, 2) if _rnn_tile(op, a, kb) + ring <= TILE_FLOATS), 1)
+
+
+def _rnn_tile(op: str, a: Mapping[str, Any], kb: int) -> int:
     h = a["hidden"]
-    return 2 * padded(RNN_GATES[op] * h) + 3 * h + (2 * h if a["bidirectional"] and a["layers"] > 1 else 0)
+    return (kb + 1) * padded(RNN_GATES[op] * h) + 3 * h
+
+
+def rnn_tile(op: str, a: Mapping[str, Any]) -> int:
+    """Floats of nnc_rnn_stack's `tile` (its nnc_rnn_tile): the input
+    projections of a block of `rnn_block` steps, the recurrent gate vector,
+    a zero state and two cells."""
+    return _rnn_tile(op, a, rnn_block(op, a))
 
 
 def rnn_plan(node: Node, graph: Graph) -> RnnPlan:
@@ -1337,9 +1351,9 @@ def _recurrent_stack(c: _Ctx, n: Node) -> list[str]:
     lines, buf = _rnn_scratch(c, n, plan)
     lines.append(f"const float *const w[{len(ws)}] = {{{', '.join(ws)}}};")
     lines.append(f"nnc_rnn_stack({kind}, (int){c.e(x[0])}, {x[1]}, {a['hidden']}, {a['layers']}, {dirs}, "
-                 f"{c.v(n.inputs[0])}, w, {h}, {cc}, {carry}, {c.v(n.label)}, {buf('tile')}, {buf('seg')}, "
-                 f"{plan.fixed.get('seg', 0) // a['hidden']}, {buf('rows')}, {max(plan.seg, 2)}, {buf('ckpt')}, "
-                 f"{buf('mid')});")
+                 f"{c.v(n.inputs[0])}, w, {h}, {cc}, {carry}, {c.v(n.label)}, {buf('tile')}, "
+                 f"{rnn_block(n.op.name, a)}, {buf('seg')}, {plan.fixed.get('seg', 0) // a['hidden']}, "
+                 f"{buf('rows')}, {max(plan.seg, 2)}, {buf('ckpt')}, {buf('mid')});")
     return lines
 
 
