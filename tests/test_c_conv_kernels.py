@@ -423,6 +423,16 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     assert c_gen.direct_plan(node["layer4.1.conv1"], plan.graph)[1] == 8
     assert c_gen.direct_plan(node["layer4.0.conv1"], plan.graph)[1] == 8
     assert c_gen.direct_plan(node["conv1"], plan.graph)[1] == 3
+    # the U-Net's decoder layers after their concatenation (16 -> 8 channels at 32x32): the whole room
+    # would grow its arena (another layer's placement), so the layers whose kernel the larger share
+    # changes take it one at a time while the arena stays at its bound: shifted planes, not
+    # nnc_conv_bcast's 32-channel tiles for 8 channels (100 -> 62 us)
+    plan = compile_plan(ROOT / "samples" / "unet.nn", target="c", render=False)
+    node = {n.label: n for n in plan.graph.nodes}
+    assert c_gen._conv_kind(node["dec1.a"], plan.graph) == "planes"
+    assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes
+    shares = c_gen._room(plan.graph)[2]
+    assert shares["dec1.a"] == c_gen.WINO_ROOMS[0] and len(shares) < len(plan.graph.nodes)
     # LeNet's 5x5 ones, one and six input channels: shifted planes, no packing
     plan = compile_plan(ROOT / "samples" / "lenet.nn", target="c", render=False)
     assert {c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"} == {"planes"}
