@@ -750,7 +750,8 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
 TILE_FLOATS = 2048    # the most floats of fixed-size scratch a recurrent step keeps on the stack (8 KiB)
 RNN_SLACK = 0.05      # the share of the peak a two-way stack's recomputed rows may add to the arena
 RNN_GATES = {"gru": 3, "lstm": 4, "rnn": 1}
-RNN_BLOCK = 4         # NNC_RNN_KB: the most steps whose input projections one pass over the weights makes
+RNN_BLOCK = 4         # the most steps whose input projections one pass over the weights makes
+NNC_RNN_KB = 4        # the kernels' limit on it (nnc_v2_tensor.h)
 
 
 @dataclass(frozen=True)
@@ -760,46 +761,78 @@ class RnnPlan:
     (one local array, `tile`) when `on_stack`, else in the arena; `sized`:
     buffers that grow with the length, in the arena; `seg`: the block length
     of a two-way stack's recomputed layer (nnc_rnn_stack), its rows in `seg`
-    (fixed) and `rows` (sized)."""
+    (fixed) and `rows` (sized); `block`: a stack's steps per block of input
+    projections (nnc_rnn_proj)."""
 
     fixed: Mapping[str, int]
     sized: Mapping[str, int]
     seg: int
     on_stack: bool
+    block: int = 1
 
 
-def rnn_block(op: str, a: Mapping[str, Any]) -> int:
-    """Steps of one block of a stack's input projections (nnc_rnn_proj, at
-    most RNN_BLOCK): the most whose tile (and, for two-way layers above the
-    first, two rows of the ring) fits in TILE_FLOATS; 1 when none does (the
-    tile is in the arena then, and a larger block would only grow it)."""
-    ring = 2 * a["hidden"] if a["bidirectional"] and a["layers"] > 1 else 0
-    return next((kb for kb in (RNN_BLOCK, 2) if _rnn_tile(op, a, kb) + ring <= TILE_FLOATS), 1)
-
-
-def _rnn_tile(op: str, a: Mapping[str, Any], kb: int) -> int:
+def rnn_tile(op: str, a: Mapping[str, Any], block: int) -> int:
+    """Floats of nnc_rnn_stack's `tile` for blocks of `block` steps: their
+    input projections, the recurrent gate vector, a zero state and two cells."""
     h = a["hidden"]
-    return (kb + 1) * padded(RNN_GATES[op] * h) + 3 * h
+    return (block + 1) * padded(RNN_GATES[op] * h) + 3 * h
 
 
-def rnn_tile(op: str, a: Mapping[str, Any]) -> int:
-    """Floats of nnc_rnn_stack's `tile` (its nnc_rnn_tile): the input
-    projections of a block of `rnn_block` steps, the recurrent gate vector,
-    a zero state and two cells."""
-    return _rnn_tile(op, a, rnn_block(op, a))
+def _in_arena(plan: RnnPlan) -> int:
+    """Floats of a recurrent step's scratch in the arena."""
+    return sum(plan.sized.values()) + (0 if plan.on_stack else sum(plan.fixed.values()))
+
+
+def _ring_plan(op: str, a: Mapping[str, Any], block: int, rows: int, room: int) -> RnnPlan:
+    """A two-way stack of two or more layers with blocks of `block` steps
+    (see rnn_plan): `room`, the bytes its arena scratch may take."""
+    h = a["hidden"]
+    fixed = {"tile": rnn_tile(op, a, block)}
+    state = 2 * h if op == "lstm" else h
+
+    def saved(seg: int) -> int:
+        return max(0, -(-rows // seg) - 2) * state
+
+    on_stack = fixed["tile"] + 2 * h <= TILE_FLOATS
+    near = min(rows, (TILE_FLOATS - fixed["tile"]) // h) if on_stack else 0
+    room = room // 4 - (0 if on_stack else fixed["tile"])
+    far = max(0, min(rows - near, room // h))
+    while far > 0 and far * h + saved(near + far) > room:
+        far -= 1
+    if near + far < 2 or saved(near + far) > room:      # the ring of at least 2 rows that keeps the fewest floats
+        least = max(0, 2 - near)
+        far = min(range(least, max(least, rows - near) + 1), key=lambda f: f * h + saved(near + f))
+    if near:
+        fixed["seg"] = near * h
+    sized = {"rows": far * h} if far else {}
+    if saved(near + far):
+        sized["ckpt"] = saved(near + far)
+    if a["layers"] > 2:
+        sized["mid"] = rows * 2 * h
+    return RnnPlan(fixed, sized, near + far, on_stack, block)
+
+
+def _pick_block(plans: list[RnnPlan]) -> RnnPlan:
+    """Of a stack's plans for blocks of RNN_BLOCK, 2 and 1 steps, the first
+    whose arena scratch is no larger than one step's: a larger block's tile
+    leaves fewer ring rows on the stack, for more saved states in the arena."""
+    return next(p for p in plans if _in_arena(p) <= _in_arena(plans[-1]))
 
 
 def rnn_plan(node: Node, graph: Graph) -> RnnPlan:
     """The scratch of a recurrent step. One layer (nnc_gru, nnc_lstm): the two
     gate vectors and, unless streaming, the zero initial state (and cell).
-    A stack (nnc_rnn_stack): its tile and, for two-way layers above the
-    first, a ring of `seg` rows of the recomputed layer (as many as the stack
-    tile holds, `seg`, plus as many as fit with the saved states, `rows`, in
-    the room the live values leave below their peak and RNN_SLACK of the
-    peak: with `seg` + `rows` >= T nothing is recomputed) and its saved
-    states (`ckpt`); for three or more two-way layers one [T, 2H] buffer for
-    the lower layers (`mid`). Fixed-size scratch of at most TILE_FLOATS
-    floats lives on the stack, so it adds nothing to the arena."""
+    A stack (nnc_rnn_stack): its tile for blocks of up to RNN_BLOCK steps and,
+    for two-way layers above the first, a ring of `seg` rows of the
+    recomputed layer (as many as the stack tile holds, `seg`, plus as many
+    as fit with the saved states, `rows`, in the room the live values leave
+    below their peak and RNN_SLACK of the peak: with `seg` + `rows` >= T
+    nothing is recomputed; with no room, the ring that keeps the fewest
+    floats) and its saved states (`ckpt`); for three or more two-way layers
+    one [T, 2H] buffer for the lower layers (`mid`). Fixed-size scratch of at
+    most TILE_FLOATS floats lives on the stack, so it adds nothing to the
+    arena; the block is the largest that adds nothing to the arena beside
+    one step's (`_pick_block`)."""
     from ..ops.recurrent import stacked
     op, a = node.op.name, node.attrs
     h = a["hidden"]
@@ -810,32 +843,16 @@ def rnn_plan(node: Node, graph: Graph) -> RnnPlan:
             if op == "lstm":
                 fixed["c"] = h
         return RnnPlan(fixed, {}, 0, sum(fixed.values()) <= TILE_FLOATS)
-    fixed = {"tile": rnn_tile(op, a)}
+    top = max(1, min(RNN_BLOCK, NNC_RNN_KB))
+    blocks = sorted({top, min(2, top), 1}, reverse=True)
     if not (a["bidirectional"] and a["layers"] > 1):
-        return RnnPlan(fixed, {}, 0, fixed["tile"] <= TILE_FLOATS)
+        plans = [RnnPlan({"tile": rnn_tile(op, a, kb)}, {}, 0, rnn_tile(op, a, kb) <= TILE_FLOATS, kb)
+                 for kb in blocks]
+        return _pick_block(plans)
     rows = evaluate(graph.shape_of(node.inputs[0])[0], graph.bounds)
-    state = 2 * h if op == "lstm" else h
-
-    def saved(seg: int) -> int:
-        return max(0, -(-rows // seg) - 2) * state
-
-    on_stack = fixed["tile"] + 2 * h <= TILE_FLOATS
-    near = min(rows, (TILE_FLOATS - fixed["tile"]) // h) if on_stack else 0
     headroom, peak, _ = _room(graph)
-    room = int(headroom.get(node.label, 0) + RNN_SLACK * peak) // 4 - (0 if on_stack else fixed["tile"])
-    far = max(0, min(rows - near, room // h))
-    while far > 0 and far * h + saved(near + far) > room:
-        far -= 1
-    if near + far < 2:      # no stack tile and little room: the block that keeps the fewest floats
-        far = max(2, min(rows, round(math.sqrt(rows * state / h))))
-    if near:
-        fixed["seg"] = near * h
-    sized = {"rows": far * h} if far else {}
-    if saved(near + far):
-        sized["ckpt"] = saved(near + far)
-    if a["layers"] > 2:
-        sized["mid"] = rows * 2 * h
-    return RnnPlan(fixed, sized, near + far, on_stack)
+    room = int(headroom.get(node.label, 0) + RNN_SLACK * peak)
+    return _pick_block([_ring_plan(op, a, kb, rows, room) for kb in blocks])
 
 
 state_shapes = numpy_gen.state_shapes
@@ -1368,7 +1385,7 @@ def _recurrent_stack(c: _Ctx, n: Node) -> list[str]:
     lines.append(f"const float *const w[{len(ws)}] = {{{', '.join(ws)}}};")
     lines.append(f"nnc_rnn_stack({kind}, (int){c.e(x[0])}, {x[1]}, {a['hidden']}, {a['layers']}, {dirs}, "
                  f"{c.v(n.inputs[0])}, w, {h}, {cc}, {carry}, {c.v(n.label)}, {buf('tile')}, "
-                 f"{rnn_block(n.op.name, a)}, {buf('seg')}, {plan.fixed.get('seg', 0) // a['hidden']}, "
+                 f"{plan.block}, {buf('seg')}, {plan.fixed.get('seg', 0) // a['hidden']}, "
                  f"{buf('rows')}, {max(plan.seg, 2)}, {buf('ckpt')}, {buf('mid')});")
     return lines
 

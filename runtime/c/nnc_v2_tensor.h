@@ -267,11 +267,6 @@ static inline float *nnc_rnn_row(float *a, int rows_a, float *b, int H, int i) {
     return i < rows_a ? a + (long)i * H : b + (long)(i - rows_a) * H;
 }
 
-/* The floats of nnc_rnn_stack's `tile` for blocks of kb steps (c.rnn_tile mirrors it). */
-static inline long nnc_rnn_tile(int kind, int H, int kb) {
-    return (kb + 1L) * nnc_rnn_width(kind, H) + 3L * H;
-}
-
 /* Stacked and two-way GRU (`kind` 0), LSTM (1) or RNN (2 tanh, 3 relu), as
  * nn.GRU/nn.LSTM/nn.RNN with num_layers and bidirectional, over x [T, F]
  * into y [T, dirs * H] (the reverse direction in columns H..2H, in time
@@ -301,8 +296,8 @@ static inline long nnc_rnn_tile(int kind, int H, int kb) {
  *   row it read (a projection block reads its rows first). The price of
  *   the arena at y alone is one more pass of layer L-2's forward direction
  *   over T - seg steps (none when seg >= T).
- * Scratch: `tile` (nnc_rnn_tile floats: gi [kb][G], gh [G], a zero state
- * [H], two cells [2H]), the ring of seg >= 2 rows (rows_a of them in seg_a
+ * Scratch: `tile` ((kb + 1) G + 3H floats, c.rnn_tile: gi [kb][G], gh [G],
+ * a zero state [H], two cells [2H]), the ring of seg >= 2 rows (rows_a of them in seg_a
  * [rows_a][H], the rest in seg_b) and ckpt [max(0, ceil(T/seg) - 2)][lstm ?
  * 2H : H] (L >= 2 two-way), mid [T, 2H] (L >= 3 two-way). */
 static inline void nnc_rnn_stack(int kind, int T, int F, int H, int layers, int dirs, const float *x,
@@ -311,11 +306,13 @@ static inline void nnc_rnn_stack(int kind, int T, int F, int H, int layers, int 
     const int G = nnc_rnn_width(kind, H), lstm = kind == 1, S = lstm ? 2 * H : H;
     const long wide = 2L * H;
     const size_t row_bytes = (size_t)H * sizeof(float);
-    float *gi = tile, *gh = tile + (long)kb * G, *zero = gh + G, *ca = zero + H, *cb = ca + H;
+    float *gi, *gh, *zero, *ca, *cb;
     const float *X = x;
     const float *const *wa, *const *wb;
     const float *xr[NNC_RNN_KB], *ar[NNC_RNN_KB], *yr[NNC_RNN_KB];
     int k, t, t0, i, j, n, first, blocks, fx = F;
+    if (kb < 1 || kb > NNC_RNN_KB) kb = kb < 1 ? 1 : NNC_RNN_KB;      /* the tile is sized for the clamped kb */
+    gi = tile, gh = tile + (long)kb * G, zero = gh + G, ca = zero + H, cb = ca + H;
     memset(zero, 0, row_bytes);
     if (dirs == 1) {
         for (k = 0; k < layers; k++) {
