@@ -452,6 +452,30 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     assert 32 <= depth < 960 and depth * (49 * 4 + 64) <= c_gen.BCAST_L1 < (depth + 1) * (49 * 4 + 64)
 
 
+def test_the_room_per_layer_takes_few_trial_layouts(monkeypatch):
+    # where the whole room grows the arena, the layers it would change take it in groups, halved
+    # where they grow the arena: a deep U-Net of 193 steps (119 layers take the whole room) is laid
+    # out 17 times, not once per layer (123)
+    from nnc.compiler import memory
+    layouts = []
+    original = memory.layout
+    monkeypatch.setattr(memory, "layout", lambda *a, **k: layouts.append(1) or original(*a, **k))
+    block = "block multi(c)(x) {\n    return x" + "".join(f" -> c{i}: conv2d(c, 3, padding=1) -> relu"
+                                                        for i in range(20)) + "\n}\n"
+    lines = ["    e0 = x -> enc0: multi(4)"] + [f"    e{k} = e{k - 1} -> maxpool2d(2) -> enc{k}: multi({4 << k})"
+                                                for k in range(1, 5)]
+    lines.append("    d4 = e4")
+    for k in range(3, -1, -1):
+        lines += [f"    u{k} = d{k + 1} -> up{k}: conv_transpose2d({4 << k}, 2, stride=2)",
+                  f"    d{k} = concat(u{k}, e{k}, axis=0) -> dec{k}: multi({4 << k})"]
+    src = block + "model m(x: [1, 128, 128]) {\n" + "\n".join(lines + ["    d0 -> head: conv2d(1, 1)"]) + "\n}\n"
+    plan = compile_plan(src, target="c", render=False)
+    shares = c_gen._room(plan.graph)[2]
+    assert 0 < len(shares) < len(plan.graph.nodes)           # per layer: the whole room would grow the arena
+    assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes
+    assert len(layouts) <= 24
+
+
 @pytest.mark.parametrize("cin", [256, 1100])
 def test_a_pointwise_layer_whose_partial_sums_find_no_room_runs_in_one_depth_block(tmp_path, cin):
     """256 channels of 10x10 in: depth blocks of 35 channels would need 12.5 KiB of partial sums beside
