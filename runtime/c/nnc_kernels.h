@@ -581,6 +581,8 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
 #define NNC_CV 8
 #endif
 #define NNC_BCAST_TAPS 1024   /* most taps of one depth block (kh*kw must not exceed it) */
+#define NNC_BCAST_OWN 2048    /* floats of partial sums a block of output channels keeps on the stack (a 7x7
+                               * plane's take 1,568): then blocks run on threads of their own */
 
 #if defined(NNC_VEC) && NNC_VL == 8 && !defined(__clang__)
 #define NNC_BCAST_T8 1
@@ -735,9 +737,11 @@ static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, in
  * (nnc_bcast_pixels). The depth runs in blocks of p->kc input channels (0:
  * all; at most NNC_BCAST_TAPS taps); with more than one block the partial
  * sums of the band's tiles (NNC_PT*NNC_CV floats each) follow the band in
- * `scratch`. A 1x1 convolution of stride 1 without padding reads its input
- * in place (no band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the
- * start). */
+ * `scratch`, or when they fit in NNC_BCAST_OWN floats sit on the stack of
+ * the thread running the block of output channels (with OpenMP, the blocks
+ * of a band run in parallel then, or when there are no partial sums). A
+ * 1x1 convolution of stride 1 without padding reads its input in place (no
+ * band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
 static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float *wc, const float *bias, float *y,
                                   int act, float alpha, float *scratch) {
     const int taps = p->kh * p->kw, K = p->cin * taps, most = NNC_BCAST_TAPS / taps;
@@ -755,12 +759,18 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
          * in tiles of NNC_PT along the flattened plane (the last one ends at the last pixel, redoing a
          * few); no band, the partial sums in `scratch` */
         const long nt = (N + NNC_PT - 1) / NNC_PT;
+        const int nnc_par = CR >= p->cin || nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
         long pix[NNC_PT];
-        int c0, kb, q;
+        int c0, q;
+        (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
         for (q = 0; q < NNC_PT; q++) pix[q] = q;
+        NNC_OMP_FOR_IF
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+            float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
+            float *parts = nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : scratch;
+            int kb;
             for (kb = 0; kb < p->cin; kb += CR) {
                 const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
                 int off[NNC_BCAST_TAPS], k;
@@ -769,7 +779,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                 for (t = 0; t < nt; t++) {
                     const long n0 = t * NNC_PT < N - NNC_PT ? t * NNC_PT : N - NNC_PT;
                     float tmp[NNC_PT * NNC_CV];
-                    float *part = CR < p->cin ? scratch + t * NNC_PT * NNC_CV : tmp;
+                    float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
                     nnc_bcast_tile(x + kb * N + n0, pix, off, depth, wb + (long)kb * NNC_CB, hi, part, kb == 0);
                     if (last)
                         nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha, y + (long)c0 * N + n0, N, nch,
@@ -783,8 +793,10 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
         const long plane = (long)bh * wp, np = (long)rows * p->ow, tiles = (np + NNC_PT - 1) / NNC_PT;
         const int npix = np < NNC_PT ? (int)np : NNC_PT;
-        float *band = scratch, *parts = scratch + (long)p->cin * plane;
-        int c, i, c0, kb;
+        const int nnc_par = CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
+        float *band = scratch, *shared = scratch + (long)p->cin * plane;
+        int c, i, c0;
+        (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
         /* the band: input rows r0*sh - pt .. + bh, columns -pl .., zeros outside */
         for (c = 0; c < p->cin; c++)
             for (i = 0; i < bh; i++) {
@@ -796,9 +808,13 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                 if (end > lo) memcpy(d + lo, x + ((long)c * p->h + ih) * p->w, (size_t)(end - lo) * sizeof *d);
                 for (q = end > lo ? end : lo; q < wp; q++) d[q] = 0.0f;
             }
+        NNC_OMP_FOR_IF
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+            float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
+            float *parts = tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared;
+            int kb;
             for (kb = 0; kb < p->cin; kb += CR) {
                 const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
                 /* the next depth block's weights (the next block of channels' first), fetched a share
@@ -807,11 +823,11 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                                          : wb + (long)(kb + depth) * taps * NNC_CB;
                 const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;   /* a block's */
                 const long share = (lines + tiles - 1) / tiles;
-                int off[NNC_BCAST_TAPS], k = 0, e, j;
+                int off[NNC_BCAST_TAPS], k = 0, e, j, d;
                 long fetched = 0, l, t;
-                for (c = 0; c < depth; c++)
+                for (d = 0; d < depth; d++)
                     for (e = 0; e < p->kh; e++)
-                        for (j = 0; j < p->kw; j++) off[k++] = (int)(c * plane + (long)e * p->dh * wp + j * p->dw);
+                        for (j = 0; j < p->kw; j++) off[k++] = (int)(d * plane + (long)e * p->dh * wp + j * p->dw);
                 for (t = 0; t < tiles; t++) {
                     float tmp[NNC_PT * NNC_CV];
                     float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
@@ -1089,15 +1105,17 @@ NNC_INLINE void nnc_winograd(int m, const nnc_conv *p, const float *x, const flo
         /* one transformed input matrix at a time, so that it stays in L1 while every block of
          * output channels reads it; the next one's weights (read from memory otherwise: E of them
          * outgrow L2) fetched a share per block meanwhile */
-        for (e = 0; e < E; e++) {
+        NNC_OMP_FOR
+        for (e = 0; e < E; e++) {       /* (threads: each its own matrices, the outputs apart) */
             const float *next = u + (e + 1 < E ? e + 1 : 0) * us;
             const long share = (us / 16 + mb - 1) / mb;
-            for (i = 0; i < cout; i += NNC_MR) {
-                long l;
-                for (l = 0; l < share; l++) NNC_PREFETCH(next + ((long)(i / NNC_MR) * share + l) * 16);
-                for (f = 0; f < NB; f += NNC_NR)
-                    nnc_micro(cin, u + e * us + (long)i * cin, v + e * vs + f, NB, mo + e * ms + (long)i * NB + f, NB,
-                              NNC_MR, NNC_NR, 1, 1, NULL, NNC_ACT_NONE, 0.0f);
+            int o0;
+            long l, f0;
+            for (o0 = 0; o0 < cout; o0 += NNC_MR) {
+                for (l = 0; l < share; l++) NNC_PREFETCH(next + ((long)(o0 / NNC_MR) * share + l) * 16);
+                for (f0 = 0; f0 < NB; f0 += NNC_NR)
+                    nnc_micro(cin, u + e * us + (long)o0 * cin, v + e * vs + f0, NB, mo + e * ms + (long)o0 * NB + f0,
+                              NB, NNC_MR, NNC_NR, 1, 1, NULL, NNC_ACT_NONE, 0.0f);
             }
         }
         /* the output transform, bias and activation, one output channel at a time: s[y][e2][f], then
