@@ -98,18 +98,6 @@ static inline void nnc_rnn_gemv(const float *x, int in, int G, const float *wt, 
 /* The most steps of one block of input projections (nnc_rnn_proj; c.RNN_BLOCK). */
 #define NNC_RNN_KB 4
 
-/* The input projections of k <= NNC_RNN_KB steps in one pass over the
- * weights: gi[j G : j G + G] = b + [a[j] | c[j]] W for j < k, W packed
- * [fa + fc][G] (c.pack_rows), a[j] of fa floats, c[j] of fc floats (fc may
- * be 0: no second part). A step's own matrix-vector product reads W_ih
- * once a step; a layer reading two-way outputs has twice as many input
- * weights as recurrent ones, and they come from L2, not L1. The register
- * tile is four steps of NNC_PROJ_V vectors (rows j >= k repeat row k - 1 and are
- * not stored; one or two steps take a tile of their own); one column (G =
- * 1) is a dot product a step. */
-static inline void nnc_rnn_proj(int k, const float *const *a, int fa, const float *const *c, int fc, int G,
-                                const float *wt, const float *bias, float *gi);
-
 #if defined(NNC_VEC)
 /* NNC_PROJ_V: vectors of one block of columns (four on AVX-512's 32
  * registers: 16 accumulators; two elsewhere). */
@@ -193,6 +181,16 @@ NNC_CONTRACT static void nnc_rnn_proj_vec(int k, const float *const *a, int fa, 
 #undef NNC_PROJ_FMA
 #endif
 
+/* The input projections of k <= NNC_RNN_KB steps in one pass over the
+ * weights: gi[j G : j G + G] = b + [a[j] | c[j]] W for j < k, W packed
+ * [fa + fc][G] (c.pack_rows), a[j] of fa floats, c[j] of fc floats (fc may
+ * be 0: no second part). A step's own matrix-vector product reads W_ih
+ * once a step; a layer reading two-way outputs has twice as many input
+ * weights as recurrent ones, and they come from L2, not L1. The register
+ * tile (nnc_rnn_proj_vec, above) is four steps of NNC_PROJ_V vectors (rows
+ * j >= k repeat row k - 1 and are not stored; one or two steps take a tile
+ * of their own); one step without a second part is nnc_rnn_gemv, one
+ * column (G = 1) a dot product a step. */
 static inline void nnc_rnn_proj(int k, const float *const *a, int fa, const float *const *c, int fc, int G,
                                 const float *wt, const float *bias, float *gi) {
     int j, i, o;
