@@ -1,9 +1,10 @@
-"""The C plan's optional threads: built with -fopenmp and run on two threads,
-every parallel loop (Winograd's multiplies, nnc_conv_bcast's blocks of
-output channels with and without their own partial sums, the in-place 1x1
-matrix multiply's tiles, the depthwise channels, a fused expansion's tiles
-on targets without the AVX-512 ring) gives bitwise the result of the build
-without OpenMP, on the native build and on an AVX2 one."""
+"""The C plan's optional threads: built with -fopenmp and run on 2 and 4
+threads (both wait policies), every parallel loop (Winograd's multiplies,
+nnc_conv_bcast's blocks of output channels with and without their own
+partial sums, the in-place 1x1 matrix multiply's tiles, the depthwise
+channels, a fused expansion's tiles on targets without the AVX-512 ring)
+gives bitwise the result of the build without OpenMP, and the loops that
+stay on one thread theirs, on the native build and on an AVX2 one."""
 
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ MODEL = """model m(x: [16, 56, 56]) {
     h: conv2d(64, 1)
 }
 """
+# ... and the rest: a 1x1 matrix multiply deeper than a block of its pixels (K = 256), partial sums in the
+# shared scratch (a banded 14x14 layer, a 1x1 read in place: one thread), last blocks of fewer than 32
+# channels (72, 40), a 7x7 layer in two bands
+DEEP = """model n(x: [256, 28, 28]) {
+    k: conv2d(64, 1) -> relu
+    s: conv2d(72, 3, stride=2, padding=1) -> relu
+    t: conv2d(320, 1) -> relu
+    w: conv2d(320, 1) -> relu
+    y: conv2d(40, 3, stride=2, padding=1) -> relu
+    z: conv2d(40, 3, padding=1)
+}
+"""
 BUILDS = {"native": ["-O2", "-march=native"], "avx2": ["-O2", "-mavx2", "-mfma"]}
 
 
@@ -63,24 +76,36 @@ def test_the_model_takes_every_kernel_with_a_parallel_loop():
     assert bcast["a"][1] == bcast["b"][1] == 32                     # one depth block: no partial sums
     assert bcast["d"][1] < 96 and bcast["g"][1] < 64                # depth blocks: partial sums (14x14 in the
     assert bcast["p"][1] < 64 and bcast["q"][1] < 320               # scratch, 7x7 on the stack), in place too
+    plan = compile_plan(DEEP, target="c", render=False)
+    node = {n.label: n for n in plan.graph.nodes}
+    assert c_gen._conv_kind(node["k"], plan.graph) == c_gen._conv_kind(node["t"], plan.graph) == "gemm"
+    deep = {k: c_gen.direct_plan(node[k], plan.graph) for k in "swyz"}
+    assert all(v is not None and v[0] == "bcast" and v[1] < node[k].attrs["in_channels"] for k, v in deep.items())
+    assert c_gen._bcast_in_place(node["w"]) and deep["y"][2] < 7 == deep["z"][2]      # in place; two bands
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["m", "n"])
 @pytest.mark.parametrize("build", list(BUILDS))
-def test_two_threads_give_bitwise_the_one_thread_result(build, tmp_path):
+def test_threads_give_bitwise_the_one_thread_result(build, model, tmp_path):
     if not _host_runs(build):
         pytest.skip(f"this machine does not run the {build} build")
     if not _openmp_works(tmp_path):
         pytest.skip("the C compiler has no OpenMP")
-    x = np.random.default_rng(0).standard_normal((1, 16, 56, 56)).astype(np.float32)
-    single = build_harness("m", tmp_path / "one", [*BUILDS[build]], source=MODEL)
+    source, shape = (MODEL, (1, 16, 56, 56)) if model == "m" else (DEEP, (1, 256, 28, 28))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    single = build_harness(model, tmp_path / "one", [*BUILDS[build]], source=source)
     want = call(single, "forward", x, tmp_path / "one")
-    threaded = build_harness("m", tmp_path / "omp", [*BUILDS[build], "-fopenmp"], source=MODEL)
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "passive"}
-    (tmp_path / "omp" / "in.bin").write_bytes(x.tobytes())
-    for _ in range(3):
-        subprocess.run([str(threaded), "forward", str(tmp_path / "omp" / "in.bin"), str(tmp_path / "omp" / "out.bin")],
-                       check=True, env=env, capture_output=True)
-        got = np.frombuffer((tmp_path / "omp" / "out.bin").read_bytes(), np.float32)
-        assert got.shape == want.shape and np.isfinite(want).all()
-        np.testing.assert_array_equal(got, want)
+    assert np.isfinite(want).all()
+    threaded = build_harness(model, tmp_path / "omp", [*BUILDS[build], "-fopenmp"], source=source)
+    inp, out = tmp_path / "omp" / "in.bin", tmp_path / "omp" / "out.bin"
+    inp.write_bytes(x.tobytes())
+    # a race shows only when the threads overlap: both wait policies (a passive thread may wake late)
+    for policy in ("active", "passive"):
+        for threads in (2, 4):
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
+            for _ in range(3):
+                proc = subprocess.run([str(threaded), "forward", str(inp), str(out)], env=env, capture_output=True)
+                assert proc.returncode == 0, (policy, threads, proc.returncode, proc.stderr[-300:])
+                np.testing.assert_array_equal(np.frombuffer(out.read_bytes(), np.float32), want,
+                                              err_msg=f"{policy}, {threads} threads")

@@ -511,7 +511,8 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
      * whole depth (the packed weights are K deep; the panel depth KC does not enter): every output row
      * is then written in runs of NB pixels, not NNC_NR (MobileNetV2's 16 -> 96 expansion at 112x112
      * wrote 96 rows 128 bytes at a time) */
-    const long NB = NNC_PW_BLOCK / K / NNC_NR * NNC_NR;
+    const long NB0 = NNC_PW_BLOCK / K / NNC_NR * NNC_NR;
+    const long NB = NB0 > NNC_NR ? NB0 : NNC_NR;      /* never 0: OpenMP divides by a loop's step */
     const long full = pointwise && NB > NNC_NR ? N / NNC_NR * NNC_NR : 0;
     int g;
     long n0;
@@ -581,8 +582,8 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
 #define NNC_CV 8
 #endif
 #define NNC_BCAST_TAPS 1024   /* most taps of one depth block (kh*kw must not exceed it) */
-#define NNC_BCAST_OWN 2048    /* floats of partial sums a block of output channels keeps on the stack (a 7x7
-                               * plane's take 1,568): then blocks run on threads of their own */
+#define NNC_BCAST_OWN 2048    /* with OpenMP, the most floats of partial sums a block of output channels keeps
+                               * on its thread's stack (a 7x7 band's: 1,568 on AVX-512) */
 
 #if defined(NNC_VEC) && NNC_VL == 8 && !defined(__clang__)
 #define NNC_BCAST_T8 1
@@ -737,9 +738,9 @@ static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, in
  * (nnc_bcast_pixels). The depth runs in blocks of p->kc input channels (0:
  * all; at most NNC_BCAST_TAPS taps); with more than one block the partial
  * sums of the band's tiles (NNC_PT*NNC_CV floats each) follow the band in
- * `scratch`, or when they fit in NNC_BCAST_OWN floats sit on the stack of
- * the thread running the block of output channels (with OpenMP, the blocks
- * of a band run in parallel then, or when there are no partial sums). A
+ * `scratch`; with OpenMP, where a band's fit in NNC_BCAST_OWN floats they
+ * sit on the stack of the thread running the block of output channels, and
+ * the blocks run in parallel (as they do without partial sums). A
  * 1x1 convolution of stride 1 without padding reads its input in place (no
  * band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
 static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float *wc, const float *bias, float *y,
@@ -768,8 +769,12 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+#if defined(_OPENMP)
             float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
             float *parts = nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : scratch;
+#else
+            float *parts = scratch;
+#endif
             int kb;
             for (kb = 0; kb < p->cin; kb += CR) {
                 const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
@@ -812,8 +817,12 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+#if defined(_OPENMP)
             float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
             float *parts = tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared;
+#else
+            float *parts = shared;
+#endif
             int kb;
             for (kb = 0; kb < p->cin; kb += CR) {
                 const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
