@@ -2,7 +2,8 @@
 threads (both wait policies), every parallel loop (Winograd's multiplies,
 nnc_conv_bcast's blocks of output channels with and without their own
 partial sums, the in-place 1x1 matrix multiply's tiles, the depthwise
-channels, a fused expansion's tiles on targets without the AVX-512 ring)
+channels, a fused expansion's tiles on targets without the AVX-512 ring,
+the AVX-512 ring's blocks of 16 channels, plain and fused)
 gives bitwise the result of the build without OpenMP, and the loops that
 stay on one thread theirs, on the native build and on an AVX2 one."""
 

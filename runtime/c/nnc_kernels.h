@@ -1547,6 +1547,12 @@ static inline int nnc_dwc_rows(int ow, int oh) {
     const int r = NNC_DWC_STAGE / (ow * NNC_DWC);
     return r < 1 ? 1 : r > oh ? oh : r;
 }
+#define NNC_DWC_OWN 10240     /* c.DWC_SCRATCH: the most floats of it a thread keeps on its stack (40 KiB) */
+#if defined(_OPENMP)
+#define NNC_DWC_THREADS 1
+#else
+#define NNC_DWC_THREADS 0
+#endif
 #define NNC_DWC_SCRATCH(kh, dh, h, w, pl, ow, oh, sw, kw, dw)                                          \
     ((long)NNC_DWC * (((kh) - 1) * (dh) + nnc_dwc_batch(w, h)) * nnc_dwc_width(w, pl, ow, sw, kw, dw) + \
      (long)NNC_DWC * (ow) * nnc_dwc_rows(ow, oh))
@@ -1719,16 +1725,28 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
     const int fused = act == NNC_ACT_NONE || act == NNC_RELU || act == NNC_RELU6;
     const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
     const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;     /* +-inf unless relu or relu6 */
-    float *stage = scratch + Kr * slot;
-    nnc_vf wr[NNC_DW_TAPS], vb;
+    /* with OpenMP the blocks of NNC_DWC channels run on threads, each with a ring and stage of its own
+     * on its stack (the plan's scratch holds one) */
+    const int nnc_par = NNC_DWC_THREADS && Kr * slot + (long)R * p->ow * NNC_DWC <= NNC_DWC_OWN;
     int o0;
+    (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
     /* the ring's padding columns, which no refill writes; every row a block reads it refills first */
-    memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
+    if (!nnc_par) memset(scratch, 0, (size_t)(Kr * slot) * sizeof *scratch);
+    NNC_OMP_FOR_IF
     for (o0 = 0; o0 < p->cout; o0 += NNC_DWC) {
         const int nl = p->cout - o0 < NNC_DWC ? p->cout - o0 : NNC_DWC;
         const float *src[NNC_DWC];
         float *dst[NNC_DWC];
+        nnc_vf wr[NNC_DW_TAPS], vb;
+#if NNC_DWC_THREADS
+        float own[NNC_DWC_OWN];
+        float *ring = nnc_par ? own : scratch;
+#else
+        float *ring = scratch;
+#endif
+        float *stage = ring + Kr * slot;
         int l, t, r, r0, next = -p->pt;     /* next: the input row the ring takes next */
+        if (nnc_par) memset(ring, 0, (size_t)(Kr * slot) * sizeof *ring);
         for (l = 0; l < NNC_DWC; l++) {     /* lanes past nl repeat the block's first channel */
             const int o = o0 + (l < nl ? l : 0);
             vb[l] = bias ? bias[o] : 0.0f;
@@ -1750,17 +1768,17 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
                     int z;
                     for (z = next; z < end; z++)
                         if (z < a || z >= b)
-                            memset(scratch + nnc_dwc_slot(z, Kr) * slot + (long)p->pl * NNC_DWC, 0,
-                                   (size_t)p->w * NNC_DWC * sizeof *scratch);
+                            memset(ring + nnc_dwc_slot(z, Kr) * slot + (long)p->pl * NNC_DWC, 0,
+                                   (size_t)p->w * NNC_DWC * sizeof *ring);
                     if (a < b && pre)
-                        nnc_dwc_pw(pre, o0, nl, a, b, p->w, hw, Kr, slot, p->pl, scratch);
+                        nnc_dwc_pw(pre, o0, nl, a, b, p->w, hw, Kr, slot, p->pl, ring);
                     else if (a < b)
-                        nnc_dwc_in(src, nl, (long)a * p->w, (long)b * p->w, p->w, Kr, slot, p->pl, scratch);
+                        nnc_dwc_in(src, nl, (long)a * p->w, (long)b * p->w, p->w, Kr, slot, p->pl, ring);
                     next = end;
                 }
                 for (t = 0; t < p->kh; t++) {
                     const int ih = top + t * p->dh;
-                    rowp[t] = scratch + nnc_dwc_slot(ih, Kr) * slot;
+                    rowp[t] = ring + nnc_dwc_slot(ih, Kr) * slot;
                 }
                 if (p->kh == 3 && p->kw == 3 && p->dw == 1) {
                     /* four positions at a time: independent chains of nine multiply-adds */
