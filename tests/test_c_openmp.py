@@ -110,3 +110,11 @@ def test_threads_give_bitwise_the_one_thread_result(build, model, tmp_path):
                 assert proc.returncode == 0, (policy, threads, proc.returncode, proc.stderr[-300:])
                 np.testing.assert_array_equal(np.frombuffer(out.read_bytes(), np.float32), want,
                                               err_msg=f"{policy}, {threads} threads")
+
+
+def test_a_threads_own_ring_holds_what_the_plan_allows():
+    # nnc_dwc_run's per-thread ring (NNC_DWC_OWN floats) must hold any scratch the plan gives it
+    import re
+    header = (Path(c_gen.__file__).resolve().parents[2] / "runtime" / "c" / "nnc_kernels.h").read_text()
+    own = int(re.search(r"#define NNC_DWC_OWN (\d+)", header).group(1))
+    assert own >= c_gen.DWC_SCRATCH
