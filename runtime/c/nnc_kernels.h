@@ -41,9 +41,11 @@
  * there at all (no unknown-pragma warning). NNC_OMP_FOR_IF parallelises
  * when the local `nnc_par` is nonzero. */
 #if defined(_OPENMP)
+#define NNC_THREADS 1     /* loops that need scratch of their own per thread take it only then */
 #define NNC_OMP_FOR _Pragma("omp parallel for schedule(static)")
 #define NNC_OMP_FOR_IF _Pragma("omp parallel for schedule(static) if(nnc_par)")
 #else
+#define NNC_THREADS 0
 #define NNC_OMP_FOR
 #define NNC_OMP_FOR_IF
 #endif
@@ -769,7 +771,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
-#if defined(_OPENMP)
+#if NNC_THREADS
             float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
             float *parts = nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : scratch;
 #else
@@ -817,7 +819,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
             const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
-#if defined(_OPENMP)
+#if NNC_THREADS
             float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
             float *parts = tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared;
 #else
@@ -1548,11 +1550,6 @@ static inline int nnc_dwc_rows(int ow, int oh) {
     return r < 1 ? 1 : r > oh ? oh : r;
 }
 #define NNC_DWC_OWN 10240     /* c.DWC_SCRATCH: the most floats of it a thread keeps on its stack (40 KiB) */
-#if defined(_OPENMP)
-#define NNC_DWC_THREADS 1
-#else
-#define NNC_DWC_THREADS 0
-#endif
 #define NNC_DWC_SCRATCH(kh, dh, h, w, pl, ow, oh, sw, kw, dw)                                          \
     ((long)NNC_DWC * (((kh) - 1) * (dh) + nnc_dwc_batch(w, h)) * nnc_dwc_width(w, pl, ow, sw, kw, dw) + \
      (long)NNC_DWC * (ow) * nnc_dwc_rows(ow, oh))
@@ -1727,7 +1724,7 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
     const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;     /* +-inf unless relu or relu6 */
     /* with OpenMP the blocks of NNC_DWC channels run on threads, each with a ring and stage of its own
      * on its stack (the plan's scratch holds one) */
-    const int nnc_par = NNC_DWC_THREADS && Kr * slot + (long)R * p->ow * NNC_DWC <= NNC_DWC_OWN;
+    const int nnc_par = NNC_THREADS && Kr * slot + (long)R * p->ow * NNC_DWC <= NNC_DWC_OWN;
     int o0;
     (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
     /* the ring's padding columns, which no refill writes; every row a block reads it refills first */
@@ -1738,7 +1735,7 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
         const float *src[NNC_DWC];
         float *dst[NNC_DWC];
         nnc_vf wr[NNC_DW_TAPS], vb;
-#if NNC_DWC_THREADS
+#if NNC_THREADS
         float own[NNC_DWC_OWN];
         float *ring = nnc_par ? own : scratch;
 #else
