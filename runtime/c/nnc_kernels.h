@@ -2379,7 +2379,19 @@ static inline void nnc_dense(const float *x, long rows, int in, int out, int ld,
              * is on the critical path of every streaming step) */
             float part[8], sum = bias ? bias[0] : 0.0f;
             for (j = 0; j < 8; j++) part[j] = 0.0f;
-            for (k = 0; k + 8 <= in; k += 8)
+            k = 0;
+#if defined(NNC_VEC)
+            /* whole vectors first: the row was just stored in vectors (a
+             * GRU-40's gates), and narrower loads from inside a wider store
+             * wait for it to retire instead of being forwarded (step 178 ->
+             * 162 ns, -march=native on Zen 4) */
+            if (in >= NNC_VL) {
+                nnc_vf acc = nnc_ldv(xr) * nnc_ldv(wt);
+                for (k = NNC_VL; k + NNC_VL <= in; k += NNC_VL) acc += nnc_ldv(xr + k) * nnc_ldv(wt + k);
+                for (j = 0; j < NNC_VL; j++) part[j % 8] += acc[j];
+            }
+#endif
+            for (; k + 8 <= in; k += 8)
                 for (j = 0; j < 8; j++) part[j] = NNC_FMA(xr[k + j], wt[k + j], part[j]);
             for (; k < in; k++) sum = NNC_FMA(xr[k], wt[k], sum);
             for (j = 0; j < 4; j++) part[j] += part[j + 4];
