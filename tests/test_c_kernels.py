@@ -113,10 +113,12 @@ def test_global_average_pooling_matches_numpy_plan(tmp_path, shape):
     c_matches_numpy(tmp_path, f"model m(x: [{', '.join(map(str, shape))}]) {{\n    global_avgpool\n}}\n", shape)
 
 
-@pytest.mark.parametrize("inputs,units", [(3072, 10), (33, 24), (100, 40), (31, 10), (64, 1)])
+@pytest.mark.parametrize("inputs,units", [(3072, 10), (33, 24), (100, 40), (31, 10), (64, 1), (7, 1), (12, 1),
+                                          (20, 1), (45, 1)])
 def test_narrow_dense_layers_match_numpy_plan(tmp_path, inputs, units):
     # outputs in 16-wide blocks summed in four chains of inputs (a remainder of one: 33; fewer than 32
-    # inputs: one chain; one output: the dot product)
+    # inputs: one chain; one output: the dot product, in whole vectors, then 8 wide, then one by one:
+    # fewer than a vector (7, 12), vectors and the last few (20), all three (45))
     src = f"model m(x: [{inputs}]) {{\n    d: dense({units})\n}}\n"
     c_matches_numpy(tmp_path, src, (inputs,))
 

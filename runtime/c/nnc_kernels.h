@@ -2381,14 +2381,17 @@ static inline void nnc_dense(const float *x, long rows, int in, int out, int ld,
             for (j = 0; j < 8; j++) part[j] = 0.0f;
             k = 0;
 #if defined(NNC_VEC)
-            /* whole vectors first: the row was just stored in vectors (a
-             * GRU-40's gates), and narrower loads from inside a wider store
-             * wait for it to retire instead of being forwarded (step 178 ->
-             * 162 ns, -march=native on Zen 4) */
+            /* whole vectors first: the row is often a state a gate loop has
+             * just stored in vectors (a GRU-40's hidden state), and the
+             * 8-wide loop's one-float loads from inside those stores were
+             * not forwarded on Zen 4 (step 178 -> 162 ns, -march=native).
+             * Not a contracted function: GCC multiplies and adds apart. */
             if (in >= NNC_VL) {
+                float lane[NNC_VL];
                 nnc_vf acc = nnc_ldv(xr) * nnc_ldv(wt);
                 for (k = NNC_VL; k + NNC_VL <= in; k += NNC_VL) acc += nnc_ldv(xr + k) * nnc_ldv(wt + k);
-                for (j = 0; j < NNC_VL; j++) part[j % 8] += acc[j];
+                memcpy(lane, &acc, sizeof acc);
+                for (j = 0; j < NNC_VL; j++) part[j % 8] += lane[j];
             }
 #endif
             for (; k + 8 <= in; k += 8)
