@@ -8,7 +8,8 @@
 
 Peers, one column each: nnc's C plan (timed from C by harness.c, built with
 `-O3 -march=native`; with `-fopenmp` for more than one thread when the
-compiler has it, run with OMP_WAIT_POLICY=passive), nnc's NumPy plan,
+compiler has it, run with the OpenMP runtime's own wait policy unless
+OMP_WAIT_POLICY is set), nnc's NumPy plan,
 PyTorch eager and onnxruntime (the PyTorch twin of tests/torch_twins.py exported with `torch.onnx.export`, so
 the same weights). A peer that is not installed is skipped with a note
 (onnx/onnxruntime and torch are benchmark-only extras). For each model,
@@ -168,12 +169,12 @@ def c_harness(model: str | Path, state: dict, tmp: Path, *, stream: bool = False
 
 
 def c_time(exe: Path, *args: str, threads: int = 1, blocks: int = 9) -> float:
-    """Median seconds of one call, measured in C by harness.c (threads wait
-    passively between parallel loops unless OMP_WAIT_POLICY says otherwise:
-    a spinning thread took the core a serial layer ran on, see
-    docs/choices.md, OpenMP)."""
+    """Median seconds of one call, measured in C by harness.c. Between
+    parallel loops the threads wait as the OpenMP runtime does by default
+    (GOMP: spin a while, then sleep), or as OMP_WAIT_POLICY says: what a
+    user gets. Which policy is faster depended on the day on this machine's
+    virtual cores (docs/choices.md, OpenMP)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.setdefault("OMP_WAIT_POLICY", "passive")
     out = subprocess.run([str(exe), *args, str(blocks)], check=True, capture_output=True, text=True, env=env).stdout
     return float(out) * 1e-9
 
