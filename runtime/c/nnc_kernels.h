@@ -733,6 +733,22 @@ static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, in
     return n0;
 }
 
+#if NNC_THREADS
+/* Tile t of a band (nnc_conv_bcast with one block of output channels and one
+ * of depth, on threads): its pixels, their sums over the K taps at off[]
+ * into tmp, stored with the bias and activation into y (the band's first
+ * output pixel). */
+static inline void nnc_bcast_band_tile(const nnc_conv *p, const float *band, long t, long np, long wp,
+                                       const int *off, int K, const float *w, long hi, const float *bias, int act,
+                                       float alpha, float *y, long N, int npix) {
+    float tmp[NNC_PT * NNC_CV];
+    long pix[NNC_PT];
+    const long n0 = nnc_bcast_pixels(t, np, p->ow, wp, p->sh, p->sw, pix);
+    nnc_bcast_tile(band, pix, off, K, w, hi, tmp, 1);
+    nnc_bcast_store(tmp, bias, act, alpha, y + n0, N, p->cout, npix);
+}
+#endif
+
 /* The convolution. The input is copied with its zero padding into `scratch`
  * in bands of p->nc output rows (0: all): per input channel
  * (nc-1)*sh + (kh-1)*dh + 1 rows of (ow-1)*sw + (kw-1)*dw + 1 floats. The
@@ -742,9 +758,10 @@ static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, in
  * sums of the band's tiles (NNC_PT*NNC_CV floats each) follow the band in
  * `scratch`; with OpenMP, where a band's fit in NNC_BCAST_OWN floats they
  * sit on the stack of the thread running the block of output channels, and
- * the blocks run in parallel (as they do without partial sums). A
- * 1x1 convolution of stride 1 without padding reads its input in place (no
- * band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
+ * the blocks run in parallel (as they do without partial sums); one block
+ * of output channels and one of depth (the stem) runs its tiles in parallel
+ * instead. A 1x1 convolution of stride 1 without padding reads its input in
+ * place (no band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
 static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float *wc, const float *bias, float *y,
                                   int act, float alpha, float *scratch) {
     const int taps = p->kh * p->kw, K = p->cin * taps, most = NNC_BCAST_TAPS / taps;
@@ -800,7 +817,9 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
         const long plane = (long)bh * wp, np = (long)rows * p->ow, tiles = (np + NNC_PT - 1) / NNC_PT;
         const int npix = np < NNC_PT ? (int)np : NNC_PT;
-        const int nnc_par = CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
+        /* one block of output channels and of depth: threads take its tiles (NNC_THREADS) */
+        const int by_tiles = NNC_THREADS && p->cout <= NNC_CV && CR >= p->cin && tiles > 1;
+        const int nnc_par = p->cout > NNC_CV && (CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN);
         float *band = scratch, *shared = scratch + (long)p->cin * plane;
         int c, i, c0;
         (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
@@ -815,6 +834,24 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                 if (end > lo) memcpy(d + lo, x + ((long)c * p->h + ih) * p->w, (size_t)(end - lo) * sizeof *d);
                 for (q = end > lo ? end : lo; q < wp; q++) d[q] = 0.0f;
             }
+#if NNC_THREADS
+        if (by_tiles) {
+            /* every tile its own sums and pixels, but the last redoes a few of the one before: after them */
+            int off[NNC_BCAST_TAPS], k = 0, e, j, d;
+            long t;
+            float *yb = y + (long)r0 * p->ow;
+            for (d = 0; d < p->cin; d++)
+                for (e = 0; e < p->kh; e++)
+                    for (j = 0; j < p->kw; j++) off[k++] = (int)(d * plane + (long)e * p->dh * wp + j * p->dw);
+            NNC_OMP_FOR
+            for (t = 0; t < tiles - 1; t++)
+                nnc_bcast_band_tile(p, band, t, np, wp, off, k, wc, hi, bias, act, alpha, yb, N, npix);
+            nnc_bcast_band_tile(p, band, tiles - 1, np, wp, off, k, wc, hi, bias, act, alpha, yb, N, npix);
+            continue;
+        }
+#else
+        (void)by_tiles;
+#endif
         NNC_OMP_FOR_IF
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
             const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
