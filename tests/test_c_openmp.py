@@ -2,7 +2,8 @@
 threads (both wait policies), every parallel loop (Winograd's multiplies,
 nnc_conv_bcast's blocks of output channels with and without their own
 partial sums, and the tiles of its one block (at most 32 channels on
-AVX-512, 16 on AVX2), the in-place 1x1 matrix multiply's tiles, the depthwise
+AVX-512, 16 on AVX2), runs of tiles of a 1x1 layer it reads in place (partial
+sums shared, or one block), the in-place 1x1 matrix multiply's tiles, the depthwise
 channels, a fused expansion's tiles on targets without the AVX-512 ring,
 the AVX-512 ring's blocks of 16 channels, plain and fused)
 gives bitwise the result of the build without OpenMP, and the loops that
@@ -48,7 +49,8 @@ MODEL = """model m(x: [16, 56, 56]) {
 # ... and the rest: a 1x1 matrix multiply deeper than a block of its pixels (K = 256), partial sums in the
 # shared scratch (a banded 14x14 layer, a 1x1 read in place: one thread), last blocks of fewer than 32
 # channels (72, 40), a 7x7 layer in two bands, one block of 16 channels whose tiles take the threads (the
-# last tile redoing a few pixels of the one before)
+# last tile redoing a few pixels of the one before); read in place, runs of tiles on the threads: with
+# partial sums in the shared scratch (w), and one block of 32 channels on AVX-512 (u, 4x4: three tiles)
 DEEP = """model n(x: [256, 28, 28]) {
     k: conv2d(64, 1) -> relu
     s: conv2d(72, 3, stride=2, padding=1) -> relu
@@ -57,6 +59,7 @@ DEEP = """model n(x: [256, 28, 28]) {
     y: conv2d(40, 3, stride=2, padding=1) -> relu
     z: conv2d(40, 3, padding=1)
     v: conv2d(16, 1, stride=2) -> relu6
+    u: conv2d(32, 1) -> relu
 }
 """
 BUILDS = {"native": ["-O2", "-march=native"], "avx2": ["-O2", "-mavx2", "-mfma"]}
@@ -87,6 +90,7 @@ def test_the_model_takes_every_kernel_with_a_parallel_loop():
     assert all(v is not None and v[0] == "bcast" and v[1] < node[k].attrs["in_channels"] for k, v in deep.items())
     assert c_gen._bcast_in_place(node["w"]) and deep["y"][2] < 7 == deep["z"][2]      # in place; two bands
     assert c_gen.direct_plan(node["v"], plan.graph) == ("bcast", 40, 4)                # one block, 3 tiles
+    assert c_gen.direct_plan(node["u"], plan.graph) == ("bcast", 16, 4) and c_gen._bcast_in_place(node["u"])
 
 
 @pytest.mark.slow

@@ -733,6 +733,38 @@ static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, in
     return n0;
 }
 
+#define NNC_BCAST_RUNS 8   /* runs of tiles a 1x1 layer read in place shares among threads (NNC_THREADS) */
+
+/* Tiles t0..t1 of a 1x1 convolution of stride 1 without padding read in
+ * place (nnc_conv_bcast), output channels c0.. (one register tile's):
+ * through every depth block of CR channels, tile t's partial sums at
+ * parts + t * NNC_PT * NNC_CV (with more than one block), then stored with
+ * the bias and activation. Tiles run along the flattened plane; the last
+ * ends at the last pixel, redoing a few of the one before. */
+static inline void nnc_bcast_in_place(const nnc_conv *p, const float *x, const float *wc, const float *bias,
+                                      float *y, int act, float alpha, float *parts, int c0, long t0, long t1,
+                                      int CR, long hi) {
+    const long N = (long)p->oh * p->ow;
+    const int K = p->cin, nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
+    const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+    long pix[NNC_PT], t;
+    int q, kb;
+    for (q = 0; q < NNC_PT; q++) pix[q] = q;
+    for (kb = 0; kb < p->cin; kb += CR) {
+        const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
+        int off[NNC_BCAST_TAPS], k;
+        for (k = 0; k < depth; k++) off[k] = (int)(k * N);
+        for (t = t0; t < t1; t++) {
+            const long n0 = t * NNC_PT < N - NNC_PT ? t * NNC_PT : N - NNC_PT;
+            float tmp[NNC_PT * NNC_CV];
+            float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
+            nnc_bcast_tile(x + kb * N + n0, pix, off, depth, wb + (long)kb * NNC_CB, hi, part, kb == 0);
+            if (last)
+                nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha, y + (long)c0 * N + n0, N, nch, NNC_PT);
+        }
+    }
+}
+
 #if NNC_THREADS
 /* Tile t of a band (nnc_conv_bcast with one block of output channels and one
  * of depth, on threads): its pixels, their sums over the K taps at off[]
@@ -779,37 +811,40 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
          * in tiles of NNC_PT along the flattened plane (the last one ends at the last pixel, redoing a
          * few); no band, the partial sums in `scratch` */
         const long nt = (N + NNC_PT - 1) / NNC_PT;
-        const int nnc_par = CR >= p->cin || nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
-        long pix[NNC_PT];
-        int c0, q;
+        const int own = CR >= p->cin || nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
+        /* partial sums in the shared scratch, or one block of channels: threads take runs of tiles */
+        const int by_runs = NNC_THREADS && nt > 2 && (!own || p->cout <= NNC_CV);
+        const int nnc_par = own && !by_runs && p->cout > NNC_CV;
+        int c0;
         (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
-        for (q = 0; q < NNC_PT; q++) pix[q] = q;
+#if NNC_THREADS
+        if (by_runs) {
+            /* every tile its own partial sums; the last redoes a few pixels of the one before: after them */
+            const int runs = nt - 1 < NNC_BCAST_RUNS ? (int)(nt - 1) : NNC_BCAST_RUNS;
+            int u;
+            NNC_OMP_FOR
+            for (u = 0; u < runs; u++) {
+                int b;
+                for (b = 0; b < p->cout; b += NNC_CV)
+                    nnc_bcast_in_place(p, x, wc, bias, y, act, alpha, scratch, b, (nt - 1) * u / runs,
+                                       (nt - 1) * (u + 1) / runs, CR, hi);
+            }
+            for (c0 = 0; c0 < p->cout; c0 += NNC_CV)
+                nnc_bcast_in_place(p, x, wc, bias, y, act, alpha, scratch, c0, nt - 1, nt, CR, hi);
+            return;
+        }
+#else
+        (void)by_runs;
+#endif
         NNC_OMP_FOR_IF
         for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
-            const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
-            const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
 #if NNC_THREADS
-            float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
-            float *parts = nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : scratch;
+            float mine[NNC_BCAST_OWN];    /* partial sums that fit: the thread's own (else the scratch) */
+            float *parts = nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? mine : scratch;
 #else
             float *parts = scratch;
 #endif
-            int kb;
-            for (kb = 0; kb < p->cin; kb += CR) {
-                const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
-                int off[NNC_BCAST_TAPS], k;
-                long t;
-                for (k = 0; k < depth; k++) off[k] = (int)(k * N);
-                for (t = 0; t < nt; t++) {
-                    const long n0 = t * NNC_PT < N - NNC_PT ? t * NNC_PT : N - NNC_PT;
-                    float tmp[NNC_PT * NNC_CV];
-                    float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
-                    nnc_bcast_tile(x + kb * N + n0, pix, off, depth, wb + (long)kb * NNC_CB, hi, part, kb == 0);
-                    if (last)
-                        nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha, y + (long)c0 * N + n0, N, nch,
-                                        NNC_PT);
-                }
-            }
+            nnc_bcast_in_place(p, x, wc, bias, y, act, alpha, parts, c0, 0, nt, CR, hi);
         }
         return;
     }
