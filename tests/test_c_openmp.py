@@ -3,7 +3,8 @@ threads (both wait policies), every parallel loop (Winograd's multiplies,
 nnc_conv_bcast's blocks of output channels with and without their own
 partial sums, and the tiles of its one block (at most 32 channels on
 AVX-512, 16 on AVX2), runs of tiles of a 1x1 layer it reads in place (partial
-sums shared, or one block), the in-place 1x1 matrix multiply's tiles, the depthwise
+sums shared, or one block), the columns of a dense layer past L2, the
+in-place 1x1 matrix multiply's tiles, the depthwise
 channels, a fused expansion's tiles on targets without the AVX-512 ring,
 the AVX-512 ring's blocks of 16 channels, plain and fused)
 gives bitwise the result of the build without OpenMP, and the loops that
@@ -50,7 +51,8 @@ MODEL = """model m(x: [16, 56, 56]) {
 # shared scratch (a banded 14x14 layer, a 1x1 read in place: one thread), last blocks of fewer than 32
 # channels (72, 40), a 7x7 layer in two bands, one block of 16 channels whose tiles take the threads (the
 # last tile redoing a few pixels of the one before); read in place, runs of tiles on the threads: with
-# partial sums in the shared scratch (w), and one block of 32 channels on AVX-512 (u, 4x4: three tiles)
+# partial sums in the shared scratch (w), and one block of 32 channels on AVX-512 (u, 4x4: three tiles);
+# a dense layer past L2 (512 x 1000: eight runs of columns, the last with the 8 columns past 992)
 DEEP = """model n(x: [256, 28, 28]) {
     k: conv2d(64, 1) -> relu
     s: conv2d(72, 3, stride=2, padding=1) -> relu
@@ -60,6 +62,8 @@ DEEP = """model n(x: [256, 28, 28]) {
     z: conv2d(40, 3, padding=1)
     v: conv2d(16, 1, stride=2) -> relu6
     u: conv2d(32, 1) -> relu
+    flatten
+    fc: dense(1000) -> relu
 }
 """
 BUILDS = {"native": ["-O2", "-march=native"], "avx2": ["-O2", "-mavx2", "-mfma"]}

@@ -41,11 +41,14 @@
  * there at all (no unknown-pragma warning). NNC_OMP_FOR_IF parallelises
  * when the local `nnc_par` is nonzero. */
 #if defined(_OPENMP)
+#include <omp.h>
 #define NNC_THREADS 1     /* loops that need scratch of their own per thread take it only then */
+#define NNC_MAX_THREADS() omp_get_max_threads()
 #define NNC_OMP_FOR _Pragma("omp parallel for schedule(static)")
 #define NNC_OMP_FOR_IF _Pragma("omp parallel for schedule(static) if(nnc_par)")
 #else
 #define NNC_THREADS 0
+#define NNC_MAX_THREADS() 1
 #define NNC_OMP_FOR
 #define NNC_OMP_FOR_IF
 #endif
@@ -2333,16 +2336,17 @@ NNC_CONTRACT static void nnc_gemv_narrow(const float *restrict x, int in, int ld
         for (i = 0; i < 16; i++) s[i] = a[i];                                                       \
     } while (0)
 #endif
-NNC_CONTRACT static void nnc_gemv_rows(const float *restrict x, int in, int out, int ld, const float *restrict wt,
-                                       const float *restrict bias, float *restrict y) {
+NNC_CONTRACT static void nnc_gemv_rows_part(const float *restrict x, int in, int out, int ld,
+                                            const float *restrict wt, const float *restrict bias, float *restrict y,
+                                            int o0, int o1) {
     float tail[16];
     const int full = out / 16 * 16;
     int k, o, i, j;
-    for (o = 0; o < out; o++) y[o] = bias ? bias[o] : 0.0f;
+    for (o = o0; o < o1 && o < out; o++) y[o] = bias ? bias[o] : 0.0f;
     for (i = 0; i < 16; i++) tail[i] = bias && full + i < out ? bias[full + i] : 0.0f;
     for (k = 0; k < in; k += NNC_GEMV_ROWS) {
         const int kn = in - k < NNC_GEMV_ROWS ? in - k : NNC_GEMV_ROWS;
-        for (o = 0; o < ld; o += 16) {
+        for (o = o0; o < o1; o += 16) {
             float *restrict s = o < full ? y + o : tail;
             if (kn == NNC_GEMV_ROWS)           /* a constant trip count: the loop unrolls */
                 NNC_ROWS_BLOCK(NNC_GEMV_ROWS);
@@ -2350,7 +2354,21 @@ NNC_CONTRACT static void nnc_gemv_rows(const float *restrict x, int in, int out,
                 NNC_ROWS_BLOCK(kn);
         }
     }
-    for (i = 0; full + i < out; i++) y[full + i] = tail[i];
+    if (o1 > full)
+        for (i = 0; full + i < out; i++) y[full + i] = tail[i];
+}
+
+/* The columns in one run of 16-column blocks a thread (with OpenMP; else
+ * one run of whole rows), each run its rows' pieces in order. Every
+ * output's sum is taken in the same order either way. */
+static void nnc_gemv_rows(const float *restrict x, int in, int out, int ld, const float *restrict wt,
+                          const float *restrict bias, float *restrict y) {
+    const int groups = ld / 16, most = NNC_MAX_THREADS(), runs = groups < most ? groups : most;
+    int u;
+    NNC_OMP_FOR
+    for (u = 0; u < runs; u++)
+        nnc_gemv_rows_part(x, in, out, ld, wt, bias, y, 16 * (int)((long)groups * u / runs),
+                           16 * (int)((long)groups * (u + 1) / runs));
 }
 #undef NNC_ROWS_BLOCK
 
