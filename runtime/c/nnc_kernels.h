@@ -736,8 +736,6 @@ static inline long nnc_bcast_pixels(long t, long np, int ow, long wp, int sh, in
     return n0;
 }
 
-#define NNC_BCAST_RUNS 8   /* runs of tiles a 1x1 layer read in place shares among threads (NNC_THREADS) */
-
 /* Tiles t0..t1 of a 1x1 convolution of stride 1 without padding read in
  * place (nnc_conv_bcast), output channels c0.. (one register tile's):
  * through every depth block of CR channels, tile t's partial sums at
@@ -816,14 +814,14 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const long nt = (N + NNC_PT - 1) / NNC_PT;
         const int own = CR >= p->cin || nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
         /* partial sums in the shared scratch, or one block of channels: threads take runs of tiles */
-        const int by_runs = NNC_THREADS && nt > 2 && (!own || p->cout <= NNC_CV);
+        const int most = NNC_MAX_THREADS(), by_runs = most > 1 && nt > 2 && (!own || p->cout <= NNC_CV);
         const int nnc_par = own && !by_runs && p->cout > NNC_CV;
         int c0;
         (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
 #if NNC_THREADS
         if (by_runs) {
             /* every tile its own partial sums; the last redoes a few pixels of the one before: after them */
-            const int runs = nt - 1 < NNC_BCAST_RUNS ? (int)(nt - 1) : NNC_BCAST_RUNS;
+            const int runs = nt - 1 < most ? (int)(nt - 1) : most;
             int u;
             NNC_OMP_FOR
             for (u = 0; u < runs; u++) {
@@ -856,7 +854,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const long plane = (long)bh * wp, np = (long)rows * p->ow, tiles = (np + NNC_PT - 1) / NNC_PT;
         const int npix = np < NNC_PT ? (int)np : NNC_PT;
         /* one block of output channels and of depth: threads take its tiles (NNC_THREADS) */
-        const int by_tiles = NNC_THREADS && p->cout <= NNC_CV && CR >= p->cin && tiles > 1;
+        const int by_tiles = NNC_MAX_THREADS() > 1 && p->cout <= NNC_CV && CR >= p->cin && tiles > 1;
         const int nnc_par = p->cout > NNC_CV && (CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN);
         float *band = scratch, *shared = scratch + (long)p->cin * plane;
         int c, i, c0;
