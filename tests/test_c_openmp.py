@@ -52,7 +52,7 @@ MODEL = """model m(x: [16, 56, 56]) {
 # channels (72, 40), a 7x7 layer in two bands, one block of 16 channels whose tiles take the threads (the
 # last tile redoing a few pixels of the one before); read in place, runs of tiles on the threads: with
 # partial sums in the shared scratch (w), and one block of 32 channels on AVX-512 (u, 4x4: three tiles);
-# a dense layer past L2 (512 x 1000: eight runs of columns, the last with the 8 columns past 992)
+# a dense layer past L2 (512 x 1000: a run of columns a thread, the last with the 8 columns past 992)
 DEEP = """model n(x: [256, 28, 28]) {
     k: conv2d(64, 1) -> relu
     s: conv2d(72, 3, stride=2, padding=1) -> relu

@@ -36,10 +36,12 @@
 #define NNC_KC 256    /* depth of one packed panel */
 
 /* Optional threads: with -fopenmp the loops over independent channels,
- * transforms and tiles of the convolutions run in parallel (each iteration
- * writes its own outputs and scratch); without it the pragmas are not
- * there at all (no unknown-pragma warning). NNC_OMP_FOR_IF parallelises
- * when the local `nnc_par` is nonzero. */
+ * transforms and tiles of the convolutions, and the column runs of a large
+ * matrix-vector product, run in parallel (each iteration writes its own
+ * outputs and scratch); without it the pragmas are not there at all (no
+ * unknown-pragma warning). NNC_OMP_FOR_IF parallelises when the local
+ * `nnc_par` is nonzero; NNC_MAX_THREADS() is the threads a parallel loop
+ * may get (1 without OpenMP), for loops cut into one run a thread. */
 #if defined(_OPENMP)
 #include <omp.h>
 #define NNC_THREADS 1     /* loops that need scratch of their own per thread take it only then */
@@ -814,14 +816,14 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const long nt = (N + NNC_PT - 1) / NNC_PT;
         const int own = CR >= p->cin || nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
         /* partial sums in the shared scratch, or one block of channels: threads take runs of tiles */
-        const int most = NNC_MAX_THREADS(), by_runs = most > 1 && nt > 2 && (!own || p->cout <= NNC_CV);
+        const int nthr = NNC_MAX_THREADS(), by_runs = nthr > 1 && nt > 2 && (!own || p->cout <= NNC_CV);
         const int nnc_par = own && !by_runs && p->cout > NNC_CV;
         int c0;
         (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
 #if NNC_THREADS
         if (by_runs) {
             /* every tile its own partial sums; the last redoes a few pixels of the one before: after them */
-            const int runs = nt - 1 < most ? (int)(nt - 1) : most;
+            const int runs = nt - 1 < nthr ? (int)(nt - 1) : nthr;
             int u;
             NNC_OMP_FOR
             for (u = 0; u < runs; u++) {
@@ -854,7 +856,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const long plane = (long)bh * wp, np = (long)rows * p->ow, tiles = (np + NNC_PT - 1) / NNC_PT;
         const int npix = np < NNC_PT ? (int)np : NNC_PT;
         /* one block of output channels and of depth: threads take its tiles (NNC_THREADS) */
-        const int by_tiles = NNC_MAX_THREADS() > 1 && p->cout <= NNC_CV && CR >= p->cin && tiles > 1;
+        const int by_tiles = NNC_MAX_THREADS() > 1 && p->cout <= NNC_CV && CR >= p->cin && tiles > 2;
         const int nnc_par = p->cout > NNC_CV && (CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN);
         float *band = scratch, *shared = scratch + (long)p->cin * plane;
         int c, i, c0;
@@ -2296,13 +2298,16 @@ NNC_CONTRACT static void nnc_gemv_narrow(const float *restrict x, int in, int ld
 #endif
 
 /* A matrix of NNC_GEMV_STREAM floats or more (past L2): y[0:out] = bias +
- * x[0:in] . wt, NNC_GEMV_ROWS rows of wt at a time across all its columns,
- * the sums kept in y, 16 columns at a time (the last partial block in
- * `tail`). The tiled kernels below read a matrix by column tiles, a short
- * piece of every row in turn: each row of a wide matrix starts a new page
- * (4 KB for a 1,000-way classifier), where the hardware prefetcher stops;
- * here a few rows stream whole, in order. Each output's sum is taken as in
- * the wide tiles (the bias, then k = 0, 1, ...). ld: a multiple of 16. */
+ * x[0:in] . wt, NNC_GEMV_ROWS rows of wt at a time across all the columns
+ * of a run (all of them on one thread; with OpenMP, a run of 16-column
+ * blocks a thread), the sums kept in y, 16 columns at a time (the last
+ * partial block in `tail`). The tiled kernels below read a matrix by column
+ * tiles, a short piece of every row in turn: each row of a wide matrix
+ * starts a new page (4 KB for a 1,000-way classifier), where the hardware
+ * prefetcher stops; here a few rows stream whole (or their run's piece), in
+ * order. Each output's sum is taken as in the wide tiles (the bias, then
+ * k = 0, 1, ...). ld: a multiple of 16 (columns past the last 16-column
+ * block that holds an output are not computed). */
 #define NNC_GEMV_STREAM (1L << 18)
 #define NNC_GEMV_ROWS 8
 #if defined(NNC_VEC)
@@ -2352,16 +2357,19 @@ NNC_CONTRACT static void nnc_gemv_rows_part(const float *restrict x, int in, int
                 NNC_ROWS_BLOCK(kn);
         }
     }
-    if (o1 > full)
+    if (o0 <= full && full < o1)         /* the run that holds the partial block */
         for (i = 0; full + i < out; i++) y[full + i] = tail[i];
 }
 
-/* The columns in one run of 16-column blocks a thread (with OpenMP; else
- * one run of whole rows), each run its rows' pieces in order. Every
- * output's sum is taken in the same order either way. */
+/* The columns in one run of 16-column blocks a thread, at least
+ * NNC_ROWS_RUN blocks a run (with OpenMP; else one run of whole rows), each
+ * run its rows' pieces in order. Every output's sum is taken in the same
+ * order either way. */
+#define NNC_ROWS_RUN 4
 static void nnc_gemv_rows(const float *restrict x, int in, int out, int ld, const float *restrict wt,
                           const float *restrict bias, float *restrict y) {
-    const int groups = ld / 16, most = NNC_MAX_THREADS(), runs = groups < most ? groups : most;
+    const int groups = (out + 15) / 16, nthr = NNC_MAX_THREADS();
+    const int fit = groups / NNC_ROWS_RUN > 1 ? groups / NNC_ROWS_RUN : 1, runs = fit < nthr ? fit : nthr;
     int u;
     NNC_OMP_FOR
     for (u = 0; u < runs; u++)
