@@ -8,7 +8,9 @@ in-place 1x1 matrix multiply's tiles, the depthwise
 channels, a fused expansion's tiles on targets without the AVX-512 ring,
 the AVX-512 ring's blocks of 16 channels, plain and fused)
 gives bitwise the result of the build without OpenMP, and the loops that
-stay on one thread theirs, on the native build and on an AVX2 one."""
+stay on one thread theirs, on the native build and on an AVX2 one: with
+every loop parallel however small (NNC_PAR_WORK=0), and with the default
+threshold below which a loop stays on one thread."""
 
 from __future__ import annotations
 
@@ -110,18 +112,24 @@ def test_threads_give_bitwise_the_one_thread_result(build, model, tmp_path):
     single = build_harness(model, tmp_path / "one", [*BUILDS[build]], source=source)
     want = call(single, "forward", x, tmp_path / "one")
     assert np.isfinite(want).all()
-    threaded = build_harness(model, tmp_path / "omp", [*BUILDS[build], "-fopenmp"], source=source)
-    inp, out = tmp_path / "omp" / "in.bin", tmp_path / "omp" / "out.bin"
-    inp.write_bytes(x.tobytes())
-    # a race shows only when the threads overlap: both wait policies (a passive thread may wake late)
-    for policy in ("active", "passive"):
-        for threads in (2, 4):
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
-            for _ in range(3):
-                proc = subprocess.run([str(threaded), "forward", str(inp), str(out)], env=env, capture_output=True)
-                assert proc.returncode == 0, (policy, threads, proc.returncode, proc.stderr[-300:])
-                np.testing.assert_array_equal(np.frombuffer(out.read_bytes(), np.float32), want,
-                                              err_msg=f"{policy}, {threads} threads")
+    # every parallel loop however small (NNC_PAR_WORK=0: the models' small layers take them too), and the
+    # default, where loops of little work stay on one thread
+    for work in ("0", None):
+        flags = [*BUILDS[build], "-fopenmp", *([f"-DNNC_PAR_WORK={work}"] if work else [])]
+        folder = tmp_path / f"omp{work or ''}"
+        threaded = build_harness(model, folder, flags, source=source)
+        inp, out = folder / "in.bin", folder / "out.bin"
+        inp.write_bytes(x.tobytes())
+        # a race shows only when the threads overlap: both wait policies (a passive thread may wake late)
+        for policy in ("active", "passive"):
+            for threads in (2, 4):
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
+                for _ in range(3):
+                    proc = subprocess.run([str(threaded), "forward", str(inp), str(out)], env=env,
+                                          capture_output=True)
+                    assert proc.returncode == 0, (work, policy, threads, proc.returncode, proc.stderr[-300:])
+                    np.testing.assert_array_equal(np.frombuffer(out.read_bytes(), np.float32), want,
+                                                  err_msg=f"NNC_PAR_WORK {work}, {policy}, {threads} threads")
 
 
 def test_a_threads_own_ring_holds_what_the_plan_allows():

@@ -41,7 +41,13 @@
  * outputs and scratch); without it the pragmas are not there at all (no
  * unknown-pragma warning). NNC_OMP_FOR_IF parallelises when the local
  * `nnc_par` is nonzero; NNC_MAX_THREADS() is the threads a parallel loop
- * may get (1 without OpenMP), for loops cut into one run a thread. */
+ * may get (1 without OpenMP), for loops cut into one run a thread. A loop
+ * of fewer than NNC_PAR_WORK multiply-adds stays on one thread: waking and
+ * joining the others cost more than its share (a small model on two
+ * threads was several times slower than on one). */
+#if !defined(NNC_PAR_WORK)
+#define NNC_PAR_WORK (1L << 18)   /* multiply-adds (or taps) below which a loop stays on one thread */
+#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #define NNC_THREADS 1     /* loops that need scratch of their own per thread take it only then */
@@ -511,8 +517,7 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
      * column matrix itself, read in place for every full tile */
     const int pointwise = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 &&
                           p->oh == p->h && p->ow == p->w;
-    const int nnc_par = pointwise;    /* other tiles share the packed panel */
-    (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
+    const int nnc_par = pointwise && (long)M * K * N >= NNC_PAR_WORK;    /* other tiles share the packed panel */
     /* a shallow one (blocks of at least two tiles in NNC_PW_BLOCK floats: K <= 96 with 32-pixel
      * tiles) reads its input in blocks of NB pixels (L1), each block once for all output rows, at its
      * whole depth (the packed weights are K deep; the panel depth KC does not enter): every output row
@@ -529,36 +534,50 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
         const float *bg = bias ? bias + g * M : NULL;
         const float *xg = x + (long)g * K * N;
         long nb;
-        NNC_OMP_FOR_IF
-        for (nb = 0; nb < full; nb += NB) {
-            const long ne = nb + NB < full ? nb + NB : full;
-            long n1;
-            int i;
-            for (i = 0; i < M; i += NNC_MR)
-                for (n1 = nb; n1 < ne; n1 += NNC_NR)
-                    nnc_micro(K, wg + (long)i * K, xg + n1, N, yg + (long)i * N + n1, N,
-                              M - i < NNC_MR ? M - i : NNC_MR, NNC_NR, 1, 1, bg ? bg + i : NULL, act, alpha);
+        /* each loop twice: with OpenMP a parallel construct costs a call into the runtime even when its
+         * if() is false, and its body moves into a function of its own (a small model's hundreds of
+         * small layers: twice its time), so a loop of little work takes the plain copy */
+#define NNC_CONV2D_BLOCKS                                                                                    \
+    for (nb = 0; nb < full; nb += NB) {                                                                     \
+        const long ne = nb + NB < full ? nb + NB : full;                                                    \
+        long n1;                                                                                            \
+        int i;                                                                                              \
+        for (i = 0; i < M; i += NNC_MR)                                                                     \
+            for (n1 = nb; n1 < ne; n1 += NNC_NR)                                                            \
+                nnc_micro(K, wg + (long)i * K, xg + n1, N, yg + (long)i * N + n1, N,                        \
+                          M - i < NNC_MR ? M - i : NNC_MR, NNC_NR, 1, 1, bg ? bg + i : NULL, act, alpha);   \
+    }
+#define NNC_CONV2D_TILES                                                                                     \
+    for (n0 = full; n0 < N; n0 += NNC_NR) {                                                                 \
+        int nr = (int)(N - n0 < NNC_NR ? N - n0 : NNC_NR), i, k0;                                           \
+        for (k0 = 0; k0 < K; k0 += KC) {                                                                    \
+            int kc = K - k0 < KC ? K - k0 : KC;                                                             \
+            const float *b = panel;                                                                         \
+            long ldb = NNC_NR;                                                                              \
+            if (pointwise && nr == NNC_NR) {                                                                \
+                b = x + ((long)g * K + k0) * N + n0;                                                        \
+                ldb = N;                                                                                    \
+            } else {                                                                                        \
+                nnc_pack_cols(p, x, g, k0, kc, n0, nr, panel);                                              \
+            }                                                                                               \
+            for (i = 0; i < M; i += NNC_MR) {                                                               \
+                int mr = M - i < NNC_MR ? M - i : NNC_MR;                                                   \
+                nnc_micro(kc, wg + (long)i * K + (long)k0 * NNC_MR, b, ldb, yg + (long)i * N + n0, N, mr,   \
+                          nr, k0 == 0, k0 + kc >= K, bg ? bg + i : NULL, act, alpha);                       \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+        if (NNC_THREADS && nnc_par) {
+            NNC_OMP_FOR
+            NNC_CONV2D_BLOCKS
+            NNC_OMP_FOR
+            NNC_CONV2D_TILES
+        } else {
+            NNC_CONV2D_BLOCKS
+            NNC_CONV2D_TILES
         }
-        NNC_OMP_FOR_IF
-        for (n0 = full; n0 < N; n0 += NNC_NR) {
-            int nr = (int)(N - n0 < NNC_NR ? N - n0 : NNC_NR), i, k0;
-            for (k0 = 0; k0 < K; k0 += KC) {
-                int kc = K - k0 < KC ? K - k0 : KC;
-                const float *b = panel;
-                long ldb = NNC_NR;
-                if (pointwise && nr == NNC_NR) {
-                    b = x + ((long)g * K + k0) * N + n0;
-                    ldb = N;
-                } else {
-                    nnc_pack_cols(p, x, g, k0, kc, n0, nr, panel);
-                }
-                for (i = 0; i < M; i += NNC_MR) {
-                    int mr = M - i < NNC_MR ? M - i : NNC_MR;
-                    nnc_micro(kc, wg + (long)i * K + (long)k0 * NNC_MR, b, ldb, yg + (long)i * N + n0, N, mr, nr,
-                              k0 == 0, k0 + kc >= K, bg ? bg + i : NULL, act, alpha);
-                }
-            }
-        }
+#undef NNC_CONV2D_BLOCKS
+#undef NNC_CONV2D_TILES
     }
 }
 
@@ -816,8 +835,9 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const long nt = (N + NNC_PT - 1) / NNC_PT;
         const int own = CR >= p->cin || nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN;
         /* partial sums in the shared scratch, or one block of channels: threads take runs of tiles */
-        const int nthr = NNC_MAX_THREADS(), by_runs = nthr > 1 && nt > 2 && (!own || p->cout <= NNC_CV);
-        const int nnc_par = own && !by_runs && p->cout > NNC_CV;
+        const int nthr = NNC_MAX_THREADS(), big = (long)p->cout * p->cin * N >= NNC_PAR_WORK;
+        const int by_runs = nthr > 1 && big && nt > 2 && (!own || p->cout <= NNC_CV);
+        const int nnc_par = own && big && !by_runs && p->cout > NNC_CV;
         int c0;
         (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
 #if NNC_THREADS
@@ -856,8 +876,9 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const long plane = (long)bh * wp, np = (long)rows * p->ow, tiles = (np + NNC_PT - 1) / NNC_PT;
         const int npix = np < NNC_PT ? (int)np : NNC_PT;
         /* one block of output channels and of depth: threads take its tiles (NNC_THREADS) */
-        const int by_tiles = NNC_MAX_THREADS() > 1 && p->cout <= NNC_CV && CR >= p->cin && tiles > 2;
-        const int nnc_par = p->cout > NNC_CV && (CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN);
+        const int big = (long)p->cout * K * np >= NNC_PAR_WORK;
+        const int by_tiles = NNC_MAX_THREADS() > 1 && big && p->cout <= NNC_CV && CR >= p->cin && tiles > 2;
+        const int nnc_par = big && p->cout > NNC_CV && (CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN);
         float *band = scratch, *shared = scratch + (long)p->cin * plane;
         int c, i, c0;
         (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
@@ -1145,6 +1166,7 @@ NNC_INLINE void nnc_winograd(int m, const nnc_conv *p, const float *x, const flo
         const int nty = th - ty0 < RB ? th - ty0 : RB, rows = m * nty + 2;
         const long F = (long)nty * W1, PH = (long)(nty + 1) * W1, G = m * PH;   /* tiles, a row phase, groups */
         const long NB = (F + NNC_NR - 1) / NNC_NR * NNC_NR, vs = (long)cin * NB, ms = (long)mb * NNC_MR * NB;
+        const int nnc_par = (long)E * cin * cout * F >= NNC_PAR_WORK;
         float *v = scratch, *mo = v + E * vs, *band = mo + E * ms;        /* band: m G + 4 floats */
         float *ph = band + m * G + 4, *t = ph + m * (G + 1);              /* ph: m (G + 1), t: (m+2) (G + 1) */
         long f;
@@ -1191,7 +1213,8 @@ NNC_INLINE void nnc_winograd(int m, const nnc_conv *p, const float *x, const flo
         /* one transformed input matrix at a time, so that it stays in L1 while every block of
          * output channels reads it; the next one's weights (read from memory otherwise: E of them
          * outgrow L2) fetched a share per block meanwhile */
-        NNC_OMP_FOR
+        (void)nnc_par;                  /* read by NNC_OMP_FOR_IF only */
+        NNC_OMP_FOR_IF
         for (e = 0; e < E; e++) {       /* (threads: each its own matrices, the outputs apart) */
             const float *next = u + (e + 1 < E ? e + 1 : 0) * us;
             const long share = (us / 16 + mb - 1) / mb;
@@ -1354,8 +1377,10 @@ static inline void nnc_depthwise_rows(const nnc_conv *p, const float *x, const f
     const float hi_clamp = act == NNC_RELU6 ? 6.0f : INFINITY;
     const int same = k3 && p->sh == 1 && p->sw == 1 && p->pt == 1 && p->pl == 1 && p->oh == p->h &&
                      p->ow == p->w && p->h >= 3 && p->w >= 2;
+    const int nnc_par = (long)p->cout * p->oh * p->ow * p->kh * p->kw >= NNC_PAR_WORK;
     int o;
-    NNC_OMP_FOR
+    (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
+    NNC_OMP_FOR_IF
     for (o = 0; o < p->cout; o++) {
         const float *plane = x + (long)(o / mult) * p->h * p->w;
         const float *wo = w + (long)o * p->kh * p->kw;
@@ -1798,8 +1823,10 @@ NNC_CONTRACT static inline void nnc_dwc_run(const nnc_conv *p, const nnc_pw *pre
     const float lo = act == NNC_RELU || act == NNC_RELU6 ? 0.0f : -INFINITY, hi = act == NNC_RELU6 ? 6.0f : INFINITY;
     const nnc_vf vlo = (nnc_vf){0} + lo, vhi = (nnc_vf){0} + hi;     /* +-inf unless relu or relu6 */
     /* with OpenMP the blocks of NNC_DWC channels run on threads, each with a ring and stage of its own
-     * on its stack (the plan's scratch holds one) */
-    const int nnc_par = NNC_THREADS && Kr * slot + (long)R * p->ow * NNC_DWC <= NNC_DWC_OWN;
+     * on its stack (the plan's scratch holds one), when there is enough work: the taps and a fused
+     * expansion's multiply-adds */
+    const long work = (long)p->cout * (ohw * taps + (pre ? hw * pre->cin : 0));
+    const int nnc_par = NNC_THREADS && Kr * slot + (long)R * p->ow * NNC_DWC <= NNC_DWC_OWN && work >= NNC_PAR_WORK;
     int o0;
     (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
     /* the ring's padding columns, which no refill writes; every row a block reads it refills first */
@@ -1952,8 +1979,12 @@ static inline void nnc_pw_planes(const nnc_pw *e, int o0, int nl, long hw, float
         const float *a = e->w + (long)(r / NNC_PWB) * K * NNC_PWB + r % NNC_PWB, *bias = e->b ? e->b + r : NULL;
         float *rows = planes + (long)i * hw;
         mr = nl - i < NNC_MR ? nl - i : NNC_MR;
-        NNC_OMP_FOR
-        for (n0 = 0; n0 < full; n0 += NNC_NR) nnc_pw_tile(e, mr, hw, a, e->x + n0, hw, rows + n0, NNC_NR, bias);
+        {
+            const int nnc_par = (long)mr * K * full >= NNC_PAR_WORK;
+            (void)nnc_par;            /* read by NNC_OMP_FOR_IF only */
+            NNC_OMP_FOR_IF
+            for (n0 = 0; n0 < full; n0 += NNC_NR) nnc_pw_tile(e, mr, hw, a, e->x + n0, hw, rows + n0, NNC_NR, bias);
+        }
         if (full < hw) nnc_pw_tile(e, mr, hw, a, bp, NNC_NR, rows + full, (int)(hw - full), bias);
     }
 }
