@@ -803,6 +803,48 @@ static inline void nnc_bcast_band_tile(const nnc_conv *p, const float *band, lon
 }
 #endif
 
+/* Output channels c0.. (one register tile's) of a band of nnc_conv_bcast:
+ * every depth block of CR channels over the band's tiles, their partial
+ * sums at `parts` (with more than one block), stored with the bias and the
+ * activation at the band's first output row r0. */
+static inline void nnc_bcast_band_block(const nnc_conv *p, const float *band, const float *wc, const float *bias,
+                                        float *y, int act, float alpha, float *parts, int c0, int r0, int CR,
+                                        long hi, long plane, long wp, long np, long tiles, int npix) {
+    const int taps = p->kh * p->kw, K = p->cin * taps;
+    const long N = (long)p->oh * p->ow;
+    const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
+    const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+    int kb;
+    for (kb = 0; kb < p->cin; kb += CR) {
+        const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
+        /* the next depth block's weights (the next block of channels' first), fetched a share
+         * per tile while this block's, read by the first tile, stay in L1 for the others */
+        const float *next = last ? wc + (long)((c0 + NNC_CV) / NNC_CB) * K * NNC_CB + (c0 + NNC_CV) % NNC_CB
+                                 : wb + (long)(kb + depth) * taps * NNC_CB;
+        const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;   /* a block's */
+        const long share = (lines + tiles - 1) / tiles;
+        int off[NNC_BCAST_TAPS], k = 0, e, j, d;
+        long fetched = 0, l, t;
+        for (d = 0; d < depth; d++)
+            for (e = 0; e < p->kh; e++)
+                for (j = 0; j < p->kw; j++) off[k++] = (int)(d * plane + (long)e * p->dh * wp + j * p->dw);
+        for (t = 0; t < tiles; t++) {
+            float tmp[NNC_PT * NNC_CV];
+            float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
+            long pix[NNC_PT];
+            const long n0 = nnc_bcast_pixels(t, np, p->ow, wp, p->sh, p->sw, pix);
+            for (l = 0; l < share && fetched < lines; l++, fetched++) {
+                NNC_PREFETCH(next + fetched * 16);
+                if (NNC_CV > NNC_CB) NNC_PREFETCH(next + hi + fetched * 16);
+            }
+            nnc_bcast_tile(band + kb * plane, pix, off, k, wb + (long)kb * taps * NNC_CB, hi, part, kb == 0);
+            if (last)
+                nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha,
+                                y + (long)c0 * N + (long)r0 * p->ow + n0, N, nch, npix);
+        }
+    }
+}
+
 /* The convolution. The input is copied with its zero padding into `scratch`
  * in bands of p->nc output rows (0: all): per input channel
  * (nc-1)*sh + (kh-1)*dh + 1 rows of (ow-1)*sw + (kw-1)*dw + 1 floats. The
@@ -839,7 +881,6 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const int by_runs = nthr > 1 && big && nt > 2 && (!own || p->cout <= NNC_CV);
         const int nnc_par = own && big && !by_runs && p->cout > NNC_CV;
         int c0;
-        (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
 #if NNC_THREADS
         if (by_runs) {
             /* every tile its own partial sums; the last redoes a few pixels of the one before: after them */
@@ -859,15 +900,16 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
 #else
         (void)by_runs;
 #endif
-        NNC_OMP_FOR_IF
-        for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
-#if NNC_THREADS
-            float mine[NNC_BCAST_OWN];    /* partial sums that fit: the thread's own (else the scratch) */
-            float *parts = nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? mine : scratch;
-#else
-            float *parts = scratch;
-#endif
-            nnc_bcast_in_place(p, x, wc, bias, y, act, alpha, parts, c0, 0, nt, CR, hi);
+        if (NNC_THREADS && nnc_par) {     /* (a plain copy otherwise: see NNC_PAR_WORK) */
+            NNC_OMP_FOR
+            for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
+                float mine[NNC_BCAST_OWN];    /* partial sums that fit: the thread's own (else the scratch) */
+                nnc_bcast_in_place(p, x, wc, bias, y, act, alpha,
+                                   nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? mine : scratch, c0, 0, nt, CR, hi);
+            }
+        } else {
+            for (c0 = 0; c0 < p->cout; c0 += NNC_CV)
+                nnc_bcast_in_place(p, x, wc, bias, y, act, alpha, scratch, c0, 0, nt, CR, hi);
         }
         return;
     }
@@ -881,7 +923,6 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         const int nnc_par = big && p->cout > NNC_CV && (CR >= p->cin || tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN);
         float *band = scratch, *shared = scratch + (long)p->cin * plane;
         int c, i, c0;
-        (void)nnc_par;                    /* read by NNC_OMP_FOR_IF only */
         /* the band: input rows r0*sh - pt .. + bh, columns -pl .., zeros outside */
         for (c = 0; c < p->cin; c++)
             for (i = 0; i < bh; i++) {
@@ -911,45 +952,18 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
 #else
         (void)by_tiles;
 #endif
-        NNC_OMP_FOR_IF
-        for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
-            const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
-            const float *wb = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
-#if NNC_THREADS
-            float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
-            float *parts = tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared;
-#else
-            float *parts = shared;
-#endif
-            int kb;
-            for (kb = 0; kb < p->cin; kb += CR) {
-                const int depth = p->cin - kb < CR ? p->cin - kb : CR, last = kb + depth >= p->cin;
-                /* the next depth block's weights (the next block of channels' first), fetched a share
-                 * per tile while this block's, read by the first tile, stay in L1 for the others */
-                const float *next = last ? wc + (long)((c0 + NNC_CV) / NNC_CB) * K * NNC_CB + (c0 + NNC_CV) % NNC_CB
-                                         : wb + (long)(kb + depth) * taps * NNC_CB;
-                const long lines = c0 + NNC_CV < p->cout || !last ? (long)CR * taps * NNC_CB / 16 : 0;   /* a block's */
-                const long share = (lines + tiles - 1) / tiles;
-                int off[NNC_BCAST_TAPS], k = 0, e, j, d;
-                long fetched = 0, l, t;
-                for (d = 0; d < depth; d++)
-                    for (e = 0; e < p->kh; e++)
-                        for (j = 0; j < p->kw; j++) off[k++] = (int)(d * plane + (long)e * p->dh * wp + j * p->dw);
-                for (t = 0; t < tiles; t++) {
-                    float tmp[NNC_PT * NNC_CV];
-                    float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
-                    long pix[NNC_PT];
-                    const long n0 = nnc_bcast_pixels(t, np, p->ow, wp, p->sh, p->sw, pix);
-                    for (l = 0; l < share && fetched < lines; l++, fetched++) {
-                        NNC_PREFETCH(next + fetched * 16);
-                        if (NNC_CV > NNC_CB) NNC_PREFETCH(next + hi + fetched * 16);
-                    }
-                    nnc_bcast_tile(band + kb * plane, pix, off, k, wb + (long)kb * taps * NNC_CB, hi, part, kb == 0);
-                    if (last)
-                        nnc_bcast_store(part, bias ? bias + c0 : NULL, act, alpha,
-                                        y + (long)c0 * N + (long)r0 * p->ow + n0, N, nch, npix);
-                }
+        if (NNC_THREADS && nnc_par) {     /* (a plain copy otherwise: see NNC_PAR_WORK) */
+            NNC_OMP_FOR
+            for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
+                float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
+                nnc_bcast_band_block(p, band, wc, bias, y, act, alpha,
+                                     tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared, c0, r0, CR, hi, plane,
+                                     wp, np, tiles, npix);
             }
+        } else {
+            for (c0 = 0; c0 < p->cout; c0 += NNC_CV)
+                nnc_bcast_band_block(p, band, wc, bias, y, act, alpha, shared, c0, r0, CR, hi, plane, wp, np, tiles,
+                                     npix);
         }
     }
 }
@@ -1151,6 +1165,24 @@ static inline void nnc_wino_at4_row(const float *restrict s0, const float *restr
     }
 }
 
+/* Winograd's multiply e of E: the products mo [ceil(cout/MR)*MR][NB] of the
+ * transformed weights u + e*us (packed, us floats a matrix) and the
+ * transformed input v [cin][NB]; the next matrix's weights fetched a share
+ * per block of output channels meanwhile. */
+static inline void nnc_wino_mult(int e, int E, const float *u, long us, const float *v, long NB, float *mo, int cin,
+                                 int cout, int mb) {
+    const float *next = u + (e + 1 < E ? e + 1 : 0) * us;
+    const long share = (us / 16 + mb - 1) / mb;
+    int o0;
+    long l, f0;
+    for (o0 = 0; o0 < cout; o0 += NNC_MR) {
+        for (l = 0; l < share; l++) NNC_PREFETCH(next + ((long)(o0 / NNC_MR) * share + l) * 16);
+        for (f0 = 0; f0 < NB; f0 += NNC_NR)
+            nnc_micro(cin, u + e * us + (long)o0 * cin, v + f0, NB, mo + (long)o0 * NB + f0, NB, NNC_MR, NNC_NR, 1, 1,
+                      NULL, NNC_ACT_NONE, 0.0f);
+    }
+}
+
 /* (inlined into each of its two callers, so that m is a constant there) */
 NNC_INLINE void nnc_winograd(int m, const nnc_conv *p, const float *x, const float *u, const float *bias, float *y,
                              int act, float alpha, float *scratch) {
@@ -1213,19 +1245,11 @@ NNC_INLINE void nnc_winograd(int m, const nnc_conv *p, const float *x, const flo
         /* one transformed input matrix at a time, so that it stays in L1 while every block of
          * output channels reads it; the next one's weights (read from memory otherwise: E of them
          * outgrow L2) fetched a share per block meanwhile */
-        (void)nnc_par;                  /* read by NNC_OMP_FOR_IF only */
-        NNC_OMP_FOR_IF
-        for (e = 0; e < E; e++) {       /* (threads: each its own matrices, the outputs apart) */
-            const float *next = u + (e + 1 < E ? e + 1 : 0) * us;
-            const long share = (us / 16 + mb - 1) / mb;
-            int o0;
-            long l, f0;
-            for (o0 = 0; o0 < cout; o0 += NNC_MR) {
-                for (l = 0; l < share; l++) NNC_PREFETCH(next + ((long)(o0 / NNC_MR) * share + l) * 16);
-                for (f0 = 0; f0 < NB; f0 += NNC_NR)
-                    nnc_micro(cin, u + e * us + (long)o0 * cin, v + e * vs + f0, NB, mo + e * ms + (long)o0 * NB + f0,
-                              NB, NNC_MR, NNC_NR, 1, 1, NULL, NNC_ACT_NONE, 0.0f);
-            }
+        if (NNC_THREADS && nnc_par) {   /* (threads: each its own matrices, the outputs apart) */
+            NNC_OMP_FOR
+            for (e = 0; e < E; e++) nnc_wino_mult(e, E, u, us, v + e * vs, NB, mo + e * ms, cin, cout, mb);
+        } else {                        /* (a plain copy: see NNC_PAR_WORK) */
+            for (e = 0; e < E; e++) nnc_wino_mult(e, E, u, us, v + e * vs, NB, mo + e * ms, cin, cout, mb);
         }
         /* the output transform, bias and activation, one output channel at a time: s[y][e2][f], then
          * the rows o[y][m*f + x] */
@@ -1979,10 +2003,10 @@ static inline void nnc_pw_planes(const nnc_pw *e, int o0, int nl, long hw, float
         const float *a = e->w + (long)(r / NNC_PWB) * K * NNC_PWB + r % NNC_PWB, *bias = e->b ? e->b + r : NULL;
         float *rows = planes + (long)i * hw;
         mr = nl - i < NNC_MR ? nl - i : NNC_MR;
-        {
-            const int nnc_par = (long)mr * K * full >= NNC_PAR_WORK;
-            (void)nnc_par;            /* read by NNC_OMP_FOR_IF only */
-            NNC_OMP_FOR_IF
+        if (NNC_THREADS && (long)mr * K * full >= NNC_PAR_WORK) {     /* (else a plain copy: NNC_PAR_WORK) */
+            NNC_OMP_FOR
+            for (n0 = 0; n0 < full; n0 += NNC_NR) nnc_pw_tile(e, mr, hw, a, e->x + n0, hw, rows + n0, NNC_NR, bias);
+        } else {
             for (n0 = 0; n0 < full; n0 += NNC_NR) nnc_pw_tile(e, mr, hw, a, e->x + n0, hw, rows + n0, NNC_NR, bias);
         }
         if (full < hw) nnc_pw_tile(e, mr, hw, a, bp, NNC_NR, rows + full, (int)(hw - full), bias);
