@@ -567,11 +567,19 @@ static inline void nnc_conv2d(const nnc_conv *p, const float *x, const float *wp
             }                                                                                               \
         }                                                                                                   \
     }
-        if (NNC_THREADS && nnc_par) {
-            NNC_OMP_FOR
-            NNC_CONV2D_BLOCKS
-            NNC_OMP_FOR
-            NNC_CONV2D_TILES
+        if (NNC_THREADS && nnc_par) {     /* (a region only for a loop of more than one iteration) */
+            if (full > NB) {
+                NNC_OMP_FOR
+                NNC_CONV2D_BLOCKS
+            } else {
+                NNC_CONV2D_BLOCKS
+            }
+            if (N - full > NNC_NR) {
+                NNC_OMP_FOR
+                NNC_CONV2D_TILES
+            } else {
+                NNC_CONV2D_TILES
+            }
         } else {
             NNC_CONV2D_BLOCKS
             NNC_CONV2D_TILES
@@ -854,7 +862,8 @@ static inline void nnc_bcast_band_block(const nnc_conv *p, const float *band, co
  * sums of the band's tiles (NNC_PT*NNC_CV floats each) follow the band in
  * `scratch`; with OpenMP, where a band's fit in NNC_BCAST_OWN floats they
  * sit on the stack of the thread running the block of output channels, and
- * the blocks run in parallel (as they do without partial sums); one block
+ * the blocks run in parallel (as they do without partial sums) when the
+ * layer has NNC_PAR_WORK multiply-adds or more; one block
  * of output channels and one of depth (the stem) runs its tiles in parallel
  * instead. A 1x1 convolution of stride 1 without padding reads its input in
  * place (no band; its partial sums, ceil(oh*ow/NNC_PT) tiles, at the start). */
@@ -903,7 +912,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         if (NNC_THREADS && nnc_par) {     /* (a plain copy otherwise: see NNC_PAR_WORK) */
             NNC_OMP_FOR
             for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
-                float mine[NNC_BCAST_OWN];    /* partial sums that fit: the thread's own (else the scratch) */
+                float mine[NNC_BCAST_OWN];    /* partial sums, where there are any: the thread's own */
                 nnc_bcast_in_place(p, x, wc, bias, y, act, alpha,
                                    nt * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? mine : scratch, c0, 0, nt, CR, hi);
             }
@@ -955,7 +964,7 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
         if (NNC_THREADS && nnc_par) {     /* (a plain copy otherwise: see NNC_PAR_WORK) */
             NNC_OMP_FOR
             for (c0 = 0; c0 < p->cout; c0 += NNC_CV) {
-                float own[NNC_BCAST_OWN];     /* partial sums that fit: the thread's own (else the scratch) */
+                float own[NNC_BCAST_OWN];     /* partial sums, where there are any: the thread's own */
                 nnc_bcast_band_block(p, band, wc, bias, y, act, alpha,
                                      tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared, c0, r0, CR, hi, plane,
                                      wp, np, tiles, npix);
@@ -2423,7 +2432,7 @@ NNC_CONTRACT static void nnc_gemv_rows_part(const float *restrict x, int in, int
 #define NNC_ROWS_RUN 4
 static void nnc_gemv_rows(const float *restrict x, int in, int out, int ld, const float *restrict wt,
                           const float *restrict bias, float *restrict y) {
-    const int groups = (out + 15) / 16, nthr = NNC_MAX_THREADS();
+    const int groups = (out + 15) / 16, nthr = (long)in * out >= NNC_PAR_WORK ? NNC_MAX_THREADS() : 1;
     const int fit = groups / NNC_ROWS_RUN > 1 ? groups / NNC_ROWS_RUN : 1, runs = fit < nthr ? fit : nthr;
     int u;
     NNC_OMP_FOR
