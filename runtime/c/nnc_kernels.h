@@ -46,7 +46,7 @@
  * joining the others cost more than its share (a small model on two
  * threads was several times slower than on one). */
 #if !defined(NNC_PAR_WORK)
-#define NNC_PAR_WORK (1L << 18)   /* multiply-adds (or taps) below which a loop stays on one thread */
+#define NNC_PAR_WORK (1L << 20)   /* multiply-adds (or taps) below which a loop stays on one thread */
 #endif
 #if defined(_OPENMP)
 #include <omp.h>
