@@ -795,29 +795,14 @@ static inline void nnc_bcast_in_place(const nnc_conv *p, const float *x, const f
     }
 }
 
-#if NNC_THREADS
-/* Tile t of a band (nnc_conv_bcast with one block of output channels and one
- * of depth, on threads): its pixels, their sums over the K taps at off[]
- * into tmp, stored with the bias and activation into y (the band's first
- * output pixel). */
-static inline void nnc_bcast_band_tile(const nnc_conv *p, const float *band, long t, long np, long wp,
-                                       const int *off, int K, const float *w, long hi, const float *bias, int act,
-                                       float alpha, float *y, long N, int npix) {
-    float tmp[NNC_PT * NNC_CV];
-    long pix[NNC_PT];
-    const long n0 = nnc_bcast_pixels(t, np, p->ow, wp, p->sh, p->sw, pix);
-    nnc_bcast_tile(band, pix, off, K, w, hi, tmp, 1);
-    nnc_bcast_store(tmp, bias, act, alpha, y + n0, N, p->cout, npix);
-}
-#endif
-
-/* Output channels c0.. (one register tile's) of a band of nnc_conv_bcast:
- * every depth block of CR channels over the band's tiles, their partial
- * sums at `parts` (with more than one block), stored with the bias and the
- * activation at the band's first output row r0. */
+/* Output channels c0.. (one register tile's) of a band of nnc_conv_bcast,
+ * tiles t0..t1 of its `tiles`: every depth block of CR channels over them,
+ * their partial sums at `parts` (with more than one block), stored with the
+ * bias and the activation at the band's first output row r0. */
 static inline void nnc_bcast_band_block(const nnc_conv *p, const float *band, const float *wc, const float *bias,
                                         float *y, int act, float alpha, float *parts, int c0, int r0, int CR,
-                                        long hi, long plane, long wp, long np, long tiles, int npix) {
+                                        long hi, long plane, long wp, long np, long tiles, int npix, long t0,
+                                        long t1) {
     const int taps = p->kh * p->kw, K = p->cin * taps;
     const long N = (long)p->oh * p->ow;
     const int nch = p->cout - c0 < NNC_CV ? p->cout - c0 : NNC_CV;
@@ -836,7 +821,7 @@ static inline void nnc_bcast_band_block(const nnc_conv *p, const float *band, co
         for (d = 0; d < depth; d++)
             for (e = 0; e < p->kh; e++)
                 for (j = 0; j < p->kw; j++) off[k++] = (int)(d * plane + (long)e * p->dh * wp + j * p->dw);
-        for (t = 0; t < tiles; t++) {
+        for (t = t0; t < t1; t++) {
             float tmp[NNC_PT * NNC_CV];
             float *part = CR < p->cin ? parts + t * NNC_PT * NNC_CV : tmp;
             long pix[NNC_PT];
@@ -945,17 +930,16 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
             }
 #if NNC_THREADS
         if (by_tiles) {
-            /* every tile its own sums and pixels, but the last redoes a few of the one before: after them */
-            int off[NNC_BCAST_TAPS], k = 0, e, j, d;
-            long t;
-            float *yb = y + (long)r0 * p->ow;
-            for (d = 0; d < p->cin; d++)
-                for (e = 0; e < p->kh; e++)
-                    for (j = 0; j < p->kw; j++) off[k++] = (int)(d * plane + (long)e * p->dh * wp + j * p->dw);
+            /* a run of tiles a thread, each tile its own sums and pixels (no partial sums: one depth
+             * block); the last redoes a few pixels of the one before: after them */
+            const int runs = tiles - 1 < NNC_MAX_THREADS() ? (int)(tiles - 1) : NNC_MAX_THREADS();
+            int u;
             NNC_OMP_FOR
-            for (t = 0; t < tiles - 1; t++)
-                nnc_bcast_band_tile(p, band, t, np, wp, off, k, wc, hi, bias, act, alpha, yb, N, npix);
-            nnc_bcast_band_tile(p, band, tiles - 1, np, wp, off, k, wc, hi, bias, act, alpha, yb, N, npix);
+            for (u = 0; u < runs; u++)
+                nnc_bcast_band_block(p, band, wc, bias, y, act, alpha, shared, 0, r0, CR, hi, plane, wp, np, tiles,
+                                     npix, (tiles - 1) * u / runs, (tiles - 1) * (u + 1) / runs);
+            nnc_bcast_band_block(p, band, wc, bias, y, act, alpha, shared, 0, r0, CR, hi, plane, wp, np, tiles, npix,
+                                 tiles - 1, tiles);
             continue;
         }
 #else
@@ -967,12 +951,12 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
                 float own[NNC_BCAST_OWN];     /* partial sums, where there are any: the thread's own */
                 nnc_bcast_band_block(p, band, wc, bias, y, act, alpha,
                                      tiles * NNC_PT * NNC_CV <= NNC_BCAST_OWN ? own : shared, c0, r0, CR, hi, plane,
-                                     wp, np, tiles, npix);
+                                     wp, np, tiles, npix, 0, tiles);
             }
         } else {
             for (c0 = 0; c0 < p->cout; c0 += NNC_CV)
                 nnc_bcast_band_block(p, band, wc, bias, y, act, alpha, shared, c0, r0, CR, hi, plane, wp, np, tiles,
-                                     npix);
+                                     npix, 0, tiles);
         }
     }
 }
