@@ -1,5 +1,6 @@
 """The C plan's convolution kernels on their own: nnc_conv_bcast (the direct
-convolution vectorised over output channels), nnc_conv_planes (the matrix
+convolution vectorised over output channels), nnc_conv_rows (the direct one
+vectorised along output rows), nnc_conv_planes (the matrix
 multiply over shifted input planes), nnc_winograd (Winograd's F(2x2, 3x3)
 and F(4x4, 3x3)) and nnc_depthwise (by phase planes, and row by row without
 scratch) against a float64 reference on odd shapes (channels not a multiple of its block, rows not a multiple of its
@@ -44,7 +45,7 @@ static float *load(const char *path, long n) {
 
 /* usage: harness DIR cin h w cout oh ow kh kw sh sw pt pl dh dw kc nc act has_bias scratch_floats kernel
  * (kernel: 0 nnc_conv_bcast, 1 nnc_conv_planes, 2 nnc_depthwise, 3 nnc_conv3x3_wino4, 4 nnc_conv3x3_wino,
- * 5 nnc_depthwise_cv;
+ * 5 nnc_depthwise_cv, 6 nnc_conv_rows;
  * groups: cin for the depthwise one) */
 int main(int argc, char **argv) {
     int v[18], i, kernel;
@@ -62,6 +63,7 @@ int main(int argc, char **argv) {
     g.kc = v[14], g.nc = v[15];
     nx = (long)g.cin * g.h * g.w;
     nw = kernel == 0 ? (long)(g.cout + 31) / 32 * 32 * g.cin * g.kh * g.kw     /* pack_bcast pads to 32 */
+       : kernel == 6 ? (long)(g.cout + 15) / 16 * 16 * g.cin * g.kh * g.kw      /* ... for nnc_conv_rows to 16 */
        : kernel == 1 ? (long)(g.cout + NNC_MR - 1) / NNC_MR * NNC_MR * g.cin * g.kh * g.kw
        : kernel == 3 ? 36L * ((g.cout + NNC_MR - 1) / NNC_MR * NNC_MR) * g.cin
        : kernel == 4 ? 16L * ((g.cout + NNC_MR - 1) / NNC_MR * NNC_MR) * g.cin
@@ -80,6 +82,8 @@ int main(int argc, char **argv) {
         nnc_depthwise(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, ns ? scratch : NULL);
     else if (kernel == 5)
         nnc_depthwise_cv(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
+    else if (kernel == 6)
+        nnc_conv_rows(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
     else if (kernel == 3)
         nnc_conv3x3_wino4(&g, x, w, v[17] ? b : NULL, y, v[16], 0.1f, scratch);
     else
@@ -206,6 +210,7 @@ CASES = [
     (16, 14, 13, 40, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 8, 3),     # tiles across rows 7 wide, bands of 3
     (4, 9, 2, 9, (3, 3), (1, 1), (1, 1), (1, 1), "none", 2, 2),         # bands of 4 pixels, fewer than a tile
     (3, 9, 4, 5, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 0, 1),         # ... one depth block: nothing after the band
+    (4, 11, 27, 8, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0, 3),      # nnc_conv_rows's 8 x 32 tile: 16 + 11 pixels
 ]
 
 
@@ -230,10 +235,28 @@ def test_bcast_convolution_matches_reference_in_exact_scratch(tmp_path, build, c
 
 @pytest.mark.parametrize("build", list(BUILDS))
 @pytest.mark.parametrize("case", range(len(CASES)))
+def test_rows_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
+    _skip_unless_runnable(build)
+    cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
+    rng = np.random.default_rng(20 + case)
+    x = rng.standard_normal((cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin, *k)) / np.sqrt(cin * k[0] * k[1])).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32) if case % 2 == 0 else None
+    want = reference(x, wt, bias, s, p, d, act)
+    oh, ow = want.shape[1:]
+    node = _Node(cin, cout, oh, ow, k, s, d, ((p[0], p[0]), (p[1], p[1])))
+    scratch = c_gen._rows_scratch(node, rows or oh)
+    got = run_kernel(tmp_path, 6, build, x, wt, bias, c_gen.pack_bcast(wt, c_gen.ROWS_RB),
+                     [cin, h, w, cout, oh, ow, *k, *s, *p, *d, 0, rows], act, scratch // 4)
+    assert np.abs(got.reshape(want.shape) - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize("case", range(len(CASES)))
 def test_planes_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
     _skip_unless_runnable(build)
     cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
-    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0)[case]   # taps of a depth block (0: NNC_KC)
+    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0, 9)[case]   # taps of a depth block (0: NNC_KC)
     rng = np.random.default_rng(10 + case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
     wt = (rng.standard_normal((cout, cin, *k)) / np.sqrt(cin * k[0] * k[1])).astype(np.float32)
@@ -407,9 +430,10 @@ def test_bcast_propagates_nan_through_relu(tmp_path):
 def test_samples_take_the_kernel_where_the_cost_model_says():
     plan = compile_plan(ROOT / "samples" / "resnet18.nn", target="c", render=False)
     kinds = {n.label: c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"}
-    # the 7x7 stem, strided and 7x7-output 3x3 convolutions over output channels; the large stride-1
-    # 3x3 ones by Winograd's F(4x4, 3x3), the 14x14-output ones by F(2x2, 3x3)
-    assert kinds["conv1"] == kinds["layer2.0.conv1"] == kinds["layer4.0.conv2"] == kinds["layer4.1.conv1"] == "bcast"
+    # the 7x7 stem (3 channels) along output rows; strided and 7x7-output 3x3 convolutions over output
+    # channels; the large stride-1 3x3 ones by Winograd's F(4x4, 3x3), the 14x14-output ones by F(2x2, 3x3)
+    assert kinds["conv1"] == "rows"
+    assert kinds["layer2.0.conv1"] == kinds["layer4.0.conv2"] == kinds["layer4.1.conv1"] == "bcast"
     assert kinds["layer1.0.conv1"] == kinds["layer2.1.conv1"] == "winograd4"
     assert kinds["layer3.1.conv1"] == "winograd"
     # Winograd and the bands take the whole room beside the live values where the arena stays at its
@@ -418,27 +442,27 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     node = {n.label: n for n in plan.graph.nodes}
     assert c_gen.wino_rows(node["layer1.0.conv1"], plan.graph, 4) >= 4
     assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes
-    # the 7x7 3x3 layers in depth blocks of 8 channels (9 KiB of weights a 32-channel tile: L1), the
-    # 7x7 stem of 3 channels (147 taps) in one block, without partial sums
+    # the 7x7 3x3 layers in depth blocks of 8 channels (9 KiB of weights a 32-channel tile: L1)
     assert c_gen.direct_plan(node["layer4.1.conv1"], plan.graph)[1] == 8
     assert c_gen.direct_plan(node["layer4.0.conv1"], plan.graph)[1] == 8
-    assert c_gen.direct_plan(node["conv1"], plan.graph)[1] == 3
-    # the U-Net's decoder layers after their concatenation (16 -> 8 channels at 32x32): the whole room
-    # would grow its arena (another layer's placement), so the layers whose kernel the larger share
-    # changes take it one at a time while the arena stays at its bound: shifted planes, not
-    # nnc_conv_bcast's 32-channel tiles for 8 channels (100 -> 62 us)
+    # the U-Net's layers along output rows: 16 channels as one register tile, 8 as tiles of two vectors
+    # of pixels (the decoder's first layer, 16 -> 8 channels at 32x32: 100 us over nnc_conv_bcast's
+    # 32-channel tiles, 62 by shifted planes, 36 along rows); its arena at the bound
     plan = compile_plan(ROOT / "samples" / "unet.nn", target="c", render=False)
     node = {n.label: n for n in plan.graph.nodes}
-    assert c_gen._conv_kind(node["dec1.a"], plan.graph) == "planes"
+    assert {c_gen._conv_kind(node[f"{p}{i}.{s}"], plan.graph) for p in ("enc", "dec") for i in (1, 2)
+            for s in "ab"} == {"rows"}
     assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes
     shares = c_gen._room(plan.graph)[2]
     assert shares["dec1.a"] == c_gen.WINO_ROOMS[0] and len(shares) < len(plan.graph.nodes)
-    # LeNet's 5x5 ones, one and six input channels: shifted planes, no packing
+    # LeNet's 5x5 ones: one input channel by shifted planes, no packing; six along output rows
     plan = compile_plan(ROOT / "samples" / "lenet.nn", target="c", render=False)
-    assert {c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"} == {"planes"}
+    assert [c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"] == ["planes", "rows"]
     # a 1x1 convolution of stride 1 on a large output reads its input in place: the matrix multiply
     plan = compile_plan(ROOT / "samples" / "mobilenetv2.nn", target="c", render=False)
     kinds = {n.label: c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"}
+    # the stem (3 channels, 27 taps) along output rows: nnc_conv_bcast's transposed stores were half its time
+    assert kinds["features.0.0"] == "rows"
     # (the 112x112 projection; the expansions are computed inside their depthwise layers: fuse_blocks)
     assert kinds["features.1.conv.1"] == "gemm"
     assert "features.2.conv.0.0" not in kinds and "features.13.conv.0.0" not in kinds

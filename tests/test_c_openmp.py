@@ -6,7 +6,8 @@ AVX-512, 16 on AVX2), runs of tiles of a 1x1 layer it reads in place (partial
 sums shared, or one block), the columns of a dense layer past L2, the
 in-place 1x1 matrix multiply's tiles, the depthwise
 channels, a fused expansion's tiles on targets without the AVX-512 ring,
-the AVX-512 ring's blocks of 16 channels, plain and fused)
+the AVX-512 ring's blocks of 16 channels, plain and fused, nnc_conv_rows's
+band rows and tiles in one parallel region)
 gives bitwise the result of the build without OpenMP, and the loops that
 stay on one thread theirs, on the native build and on an AVX2 one: with
 every loop parallel however small (NNC_PAR_WORK=0), and with the default
@@ -68,6 +69,18 @@ DEEP = """model n(x: [256, 28, 28]) {
     fc: dense(1000) -> relu
 }
 """
+# nnc_conv_rows: a strided stem of 40 channels (a last block of 8 on AVX-512) in bands of 13 rows, dilated
+# layers of 16 channels in bands of 6 and of 8 (AVX-512: tiles of two vectors) in bands of 7; rows 47
+# pixels wide (a last vector of 15 or 7); a band of fewer than four tiles a thread stays on one
+ROWS = """model r(x: [3, 200, 94]) {
+    s: conv2d(40, 3, stride=2, padding=1) -> relu6
+    m: conv2d(24, 1) -> relu
+    t: conv2d(16, 3, padding=2, dilation=2) -> relu
+    u: conv2d(8, 3, padding=2, dilation=2) -> relu
+    v: conv2d(64, 1) -> relu
+}
+"""
+SOURCES = {"m": (MODEL, (1, 16, 56, 56)), "n": (DEEP, (1, 256, 28, 28)), "r": (ROWS, (1, 3, 200, 94))}
 BUILDS = {"native": ["-O2", "-march=native"], "avx2": ["-O2", "-mavx2", "-mfma"]}
 
 
@@ -97,17 +110,22 @@ def test_the_model_takes_every_kernel_with_a_parallel_loop():
     assert c_gen._bcast_in_place(node["w"]) and deep["y"][2] < 7 == deep["z"][2]      # in place; two bands
     assert c_gen.direct_plan(node["v"], plan.graph) == ("bcast", 40, 4)                # one block, 3 tiles
     assert c_gen.direct_plan(node["u"], plan.graph) == ("bcast", 16, 4) and c_gen._bcast_in_place(node["u"])
+    plan = compile_plan(ROWS, target="c", render=False)
+    node = {n.label: n for n in plan.graph.nodes}
+    assert c_gen.direct_plan(node["s"], plan.graph) == ("rows", 3, 13)
+    assert c_gen.direct_plan(node["t"], plan.graph) == ("rows", 24, 6)
+    assert c_gen.direct_plan(node["u"], plan.graph) == ("rows", 16, 7)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["m", "n"])
+@pytest.mark.parametrize("model", list(SOURCES))
 @pytest.mark.parametrize("build", list(BUILDS))
 def test_threads_give_bitwise_the_one_thread_result(build, model, tmp_path):
     if not _host_runs(build):
         pytest.skip(f"this machine does not run the {build} build")
     if not _openmp_works(tmp_path):
         pytest.skip("the C compiler has no OpenMP")
-    source, shape = (MODEL, (1, 16, 56, 56)) if model == "m" else (DEEP, (1, 256, 28, 28))
+    source, shape = SOURCES[model]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     single = build_harness(model, tmp_path / "one", [*BUILDS[build]], source=source)
     want = call(single, "forward", x, tmp_path / "one")

@@ -334,11 +334,21 @@ BCAST_WHOLE = 288      # taps of a layer that runs in one depth block (no partia
 BCAST_L1 = 16384       # bytes of a depth block of a 1x1 convolution read in place: its input rows (4 bytes a
                        # pixel) and weights (a 64-byte line per channel on AVX2, two on AVX-512) stay in half of a 32 KiB L1
 BCAST_L1_DEPTH = 32    # the shallowest depth block that rule gives (a large plane's rows overflow L1 anyway)
+ROWS_RB = 16           # NNC_RB at its widest (AVX-512): output channels of nnc_conv_rows's register tile
+ROWS_RV = 16           # ... and its pixels (NNC_VL); a layer of at most 8 channels takes 8 x 32 (NNC_ROWS_TWO)
+ROWS_WQ = 32           # the multiple of pixels its phase rows are padded to (NNC_ROWS_WQ)
+ROWS_TAPS = 288        # the most taps (input channels x kernel) it takes: a 16-channel tile's weights (18 KiB)
+                       # stay in L1 beside the band's rows (DEEP's 64 -> 72 at 14x14, 576 taps: 270 us where
+                       # nnc_conv_bcast's depth blocks take 209)
+ROWS_BAND = 65536      # bytes of nnc_conv_rows's band at most (it stays in L2 while its tiles read it)
 # the cost model that picks the kernel of a 2-d convolution (`_direct_costs`), in multiply-adds at the
 # peak rate: the share of the peak each reaches, packing one column element (read in one stride or
-# strided), storing one output transposed (nnc_conv_bcast) and copying one out (nnc_conv_planes)
-GEMM_EFF, BCAST_EFF, PLANES_EFF = 0.95, 0.9, 0.72
-PACK_COST, PACK_COST_STRIDED, STORE_COST, COPY_COST, BUILD_COST = 32, 48, 16, 8, 16
+# strided), storing one output transposed (nnc_conv_bcast), copying one out (nnc_conv_planes),
+# copying one input element into a phase row and finishing one register tile (nnc_conv_rows: ~44 ns a
+# tile on a Zen 4 core, MobileNetV2's and ResNet-18's stems alike)
+GEMM_EFF, BCAST_EFF, PLANES_EFF, ROWS_EFF = 0.95, 0.9, 0.72, 0.95
+PACK_COST, PACK_COST_STRIDED, STORE_COST, COPY_COST, BUILD_COST, ROWS_BUILD = 32, 48, 16, 8, 16, 4
+ROWS_TILE = 2600
 
 
 def _bcast_in_place(n: Node) -> bool:
@@ -398,6 +408,21 @@ def _planes_scratch(n: Node, rows: int) -> int:
     return (planes + NR_MAX + -(-a["filters"] // MR) * MR * -(-(rows * wq) // NR_MAX) * NR_MAX) * 4
 
 
+def _rows_wq(n: Node) -> int:
+    """NNC_ROWS_WQ: the width of one phase row of nnc_conv_rows's band."""
+    a = n.attrs
+    (_, kw), (_, sw), (_, dw) = a["kernel"], a["stride"], a["dilation"]
+    return -(-n.shape[2] // ROWS_WQ) * ROWS_WQ + (kw - 1) * dw // sw
+
+
+def _rows_scratch(n: Node, rows: int) -> int:
+    """Bytes of nnc_conv_rows's scratch for `n` in bands of `rows` output
+    rows: per input channel, the band's input rows by column phase."""
+    a = n.attrs
+    (kh, _), (sh, sw), (dh, _) = a["kernel"], a["stride"], a["dilation"]
+    return a["in_channels"] * ((rows - 1) * sh + (kh - 1) * dh + 1) * sw * _rows_wq(n) * 4
+
+
 def _direct_costs(n: Node) -> dict[str, float]:
     """The cost model of a 2-d convolution of one group, in multiply-adds at
     the peak rate: the packed matrix multiply ("gemm") pads the pixels to
@@ -405,7 +430,10 @@ def _direct_costs(n: Node) -> dict[str, float]:
     in place); nnc_conv_bcast pads the output channels to BCAST_CB (32)
     and the output to whole tiles of NNC_PT pixels, and stores transposed;
     nnc_conv_planes builds its planes, computes the band's padding columns
-    too and copies its products out."""
+    too and copies its products out; nnc_conv_rows pads the output channels
+    to ROWS_RB and each output row to whole vectors of ROWS_RV pixels (8
+    channels and two vectors for a layer of at most 8), and
+    copies the input into phase rows (at most ROWS_TAPS taps)."""
     a = n.attrs
     m, k = _conv_dims(n)
     oh, ow = n.shape[1], n.shape[2]
@@ -422,6 +450,11 @@ def _direct_costs(n: Node) -> dict[str, float]:
     else:
         out["bcast"] = (-(-m // BCAST_CB) * BCAST_CB * k * -(-N // BCAST_PT[1]) * BCAST_PT[1] / BCAST_EFF
                         + m * N * STORE_COST)
+    if k <= ROWS_TAPS:
+        rb, rv = (ROWS_RB // 2, 2 * ROWS_RV) if m <= ROWS_RB // 2 else (ROWS_RB, ROWS_RV)
+        tiles = -(-m // rb) * oh * -(-ow // rv)
+        out["rows"] = (tiles * (rb * k * rv / ROWS_EFF + ROWS_TILE)
+                       + a["in_channels"] * oh * sh * sw * _rows_wq(n) * ROWS_BUILD)
     if kh * kw > 1:            # a 1x1 one's packed panel is its one plane
         wq = ow + (kw - 1) * dw // sw
         phases = len({(i * dh % sh, j * dw % sw) for i in range(kh) for j in range(kw)})
@@ -432,8 +465,9 @@ def _direct_costs(n: Node) -> dict[str, float]:
 
 def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
     """(kernel, depth of a block, output rows of a band) when `n` runs as
-    nnc_conv_bcast ("bcast": depth in input channels) or nnc_conv_planes
-    ("planes": depth in taps), else None: a 2-d convolution of one group
+    nnc_conv_bcast ("bcast": depth in input channels), nnc_conv_planes
+    ("planes": depth in taps) or nnc_conv_rows ("rows": one block, its bands
+    within ROWS_BAND bytes), else None: a 2-d convolution of one group
     whose shape is known, that the cost model gives to one of them, and
     whose scratch (with bands of as many rows as fit) fits beside the values
     alive at its step (the room Winograd may take) or within the packed
@@ -452,14 +486,16 @@ def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
             return None
         if kind == "planes":
             depths = [min(_conv_dims(n)[1], KC)]
+        elif kind == "rows":
+            depths = [a["in_channels"]]
         else:   # a 1x1 layer read in place whose partial sums find no room runs in one block (4 bytes of scratch)
             whole = _bcast_in_place(n) and a["in_channels"] <= BCAST_TAPS
             depths = list(dict.fromkeys([_bcast_depth(n)] + ([a["in_channels"]] if whole else [])))
         for depth in depths:
-            scratch = ((lambda r: _bcast_scratch(n, r, depth)) if kind == "bcast"
-                       else (lambda r: _planes_scratch(n, r)))
+            scratch = {"bcast": lambda r: _bcast_scratch(n, r, depth), "planes": lambda r: _planes_scratch(n, r),
+                       "rows": lambda r: _rows_scratch(n, r)}[kind]
             rows = n.shape[1]
-            while rows > 1 and scratch(rows) > room:
+            while rows > 1 and scratch(rows) > (min(room, ROWS_BAND) if kind == "rows" else room):
                 rows = -(-rows // 2) if rows > 8 else rows - 1
             if scratch(rows) <= room:
                 return kind, depth, rows
@@ -650,9 +686,9 @@ def _conv_kind(n: Node, graph: Graph) -> str:
     1-d one for streaming plans (nnc_conv1d_stream: the history read where it
     is kept, no scratch) and for 1-d ones whose packed panel would grow the
     arena (it needs no scratch),
-    Winograd's F(4x4, 3x3) or F(2x2, 3x3) for large 3x3 ones, the direct one over output channels or
-    the one over shifted input planes (`direct_plan`) for strided or small
-    2-d ones, or the packed matrix multiply."""
+    Winograd's F(4x4, 3x3) or F(2x2, 3x3) for large 3x3 ones, the direct one over output channels,
+    the one along output rows or the one over shifted input planes (`direct_plan`) for strided,
+    shallow or small 2-d ones, or the packed matrix multiply."""
     if graph.streaming and n.op.name == "conv1d":
         return "direct"          # depthwise ones too: nnc_conv1d_stream reads the history where it is
     if _is_depthwise(n):
@@ -730,6 +766,8 @@ def scratch_bytes(node: Node, graph: Graph) -> dict[str, int]:
             out["panel"] = _bcast_scratch(node, rows, depth)
         elif kind == "planes":
             out["panel"] = _planes_scratch(node, direct_plan(node, graph)[2])
+        elif kind == "rows":
+            out["panel"] = _rows_scratch(node, direct_plan(node, graph)[2])
         elif kind == "depthwise" and node.pre is not None:
             out["panel"] = _fused_scratch(node, graph) * 4
         elif kind == "depthwise" and (floats := _depthwise_scratch(node, graph)):
@@ -932,12 +970,14 @@ def pack_winograd4(w: np.ndarray) -> np.ndarray:
     return np.concatenate([pack_conv(u[e].astype(np.float32), 1) for e in range(36)])
 
 
-def pack_bcast(w: np.ndarray) -> np.ndarray:
+def pack_bcast(w: np.ndarray, to: int = BCAST_CB) -> np.ndarray:
     """[C_out, C_in, kh, kw] -> blocks of BCAST_ROW output channels, each
     [K][BCAST_ROW] (K = C_in*kh*kw), the channels padded with zeros to a
-    multiple of BCAST_CB: [C_out'/ROW][K][ROW] (nnc_conv_bcast's layout)."""
+    multiple of `to`: [C_out'/ROW][K][ROW] (nnc_conv_bcast's layout, its
+    tiles of 32 channels reading two blocks; nnc_conv_rows's with `to` =
+    ROWS_RB, its tiles one block or half of one)."""
     cout, k = w.shape[0], int(np.prod(w.shape[1:]))
-    padded = -(-cout // BCAST_CB) * BCAST_CB
+    padded = -(-cout // to) * to
     out = np.zeros((padded, k), np.float32)
     out[:cout] = w.reshape(cout, k)
     return out.reshape(padded // BCAST_ROW, BCAST_ROW, k).transpose(0, 2, 1).reshape(-1)
@@ -1002,6 +1042,8 @@ def kernel_arrays(graph: Graph, state: Mapping[str, np.ndarray]) -> dict[str, np
             p["weight"] = pack_winograd4(p["weight"])
         elif kind == "bcast":
             p["weight"] = pack_bcast(p["weight"])
+        elif kind == "rows":
+            p["weight"] = pack_bcast(p["weight"], ROWS_RB)
         elif kind == "pw":
             p["weight"] = pack_pw(p["weight"])
         elif op in TRANSPOSED:
@@ -1049,8 +1091,9 @@ def _packed_sizes(graph: Graph) -> list[tuple[str, int]]:
                 size = 16 * -(-shape[0] // MR) * MR * shape[1]
             elif kind == "winograd4" and name == "weight":
                 size = 36 * -(-shape[0] // MR) * MR * shape[1]
-            elif kind == "bcast" and name == "weight":
-                size = -(-shape[0] // BCAST_CB) * BCAST_CB * math.prod(shape[1:])
+            elif kind in ("bcast", "rows") and name == "weight":
+                size = -(-shape[0] // (BCAST_CB if kind == "bcast" else ROWS_RB)) * math.prod(shape[1:])
+                size *= BCAST_CB if kind == "bcast" else ROWS_RB
             elif kind == "pw" and name == "weight":
                 size = -(-shape[0] // PW_ROW) * PW_ROW * math.prod(shape[1:]) + MR
             elif n.op.name in TRANSPOSED and name == "weight":     # `pack_conv_transpose`
@@ -1207,7 +1250,7 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
         pl = 0                      # its left padding is the history
     geo = [x[0], ih, iw, n.shape[0], oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, a["groups"],
            panel_rows(n, c.graph) if kind == "gemm" else 0, 0]
-    if kind in ("bcast", "planes"):
+    if kind in ("bcast", "planes", "rows"):
         geo[-2:] = direct_plan(n, c.graph)[1:]
     dw_rows = depthwise_rows(n, c.graph) if kind == "depthwise" else None
     if dw_rows:
@@ -1217,7 +1260,7 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
     if kind in ("winograd", "winograd4"):
         geo[-1] = wino_rows(n, c.graph, 4 if kind == "winograd4" else 2)
     lines = ["const nnc_conv g = {" + c.ints(geo) + "};"]
-    panel = (c.scratch(n, "panel") if kind in ("gemm", "winograd", "winograd4", "bcast", "planes") or dw_rows
+    panel = (c.scratch(n, "panel") if kind in ("gemm", "winograd", "winograd4", "bcast", "planes", "rows") or dw_rows
              or n.pre is not None else "NULL")
     w, b = c.p(n, "weight"), _bias(c, n)
     if streaming:
@@ -1238,6 +1281,8 @@ def _conv(c: _Ctx, n: Node) -> list[str]:
         lines.append(f"nnc_conv3x3_wino4(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "bcast":
         lines.append(f"nnc_conv_bcast(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
+    elif kind == "rows":
+        lines.append(f"nnc_conv_rows(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "planes":
         lines.append(f"nnc_conv_planes(&g, {c.v(n.inputs[0])}, {w}, {b}, {c.v(n.label)}, {_act(n)}, {panel});")
     elif kind == "direct":

@@ -961,6 +961,237 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
     }
 }
 
+/* ------------------------------------------------------------------ direct convolution along output rows */
+
+/* A direct convolution vectorised along output pixels (one group), for
+ * shallow layers (few input channels times taps: a stem), whose outputs
+ * nnc_conv_bcast stores one float at a time: a register tile of NNC_RB
+ * output channels times one vector of NNC_RV consecutive pixels of an
+ * output row. Each tap reads one vector of input for the NNC_RB channels,
+ * whose weights it broadcasts from nnc_conv_bcast's packing ([cout'/NNC_CB]
+ * [K][NNC_CB], a tap's channels side by side; here cout' = cout rounded up
+ * to 16), and each channel's pixels are stored as one vector, with the bias
+ * and the activation. The input is copied into `scratch` in bands of p->nc
+ * output rows (0: all) by column phase: per input channel, band row and
+ * phase f < sw, the zero-padded input's columns f, f + sw, ...
+ * (NNC_ROWS_WQ), so that tap (i, j) of output pixel ox reads phase
+ * (j*dw) % sw at column ox + (j*dw) / sw, and a tap of a vector of pixels is
+ * one contiguous load at any stride. The columns past ow (to whole
+ * multiples of 32 floats) are computed and not stored. With 16-float
+ * vectors, a layer of at most 8 output channels takes tiles of 8 channels
+ * times two vectors (NNC_ROWS_TWO), not half-empty ones of 16. */
+#if defined(NNC_VEC) && NNC_VL == 16
+#define NNC_RB 16             /* 32 vector registers: 16 accumulators */
+#define NNC_ROWS_TWO 1
+#else
+#define NNC_RB 8
+#define NNC_ROWS_TWO 0
+#endif
+#if defined(NNC_VEC)
+#define NNC_RV NNC_VL
+#else
+#define NNC_RV 8
+#endif
+#define NNC_ROWS_WQ(p) (((p)->ow + 31) / 32 * 32 + ((p)->kw - 1) * (p)->dw / (p)->sw)
+
+/* Output channels c0.. (nch of them) of NNC_RV pixels from x0 of output
+ * row oy of the band (`src`: the row's first phase column x0; tap k at
+ * src + off[k]), stored at `y` (channel c at y + c*N, n pixels). */
+#if defined(NNC_VEC)
+/* One channel's vector of a tile: plus its bias (b: NULL for none), the activation, its first n pixels
+ * stored at `row`. */
+static inline void nnc_rows_put(nnc_vf v, const float *b, int act, float alpha, float *restrict row, int n) {
+    const nnc_vf zero = {0}, six = zero + 6.0f;
+    if (b) v += *b;
+    if (act == NNC_RELU || act == NNC_RELU6) {
+        /* x < 0 -> 0 on the bits (NaN compares false and stays) */
+        v = (nnc_vf)((nnc_vi)v & ~(v < zero));
+        if (act == NNC_RELU6) {
+            const nnc_vi m = v > six;
+            v = (nnc_vf)(((nnc_vi)v & ~m) | ((nnc_vi)six & m));
+        }
+    }
+    if (n == NNC_VL)              /* (a store of known size: no call) */
+        memcpy(row, &v, sizeof v);
+    else
+        memcpy(row, &v, (size_t)n * sizeof *row);
+    if (act && act != NNC_RELU && act != NNC_RELU6) nnc_act(row, n, act, alpha);
+}
+
+#if NNC_RB == 16
+#define NNC_RB_EACH(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
+#else
+#define NNC_RB_EACH(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+#endif
+#define NNC_RB_ZERO(i) nnc_vf a##i = {0};
+#define NNC_RB_FMA(i) a##i += v * w[i];
+#define NNC_RB_LIST(i) a##i,
+NNC_CONTRACT static inline void nnc_rows_tile(const float *restrict src, const int *restrict off, int K,
+                                              const float *restrict w, const float *restrict bias, int act,
+                                              float alpha, float *restrict y, long N, int nch, int n) {
+    int k, c;
+    NNC_RB_EACH(NNC_RB_ZERO)
+    for (k = 0; k < K; k++, w += NNC_CB) {
+        const nnc_vf v = nnc_ldv(src + off[k]);
+        NNC_RB_EACH(NNC_RB_FMA)
+    }
+    {
+        const nnc_vf t[NNC_RB] = {NNC_RB_EACH(NNC_RB_LIST)};
+        for (c = 0; c < nch; c++) nnc_rows_put(t[c], bias ? bias + c : NULL, act, alpha, y + c * N, n);
+    }
+}
+#if NNC_ROWS_TWO
+/* nnc_rows_tile for at most 8 channels of 2*NNC_VL pixels (n of them) */
+#define NNC_R8_EACH(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+#define NNC_R8_ZERO(i) nnc_vf a##i = {0}, b##i = {0};
+#define NNC_R8_FMA(i) a##i += v * w[i], b##i += u * w[i];
+#define NNC_R8_LIST_A(i) a##i,
+#define NNC_R8_LIST_B(i) b##i,
+NNC_CONTRACT static inline void nnc_rows_tile2(const float *restrict src, const int *restrict off, int K,
+                                               const float *restrict w, const float *restrict bias, int act,
+                                               float alpha, float *restrict y, long N, int nch, int n) {
+    int k, c;
+    NNC_R8_EACH(NNC_R8_ZERO)
+    for (k = 0; k < K; k++, w += NNC_CB) {
+        const nnc_vf v = nnc_ldv(src + off[k]), u = nnc_ldv(src + off[k] + NNC_VL);
+        NNC_R8_EACH(NNC_R8_FMA)
+    }
+    {
+        const nnc_vf ta[8] = {NNC_R8_EACH(NNC_R8_LIST_A)}, tb[8] = {NNC_R8_EACH(NNC_R8_LIST_B)};
+        for (c = 0; c < nch; c++) {
+            nnc_rows_put(ta[c], bias ? bias + c : NULL, act, alpha, y + c * N, n < NNC_VL ? n : NNC_VL);
+            if (n > NNC_VL) nnc_rows_put(tb[c], bias ? bias + c : NULL, act, alpha, y + c * N + NNC_VL, n - NNC_VL);
+        }
+    }
+}
+#undef NNC_R8_EACH
+#undef NNC_R8_ZERO
+#undef NNC_R8_FMA
+#undef NNC_R8_LIST_A
+#undef NNC_R8_LIST_B
+#endif
+#undef NNC_RB_EACH
+#undef NNC_RB_ZERO
+#undef NNC_RB_FMA
+#undef NNC_RB_LIST
+#else
+static inline void nnc_rows_tile(const float *src, const int *off, int K, const float *w, const float *bias,
+                                 int act, float alpha, float *y, long N, int nch, int n) {
+    float acc[NNC_RB][NNC_RV];
+    int k, c, l;
+    for (c = 0; c < NNC_RB; c++)
+        for (l = 0; l < NNC_RV; l++) acc[c][l] = 0.0f;
+    for (k = 0; k < K; k++, w += NNC_CB) {
+        const float *s = src + off[k];
+        for (c = 0; c < NNC_RB; c++)
+            for (l = 0; l < NNC_RV; l++) acc[c][l] = NNC_FMA(s[l], w[c], acc[c][l]);
+    }
+    for (c = 0; c < nch; c++) {
+        float *row = y + c * N;
+        for (l = 0; l < n; l++) row[l] = acc[c][l] + (bias ? bias[c] : 0.0f);
+        if (act) nnc_act(row, n, act, alpha);
+    }
+}
+#endif
+
+/* Row i of channel c of the band of nnc_conv_rows from output row r0:
+ * input row r0*sh - pt + i by column phase, at scratch + c*plane, zeros
+ * outside the input. */
+static inline void nnc_rows_band(const nnc_conv *p, const float *x, float *scratch, int r0, int c, int i, long plane,
+                                 long wq) {
+    const int S = p->sw, ih = r0 * p->sh - p->pt + i;
+    int f;
+    for (f = 0; f < S; f++) {
+        float *d = scratch + c * plane + ((long)i * S + f) * wq;
+        /* phase column q is input column q*S + f - pl: inside for q in [lo, hi) */
+        long lo = 0, hi = 0, q;
+        if (ih >= 0 && ih < p->h && p->w + p->pl - f > 0) {
+            lo = p->pl - f > 0 ? (p->pl - f + S - 1) / S : 0;
+            hi = (p->w - 1 + p->pl - f) / S + 1;
+            if (hi > wq) hi = wq;
+            if (lo > hi) lo = hi;
+        }
+        for (q = 0; q < lo; q++) d[q] = 0.0f;
+        if (hi > lo) {
+            const float *s = x + ((long)c * p->h + ih) * p->w;
+            for (q = lo; q < hi; q++) d[q] = s[q * S + f - p->pl];
+        }
+        for (q = hi; q < wq; q++) d[q] = 0.0f;
+    }
+}
+
+/* Pixels of one tile of nnc_conv_rows along an output row: two vectors
+ * for a layer of at most 8 output channels where NNC_ROWS_TWO, else one. */
+#define NNC_ROWS_PIX(p) (NNC_ROWS_TWO && (p)->cout <= 8 ? 2 * NNC_RV : NNC_RV)
+
+/* The tile of output channels c0.. and pixels x0.. of row oy of a band from
+ * output row r0. */
+static inline void nnc_rows_at(const nnc_conv *p, const float *band, const int *off, int K, long wq,
+                               const float *wc, const float *bias, int act, float alpha, float *y, int r0, int oy,
+                               int x0, int c0) {
+    const long N = (long)p->oh * p->ow;
+    const int px = NNC_ROWS_PIX(p), n = p->ow - x0 < px ? p->ow - x0 : px;
+    const float *src = band + (long)oy * p->sh * p->sw * wq + x0;
+    const float *w = wc + (long)(c0 / NNC_CB) * K * NNC_CB + c0 % NNC_CB;
+    float *out = y + (long)c0 * N + (long)(r0 + oy) * p->ow + x0;
+    const int nch = p->cout - c0 < NNC_RB ? p->cout - c0 : NNC_RB;
+#if NNC_ROWS_TWO
+    if (px > NNC_RV) {
+        nnc_rows_tile2(src, off, K, w, bias ? bias + c0 : NULL, act, alpha, out, N, nch, n);
+        return;
+    }
+#endif
+    nnc_rows_tile(src, off, K, w, bias ? bias + c0 : NULL, act, alpha, out, N, nch, n);
+}
+
+static inline void nnc_conv_rows(const nnc_conv *p, const float *x, const float *wc, const float *bias, float *y,
+                                 int act, float alpha, float *scratch) {
+    const int K = p->cin * p->kh * p->kw, S = p->sw;
+    const int R = p->nc > 0 && p->nc < p->oh ? p->nc : p->oh;
+    const long wq = NNC_ROWS_WQ(p), plane = (long)((R - 1) * p->sh + (p->kh - 1) * p->dh + 1) * S * wq;
+    /* threads copy a band's rows and take its tiles, in one parallel region for the layer (one a band
+     * cost more than a small layer's tiles on one thread), where a band has four tiles a thread */
+    const int nthr = NNC_MAX_THREADS(), px = NNC_ROWS_PIX(p);
+    const long band_tiles = (long)R * ((p->ow + px - 1) / px) * ((p->cout + NNC_RB - 1) / NNC_RB);
+    const int nnc_par = nthr > 1 && (long)p->cout * K * p->oh * p->ow >= NNC_PAR_WORK && band_tiles >= 4L * nthr;
+    int off[NNC_BCAST_TAPS], c, i, j, k = 0, r0;
+    for (c = 0; c < p->cin; c++)
+        for (i = 0; i < p->kh; i++)
+            for (j = 0; j < p->kw; j++)
+                off[k++] = (int)(c * plane + ((long)i * p->dh * S + j * p->dw % S) * wq + j * p->dw / S);
+#if NNC_THREADS
+    if (nnc_par) {
+        const int nx = (p->ow + px - 1) / px, ncb = (p->cout + NNC_RB - 1) / NNC_RB;
+#pragma omp parallel private(r0)
+        for (r0 = 0; r0 < p->oh; r0 += R) {
+            const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
+            long t;
+            int u;
+#pragma omp for schedule(static)
+            for (u = 0; u < p->cin * bh; u++) nnc_rows_band(p, x, scratch, r0, u / bh, u % bh, plane, wq);
+            /* tile t: its row, then its vector along the row, then its block of channels */
+#pragma omp for schedule(static)
+            for (t = 0; t < (long)rows * nx * ncb; t++)
+                nnc_rows_at(p, scratch, off, K, wq, wc, bias, act, alpha, y, r0, (int)(t / ncb / nx),
+                            (int)(t / ncb % nx) * px, (int)(t % ncb) * NNC_RB);
+        }
+        return;
+    }
+#else
+    (void)nnc_par;
+#endif
+    for (r0 = 0; r0 < p->oh; r0 += R) {
+        const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
+        int oy, x0, c0;
+        for (c = 0; c < p->cin; c++)
+            for (i = 0; i < bh; i++) nnc_rows_band(p, x, scratch, r0, c, i, plane, wq);
+        for (oy = 0; oy < rows; oy++)
+            for (x0 = 0; x0 < p->ow; x0 += NNC_ROWS_PIX(p))
+                for (c0 = 0; c0 < p->cout; c0 += NNC_RB)
+                    nnc_rows_at(p, scratch, off, K, wq, wc, bias, act, alpha, y, r0, oy, x0, c0);
+    }
+}
+
 /* A convolution of one group as a matrix multiply over shifted input
  * planes: for a band of p->nc output rows (0: all), the input of every
  * channel is split by stride phase into sh*sw zero-padded planes (as
