@@ -211,6 +211,9 @@ CASES = [
     (4, 9, 2, 9, (3, 3), (1, 1), (1, 1), (1, 1), "none", 2, 2),         # bands of 4 pixels, fewer than a tile
     (3, 9, 4, 5, (3, 3), (2, 2), (1, 1), (1, 1), "relu", 0, 1),         # ... one depth block: nothing after the band
     (4, 11, 27, 8, (3, 3), (1, 1), (1, 1), (1, 1), "relu6", 0, 3),      # nnc_conv_rows's 8 x 32 tile: 16 + 11 pixels
+    (3, 8, 70, 7, (3, 3), (1, 1), (1, 1), (1, 1), "relu", 0, 2),        # ... two whole tiles along a row, then 6
+    (5, 9, 20, 6, (1, 1), (3, 3), (0, 0), (1, 1), "none", 0, 2),        # a stride past the kernel: unread phases
+    (2, 4, 5, 10, (2, 2), (1, 2), (3, 4), (2, 1), "tanh", 0, 0),         # padding past the input and the kernel
 ]
 
 
@@ -256,7 +259,7 @@ def test_rows_convolution_matches_reference_in_exact_scratch(tmp_path, build, ca
 def test_planes_convolution_matches_reference_in_exact_scratch(tmp_path, build, case):
     _skip_unless_runnable(build)
     cin, h, w, cout, k, s, p, d, act, _, rows = CASES[case]
-    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0, 9)[case]   # taps of a depth block (0: NNC_KC)
+    depth = (0, 7, 50, 0, 13, 0, 64, 20, 0, 40, 9, 0, 9, 27, 5, 8)[case]   # taps of a depth block (0: NNC_KC)
     rng = np.random.default_rng(10 + case)
     x = rng.standard_normal((cin, h, w)).astype(np.float32)
     wt = (rng.standard_normal((cout, cin, *k)) / np.sqrt(cin * k[0] * k[1])).astype(np.float32)
@@ -410,6 +413,19 @@ def test_depthwise_side_by_side_where_its_scratch_is_bounded(tmp_path):
         node = next(n for n in plan.graph.nodes if c_gen._is_depthwise(n))
         assert c_gen.depthwise_cv(node, plan.graph) is want
         assert c_gen.scratch_bytes(node, plan.graph)["panel"] <= max(c_gen.DWC_SCRATCH, c_gen.DW_SCRATCH) * 4
+
+
+@pytest.mark.parametrize("build", ["native", "portable"])
+@pytest.mark.parametrize("cout", [3, 20])
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_rows_propagates_nan_through_its_fused_clamps(tmp_path, build, cout, act):
+    # NaN compares false: the clamps on the bits keep it (3 channels: AVX-512's 8 x 32 tile; 20: 16 + 4)
+    x = np.full((2, 5, 40), np.nan, np.float32)
+    wt = np.ones((cout, 2, 3, 3), np.float32)
+    node = _Node(2, cout, 5, 40, (3, 3), (1, 1), (1, 1))
+    got = run_kernel(tmp_path, 6, build, x, wt, np.zeros(cout, np.float32), c_gen.pack_bcast(wt, c_gen.ROWS_RB),
+                     [2, 5, 40, cout, 5, 40, 3, 3, 1, 1, 1, 1, 1, 1, 0, 2], act, c_gen._rows_scratch(node, 2) // 4)
+    assert np.isnan(got).all()
 
 
 def test_bcast_propagates_nan_through_relu(tmp_path):

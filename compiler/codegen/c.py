@@ -467,7 +467,7 @@ def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
     """(kernel, depth of a block, output rows of a band) when `n` runs as
     nnc_conv_bcast ("bcast": depth in input channels), nnc_conv_planes
     ("planes": depth in taps) or nnc_conv_rows ("rows": one block, its bands
-    within ROWS_BAND bytes), else None: a 2-d convolution of one group
+    within ROWS_BAND bytes where a row fits), else None: a 2-d convolution of one group
     whose shape is known, that the cost model gives to one of them, and
     whose scratch (with bands of as many rows as fit) fits beside the values
     alive at its step (the room Winograd may take) or within the packed

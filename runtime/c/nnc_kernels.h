@@ -977,7 +977,8 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
  * (NNC_ROWS_WQ), so that tap (i, j) of output pixel ox reads phase
  * (j*dw) % sw at column ox + (j*dw) / sw, and a tap of a vector of pixels is
  * one contiguous load at any stride. The columns past ow (to whole
- * multiples of 32 floats) are computed and not stored. With 16-float
+ * multiples of 32 floats) are computed and not stored. K = cin*kh*kw must
+ * not exceed NNC_BCAST_TAPS (the planner gives it at most 288). With 16-float
  * vectors, a layer of at most 8 output channels takes tiles of 8 channels
  * times two vectors (NNC_ROWS_TWO), not half-empty ones of 16. */
 #if defined(NNC_VEC) && NNC_VL == 16
