@@ -471,6 +471,13 @@ def test_samples_take_the_kernel_where_the_cost_model_says():
     assert plan.layout.plan.arena_bytes == plan.layout.lower_bound_bytes
     shares = c_gen._room(plan.graph)[2]
     assert shares["dec1.a"] == c_gen.WINO_ROOMS[0] and len(shares) < len(plan.graph.nodes)
+    # the concat sample's shallow 3x3 layers (3 -> 16, 8 -> 16 at 32x32, 16 -> 32 at 16x16) along output
+    # rows, not by F(2x2, 3x3), whose transforms outweigh its multiplies there (95 -> 70 us the model)
+    plan = compile_plan(ROOT / "samples" / "concat.nn", target="c", render=False)
+    node = {n.label: n for n in plan.graph.nodes}
+    assert all(c_gen._conv_kind(node[k], plan.graph) == "rows" for k in ("stem", "mix1.branch3.1", "mix2.branch3.1"))
+    assert c_gen._is_winograd(node["stem"], plan.graph)
+    assert c_gen._direct_costs(node["stem"])["rows"] < c_gen._wino2_cost(node["stem"])
     # LeNet's 5x5 ones: one input channel by shifted planes, no packing; six along output rows
     plan = compile_plan(ROOT / "samples" / "lenet.nn", target="c", render=False)
     assert [c_gen._conv_kind(n, plan.graph) for n in plan.graph.nodes if n.op.name == "conv2d"] == ["planes", "rows"]

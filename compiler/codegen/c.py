@@ -463,6 +463,20 @@ def _direct_costs(n: Node) -> dict[str, float]:
     return out
 
 
+WINO2_XF = 16          # multiply-adds' worth of transforming one element of a 4x4 tile in or out (F(2x2), fitted
+                       # to the concat sample's 3 -> 16 and 16 -> 32 layers at 32x32 and 16x16: 21 and 29 us)
+
+
+def _wino2_cost(n: Node) -> float:
+    """The cost model's estimate of F(2x2, 3x3) for `n` (as `_direct_costs`):
+    16 multiplies a tile per input and output channel (rows padded to MR),
+    and the transforms of every tile's input and output channels, which
+    dominate a shallow layer's."""
+    m, _ = _conv_dims(n)
+    cin, tiles = n.attrs["in_channels"], -(-n.shape[1] // 2) * -(-n.shape[2] // 2)
+    return tiles * 16 * (cin * -(-m // MR) * MR / GEMM_EFF + (cin + m) * WINO2_XF)
+
+
 def direct_plan(n: Node, graph: Graph) -> tuple[str, int, int] | None:
     """(kernel, depth of a block, output rows of a band) when `n` runs as
     nnc_conv_bcast ("bcast": depth in input channels), nnc_conv_planes
@@ -686,7 +700,8 @@ def _conv_kind(n: Node, graph: Graph) -> str:
     1-d one for streaming plans (nnc_conv1d_stream: the history read where it
     is kept, no scratch) and for 1-d ones whose packed panel would grow the
     arena (it needs no scratch),
-    Winograd's F(4x4, 3x3) or F(2x2, 3x3) for large 3x3 ones, the direct one over output channels,
+    Winograd's F(4x4, 3x3) or F(2x2, 3x3) for large 3x3 ones (F(2x2) unless the one along output
+    rows costs less, `_wino2_cost`: a shallow layer's transforms outweigh the multiplies), the direct one over output channels,
     the one along output rows or the one over shifted input planes (`direct_plan`) for strided,
     shallow or small 2-d ones, or the packed matrix multiply."""
     if graph.streaming and n.op.name == "conv1d":
@@ -695,9 +710,10 @@ def _conv_kind(n: Node, graph: Graph) -> str:
         return "depthwise"
     if wino_rows(n, graph, 4) is not None:
         return "winograd4"
-    if _is_winograd(n, graph):
-        return "winograd"
     plan = direct_plan(n, graph)
+    if _is_winograd(n, graph) and not (plan is not None and plan[0] == "rows"
+                                       and _direct_costs(n)["rows"] < _wino2_cost(n)):
+        return "winograd"
     if plan is not None:
         return plan[0]
     if n.op.name == "conv1d" and not n.history and _panel_room(n, graph) < PANEL_MIN:
