@@ -701,9 +701,9 @@ def _conv_kind(n: Node, graph: Graph) -> str:
     is kept, no scratch) and for 1-d ones whose packed panel would grow the
     arena (it needs no scratch),
     Winograd's F(4x4, 3x3) or F(2x2, 3x3) for large 3x3 ones (F(2x2) unless the one along output
-    rows costs less, `_wino2_cost`: a shallow layer's transforms outweigh the multiplies), the direct one over output channels,
-    the one along output rows or the one over shifted input planes (`direct_plan`) for strided,
-    shallow or small 2-d ones, or the packed matrix multiply."""
+    rows costs less, `_wino2_cost`: a shallow layer's transforms outweigh the multiplies), the
+    direct one over output channels, the one along output rows or the one over shifted input planes
+    (`direct_plan`) for strided, shallow or small 2-d ones, or the packed matrix multiply."""
     if graph.streaming and n.op.name == "conv1d":
         return "direct"          # depthwise ones too: nnc_conv1d_stream reads the history where it is
     if _is_depthwise(n):
