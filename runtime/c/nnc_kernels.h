@@ -307,6 +307,18 @@ static inline nnc_vf nnc_ldv(const float *p) {
     memcpy(&v, p, sizeof v);
     return v;
 }
+
+/* relu (NNC_RELU) or relu6 (NNC_RELU6) of a vector on its bits: x < 0 -> 0, x > 6 -> 6 (NaN compares
+ * false and stays NaN) */
+NNC_INLINE nnc_vf nnc_vrelu(nnc_vf v, int act) {
+    const nnc_vf zero = {0}, six = zero + 6.0f;
+    v = (nnc_vf)((nnc_vi)v & ~(v < zero));
+    if (act == NNC_RELU6) {
+        const nnc_vi m = v > six;
+        v = (nnc_vf)(((nnc_vi)v & ~m) | ((nnc_vi)six & m));
+    }
+    return v;
+}
 #endif
 
 /* ------------------------------------------------------------------ matrix multiply */
@@ -319,7 +331,6 @@ static inline nnc_vf nnc_ldv(const float *p) {
  * registers too. Other tiles go through a small array on the stack. */
 NNC_CONTRACT static inline void nnc_micro_end(const nnc_vf t[NNC_MR][2], float *restrict c, long ldc, int mr, int nr,
                                               int first, int last, const float *restrict bias, int act, float alpha) {
-    const nnc_vf zero = {0}, six = zero + 6.0f;
     int i;
     if (nr == NNC_NR) {
         for (i = 0; i < mr; i++) {
@@ -331,15 +342,7 @@ NNC_CONTRACT static inline void nnc_micro_end(const nnc_vf t[NNC_MR][2], float *
             if (last && bias) {
                 v0 += bias[i], v1 += bias[i];
             }
-            if (last && (act == NNC_RELU || act == NNC_RELU6)) {
-                /* x < 0 -> 0 on the bits (NaN compares false and stays) */
-                v0 = (nnc_vf)((nnc_vi)v0 & ~(v0 < zero)), v1 = (nnc_vf)((nnc_vi)v1 & ~(v1 < zero));
-                if (act == NNC_RELU6) {
-                    const nnc_vi m0 = v0 > six, m1 = v1 > six;
-                    v0 = (nnc_vf)(((nnc_vi)v0 & ~m0) | ((nnc_vi)six & m0));
-                    v1 = (nnc_vf)(((nnc_vi)v1 & ~m1) | ((nnc_vi)six & m1));
-                }
-            }
+            if (last && (act == NNC_RELU || act == NNC_RELU6)) v0 = nnc_vrelu(v0, act), v1 = nnc_vrelu(v1, act);
             memcpy(row, &v0, sizeof v0), memcpy(row + NNC_VL, &v1, sizeof v1);
             if (last && act && act != NNC_RELU && act != NNC_RELU6) nnc_act(row, nr, act, alpha);
         }
@@ -1002,16 +1005,8 @@ static inline void nnc_conv_bcast(const nnc_conv *p, const float *x, const float
 /* One channel's vector of a tile: plus its bias (b: NULL for none), the activation, its first n pixels
  * stored at `row`. */
 static inline void nnc_rows_put(nnc_vf v, const float *b, int act, float alpha, float *restrict row, int n) {
-    const nnc_vf zero = {0}, six = zero + 6.0f;
     if (b) v += *b;
-    if (act == NNC_RELU || act == NNC_RELU6) {
-        /* x < 0 -> 0 on the bits (NaN compares false and stays) */
-        v = (nnc_vf)((nnc_vi)v & ~(v < zero));
-        if (act == NNC_RELU6) {
-            const nnc_vi m = v > six;
-            v = (nnc_vf)(((nnc_vi)v & ~m) | ((nnc_vi)six & m));
-        }
-    }
+    if (act == NNC_RELU || act == NNC_RELU6) v = nnc_vrelu(v, act);
     if (n == NNC_VL)              /* (a store of known size: no call) */
         memcpy(row, &v, sizeof v);
     else
