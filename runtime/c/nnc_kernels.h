@@ -1150,7 +1150,7 @@ static inline void nnc_conv_rows(const nnc_conv *p, const float *x, const float 
     const int nthr = NNC_MAX_THREADS(), px = NNC_ROWS_PIX(p);
     const long band_tiles = (long)R * ((p->ow + px - 1) / px) * ((p->cout + NNC_RB - 1) / NNC_RB);
     const int nnc_par = nthr > 1 && (long)p->cout * K * p->oh * p->ow >= NNC_PAR_WORK && band_tiles >= 4L * nthr;
-    int off[NNC_BCAST_TAPS], c, i, j, k = 0, r0;
+    int off[NNC_BCAST_TAPS], c, i, j, k = 0, r0, u;
     for (c = 0; c < p->cin; c++)
         for (i = 0; i < p->kh; i++)
             for (j = 0; j < p->kw; j++)
@@ -1158,11 +1158,10 @@ static inline void nnc_conv_rows(const nnc_conv *p, const float *x, const float 
 #if NNC_THREADS
     if (nnc_par) {
         const int nx = (p->ow + px - 1) / px, ncb = (p->cout + NNC_RB - 1) / NNC_RB;
-#pragma omp parallel private(r0)
+#pragma omp parallel private(r0, u)
         for (r0 = 0; r0 < p->oh; r0 += R) {
             const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
             long t;
-            int u;
 #pragma omp for schedule(static)
             for (u = 0; u < p->cin * bh; u++) nnc_rows_band(p, x, scratch, r0, u / bh, u % bh, plane, wq);
             /* tile t: its row, then its vector along the row, then its block of channels */
@@ -1179,10 +1178,9 @@ static inline void nnc_conv_rows(const nnc_conv *p, const float *x, const float 
     for (r0 = 0; r0 < p->oh; r0 += R) {
         const int rows = p->oh - r0 < R ? p->oh - r0 : R, bh = (rows - 1) * p->sh + (p->kh - 1) * p->dh + 1;
         int oy, x0, c0;
-        for (c = 0; c < p->cin; c++)
-            for (i = 0; i < bh; i++) nnc_rows_band(p, x, scratch, r0, c, i, plane, wq);
+        for (u = 0; u < p->cin * bh; u++) nnc_rows_band(p, x, scratch, r0, u / bh, u % bh, plane, wq);
         for (oy = 0; oy < rows; oy++)
-            for (x0 = 0; x0 < p->ow; x0 += NNC_ROWS_PIX(p))
+            for (x0 = 0; x0 < p->ow; x0 += px)
                 for (c0 = 0; c0 < p->cout; c0 += NNC_RB)
                     nnc_rows_at(p, scratch, off, K, wq, wc, bias, act, alpha, y, r0, oy, x0, c0);
     }
